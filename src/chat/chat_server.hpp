@@ -1,0 +1,25 @@
+// `mux chat-server`: group chat over TCP. Every line a client sends goes to every other client.
+#pragma once
+
+#include <cstdint>
+
+#include "cli/common_options.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace mux {
+
+struct ChatServerOptions {
+  CommonOptions common;
+  ServeMode serve = ServeMode::single;
+  std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
+  std::uint64_t max_line = 4096;
+  std::uint64_t max_queue = 1 << 20;
+};
+
+void setup_chat_server(CLI::App& app, ChatServerOptions& options);
+int run_chat_server(const ChatServerOptions& options);
+
+}  // namespace mux

@@ -1,0 +1,122 @@
+#include "core/logger.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <utility>
+
+namespace mux {
+
+std::string log_timestamp() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm local{};
+  ::localtime_r(&seconds, &local);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &local);
+  return fmt::format("{}.{:03}", text, millis);
+}
+
+Logger::Logger(Verbosity verbosity, int fd) : verbosity_(verbosity), fd_(fd) {
+  if (verbosity_ == Verbosity::quiet) return;  // nothing will ever be written
+  // The thread must never take a signal meant for the loop's signalfd: block everything in it.
+  sigset_t all;
+  sigset_t previous;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+  thread_ = std::thread([this] { writer_thread(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+Logger::~Logger() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Logger::write_all(std::string_view text) const {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd_, text.data(), text.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // stdout is gone (closed pipe): the log is lost, the server goes on
+    }
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+void Logger::write_line(std::string_view text) {
+  std::string line = fmt::format("{} {}\n", log_timestamp(), text);
+  if (synchronous_ || !thread_.joinable()) {
+    write_all(line);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (queued_bytes_ + line.size() > kMaxQueuedBytes) {
+      ++dropped_;
+      return;
+    }
+    queued_bytes_ += line.size();
+    queue_.push_back(std::move(line));
+  }
+  wake_.notify_one();
+}
+
+void Logger::writer_thread() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty() && stopping_) return;
+    std::deque<std::string> batch;
+    batch.swap(queue_);
+    queued_bytes_ = 0;
+    std::size_t dropped = std::exchange(dropped_, 0);
+    writing_ = true;
+    lock.unlock();
+    std::string joined;
+    for (const std::string& line : batch) joined += line;
+    if (dropped > 0) {
+      joined += fmt::format("{} ({} log lines dropped: stdout was not keeping up)\n", log_timestamp(), dropped);
+    }
+    write_all(joined);
+    lock.lock();
+    writing_ = false;
+    idle_.notify_all();
+  }
+}
+
+void Logger::flush() {
+  if (!thread_.joinable() || synchronous_) return;
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return queue_.empty() && !writing_; });
+}
+
+void Logger::before_fork() {
+  if (thread_.joinable() && !synchronous_) mutex_.lock();
+}
+
+void Logger::after_fork_parent() {
+  if (thread_.joinable() && !synchronous_) mutex_.unlock();
+}
+
+void Logger::after_fork_child() {
+  if (!thread_.joinable() || synchronous_) return;
+  // The thread does not exist here. Lines queued by the parent are the parent's to write.
+  queue_.clear();
+  queued_bytes_ = 0;
+  synchronous_ = true;
+  mutex_.unlock();
+  // thread_ still names the parent's thread; the child leaves through _exit() and never runs
+  // this Logger's destructor, so it is never joined here.
+}
+
+}  // namespace mux

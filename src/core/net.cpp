@@ -1,0 +1,193 @@
+#include "core/net.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+
+#include <fmt/format.h>
+
+namespace mux {
+namespace {
+
+struct AddrinfoDeleter {
+  void operator()(addrinfo* list) const noexcept { ::freeaddrinfo(list); }
+};
+using AddrinfoList = std::unique_ptr<addrinfo, AddrinfoDeleter>;
+
+AddrinfoList resolve(const std::string& host, std::uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG | (passive ? AI_PASSIVE : 0);
+  std::string service = std::to_string(port);
+  addrinfo* list = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
+  if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME) {
+    // AI_ADDRCONFIG hides ::1 on hosts without a global IPv6 address; loopback still works.
+    hints.ai_flags &= ~AI_ADDRCONFIG;
+    rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
+  }
+  if (rc != 0) {
+    std::string why = rc == EAI_SYSTEM ? std::generic_category().message(errno) : ::gai_strerror(rc);
+    throw std::runtime_error(fmt::format("resolve {}: {}", format_endpoint(host, port), why));
+  }
+  return AddrinfoList(list);
+}
+
+}  // namespace
+
+std::string format_endpoint(const std::string& host, std::uint16_t port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+std::string format_address(const sockaddr* address, socklen_t length) {
+  char host[NI_MAXHOST];
+  char service[NI_MAXSERV];
+  if (::getnameinfo(address, length, host, sizeof host, service, sizeof service,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "?";
+  }
+  return format_endpoint(host, static_cast<std::uint16_t>(std::stoul(service)));
+}
+
+std::string local_address(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) < 0) return "?";
+  return format_address(reinterpret_cast<sockaddr*>(&address), length);
+}
+
+std::string peer_address(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) < 0) return "?";
+  return format_address(reinterpret_cast<sockaddr*>(&address), length);
+}
+
+std::uint16_t local_port(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) < 0) return 0;
+  if (address.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
+  }
+  return ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+}
+
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
+  AddrinfoList list = resolve(host, port, true);
+  int last_error = EADDRNOTAVAIL;
+  for (addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    Fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd) {
+      last_error = errno;
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0 || ::listen(fd.get(), backlog) < 0) {
+      last_error = errno;
+      continue;
+    }
+    return fd;
+  }
+  throw std::system_error(last_error, std::generic_category(),
+                          fmt::format("listen on {}", format_endpoint(host, port)));
+}
+
+Fd connect_tcp(const std::string& host, std::uint16_t port) {
+  AddrinfoList list = resolve(host, port, false);
+  int last_error = EADDRNOTAVAIL;
+  for (addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    Fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd) {
+      last_error = errno;
+      continue;
+    }
+    int rc;
+    do {
+      rc = ::connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+      last_error = errno;
+      continue;
+    }
+    set_nonblocking(fd.get());
+    return fd;
+  }
+  throw std::system_error(last_error, std::generic_category(),
+                          fmt::format("connect to {}", format_endpoint(host, port)));
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+Acceptor::Acceptor(Fd listener)
+    : listener_(std::move(listener)), reserve_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+
+std::optional<Acceptor::Accepted> Acceptor::accept(bool& dropped) {
+  dropped = false;
+  while (true) {
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&address), &length,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      return Accepted{Fd(fd), format_address(reinterpret_cast<sockaddr*>(&address), length)};
+    }
+    switch (errno) {
+      case EINTR:
+      case ECONNABORTED:
+      case EPROTO:
+        continue;  // that one connection is gone; try the next
+      case EMFILE:
+      case ENFILE:
+        if (reserve_) {
+          reserve_.reset();
+          Fd doomed(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+          doomed.reset();
+          reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+          dropped = true;
+        }
+        return std::nullopt;
+      default:  // EAGAIN, or a transient network error reported early: wait for the next event
+        return std::nullopt;
+    }
+  }
+}
+
+std::uint64_t fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) < 0) return 1024;
+  return limit.rlim_cur;
+}
+
+std::uint64_t raise_fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return fd_limit();
+}
+
+void ignore_sigpipe() {
+  struct sigaction action{};
+  action.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &action, nullptr);
+}
+
+}  // namespace mux

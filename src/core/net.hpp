@@ -1,0 +1,61 @@
+// TCP helpers shared by every subcommand: resolve, listen, connect and accept over IPv4 or IPv6,
+// with errors that name the address ("listen on 127.0.0.1:5000: Address already in use").
+// Sockets come back CLOEXEC and non-blocking.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/fd.hpp"
+
+namespace mux {
+
+// "127.0.0.1:5000", "[::1]:5000": how addresses appear in logs and errors.
+std::string format_endpoint(const std::string& host, std::uint16_t port);
+std::string format_address(const sockaddr* address, socklen_t length);
+std::string local_address(int fd);
+std::string peer_address(int fd);
+std::uint16_t local_port(int fd);
+
+// Binds and listens on the first address `host` resolves to. Port 0 picks a free port.
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
+// Connects (blocking, trying each resolved address) and returns a non-blocking socket.
+Fd connect_tcp(const std::string& host, std::uint16_t port);
+
+void set_nodelay(int fd);
+
+// Accepts connections without letting fd exhaustion spin the loop: when accept fails with
+// EMFILE/ENFILE, a reserved fd is given up to take the pending connection off the queue and close
+// it at once, then reserved again (the pending connection would otherwise keep the listener
+// readable forever).
+class Acceptor {
+ public:
+  struct Accepted {
+    Fd fd;
+    std::string peer;
+  };
+  explicit Acceptor(Fd listener);
+
+  [[nodiscard]] int fd() const noexcept { return listener_.get(); }
+  // Next pending connection, or nullopt when none is left (EAGAIN) or it had to be dropped.
+  // `dropped` is set when a connection was refused for lack of fds.
+  std::optional<Accepted> accept(bool& dropped);
+  // Closes the listening socket (fork-mode children, shutdown).
+  void close() noexcept { listener_.reset(); }
+
+ private:
+  Fd listener_;
+  Fd reserve_;
+};
+
+// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+std::uint64_t raise_fd_limit();
+std::uint64_t fd_limit();
+
+// Writes to a closed socket must return EPIPE, not kill mux.
+void ignore_sigpipe();
+
+}  // namespace mux

@@ -1,0 +1,26 @@
+// `mux upload-server`: receives many uploads at once, verified with XXH3-128.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cli/common_options.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace mux {
+
+struct UploadServerOptions {
+  CommonOptions common;
+  ServeMode serve = ServeMode::single;
+  std::string output_dir;          // empty: count, hash and discard
+  std::uint64_t max_size = 0;      // 0: unlimited
+  std::uint64_t max_clients = 0;   // 0: as many as RLIMIT_NOFILE allows once raised
+};
+
+void setup_upload_server(CLI::App& app, UploadServerOptions& options);
+int run_upload_server(const UploadServerOptions& options);
+
+}  // namespace mux
