@@ -1,0 +1,170 @@
+"""Shared helpers for mux's end-to-end tests: start the real binary on a free loopback port and
+talk to it with real sockets. Standard library only.
+
+Every server subcommand logs `listening on HOST:PORT (...)` as its first line; servers are
+started with --port 0 and the port is read from that line, so tests never race for a port.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+MUX = os.environ.get("MUX", os.path.join(os.path.dirname(__file__), "..", "..", "build", "mux"))
+HOST = "127.0.0.1"
+DEFAULT_TIMEOUT = float(os.environ.get("MUX_TEST_TIMEOUT", "10"))
+
+
+class Server:
+    """A running `mux <subcommand>` whose stdout/stderr are collected line by line."""
+
+    def __init__(self, subcommand, *args, host=HOST, cwd=None, env=None, preexec_fn=None):
+        self.args = [MUX, subcommand, "--host", host, "--port", "0", *args]
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            cwd=cwd, env=env, preexec_fn=preexec_fn)
+        self.stdout_lines = []
+        self.stderr_lines = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        match = self.wait_for_log(r"listening on (\S+):(\d+)")
+        self.port = int(match.group(2))
+        self.host = host
+
+    def _pump(self, stream, lines):
+        for raw in iter(stream.readline, b""):
+            with self._cond:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_log(self, pattern, timeout=DEFAULT_TIMEOUT, stream="stdout", start=0):
+        """Waits for a log line matching `pattern` (searching from line index `start`)."""
+        lines = self.stdout_lines if stream == "stdout" else self.stderr_lines
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in lines[start:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(
+                        f"no {stream} line matching {pattern!r} within {timeout}s; "
+                        f"stdout={self.stdout_lines[-20:]!r} stderr={self.stderr_lines[-20:]!r}")
+                self._cond.wait(min(remaining, 0.1))
+
+    def log_count(self, pattern):
+        regex = re.compile(pattern)
+        with self._cond:
+            return sum(1 for line in self.stdout_lines if regex.search(line))
+
+    def connect(self, timeout=DEFAULT_TIMEOUT):
+        return connect(self.port, host=self.host, timeout=timeout)
+
+    def signal(self, signo):
+        self.proc.send_signal(signo)
+
+    def wait(self, timeout=DEFAULT_TIMEOUT):
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    def stop(self):
+        """Stops the server (SIGTERM, then SIGKILL) and returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout=DEFAULT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def connect(port, host=HOST, timeout=DEFAULT_TIMEOUT):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect((host, port))
+    return sock
+
+
+class LineReader:
+    """Reads `\\n`-terminated lines from a socket with a deadline."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self, timeout=DEFAULT_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no complete line within {timeout}s; have {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; have {self.buffer!r}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+    def lines(self, count, timeout=DEFAULT_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        return [self.line(max(0.001, deadline - time.monotonic())) for _ in range(count)]
+
+    def expect_nothing(self, wait=0.3):
+        """Asserts no bytes arrive within `wait` seconds."""
+        self.sock.settimeout(wait)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return
+        raise AssertionError(f"expected silence, got {self.buffer + chunk!r}")
+
+    def expect_eof(self, timeout=DEFAULT_TIMEOUT):
+        """Reads until EOF, returning whatever arrived before it."""
+        deadline = time.monotonic() + timeout
+        data = self.buffer
+        self.buffer = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"connection not closed within {timeout}s; have {data!r}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+def run_mux(*args, input=None, timeout=DEFAULT_TIMEOUT, env=None):
+    """Runs `mux args...` to completion; returns CompletedProcess with text output."""
+    return subprocess.run([MUX, *args], input=input, capture_output=True, timeout=timeout, env=env)
+
+
+def main():
+    unittest.main(verbosity=2)
