@@ -20,12 +20,16 @@ void LineFramer::feed(std::string_view bytes, const LineHandler& on_line) {
       if (ends_line) discarding_ = false;
       continue;
     }
-    // A '\r' right before the '\n' does not count toward the limit.
-    std::size_t limit = max_line_ + ((ends_line && !piece.empty() && piece.back() == '\r') ? 1 : 0);
+    // A '\r' at the end does not count toward the limit: it is the CR of a CRLF, or may turn out
+    // to be one when the '\n' arrives in the next read.
+    char last = !piece.empty() ? piece.back() : (pending_.empty() ? '\0' : pending_.back());
+    std::size_t limit = max_line_ + (last == '\r' ? 1 : 0);
     if (pending_.size() + piece.size() > limit) {
       std::size_t room = max_line_ - std::min(pending_.size(), max_line_);
       pending_.append(piece.substr(0, room));
-      emit(pending_, true, on_line);
+      // Exactly max_line_ bytes: a '\r' where the cut lands is text, not a line end.
+      pending_.resize(max_line_);
+      on_line(pending_, true);
       pending_.clear();
       discarding_ = !ends_line;
       continue;
