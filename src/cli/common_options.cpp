@@ -21,13 +21,15 @@ void add_common_flags(CLI::App& subcommand, CommonOptions& options) {
         if (!digits_only || !parsed || *parsed > 65535) {
           return fmt::format("'{}' is not a port number (0-65535)", text);
         }
+        // CLI11 converts integers with base 0: "010" would be octal 8. People mean decimal.
+        text = std::to_string(*parsed);
         return {};
       },
       "");
   subcommand.add_option("--port", options.port, "TCP port (0 picks a free port when listening)")
       ->capture_default_str()
       ->type_name("PORT")
-      ->check(port_number);
+      ->transform(port_number);
   auto* verbose = subcommand.add_flag("-v,--verbose", options.verbose, "Log more detail");
   auto* quiet = subcommand.add_flag("-q,--quiet", options.quiet, "Log only errors");
   verbose->excludes(quiet);
