@@ -15,9 +15,9 @@ namespace mux {
 struct UploadServerOptions {
   CommonOptions common;
   ServeMode serve = ServeMode::single;
-  std::string output_dir;          // empty: count, hash and discard
-  std::uint64_t max_size = 0;      // 0: unlimited
-  std::uint64_t max_clients = 0;   // 0: as many as RLIMIT_NOFILE allows once raised
+  std::string output_dir;         // empty: count, hash and discard
+  std::uint64_t max_size = 0;     // 0: unlimited
+  std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
 };
 
 void setup_upload_server(CLI::App& app, UploadServerOptions& options);

@@ -1,0 +1,54 @@
+// ForkingServer: `upload-server --serve fork`. The parent owns the event loop, the listening
+// socket and the set of live children; each accepted connection is served by a child process
+// (serve_one_upload) with its own fresh loop, and the parent reaps every child on SIGCHLD.
+// Created and run by run_upload_server().
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_set>
+
+#include "core/event_loop.hpp"
+#include "core/net.hpp"
+
+namespace mux {
+
+class Logger;
+class OutputDirectory;
+
+class ForkingServer {
+ public:
+  ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
+                std::uint64_t max_size, std::uint64_t max_clients);
+  // Serves until SIGINT/SIGTERM and every child has exited.
+  void run();
+
+ private:
+  void accept_pending();
+  void spawn_child(Acceptor::Accepted accepted);
+  void reap();
+  void set_accepting(bool on);
+  void begin_shutdown();
+  void signal_children(int signo);
+  [[nodiscard]] bool at_capacity() const;
+
+  EventLoop loop_;
+  Logger& logger_;
+  Acceptor acceptor_;
+  const OutputDirectory* output_dir_;
+  std::uint64_t max_size_;
+  std::uint64_t max_clients_;
+  std::unordered_set<pid_t> children_;
+  std::uint64_t next_client_number_ = 1;
+  bool accepting_ = false;
+  bool shutting_down_ = false;
+};
+
+// The whole life of a fork-mode child: one upload on `socket` in a fresh event loop. Returns the
+// child's exit status.
+int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
+                     const OutputDirectory* output_dir, std::uint64_t max_size);
+
+}  // namespace mux

@@ -1,0 +1,106 @@
+#include "upload/single_loop_server.hpp"
+
+#include <csignal>
+
+#include "core/logger.hpp"
+
+namespace mux {
+
+SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
+                                   std::uint64_t max_size, std::uint64_t max_clients)
+    : logger_(logger),
+      acceptor_(std::move(listener)),
+      read_buffer_(kUploadReadBufferSize),
+      context_{loop_, logger, output_dir, max_size, read_buffer_},
+      max_clients_(max_clients) {}
+
+void SingleLoopServer::run() {
+  loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
+  loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
+  set_accepting(true);
+  loop_.run();
+}
+
+bool SingleLoopServer::at_capacity() const {
+  return max_clients_ != 0 && sessions_.size() >= max_clients_;
+}
+
+void SingleLoopServer::set_accepting(bool on) {
+  if (on == accepting_) return;
+  accepting_ = on;
+  // While full, connections wait in the kernel's backlog instead of being refused.
+  if (on) {
+    loop_.watch(acceptor_.fd(), EPOLLIN, [this](std::uint32_t) { accept_pending(); });
+  } else {
+    loop_.unwatch(acceptor_.fd());
+  }
+}
+
+void SingleLoopServer::accept_pending() {
+  while (!at_capacity()) {
+    bool dropped = false;
+    std::optional<Acceptor::Accepted> accepted = acceptor_.accept(dropped);
+    if (dropped) logger_.info("refused a connection: out of file descriptors");
+    if (!accepted) return;
+    start_session(std::move(*accepted));
+  }
+  set_accepting(false);
+}
+
+void SingleLoopServer::start_session(Acceptor::Accepted accepted) {
+  std::uint64_t number = next_client_number_++;
+  logger_.detail("[Client {}] {} connected", number, accepted.peer);
+  auto session = std::make_unique<UploadSession>(
+      context_, std::move(accepted.fd), number, std::move(accepted.peer),
+      [this](UploadSession& finished) { on_session_finished(finished); });
+  UploadSession* key = session.get();
+  sessions_.emplace(key, std::move(session));
+}
+
+void SingleLoopServer::on_session_finished(UploadSession& session) {
+  auto it = sessions_.find(&session);
+  if (it == sessions_.end()) return;
+  // The session is usually inside its own handler right now: destroy it after the batch.
+  loop_.retire(std::move(it->second));
+  sessions_.erase(it);
+  if (shutting_down_) {
+    if (sessions_.empty()) loop_.stop();
+  } else if (!at_capacity()) {
+    set_accepting(true);
+  }
+}
+
+void SingleLoopServer::begin_shutdown() {
+  if (shutting_down_) return;  // a second signal does not cut the grace short for anyone
+  shutting_down_ = true;
+  set_accepting(false);
+  acceptor_.close();
+  std::vector<UploadSession*> idle;
+  std::size_t in_flight = 0;
+  for (auto& [key, session] : sessions_) {
+    if (session->in_flight()) {
+      ++in_flight;
+    } else {
+      idle.push_back(key);
+    }
+  }
+  logger_.info("shutting down: {} upload(s) in flight", in_flight);
+  for (UploadSession* session : idle)
+    session->abort("shutting down");
+  if (sessions_.empty()) {
+    loop_.stop();
+    return;
+  }
+  loop_.add_timer(kShutdownGrace, [this] { end_remaining_uploads(); });
+}
+
+void SingleLoopServer::end_remaining_uploads() {
+  std::vector<UploadSession*> remaining;
+  remaining.reserve(sessions_.size());
+  for (auto& entry : sessions_)
+    remaining.push_back(entry.first);
+  for (UploadSession* session : remaining)
+    session->abort("shutting down");
+}
+
+}  // namespace mux

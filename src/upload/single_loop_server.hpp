@@ -1,0 +1,48 @@
+// SingleLoopServer: `upload-server --serve single`. Owns the event loop, the listening socket and
+// every UploadSession; all uploads progress at once in this one loop. Created and run by
+// run_upload_server().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "core/event_loop.hpp"
+#include "core/net.hpp"
+#include "upload/upload_session.hpp"
+
+namespace mux {
+
+class Logger;
+class OutputDirectory;
+
+class SingleLoopServer {
+ public:
+  SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
+                   std::uint64_t max_size, std::uint64_t max_clients);
+  // Serves until SIGINT/SIGTERM and the shutdown grace are over.
+  void run();
+
+ private:
+  void accept_pending();
+  void start_session(Acceptor::Accepted accepted);
+  void on_session_finished(UploadSession& session);
+  void set_accepting(bool on);
+  void begin_shutdown();
+  void end_remaining_uploads();
+  [[nodiscard]] bool at_capacity() const;
+
+  EventLoop loop_;
+  Logger& logger_;
+  Acceptor acceptor_;
+  std::vector<char> read_buffer_;
+  UploadContext context_;
+  std::uint64_t max_clients_;  // 0: no limit but the fd limit
+  std::unordered_map<UploadSession*, std::unique_ptr<UploadSession>> sessions_;
+  std::uint64_t next_client_number_ = 1;
+  bool accepting_ = false;
+  bool shutting_down_ = false;
+};
+
+}  // namespace mux

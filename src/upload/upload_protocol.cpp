@@ -1,0 +1,146 @@
+#include "upload/upload_protocol.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace mux {
+namespace {
+
+std::optional<std::uint64_t> parse_decimal(std::string_view text) {
+  if (text.empty() || text.size() > 20) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool is_unreserved(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
+bool is_control(char c) {
+  auto byte = static_cast<unsigned char>(c);
+  return byte < 0x20 || byte == 0x7f;
+}
+
+bool is_utf8_continuation(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
+
+HeaderParse header_error(std::string reason) {
+  return HeaderParse{std::nullopt, std::move(reason)};
+}
+
+}  // namespace
+
+HeaderParse parse_header_line(std::string_view line) {
+  if (line.substr(0, kUploadMagic.size()) != kUploadMagic) {
+    return header_error("does not start with MUXUP/1");
+  }
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  std::string_view rest = line.substr(kUploadMagic.size());
+  std::size_t space = rest.find(' ');
+  std::string_view size_text = rest.substr(0, space);
+  if (size_text.empty()) return header_error("missing size");
+  std::optional<std::uint64_t> size = parse_decimal(size_text);
+  if (!size) return header_error("size is not a number");
+  if (space == std::string_view::npos) return header_error("missing name");
+  return HeaderParse{UploadHeader{*size, percent_decode(rest.substr(space + 1))}, {}};
+}
+
+std::string format_header_line(std::uint64_t size, std::string_view name) {
+  return fmt::format("{}{} {}\n", kUploadMagic, size, percent_encode(name));
+}
+
+std::string percent_encode(std::string_view text) {
+  std::string encoded;
+  encoded.reserve(text.size());
+  for (char c : text) {
+    if (is_unreserved(c)) {
+      encoded.push_back(c);
+    } else {
+      encoded += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    }
+  }
+  return encoded;
+}
+
+std::string percent_decode(std::string_view text) {
+  std::string decoded;
+  decoded.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
+        hex_value(text[i + 2]) >= 0) {
+      decoded.push_back(static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2])));
+      i += 2;
+    } else {
+      decoded.push_back(text[i]);
+    }
+  }
+  return decoded;
+}
+
+std::string sanitize_file_name(std::string_view name, std::string_view fallback) {
+  std::size_t slash = name.rfind('/');
+  if (slash != std::string_view::npos) name.remove_prefix(slash + 1);
+  std::string safe(name);
+  std::replace_if(safe.begin(), safe.end(), is_control, '_');
+  safe.erase(0, safe.find_first_not_of('.'));
+  if (safe.size() > kMaxStoredName) {
+    std::size_t cut = kMaxStoredName;
+    while (cut > 0 && is_utf8_continuation(safe[cut]))
+      --cut;
+    safe.resize(cut);
+  }
+  if (safe.empty()) return std::string(fallback);
+  return safe;
+}
+
+std::string raw_upload_name(std::uint64_t client_number) {
+  return fmt::format("upload-{}.bin", client_number);
+}
+
+std::string format_ok_reply(std::uint64_t bytes, std::string_view hash) {
+  return fmt::format("OK {} {}\n", bytes, hash);
+}
+
+std::string format_err_reply(std::string_view reason) {
+  std::string line = fmt::format("ERR {}", reason);
+  // A reason quoting a strerror or a name must not break the one-line reply.
+  std::replace_if(line.begin(), line.end(), is_control, ' ');
+  line.push_back('\n');
+  return line;
+}
+
+std::optional<UploadReply> parse_reply_line(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line == "ERR") return UploadReply{false, 0, {}, {}};
+  if (line.substr(0, 4) == "ERR ") return UploadReply{false, 0, {}, std::string(line.substr(4))};
+  if (line.substr(0, 3) != "OK ") return std::nullopt;
+  std::string_view rest = line.substr(3);
+  std::size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  std::optional<std::uint64_t> bytes = parse_decimal(rest.substr(0, space));
+  std::string_view hash = rest.substr(space + 1);
+  bool hex = hash.size() == 32 && std::all_of(hash.begin(), hash.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+             });
+  if (!bytes || !hex) return std::nullopt;
+  return UploadReply{true, *bytes, std::string(hash), {}};
+}
+
+}  // namespace mux

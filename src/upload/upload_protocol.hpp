@@ -1,0 +1,62 @@
+// MUXUP/1, the upload wire protocol, as pure functions shared by upload-server and upload-client:
+// the optional header line `MUXUP/1 <size> <name>\n`, the percent-encoding of the name, the
+// reply `OK <bytes> <xxh3-128 hex>\n` / `ERR <reason>\n`, and the rules that turn a name a
+// client chose into a file name that is safe to create. No I/O here, so it is unit-tested alone.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace mux {
+
+// A stream that starts with these 8 bytes carries a header; any other stream is a raw upload.
+inline constexpr std::string_view kUploadMagic = "MUXUP/1 ";
+// The whole header line, magic and '\n' included, may not be longer than this.
+inline constexpr std::size_t kMaxHeaderLine = 4096;
+// Longest file name the server creates; leaves room for a ".N" suffix within NAME_MAX (255).
+inline constexpr std::size_t kMaxStoredName = 200;
+
+struct UploadHeader {
+  std::uint64_t size = 0;
+  std::string name;  // percent-decoded, not yet sanitized
+};
+
+struct HeaderParse {
+  std::optional<UploadHeader> header;
+  std::string error;  // why the line is not a header, when `header` is empty
+};
+
+// Parses one header line without its '\n' (a trailing '\r' is tolerated), magic included.
+HeaderParse parse_header_line(std::string_view line);
+// The header line a client sends, '\n' included.
+std::string format_header_line(std::uint64_t size, std::string_view name);
+
+// Leaves A-Z a-z 0-9 - . _ ~ as they are and writes every other byte as %XX, so a name never
+// contains a space, a newline or a byte a terminal would interpret.
+std::string percent_encode(std::string_view text);
+// Decodes %XX escapes; a '%' not followed by two hex digits is kept as it is.
+std::string percent_decode(std::string_view text);
+
+// Turns a client's name into a plain file name: only the part after the last '/', control bytes
+// replaced by '_', leading dots removed, cut to kMaxStoredName bytes (never inside a UTF-8
+// sequence). Returns `fallback` when nothing usable is left ("", ".", "..", "/").
+std::string sanitize_file_name(std::string_view name, std::string_view fallback);
+// The name a raw upload (or a header with an unusable name) is stored under.
+std::string raw_upload_name(std::uint64_t client_number);
+
+struct UploadReply {
+  bool ok = false;
+  std::uint64_t bytes = 0;  // OK only
+  std::string hash;         // OK only: 32 lowercase hex digits
+  std::string reason;       // ERR only
+};
+
+std::string format_ok_reply(std::uint64_t bytes, std::string_view hash);
+std::string format_err_reply(std::string_view reason);
+// Parses one reply line without its '\n'; nullopt when it is neither a valid OK nor an ERR.
+std::optional<UploadReply> parse_reply_line(std::string_view line);
+
+}  // namespace mux

@@ -1,0 +1,102 @@
+#include "upload/upload_store.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace mux {
+namespace {
+
+constexpr int kMaxNameAttempts = 10000;
+constexpr int kCreateFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+// Saved uploads are ordinary files: the umask decides, as for any file a program creates.
+constexpr mode_t kFileMode = 0666;
+
+[[noreturn]] void throw_errno(int error, const std::string& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+}  // namespace
+
+PartialFile::PartialFile(int dir_fd, std::string temp_name, Fd file) noexcept
+    : dir_fd_(dir_fd), temp_name_(std::move(temp_name)), file_(std::move(file)) {}
+
+PartialFile::PartialFile(PartialFile&& other) noexcept
+    : dir_fd_(other.dir_fd_),
+      temp_name_(std::exchange(other.temp_name_, {})),
+      file_(std::move(other.file_)) {}
+
+PartialFile::~PartialFile() {
+  if (!temp_name_.empty()) ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
+}
+
+int PartialFile::append(const char* data, std::size_t length) {
+  while (length > 0) {
+    ssize_t written = ::write(file_.get(), data, length);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += written;
+    length -= static_cast<std::size_t>(written);
+  }
+  return 0;
+}
+
+bool PartialFile::link_without_replacing(const std::string& target) {
+  if (::renameat2(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), RENAME_NOREPLACE) == 0) {
+    return true;
+  }
+  if (errno == EEXIST) return false;
+  if (errno != EINVAL && errno != ENOSYS) throw_errno(errno, fmt::format("rename to {}", target));
+  // A filesystem without RENAME_NOREPLACE: link(2) refuses an existing target just as atomically.
+  if (::linkat(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), 0) < 0) {
+    if (errno == EEXIST) return false;
+    throw_errno(errno, fmt::format("link to {}", target));
+  }
+  ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
+  return true;
+}
+
+std::string PartialFile::commit(std::string_view name) {
+  for (int attempt = 0; attempt < kMaxNameAttempts; ++attempt) {
+    std::string target = attempt == 0 ? std::string(name) : fmt::format("{}.{}", name, attempt);
+    if (link_without_replacing(target)) {
+      temp_name_.clear();
+      return target;
+    }
+  }
+  throw_errno(EEXIST, fmt::format("save as {}", name));
+}
+
+OutputDirectory::OutputDirectory(std::string path) : path_(std::move(path)) {
+  std::string what = fmt::format("--output-dir {}", path_);
+  dir_.reset(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_) throw_errno(errno, what);
+  // access(2) would say yes to root on a read-only mount; creating a file is the real test.
+  std::string probe = fmt::format(".mux-probe-{}", ::getpid());
+  Fd probe_file(::openat(dir_.get(), probe.c_str(), kCreateFlags, kFileMode));
+  if (!probe_file) throw_errno(errno, what);
+  ::unlinkat(dir_.get(), probe.c_str(), 0);
+}
+
+PartialFile OutputDirectory::create_partial(std::uint64_t client_number) const {
+  for (int attempt = 0;; ++attempt) {
+    std::string name =
+        attempt == 0 ? fmt::format(".mux-upload-{}-{}.part", ::getpid(), client_number)
+                     : fmt::format(".mux-upload-{}-{}-{}.part", ::getpid(), client_number, attempt);
+    Fd file(::openat(dir_.get(), name.c_str(), kCreateFlags, kFileMode));
+    if (file) return PartialFile(dir_.get(), std::move(name), std::move(file));
+    // Left behind by an earlier server that was killed with this pid: pick another name.
+    if (errno != EEXIST || attempt >= kMaxNameAttempts) throw_errno(errno, "create temporary file");
+  }
+}
+
+}  // namespace mux

@@ -1,0 +1,59 @@
+// Where uploads are saved with --output-dir. OutputDirectory owns the directory fd (opened once at
+// start, so a rename of DIR cannot redirect uploads) and creates PartialFiles in it; the upload
+// server owns one and every UploadSession asks it for a file. A PartialFile is a hidden temporary
+// file that becomes visible under its final name only through commit(), which never overwrites;
+// destroyed without a commit it removes itself, so an incomplete upload leaves nothing behind.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/fd.hpp"
+
+namespace mux {
+
+class PartialFile {
+ public:
+  PartialFile(int dir_fd, std::string temp_name, Fd file) noexcept;
+  PartialFile(PartialFile&& other) noexcept;
+  PartialFile& operator=(PartialFile&&) = delete;
+  PartialFile(const PartialFile&) = delete;
+  PartialFile& operator=(const PartialFile&) = delete;
+  ~PartialFile();
+
+  [[nodiscard]] int fd() const noexcept { return file_.get(); }
+  // Appends all of `data`. Returns 0, or the errno of the failed write (ENOSPC, EDQUOT, EFBIG...).
+  [[nodiscard]] int append(const char* data, std::size_t length);
+  // Gives the file its name: `name`, else `name.1`, `name.2`, ... whichever is free first, without
+  // ever replacing an existing entry, even one created by a concurrent upload. Returns the name
+  // used. Throws std::system_error; the temporary file is then still removed on destruction.
+  std::string commit(std::string_view name);
+
+ private:
+  bool link_without_replacing(const std::string& target);
+
+  int dir_fd_;
+  std::string temp_name_;  // empty once committed or moved from
+  Fd file_;
+};
+
+class OutputDirectory {
+ public:
+  // Opens DIR and proves it writable by creating and removing a probe file. Throws
+  // std::system_error naming the flag and the directory ("--output-dir /x: Permission denied").
+  explicit OutputDirectory(std::string path);
+
+  [[nodiscard]] int fd() const noexcept { return dir_.get(); }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  // A new hidden temporary file (".mux-upload-<pid>-<client>.part"), created O_EXCL|O_NOFOLLOW.
+  // Throws std::system_error.
+  PartialFile create_partial(std::uint64_t client_number) const;
+
+ private:
+  std::string path_;
+  Fd dir_;
+};
+
+}  // namespace mux
