@@ -1,0 +1,776 @@
+// chat_load: the chat load generator behind bench/run. One process, one epoll loop, N client
+// sockets to a line-based chat server on loopback (mux chat-server or `ncat -l -k --chat`).
+//
+//   burst    S senders send M lines each as fast as the kernel takes them; every client counts the
+//            payload lines it receives; deliveries/s once all S*M*(N-1) arrived (or what arrived
+//            before the timeout).
+//   latency  S senders each send R lines/s stamped with CLOCK_MONOTONIC; receivers report
+//            p50/p99/max delivery latency over a bounded duration.
+//   idle     N clients connect; the server's memory (its process and all its children) is read
+//            from /proc before and after; then one line from one client must reach all others.
+//
+// Before any measured phase, all clients pass a barrier: client 0 sends probe lines until one
+// probe has reached every other client, which proves the server registered them all (and that
+// every join notice was already received, since each connection's stream is in order).
+//
+// Payload lines are recognised by a single marker byte, never by the server's prefix: mux relays
+// `[Client 5]: TEXT`, ncat relays `<user5> TEXT` once per read chunk (no line framing), so a
+// multi-byte marker could be cut by an ncat prefix, one byte cannot. Notices (`* ...`,
+// `<announce> ...`) contain none of the markers.
+//
+// Output: one JSON object on stdout. Diagnostics on stderr. Loopback addresses only; every phase
+// has a deadline, and alarm() ends the process if the loop itself ever hangs.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/fd.hpp"
+
+namespace {
+
+constexpr char kBurstMarker = '~';
+constexpr char kProbeMarker = '^';
+constexpr char kLatencyMarker = '|';
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+[[noreturn]] void fail(const std::string& message) {
+  throw std::runtime_error(message);
+}
+
+[[noreturn]] void fail_errno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+struct Options {
+  std::string mode = "burst";
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  int clients = 90;
+  int senders = 10;
+  int lines = 2000;             // burst: lines per sender
+  double rate = 20;             // latency: lines per second per sender
+  double duration = 10;         // latency: seconds of sending
+  int line_bytes = 64;          // payload line length including '\n'
+  double timeout = 60;          // measured phase deadline (s)
+  double setup_timeout = 120;   // connect + barrier deadline (s)
+  int settle_ms = 200;          // quiet time after the barrier before measuring
+  int connect_window = 1000;    // connects in flight at once
+  bool await_greeting = false;  // a connect is in flight until its first byte arrives
+  pid_t server_pid = 0;         // idle: whose memory to measure
+};
+
+void usage() {
+  std::fputs(
+      "usage: chat_load --mode burst|latency|idle --port P [--host 127.0.0.1] [--clients N]\n"
+      "       [--senders S] [--lines M] [--rate R] [--duration SEC] [--line-bytes B]\n"
+      "       [--timeout SEC] [--setup-timeout SEC] [--settle-ms MS] [--connect-window W]\n"
+      "       [--server-pid PID] [--await-greeting 0|1]\n"
+      "--await-greeting 1 with a small window paces connects to servers with a short listen\n"
+      "backlog (ncat listens with a backlog of 10 and greets every newcomer).\n",
+      stderr);
+}
+
+template <class T>
+T parse_number(std::string_view flag, std::string_view text) {
+  T value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size()) {
+    fail(fmt::format("{}: not a number: '{}'", flag, text));
+  }
+  return value;
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view flag = argv[i];
+    if (flag == "-h" || flag == "--help") {
+      usage();
+      std::exit(0);
+    }
+    if (i + 1 >= argc) fail(fmt::format("{} needs a value", flag));
+    std::string_view value = argv[++i];
+    if (flag == "--mode")
+      options.mode = value;
+    else if (flag == "--host")
+      options.host = value;
+    else if (flag == "--port")
+      options.port = parse_number<std::uint16_t>(flag, value);
+    else if (flag == "--clients")
+      options.clients = parse_number<int>(flag, value);
+    else if (flag == "--senders")
+      options.senders = parse_number<int>(flag, value);
+    else if (flag == "--lines")
+      options.lines = parse_number<int>(flag, value);
+    else if (flag == "--rate")
+      options.rate = parse_number<double>(flag, value);
+    else if (flag == "--duration")
+      options.duration = parse_number<double>(flag, value);
+    else if (flag == "--line-bytes")
+      options.line_bytes = parse_number<int>(flag, value);
+    else if (flag == "--timeout")
+      options.timeout = parse_number<double>(flag, value);
+    else if (flag == "--setup-timeout")
+      options.setup_timeout = parse_number<double>(flag, value);
+    else if (flag == "--settle-ms")
+      options.settle_ms = parse_number<int>(flag, value);
+    else if (flag == "--connect-window")
+      options.connect_window = parse_number<int>(flag, value);
+    else if (flag == "--server-pid")
+      options.server_pid = parse_number<pid_t>(flag, value);
+    else if (flag == "--await-greeting")
+      options.await_greeting = value == "1";
+    else
+      fail(fmt::format("unknown flag {}", flag));
+  }
+  if (options.mode != "burst" && options.mode != "latency" && options.mode != "idle") {
+    fail("--mode must be burst, latency or idle");
+  }
+  if (options.port == 0) fail("--port is required");
+  if (options.clients < 2) fail("--clients must be at least 2");
+  options.senders = std::clamp(options.senders, 1, options.clients);
+  options.line_bytes = std::clamp(options.line_bytes, 48, 4000);
+  options.connect_window = std::max(options.connect_window, 1);
+  return options;
+}
+
+// The benchmark must never leave the machine: refuse anything but a loopback address.
+sockaddr_storage loopback_address(const std::string& host, std::uint16_t port, socklen_t& length) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  std::string service = std::to_string(port);
+  if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &list) != 0 || list == nullptr) {
+    fail(fmt::format("--host {}: not a numeric address", host));
+  }
+  sockaddr_storage address{};
+  std::memcpy(&address, list->ai_addr, list->ai_addrlen);
+  length = list->ai_addrlen;
+  ::freeaddrinfo(list);
+  bool loopback = false;
+  if (address.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&address);
+    loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  } else if (address.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+    loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+  }
+  if (!loopback) fail(fmt::format("--host {}: only loopback addresses are allowed", host));
+  return address;
+}
+
+void raise_fd_limit(int needed) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) fail_errno("getrlimit");
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) fail_errno("setrlimit");
+  if (limit.rlim_cur < static_cast<rlim_t>(needed)) {
+    fail(fmt::format("RLIMIT_NOFILE hard limit {} is below the {} fds needed", limit.rlim_max,
+                     needed));
+  }
+}
+
+// Memory of a server: its process and every descendant (fork mode serves each client in a child).
+struct Memory {
+  std::uint64_t rss_bytes = 0;
+  std::uint64_t pss_bytes = 0;
+  int processes = 0;
+};
+
+std::uint64_t status_kib(const std::string& path, std::string_view key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, key.size(), key) == 0) {
+      return std::strtoull(line.c_str() + key.size(), nullptr, 10);
+    }
+  }
+  return 0;
+}
+
+std::vector<pid_t> descendants(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc"), ::closedir);
+  if (!dir) return {root};
+  while (dirent* entry = ::readdir(dir.get())) {
+    pid_t pid = std::atoi(entry->d_name);
+    if (pid <= 0) continue;
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string stat;
+    std::getline(in, stat);
+    auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close_paren + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    parent_of.emplace_back(pid, ppid);
+  }
+  std::vector<pid_t> tree{root};
+  for (std::size_t i = 0; i < tree.size(); ++i) {
+    for (auto [pid, ppid] : parent_of) {
+      if (ppid == tree[i]) tree.push_back(pid);
+    }
+  }
+  return tree;
+}
+
+Memory server_memory(pid_t root) {
+  Memory memory;
+  if (root <= 0) return memory;
+  for (pid_t pid : descendants(root)) {
+    memory.rss_bytes += status_kib(fmt::format("/proc/{}/status", pid), "VmRSS:") * 1024;
+    memory.pss_bytes += status_kib(fmt::format("/proc/{}/smaps_rollup", pid), "Pss:") * 1024;
+    ++memory.processes;
+  }
+  return memory;
+}
+
+struct Client {
+  mux::Fd fd;
+  bool connecting = false;
+  bool connected = false;
+  bool closed = false;
+  std::string partial;  // received bytes after the last '\n'
+  std::string out;      // bytes still to send
+  std::size_t out_offset = 0;
+  std::uint64_t burst_lines = 0;
+  std::uint64_t probe_seen = 0;  // highest probe sequence number received
+  bool greeted = false;          // received at least one byte
+};
+
+class ChatLoad {
+ public:
+  explicit ChatLoad(Options options) : options_(std::move(options)) {
+    address_ = loopback_address(options_.host, options_.port, address_length_);
+    epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) fail_errno("epoll_create1");
+    clients_.resize(static_cast<std::size_t>(options_.clients));
+    read_buffer_.resize(256 * 1024);
+  }
+
+  bool run() {
+    Memory before = server_memory(options_.server_pid);
+    auto setup_start = Clock::now();
+    connect_all();
+    double connect_seconds = seconds_since(setup_start);
+    barrier();
+    settle();
+    double setup_seconds = seconds_since(setup_start);
+    json_ += fmt::format(
+        "\"clients\":{},\"connected\":{},\"connect_s\":{:.3f},"
+        "\"setup_s\":{:.3f},\"probes\":{},",
+        options_.clients, connected_count(), connect_seconds, setup_seconds, probes_sent_);
+    bool ok = false;
+    if (options_.mode == "burst")
+      ok = run_burst();
+    else if (options_.mode == "latency")
+      ok = run_latency();
+    else
+      ok = run_idle(before);
+    json_ += fmt::format("\"disconnected\":{}", closed_count());
+    return ok;
+  }
+
+  // The fields measured so far, as the inside of a JSON object (also after an error).
+  [[nodiscard]] const std::string& json() const noexcept { return json_; }
+
+ private:
+  // --- connecting -------------------------------------------------------------------------------
+
+  void start_connect(std::size_t index) {
+    Client& client = clients_[index];
+    client.fd.reset(
+        ::socket(address_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+    if (!client.fd) fail_errno("socket");
+    int one = 1;
+    ::setsockopt(client.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc =
+        ::connect(client.fd.get(), reinterpret_cast<const sockaddr*>(&address_), address_length_);
+    if (rc != 0 && errno != EINPROGRESS) fail_errno("connect");
+    client.connecting = true;
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+    event.data.u64 = index;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, client.fd.get(), &event) != 0) {
+      fail_errno("epoll_ctl ADD");
+    }
+  }
+
+  void finish_connect(std::size_t index) {
+    Client& client = clients_[index];
+    int error = 0;
+    socklen_t length = sizeof error;
+    ::getsockopt(client.fd.get(), SOL_SOCKET, SO_ERROR, &error, &length);
+    if (error != 0) {
+      fail(fmt::format("connect client {}: {}", index, std::strerror(error)));
+    }
+    client.connecting = false;
+    client.connected = true;
+    ++in_connected_;
+    set_writable_interest(index, false);
+  }
+
+  void connect_all() {
+    std::size_t next = 0;
+    auto deadline = Clock::now() + to_duration(options_.setup_timeout);
+    auto done = [&] { return options_.await_greeting ? greeted_ : in_connected_; };
+    while (done() < clients_.size()) {
+      while (next < clients_.size() &&
+             next - done() < static_cast<std::size_t>(options_.connect_window)) {
+        start_connect(next++);
+      }
+      if (Clock::now() > deadline) {
+        fail(fmt::format("only {} of {} clients connected ({} greeted) before the setup timeout",
+                         in_connected_, clients_.size(), greeted_));
+      }
+      poll(50);
+    }
+  }
+
+  // --- the event loop ---------------------------------------------------------------------------
+
+  static Clock::duration to_duration(double seconds) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  }
+
+  void set_writable_interest(std::size_t index, bool want) {
+    Client& client = clients_[index];
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0u);
+    event.data.u64 = index;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, client.fd.get(), &event) != 0) {
+      fail_errno("epoll_ctl MOD");
+    }
+  }
+
+  // One epoll_wait and the dispatch of what it returned. Returns the number of events.
+  int poll(int timeout_ms) {
+    events_.resize(1024);
+    int ready =
+        ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
+    if (ready < 0) {
+      if (errno == EINTR) return 0;
+      fail_errno("epoll_wait");
+    }
+    for (int i = 0; i < ready; ++i) {
+      std::size_t index = events_[static_cast<std::size_t>(i)].data.u64;
+      std::uint32_t fired = events_[static_cast<std::size_t>(i)].events;
+      Client& client = clients_[index];
+      if (client.closed) continue;
+      if (client.connecting) {
+        if ((fired & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) finish_connect(index);
+        continue;
+      }
+      if ((fired & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) read_client(index);
+      if ((fired & EPOLLOUT) != 0 && !client.closed) write_client(index);
+    }
+    return ready;
+  }
+
+  void read_client(std::size_t index) {
+    Client& client = clients_[index];
+    for (;;) {
+      ssize_t got = ::recv(client.fd.get(), read_buffer_.data(), read_buffer_.size(), 0);
+      if (got > 0) {
+        std::int64_t received_at = options_.mode == "latency" ? now_ns() : 0;
+        bytes_received_ += static_cast<std::uint64_t>(got);
+        if (!client.greeted) {
+          client.greeted = true;
+          ++greeted_;
+        }
+        last_receive_ = Clock::now();
+        consume(client, std::string_view(read_buffer_.data(), static_cast<std::size_t>(got)),
+                received_at);
+        if (static_cast<std::size_t>(got) < read_buffer_.size()) return;
+        continue;
+      }
+      if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+        note_close(index, got == 0 ? "closed by server" : std::strerror(errno));
+        return;
+      }
+      if (errno == EAGAIN) return;
+    }
+  }
+
+  // The first few unexpected closes are worth a line on stderr: they explain an incomplete run.
+  void note_close(std::size_t index, const char* why) {
+    if (++close_notes_ <= 5) fmt::print(stderr, "chat_load: client {}: {}\n", index, why);
+    close_client(index);
+  }
+
+  void close_client(std::size_t index) {
+    Client& client = clients_[index];
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, client.fd.get(), nullptr);
+    client.fd.reset();
+    client.closed = true;
+  }
+
+  void consume(Client& client, std::string_view bytes, std::int64_t received_at) {
+    while (!bytes.empty()) {
+      auto newline = bytes.find('\n');
+      if (newline == std::string_view::npos) {
+        client.partial.append(bytes);
+        return;
+      }
+      if (client.partial.empty()) {
+        on_line(client, bytes.substr(0, newline), received_at);
+      } else {
+        client.partial.append(bytes.substr(0, newline));
+        on_line(client, client.partial, received_at);
+        client.partial.clear();
+      }
+      bytes.remove_prefix(newline + 1);
+    }
+  }
+
+  void on_line(Client& client, std::string_view line, std::int64_t received_at) {
+    if (line.find(kBurstMarker) != std::string_view::npos) {
+      ++client.burst_lines;
+      ++burst_total_;
+      if (burst_total_ == burst_expected_) burst_done_ = Clock::now();
+      return;
+    }
+    if (auto at = line.find(kProbeMarker); at != std::string_view::npos) {
+      auto sequence = read_number(line.substr(at + 1));
+      if (sequence && *sequence > client.probe_seen) client.probe_seen = *sequence;
+      return;
+    }
+    if (auto at = line.find(kLatencyMarker); at != std::string_view::npos) {
+      auto sent = read_number(line.substr(at + 1));
+      if (!sent) {
+        ++latency_unparsed_;
+        return;
+      }
+      latencies_ns_.push_back(received_at - static_cast<std::int64_t>(*sent));
+    }
+  }
+
+  static std::optional<std::uint64_t> read_number(std::string_view text) {
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end == text.data()) return std::nullopt;
+    return value;
+  }
+
+  void send_bytes(std::size_t index, std::string_view bytes) {
+    Client& client = clients_[index];
+    if (client.closed) return;
+    bool was_idle = client.out_offset == client.out.size();
+    if (was_idle) {
+      client.out.clear();
+      client.out_offset = 0;
+    }
+    client.out.append(bytes);
+    if (was_idle) write_client(index);
+  }
+
+  void write_client(std::size_t index) {
+    Client& client = clients_[index];
+    while (client.out_offset < client.out.size()) {
+      ssize_t sent = ::send(client.fd.get(), client.out.data() + client.out_offset,
+                            client.out.size() - client.out_offset, MSG_NOSIGNAL);
+      if (sent > 0) {
+        client.out_offset += static_cast<std::size_t>(sent);
+        continue;
+      }
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && errno == EAGAIN) {
+        set_writable_interest(index, true);
+        return;
+      }
+      note_close(index, std::strerror(errno));
+      return;
+    }
+    client.out.clear();
+    client.out_offset = 0;
+    set_writable_interest(index, false);
+  }
+
+  std::string padded(std::string text) const {
+    auto wanted = static_cast<std::size_t>(options_.line_bytes - 1);
+    if (text.size() < wanted) text.append(wanted - text.size(), 'x');
+    text.push_back('\n');
+    return text;
+  }
+
+  // --- setup phases -----------------------------------------------------------------------------
+
+  // Probes until one reached every other client. A probe sent while the server had not yet
+  // registered some clients misses them, so probes repeat with growing sequence numbers.
+  void barrier() {
+    auto deadline = Clock::now() + to_duration(options_.setup_timeout);
+    for (;;) {
+      std::uint64_t sequence = ++probes_sent_;
+      send_bytes(0, padded(fmt::format("{}{} probe ", kProbeMarker, sequence)));
+      auto retry_at = Clock::now() + std::chrono::milliseconds(500 + 100 * (sequence - 1));
+      while (Clock::now() < retry_at) {
+        if (clients_[0].closed) fail("client 0 was disconnected during the barrier");
+        if (probe_reached_everyone(sequence)) return;
+        if (Clock::now() > deadline) {
+          fail(fmt::format("barrier: after {} probes, {} of {} clients are reachable", probes_sent_,
+                           reached_count(sequence) + 1, clients_.size()));
+        }
+        poll(20);
+      }
+    }
+  }
+
+  std::size_t reached_count(std::uint64_t sequence) const {
+    std::size_t reached = 0;
+    for (std::size_t i = 1; i < clients_.size(); ++i) {
+      if (clients_[i].probe_seen >= sequence) ++reached;
+    }
+    return reached;
+  }
+
+  bool probe_reached_everyone(std::uint64_t sequence) const {
+    return reached_count(sequence) == clients_.size() - 1;
+  }
+
+  // Drains whatever is still arriving (late probe copies, notices) until the line is quiet.
+  void settle() {
+    auto deadline = Clock::now() + to_duration(options_.setup_timeout);
+    last_receive_ = Clock::now();
+    auto quiet = std::chrono::milliseconds(options_.settle_ms);
+    while (Clock::now() - last_receive_ < quiet && Clock::now() < deadline)
+      poll(10);
+  }
+
+  // --- measured phases --------------------------------------------------------------------------
+
+  bool run_burst() {
+    auto receivers = static_cast<std::uint64_t>(options_.clients - 1);
+    burst_expected_ = static_cast<std::uint64_t>(options_.senders) *
+                      static_cast<std::uint64_t>(options_.lines) * receivers;
+    burst_total_ = 0;
+    for (auto& client : clients_)
+      client.burst_lines = 0;
+    auto start = Clock::now();
+    std::uint64_t bytes_at_start = bytes_received_;
+    for (int s = 0; s < options_.senders; ++s) {
+      std::string all;
+      all.reserve(static_cast<std::size_t>(options_.lines * options_.line_bytes));
+      for (int n = 0; n < options_.lines; ++n) {
+        all += padded(fmt::format("{}s{} n{} ", kBurstMarker, s, n));
+      }
+      send_bytes(static_cast<std::size_t>(s), all);
+    }
+    auto deadline = start + to_duration(options_.timeout);
+    while (burst_total_ < burst_expected_ && Clock::now() < deadline &&
+           closed_count() < clients_.size()) {
+      poll(10);
+    }
+    bool complete = burst_total_ >= burst_expected_;
+    double elapsed =
+        std::chrono::duration<double>((complete ? burst_done_ : Clock::now()) - start).count();
+    std::uint64_t min_lines = UINT64_MAX;
+    std::uint64_t max_lines = 0;
+    for (auto& client : clients_) {
+      min_lines = std::min(min_lines, client.burst_lines);
+      max_lines = std::max(max_lines, client.burst_lines);
+    }
+    json_ += fmt::format(
+        "\"senders\":{},\"lines\":{},\"line_bytes\":{},\"expected\":{},\"delivered\":{},"
+        "\"complete\":{},\"seconds\":{:.6f},\"deliveries_per_s\":{:.1f},"
+        "\"received_mb_per_s\":{:.1f},\"min_per_client\":{},\"max_per_client\":{},",
+        options_.senders, options_.lines, options_.line_bytes, burst_expected_, burst_total_,
+        complete ? "true" : "false", elapsed,
+        elapsed > 0 ? static_cast<double>(burst_total_) / elapsed : 0.0,
+        elapsed > 0 ? static_cast<double>(bytes_received_ - bytes_at_start) / elapsed / 1e6 : 0.0,
+        min_lines, max_lines);
+    return complete;
+  }
+
+  bool run_latency() {
+    auto period = std::chrono::duration<double>(1.0 / options_.rate);
+    auto start = Clock::now();
+    std::vector<Clock::time_point> next_send(static_cast<std::size_t>(options_.senders));
+    for (std::size_t s = 0; s < next_send.size(); ++s) {
+      // Stagger the senders evenly over one period, as independent people would.
+      next_send[s] =
+          start + std::chrono::duration_cast<Clock::duration>(
+                      period * static_cast<double>(s) / static_cast<double>(next_send.size()));
+    }
+    auto send_until = start + to_duration(options_.duration);
+    std::uint64_t sent = 0;
+    while (Clock::now() < send_until) {
+      auto now = Clock::now();
+      auto earliest = send_until;
+      for (std::size_t s = 0; s < next_send.size(); ++s) {
+        if (next_send[s] <= now) {
+          send_bytes(s, padded(fmt::format("{}{} s{} ", kLatencyMarker, now_ns(), s)));
+          ++sent;
+          next_send[s] += std::chrono::duration_cast<Clock::duration>(period);
+        }
+        earliest = std::min(earliest, next_send[s]);
+      }
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(earliest - Clock::now());
+      // epoll_wait has millisecond resolution; 0 spins through the last sub-millisecond.
+      poll(static_cast<int>(std::clamp<std::int64_t>(wait.count(), 0, 10)));
+    }
+    auto expected = sent * static_cast<std::uint64_t>(options_.clients - 1);
+    auto grace_until = Clock::now() + to_duration(std::min(options_.timeout, 5.0));
+    while (latencies_ns_.size() + latency_unparsed_ < expected && Clock::now() < grace_until) {
+      poll(10);
+    }
+    std::vector<std::int64_t> sorted = latencies_ns_;
+    std::sort(sorted.begin(), sorted.end());
+    auto percentile = [&](double p) -> double {
+      if (sorted.empty()) return 0.0;
+      auto rank = static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+      return static_cast<double>(sorted[std::min(rank, sorted.size() - 1)]) / 1e6;
+    };
+    bool complete = latencies_ns_.size() + latency_unparsed_ >= expected;
+    json_ += fmt::format(
+        "\"senders\":{},\"rate\":{},\"duration_s\":{},\"sent\":{},\"expected\":{},"
+        "\"delivered\":{},\"unparsed\":{},\"complete\":{},\"p50_ms\":{:.3f},"
+        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f},",
+        options_.senders, options_.rate, options_.duration, sent, expected, latencies_ns_.size(),
+        latency_unparsed_, complete ? "true" : "false", percentile(0.50), percentile(0.90),
+        percentile(0.99), percentile(0.999),
+        sorted.empty() ? 0.0 : static_cast<double>(sorted.back()) / 1e6);
+    return complete && !sorted.empty();
+  }
+
+  bool run_idle(const Memory& before) {
+    Memory after = server_memory(options_.server_pid);
+    burst_expected_ = static_cast<std::uint64_t>(options_.clients - 1);
+    burst_total_ = 0;
+    auto start = Clock::now();
+    send_bytes(0, padded(fmt::format("{}idle line ", kBurstMarker)));
+    auto deadline = start + to_duration(options_.timeout);
+    while (burst_total_ < burst_expected_ && Clock::now() < deadline)
+      poll(10);
+    bool complete = burst_total_ >= burst_expected_;
+    double elapsed =
+        std::chrono::duration<double>((complete ? burst_done_ : Clock::now()) - start).count();
+    auto clients = static_cast<double>(options_.clients);
+    auto per_client = [&](std::uint64_t a, std::uint64_t b) {
+      return (static_cast<double>(b) - static_cast<double>(a)) / clients;
+    };
+    json_ += fmt::format(
+        "\"server_pid\":{},\"processes_before\":{},\"processes_after\":{},"
+        "\"rss_before\":{},\"rss_after\":{},\"pss_before\":{},\"pss_after\":{},"
+        "\"rss_per_client\":{:.1f},\"pss_per_client\":{:.1f},"
+        "\"expected\":{},\"delivered\":{},\"complete\":{},\"seconds\":{:.6f},",
+        options_.server_pid, before.processes, after.processes, before.rss_bytes, after.rss_bytes,
+        before.pss_bytes, after.pss_bytes, per_client(before.rss_bytes, after.rss_bytes),
+        per_client(before.pss_bytes, after.pss_bytes), burst_expected_, burst_total_,
+        complete ? "true" : "false", elapsed);
+    return complete && options_.server_pid > 0 && after.processes > 0;
+  }
+
+  // --- counters ---------------------------------------------------------------------------------
+
+  std::size_t connected_count() const {
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
+                                                  [](const Client& c) { return c.connected; }));
+  }
+  std::size_t closed_count() const {
+    return static_cast<std::size_t>(
+        std::count_if(clients_.begin(), clients_.end(), [](const Client& c) { return c.closed; }));
+  }
+
+  Options options_;
+  sockaddr_storage address_{};
+  socklen_t address_length_ = 0;
+  mux::Fd epoll_;
+  std::vector<Client> clients_;
+  std::vector<epoll_event> events_;
+  std::vector<char> read_buffer_;
+  std::size_t in_connected_ = 0;
+  std::size_t greeted_ = 0;
+  std::uint64_t probes_sent_ = 0;
+  std::uint64_t bytes_received_ = 0;
+  Clock::time_point last_receive_ = Clock::now();
+  std::uint64_t burst_expected_ = UINT64_MAX;
+  std::uint64_t burst_total_ = 0;
+  Clock::time_point burst_done_ = Clock::now();
+  std::vector<std::int64_t> latencies_ns_;
+  std::uint64_t latency_unparsed_ = 0;
+  std::string json_;
+  int close_notes_ = 0;
+};
+
+}  // namespace
+
+std::string json_escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+    out.push_back(c);
+  }
+  return out;
+}
+
+// Exit status: 0 measured and complete, 3 measured but incomplete (timeout, drops), 1 error,
+// 2 usage. stdout always carries one JSON object, also on errors.
+int main(int argc, char** argv) {
+  Options options;
+  try {
+    options = parse_options(argc, argv);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "chat_load: error: {}\n", error.what());
+    usage();
+    return 2;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  // A backstop beyond every phase deadline: the generator never outlives its budget.
+  ::alarm(
+      static_cast<unsigned>(options.setup_timeout * 3 + options.timeout + options.duration + 30));
+  std::string mode = options.mode;
+  std::optional<ChatLoad> load;
+  try {
+    raise_fd_limit(options.clients + 16);
+    load.emplace(std::move(options));
+    bool ok = load->run();
+    fmt::print("{{\"mode\":\"{}\",{},\"ok\":{}}}\n", mode, load->json(), ok);
+    return ok ? 0 : 3;
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "chat_load: error: {}\n", error.what());
+    fmt::print("{{\"mode\":\"{}\",{}\"ok\":false,\"error\":\"{}\"}}\n", mode,
+               load ? load->json() : std::string(), json_escape(error.what()));
+    return 1;
+  }
+}
