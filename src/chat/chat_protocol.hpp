@@ -1,0 +1,60 @@
+// The chat line protocol as pure functions, shared by the server (single and fork mode) and the
+// client: making a line safe for a terminal, recognising commands, checking nicks, and the exact
+// text of every notice. Nothing here does I/O, so all of it is unit tested in-process.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mux::chat {
+
+inline constexpr std::size_t kMaxNickChars = 32;
+
+// Appends `raw` to `out` so that no byte of it can drive a terminal: TAB and printable text pass;
+// other C0 controls and DEL become caret notation (ESC -> "^[", NUL -> "^@", DEL -> "^?"); C1
+// controls (U+0080..U+009F) and every ill-formed UTF-8 sequence become U+FFFD, one per maximal
+// ill-formed subpart (the Unicode recommendation, which Python's decoder follows too). When
+// `cut` is set the line was cut mid-stream, so an incomplete sequence at its very end is dropped
+// rather than replaced.
+void append_sanitized(std::string& out, std::string_view raw, bool cut = false);
+std::string sanitize(std::string_view raw, bool cut = false);
+
+enum class CommandKind { message, nick, who, help, quit, unknown };
+
+// What a line asks for. `text` is the message for `message` (with the escaping slash of "//"
+// removed), the argument for `nick`, the command word for `unknown`.
+struct Command {
+  CommandKind kind = CommandKind::message;
+  std::string_view text;
+};
+Command parse_command(std::string_view line);
+
+// Why `nick` cannot be a name, or nullopt when it can: 1 to 32 characters, printable, and no
+// spaces or invisible characters (so nobody can pose as "Client 3" or hide a bidi override).
+std::optional<std::string> nick_problem(std::string_view nick);
+// The form two nicks are compared in for uniqueness: ASCII letters folded to lower case.
+std::string fold_nick(std::string_view nick);
+
+// Every line the server sends, formatted in one place. Each ends with '\n'.
+namespace notice {
+std::string relay(std::string_view name, std::string_view text);
+std::string welcome(std::string_view name);
+std::string joined(std::string_view name);
+std::string left(std::string_view name, bool too_slow);
+std::string renamed(std::string_view from, std::string_view to);
+std::string who(const std::vector<std::string_view>& names);
+std::string help();
+std::string unknown_command(std::string_view command);
+std::string nick_usage();
+std::string nick_taken(std::string_view nick);
+std::string nick_invalid(std::string_view nick, std::string_view problem);
+std::string nick_unchanged(std::string_view nick);
+std::string line_cut(std::size_t max_line);
+std::string server_full();
+std::string shutting_down();
+}  // namespace notice
+
+}  // namespace mux::chat

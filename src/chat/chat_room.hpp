@@ -1,0 +1,101 @@
+// ChatRoom: the chat's shared state and rules — who is here and under what name, what a line
+// means (/nick, /who, /help, /quit or a message) and who must hear about it. It does no I/O
+// itself: it hands formatted blocks to ChatMembers. The same room serves both --serve modes: in
+// single mode a member is a client socket in this process (LocalMember), in fork mode it is the
+// parent's end of the socketpair to the child serving that client (ChildLink). The server owns
+// the room and the members; members call receive_line/end_of_input/leave as their input arrives.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "core/output_queue.hpp"
+
+namespace mux {
+
+class Logger;
+
+class ChatMember {
+ public:
+  ChatMember() = default;
+  ChatMember(const ChatMember&) = delete;
+  ChatMember& operator=(const ChatMember&) = delete;
+  virtual ~ChatMember() = default;
+
+  // Queues bytes for this client. Called while the room walks its member list, so it must never
+  // call back into the room synchronously (a member found too slow leaves from a deferred call).
+  virtual void deliver(const Block& block) = 0;
+  // The room is done with this member (/quit, shutdown, server full): write what is queued, then
+  // close. The member calls ChatRoom::leave again on its way out; that second call is a no-op.
+  virtual void close_after_output() = 0;
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] bool in_room() const noexcept { return in_room_; }
+
+ private:
+  friend class ChatRoom;
+  std::string name_;
+  std::uint64_t join_number_ = 0;  // orders /who by arrival
+  std::size_t slot_ = 0;           // index in ChatRoom::members_
+  bool in_room_ = false;
+  bool has_nick_ = false;
+};
+
+// Owns the members; a member that has closed asks to be destroyed (after the current batch).
+class MemberOwner {
+ public:
+  virtual void release(ChatMember& member) = 0;
+
+ protected:
+  ~MemberOwner() = default;
+};
+
+class ChatRoom {
+ public:
+  // Joins, leaves and renames are announced to everyone only while the room has at most this
+  // many members: in a bigger room each one would cost a delivery to thousands of clients (N^2
+  // for N arrivals) and the notices would drown the conversation. They are always logged.
+  static constexpr std::size_t kAnnounceUpTo = 1000;
+
+  ChatRoom(Logger& logger, std::size_t max_line);
+
+  // `origin` is for the log only ("127.0.0.1:40000", plus the pid in fork mode).
+  void join(ChatMember& member, std::string_view origin);
+  // One sanitized line from `sender`; `cut` when it was cut at --max-line.
+  void receive_line(ChatMember& sender, std::string_view text, bool cut);
+  // The sender's current chunk of input is done: consecutive messages from one sender are sent
+  // as one block per chunk (one queue entry and one iovec per receiver instead of one per line).
+  void end_of_input();
+  // Removes `member` and tells the others. `reason` goes to the log. No-op if already gone.
+  void leave(ChatMember& member, std::string_view reason, bool too_slow);
+  // Shutdown: everyone gets `* server shutting down` and is asked to close; no leave notices.
+  void close_all();
+
+  [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
+
+ private:
+  void run_command(ChatMember& sender, std::string_view line);
+  void rename(ChatMember& member, std::string_view nick);
+  void send_to(ChatMember& member, std::string text);
+  void broadcast(std::string text, const ChatMember* except);
+  void broadcast(const Block& block, const ChatMember* except);
+  void flush_relay();
+  void remove(ChatMember& member);
+  [[nodiscard]] std::string who_list() const;
+
+  Logger& logger_;
+  std::size_t max_line_;
+  std::vector<ChatMember*> members_;
+  std::unordered_set<std::string> taken_nicks_;  // folded; default names cannot collide with nicks
+  std::uint64_t arrivals_ = 0;
+  bool closing_ = false;
+  // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.
+  ChatMember* relay_sender_ = nullptr;
+  std::string relay_text_;
+};
+
+}  // namespace mux

@@ -1,0 +1,201 @@
+#include "chat/fork_relay.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "core/net.hpp"
+
+namespace mux {
+namespace {
+
+// Sanitizing can turn one input byte into up to three (U+FFFD); a record also has its tag.
+std::size_t max_record_bytes(std::size_t max_line) {
+  return 3 * max_line + 64;
+}
+
+}  // namespace
+
+ChildLink::ChildLink(SessionContext& context, Fd link, pid_t pid, ChatRoom& room,
+                     MemberOwner& owner)
+    : context_(context),
+      link_(std::move(link)),
+      pid_(pid),
+      room_(room),
+      owner_(owner),
+      framer_(max_record_bytes(context.max_line)),
+      writer_(context.loop, link_.get(), [this](int error) {
+        // Deferred: a failed write may surface inside the room's walk over its members.
+        context_.loop.defer(
+            [this, error] { close(fmt::format("lost its process: {}", std::strerror(error))); });
+      }) {
+  context_.loop.watch(link_.get(), EPOLLIN,
+                      [this](std::uint32_t events) { handle_events(events); });
+}
+
+ChildLink::~ChildLink() {
+  context_.loop.unwatch(link_.get());
+}
+
+void ChildLink::deliver(const Block& block) {
+  if (closed_) return;
+  writer_.send(block);
+  if (writer_.queued() <= context_.max_queue) return;
+  writer_.flush();
+  if (closed_ || writer_.queued() <= context_.max_queue) return;
+  // The child reads its link eagerly and enforces --max-queue on the client itself, so a full
+  // link means the child is stuck: it cannot be served any more.
+  ::kill(pid_, SIGKILL);
+  context_.loop.defer([this] {
+    room_.leave(*this, "too slow: its process stopped reading", true);
+    close("too slow");
+  });
+}
+
+void ChildLink::close_after_output() {
+  if (closing_ || closed_) return;
+  closing_ = true;
+  writer_.when_drained([this] {
+    if (!closed_) ::shutdown(link_.get(), SHUT_WR);
+  });
+}
+
+void ChildLink::handle_events(std::uint32_t events) {
+  if (events & EPOLLOUT) writer_.on_writable();
+  if (!closed_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) read_records();
+}
+
+void ChildLink::read_records() {
+  std::vector<char>& buffer = context_.read_buffer;
+  ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
+  if (n > 0) {
+    framer_.feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)),
+                 [this](std::string_view record, bool) { handle_record(record); });
+    room_.end_of_input();
+    return;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  // The child closes the link after sending its Q record; a link that ends without one means
+  // the child died.
+  close(n == 0 ? "its process ended" : fmt::format("lost its process: {}", std::strerror(errno)));
+}
+
+void ChildLink::handle_record(std::string_view record) {
+  if (record.empty() || closed_) return;
+  std::string_view body = record.substr(1);
+  switch (record.front()) {
+    case 'L':
+      room_.receive_line(*this, body, false);
+      return;
+    case 'C':
+      room_.receive_line(*this, body, true);
+      return;
+    case 'Q':
+      if (!body.empty()) room_.leave(*this, body.substr(1), body.front() == '1');
+      return;
+    default:
+      return;  // a child of the same binary never sends anything else
+  }
+}
+
+void ChildLink::close(std::string_view reason) {
+  if (closed_) return;
+  closed_ = true;
+  writer_.detach();
+  context_.loop.unwatch(link_.get());
+  room_.leave(*this, reason, false);
+  owner_.release(*this);
+}
+
+namespace {
+
+// The child's side: one ClientSession whose lines go up the link and whose output comes down it.
+class ChildRelay final : private ClientSession::Listener {
+ public:
+  ChildRelay(SessionContext& context, Fd client, Fd link)
+      : context_(context),
+        link_(std::move(link)),
+        link_writer_(context.loop, link_.get(),
+                     [this](int) { session_.finish("server went away"); }),
+        session_(context, std::move(client), *this) {
+    context_.loop.watch(link_.get(), EPOLLIN,
+                        [this](std::uint32_t events) { handle_link(events); });
+  }
+  ChildRelay(const ChildRelay&) = delete;
+  ChildRelay& operator=(const ChildRelay&) = delete;
+  ~ChildRelay() { context_.loop.unwatch(link_.get()); }
+
+ private:
+  void on_line(std::string_view text, bool cut) override {
+    pending_ += cut ? 'C' : 'L';
+    pending_ += text;
+    pending_ += '\n';
+  }
+  void on_input_done() override { flush_pending(); }
+  void on_leave(std::string_view reason, bool too_slow) override {
+    flush_pending();
+    link_writer_.send(fmt::format("Q{}{}\n", too_slow ? '1' : '0', reason));
+  }
+  void on_closed() override {
+    context_.loop.add_timer(SessionContext::kCloseTimeout, [this] { context_.loop.stop(); });
+    link_writer_.when_drained([this] { context_.loop.stop(); });
+  }
+
+  void flush_pending() {
+    if (!pending_.empty()) link_writer_.send(make_block(std::exchange(pending_, {})));
+  }
+
+  void handle_link(std::uint32_t events) {
+    if (events & EPOLLOUT) link_writer_.on_writable();
+    if (events & (EPOLLHUP | EPOLLERR)) return parent_gone();
+    if (!(events & EPOLLIN)) return;
+    std::vector<char>& buffer = context_.read_buffer;
+    ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
+    if (n > 0) {
+      session_.send(make_block(std::string(buffer.data(), static_cast<std::size_t>(n))));
+      return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n < 0) return parent_gone();
+    // The parent half-closed the link: it is done with this client. Finish writing to the
+    // client, then close; keep the link open for writing, the Q record still goes up it.
+    context_.loop.modify(
+        link_.get(), context_.loop.interest(link_.get()) & ~static_cast<std::uint32_t>(EPOLLIN));
+    session_.finish("closed by server");
+  }
+
+  void parent_gone() {
+    link_writer_.detach();
+    context_.loop.unwatch(link_.get());
+    session_.finish("server went away");
+  }
+
+  SessionContext& context_;
+  Fd link_;
+  SocketWriter link_writer_;
+  std::string pending_;
+  ClientSession session_;
+};
+
+}  // namespace
+
+int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue) {
+  // Ctrl-C at a terminal signals the whole process group; the parent tells each child when to
+  // stop (it half-closes the link), so a child must outlive that SIGINT.
+  ::signal(SIGINT, SIG_IGN);
+  ignore_sigpipe();
+  EventLoop loop;
+  SessionContext context(loop, max_line, max_queue);
+  ChildRelay relay(context, std::move(client), std::move(link));
+  loop.run();
+  return 0;
+}
+
+}  // namespace mux

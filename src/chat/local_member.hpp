@@ -1,0 +1,33 @@
+// LocalMember: a room member served in the server's own loop (--serve single): the glue between
+// one ClientSession and the ChatRoom. Created and owned by the chat server.
+#pragma once
+
+#include <string_view>
+
+#include "chat/chat_room.hpp"
+#include "chat/client_session.hpp"
+
+namespace mux {
+
+class LocalMember final : public ChatMember, private ClientSession::Listener {
+ public:
+  LocalMember(SessionContext& context, Fd socket, ChatRoom& room, MemberOwner& owner)
+      : room_(room), owner_(owner), session_(context, std::move(socket), *this) {}
+
+  void deliver(const Block& block) override { session_.send(block); }
+  void close_after_output() override { session_.finish("closed by server"); }
+
+ private:
+  void on_line(std::string_view text, bool cut) override { room_.receive_line(*this, text, cut); }
+  void on_input_done() override { room_.end_of_input(); }
+  void on_leave(std::string_view reason, bool too_slow) override {
+    room_.leave(*this, reason, too_slow);
+  }
+  void on_closed() override { owner_.release(*this); }
+
+  ChatRoom& room_;
+  MemberOwner& owner_;
+  ClientSession session_;
+};
+
+}  // namespace mux
