@@ -2,7 +2,15 @@
 
 #include <CLI/CLI.hpp>
 
-#include <stdexcept>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "core/net.hpp"
+#include "upload/progress_display.hpp"
+#include "upload/upload_protocol.hpp"
+#include "upload/upload_sender.hpp"
+#include "upload/upload_source.hpp"
 
 namespace mux {
 
@@ -18,8 +26,27 @@ void setup_upload_client(CLI::App& app, UploadClientOptions& options) {
       ->type_name("NAME");
 }
 
-int run_upload_client(const UploadClientOptions& /*options*/) {
-  throw std::runtime_error("upload-client is not implemented yet");
+int run_upload_client(const UploadClientOptions& options) {
+  ignore_sigpipe();
+  // Before connecting: a bad path must not cost the server a connection.
+  UploadSource source = open_upload_source(options.file);
+  std::string name = options.name.empty() ? source.default_name : options.name;
+  std::string header = format_header_line(source.size, name);
+  std::uint64_t size = source.size;
+  Fd socket = connect_tcp(options.common.host, options.common.port);
+  ProgressDisplay::Style style = ProgressDisplay::Style::lines;
+  if (options.common.quiet) {
+    style = ProgressDisplay::Style::silent;
+  } else if (::isatty(STDOUT_FILENO) == 1) {
+    style = ProgressDisplay::Style::terminal;
+  }
+  ProgressDisplay progress(style, size, stdout);
+  UploadSender sender(std::move(source), options.file == "-" ? "standard input" : options.file,
+                      std::move(header), std::move(socket),
+                      format_endpoint(options.common.host, options.common.port), progress);
+  UploadSender::Result result = sender.run();
+  progress.finish(format_upload_summary(result.bytes, result.seconds, result.hash));
+  return 0;
 }
 
 }  // namespace mux

@@ -1,0 +1,67 @@
+// UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file with sendfile(2)
+// (no copy through user space), the half-close, and the server's reply checked against the
+// XXH3-128 computed here. Owns its event loop, the socket and the running hash; created by
+// run_upload_client() once the source is open and the connection is up.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/event_loop.hpp"
+#include "core/fd.hpp"
+#include "upload/content_hash.hpp"
+#include "upload/upload_source.hpp"
+
+namespace mux {
+
+class ProgressDisplay;
+
+class UploadSender {
+ public:
+  struct Result {
+    std::uint64_t bytes = 0;
+    std::string hash;
+    double seconds = 0;
+  };
+
+  // `server` ("127.0.0.1:5000") and `source_label` (the path) only name things in errors.
+  UploadSender(UploadSource source, std::string source_label, std::string header_line, Fd socket,
+               std::string server, ProgressDisplay& progress);
+
+  // Sends everything and waits for the reply. Returns only when the server confirmed the byte
+  // count and the hash; throws std::runtime_error with a message for people otherwise.
+  Result run();
+
+ private:
+  void on_socket(std::uint32_t events);
+  void send_more();
+  bool send_header();
+  bool hash_sent_range(std::uint64_t from, std::uint64_t length);
+  void finish_sending();
+  void on_send_error(int error);
+  void read_reply();
+  void check_reply(const std::string& line);
+  void fail(std::string message);
+  [[nodiscard]] double elapsed_seconds() const;
+
+  EventLoop loop_;
+  UploadSource source_;
+  std::string source_label_;
+  std::string header_line_;
+  std::size_t header_sent_ = 0;
+  Fd socket_;
+  std::string server_;
+  ProgressDisplay& progress_;
+  EventLoop::Clock::time_point started_;
+  std::uint64_t sent_ = 0;
+  ContentHash hash_;
+  std::string final_hash_;
+  std::vector<char> hash_buffer_;
+  std::string reply_text_;
+  bool sending_ = true;
+  std::optional<std::string> failure_;
+};
+
+}  // namespace mux
