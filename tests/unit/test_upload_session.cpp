@@ -1,0 +1,333 @@
+// UploadSession driven in-process: a real EventLoop and a socketpair, the client side written by
+// the test. The read buffer is tiny so headers and bodies arrive split across many reads, and the
+// log goes to a pipe so the exact lines can be checked.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/event_loop.hpp"
+#include "core/fd.hpp"
+#include "core/logger.hpp"
+#include "upload/content_hash.hpp"
+#include "upload/upload_session.hpp"
+#include "upload/upload_store.hpp"
+
+namespace {
+
+std::string hash_of(const std::string& bytes) {
+  mux::ContentHash hash;
+  hash.update(bytes.data(), bytes.size());
+  return hash.hex();
+}
+
+std::string ok_for(const std::string& bytes) {
+  return "OK " + std::to_string(bytes.size()) + " " + hash_of(bytes) + "\n";
+}
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string pattern = "/tmp/mux-session-test-XXXXXX";
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = pattern;
+  }
+  ~TempDir() {
+    for (const std::string& name : entries())
+      ::unlink((path + "/" + name).c_str());
+    ::rmdir(path.c_str());
+  }
+  [[nodiscard]] std::set<std::string> entries() const {
+    std::set<std::string> names;
+    DIR* dir = ::opendir(path.c_str());
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name != "." && name != "..") names.insert(name);
+    }
+    ::closedir(dir);
+    return names;
+  }
+  [[nodiscard]] std::string read(const std::string& name) const {
+    std::ifstream in(path + "/" + name, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+};
+
+class Harness {
+ public:
+  explicit Harness(std::uint64_t max_size = 0, const mux::OutputDirectory* dir = nullptr)
+      : log_(make_log_pipe()),
+        logger_(mux::Verbosity::normal, log_write_.get()),
+        buffer_(7),
+        context_{loop_, logger_, dir, max_size, buffer_} {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+    client_.reset(fds[0]);
+    session_ = std::make_unique<mux::UploadSession>(
+        context_, mux::Fd(fds[1]), 3, "peer:1", [this](mux::UploadSession&) { finished_ = true; });
+  }
+
+  // Writes each piece separately and lets the loop run in between.
+  void send_in_pieces(const std::string& bytes, std::size_t piece) {
+    for (std::size_t at = 0; at < bytes.size(); at += piece) {
+      std::string part = bytes.substr(at, piece);
+      REQUIRE(::write(client_.get(), part.data(), part.size()) ==
+              static_cast<ssize_t>(part.size()));
+      loop_.run_once(std::chrono::milliseconds{0});
+    }
+  }
+  void send(const std::string& bytes) { send_in_pieces(bytes, 1000); }
+  void half_close() { ::shutdown(client_.get(), SHUT_WR); }
+
+  // Runs the loop until the session has finished (or a bounded number of rounds passed).
+  bool run_until_finished() {
+    for (int round = 0; round < 200 && !finished_; ++round)
+      loop_.run_once(std::chrono::milliseconds{10});
+    return finished_;
+  }
+  void run_a_little() {
+    for (int round = 0; round < 5; ++round)
+      loop_.run_once(std::chrono::milliseconds{5});
+  }
+
+  // What the session has replied so far.
+  std::string reply() {
+    char chunk[256];
+    while (true) {
+      ssize_t got = ::read(client_.get(), chunk, sizeof chunk);
+      if (got <= 0) break;
+      reply_.append(chunk, static_cast<std::size_t>(got));
+    }
+    return reply_;
+  }
+
+  // The log lines written so far, timestamps cut off.
+  std::vector<std::string> log() {
+    logger_.flush();
+    char chunk[4096];
+    std::string text;
+    ssize_t got = 0;
+    while ((got = ::read(log_.get(), chunk, sizeof chunk)) > 0)
+      text.append(chunk, static_cast<std::size_t>(got));
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line))
+      log_lines_.push_back(line.substr(line.find(' ', 11) + 1));
+    return log_lines_;
+  }
+
+  mux::UploadSession& session() { return *session_; }
+  [[nodiscard]] bool finished() const { return finished_; }
+
+ private:
+  mux::Fd make_log_pipe() {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0);
+    log_write_.reset(fds[1]);
+    return mux::Fd(fds[0]);
+  }
+
+  mux::Fd log_write_;
+  mux::Fd log_;
+  mux::EventLoop loop_;
+  mux::Logger logger_;
+  std::vector<char> buffer_;
+  mux::UploadContext context_;
+  mux::Fd client_;
+  std::unique_ptr<mux::UploadSession> session_;
+  bool finished_ = false;
+  std::string reply_;
+  std::vector<std::string> log_lines_;
+};
+
+bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("a header split into single bytes, then the body, gets OK at once") {
+  Harness harness;
+  harness.send_in_pieces("MUXUP/1 11 notes.txt\nhello world", 1);
+  harness.run_a_little();
+  CHECK(harness.reply() == ok_for("hello world"));
+  CHECK_FALSE(harness.finished());  // waits for the half-close
+  harness.half_close();
+  CHECK(harness.run_until_finished());
+  std::vector<std::string> log = harness.log();
+  REQUIRE(log.size() == 1);
+  CHECK(starts_with(log[0], "Received 11 bytes from [Client 3] peer:1 in "));
+}
+
+TEST_CASE("bytes after the announced size are not part of the upload") {
+  Harness harness;
+  harness.send("MUXUP/1 5 x\nhelloEXTRA");
+  harness.half_close();
+  CHECK(harness.run_until_finished());
+  CHECK(harness.reply() == ok_for("hello"));
+}
+
+TEST_CASE("a stream that does not start with the magic is a raw upload until EOF") {
+  for (std::string body : {std::string("hi"), std::string("MUX"), std::string("MUXUP/1"),
+                           std::string("MUXUP/2 5 x\nhello"), std::string(100, 'z')}) {
+    CAPTURE(body);
+    Harness harness;
+    harness.send_in_pieces(body, 3);
+    harness.half_close();
+    CHECK(harness.run_until_finished());
+    CHECK(harness.reply() == ok_for(body));
+  }
+}
+
+TEST_CASE("a connection that sends nothing is not an upload") {
+  Harness harness;
+  harness.half_close();
+  CHECK(harness.run_until_finished());
+  CHECK(harness.reply().empty());
+  CHECK(harness.log().empty());
+}
+
+TEST_CASE("bad headers are refused with the reason, logged as incomplete") {
+  struct Case {
+    std::string sent;
+    std::string reply;
+  };
+  for (const Case& c : {
+           Case{"MUXUP/1 abc x\nhello", "ERR bad header: size is not a number\n"},
+           Case{"MUXUP/1 5\nhello", "ERR bad header: missing name\n"},
+           Case{"MUXUP/1 5 x", "ERR bad header: the connection ended inside the header line\n"},
+           Case{"MUXUP/1 5 " + std::string(5000, 'a') + "\nhello",
+                "ERR bad header: line longer than 4096 bytes\n"},
+       }) {
+    CAPTURE(c.sent.substr(0, 40));
+    Harness harness;
+    harness.send(c.sent);
+    harness.half_close();
+    CHECK(harness.run_until_finished());
+    CHECK(harness.reply() == c.reply);
+    std::vector<std::string> log = harness.log();
+    REQUIRE(log.size() == 1);
+    CHECK(log[0].find(": incomplete (bad header: ") != std::string::npos);
+  }
+}
+
+TEST_CASE("a header line of exactly 4096 bytes with its newline is accepted") {
+  std::string line = "MUXUP/1 0 ";
+  line += std::string(4095 - line.size(), 'n');
+  Harness accepted;
+  accepted.send(line + "\n");
+  accepted.half_close();
+  CHECK(accepted.run_until_finished());
+  CHECK(accepted.reply() == ok_for(""));
+
+  Harness refused;
+  refused.send(line + "n\n");
+  refused.half_close();
+  CHECK(refused.run_until_finished());
+  CHECK(refused.reply() == "ERR bad header: line longer than 4096 bytes\n");
+}
+
+TEST_CASE("an upload that ends early is incomplete") {
+  Harness harness;
+  harness.send("MUXUP/1 10 x\nhello");
+  harness.half_close();
+  CHECK(harness.run_until_finished());
+  CHECK(harness.reply() == "ERR incomplete: only 5 of 10 bytes arrived\n");
+  std::vector<std::string> log = harness.log();
+  REQUIRE(log.size() == 1);
+  CHECK(starts_with(log[0], "Received 5 bytes from [Client 3] peer:1 in "));
+  CHECK(log[0].find(" s: incomplete (only 5 of 10 bytes arrived)") != std::string::npos);
+}
+
+TEST_CASE("--max-size refuses a header at once and cuts a raw stream off") {
+  Harness header(5);
+  header.send("MUXUP/1 6 x\n");
+  CHECK(header.run_until_finished());  // no EOF needed: refused at once
+  CHECK(header.reply() == "ERR too large: 6 bytes, the limit is 5\n");
+
+  Harness at_limit(5);
+  at_limit.send("MUXUP/1 5 x\nhello");
+  at_limit.half_close();
+  CHECK(at_limit.run_until_finished());
+  CHECK(at_limit.reply() == ok_for("hello"));
+
+  Harness raw(5);
+  raw.send("hello!");
+  CHECK(raw.run_until_finished());
+  CHECK(raw.reply() == "ERR too large: more than the limit of 5 bytes\n");
+
+  Harness raw_at_limit(5);
+  raw_at_limit.send("hello");
+  raw_at_limit.half_close();
+  CHECK(raw_at_limit.run_until_finished());
+  CHECK(raw_at_limit.reply() == ok_for("hello"));
+}
+
+TEST_CASE("abort ends an upload in flight, and only closes an idle connection") {
+  Harness busy;
+  busy.send("MUXUP/1 10 x\nhel");
+  CHECK(busy.session().in_flight());
+  busy.session().abort("shutting down");
+  CHECK(busy.finished());
+  CHECK(busy.reply() == "ERR shutting down\n");
+
+  Harness idle;
+  CHECK_FALSE(idle.session().in_flight());
+  idle.session().abort("shutting down");
+  CHECK(idle.finished());
+  CHECK(idle.reply().empty());
+  CHECK(idle.log().empty());
+}
+
+TEST_CASE("with an output directory, complete uploads are saved and nothing else is left") {
+  TempDir temp;
+  mux::OutputDirectory dir(temp.path);
+  {
+    Harness first(0, &dir);
+    first.send("MUXUP/1 5 ../report.txt\nhello");
+    first.half_close();
+    CHECK(first.run_until_finished());
+    CHECK(first.reply() == ok_for("hello"));
+  }
+  {
+    Harness second(0, &dir);
+    second.send("MUXUP/1 6 report.txt\nhello2");
+    second.half_close();
+    CHECK(second.run_until_finished());
+  }
+  {
+    Harness broken(0, &dir);
+    broken.send("MUXUP/1 6 report.txt\nhel");
+    broken.half_close();
+    CHECK(broken.run_until_finished());
+  }
+  {
+    Harness raw(0, &dir);
+    raw.send("raw bytes");
+    raw.half_close();
+    CHECK(raw.run_until_finished());
+  }
+  CHECK(temp.entries() == std::set<std::string>{"report.txt", "report.txt.1", "upload-3.bin"});
+  CHECK(temp.read("report.txt") == "hello");
+  CHECK(temp.read("report.txt.1") == "hello2");
+  CHECK(temp.read("upload-3.bin") == "raw bytes");
+}
+
+TEST_CASE("an output directory that does not exist is an error naming the flag") {
+  CHECK_THROWS_WITH(mux::OutputDirectory("/nonexistent/mux-dir"),
+                    "--output-dir /nonexistent/mux-dir: No such file or directory");
+}
