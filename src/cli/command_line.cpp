@@ -1,14 +1,16 @@
 #include "cli/command_line.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <exception>
 #include <ostream>
 
 namespace mux {
 
-CommandLine::CommandLine() : app_(std::make_unique<CLI::App>("mux: TCP group chat and upload server on one epoll core", "mux")) {
+CommandLine::CommandLine()
+    : app_(std::make_unique<CLI::App>("mux: TCP group chat and upload server on one epoll core",
+                                      "mux")) {
   app_->set_version_flag("--version", "mux " MUX_VERSION);
   app_->require_subcommand(1);
   app_->fallthrough(false);
@@ -16,6 +18,12 @@ CommandLine::CommandLine() : app_(std::make_unique<CLI::App>("mux: TCP group cha
   setup_chat_client(*app_, chat_client_);
   setup_upload_server(*app_, upload_server_);
   setup_upload_client(*app_, upload_client_);
+  // Subcommands collect stray arguments instead of throwing, so parse() can name the first one
+  // as typed (CLI11 2.1's own message lists them in reverse).
+  for (const char* name : {"chat-server", "chat-client", "upload-server", "upload-client"}) {
+    app_->get_subcommand(name)->allow_extras();
+  }
+  app_->allow_extras();
 }
 
 CommandLine::~CommandLine() = default;
@@ -26,14 +34,23 @@ std::string CommandLine::selected() const {
 }
 
 int CommandLine::parse(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
-  std::vector<std::string> reversed(argv.rbegin(), argv.rend());
-  if (!reversed.empty()) reversed.pop_back();  // program name
+  // CLI11 takes the arguments as argc/argv here so its messages list them in the order typed.
+  std::vector<const char*> pointers;
+  for (const std::string& arg : argv)
+    pointers.push_back(arg.c_str());
+  if (pointers.empty()) pointers.push_back("mux");
   try {
-    app_->parse(reversed);
+    app_->parse(static_cast<int>(pointers.size()), pointers.data());
+    std::vector<std::string> extra = app_->remaining(true);
+    if (!extra.empty()) {
+      err << "mux: error: unexpected argument '" << extra.front() << "'\n";
+      return kExitUsage;
+    }
     return -1;
   } catch (const CLI::CallForHelp&) {
     CLI::App* target = app_.get();
-    for (CLI::App* sub : app_->get_subcommands()) target = sub;
+    for (CLI::App* sub : app_->get_subcommands())
+      target = sub;
     out << target->help();
     return kExitSuccess;
   } catch (const CLI::CallForAllHelp&) {

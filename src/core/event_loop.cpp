@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <system_error>
 
 namespace mux {
@@ -36,7 +37,8 @@ EventLoop::~EventLoop() = default;
 
 EventLoop::Watch& EventLoop::watch_for(int fd) {
   if (fd < 0) abort_on_bug("watch", fd, EBADF);
-  if (static_cast<std::size_t>(fd) >= watches_.size()) watches_.resize(static_cast<std::size_t>(fd) + 1);
+  if (static_cast<std::size_t>(fd) >= watches_.size())
+    watches_.resize(static_cast<std::size_t>(fd) + 1);
   return watches_[static_cast<std::size_t>(fd)];
 }
 
@@ -47,7 +49,8 @@ void EventLoop::watch(int fd, std::uint32_t interest, IoHandler handler) {
   epoll_event ev{};
   ev.events = interest;
   ev.data.u64 = pack(fd, w.generation);
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) abort_on_bug("epoll_ctl ADD", fd, errno);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0)
+    abort_on_bug("epoll_ctl ADD", fd, errno);
   w.handler = std::move(handler);
   w.interest = interest;
   w.active = true;
@@ -60,7 +63,8 @@ void EventLoop::modify(int fd, std::uint32_t interest) {
   epoll_event ev{};
   ev.events = interest;
   ev.data.u64 = pack(fd, w.generation);
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) < 0) abort_on_bug("epoll_ctl MOD", fd, errno);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) < 0)
+    abort_on_bug("epoll_ctl MOD", fd, errno);
   w.interest = interest;
 }
 
@@ -68,7 +72,8 @@ void EventLoop::unwatch(int fd) {
   if (!watching(fd)) return;
   Watch& w = watches_[static_cast<std::size_t>(fd)];
   // DEL can only fail here if the caller closed the fd before unwatching; that is a bug too.
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr) < 0) abort_on_bug("epoll_ctl DEL", fd, errno);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr) < 0)
+    abort_on_bug("epoll_ctl DEL", fd, errno);
   w.active = false;
   w.interest = 0;
   // The handler may be the one running right now (a connection closing itself): keep it alive
@@ -112,7 +117,8 @@ void EventLoop::on_signal(int signo, Callback callback) {
   if (::pthread_sigmask(SIG_BLOCK, &signal_mask_, nullptr) != 0) {
     throw std::system_error(errno, std::generic_category(), "pthread_sigmask");
   }
-  int fd = ::signalfd(signal_fd_ ? signal_fd_.get() : -1, &signal_mask_, SFD_NONBLOCK | SFD_CLOEXEC);
+  int fd =
+      ::signalfd(signal_fd_ ? signal_fd_.get() : -1, &signal_mask_, SFD_NONBLOCK | SFD_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
   if (!signal_fd_) {
     signal_fd_.reset(fd);
@@ -129,7 +135,9 @@ void EventLoop::read_signals() {
   }
 }
 
-void EventLoop::defer(Callback callback) { deferred_.push_back(std::move(callback)); }
+void EventLoop::defer(Callback callback) {
+  deferred_.push_back(std::move(callback));
+}
 
 int EventLoop::next_timeout_ms(std::chrono::milliseconds cap) const {
   if (!deferred_.empty()) return 0;
@@ -139,6 +147,9 @@ int EventLoop::next_timeout_ms(std::chrono::milliseconds cap) const {
   // Round up: waking a little late is fine, waking early would spin until the deadline.
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait);
   if (cap.count() >= 0 && ms > cap) ms = cap;
+  // epoll_wait takes an int: a far-away timer just means waking once in a while to re-check.
+  constexpr std::chrono::milliseconds kLongestWait{std::numeric_limits<int>::max()};
+  if (ms > kLongestWait) ms = kLongestWait;
   return static_cast<int>(ms.count());
 }
 
@@ -156,7 +167,8 @@ void EventLoop::run_once(std::chrono::milliseconds timeout) {
 
 void EventLoop::run() {
   stopping_ = false;
-  while (!stopping_) run_once(std::chrono::milliseconds{-1});
+  while (!stopping_)
+    run_once(std::chrono::milliseconds{-1});
 }
 
 void EventLoop::dispatch_batch(int ready) {
@@ -208,7 +220,8 @@ void EventLoop::finish_batch() {
   while (!deferred_.empty()) {
     std::vector<Callback> batch;
     batch.swap(deferred_);
-    for (Callback& callback : batch) callback();
+    for (Callback& callback : batch)
+      callback();
   }
   retired_.clear();
   retired_handlers_.clear();

@@ -187,8 +187,8 @@ class UsageErrorTest(CliTestCase):
         for sub in SUBCOMMANDS:
             with self.subTest(subcommand=sub):
                 extra = REQUIRED_ARGS.get(sub, [])
-                self.assertUsageError([sub, *extra, "--bogus"],
-                                      "mux: error: The following argument was not expected: --bogus")
+                self.assertUsageError([sub, *extra, "--bogus", "stray"],
+                                      "mux: error: unexpected argument '--bogus'")
 
 
 class RuntimeErrorTest(CliTestCase):
