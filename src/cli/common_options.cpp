@@ -1,23 +1,26 @@
 #include "cli/common_options.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-
+#include <CLI/CLI.hpp>
 
 #include "core/units.hpp"
 
 namespace mux {
 
-const char* to_string(ServeMode mode) noexcept { return mode == ServeMode::fork ? "fork" : "single"; }
+const char* to_string(ServeMode mode) noexcept {
+  return mode == ServeMode::fork ? "fork" : "single";
+}
 
 void add_common_flags(CLI::App& subcommand, CommonOptions& options) {
-  subcommand.add_option("--host", options.host, "Address to listen on or connect to (IPv4, IPv6 or name)")
+  subcommand
+      .add_option("--host", options.host, "Address to listen on or connect to (IPv4, IPv6 or name)")
       ->capture_default_str()
       ->type_name("HOST");
   CLI::Validator port_number(
       [](std::string& text) -> std::string {
         std::optional<std::uint64_t> parsed = parse_size(text);
-        bool digits_only = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        bool digits_only =
+            !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
         if (!digits_only || !parsed || *parsed > 65535) {
           return fmt::format("'{}' is not a port number (0-65535)", text);
         }
@@ -61,7 +64,8 @@ CLI::Option* add_size_flag(CLI::App& subcommand, const std::string& name, std::u
   CLI::Validator bytes(
       [minimum](std::string& text) -> std::string {
         std::optional<std::uint64_t> parsed = parse_size(text);
-        if (!parsed) return fmt::format("'{}' is not a size (bytes, or a number with K, M or G)", text);
+        if (!parsed)
+          return fmt::format("'{}' is not a size (bytes, or a number with K, M or G)", text);
         if (*parsed < minimum) return fmt::format("{} is below the minimum of {}", text, minimum);
         text = std::to_string(*parsed);
         return {};

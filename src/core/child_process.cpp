@@ -23,7 +23,8 @@ void close_all_except(std::vector<int> keep) {
   unsigned int next = 0;
   for (int fd : keep) {
     if (fd < 0 || static_cast<unsigned int>(fd) < next) continue;
-    if (static_cast<unsigned int>(fd) > next) ::close_range(next, static_cast<unsigned int>(fd) - 1, 0);
+    if (static_cast<unsigned int>(fd) > next)
+      ::close_range(next, static_cast<unsigned int>(fd) - 1, 0);
     next = static_cast<unsigned int>(fd) + 1;
   }
   ::close_range(next, ~0U, 0);
@@ -31,7 +32,8 @@ void close_all_except(std::vector<int> keep) {
 
 }  // namespace
 
-pid_t fork_child(std::initializer_list<int> keep, Logger* logger, const std::function<int()>& body) {
+pid_t fork_child(std::initializer_list<int> keep, Logger* logger,
+                 const std::function<int()>& body) {
   // Anything buffered in stdio would otherwise be written twice, once by each process.
   std::fflush(stdout);
   std::fflush(stderr);

@@ -11,10 +11,10 @@
 #include <csignal>
 #include <cstdint>
 #include <functional>
-#include <set>
-#include <utility>
 #include <memory>
+#include <set>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/fd.hpp"

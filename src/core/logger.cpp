@@ -83,9 +83,11 @@ void Logger::writer_thread() {
     writing_ = true;
     lock.unlock();
     std::string joined;
-    for (const std::string& line : batch) joined += line;
+    for (const std::string& line : batch)
+      joined += line;
     if (dropped > 0) {
-      joined += fmt::format("{} ({} log lines dropped: stdout was not keeping up)\n", log_timestamp(), dropped);
+      joined += fmt::format("{} ({} log lines dropped: stdout was not keeping up)\n",
+                            log_timestamp(), dropped);
     }
     write_all(joined);
     lock.lock();

@@ -31,12 +31,14 @@ class Logger {
   // Normal events (start, joins, leaves, completed uploads); silenced by -q.
   template <typename... Args>
   void info(fmt::format_string<Args...> format, Args&&... args) {
-    if (verbosity_ != Verbosity::quiet) write_line(fmt::format(format, std::forward<Args>(args)...));
+    if (verbosity_ != Verbosity::quiet)
+      write_line(fmt::format(format, std::forward<Args>(args)...));
   }
   // Per-line or per-event detail; only with -v.
   template <typename... Args>
   void detail(fmt::format_string<Args...> format, Args&&... args) {
-    if (verbosity_ == Verbosity::verbose) write_line(fmt::format(format, std::forward<Args>(args)...));
+    if (verbosity_ == Verbosity::verbose)
+      write_line(fmt::format(format, std::forward<Args>(args)...));
   }
 
   // Blocks until everything queued so far has been written.

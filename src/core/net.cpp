@@ -38,7 +38,8 @@ AddrinfoList resolve(const std::string& host, std::uint16_t port, bool passive) 
     rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
   }
   if (rc != 0) {
-    std::string why = rc == EAI_SYSTEM ? std::generic_category().message(errno) : ::gai_strerror(rc);
+    std::string why =
+        rc == EAI_SYSTEM ? std::generic_category().message(errno) : ::gai_strerror(rc);
     throw std::runtime_error(fmt::format("resolve {}: {}", format_endpoint(host, port), why));
   }
   return AddrinfoList(list);
@@ -185,7 +186,7 @@ std::uint64_t raise_fd_limit() {
 }
 
 void ignore_sigpipe() {
-  struct sigaction action{};
+  struct sigaction action {};
   action.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &action, nullptr);
 }

@@ -82,9 +82,14 @@ OutputQueue::Status OutputQueue::write_to(int fd, int& error) {
 }
 
 SocketWriter::SocketWriter(EventLoop& loop, int fd, ErrorHandler on_error)
-    : loop_(loop), fd_(fd), on_error_(std::move(on_error)), self_(std::make_shared<SocketWriter*>(this)) {}
+    : loop_(loop),
+      fd_(fd),
+      on_error_(std::move(on_error)),
+      self_(std::make_shared<SocketWriter*>(this)) {}
 
-SocketWriter::~SocketWriter() { *self_ = nullptr; }
+SocketWriter::~SocketWriter() {
+  *self_ = nullptr;
+}
 
 void SocketWriter::send(Block block) {
   if (failed_ || fd_ < 0) return;
@@ -129,7 +134,8 @@ void SocketWriter::flush() {
 void SocketWriter::set_want_writable(bool want) {
   if (!loop_.watching(fd_)) return;
   std::uint32_t current = loop_.interest(fd_);
-  std::uint32_t wanted = want ? (current | EPOLLOUT) : (current & ~static_cast<std::uint32_t>(EPOLLOUT));
+  std::uint32_t wanted =
+      want ? (current | EPOLLOUT) : (current & ~static_cast<std::uint32_t>(EPOLLOUT));
   loop_.modify(fd_, wanted);
 }
 

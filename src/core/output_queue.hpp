@@ -43,8 +43,8 @@ class OutputQueue {
  private:
   void consume(std::size_t written);
 
-  std::vector<Block> blocks_;  // blocks_[head_..] are pending; vector, not deque: an idle
-  std::size_t head_ = 0;       // connection's empty queue must cost no heap memory
+  std::vector<Block> blocks_;    // blocks_[head_..] are pending; vector, not deque: an idle
+  std::size_t head_ = 0;         // connection's empty queue must cost no heap memory
   std::size_t head_offset_ = 0;  // bytes of blocks_[head_] already written
   std::size_t bytes_ = 0;
 };

@@ -10,7 +10,8 @@ namespace mux {
 
 std::optional<std::uint64_t> parse_size(std::string_view text) {
   std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])))
+    ++digits;
   if (digits == 0 || digits > 20) return std::nullopt;
   std::uint64_t value = 0;
   for (std::size_t i = 0; i < digits; ++i) {
@@ -19,7 +20,8 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
     value = value * 10 + digit;
   }
   std::string suffix;
-  for (char c : text.substr(digits)) suffix.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  for (char c : text.substr(digits))
+    suffix.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   unsigned shift = 0;
   if (suffix.empty() || suffix == "b") {
     shift = 0;
@@ -27,10 +29,12 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
     static constexpr std::string_view kUnits = "kmgt";
     std::size_t unit = kUnits.find(suffix[0]);
     std::string_view rest = std::string_view(suffix).substr(1);
-    if (unit == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib")) return std::nullopt;
+    if (unit == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib"))
+      return std::nullopt;
     shift = 10 * static_cast<unsigned>(unit + 1);
   }
-  if (shift > 0 && value > (std::numeric_limits<std::uint64_t>::max() >> shift)) return std::nullopt;
+  if (shift > 0 && value > (std::numeric_limits<std::uint64_t>::max() >> shift))
+    return std::nullopt;
   return value << shift;
 }
 
