@@ -272,9 +272,9 @@ void UploadSession::fail(const std::string& reason) {
   // The log says "incomplete" for every failure; a reason that starts with it need not repeat it.
   std::string_view why = reason;
   if (why.starts_with(kIncompletePrefix)) why.remove_prefix(kIncompletePrefix.size());
+  file_.reset();  // removes the temporary file, before the log says the upload is over
   context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})", received_,
                        client_label(), elapsed_seconds(), why);
-  file_.reset();  // removes the temporary file
   send_reply(format_err_reply(reason));
   finish();
 }

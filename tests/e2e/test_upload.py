@@ -1,0 +1,520 @@
+"""upload-server and upload-client end to end: the real binary on loopback, in both serve modes.
+
+Every upload's hash is checked against `xxhsum -H2`, the independent XXH3-128 implementation the
+protocol promises to match, and every saved file byte for byte against what was sent.
+"""
+
+import hashlib
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import muxtest
+
+MIB = 1 << 20
+TIMEOUT = muxtest.DEFAULT_TIMEOUT
+RECEIVED = r"Received (\d+) bytes from \[Client (\d+)\] \S+ in [0-9.]+ s"
+
+
+def xxh128(path):
+    """XXH3-128 of a file as `xxhsum -H2` prints it."""
+    out = subprocess.run(["xxhsum", "-H2", path], check=True, capture_output=True, text=True).stdout
+    return out.split()[0]
+
+
+def xxh128_of_bytes(data):
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        return xxh128(f.name)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(MIB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_reply(sock, timeout=TIMEOUT):
+    """Everything the server sends until it closes the connection."""
+    return muxtest.LineReader(sock).expect_eof(timeout).decode("utf-8", "replace")
+
+
+def raw_exchange(port, data, host=muxtest.HOST):
+    """Sends `data`, half-closes, and returns the server's whole reply."""
+    with muxtest.connect(port, host=host) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return read_reply(sock)
+
+
+def zombie_children(pid):
+    """Pids of children of `pid` that have exited but were not reaped."""
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[1]) == pid and fields[0] == "Z":
+            zombies.append(int(entry))
+    return zombies
+
+
+class UploadTestBase(unittest.TestCase):
+    SERVE = "single"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.data_dir = tempfile.mkdtemp(prefix="mux-upload-data-")
+        cls.big_file = os.path.join(cls.data_dir, "big.bin")
+        with open(cls.big_file, "wb") as f:
+            f.write(os.urandom(100 * MIB))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.data_dir, ignore_errors=True)
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="mux-upload-test-")
+        self.out = os.path.join(self.work, "out")
+        os.mkdir(self.out)
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.stop()
+            server.proc.stdout.close()
+            server.proc.stderr.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def server(self, *args, output_dir=True, preexec_fn=None, host=muxtest.HOST):
+        extra = ["--output-dir", self.out] if output_dir else []
+        server = muxtest.Server("upload-server", "--serve", self.SERVE, *extra, *args,
+                                preexec_fn=preexec_fn, host=host)
+        self.servers.append(server)
+        return server
+
+    def make_file(self, name, size):
+        path = os.path.join(self.work, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        return path
+
+    def client(self, server, path, *args, input=None, timeout=60, host=muxtest.HOST):
+        result = muxtest.run_mux("upload-client", "--host", host, "--port", str(server.port),
+                                 "--file", path, *args, input=input, timeout=timeout)
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    def saved(self):
+        """Everything in the output directory, hidden temporary files included."""
+        return sorted(os.listdir(self.out))
+
+    def read_saved(self, name):
+        with open(os.path.join(self.out, name), "rb") as f:
+            return f.read()
+
+    def wait_received(self, server, count, timeout=TIMEOUT):
+        """Waits until `count` uploads were logged as completed."""
+        deadline = time.monotonic() + timeout
+        while server.log_count(r"Received \d+ bytes .* s \(") < count:
+            if time.monotonic() > deadline:
+                self.fail(f"fewer than {count} completed uploads logged: {server.stdout_lines[-10:]}")
+            time.sleep(0.02)
+
+    def assertConfirmed(self, code, out, err, path):
+        self.assertEqual(code, 0, f"stdout={out!r} stderr={err!r}")
+        self.assertEqual(err, "")
+        size = os.path.getsize(path)
+        summary = out.strip().splitlines()[-1]
+        self.assertRegex(summary, rf"^Sent {size} bytes in [0-9.]+ s \(.+\), verified {xxh128(path)}$")
+
+
+class UploadTests:
+    """Run once per serve mode (see the subclasses at the end)."""
+
+    def test_100_mib_upload_is_saved_byte_identical(self):
+        server = self.server()
+        code, out, err = self.client(server, self.big_file, "--name", "big copy.bin")
+        self.assertConfirmed(code, out, err, self.big_file)
+        self.assertEqual(out.splitlines()[:10], [f"Sent {n} MB" for n in range(10, 101, 10)])
+        self.assertEqual(self.saved(), ["big copy.bin"])
+        saved = os.path.join(self.out, "big copy.bin")
+        self.assertEqual(sha256(saved), sha256(self.big_file))
+        self.assertEqual(xxh128(saved), xxh128(self.big_file))
+        match = server.wait_for_log(RECEIVED + r" \([0-9.]+ [kMG]?B/s\)$")
+        self.assertEqual(match.group(1), str(100 * MIB))
+        self.assertEqual(match.group(2), "1")
+
+    def test_raw_stream_without_header(self):
+        server = self.server()
+        data = os.urandom(3 * MIB + 17)
+        reply = raw_exchange(server.port, data)
+        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.wait_received(server, 1)
+        self.assertEqual(self.saved(), ["upload-1.bin"])
+        self.assertEqual(self.read_saved("upload-1.bin"), data)
+
+    def test_tiny_raw_stream_that_looks_like_the_start_of_a_header(self):
+        server = self.server()
+        self.assertEqual(raw_exchange(server.port, b"MUXUP/1"), f"OK 7 {xxh128_of_bytes(b'MUXUP/1')}\n")
+        self.wait_received(server, 1)
+        self.assertEqual(self.read_saved("upload-1.bin"), b"MUXUP/1")
+
+    @unittest.skipUnless(shutil.which("ncat"), "ncat is not installed")
+    def test_raw_stream_from_ncat_send_only(self):
+        server = self.server()
+        path = self.make_file("from-ncat.bin", 2 * MIB)
+        with open(path, "rb") as f:
+            subprocess.run(["ncat", "--send-only", muxtest.HOST, str(server.port)], stdin=f,
+                           check=True, timeout=TIMEOUT)
+        self.wait_received(server, 1)
+        self.assertEqual(self.saved(), ["upload-1.bin"])
+        self.assertEqual(xxh128(os.path.join(self.out, "upload-1.bin")), xxh128(path))
+
+    def test_stdin_is_uploaded_under_the_given_name(self):
+        server = self.server()
+        data = os.urandom(MIB + 5)
+        code, out, err = self.client(server, "-", "--name", "notes.tar", input=data)
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, rf"Sent {len(data)} bytes in .*, verified {xxh128_of_bytes(data)}\n$")
+        self.assertEqual(self.saved(), ["notes.tar"])
+        self.assertEqual(self.read_saved("notes.tar"), data)
+
+    def test_two_uploads_with_the_same_name_at_once(self):
+        server = self.server()
+        first, second = os.urandom(MIB), os.urandom(MIB)
+        a, b = server.connect(), server.connect()
+        try:
+            for sock, data in ((a, first), (b, second)):
+                sock.sendall(b"MUXUP/1 %d same.txt\n" % len(data) + data[:1000])
+            for sock, data in ((a, first), (b, second)):
+                sock.sendall(data[1000:])
+                sock.shutdown(socket.SHUT_WR)
+            replies = [read_reply(a), read_reply(b)]
+        finally:
+            a.close()
+            b.close()
+        self.assertEqual(replies, [f"OK {MIB} {xxh128_of_bytes(first)}\n",
+                                   f"OK {MIB} {xxh128_of_bytes(second)}\n"])
+        self.wait_received(server, 2)
+        self.assertEqual(self.saved(), ["same.txt", "same.txt.1"])
+        self.assertEqual({self.read_saved("same.txt"), self.read_saved("same.txt.1")},
+                         {first, second})
+        # And a third, later, does not overwrite either.
+        path = self.make_file("same.txt", 1000)
+        self.assertConfirmed(*self.client(server, path), path)
+        self.assertEqual(self.saved(), ["same.txt", "same.txt.1", "same.txt.2"])
+
+    def test_a_stalled_client_does_not_delay_another(self):
+        server = self.server()
+        stalled = server.connect()
+        try:
+            stalled.sendall(b"MUXUP/1 1000 stalled.bin\n" + b"s" * 400)
+            path = self.make_file("quick.bin", 5 * MIB)
+            self.assertConfirmed(*self.client(server, path, timeout=TIMEOUT), path)
+            muxtest.LineReader(stalled).expect_nothing(0.2)  # still waiting for its 600 bytes
+            self.assertEqual(self.saved()[-1], "quick.bin")
+            stalled.sendall(b"s" * 600)
+            stalled.shutdown(socket.SHUT_WR)
+            self.assertEqual(read_reply(stalled), f"OK 1000 {xxh128_of_bytes(b's' * 1000)}\n")
+        finally:
+            stalled.close()
+        self.wait_received(server, 2)
+        self.assertEqual([n for n in self.saved() if not n.startswith(".")], ["quick.bin", "stalled.bin"])
+
+    def test_a_client_killed_mid_upload_leaves_nothing(self):
+        server = self.server()
+        script = (
+            "import socket, sys, time\n"
+            f"s = socket.create_connection(('{muxtest.HOST}', {server.port}))\n"
+            "s.sendall(b'MUXUP/1 10000000 victim.bin\\n' + b'v' * 300000)\n"
+            "print('sent', flush=True)\n"
+            "time.sleep(60)\n")
+        victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            self.assertEqual(victim.stdout.readline(), b"sent\n")
+            time.sleep(0.2)  # let the server read what was sent
+            victim.kill()
+        finally:
+            victim.wait()
+            victim.stdout.close()
+        match = server.wait_for_log(r"Received (\d+) bytes from \[Client 1\] .*: incomplete \((.*)\)$")
+        self.assertEqual(match.group(1), "300000")
+        self.assertEqual(match.group(2), "only 300000 of 10000000 bytes arrived")
+        self.assertEqual(self.saved(), [])
+        # The server goes on.
+        path = self.make_file("after.bin", 1000)
+        self.assertConfirmed(*self.client(server, path), path)
+        self.assertEqual(self.saved(), ["after.bin"])
+
+    def test_max_size(self):
+        server = self.server("--max-size", "1M")
+        exact = self.make_file("exact.bin", MIB)
+        self.assertConfirmed(*self.client(server, exact), exact)
+
+        too_big = self.make_file("too-big.bin", 20 * MIB)
+        code, out, err = self.client(server, too_big)
+        self.assertEqual(code, 1, out)
+        self.assertEqual(err, f"mux: error: {muxtest.HOST}:{server.port} refused the upload: "
+                              f"too large: {20 * MIB} bytes, the limit is {MIB}\n")
+
+        with server.connect() as sock:  # a raw stream is cut off once it passes the limit
+            sock.sendall(b"r" * (MIB + 1))
+            self.assertEqual(read_reply(sock), f"ERR too large: more than the limit of {MIB} bytes\n")
+        server.wait_for_log(r"\[Client 3\] .*: incomplete \(too large: more than the limit")
+        self.assertEqual(self.saved(), ["exact.bin"])
+
+    def test_hostile_names_stay_inside_the_output_directory(self):
+        server = self.server()
+        names = {"../x": "x", "/etc/passwd": "passwd", "a\x1b[31mb\tc": "a_[31mb_c",
+                 ".hidden": "hidden", "..": "upload-5.bin"}
+        for name in names:
+            path = self.make_file("payload", 100)
+            code, out, err = self.client(server, path, "--name", name)
+            self.assertEqual(code, 0, err)
+        reply = raw_exchange(server.port, b"MUXUP/1 5 \nempty")  # an empty name
+        self.assertEqual(reply, f"OK 5 {xxh128_of_bytes(b'empty')}\n")
+        reply = raw_exchange(server.port, b"MUXUP/1 5 %2E%2E%2F%2E%2E%2Fevil%00\nevil!")
+        self.assertEqual(reply, f"OK 5 {xxh128_of_bytes(b'evil!')}\n")
+        self.wait_received(server, 7)
+        self.assertEqual(self.saved(), sorted(list(names.values()) + ["upload-6.bin", "evil_"]))
+        self.assertEqual(sorted(os.listdir(self.work)), ["out", "payload"])
+
+    def test_bad_headers_are_refused(self):
+        server = self.server()
+        cases = [
+            (b"MUXUP/1 12x name\nhello", "ERR bad header: size is not a number\n"),
+            (b"MUXUP/1 5\nhello", "ERR bad header: missing name\n"),
+            (b"MUXUP/1 5 " + b"n" * 5000, "ERR bad header: line longer than 4096 bytes\n"),
+        ]
+        for sent, expected in cases:
+            with server.connect() as sock:
+                sock.sendall(sent)  # no half-close: each is refused as soon as it is seen
+                self.assertEqual(read_reply(sock), expected)
+        for number in (1, 2, 3):
+            server.wait_for_log(rf"Received 0 bytes from \[Client {number}\] .*: incomplete \(bad header: ")
+        self.assertEqual(self.saved(), [])
+
+    def test_disk_full_fails_only_that_upload(self):
+        limit = 2 * MIB
+
+        def limit_file_size():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        server = self.server(preexec_fn=limit_file_size)
+        too_big = self.make_file("too-big.bin", 3 * MIB)
+        code, out, err = self.client(server, too_big)
+        self.assertEqual(code, 1, out)
+        self.assertEqual(err, f"mux: error: {muxtest.HOST}:{server.port} refused the upload: "
+                              "disk error: File too large\n")
+        server.wait_for_log(r"\[Client 1\] .*: incomplete \(disk error: File too large\)")
+        self.assertEqual(self.saved(), [])
+        small = self.make_file("small.bin", MIB)
+        self.assertConfirmed(*self.client(server, small), small)
+        self.assertEqual(self.saved(), ["small.bin"])
+        self.assertIsNone(server.proc.poll())
+
+    def test_sigterm_lets_uploads_in_flight_finish_then_ends_the_rest(self):
+        server = self.server()
+        finishing, abandoned = server.connect(), server.connect()
+        try:
+            finishing.sendall(b"MUXUP/1 10 finishing.bin\nfinis")
+            abandoned.sendall(b"MUXUP/1 10 abandoned.bin\naband")
+            time.sleep(0.2)
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            server.wait_for_log(r"shutting down")
+            with self.assertRaises(ConnectionRefusedError):
+                muxtest.connect(server.port).close()
+            finishing.sendall(b"hing!")
+            finishing.shutdown(socket.SHUT_WR)
+            self.assertEqual(read_reply(finishing), f"OK 10 {xxh128_of_bytes(b'finishing!')}\n")
+            self.assertEqual(read_reply(abandoned, timeout=15), "ERR shutting down\n")
+            self.assertEqual(server.wait(timeout=15), 0)
+            self.assertGreater(time.monotonic() - started, 3)  # the grace was given
+        finally:
+            finishing.close()
+            abandoned.close()
+        self.assertEqual(self.saved(), ["finishing.bin"])
+        self.assertEqual(server.log_count(r"\[Client 2\] .*: incomplete \(shutting down\)"), 1)
+
+    def test_a_connection_that_sends_nothing_is_not_an_upload(self):
+        server = self.server()
+        muxtest.connect(server.port).close()
+        path = self.make_file("real.bin", 1000)
+        self.assertConfirmed(*self.client(server, path), path)
+        self.wait_received(server, 1)
+        time.sleep(0.1)
+        self.assertEqual(server.log_count(r"Received"), 1)
+        self.assertEqual(server.log_count(r"\[Client 1\]"), 0)
+        self.assertEqual(self.saved(), ["real.bin"])
+
+    def test_discarding_server_counts_and_hashes(self):
+        server = self.server(output_dir=False)
+        code, out, err = self.client(server, self.big_file)
+        self.assertConfirmed(code, out, err, self.big_file)
+        self.assertEqual(self.saved(), [])
+
+    def test_ipv6_loopback(self):
+        server = self.server(host="::1")
+        path = self.make_file("six.bin", 1000)
+        self.assertConfirmed(*self.client(server, path, host="::1"), path)
+        server.wait_for_log(r"Received 1000 bytes from \[Client 1\] \[::1\]:\d+ in ")
+
+    def test_max_clients_makes_the_next_upload_wait(self):
+        server = self.server("--max-clients", "1")
+        first = server.connect()
+        try:
+            first.sendall(b"MUXUP/1 4 first.bin\nfi")
+            time.sleep(0.2)
+            with server.connect() as second:
+                second.sendall(b"MUXUP/1 6 second.bin\nsecond")
+                second.shutdown(socket.SHUT_WR)
+                muxtest.LineReader(second).expect_nothing(0.3)  # waits in the backlog
+                first.sendall(b"st")
+                first.shutdown(socket.SHUT_WR)
+                self.assertEqual(read_reply(first), f"OK 4 {xxh128_of_bytes(b'fist')}\n")
+                self.assertEqual(read_reply(second), f"OK 6 {xxh128_of_bytes(b'second')}\n")
+        finally:
+            first.close()
+        self.wait_received(server, 2)
+        self.assertEqual(self.saved(), ["first.bin", "second.bin"])
+
+
+class ClientVerificationTests(unittest.TestCase):
+    """upload-client against fake servers: it exits 0 only when count and hash are confirmed."""
+
+    def fake_server(self, reply):
+        listener = socket.socket()
+        listener.bind((muxtest.HOST, 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                while conn.recv(65536):
+                    pass
+                conn.sendall(reply)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        return listener.getsockname()[1]
+
+    def run_client(self, port, data=b"hello"):
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            result = muxtest.run_mux("upload-client", "--port", str(port), "--file", f.name)
+        return result.returncode, result.stderr.decode()
+
+    def test_wrong_hash_is_a_verification_failure(self):
+        port = self.fake_server(b"OK 5 00000000000000000000000000000000\n")
+        code, err = self.run_client(port)
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"mux: error: verification failed: {muxtest.HOST}:{port} received 5 "
+                              "bytes with XXH3-128 00000000000000000000000000000000, sent 5 bytes "
+                              f"with XXH3-128 {xxh128_of_bytes(b'hello')}\n")
+
+    def test_wrong_count_is_a_verification_failure(self):
+        port = self.fake_server(f"OK 4 {xxh128_of_bytes(b'hello')}\n".encode())
+        code, err = self.run_client(port)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("mux: error: verification failed:"), err)
+
+    def test_err_reply_and_no_reply(self):
+        port = self.fake_server(b"ERR disk error: \x1b[31mNo space left on device\n")
+        code, err = self.run_client(port)
+        self.assertEqual((code, err), (1, f"mux: error: {muxtest.HOST}:{port} refused the upload: "
+                                          "disk error: ?[31mNo space left on device\n"))
+        port = self.fake_server(b"")
+        code, err = self.run_client(port)
+        self.assertEqual((code, err), (1, f"mux: error: {muxtest.HOST}:{port} closed the "
+                                          "connection without a reply\n"))
+
+    def test_missing_file_is_reported_before_connecting(self):
+        port = self.fake_server(b"")
+        result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/nonexistent/f")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(), "mux: error: /nonexistent/f: No such file or directory\n")
+        result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/tmp")
+        self.assertEqual(result.stderr.decode(), "mux: error: /tmp: Is a directory\n")
+
+    def test_refused_connection(self):
+        with socket.socket() as probe:
+            probe.bind((muxtest.HOST, 0))
+            port = probe.getsockname()[1]
+        result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/etc/hostname")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"mux: error: connect to {muxtest.HOST}:{port}: Connection refused\n")
+
+
+class OutputDirErrorTests(unittest.TestCase):
+    def assertStartError(self, directory, why):
+        result = muxtest.run_mux("upload-server", "--port", "0", "--output-dir", directory)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        self.assertEqual(result.stderr.decode(), f"mux: error: --output-dir {directory}: {why}\n")
+
+    def test_missing_output_dir(self):
+        self.assertStartError("/nonexistent/mux-out", "No such file or directory")
+
+    def test_output_dir_that_is_a_file(self):
+        self.assertStartError("/etc/hostname", "Not a directory")
+
+    def test_unwritable_output_dir(self):
+        if os.geteuid() == 0:
+            self.assertStartError("/sys", "Permission denied")  # sysfs refuses even root
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                os.chmod(directory, 0o500)
+                self.assertStartError(directory, "Permission denied")
+
+
+class SingleLoopUploadTests(UploadTests, UploadTestBase):
+    SERVE = "single"
+
+
+class ForkUploadTests(UploadTests, UploadTestBase):
+    SERVE = "fork"
+
+    def test_no_zombies_after_many_uploads(self):
+        server = self.server(output_dir=False)
+        pid = server.proc.pid
+        data = b"z" * 5000
+        expected = f"OK 5000 {xxh128_of_bytes(data)}\n"
+        for _ in range(40):
+            self.assertEqual(raw_exchange(server.port, data), expected)
+        for _ in range(10):  # and some that end badly
+            with server.connect() as sock:
+                sock.sendall(b"MUXUP/1 100 x\nshort")
+        for _ in range(5):
+            path = self.make_file("f.bin", 1000)
+            self.assertConfirmed(*self.client(server, path), path)
+        self.wait_received(server, 45)
+        server.wait_for_log(r"\[Client 50\] .*: incomplete")
+        deadline = time.monotonic() + TIMEOUT
+        while zombie_children(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(zombie_children(pid), [])
+
+
+if __name__ == "__main__":
+    muxtest.main()
