@@ -340,8 +340,8 @@ class UploadTests:
             started = time.monotonic()
             server.signal(signal.SIGTERM)
             server.wait_for_log(r"shutting down")
-            with self.assertRaises(ConnectionRefusedError):
-                muxtest.connect(server.port).close()
+            with socket.socket() as late, self.assertRaises(ConnectionRefusedError):
+                late.connect((muxtest.HOST, server.port))
             finishing.sendall(b"hing!")
             finishing.shutdown(socket.SHUT_WR)
             self.assertEqual(read_reply(finishing), f"OK 10 {xxh128_of_bytes(b'finishing!')}\n")
