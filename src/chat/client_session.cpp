@@ -63,8 +63,14 @@ void ClientSession::read_input() {
     framer_.flush_partial(on_line);  // "bye" without a newline, then close: still delivered
     listener_.on_input_done();
     if (state_ != State::open) return;  // the last line was /quit: already leaving
+    // Answers to its last lines may still be on their way (in fork mode through the parent):
+    // keep writing until the listener calls finish().
+    state_ = State::half_open;
+    context_.loop.cancel_timer(std::exchange(timer_, 0));
+    context_.loop.modify(socket_.get(), context_.loop.interest(socket_.get()) &
+                                            ~static_cast<std::uint32_t>(EPOLLIN));
     leave("closed by client", false);
-    return start_draining();
+    return;
   }
   leave(fmt::format("connection error: {}", std::strerror(errno)), false);
   close();
@@ -110,7 +116,7 @@ void ClientSession::send(const Block& block) {
 }
 
 void ClientSession::finish(std::string_view reason) {
-  if (state_ != State::open) return;
+  if (state_ != State::open && state_ != State::half_open) return;
   leave(std::string(reason), false);
   start_draining();
 }

@@ -50,7 +50,8 @@ class ClientSession {
     virtual void on_line(std::string_view text, bool cut) = 0;
     // The lines of one read have all been reported.
     virtual void on_input_done() = 0;
-    // The client is leaving (called once, from a deferred callback): stop sending to it.
+    // The client is leaving (called once, from a deferred callback). When it only closed its
+    // sending side, the session still writes what it is sent until finish() is called.
     virtual void on_leave(std::string_view reason, bool too_slow) = 0;
     // The socket is done with (called once, after on_leave): the listener may retire the session.
     virtual void on_closed() = 0;
@@ -74,7 +75,7 @@ class ClientSession {
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
 
  private:
-  enum class State : std::uint8_t { open, draining, lingering, closed };
+  enum class State : std::uint8_t { open, half_open, draining, lingering, closed };
 
   void handle_events(std::uint32_t events);
   void read_input();

@@ -98,7 +98,10 @@ void ChildLink::handle_record(std::string_view record) {
       room_.receive_line(*this, body, true);
       return;
     case 'Q':
+      // Answers to its last lines are queued by now; once they are down the link the child may
+      // close the client (it waits for the link's end to know).
       if (!body.empty()) room_.leave(*this, body.substr(1), body.front() == '1');
+      close_after_output();
       return;
     default:
       return;  // a child of the same binary never sends anything else

@@ -22,6 +22,7 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   void on_input_done() override { room_.end_of_input(); }
   void on_leave(std::string_view reason, bool too_slow) override {
     room_.leave(*this, reason, too_slow);
+    session_.finish(reason);  // the room has answered all it read: write that, then close
   }
   void on_closed() override { owner_.release(*this); }
 

@@ -1,0 +1,414 @@
+"""End-to-end tests of `mux chat-server`: the real binary on a free loopback port, driven with raw
+sockets. Every case runs in --serve single; the main ones run again in --serve fork."""
+
+import os
+import re
+import signal
+import socket
+import time
+import unittest
+
+import muxtest
+from muxtest import LineReader, Server
+
+WELCOME = re.compile(r"^\* welcome, you are (Client \d+) \(type /help for commands\)$")
+
+
+class Client:
+    """A raw chat client: a socket plus a line reader."""
+
+    def __init__(self, server):
+        self.sock = server.connect()
+        self.reader = LineReader(self.sock)
+        match = WELCOME.match(self.reader.line())
+        assert match, "no welcome line"
+        self.name = match.group(1)
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def line(self, timeout=muxtest.DEFAULT_TIMEOUT):
+        return self.reader.line(timeout)
+
+    def lines(self, count, timeout=muxtest.DEFAULT_TIMEOUT):
+        return self.reader.lines(count, timeout)
+
+    def raw_line(self, timeout=muxtest.DEFAULT_TIMEOUT):
+        """The next line as the bytes the server sent, newline included."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.reader.buffer:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; have {self.reader.buffer!r}")
+            self.reader.buffer += chunk
+        line, _, self.reader.buffer = self.reader.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def close(self):
+        self.sock.close()
+
+
+class ChatServerCases:
+    """The cases shared by both serving modes; subclasses set MODE."""
+
+    MODE = "single"
+
+    def start(self, *args):
+        server = Server("chat-server", "--serve", self.MODE, *args)
+        self.addCleanup(server.stop)
+        return server
+
+    def join(self, server, *others):
+        """Connects a client; every client in `others` sees its join notice."""
+        client = Client(server)
+        self.addCleanup(client.close)
+        for other in others:
+            self.assertEqual(other.line(), f"* {client.name} joined")
+        return client
+
+    def test_broadcast_reaches_everyone_but_the_sender(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        c = self.join(server, a, b)
+        self.assertEqual((a.name, b.name, c.name), ("Client 1", "Client 2", "Client 3"))
+        b.send("hello everyone\n")
+        self.assertEqual(a.line(), "[Client 2]: hello everyone")
+        self.assertEqual(c.line(), "[Client 2]: hello everyone")
+        b.reader.expect_nothing(0.3)
+
+    def test_unterminated_message_is_delivered_after_quiet_time(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send("no newline here")
+        self.assertEqual(b.line(), "[Client 1]: no newline here")
+        a.send("second")
+        self.assertEqual(b.line(), "[Client 1]: second")
+
+    def test_line_split_across_writes_arrives_as_one_line(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        a.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        a.send("split ")
+        time.sleep(0.01)
+        a.send("across ")
+        time.sleep(0.01)
+        a.send("writes\n")
+        self.assertEqual(b.line(), "[Client 1]: split across writes")
+        a.send("first\nsecond\r\nthi")
+        time.sleep(0.01)
+        a.send("rd\n")
+        self.assertEqual(b.lines(3), ["[Client 1]: first", "[Client 1]: second", "[Client 1]: third"])
+
+    def test_nick_who_help_and_unknown_command(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send("/nick alice\n")
+        self.assertEqual(a.line(), "* Client 1 is now alice")
+        self.assertEqual(b.line(), "* Client 1 is now alice")
+        b.send("/nick ALICE\n")
+        self.assertEqual(b.line(), "* nick ALICE is taken")
+        b.send("/nick two words\n")
+        self.assertEqual(b.line(), "* invalid nick 'two words': no spaces or invisible characters")
+        b.send("/nick " + "x" * 33 + "\n")
+        self.assertEqual(b.line(), "* invalid nick '" + "x" * 33 + "': longer than 32 characters")
+        b.send("/nick\n")
+        self.assertEqual(b.line(), "* usage: /nick NAME")
+        b.send("/who\n")
+        self.assertEqual(b.line(), "* online (2): alice, Client 2")
+        b.send("/help\n")
+        self.assertEqual(
+            b.line(),
+            "* commands: /nick NAME (change your name), /who (who is here), /help, /quit (leave); "
+            "any other line goes to everyone (start it with // to send a leading /)")
+        b.send("/dance\n")
+        self.assertEqual(b.line(), "* unknown command /dance (try /help)")
+        b.send("//dance\n")
+        self.assertEqual(a.line(), "[Client 2]: /dance")
+        a.send("hi from alice\n")
+        self.assertEqual(b.line(), "[alice]: hi from alice")
+        # Errors and answers went to the asker only.
+        a.reader.expect_nothing(0.2)
+        server.wait_for_log(r"Client 1 is now alice")
+
+    def test_join_and_leave_notices(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        c = self.join(server, a, b)
+        b.send("/nick bob\n")
+        a.line(), b.line(), c.line()
+        b.close()
+        self.assertEqual(a.line(), "* bob left")
+        self.assertEqual(c.line(), "* bob left")
+        c.send("/quit\n")
+        self.assertEqual(c.reader.expect_eof(), b"")
+        self.assertEqual(a.line(), "* Client 3 left")
+        server.wait_for_log(r"Client 1 joined from 127\.0\.0\.1:\d+")
+        server.wait_for_log(r"bob left \(closed by client\)")
+        server.wait_for_log(r"Client 3 left \(quit\)")
+
+    def test_control_bytes_and_invalid_utf8_are_neutralised(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send(b"\x1b[2J\x1b]0;pwned\x07 bell\x07 nul\x00 del\x7f tab\tok\n")
+        self.assertEqual(b.raw_line(), b"[Client 1]: ^[[2J^[]0;pwned^G bell^G nul^@ del^? tab\tok\n")
+        a.send(b"bad \xff\xfe utf8 \xc3\x28 caf\xc3\xa9 \xc2\x9b31m\n")
+        self.assertEqual(b.raw_line(), "[Client 1]: bad \ufffd\ufffd utf8 \ufffd( café \ufffd31m\n".encode())
+
+    def test_overlong_line_is_cut_and_sender_told(self):
+        server = self.start("--max-line", "16")
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send("0123456789abcdefTHE REST IS DROPPED\nnext\n")
+        self.assertEqual(a.line(), "* line too long: cut at 16 bytes, the rest was dropped")
+        self.assertEqual(b.lines(2), ["[Client 1]: 0123456789abcdef", "[Client 1]: next"])
+        # A line cut inside a UTF-8 character loses the partial character, not gains a U+FFFD.
+        a.send("0123456789abcde\u00e9tail\n".encode())
+        self.assertEqual(a.line(), "* line too long: cut at 16 bytes, the rest was dropped")
+        self.assertEqual(b.line(), "[Client 1]: 0123456789abcde")
+
+    def test_reader_gets_20000_lines_while_another_client_never_reads(self):
+        server = self.start()
+        sender = self.join(server)
+        sleeper = self.join(server, sender)  # never reads another byte
+        reader = self.join(server, sender, sleeper)
+        del sleeper
+        count = 20000
+        payload = "".join(f"line {i:05d} " + "x" * 40 + "\n" for i in range(count)).encode()
+        started = time.monotonic()
+        sender.send(payload)
+        got = reader.lines(count, timeout=30)
+        elapsed = time.monotonic() - started
+        self.assertEqual(got[0], "[Client 1]: line 00000 " + "x" * 40)
+        self.assertEqual(got[-1], f"[Client 1]: line {count - 1:05d} " + "x" * 40)
+        self.assertEqual(len(set(got)), count)
+        print(f"\n  {count} lines reached the reader in {elapsed * 1000:.0f} ms ({self.MODE})", end=" ")
+
+    def test_client_that_stops_reading_is_dropped_as_too_slow(self):
+        server = self.start("--max-queue", "64K")
+        sender = self.join(server)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(muxtest.DEFAULT_TIMEOUT)
+        sock.connect((server.host, server.port))
+        self.addCleanup(sock.close)
+        self.assertEqual(sender.line(), "* Client 2 joined")
+        reader = self.join(server, sender)
+        line = "y" * 1000 + "\n"
+        relay = "[Client 1]: " + "y" * 1000
+        deadline = time.monotonic() + 30
+        sent = relayed = 0
+        others = []
+        # Send until the server gives up on the sleeper; the reader keeps up all along and gets
+        # every line, with the notice somewhere among them.
+        while not others and time.monotonic() < deadline:
+            sender.send(line * 100)
+            sent += 100
+            while relayed < sent:
+                got = reader.line()
+                if got == relay:
+                    relayed += 1
+                else:
+                    others.append(got)
+        self.assertEqual(others, ["* Client 2 left (too slow)"])
+        self.assertEqual(sender.line(), "* Client 2 left (too slow)")
+        server.wait_for_log(r"Client 2 left \(too slow: .* unsent\)")
+
+    def test_server_full(self):
+        server = self.start("--max-clients", "2")
+        a = self.join(server)
+        b = self.join(server, a)
+        third = server.connect()
+        self.addCleanup(third.close)
+        self.assertEqual(LineReader(third).expect_eof(), b"* server full\n")
+        server.wait_for_log(r"refused 127\.0\.0\.1:\d+: server full \(2 clients\)")
+        b.close()
+        self.assertEqual(a.line(), "* Client 2 left")
+        self.join(server, a)  # a place is free again
+
+    def test_sigterm_tells_every_client_and_exits_zero(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        server.signal(signal.SIGTERM)
+        self.assertEqual(a.reader.expect_eof(), b"* server shutting down\n")
+        self.assertEqual(b.reader.expect_eof(), b"* server shutting down\n")
+        self.assertEqual(server.wait(), 0)
+        server.wait_for_log(r"shutting down \(SIGTERM\)")
+
+    def test_sigint_with_idle_clients_exits_zero(self):
+        server = self.start()
+        clients = [self.join(server) for _ in range(3)]
+        server.signal(signal.SIGINT)
+        for client in clients:
+            data = client.reader.expect_eof()
+            self.assertTrue(data.endswith(b"* server shutting down\n"), data)
+        self.assertEqual(server.wait(), 0)
+
+    def test_half_closed_client_still_gets_its_answer(self):
+        server = self.start()
+        a = self.join(server)
+        a.send("/who\n")
+        a.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(a.reader.expect_eof(), b"* online (1): Client 1\n")
+        b = self.join(server)
+        b.send("/who\n")
+        self.assertEqual(b.line(), "* online (1): Client 2")
+
+    def test_empty_lines_are_not_relayed(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send("\n\r\n\nafter\n")
+        self.assertEqual(b.line(), "[Client 1]: after")
+
+    def test_many_clients_all_receive_a_broadcast(self):
+        server = self.start()
+        clients = [self.join(server) for _ in range(150)]
+        sender = clients[0]
+        sender.send("to all\n")
+        for index, client in enumerate(clients[1:], start=1):
+            notices = 150 - index - 1  # joins after this one
+            got = client.lines(notices + 1)
+            self.assertEqual(got[-1], "[Client 1]: to all")
+
+
+class SingleModeTests(ChatServerCases, unittest.TestCase):
+    MODE = "single"
+
+    def test_verbose_logs_each_line_and_quiet_logs_nothing(self):
+        server = self.start("-v")
+        a = self.join(server)
+        b = self.join(server, a)
+        a.send("for the log\n")
+        self.assertEqual(b.line(), "[Client 1]: for the log")
+        server.wait_for_log(r"\d\d:\d\d:\d\d\.\d{3} \[Client 1\]: for the log$")
+
+        port = _free_port()
+        quiet = muxtest.subprocess.Popen(
+            [muxtest.MUX, "chat-server", "-q", "--port", str(port)],
+            stdout=muxtest.subprocess.PIPE, stderr=muxtest.subprocess.PIPE)
+        self.addCleanup(quiet.kill)
+        sock = _connect_retrying(port)
+        self.addCleanup(sock.close)
+        self.assertEqual(LineReader(sock).line(), "* welcome, you are Client 1 (type /help for commands)")
+        quiet.send_signal(signal.SIGTERM)
+        out, err = quiet.communicate(timeout=muxtest.DEFAULT_TIMEOUT)
+        self.assertEqual((quiet.returncode, out, err), (0, b"", b""))
+
+    def test_address_in_use_is_a_clear_error(self):
+        server = self.start()
+        result = muxtest.run_mux("chat-server", "--port", str(server.port))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"mux: error: listen on 127.0.0.1:{server.port}: Address already in use\n")
+
+    def test_ipv6_loopback(self):
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6")
+        try:
+            server = Server("chat-server", host="::1")
+        except AssertionError:
+            self.skipTest("::1 not available")
+        self.addCleanup(server.stop)
+        a = Client(server)
+        b = Client(server)
+        self.assertEqual(a.line(), f"* {b.name} joined")
+        b.send("over v6\n")
+        self.assertEqual(a.line(), f"[{b.name}]: over v6")
+        a.close(), b.close()
+
+
+class ForkModeTests(ChatServerCases, unittest.TestCase):
+    MODE = "fork"
+
+    def test_killed_child_takes_down_no_one_else_and_is_reaped(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        c = self.join(server, a, b)
+        pid = int(server.wait_for_log(r"Client 2 joined from \S+ \(pid (\d+)\)").group(1))
+        os.kill(pid, signal.SIGKILL)
+        self.assertEqual(a.line(), "* Client 2 left")
+        self.assertEqual(c.line(), "* Client 2 left")
+        server.wait_for_log(rf"client process {pid} ended: killed by signal 9")
+        _wait_until_gone(pid)
+        a.send("still here\n")
+        self.assertEqual(c.line(), "[Client 1]: still here")
+
+    def test_children_are_reaped_after_quit_and_shutdown(self):
+        server = self.start()
+        a = self.join(server)
+        b = self.join(server, a)
+        pids = [int(server.wait_for_log(rf"{client.name} joined from \S+ \(pid (\d+)\)").group(1))
+                for client in (a, b)]
+        a.send("/quit\n")
+        self.assertEqual(b.line(), "* Client 1 left")
+        _wait_until_gone(pids[0])
+        server.signal(signal.SIGTERM)
+        self.assertEqual(b.reader.expect_eof(), b"* server shutting down\n")
+        self.assertEqual(server.wait(), 0)
+        _wait_until_gone(pids[1])
+
+    def test_children_survive_sigint_to_the_process_group_until_told(self):
+        server = Server("chat-server", "--serve", "fork", preexec_fn=os.setpgrp)
+        self.addCleanup(server.stop)
+        a = Client(server)
+        b = Client(server)
+        self.assertEqual(a.line(), f"* {b.name} joined")
+        os.killpg(server.proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does
+        self.assertEqual(a.reader.expect_eof(), b"* server shutting down\n")
+        self.assertEqual(b.reader.expect_eof(), b"* server shutting down\n")
+        self.assertEqual(server.wait(), 0)
+        a.close(), b.close()
+
+
+def _readable(sock):
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(muxtest.DEFAULT_TIMEOUT)
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind((muxtest.HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _connect_retrying(port):
+    deadline = time.monotonic() + muxtest.DEFAULT_TIMEOUT
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(muxtest.DEFAULT_TIMEOUT)
+            sock.connect((muxtest.HOST, port))
+            return sock
+        except ConnectionRefusedError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _wait_until_gone(pid):
+    """Waits until `pid` is reaped (no /proc entry, not even a zombie)."""
+    deadline = time.monotonic() + muxtest.DEFAULT_TIMEOUT
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} was not reaped")
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    muxtest.main()
