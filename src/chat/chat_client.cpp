@@ -1,10 +1,259 @@
 #include "chat/chat_client.hpp"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 
-#include <stdexcept>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "chat/chat_protocol.hpp"
+#include "chat/line_editor.hpp"
+#include "core/event_loop.hpp"
+#include "core/line_framer.hpp"
+#include "core/net.hpp"
+#include "core/output_queue.hpp"
 
 namespace mux {
+namespace {
+
+constexpr std::size_t kReadBytes = 64 * 1024;
+// Longest line shown or sent; any server's lines are cut here rather than held without bound.
+constexpr std::size_t kMaxLine = 1 << 20;
+// Reading stdin pauses while this much is still unsent, so a fast pipe cannot fill memory.
+constexpr std::size_t kMaxUnsent = 1 << 20;
+// Like the server: a line the server left unterminated is shown once it has been quiet this long.
+constexpr std::chrono::milliseconds kQuietTime{100};
+// After sending everything and half-closing, how long to wait for the server to close its side.
+constexpr std::chrono::milliseconds kCloseWait{1000};
+constexpr const char* kPrompt = "> ";
+
+enum class InputKind {
+  terminal,  // stdin and stdout are a terminal: libedit
+  pollable,  // a pipe, socket or terminal that epoll can watch
+  file,      // a regular file or /dev/null: epoll refuses these; read them in chunks
+};
+
+InputKind input_kind() {
+  if (::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) return InputKind::terminal;
+  struct stat info {};
+  if (::fstat(STDIN_FILENO, &info) < 0) return InputKind::file;
+  if (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode) || ::isatty(STDIN_FILENO))
+    return InputKind::pollable;
+  return InputKind::file;
+}
+
+void write_stdout(std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(STDOUT_FILENO, text.data(), text.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), "write to stdout");
+    }
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// One chat client: the server connection, stdin, and the screen, in one event loop.
+class ChatClient {
+ public:
+  ChatClient(const ChatClientOptions& options, Fd socket)
+      : server_(format_endpoint(options.common.host, options.common.port)),
+        socket_(std::move(socket)),
+        writer_(loop_, socket_.get(), [this](int error) { connection_failed(error); }),
+        read_buffer_(kReadBytes),
+        kind_(input_kind()) {
+    if (!options.nick.empty()) writer_.send(fmt::format("/nick {}\n", options.nick));
+  }
+
+  int run() {
+    loop_.watch(socket_.get(), EPOLLIN, [this](std::uint32_t events) { on_socket(events); });
+    loop_.on_signal(SIGINT, [this] { interrupted(SIGINT); });
+    loop_.on_signal(SIGTERM, [this] { interrupted(SIGTERM); });
+    if (kind_ == InputKind::terminal) {
+      editor_ = std::make_unique<LineEditor>(kPrompt, [this](std::optional<std::string> line) {
+        if (line) return typed_line(*line);
+        end_of_input();
+      });
+      loop_.on_signal(SIGWINCH, [this] {
+        if (editor_) editor_->resize();
+      });
+    }
+    resume_input();
+    loop_.run();
+    editor_.reset();  // give the terminal back before any last words on stderr
+    if (!farewell_.empty()) fmt::print(stderr, "{}\n", farewell_);
+    if (error_ != 0)
+      throw std::system_error(error_, std::generic_category(),
+                              fmt::format("connection to {}", server_));
+    return status_;
+  }
+
+ private:
+  // --- the server's side ---
+
+  void on_socket(std::uint32_t events) {
+    if (events & EPOLLOUT) writer_.on_writable();
+    if (loop_.stopping() || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    ssize_t n = ::read(socket_.get(), read_buffer_.data(), read_buffer_.size());
+    if (n > 0) {
+      std::string_view bytes(read_buffer_.data(), static_cast<std::size_t>(n));
+      incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
+      flush_shown();
+      rearm_quiet_timer(bytes.back() != '\n');
+      return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
+    flush_shown();
+    if (n < 0) return connection_failed(errno);
+    // Closing after our own half-close is the normal end; before it, the server hung up on us.
+    if (half_closed_) return finish(0);
+    farewell_ = "* connection closed by server";
+    finish(1);
+  }
+
+  void show(std::string_view line, bool cut) {
+    // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
+    chat::append_sanitized(shown_, line, cut);
+    shown_ += '\n';
+  }
+
+  void flush_shown() {
+    if (shown_.empty()) return;
+    if (editor_) {
+      editor_->print_above(shown_);
+    } else {
+      write_stdout(shown_);
+    }
+    shown_.clear();
+  }
+
+  void rearm_quiet_timer(bool mid_line) {
+    loop_.cancel_timer(std::exchange(quiet_timer_, 0));
+    if (!mid_line) return;
+    quiet_timer_ = loop_.add_timer(kQuietTime, [this] {
+      quiet_timer_ = 0;
+      incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
+      flush_shown();
+    });
+  }
+
+  void connection_failed(int error) {
+    if (half_closed_) return finish(0);  // everything was sent; a reset now loses nothing of ours
+    error_ = error;
+    finish(1);
+  }
+
+  // --- stdin ---
+
+  void resume_input() {
+    if (input_done_ || input_watched_) return;
+    if (kind_ == InputKind::file) {
+      pump_timer_ = loop_.add_timer(std::chrono::milliseconds{0}, [this] {
+        pump_timer_ = 0;
+        read_stdin();
+      });
+      return;
+    }
+    input_watched_ = true;
+    loop_.watch(STDIN_FILENO, EPOLLIN, [this](std::uint32_t events) {
+      if (editor_ && !(events & (EPOLLHUP | EPOLLERR))) return editor_->read_input();
+      if (editor_) return end_of_input();
+      read_stdin();
+    });
+  }
+
+  void pause_input() {
+    if (input_watched_) loop_.unwatch(STDIN_FILENO);
+    input_watched_ = false;
+    loop_.cancel_timer(std::exchange(pump_timer_, 0));
+  }
+
+  void read_stdin() {
+    ssize_t n = ::read(STDIN_FILENO, read_buffer_.data(), read_buffer_.size());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n <= 0) {
+      typed_.flush_partial([this](std::string_view line, bool) { typed_line(line); });
+      return end_of_input();
+    }
+    typed_.feed(std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
+                [this](std::string_view line, bool) { typed_line(line); });
+    if (input_done_) return;
+    if (writer_.queued() > kMaxUnsent) {
+      pause_input();
+      writer_.when_drained([this] { resume_input(); });
+    } else if (kind_ == InputKind::file) {
+      input_watched_ = false;
+      resume_input();
+    }
+  }
+
+  void typed_line(std::string_view line) {
+    if (input_done_) return;
+    if (line == "exit" || line == "/quit") return end_of_input();
+    std::string message(line);
+    message += '\n';
+    writer_.send(make_block(std::move(message)));
+  }
+
+  // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
+  void end_of_input() {
+    if (input_done_) return;
+    input_done_ = true;
+    pause_input();
+    loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
+    writer_.when_drained([this] {
+      if (loop_.stopping()) return;
+      ::shutdown(socket_.get(), SHUT_WR);
+      half_closed_ = true;
+      loop_.add_timer(kCloseWait, [this] { finish(0); });
+    });
+  }
+
+  void interrupted(int signo) {
+    status_ = 128 + signo;
+    loop_.stop();
+  }
+
+  void finish(int status) {
+    status_ = status;
+    loop_.stop();
+  }
+
+  EventLoop loop_;
+  std::string server_;
+  Fd socket_;
+  SocketWriter writer_;
+  LineFramer incoming_{kMaxLine};
+  LineFramer typed_{kMaxLine};
+  std::vector<char> read_buffer_;
+  std::string shown_;
+  std::unique_ptr<LineEditor> editor_;
+  InputKind kind_;
+  EventLoop::TimerId quiet_timer_ = 0;
+  EventLoop::TimerId pump_timer_ = 0;
+  bool input_watched_ = false;
+  bool input_done_ = false;
+  bool half_closed_ = false;
+  int status_ = 0;
+  std::string farewell_;
+  int error_ = 0;  // errno of a failed connection, reported once the terminal is restored
+};
+
+}  // namespace
 
 void setup_chat_client(CLI::App& app, ChatClientOptions& options) {
   CLI::App* sub = app.add_subcommand("chat-client", "Chat from a terminal or a pipe");
@@ -13,8 +262,12 @@ void setup_chat_client(CLI::App& app, ChatClientOptions& options) {
       ->type_name("NAME");
 }
 
-int run_chat_client(const ChatClientOptions& /*options*/) {
-  throw std::runtime_error("chat-client is not implemented yet");
+int run_chat_client(const ChatClientOptions& options) {
+  ignore_sigpipe();
+  Fd socket = connect_tcp(options.common.host, options.common.port);
+  set_nodelay(socket.get());
+  ChatClient client(options, std::move(socket));
+  return client.run();
 }
 
 }  // namespace mux

@@ -1,0 +1,287 @@
+"""End-to-end tests of `mux chat-client`: piped and on a pseudo-terminal, against the real
+chat-server, a hand-rolled hostile server, and `ncat -l -k --chat`."""
+
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import muxtest
+from muxtest import LineReader, Server
+
+TIMEOUT = muxtest.DEFAULT_TIMEOUT
+
+
+def start_client(port, *args, stdin=subprocess.PIPE):
+    return subprocess.Popen([muxtest.MUX, "chat-client", "--port", str(port), *args],
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_client(client):
+    """Kills `client` if it still runs and closes its pipes (a test cleanup)."""
+    if client.poll() is None:
+        client.kill()
+        client.wait()
+    for stream in (client.stdin, client.stdout, client.stderr):
+        if stream and not stream.closed:
+            stream.close()
+
+
+class Peer:
+    """A raw socket in the room, to see what the client under test sends."""
+
+    def __init__(self, server):
+        self.sock = server.connect()
+        self.reader = LineReader(self.sock)
+        self.name = re.match(r"\* welcome, you are (.+) \(", self.reader.line()).group(1)
+
+    def close(self):
+        self.sock.close()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind((muxtest.HOST, 0))
+        return probe.getsockname()[1]
+
+
+class AgainstMuxServer(unittest.TestCase):
+    def setUp(self):
+        self.server = Server("chat-server")
+        self.addCleanup(self.server.stop)
+        self.peer = Peer(self.server)
+        self.addCleanup(self.peer.close)
+
+    def run_piped(self, data, *args):
+        client = start_client(self.server.port, *args)
+        out, err = client.communicate(data, timeout=TIMEOUT)
+        return client.returncode, out, err
+
+    def test_piped_lines_are_delivered_and_the_client_exits_zero(self):
+        code, out, err = self.run_piped(b"hi\nsecond line\n")
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(self.peer.reader.lines(4), [
+            "* Client 2 joined", "[Client 2]: hi", "[Client 2]: second line", "* Client 2 left"])
+        self.assertEqual(out, b"* welcome, you are Client 2 (type /help for commands)\n")
+
+    def test_last_line_without_newline_is_sent(self):
+        code, _, _ = self.run_piped(b"no newline at the end")
+        self.assertEqual(code, 0)
+        self.assertEqual(self.peer.reader.lines(3)[1], "[Client 2]: no newline at the end")
+
+    def test_exit_and_quit_end_the_session(self):
+        for word in ("exit", "/quit"):
+            with self.subTest(word=word):
+                code, _, err = self.run_piped(f"before\n{word}\nafter\n".encode())
+                self.assertEqual((code, err), (0, b""))
+                joined, before, left = self.peer.reader.lines(3)
+                self.assertRegex(joined, r"^\* Client \d+ joined$")
+                self.assertRegex(before, r"^\[Client \d+\]: before$")
+                self.assertRegex(left, r"^\* Client \d+ left$")
+                self.peer.reader.expect_nothing(0.2)
+
+    def test_nick_is_taken_right_after_connecting(self):
+        code, out, _ = self.run_piped(b"hello\n", "--nick", "piper")
+        self.assertEqual(code, 0)
+        self.assertEqual(self.peer.reader.lines(4), [
+            "* Client 2 joined", "* Client 2 is now piper", "[piper]: hello", "* piper left"])
+        self.assertIn(b"* Client 2 is now piper\n", out)
+
+    def test_received_lines_are_printed_as_they_arrive(self):
+        client = start_client(self.server.port)
+        self.addCleanup(finish_client, client)
+        self.assertEqual(client.stdout.readline(), b"* welcome, you are Client 2 (type /help for commands)\n")
+        self.assertEqual(self.peer.reader.line(), "* Client 2 joined")
+        self.peer.sock.sendall(b"ping\n")
+        self.assertEqual(client.stdout.readline(), b"[Client 1]: ping\n")
+        client.stdin.write(b"pong\n")
+        client.stdin.flush()
+        self.assertEqual(self.peer.reader.line(), "[Client 2]: pong")
+        client.stdin.close()
+        self.assertEqual(client.wait(TIMEOUT), 0)
+        self.assertNotIn(b"\x1b", client.stdout.read())
+
+    def test_stdin_from_a_file_and_from_dev_null(self):
+        path = os.path.join(self._tmpdir(), "lines.txt")
+        with open(path, "wb") as f:
+            f.write(b"".join(b"file line %d\n" % i for i in range(3000)))
+        with open(path, "rb") as f:
+            client = start_client(self.server.port, stdin=f)
+            client.communicate(timeout=TIMEOUT)
+        self.assertEqual(client.returncode, 0)
+        got = self.peer.reader.lines(3002, timeout=TIMEOUT)
+        self.assertEqual(got[1:-1], [f"[Client 2]: file line {i}" for i in range(3000)])
+        with open(os.devnull, "rb") as f:
+            client = start_client(self.server.port, stdin=f)
+            client.communicate(timeout=TIMEOUT)
+        self.assertEqual(client.returncode, 0)
+        self.assertEqual(self.peer.reader.lines(2), ["* Client 3 joined", "* Client 3 left"])
+
+    def test_a_large_pipe_is_sent_completely(self):
+        count = 20000
+        data = b"".join(b"bulk %05d\n" % i for i in range(count))
+        client = start_client(self.server.port)
+        feeder = threading.Thread(target=lambda: (client.stdin.write(data), client.stdin.close()))
+        feeder.start()
+        got = self.peer.reader.lines(count + 1, timeout=30)
+        feeder.join(TIMEOUT)
+        self.assertEqual(client.wait(TIMEOUT), 0)
+        client.stdout.close()
+        client.stderr.close()
+        self.assertEqual(got[1:], [f"[Client 2]: bulk {i:05d}" for i in range(count)])
+
+    def test_server_shutdown_is_reported_on_stderr_with_status_1(self):
+        client = start_client(self.server.port)
+        self.addCleanup(finish_client, client)
+        self.assertEqual(self.peer.reader.line(), "* Client 2 joined")
+        self.server.stop()
+        out, err = client.communicate(timeout=TIMEOUT)
+        self.assertEqual(client.returncode, 1)
+        self.assertTrue(out.endswith(b"* server shutting down\n"), out)
+        self.assertEqual(err, b"* connection closed by server\n")
+
+    def _tmpdir(self):
+        import tempfile
+        directory = tempfile.mkdtemp(prefix="mux-chat-client-")
+        self.addCleanup(shutil.rmtree, directory)
+        return directory
+
+
+class AgainstOtherServers(unittest.TestCase):
+    def test_connection_refused(self):
+        port = free_port()
+        result = muxtest.run_mux("chat-client", "--port", str(port), input=b"")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, f"mux: error: connect to 127.0.0.1:{port}: Connection refused\n".encode())
+
+    def test_hostile_server_cannot_reach_the_terminal_raw(self):
+        with socket.socket() as listener:
+            listener.bind((muxtest.HOST, 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            client = start_client(port)
+            self.addCleanup(finish_client, client)
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"\x1b[2J\x1b]0;owned\x07title\r\n\xff\xc2\x9b\x00end\nno newline")
+                time.sleep(0.3)  # the unterminated line is shown after the quiet time
+                conn.sendall(b"\n")
+            # stdin stays open: the client is still chatting when the server goes away.
+            out = client.stdout.read()
+            err = client.stderr.read()
+        self.assertEqual(client.wait(TIMEOUT), 1)
+        self.assertEqual(out, "^[[2J^[]0;owned^Gtitle\n\ufffd\ufffd^@end\nno newline\n\n".encode())
+        self.assertEqual(err, b"* connection closed by server\n")
+
+    def test_works_against_ncat_chat(self):
+        ncat = shutil.which("ncat")
+        if not ncat:
+            self.skipTest("ncat is not installed")
+        port = free_port()
+        broker = subprocess.Popen([ncat, "-l", "-k", "--chat", muxtest.HOST, str(port)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(broker.wait, TIMEOUT)
+        self.addCleanup(broker.kill)
+        listener_sock = _connect_retrying(port)
+        self.addCleanup(listener_sock.close)
+        time.sleep(0.1)  # ncat announces nothing; give it a moment to register the listener
+        code_out_err = subprocess.run([muxtest.MUX, "chat-client", "--port", str(port)], input=b"hello ncat\n",
+                                      capture_output=True, timeout=TIMEOUT)
+        self.assertEqual(code_out_err.returncode, 0, code_out_err.stderr)
+        reader = LineReader(listener_sock)
+        line = reader.line()
+        while line.startswith("<announce>"):
+            line = reader.line()
+        self.assertRegex(line, r"^<user\d+> hello ncat$")
+
+        # And the other way round: what the room says reaches the client's stdout.
+        client = start_client(port)
+        self.addCleanup(finish_client, client)
+        time.sleep(0.3)
+        listener_sock.sendall(b"hi mux\n")
+        line = client.stdout.readline()
+        while line.startswith(b"<announce>"):
+            line = client.stdout.readline()
+        self.assertRegex(line, rb"^<user\d+> hi mux\n$")
+        client.stdin.write(b"exit\n")
+        client.stdin.flush()
+        self.assertEqual(client.wait(TIMEOUT), 0)
+
+
+class OnATerminal(unittest.TestCase):
+    def test_line_editor_sends_typed_lines_and_shows_incoming_ones(self):
+        server = Server("chat-server")
+        self.addCleanup(server.stop)
+        peer = Peer(server)
+        self.addCleanup(peer.close)
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        client = subprocess.Popen([muxtest.MUX, "chat-client", "--port", str(server.port)],
+                                  stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                                  env={**os.environ, "TERM": "xterm", "HOME": "/nonexistent"})
+        os.close(slave)
+        self.addCleanup(finish_client, client)
+        screen = _Screen(master)
+        screen.wait_for(b"> ")
+        self.assertEqual(peer.reader.line(), "* Client 2 joined")
+        os.write(master, b"typed on a tty\r")
+        self.assertEqual(peer.reader.line(), "[Client 2]: typed on a tty")
+        os.write(master, b"half typ")
+        screen.wait_for(b"half typ")
+        peer.sock.sendall(b"while you type\n")
+        screen.wait_for(b"[Client 1]: while you type")
+        screen.wait_for(b"> half typ")  # the partial line is drawn again below the message
+        os.write(master, b"ed\r")
+        self.assertEqual(peer.reader.line(), "[Client 2]: half typed")
+        os.write(master, b"\x1b[A\r")  # cursor up: the last line from history, sent again
+        self.assertEqual(peer.reader.line(), "[Client 2]: half typed")
+        os.write(master, b"\x04")  # Ctrl-D on an empty line
+        self.assertEqual(client.wait(TIMEOUT), 0)
+        self.assertEqual(peer.reader.line(), "* Client 2 left")
+
+
+class _Screen:
+    """Collects what a program writes to a pseudo-terminal."""
+
+    def __init__(self, master):
+        self.master = master
+        self.data = b""
+
+    def wait_for(self, needle):
+        deadline = time.monotonic() + TIMEOUT
+        start = len(self.data)
+        while needle not in self.data[max(0, start - len(needle)):]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{needle!r} not shown; screen so far: {self.data[-400:]!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    self.data += os.read(self.master, 4096)
+                except OSError:
+                    raise AssertionError(f"terminal closed before {needle!r}; got {self.data[-400:]!r}")
+
+
+def _connect_retrying(port):
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        sock = socket.socket()
+        try:
+            sock.settimeout(TIMEOUT)
+            sock.connect((muxtest.HOST, port))
+            return sock
+        except ConnectionRefusedError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    muxtest.main()
