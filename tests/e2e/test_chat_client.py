@@ -54,9 +54,13 @@ def free_port():
 class AgainstMuxServer(unittest.TestCase):
     def setUp(self):
         self.server = Server("chat-server")
-        self.addCleanup(self.server.stop)
+        self.addCleanup(self.assert_clean_exit)
         self.peer = Peer(self.server)
         self.addCleanup(self.peer.close)
+
+    def assert_clean_exit(self):
+        self.assertEqual(self.server.stop(), 0)
+        self.assertEqual(self.server.stderr_lines, [])
 
     def run_piped(self, data, *args):
         client = start_client(self.server.port, *args)
