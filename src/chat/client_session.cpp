@@ -45,7 +45,7 @@ void ClientSession::handle_events(std::uint32_t events) {
 }
 
 void ClientSession::read_input() {
-  std::vector<char>& buffer = context_.read_buffer;
+  ReadBuffer& buffer = context_.read_buffer;
   ssize_t n = ::read(socket_.get(), buffer.data(), buffer.size());
   auto on_line = [this](std::string_view line, bool cut) { deliver_line(line, cut); };
   if (n > 0) {

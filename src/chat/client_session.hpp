@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,20 @@
 #include "core/output_queue.hpp"
 
 namespace mux {
+
+// The buffer every read of one loop lands in. Not zero-filled: only the pages reads actually
+// touch become resident, which keeps a fork-mode child (that mostly reads short lines) small.
+class ReadBuffer {
+ public:
+  explicit ReadBuffer(std::size_t size)
+      : bytes_(std::make_unique_for_overwrite<char[]>(size)), size_(size) {}
+  [[nodiscard]] char* data() noexcept { return bytes_.get(); }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  std::size_t size_;
+};
 
 // What every session of one loop shares, so an idle session costs only its own small state:
 // the limits, the buffer each read lands in and the buffer lines are sanitized into.
@@ -37,7 +52,7 @@ struct SessionContext {
   EventLoop& loop;
   std::size_t max_line;
   std::size_t max_queue;
-  std::vector<char> read_buffer;
+  ReadBuffer read_buffer;
   std::string sanitized;
 };
 

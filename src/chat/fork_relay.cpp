@@ -1,5 +1,6 @@
 #include "chat/fork_relay.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ ChildLink::~ChildLink() {
 
 void ChildLink::deliver(const Block& block) {
   if (closed_) return;
+  if (writer_.queued() == 0 && write_through(block)) return;
   writer_.send(block);
   if (writer_.queued() <= context_.max_queue) return;
   writer_.flush();
@@ -57,6 +59,21 @@ void ChildLink::deliver(const Block& block) {
     room_.leave(*this, "too slow: its process stopped reading", true);
     close("too slow");
   });
+}
+
+// Every child inherits the parent's memory as it was at its fork, and each page the parent writes
+// afterwards stays behind as a copy held by the older children. Queueing a broadcast line writes
+// to every member's queue, so a join announced to N children left ~N/2 pages behind in each fork:
+// fork-mode memory grew with the square of the clients. Writing straight into an idle link
+// touches no per-member memory at all.
+bool ChildLink::write_through(const Block& block) {
+  ssize_t n = ::send(link_.get(), block->data(), block->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == static_cast<ssize_t>(block->size())) return true;
+  if (n > 0) {
+    writer_.send(block->substr(static_cast<std::size_t>(n)));
+    return true;
+  }
+  return false;  // EAGAIN or an error: the writer queues it, or meets the error and reports it
 }
 
 void ChildLink::close_after_output() {
@@ -73,7 +90,7 @@ void ChildLink::handle_events(std::uint32_t events) {
 }
 
 void ChildLink::read_records() {
-  std::vector<char>& buffer = context_.read_buffer;
+  ReadBuffer& buffer = context_.read_buffer;
   ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
   if (n > 0) {
     framer_.feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)),
@@ -159,7 +176,7 @@ class ChildRelay final : private ClientSession::Listener {
     if (events & EPOLLOUT) link_writer_.on_writable();
     if (events & (EPOLLHUP | EPOLLERR)) return parent_gone();
     if (!(events & EPOLLIN)) return;
-    std::vector<char>& buffer = context_.read_buffer;
+    ReadBuffer& buffer = context_.read_buffer;
     ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
     if (n > 0) {
       session_.send(make_block(std::string(buffer.data(), static_cast<std::size_t>(n))));
@@ -189,7 +206,20 @@ class ChildRelay final : private ClientSession::Listener {
 
 }  // namespace
 
+namespace {
+
+// The fds keep the numbers they had in the parent, which run into the thousands; the loop indexes
+// its watches by fd, so a high number would cost this small process a large table.
+Fd renumber_low(Fd fd) {
+  int low = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3);
+  return low < 0 ? std::move(fd) : Fd(low);
+}
+
+}  // namespace
+
 int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue) {
+  client = renumber_low(std::move(client));
+  link = renumber_low(std::move(link));
   // Ctrl-C at a terminal signals the whole process group; the parent tells each child when to
   // stop (it half-closes the link), so a child must outlive that SIGINT.
   ::signal(SIGINT, SIG_IGN);

@@ -36,6 +36,7 @@ class ChildLink final : public ChatMember {
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
  private:
+  [[nodiscard]] bool write_through(const Block& block);
   void handle_events(std::uint32_t events);
   void read_records();
   void handle_record(std::string_view record);
