@@ -266,6 +266,10 @@ int run_chat_client(const ChatClientOptions& options) {
   ignore_sigpipe();
   Fd socket = connect_tcp(options.common.host, options.common.port);
   set_nodelay(socket.get());
+  if (options.common.verbose) {
+    fmt::print(stderr, "* connected to {} from {}\n", peer_address(socket.get()),
+               local_address(socket.get()));
+  }
   ChatClient client(options, std::move(socket));
   return client.run();
 }
