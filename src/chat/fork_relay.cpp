@@ -33,9 +33,13 @@ ChildLink::ChildLink(SessionContext& context, Fd link, pid_t pid, ChatRoom& room
       owner_(owner),
       framer_(max_record_bytes(context.max_line)),
       writer_(context.loop, link_.get(), [this](int error) {
-        // Deferred: a failed write may surface inside the room's walk over its members.
-        context_.loop.defer(
-            [this, error] { close(fmt::format("lost its process: {}", std::strerror(error))); });
+        // Deferred: a failed write may surface inside the room's walk over its members. A child
+        // that exited may have left its last records (its Q) unread: take them first.
+        context_.loop.defer([this, error] {
+          while (!closed_ && read_records()) {
+          }
+          close(fmt::format("lost its process: {}", std::strerror(error)));
+        });
       }) {
   context_.loop.watch(link_.get(), EPOLLIN,
                       [this](std::uint32_t events) { handle_events(events); });
@@ -89,19 +93,20 @@ void ChildLink::handle_events(std::uint32_t events) {
   if (!closed_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) read_records();
 }
 
-void ChildLink::read_records() {
+bool ChildLink::read_records() {
   ReadBuffer& buffer = context_.read_buffer;
   ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
   if (n > 0) {
     framer_.feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)),
                  [this](std::string_view record, bool) { handle_record(record); });
     room_.end_of_input();
-    return;
+    return true;
   }
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
   // The child closes the link after sending its Q record; a link that ends without one means
   // the child died.
   close(n == 0 ? "its process ended" : fmt::format("lost its process: {}", std::strerror(errno)));
+  return false;
 }
 
 void ChildLink::handle_record(std::string_view record) {

@@ -38,7 +38,8 @@ class ChildLink final : public ChatMember {
  private:
   [[nodiscard]] bool write_through(const Block& block);
   void handle_events(std::uint32_t events);
-  void read_records();
+  // Reads and handles one chunk of records; false when nothing more is to be read now.
+  bool read_records();
   void handle_record(std::string_view record);
   void close(std::string_view reason);
 

@@ -2,9 +2,12 @@
 sockets. Every case runs in --serve single; the main ones run again in --serve fork."""
 
 import os
+import random
 import re
+import resource
 import signal
 import socket
+import struct
 import time
 import unittest
 
@@ -283,6 +286,48 @@ class ChatServerCases:
             notices = 150 - index - 1  # joins after this one
             got = client.lines(notices + 1)
             self.assertEqual(got[-1], "[Client 1]: to all")
+
+    def test_random_garbage_from_many_clients_is_survived(self):
+        server = self.start("--max-line", "64")
+        rng = random.Random(1234)  # fixed seed: a failure can be replayed
+        witness = self.join(server)
+        deadline = time.monotonic() + 1.5
+        # Bounded in count too: in fork mode each connection is a fork, slow under the sanitizers.
+        for _ in range(100 if self.MODE == "single" else 40):
+            if time.monotonic() > deadline:
+                break
+            sock = server.connect()
+            for _ in range(rng.randint(1, 5)):
+                try:
+                    sock.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))))
+                except OSError:
+                    break  # the server may already have closed it (e.g. after a /quit in the junk)
+            if rng.random() < 0.5:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+            sock.close()
+        # The server is still serving: a fresh client's line reaches the witness intact.
+        speaker = Client(server)
+        self.addCleanup(speaker.close)
+        speaker.send("still alive\n")
+        while (line := witness.line()) != f"[{speaker.name}]: still alive":
+            self.assertTrue(line.startswith(("* ", "[")), line)
+
+    def test_default_client_cap_follows_the_fd_limit(self):
+        limit = 64  # the default cap keeps half of so small a limit for the server itself
+        server = Server("chat-server", "--serve", self.MODE, preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_NOFILE, (limit, limit)))
+        self.addCleanup(self.assert_clean_exit, server)
+        server.wait_for_log(rf"limits: {limit // 2} clients,")
+        clients = [Client(server) for _ in range(limit // 2)]
+        for client in clients:
+            self.addCleanup(client.close)
+        extra = server.connect()
+        self.addCleanup(extra.close)
+        self.assertEqual(LineReader(extra).expect_eof(), b"* server full\n")
+        clients[0].send("/who\n")
+        while not (line := clients[0].line()).startswith("* online"):
+            pass
+        self.assertTrue(line.startswith(f"* online ({limit // 2}): Client 1, Client 2,"), line)
 
 
 class SingleModeTests(ChatServerCases, unittest.TestCase):
