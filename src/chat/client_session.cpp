@@ -58,22 +58,28 @@ void ClientSession::read_input() {
     return;
   }
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-  if (n == 0) {
-    peer_closed_ = true;
-    framer_.flush_partial(on_line);  // "bye" without a newline, then close: still delivered
-    listener_.on_input_done();
-    if (state_ != State::open) return;  // the last line was /quit: already leaving
-    // Answers to its last lines may still be on their way (in fork mode through the parent):
-    // keep writing until the listener calls finish().
-    state_ = State::half_open;
-    context_.loop.cancel_timer(std::exchange(timer_, 0));
-    context_.loop.modify(socket_.get(), context_.loop.interest(socket_.get()) &
-                                            ~static_cast<std::uint32_t>(EPOLLIN));
-    leave("closed by client", false);
-    return;
-  }
+  if (n == 0) return on_peer_closed();
   leave(fmt::format("connection error: {}", std::strerror(errno)), false);
   close();
+}
+
+void ClientSession::on_peer_closed() {
+  peer_closed_ = true;
+  // "bye" without a newline, then close: still delivered.
+  framer_.flush_partial([this](std::string_view line, bool cut) { deliver_line(line, cut); });
+  listener_.on_input_done();
+  if (state_ != State::open) return;  // the last line was /quit: already leaving
+  // Answers to its last lines may still be on their way (in fork mode through the parent):
+  // keep writing until the listener calls finish().
+  state_ = State::half_open;
+  context_.loop.cancel_timer(std::exchange(timer_, 0));
+  stop_reading();
+  leave("closed by client", false);
+}
+
+void ClientSession::stop_reading() {
+  int fd = socket_.get();
+  context_.loop.modify(fd, context_.loop.interest(fd) & ~static_cast<std::uint32_t>(EPOLLIN));
 }
 
 void ClientSession::discard_input() {
@@ -136,8 +142,7 @@ void ClientSession::start_draining() {
     timer_ = 0;
     close();
   });
-  context_.loop.modify(
-      socket_.get(), context_.loop.interest(socket_.get()) & ~static_cast<std::uint32_t>(EPOLLIN));
+  stop_reading();
   writer_.when_drained([this] {
     if (state_ == State::draining) start_lingering();
   });

@@ -94,6 +94,8 @@ class ClientSession {
 
   void handle_events(std::uint32_t events);
   void read_input();
+  void on_peer_closed();
+  void stop_reading();
   void discard_input();
   void deliver_line(std::string_view raw, bool cut);
   void flush_quiet_line();
