@@ -109,7 +109,8 @@ void ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow)
   flush_relay();  // its last messages go out before the notice that it left
   remove(member);
   logger_.info("{} left ({})", member.name_, reason);
-  if (!closing_ && members_.size() < kAnnounceUpTo) {
+  // A slow reader's disconnect is always announced: the others should know why it went quiet.
+  if (!closing_ && (too_slow || members_.size() < kAnnounceUpTo)) {
     broadcast(chat::notice::left(member.name_, too_slow), nullptr);
   }
 }

@@ -81,6 +81,9 @@ class Server:
         code = self.proc.wait(timeout=timeout)
         for reader in self._readers:
             reader.join(timeout)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream and not any(reader.is_alive() for reader in self._readers):
+                stream.close()
         return code
 
     def stop(self):

@@ -201,3 +201,16 @@ TEST_CASE_FIXTURE(RoomFixture, "presence is announced only in rooms up to kAnnou
   say(late, "still relayed");
   CHECK(first.take() == "[late]: still relayed\n");
 }
+
+TEST_CASE_FIXTURE(RoomFixture, "a client dropped for being too slow is announced in any room") {
+  for (std::size_t i = 0; i <= mux::ChatRoom::kAnnounceUpTo + 1; ++i)
+    join();
+  FakeMember& first = *members.front();
+  FakeMember& slow = *members.back();
+  first.take();
+  room.leave(slow, "too slow", true);
+  CHECK(first.take() == "* " + slow.name() + " left (too slow)\n");
+  FakeMember& quiet = *members[1];
+  room.leave(quiet, "closed by client", false);
+  CHECK(first.take() == "");
+}
