@@ -1,6 +1,6 @@
-// UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file with sendfile(2)
-// (no copy through user space), the half-close, and the server's reply checked against the
-// XXH3-128 computed here. Owns its event loop, the socket and the running hash; created by
+// UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file in large chunks
+// hashed as they go out, the half-close, and the server's reply checked against the XXH3-128
+// computed here. Owns its event loop, the socket and the running hash; created by
 // run_upload_client() once the source is open and the connection is up.
 #pragma once
 
@@ -38,7 +38,7 @@ class UploadSender {
   void on_socket(std::uint32_t events);
   void send_more();
   bool send_header();
-  bool hash_sent_range(std::uint64_t from, std::uint64_t length);
+  bool read_and_hash_next_chunk();
   void finish_sending();
   void on_send_error(int error);
   void read_reply();
@@ -55,10 +55,12 @@ class UploadSender {
   std::string server_;
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
-  std::uint64_t sent_ = 0;
+  std::uint64_t read_ = 0;  // bytes read from the file and hashed
+  std::uint64_t sent_ = 0;  // bytes of the file sent; the rest of chunk_ is read_ - sent_
   ContentHash hash_;
   std::string final_hash_;
-  std::vector<char> hash_buffer_;
+  std::vector<char> chunk_;
+  std::size_t chunk_filled_ = 0;
   std::string reply_text_;
   bool sending_ = true;
   std::optional<std::string> failure_;

@@ -1,4 +1,4 @@
-// UploadSource: the bytes upload-client sends, as a file it can sendfile(2) from, with a size known
+// UploadSource: the bytes upload-client sends, as a file it can pread(2) from, with a size known
 // before the first byte goes out (the MUXUP/1 header needs it). Opened by run_upload_client()
 // before connecting, so a bad path fails without touching the network.
 //

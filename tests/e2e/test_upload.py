@@ -101,6 +101,8 @@ class UploadTestBase(unittest.TestCase):
             server.stop()
             server.proc.stdout.close()
             server.proc.stderr.close()
+            # Nothing in these tests is a server error (and a sanitizer report would land here).
+            self.assertEqual(server.stderr_lines, [])
         shutil.rmtree(self.work, ignore_errors=True)
 
     def server(self, *args, output_dir=True, preexec_fn=None, host=muxtest.HOST):
