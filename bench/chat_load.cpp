@@ -711,6 +711,8 @@ class ChatLoad {
 
   bool run_latency() {
     auto period = std::chrono::duration<double>(1.0 / options_.rate);
+    std::uint64_t server_cpu_at_start = tree_cpu_ns(options_.server_pid);
+    std::uint64_t own_cpu_at_start = process_cpu_ns(::getpid());
     auto start = Clock::now();
     std::vector<Clock::time_point> next_send(static_cast<std::size_t>(options_.senders));
     for (std::size_t s = 0; s < next_send.size(); ++s) {
@@ -741,6 +743,12 @@ class ChatLoad {
     while (latencies_ns_.size() + latency_unparsed_ < expected && Clock::now() < grace_until) {
       poll(10);
     }
+    // What one line costs the server: the fanout to every receiver (and, in fork mode, the
+    // relay through the parent). At R lines/s that share of a core is queueing the lines wait in.
+    auto server_cpu =
+        static_cast<double>(tree_cpu_ns(options_.server_pid) - server_cpu_at_start) / 1e9;
+    auto own_cpu = static_cast<double>(process_cpu_ns(::getpid()) - own_cpu_at_start) / 1e9;
+    double active = seconds_since(start);
     std::vector<std::int64_t> sorted = latencies_ns_;
     std::sort(sorted.begin(), sorted.end());
     auto percentile = [&](double p) -> double {
@@ -752,11 +760,15 @@ class ChatLoad {
     json_ += fmt::format(
         "\"senders\":{},\"rate\":{},\"duration_s\":{},\"sent\":{},\"expected\":{},"
         "\"delivered\":{},\"unparsed\":{},\"complete\":{},\"p50_ms\":{:.3f},"
-        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f},",
+        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f},"
+        "\"server_cpu_s\":{:.6f},\"server_cpu_ms_per_line\":{:.3f},\"server_busy_share\":{:.3f},"
+        "\"generator_cpu_s\":{:.6f},",
         options_.senders, options_.rate, options_.duration, sent, expected, latencies_ns_.size(),
         latency_unparsed_, complete ? "true" : "false", percentile(0.50), percentile(0.90),
         percentile(0.99), percentile(0.999),
-        sorted.empty() ? 0.0 : static_cast<double>(sorted.back()) / 1e6);
+        sorted.empty() ? 0.0 : static_cast<double>(sorted.back()) / 1e6, server_cpu,
+        sent > 0 ? server_cpu * 1e3 / static_cast<double>(sent) : 0.0,
+        active > 0 ? server_cpu / active : 0.0, own_cpu);
     return complete && !sorted.empty();
   }
 
