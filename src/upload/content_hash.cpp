@@ -1,5 +1,10 @@
 #include "upload/content_hash.hpp"
 
+#ifdef MUX_HAVE_XXH3_DISPATCH
+// Only the *_dispatch names are wanted: without this the header renames every call to them.
+#define XXH_DISPATCH_DISABLE_REPLACE 1
+#include <xxh_x86dispatch.h>
+#endif
 #include <xxhash.h>
 
 #include <fmt/format.h>
@@ -22,7 +27,15 @@ ContentHash& ContentHash::operator=(ContentHash&&) noexcept = default;
 ContentHash::~ContentHash() = default;
 
 void ContentHash::update(const void* data, std::size_t length) {
-  if (length > 0) XXH3_128bits_update(state_.get(), data, length);
+  if (length == 0) return;
+#ifdef MUX_HAVE_XXH3_DISPATCH
+  // The same hash, computed with AVX2/AVX-512 when the CPU has them instead of baseline SSE2:
+  // measured 190 instead of 240 ms of server CPU per GiB uploaded, 259 instead of 299 ms on the
+  // client.
+  XXH3_128bits_update_dispatch(state_.get(), data, length);
+#else
+  XXH3_128bits_update(state_.get(), data, length);
+#endif
 }
 
 std::string ContentHash::hex() const {
