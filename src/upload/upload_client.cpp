@@ -1,5 +1,6 @@
 #include "upload/upload_client.hpp"
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -34,6 +35,11 @@ int run_upload_client(const UploadClientOptions& options) {
   std::string header = format_header_line(source.size, name);
   std::uint64_t size = source.size;
   Fd socket = connect_tcp(options.common.host, options.common.port);
+  std::string server = format_endpoint(options.common.host, options.common.port);
+  if (options.common.verbose) {
+    // stderr: stdout carries only the progress and the summary, which scripts may parse.
+    fmt::print(stderr, "connected to {}; sending {} bytes as \"{}\"\n", server, size, name);
+  }
   ProgressDisplay::Style style = ProgressDisplay::Style::lines;
   if (options.common.quiet) {
     style = ProgressDisplay::Style::silent;
@@ -42,8 +48,7 @@ int run_upload_client(const UploadClientOptions& options) {
   }
   ProgressDisplay progress(style, size, stdout);
   UploadSender sender(std::move(source), options.file == "-" ? "standard input" : options.file,
-                      std::move(header), std::move(socket),
-                      format_endpoint(options.common.host, options.common.port), progress);
+                      std::move(header), std::move(socket), server, progress);
   UploadSender::Result result = sender.run();
   progress.finish(format_upload_summary(result.bytes, result.seconds, result.hash));
   return 0;

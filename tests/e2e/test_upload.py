@@ -367,6 +367,26 @@ class UploadTests:
         self.assertEqual(server.log_count(r"\[Client 1\]"), 0)
         self.assertEqual(self.saved(), ["real.bin"])
 
+    def test_an_empty_file(self):
+        server = self.server()
+        path = self.make_file("empty.txt", 0)
+        code, out, err = self.client(server, path)
+        self.assertConfirmed(code, out, err, path)
+        self.assertRegex(out, rf"^Sent 0 bytes in [0-9.]+ s \(0 B/s\), verified {xxh128(path)}\n$")
+        self.assertEqual(self.saved(), ["empty.txt"])
+        self.assertEqual(self.read_saved("empty.txt"), b"")
+
+    def test_quiet_and_verbose_client(self):
+        server = self.server()
+        path = self.make_file("q.bin", 11 * MIB)
+        code, out, err = self.client(server, path, "-q")
+        self.assertEqual((code, out, err), (0, "", ""))
+        code, out, err = self.client(server, path, "-v", "--name", "v.bin")
+        self.assertEqual(code, 0)
+        self.assertEqual(err, f'connected to {muxtest.HOST}:{server.port}; sending {11 * MIB} bytes as "v.bin"\n')
+        self.assertEqual(out.splitlines()[0], "Sent 10 MB")
+        self.assertEqual(self.saved(), ["q.bin", "v.bin"])
+
     def test_discarding_server_counts_and_hashes(self):
         server = self.server(output_dir=False)
         code, out, err = self.client(server, self.big_file)
