@@ -131,7 +131,8 @@ class ChatServer final : public MemberOwner {
       return refuse(std::move(client.fd), client.peer, error.what());
     }
     children_.insert(pid);
-    auto member = std::make_unique<ChildLink>(context_, std::move(parent_end), pid, room_, *this);
+    auto member =
+        std::make_unique<ChildLink>(context_, fan_out_, std::move(parent_end), pid, room_, *this);
     ChatMember& joined = *member;
     members_.emplace(&joined, std::move(member));
     room_.join(joined, fmt::format("{} (pid {})", client.peer, pid));
@@ -196,6 +197,8 @@ class ChatServer final : public MemberOwner {
   Logger& logger_;
   EventLoop loop_;
   SessionContext context_;
+  // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
+  ForkFanOut fan_out_{loop_};
   Acceptor acceptor_;
   ChatRoom room_;
   // Declared after the loop and the room: members unwatch their fds and leave on destruction.

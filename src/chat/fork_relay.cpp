@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -24,35 +26,124 @@ std::size_t max_record_bytes(std::size_t max_line) {
 
 }  // namespace
 
-ChildLink::ChildLink(SessionContext& context, Fd link, pid_t pid, ChatRoom& room,
-                     MemberOwner& owner)
+namespace {
+
+constexpr std::uint32_t kSlotBits = 64;
+// Iovecs per sendmsg when writing one link's batch; a batch longer than this takes more calls.
+constexpr std::size_t kBatchIovecs = 64;
+
+}  // namespace
+
+std::uint32_t ForkFanOut::attach(ChildLink& link) {
+  if (!free_slots_.empty()) {
+    std::uint32_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    links_[slot] = &link;
+    return slot;
+  }
+  links_.push_back(&link);
+  return static_cast<std::uint32_t>(links_.size() - 1);
+}
+
+void ForkFanOut::detach(std::uint32_t slot) noexcept {
+  links_[slot] = nullptr;
+  // Clearing its bits lets the slot be reused at once, even within this batch.
+  std::size_t word = slot / kSlotBits;
+  std::uint64_t mask = ~(std::uint64_t{1} << (slot % kSlotBits));
+  for (const Group& group : groups_) {
+    if (word < group.words) words_[group.first_word + word] &= mask;
+  }
+  free_slots_.push_back(slot);
+}
+
+void ForkFanOut::add(std::uint32_t slot, const Block& block) {
+  // A broadcast hands the same block to every member in turn: one group for all of them. A
+  // block seen twice for one link (or a new block) starts a new group, which keeps each link's
+  // blocks in the order they were delivered.
+  if (groups_.empty() || groups_.back().block != block || has_bit(groups_.back(), slot))
+    groups_.push_back(Group{block, words_.size(), 0});
+  Group& group = groups_.back();
+  std::size_t word = slot / kSlotBits;
+  if (word >= group.words) {
+    // The last group's bitmap ends words_, so it can grow in place (new words are zero).
+    words_.resize(group.first_word + word + 1, 0);
+    group.words = word + 1;
+  }
+  words_[group.first_word + word] |= std::uint64_t{1} << (slot % kSlotBits);
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  // The fan-out belongs to the server and outlives its loop's batches.
+  loop_.defer([this] { flush(); });
+}
+
+bool ForkFanOut::has_bit(const Group& group, std::uint32_t slot) const noexcept {
+  std::size_t word = slot / kSlotBits;
+  return word < group.words &&
+         (words_[group.first_word + word] >> (slot % kSlotBits) & std::uint64_t{1}) != 0;
+}
+
+void ForkFanOut::flush() {
+  flush_scheduled_ = false;
+  // Writing never delivers or closes synchronously (a failing writer defers its report), so the
+  // groups stay as they are during the walk.
+  for (std::size_t slot = 0; slot < links_.size(); ++slot) {
+    ChildLink* link = links_[slot];
+    if (link == nullptr) continue;
+    scratch_.clear();
+    for (const Group& group : groups_) {
+      if (has_bit(group, static_cast<std::uint32_t>(slot))) scratch_.push_back(&group.block);
+    }
+    if (!scratch_.empty()) link->write_batch(scratch_);
+  }
+  // clear() keeps the capacity: the next batches reuse the same pages.
+  groups_.clear();
+  words_.clear();
+  scratch_.clear();
+}
+
+ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid,
+                     ChatRoom& room, MemberOwner& owner)
     : context_(context),
+      fan_out_(fan_out),
       link_(std::move(link)),
       pid_(pid),
       room_(room),
       owner_(owner),
       framer_(max_record_bytes(context.max_line)),
-      writer_(context.loop, link_.get(), [this](int error) {
-        // Deferred: a failed write may surface inside the room's walk over its members. A child
-        // that exited may have left its last records (its Q) unread: take them first.
-        context_.loop.defer([this, error] {
-          while (!closed_ && read_records()) {
-          }
-          close(fmt::format("lost its process: {}", std::strerror(error)));
-        });
-      }) {
+      writer_(context.loop, link_.get(),
+              [this](int error) {
+                // Deferred: a failed write may surface inside the room's walk over its members. A
+                // child that exited may have left its last records (its Q) unread: take them first.
+                context_.loop.defer([this, error] {
+                  while (!closed_ && read_records()) {
+                  }
+                  close(fmt::format("lost its process: {}", std::strerror(error)));
+                });
+              }),
+      slot_(fan_out.attach(*this)) {
   context_.loop.watch(link_.get(), EPOLLIN,
                       [this](std::uint32_t events) { handle_events(events); });
 }
 
 ChildLink::~ChildLink() {
+  if (!closed_) fan_out_.detach(slot_);
   context_.loop.unwatch(link_.get());
 }
 
+// Every child inherits the parent's memory as it was at its fork, and each page the parent writes
+// afterwards stays behind as a copy held by the older children. Queueing a broadcast line writes
+// to every member's queue, so a join announced to N children left ~N/2 pages behind in each fork:
+// fork-mode memory grew with the square of the clients. An idle link's deliveries therefore go to
+// the shared fan-out, which touches no per-member memory and writes each link once per batch.
 void ChildLink::deliver(const Block& block) {
   if (closed_) return;
-  if (writer_.queued() == 0 && write_through(block)) return;
+  // Bytes already queued must go first: while there are any, the writer takes the rest too.
+  if (writer_.queued() == 0) return fan_out_.add(slot_, block);
   writer_.send(block);
+  enforce_queue_limit();
+}
+
+void ChildLink::enforce_queue_limit() {
   if (writer_.queued() <= context_.max_queue) return;
   writer_.flush();
   if (closed_ || writer_.queued() <= context_.max_queue) return;
@@ -65,27 +156,65 @@ void ChildLink::deliver(const Block& block) {
   });
 }
 
-// Every child inherits the parent's memory as it was at its fork, and each page the parent writes
-// afterwards stays behind as a copy held by the older children. Queueing a broadcast line writes
-// to every member's queue, so a join announced to N children left ~N/2 pages behind in each fork:
-// fork-mode memory grew with the square of the clients. Writing straight into an idle link
-// touches no per-member memory at all.
-bool ChildLink::write_through(const Block& block) {
-  ssize_t n = ::send(link_.get(), block->data(), block->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n == static_cast<ssize_t>(block->size())) return true;
-  if (n > 0) {
-    writer_.send(block->substr(static_cast<std::size_t>(n)));
-    return true;
+void ChildLink::write_batch(std::span<const Block* const> blocks) {
+  if (closed_) return;
+  std::size_t done = 0;     // blocks written whole
+  std::size_t partial = 0;  // bytes of blocks[done] written
+  while (done < blocks.size()) {
+    std::array<iovec, kBatchIovecs> iov{};
+    std::size_t count = 0;
+    std::size_t wanted = 0;
+    for (std::size_t i = done; i < blocks.size() && count < iov.size(); ++i, ++count) {
+      const std::string& bytes = **blocks[i];
+      std::size_t skip = i == done ? partial : 0;
+      // iovec wants a mutable pointer; sendmsg only reads through it.
+      iov[count] = {const_cast<char*>(bytes.data() + skip), bytes.size() - skip};
+      wanted += bytes.size() - skip;
+    }
+    msghdr message{};
+    message.msg_iov = iov.data();
+    message.msg_iovlen = count;
+    ssize_t n = ::sendmsg(link_.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      break;  // EAGAIN or an error: the writer queues it, or meets the error and reports it
+    auto left = static_cast<std::size_t>(n);
+    while (left > 0) {
+      std::size_t rest = (*blocks[done])->size() - partial;
+      if (left < rest) {
+        partial += left;
+        break;
+      }
+      left -= rest;
+      partial = 0;
+      ++done;
+    }
+    if (static_cast<std::size_t>(n) < wanted) break;  // the link is full for now
   }
-  return false;  // EAGAIN or an error: the writer queues it, or meets the error and reports it
+  if (done == blocks.size()) return;
+  if (partial > 0) {
+    writer_.send(std::string_view(**blocks[done]).substr(partial));
+  } else {
+    writer_.send(*blocks[done]);
+  }
+  for (std::size_t i = done + 1; i < blocks.size(); ++i)
+    writer_.send(*blocks[i]);
+  enforce_queue_limit();
 }
 
 void ChildLink::close_after_output() {
   if (closing_ || closed_) return;
   closing_ = true;
-  writer_.when_drained([this] {
-    if (!closed_) ::shutdown(link_.get(), SHUT_WR);
-  });
+  auto shut_down_when_drained = [this] {
+    writer_.when_drained([this] {
+      if (!closed_) ::shutdown(link_.get(), SHUT_WR);
+    });
+  };
+  // This link's last blocks may still wait in the fan-out, whose flush was deferred earlier in
+  // this batch and so runs before this (the link outlives the batch: it is retired, not
+  // destroyed).
+  if (fan_out_.pending()) return context_.loop.defer(shut_down_when_drained);
+  shut_down_when_drained();
 }
 
 void ChildLink::handle_events(std::uint32_t events) {
@@ -133,6 +262,7 @@ void ChildLink::handle_record(std::string_view record) {
 void ChildLink::close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
+  fan_out_.detach(slot_);
   writer_.detach();
   context_.loop.unwatch(link_.get());
   room_.leave(*this, reason, false);

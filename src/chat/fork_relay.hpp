@@ -15,17 +15,63 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 
 namespace mux {
 
+class ChildLink;
+
+// Coalesces what the parent sends down idle links during one loop batch into one writev per link
+// at the end of the batch (one write and one wakeup per child, however many senders spoke).
+// Nothing is written to per-link memory per delivery: every page the parent writes after a fork
+// stays behind as a copy in the older children. A block is recorded once with a bitmap of the
+// links it goes to (a bit per link, so a broadcast to 1000 links costs 125 bytes of one shared
+// buffer); the buffer keeps its capacity, so the same few pages are reused batch after batch.
+class ForkFanOut {
+ public:
+  explicit ForkFanOut(EventLoop& loop) : loop_(loop) {}
+  ForkFanOut(const ForkFanOut&) = delete;
+  ForkFanOut& operator=(const ForkFanOut&) = delete;
+
+  // A link takes a slot for its lifetime; slots are small integers, the bits of the bitmaps.
+  std::uint32_t attach(ChildLink& link);
+  // Forgets the slot's pending deliveries, so the flush never touches a closed link.
+  void detach(std::uint32_t slot) noexcept;
+  // Queues `block` for the link in `slot`, to be written when the batch ends.
+  void add(std::uint32_t slot, const Block& block);
+  [[nodiscard]] bool pending() const noexcept { return !groups_.empty(); }
+
+ private:
+  // One block and where its bitmap lies in words_.
+  struct Group {
+    Block block;
+    std::size_t first_word;
+    std::size_t words;
+  };
+
+  [[nodiscard]] bool has_bit(const Group& group, std::uint32_t slot) const noexcept;
+  void flush();
+
+  EventLoop& loop_;
+  std::vector<ChildLink*> links_;  // by slot; null when free
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<Group> groups_;
+  std::vector<std::uint64_t> words_;
+  std::vector<const Block*> scratch_;  // one link's blocks during flush()
+  bool flush_scheduled_ = false;
+};
+
 // The parent's side of one child: a room member whose deliveries go down the link.
 class ChildLink final : public ChatMember {
  public:
-  ChildLink(SessionContext& context, Fd link, pid_t pid, ChatRoom& room, MemberOwner& owner);
+  ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid, ChatRoom& room,
+            MemberOwner& owner);
   ChildLink(const ChildLink&) = delete;
   ChildLink& operator=(const ChildLink&) = delete;
   ~ChildLink() override;
@@ -36,7 +82,12 @@ class ChildLink final : public ChatMember {
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
  private:
-  [[nodiscard]] bool write_through(const Block& block);
+  friend class ForkFanOut;
+
+  // Writes this batch's blocks for this link (from ForkFanOut::flush); what the link does not
+  // take now goes to its writer.
+  void write_batch(std::span<const Block* const> blocks);
+  void enforce_queue_limit();
   void handle_events(std::uint32_t events);
   // Reads and handles one chunk of records; false when nothing more is to be read now.
   bool read_records();
@@ -44,12 +95,14 @@ class ChildLink final : public ChatMember {
   void close(std::string_view reason);
 
   SessionContext& context_;
+  ForkFanOut& fan_out_;
   Fd link_;
   pid_t pid_;
   ChatRoom& room_;
   MemberOwner& owner_;
   LineFramer framer_;
   SocketWriter writer_;
+  std::uint32_t slot_;
   bool closing_ = false;
   bool closed_ = false;
 };
