@@ -25,8 +25,8 @@ namespace mux {
 class Logger;
 class OutputDirectory;
 
-// Large reads amortize the syscall and the hash call; measured on loopback (see the commit log).
-inline constexpr std::size_t kUploadReadBufferSize = 256 * 1024;
+// Large reads amortize the syscall and the hash call, and with --output-dir make large writes.
+inline constexpr std::size_t kUploadReadBufferSize = 1 << 20;
 // On SIGINT/SIGTERM, how long uploads in flight get to finish before they end as incomplete.
 inline constexpr std::chrono::seconds kShutdownGrace{5};
 
@@ -82,6 +82,7 @@ class UploadSession {
   void start_with_header(const UploadHeader& header);
   bool open_storage();
   void store(std::string_view bytes);
+  [[nodiscard]] int reserve_disk_space(std::uint64_t needed);
   void complete();
   void fail(const std::string& reason);
   void send_reply(const std::string& line);
@@ -101,6 +102,7 @@ class UploadSession {
   std::optional<std::uint64_t> expected_size_;  // from the header; raw uploads end at EOF
   std::string name_;
   std::uint64_t received_ = 0;
+  std::uint64_t reserved_ = 0;  // disk space allocated ahead of the writes
   ContentHash hash_;
   std::optional<PartialFile> file_;
   bool peer_closed_ = false;

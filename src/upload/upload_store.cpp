@@ -50,6 +50,20 @@ int PartialFile::append(const char* data, std::size_t length) {
   return 0;
 }
 
+int PartialFile::reserve(std::uint64_t end) {
+  if (!can_reserve_) return 0;
+  int rc;
+  do {
+    rc = ::fallocate(file_.get(), 0, 0, static_cast<off_t>(end));
+  } while (rc < 0 && errno == EINTR);
+  if (rc == 0) return 0;
+  if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+    can_reserve_ = false;
+    return 0;
+  }
+  return errno;
+}
+
 bool PartialFile::link_without_replacing(const std::string& target) {
   if (::renameat2(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), RENAME_NOREPLACE) == 0) {
     return true;

@@ -26,6 +26,10 @@ class PartialFile {
   [[nodiscard]] int fd() const noexcept { return file_.get(); }
   // Appends all of `data`. Returns 0, or the errno of the failed write (ENOSPC, EDQUOT, EFBIG...).
   [[nodiscard]] int append(const char* data, std::size_t length);
+  // Allocates disk space up to byte `end` ahead of the writes (fallocate). Returns 0, or the errno
+  // (ENOSPC, EDQUOT, EFBIG...). A filesystem without fallocate is not an error: the writes then
+  // allocate as they go.
+  [[nodiscard]] int reserve(std::uint64_t end);
   // Gives the file its name: `name`, else `name.1`, `name.2`, ... whichever is free first, without
   // ever replacing an existing entry, even one created by a concurrent upload. Returns the name
   // used. Throws std::system_error; the temporary file is then still removed on destruction.
@@ -37,6 +41,7 @@ class PartialFile {
   int dir_fd_;
   std::string temp_name_;  // empty once committed or moved from
   Fd file_;
+  bool can_reserve_ = true;
 };
 
 class OutputDirectory {
