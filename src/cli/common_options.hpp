@@ -34,4 +34,9 @@ void add_serve_flag(CLI::App& subcommand, ServeMode& mode);
 CLI::Option* add_size_flag(CLI::App& subcommand, const std::string& name, std::uint64_t& value,
                            const std::string& description, std::uint64_t minimum);
 
+// A whole-number flag in [minimum, maximum], read as decimal.
+CLI::Option* add_count_flag(CLI::App& subcommand, const std::string& name, std::uint64_t& value,
+                            const std::string& description, std::uint64_t minimum,
+                            std::uint64_t maximum);
+
 }  // namespace mux

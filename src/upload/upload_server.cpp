@@ -25,10 +25,8 @@ void setup_upload_server(CLI::App& app, UploadServerOptions& options) {
       ->type_name("DIR");
   add_size_flag(*sub, "--max-size", options.max_size,
                 "Largest upload accepted (default: unlimited)", 1);
-  sub->add_option("--max-clients", options.max_clients,
-                  "Most uploads at once (default: what the fd limit allows)")
-      ->type_name("N")
-      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
+  add_count_flag(*sub, "--max-clients", options.max_clients,
+                 "Most uploads at once (default: what the fd limit allows)", 1, 10'000'000);
 }
 
 int run_upload_server(const UploadServerOptions& options) {

@@ -169,8 +169,10 @@ class UsageErrorTest(CliTestCase):
     def test_bad_max_clients(self):
         for sub in SERVERS:
             with self.subTest(subcommand=sub):
-                self.assertUsageError([sub, "--max-clients", "0"],
-                                      "mux: error: --max-clients: Value 0 not in range 1 to 10000000")
+                for bad in ["0", "abc", "0x10", "-1", "10000001"]:
+                    self.assertUsageError(
+                        [sub, "--max-clients", bad],
+                        f"mux: error: --max-clients: '{bad}' is not a whole number (1-10000000)")
 
     def test_upload_client_requires_file(self):
         self.assertUsageError(["upload-client"], "mux: error: --file is required")

@@ -282,3 +282,16 @@ TEST_CASE_FIXTURE(CommandLineFixture, "command line: --version") {
   CHECK(out.str() == "mux " MUX_VERSION "\n");
   CHECK(err.str().empty());
 }
+
+TEST_CASE("--max-clients is read as decimal, as --port is") {
+  for (const char* sub : {"chat-server", "upload-server"}) {
+    mux::CommandLine command_line;
+    std::ostringstream out;
+    std::ostringstream err;
+    CHECK(command_line.parse({"mux", sub, "--max-clients", "010"}, out, err) == -1);
+    std::uint64_t parsed = std::string(sub) == "chat-server"
+                               ? command_line.chat_server().max_clients
+                               : command_line.upload_server().max_clients;
+    CHECK(parsed == 10);
+  }
+}
