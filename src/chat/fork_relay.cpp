@@ -144,11 +144,15 @@ void ChildLink::deliver(const Block& block) {
 }
 
 void ChildLink::enforce_queue_limit() {
-  if (writer_.queued() <= context_.max_queue) return;
+  // The child enforces --max-queue on its client itself and reads its link eagerly, so this is
+  // only a safety net against a stuck child. It is kept well above --max-queue: a child that is
+  // merely short of CPU (a burst, a sanitizer build) must get the chance to find its slow client
+  // and report it ("too slow: N bytes unsent") rather than be killed for lagging.
+  const std::size_t stuck_limit = 4 * context_.max_queue + (std::size_t{1} << 20);
+  if (writer_.queued() <= stuck_limit) return;
   writer_.flush();
-  if (closed_ || writer_.queued() <= context_.max_queue) return;
-  // The child reads its link eagerly and enforces --max-queue on the client itself, so a full
-  // link means the child is stuck: it cannot be served any more.
+  if (closed_ || writer_.queued() <= stuck_limit) return;
+  // Far behind even so: the child cannot be served any more.
   ::kill(pid_, SIGKILL);
   context_.loop.defer([this] {
     room_.leave(*this, "too slow: its process stopped reading", true);
