@@ -11,7 +11,7 @@
 
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
-#include "upload/content_hash.hpp"
+#include "upload/chunk_reader.hpp"
 #include "upload/upload_source.hpp"
 
 namespace mux {
@@ -38,7 +38,8 @@ class UploadSender {
   void on_socket(std::uint32_t events);
   void send_more();
   bool send_header();
-  bool read_and_hash_next_chunk();
+  void wait_for_chunk();
+  void on_chunk_ready();
   void finish_sending();
   void on_send_error(int error);
   void read_reply();
@@ -55,12 +56,11 @@ class UploadSender {
   std::string server_;
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
-  std::uint64_t read_ = 0;  // bytes read from the file and hashed
-  std::uint64_t sent_ = 0;  // bytes of the file sent; the rest of chunk_ is read_ - sent_
-  ContentHash hash_;
+  std::uint64_t sent_ = 0;
+  std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
+  std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
+  bool waiting_for_chunk_ = false;
   std::string final_hash_;
-  std::vector<char> chunk_;
-  std::size_t chunk_filled_ = 0;
   std::string reply_text_;
   bool sending_ = true;
   std::optional<std::string> failure_;

@@ -1,0 +1,118 @@
+#include "upload/chunk_reader.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <system_error>
+
+namespace mux {
+namespace {
+
+constexpr std::size_t kChunkSize = 1 << 20;
+// Enough chunks in flight that the thread is never waiting on a send it could have read ahead
+// of, few enough to stay in cache.
+constexpr std::size_t kSlots = 4;
+
+}  // namespace
+
+ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::uint64_t size)
+    : file_fd_(file_fd),
+      offset_(offset),
+      size_(size),
+      ready_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      slots_(kSlots) {
+  if (!ready_) throw std::system_error(errno, std::generic_category(), "eventfd");
+  for (Slot& slot : slots_)
+    slot.bytes.resize(kChunkSize);
+  // Signals belong to the loop's signalfd; the thread must never take one.
+  sigset_t all;
+  sigset_t previous;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+  thread_ = std::thread([this] { read_all(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+ChunkReader::~ChunkReader() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  slot_freed_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ChunkReader::signal_ready() {
+  std::uint64_t one = 1;
+  (void)::write(ready_.get(), &one, sizeof one);
+}
+
+void ChunkReader::clear_ready() {
+  std::uint64_t count = 0;
+  (void)::read(ready_.get(), &count, sizeof count);
+}
+
+bool ChunkReader::wait_for_free_slot(Slot& slot) {
+  std::unique_lock lock(mutex_);
+  slot_freed_.wait(lock, [&] { return stopping_ || !slot.filled; });
+  return !stopping_;
+}
+
+void ChunkReader::read_all() {
+  std::uint64_t done = 0;
+  for (std::size_t index = 0; done < size_; ++index) {
+    Slot& slot = slots_[index % slots_.size()];
+    if (!wait_for_free_slot(slot)) return;
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(size_ - done, kChunkSize));
+    ssize_t got;
+    do {
+      got = ::pread(file_fd_, slot.bytes.data(), want, static_cast<off_t>(offset_ + done));
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      std::lock_guard lock(mutex_);
+      failure_ = got == 0 ? "the file got shorter while it was being sent"
+                          : std::generic_category().message(errno);
+      break;
+    }
+    hash_.update(slot.bytes.data(), static_cast<std::size_t>(got));
+    done += static_cast<std::uint64_t>(got);
+    {
+      std::lock_guard lock(mutex_);
+      slot.size = static_cast<std::size_t>(got);
+      slot.filled = true;
+    }
+    signal_ready();
+  }
+  signal_ready();
+}
+
+std::optional<std::string_view> ChunkReader::front() {
+  std::lock_guard lock(mutex_);
+  const Slot& slot = slots_[head_ % slots_.size()];
+  if (!slot.filled) return std::nullopt;
+  return std::string_view(slot.bytes.data(), slot.size);
+}
+
+void ChunkReader::pop_front() {
+  {
+    std::lock_guard lock(mutex_);
+    slots_[head_ % slots_.size()].filled = false;
+    ++head_;
+  }
+  slot_freed_.notify_one();
+}
+
+std::string ChunkReader::failure() {
+  std::lock_guard lock(mutex_);
+  return failure_;
+}
+
+std::string ChunkReader::hash_hex() {
+  if (thread_.joinable()) thread_.join();
+  return hash_.hex();
+}
+
+}  // namespace mux

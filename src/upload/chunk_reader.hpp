@@ -1,0 +1,77 @@
+// ChunkReader: reads the file being uploaded ahead of the sender, on its own thread, in 1 MiB
+// chunks, and hashes each chunk as it reads it. Reading the file and hashing it then overlap with
+// the event loop sending the previous chunks, on another core. Owned by UploadSender, which takes
+// chunks in order with front()/pop_front() and watches ready_fd() (an eventfd the thread signals
+// after each chunk, and once more when it stops).
+//
+// Measured on loopback, 1 GiB from the page cache into a discarding server (medians of 6
+// interleaved runs; iperf3 3.76 GB/s): this thread 3.40 GB/s; pread+hash+send on the loop's
+// thread 2.67; sendfile(2) with the hash from pread 1.70 (the receiver then copies out of
+// thousands of page-cache pages, and the hash needs its own pass over the file anyway); mmap
+// windows for the hash and the send 2.30 (page faults).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "core/fd.hpp"
+#include "upload/content_hash.hpp"
+
+namespace mux {
+
+class ChunkReader {
+ public:
+  // Reads `size` bytes of `file_fd` from `offset`. The fd must outlive the reader.
+  ChunkReader(int file_fd, std::uint64_t offset, std::uint64_t size);
+  ChunkReader(const ChunkReader&) = delete;
+  ChunkReader& operator=(const ChunkReader&) = delete;
+  ~ChunkReader();  // stops the thread and waits for it
+
+  // Readable (EPOLLIN) after a chunk was read or the reader stopped; the loop calls
+  // clear_ready() before looking at front().
+  [[nodiscard]] int ready_fd() const noexcept { return ready_.get(); }
+  void clear_ready();
+
+  // The oldest chunk not yet handed back with pop_front(), or nullopt if the thread has not read
+  // it yet (or failed: see failure()).
+  [[nodiscard]] std::optional<std::string_view> front();
+  void pop_front();
+
+  // Why reading stopped early: the errno text, or that the file got shorter; empty if it did not.
+  [[nodiscard]] std::string failure();
+  // The hash of every byte read; call once every chunk was popped (it waits for the thread).
+  [[nodiscard]] std::string hash_hex();
+
+ private:
+  struct Slot {
+    std::vector<char> bytes;
+    std::size_t size = 0;
+    bool filled = false;
+  };
+
+  void read_all();
+  bool wait_for_free_slot(Slot& slot);
+  void signal_ready();
+
+  int file_fd_;
+  std::uint64_t offset_;
+  std::uint64_t size_;
+  Fd ready_;
+  ContentHash hash_;  // touched only by the thread until it is joined
+  std::mutex mutex_;
+  std::condition_variable slot_freed_;
+  std::vector<Slot> slots_;
+  std::size_t head_ = 0;  // next slot to send (main thread)
+  std::string failure_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace mux
