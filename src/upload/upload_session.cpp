@@ -16,9 +16,9 @@
 namespace mux {
 namespace {
 
-// Bounds the bytes one connection takes per wakeup, so a fast client cannot starve the others
-// sharing the loop; epoll is level-triggered and calls it again while bytes remain.
-constexpr int kMaxReadsPerWakeup = 16;
+// Bounds the bytes one connection takes per wakeup (4 MiB), so a fast client cannot starve the
+// others sharing the loop; epoll is level-triggered and calls it again while bytes remain.
+constexpr int kMaxReadsPerWakeup = 4;
 // After OK, the client is expected to half-close; one that never does is closed after this.
 constexpr std::chrono::seconds kLingerAfterReply{10};
 constexpr std::string_view kIncompletePrefix = "incomplete: ";
@@ -74,7 +74,7 @@ void UploadSession::on_events(std::uint32_t /*events*/) {
 
 void UploadSession::read_upload() {
   std::span<char> buffer = context_.read_buffer;
-  for (int reads = 0; reads < kMaxReadsPerWakeup && in_flight_or_waiting(); ++reads) {
+  for (int reads = 0; reads < kMaxReadsPerWakeup && receiving(); ++reads) {
     ssize_t got = ::read(socket_.get(), buffer.data(), buffer.size());
     if (got > 0) {
       consume(std::string_view(buffer.data(), static_cast<std::size_t>(got)));
@@ -89,13 +89,22 @@ void UploadSession::read_upload() {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    peer_closed_ = true;
-    fail(fmt::format("connection lost: {}", std::generic_category().message(errno)));
+    on_connection_lost(errno);
     return;
   }
 }
 
-bool UploadSession::in_flight_or_waiting() const noexcept {
+void UploadSession::on_connection_lost(int error) {
+  peer_closed_ = true;
+  if (!in_flight()) {  // reset before sending a byte: not an upload either
+    context_.logger.detail("{} closed without sending anything", client_label());
+    finish();
+    return;
+  }
+  fail(fmt::format("connection lost: {}", std::generic_category().message(error)));
+}
+
+bool UploadSession::receiving() const noexcept {
   return phase_ == Phase::detecting || phase_ == Phase::header || phase_ == Phase::body;
 }
 

@@ -69,7 +69,9 @@ class UploadSession {
   };
 
   void on_events(std::uint32_t events);
-  [[nodiscard]] bool in_flight_or_waiting() const noexcept;
+  // Still reading the upload: detecting, header or body (not yet replied to).
+  [[nodiscard]] bool receiving() const noexcept;
+  void on_connection_lost(int error);
   void read_upload();
   void drain_after_reply();
   void consume(std::string_view bytes);
