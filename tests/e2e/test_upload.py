@@ -199,6 +199,19 @@ class UploadTests:
         self.assertEqual(self.saved(), ["notes.tar"])
         self.assertEqual(self.read_saved("notes.tar"), data)
 
+    def test_stdin_that_is_a_partly_read_file_sends_the_rest(self):
+        server = self.server()
+        path = self.make_file("whole.bin", 3 * MIB)
+        with open(path, "rb") as f:
+            f.seek(MIB + 3)
+            result = subprocess.run([muxtest.MUX, "upload-client", "--port", str(server.port),
+                                     "--file", "-"], stdin=f, capture_output=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(path, "rb") as f:
+            rest = f.read()[MIB + 3:]
+        self.assertEqual(self.saved(), ["stdin"])
+        self.assertEqual(self.read_saved("stdin"), rest)
+
     def test_two_uploads_with_the_same_name_at_once(self):
         server = self.server()
         first, second = os.urandom(MIB), os.urandom(MIB)
