@@ -272,8 +272,8 @@ void UploadSession::complete() {
                        seconds,
                        format_rate(seconds > 0 ? static_cast<double>(received_) / seconds : 0));
   if (!saved_as.empty()) {
-    context_.logger.info("Saved [Client {}] upload as {}/{}", client_number_,
-                         context_.output_dir->path(), saved_as);
+    context_.logger.info("Saved [Client {}] upload as {}", client_number_,
+                         context_.output_dir->path_of(saved_as));
   }
   send_reply(format_ok_reply(received_, hash_.hex()));
   phase_ = Phase::replied;

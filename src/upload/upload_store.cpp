@@ -101,6 +101,11 @@ OutputDirectory::OutputDirectory(std::string path) : path_(std::move(path)) {
   ::unlinkat(dir_.get(), probe.c_str(), 0);
 }
 
+std::string OutputDirectory::path_of(std::string_view name) const {
+  if (!path_.empty() && path_.back() == '/') return fmt::format("{}{}", path_, name);
+  return fmt::format("{}/{}", path_, name);
+}
+
 PartialFile OutputDirectory::create_partial(std::uint64_t client_number) const {
   for (int attempt = 0;; ++attempt) {
     std::string name =

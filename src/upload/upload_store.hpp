@@ -52,6 +52,8 @@ class OutputDirectory {
 
   [[nodiscard]] int fd() const noexcept { return dir_.get(); }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  // How a file in the directory is named in logs: "DIR/name", with one slash.
+  [[nodiscard]] std::string path_of(std::string_view name) const;
   // A new hidden temporary file (".mux-upload-<pid>-<client>.part"), created O_EXCL|O_NOFOLLOW.
   // Throws std::system_error.
   PartialFile create_partial(std::uint64_t client_number) const;

@@ -327,6 +327,12 @@ TEST_CASE("with an output directory, complete uploads are saved and nothing else
   CHECK(temp.read("upload-3.bin") == "raw bytes");
 }
 
+TEST_CASE("files in the output directory are named with one slash") {
+  TempDir temp;
+  CHECK(mux::OutputDirectory(temp.path).path_of("a.txt") == temp.path + "/a.txt");
+  CHECK(mux::OutputDirectory(temp.path + "/").path_of("a.txt") == temp.path + "/a.txt");
+}
+
 TEST_CASE("an output directory that does not exist is an error naming the flag") {
   CHECK_THROWS_WITH(mux::OutputDirectory("/nonexistent/mux-dir"),
                     "--output-dir /nonexistent/mux-dir: No such file or directory");
