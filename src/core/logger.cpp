@@ -1,5 +1,7 @@
 #include "core/logger.hpp"
 
+#include "core/threads.hpp"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,13 +26,7 @@ std::string log_timestamp() {
 
 Logger::Logger(Verbosity verbosity, int fd) : verbosity_(verbosity), fd_(fd) {
   if (verbosity_ == Verbosity::quiet) return;  // nothing will ever be written
-  // The thread must never take a signal meant for the loop's signalfd: block everything in it.
-  sigset_t all;
-  sigset_t previous;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  thread_ = std::thread([this] { writer_thread(); });
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  thread_ = start_thread_without_signals([this] { writer_thread(); });
 }
 
 Logger::~Logger() {

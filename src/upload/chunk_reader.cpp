@@ -5,8 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <system_error>
+
+#include "core/threads.hpp"
 
 namespace mux {
 namespace {
@@ -27,13 +28,7 @@ ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::uint64_t size)
   if (!ready_) throw std::system_error(errno, std::generic_category(), "eventfd");
   for (Slot& slot : slots_)
     slot.bytes.resize(kChunkSize);
-  // Signals belong to the loop's signalfd; the thread must never take one.
-  sigset_t all;
-  sigset_t previous;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  thread_ = std::thread([this] { read_all(); });
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  thread_ = start_thread_without_signals([this] { read_all(); });
 }
 
 ChunkReader::~ChunkReader() {

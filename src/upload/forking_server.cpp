@@ -28,43 +28,24 @@ constexpr std::chrono::seconds kChildKillDelay = kShutdownGrace + std::chrono::s
 ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
                              std::uint64_t max_size, std::uint64_t max_clients)
     : logger_(logger),
-      acceptor_(std::move(listener)),
       output_dir_(output_dir),
       max_size_(max_size),
-      max_clients_(max_clients) {}
+      max_clients_(max_clients),
+      listener_(
+          loop_, std::move(listener), logger, [this] { return !at_capacity(); },
+          [this](Acceptor::Accepted accepted) { spawn_child(std::move(accepted)); }) {}
 
 void ForkingServer::run() {
   // Registered before the first fork, so no child can exit unnoticed.
   loop_.on_signal(SIGCHLD, [this] { reap(); });
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
   loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
-  set_accepting(true);
+  listener_.resume();
   loop_.run();
 }
 
 bool ForkingServer::at_capacity() const {
   return max_clients_ != 0 && children_.size() >= max_clients_;
-}
-
-void ForkingServer::set_accepting(bool on) {
-  if (on == accepting_) return;
-  accepting_ = on;
-  if (on) {
-    loop_.watch(acceptor_.fd(), EPOLLIN, [this](std::uint32_t) { accept_pending(); });
-  } else {
-    loop_.unwatch(acceptor_.fd());
-  }
-}
-
-void ForkingServer::accept_pending() {
-  while (!at_capacity()) {
-    bool dropped = false;
-    std::optional<Acceptor::Accepted> accepted = acceptor_.accept(dropped);
-    if (dropped) logger_.info("refused a connection: out of file descriptors");
-    if (!accepted) return;
-    spawn_child(std::move(*accepted));
-  }
-  set_accepting(false);
 }
 
 void ForkingServer::spawn_child(Acceptor::Accepted accepted) {
@@ -100,7 +81,7 @@ void ForkingServer::reap() {
   if (shutting_down_) {
     if (children_.empty()) loop_.stop();
   } else if (!at_capacity()) {
-    set_accepting(true);
+    listener_.resume();
   }
 }
 
@@ -112,8 +93,7 @@ void ForkingServer::signal_children(int signo) {
 void ForkingServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  set_accepting(false);
-  acceptor_.close();
+  listener_.close();
   logger_.info("shutting down: {} upload process(es) running", children_.size());
   if (children_.empty()) {
     loop_.stop();

@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "core/event_loop.hpp"
+#include "core/listener.hpp"
 #include "core/net.hpp"
 
 namespace mux {
@@ -26,23 +27,20 @@ class ForkingServer {
   void run();
 
  private:
-  void accept_pending();
   void spawn_child(Acceptor::Accepted accepted);
   void reap();
-  void set_accepting(bool on);
   void begin_shutdown();
   void signal_children(int signo);
   [[nodiscard]] bool at_capacity() const;
 
   EventLoop loop_;
   Logger& logger_;
-  Acceptor acceptor_;
   const OutputDirectory* output_dir_;
   std::uint64_t max_size_;
   std::uint64_t max_clients_;
   std::unordered_set<pid_t> children_;
+  Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
-  bool accepting_ = false;
   bool shutting_down_ = false;
 };
 

@@ -9,42 +9,23 @@ namespace mux {
 SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
                                    std::uint64_t max_size, std::uint64_t max_clients)
     : logger_(logger),
-      acceptor_(std::move(listener)),
       read_buffer_(kUploadReadBufferSize),
       context_{loop_, logger, output_dir, max_size, read_buffer_},
-      max_clients_(max_clients) {}
+      max_clients_(max_clients),
+      // While full, connections wait in the kernel's backlog instead of being refused.
+      listener_(
+          loop_, std::move(listener), logger, [this] { return !at_capacity(); },
+          [this](Acceptor::Accepted accepted) { start_session(std::move(accepted)); }) {}
 
 void SingleLoopServer::run() {
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
   loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
-  set_accepting(true);
+  listener_.resume();
   loop_.run();
 }
 
 bool SingleLoopServer::at_capacity() const {
   return max_clients_ != 0 && sessions_.size() >= max_clients_;
-}
-
-void SingleLoopServer::set_accepting(bool on) {
-  if (on == accepting_) return;
-  accepting_ = on;
-  // While full, connections wait in the kernel's backlog instead of being refused.
-  if (on) {
-    loop_.watch(acceptor_.fd(), EPOLLIN, [this](std::uint32_t) { accept_pending(); });
-  } else {
-    loop_.unwatch(acceptor_.fd());
-  }
-}
-
-void SingleLoopServer::accept_pending() {
-  while (!at_capacity()) {
-    bool dropped = false;
-    std::optional<Acceptor::Accepted> accepted = acceptor_.accept(dropped);
-    if (dropped) logger_.info("refused a connection: out of file descriptors");
-    if (!accepted) return;
-    start_session(std::move(*accepted));
-  }
-  set_accepting(false);
 }
 
 void SingleLoopServer::start_session(Acceptor::Accepted accepted) {
@@ -66,15 +47,14 @@ void SingleLoopServer::on_session_finished(UploadSession& session) {
   if (shutting_down_) {
     if (sessions_.empty()) loop_.stop();
   } else if (!at_capacity()) {
-    set_accepting(true);
+    listener_.resume();
   }
 }
 
 void SingleLoopServer::begin_shutdown() {
   if (shutting_down_) return;  // a second signal does not cut the grace short for anyone
   shutting_down_ = true;
-  set_accepting(false);
-  acceptor_.close();
+  listener_.close();
   std::vector<UploadSession*> idle;
   std::size_t in_flight = 0;
   for (auto& [key, session] : sessions_) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/event_loop.hpp"
+#include "core/listener.hpp"
 #include "core/net.hpp"
 #include "upload/upload_session.hpp"
 
@@ -25,23 +26,20 @@ class SingleLoopServer {
   void run();
 
  private:
-  void accept_pending();
   void start_session(Acceptor::Accepted accepted);
   void on_session_finished(UploadSession& session);
-  void set_accepting(bool on);
   void begin_shutdown();
   void end_remaining_uploads();
   [[nodiscard]] bool at_capacity() const;
 
   EventLoop loop_;
   Logger& logger_;
-  Acceptor acceptor_;
   std::vector<char> read_buffer_;
   UploadContext context_;
   std::uint64_t max_clients_;  // 0: no limit but the fd limit
   std::unordered_map<UploadSession*, std::unique_ptr<UploadSession>> sessions_;
+  Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
-  bool accepting_ = false;
   bool shutting_down_ = false;
 };
 
