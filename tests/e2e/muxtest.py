@@ -111,6 +111,19 @@ def connect(port, host=HOST, timeout=DEFAULT_TIMEOUT):
     return sock
 
 
+def connect_retrying(port, host=HOST, timeout=DEFAULT_TIMEOUT):
+    """Connects, retrying while the port refuses (a server started with -q, or with a fixed port,
+    prints no `listening on` line to wait for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(port, host=host, timeout=timeout)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class LineReader:
     """Reads `\\n`-terminated lines from a socket with a deadline."""
 

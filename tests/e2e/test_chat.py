@@ -346,7 +346,7 @@ class SingleModeTests(ChatServerCases, unittest.TestCase):
             [muxtest.MUX, "chat-server", "-q", "--port", str(port)],
             stdout=muxtest.subprocess.PIPE, stderr=muxtest.subprocess.PIPE)
         self.addCleanup(quiet.kill)
-        sock = _connect_retrying(port)
+        sock = muxtest.connect_retrying(port)
         self.addCleanup(sock.close)
         self.assertEqual(LineReader(sock).line(), "* welcome, you are Client 1 (type /help for commands)")
         quiet.send_signal(signal.SIGTERM)
@@ -435,21 +435,6 @@ def _free_port():
     with socket.socket() as probe:
         probe.bind((muxtest.HOST, 0))
         return probe.getsockname()[1]
-
-
-def _connect_retrying(port):
-    deadline = time.monotonic() + muxtest.DEFAULT_TIMEOUT
-    while True:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(muxtest.DEFAULT_TIMEOUT)
-            sock.connect((muxtest.HOST, port))
-            return sock
-        except ConnectionRefusedError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def _wait_until_gone(pid):

@@ -192,7 +192,7 @@ class AgainstOtherServers(unittest.TestCase):
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(broker.wait, TIMEOUT)
         self.addCleanup(broker.kill)
-        listener_sock = _connect_retrying(port)
+        listener_sock = muxtest.connect_retrying(port)
         self.addCleanup(listener_sock.close)
         time.sleep(0.1)  # ncat announces nothing; give it a moment to register the listener
         code_out_err = subprocess.run([muxtest.MUX, "chat-client", "--port", str(port)], input=b"hello ncat\n",
@@ -270,21 +270,6 @@ class _Screen:
                     self.data += os.read(self.master, 4096)
                 except OSError:
                     raise AssertionError(f"terminal closed before {needle!r}; got {self.data[-400:]!r}")
-
-
-def _connect_retrying(port):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        sock = socket.socket()
-        try:
-            sock.settimeout(TIMEOUT)
-            sock.connect((muxtest.HOST, port))
-            return sock
-        except ConnectionRefusedError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 if __name__ == "__main__":
