@@ -160,7 +160,17 @@ std::string fold_nick(std::string_view nick) {
 namespace notice {
 
 std::string relay(std::string_view name, std::string_view text) {
-  return fmt::format("[{}]: {}\n", name, text);
+  std::string line;
+  append_relay(line, name, text);
+  return line;
+}
+void append_relay(std::string& out, std::string_view name, std::string_view text) {
+  out.reserve(out.size() + name.size() + text.size() + 5);
+  out += '[';
+  out += name;
+  out += "]: ";
+  out += text;
+  out += '\n';
 }
 std::string welcome(std::string_view name) {
   return fmt::format("* welcome, you are {} (type /help for commands)\n", name);

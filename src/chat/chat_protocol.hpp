@@ -41,6 +41,8 @@ std::string fold_nick(std::string_view nick);
 // Every line the server sends, formatted in one place. Each ends with '\n'.
 namespace notice {
 std::string relay(std::string_view name, std::string_view text);
+// The same, appended in place: the relay path formats every line, so no temporary per line.
+void append_relay(std::string& out, std::string_view name, std::string_view text);
 std::string welcome(std::string_view name);
 std::string joined(std::string_view name);
 std::string left(std::string_view name, bool too_slow);

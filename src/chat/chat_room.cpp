@@ -34,14 +34,14 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   chat::Command command = chat::parse_command(text);
   if (command.kind != chat::CommandKind::message) {
     logger_.detail("{}: {}", sender.name_, text);
-    run_command(sender, text);
+    run_command(sender, command);
     return;
   }
   if (command.text.empty()) return;  // an empty line carries nothing worth a delivery
   logger_.detail("[{}]: {}", sender.name_, command.text);
   if (relay_sender_ != &sender) flush_relay();
   relay_sender_ = &sender;
-  relay_text_ += chat::notice::relay(sender.name_, command.text);
+  chat::notice::append_relay(relay_text_, sender.name_, command.text);
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
 }
 
@@ -55,8 +55,7 @@ void ChatRoom::flush_relay() {
   broadcast(make_block(std::exchange(relay_text_, {})), sender);
 }
 
-void ChatRoom::run_command(ChatMember& sender, std::string_view line) {
-  chat::Command command = chat::parse_command(line);
+void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
   switch (command.kind) {
     case chat::CommandKind::nick:
       rename(sender, command.text);

@@ -13,6 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "chat/chat_protocol.hpp"
 #include "core/output_queue.hpp"
 
 namespace mux {
@@ -78,7 +79,7 @@ class ChatRoom {
   [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
 
  private:
-  void run_command(ChatMember& sender, std::string_view line);
+  void run_command(ChatMember& sender, const chat::Command& command);
   void rename(ChatMember& member, std::string_view nick);
   void send_to(ChatMember& member, std::string text);
   void broadcast(std::string text, const ChatMember* except);

@@ -84,7 +84,7 @@ class ChatServer final : public MemberOwner {
 
  private:
   static std::uint64_t default_max_clients() {
-    std::uint64_t limit = raise_fd_limit();
+    std::uint64_t limit = fd_limit();  // run_chat_server raised it already
     return limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
   }
 

@@ -76,16 +76,6 @@ std::string peer_address(int fd) {
   return format_address(reinterpret_cast<sockaddr*>(&address), length);
 }
 
-std::uint16_t local_port(int fd) {
-  sockaddr_storage address{};
-  socklen_t length = sizeof address;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) < 0) return 0;
-  if (address.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
-  }
-  return ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-}
-
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
   AddrinfoList list = resolve(host, port, true);
   int last_error = EADDRNOTAVAIL;

@@ -18,7 +18,6 @@ std::string format_endpoint(const std::string& host, std::uint16_t port);
 std::string format_address(const sockaddr* address, socklen_t length);
 std::string local_address(int fd);
 std::string peer_address(int fd);
-std::uint16_t local_port(int fd);
 
 // Binds and listens on the first address `host` resolves to. Port 0 picks a free port.
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
