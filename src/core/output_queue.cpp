@@ -8,6 +8,7 @@
 #include <climits>
 #include <utility>
 
+#include "core/byte_stream.hpp"
 #include "core/event_loop.hpp"
 
 namespace mux {
@@ -56,19 +57,24 @@ void OutputQueue::consume(std::size_t written) {
   }
 }
 
+std::size_t OutputQueue::gather(iovec* iov, std::size_t max_count) const {
+  std::size_t count = 0;
+  std::size_t offset = head_offset_;
+  for (std::size_t i = head_; i < blocks_.size() && count < max_count; ++i) {
+    const std::string& block = *blocks_[i];
+    iov[count].iov_base = const_cast<char*>(block.data() + offset);
+    iov[count].iov_len = block.size() - offset;
+    ++count;
+    offset = 0;
+  }
+  return count;
+}
+
 OutputQueue::Status OutputQueue::write_to(int fd, int& error) {
   error = 0;
   while (bytes_ > 0) {
     iovec iov[kMaxIovecs];
-    std::size_t count = 0;
-    std::size_t offset = head_offset_;
-    for (std::size_t i = head_; i < blocks_.size() && count < kMaxIovecs; ++i) {
-      const std::string& block = *blocks_[i];
-      iov[count].iov_base = const_cast<char*>(block.data() + offset);
-      iov[count].iov_len = block.size() - offset;
-      ++count;
-      offset = 0;
-    }
+    std::size_t count = gather(iov, kMaxIovecs);
     ssize_t written = ::writev(fd, iov, static_cast<int>(count));
     if (written < 0) {
       if (errno == EINTR) continue;
@@ -77,6 +83,21 @@ OutputQueue::Status OutputQueue::write_to(int fd, int& error) {
       return Status::failed;
     }
     consume(static_cast<std::size_t>(written));
+  }
+  return Status::drained;
+}
+
+OutputQueue::Status OutputQueue::write_to(ByteStream& stream, IoResult& failure) {
+  while (bytes_ > 0) {
+    iovec iov[kMaxIovecs];
+    std::size_t count = gather(iov, kMaxIovecs);
+    IoResult result = stream.writev(iov, static_cast<int>(count));
+    if (result.blocked()) return Status::blocked;
+    if (!result.ok()) {
+      failure = std::move(result);
+      return Status::failed;
+    }
+    consume(result.bytes);
   }
   return Status::drained;
 }

@@ -13,9 +13,13 @@
 #include <string_view>
 #include <vector>
 
+struct iovec;
+
 namespace mux {
 
 class EventLoop;
+class ByteStream;
+struct IoResult;
 
 using Block = std::shared_ptr<const std::string>;
 inline Block make_block(std::string bytes) {
@@ -39,9 +43,13 @@ class OutputQueue {
 
   // Writes with writev until drained or the kernel refuses more.
   Status write_to(int fd, int& error);
+  // The same through a ByteStream (TLS or plain); `failure` is set when it returns failed.
+  Status write_to(ByteStream& stream, IoResult& failure);
 
  private:
   void consume(std::size_t written);
+  // Fills `iov` with the pending bytes, at most `max_count` entries; returns how many.
+  std::size_t gather(iovec* iov, std::size_t max_count) const;
 
   std::vector<Block> blocks_;    // blocks_[head_..] are pending; vector, not deque: an idle
   std::size_t head_ = 0;         // connection's empty queue must cost no heap memory

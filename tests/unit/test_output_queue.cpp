@@ -9,9 +9,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/byte_stream.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/net.hpp"
@@ -346,4 +348,49 @@ TEST_CASE("SocketWriter: detach() drops pending bytes and stops writing") {
   CHECK(read_available(w.pair.reader.get()).empty());
   w.writer.send("after\n");
   CHECK(w.writer.queued() == 0);
+}
+
+TEST_CASE("OutputQueue through a plain ByteStream: partial writes keep order; EOF and reset") {
+  SocketPair pair = make_pair();
+  std::unique_ptr<mux::ByteStream> stream = mux::make_plain_stream(pair.writer.get());
+  CHECK(std::string(stream->kind()) == "tcp");
+  CHECK(stream->handshake().ok());
+  mux::OutputQueue queue;
+  std::string sent = pattern(300000, 7);
+  queue.push(sent.substr(0, 1000));
+  queue.push(sent.substr(1000));
+  std::string received;
+  bool saw_block = false;
+  for (int round = 0; round < 100000 && !queue.empty(); ++round) {
+    mux::IoResult failure;
+    Status status = queue.write_to(*stream, failure);
+    REQUIRE(status != Status::failed);
+    if (status == Status::blocked) {
+      saw_block = true;
+      CHECK(stream->wants() == EPOLLOUT);
+    }
+    received += read_available(pair.reader.get());
+  }
+  received += read_available(pair.reader.get());
+  CHECK(saw_block);
+  CHECK(received == sent);
+
+  char byte = 0;
+  CHECK(stream->read(&byte, 1).blocked());
+  CHECK(stream->wants() == EPOLLIN);
+  REQUIRE(::write(pair.reader.get(), "x", 1) == 1);
+  mux::IoResult got = stream->read(&byte, 1);
+  CHECK(got.ok());
+  CHECK(got.bytes == 1);
+  CHECK(byte == 'x');
+  REQUIRE(stream->shutdown_write().ok());
+  char peer_byte = 0;
+  CHECK(::read(pair.reader.get(), &peer_byte, 1) == 0);  // the peer sees our FIN
+  pair.reader.reset();
+  CHECK(stream->read(&byte, 1).status == mux::IoResult::Status::end_of_stream);
+  iovec one{const_cast<char*>("y"), 1};
+  mux::IoResult failed = stream->writev(&one, 1);
+  CHECK(failed.status == mux::IoResult::Status::failed);
+  CHECK(failed.error == EPIPE);
+  CHECK(failed.describe() == "Broken pipe");
 }
