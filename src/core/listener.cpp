@@ -1,18 +1,55 @@
 #include "core/listener.hpp"
 
+#include <fmt/format.h>
+
 #include "core/logger.hpp"
 
 namespace mux {
+namespace {
 
-Listener::Listener(EventLoop& loop, Fd listening_socket, Logger& logger, HasRoom has_room,
+constexpr std::chrono::seconds kTripLogInterval{1};
+
+}  // namespace
+
+// A refused client: told the policy's message, then closed gracefully. Owned by the Listener.
+class Listener::RefusedClient final : private Connection::Owner {
+ public:
+  RefusedClient(Listener& listener, Fd socket, const std::string& message)
+      : listener_(listener), connection_(listener.refusal_context_, std::move(socket), *this) {
+    if (!message.empty()) connection_.send(message);
+    connection_.close_gracefully();
+  }
+
+ private:
+  void on_data(std::string_view) override {}
+  void on_end_of_input() override {}
+  void on_closed(std::string_view) override { listener_.forget_refused(*this); }
+
+  Listener& listener_;
+  Connection connection_;
+};
+
+void notify_slot_freed(Listener& listener) {
+  listener.on_slot_freed();
+}
+
+Listener::Listener(EventLoop& loop, Fd listening_socket, Logger& logger, AdmissionPolicy policy,
                    OnConnection on_connection)
     : loop_(loop),
       logger_(logger),
       acceptor_(std::move(listening_socket)),
-      has_room_(std::move(has_room)),
-      on_connection_(std::move(on_connection)) {}
+      policy_(std::move(policy)),
+      on_connection_(std::move(on_connection)),
+      counts_(std::make_shared<AdmissionCounts>()),
+      refusal_context_(loop, 4096) {
+  counts_->listener = this;
+  refusal_context_.reads_per_wakeup = 4;
+}
 
 Listener::~Listener() {
+  counts_->listener = nullptr;
+  for (TripLog& log : trips_)
+    loop_.cancel_timer(log.summary_timer);
   set_watching(false);
 }
 
@@ -27,7 +64,7 @@ void Listener::close() {
 }
 
 void Listener::set_watching(bool on) {
-  if (on == watching_) return;
+  if (on == watching_ || (on && acceptor_.fd() < 0)) return;
   watching_ = on;
   if (on) {
     loop_.watch(acceptor_.fd(), EPOLLIN, [this](std::uint32_t) { accept_pending(); });
@@ -36,16 +73,102 @@ void Listener::set_watching(bool on) {
   }
 }
 
+bool Listener::owner_has_room() const {
+  return !policy_.has_room || policy_.has_room();
+}
+
+bool Listener::at_global_cap() const {
+  return policy_.max_connections != 0 && counts_->total >= policy_.max_connections;
+}
+
+void Listener::on_slot_freed() {
+  // A slot freed while newcomers wait in the backlog: take them again (resume is idempotent).
+  if (!watching_ && !closed_ && owner_has_room() && !at_global_cap()) set_watching(true);
+}
+
 void Listener::accept_pending() {
-  while (has_room_()) {
+  for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+    if (!owner_has_room() || (at_global_cap() && !policy_.refuse_when_full)) {
+      if (at_global_cap())
+        trip(kWaiting, fmt::format("at the limit of {} connections: newcomers wait",
+                                   policy_.max_connections));
+      set_watching(false);
+      return;
+    }
     bool dropped = false;
     std::optional<Acceptor::Accepted> accepted = acceptor_.accept(dropped);
-    if (dropped) logger_.info("refused a connection: out of file descriptors");
+    if (dropped) trip(kOutOfFds, "refused a connection: out of file descriptors");
     if (!accepted) return;
-    on_connection_(std::move(*accepted));
+    admit(std::move(*accepted));
     if (closed_) return;  // the owner shut down while handling it
   }
-  set_watching(false);
+}
+
+void Listener::admit(Acceptor::Accepted accepted) {
+  const sockaddr* address = accepted.address.get();
+  if (policy_.allowed && !policy_.allowed(address, accepted.address.length))
+    return refuse(std::move(accepted), Refusal::not_allowed);
+  if (at_global_cap()) return refuse(std::move(accepted), Refusal::server_full);
+  std::string key = address_key(address, accepted.address.length);
+  if (policy_.max_per_address != 0) {
+    auto it = counts_->per_address.find(key);
+    if (it != counts_->per_address.end() && it->second >= policy_.max_per_address)
+      return refuse(std::move(accepted), Refusal::too_many_from_address);
+  }
+  AdmissionTicket ticket(counts_, std::move(key));
+  on_connection_(Admitted{std::move(accepted.fd), std::move(accepted.peer), accepted.address,
+                          std::move(ticket)});
+}
+
+void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
+  switch (refusal) {
+    case Refusal::server_full:
+      trip(kFull,
+           fmt::format("refused {}: server full ({} connections)", accepted.peer, counts_->total));
+      break;
+    case Refusal::too_many_from_address:
+      trip(kPerAddress, fmt::format("refused {}: too many connections from this address ({})",
+                                    accepted.peer, policy_.max_per_address));
+      break;
+    case Refusal::not_allowed:
+      trip(kNotAllowed, fmt::format("refused {}: address not allowed", accepted.peer));
+      break;
+  }
+  // Past the bound, closing at once may reset the connection; the bound keeps a refusal flood
+  // from holding fds and memory of its own.
+  if (refused_.size() >= kMaxRefusing) return;
+  std::string message = policy_.refusal_message ? policy_.refusal_message(refusal) : std::string();
+  auto client = std::make_unique<RefusedClient>(*this, std::move(accepted.fd), message);
+  RefusedClient* key = client.get();
+  refused_.emplace(key, std::move(client));
+}
+
+void Listener::forget_refused(RefusedClient& client) {
+  auto it = refused_.find(&client);
+  if (it == refused_.end()) return;
+  loop_.retire(std::move(it->second));
+  refused_.erase(it);
+}
+
+void Listener::trip(Trip kind, const std::string& line) {
+  TripLog& log = trips_[kind];
+  auto now = EventLoop::Clock::now();
+  if (log.last == EventLoop::Clock::time_point{} || now - log.last >= kTripLogInterval) {
+    log.last = now;
+    logger_.info("{}", line);
+    return;
+  }
+  // Within the quiet period: count it, and say how many once the period is over.
+  if (log.swallowed++ == 0) {
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(kTripLogInterval - (now - log.last));
+    log.summary_timer = loop_.add_timer(wait, [this, kind] {
+      TripLog& pending = trips_[kind];
+      pending.summary_timer = 0;
+      pending.last = EventLoop::Clock::now();
+      logger_.info("... and {} more like it in the last second",
+                   std::exchange(pending.swallowed, 0));
+    });
+  }
 }
 
 }  // namespace mux

@@ -1,11 +1,24 @@
-// Listener: a listening socket watched by an EventLoop. It hands each new connection to its owner
-// while the owner has room, and stops watching the socket when the owner is full, so newcomers
-// wait in the kernel's backlog instead of being refused; the owner calls resume() when a client
-// leaves. Used by servers whose limit means "wait" (upload-server, both serve modes).
+// Listener: the one accept path of every server. Owns the listening socket (through an Acceptor,
+// which keeps the EMFILE reserve-fd trick), watches it in an EventLoop and applies the server's
+// AdmissionPolicy to each newcomer: at the global cap newcomers wait in the kernel's backlog (the
+// socket is unwatched until a slot frees) or are accepted and refused; past the per-address cap or
+// the allowed() predicate they are accepted and refused. A refused client is told the policy's
+// message and closed gracefully (so the message is not destroyed by a reset), at most
+// kMaxRefusing at a time; beyond that it is closed at once. Every limit that trips is logged, at
+// most once a second per kind, with a count of what the quiet period swallowed.
+// Owned by the server (chat-server, upload-server in both serve modes), which receives each
+// admitted connection with its AdmissionTicket.
 #pragma once
 
+#include <array>
+#include <chrono>
+#include <cstddef>
 #include <functional>
+#include <memory>
+#include <unordered_map>
 
+#include "core/admission.hpp"
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/net.hpp"
@@ -14,33 +27,71 @@ namespace mux {
 
 class Logger;
 
+// A connection the policy let in: the socket, who it is, and the slots it holds.
+struct Admitted {
+  Fd fd;
+  std::string peer;  // "127.0.0.1:40000", for logs
+  SocketAddress address;
+  AdmissionTicket ticket;
+};
+
 class Listener {
  public:
-  using HasRoom = std::function<bool()>;
-  using OnConnection = std::function<void(Acceptor::Accepted)>;
+  using OnConnection = std::function<void(Admitted)>;
 
-  Listener(EventLoop& loop, Fd listening_socket, Logger& logger, HasRoom has_room,
+  // Refused clients being told why, at most; past this a refusal closes at once.
+  static constexpr std::size_t kMaxRefusing = 64;
+  // Accepts per wakeup, so a connection storm cannot starve the clients already served.
+  static constexpr int kAcceptsPerWakeup = 256;
+
+  Listener(EventLoop& loop, Fd listening_socket, Logger& logger, AdmissionPolicy policy,
            OnConnection on_connection);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   ~Listener();
 
-  // Starts (or restarts, after the owner was full) accepting.
+  // Starts (or restarts, after the owner's has_room said no) accepting.
   void resume();
   // Stops accepting for good and closes the listening socket (shutdown).
   void close();
 
   [[nodiscard]] int fd() const noexcept { return acceptor_.fd(); }
+  // Admitted connections whose tickets are still held.
+  [[nodiscard]] std::size_t connections() const noexcept { return counts_->total; }
+  [[nodiscard]] std::size_t refusing() const noexcept { return refused_.size(); }
+  [[nodiscard]] const AdmissionPolicy& policy() const noexcept { return policy_; }
 
  private:
+  class RefusedClient;
+  // What the log says about one kind of tripped limit, once a second at most.
+  struct TripLog {
+    EventLoop::Clock::time_point last{};
+    std::size_t swallowed = 0;
+    EventLoop::TimerId summary_timer = 0;
+  };
+  enum Trip : std::size_t { kFull, kPerAddress, kNotAllowed, kWaiting, kOutOfFds, kTripKinds };
+
   void accept_pending();
+  void admit(Acceptor::Accepted accepted);
+  [[nodiscard]] bool owner_has_room() const;
+  [[nodiscard]] bool at_global_cap() const;
+  void refuse(Acceptor::Accepted accepted, Refusal refusal);
+  void forget_refused(RefusedClient& client);
   void set_watching(bool on);
+  void trip(Trip kind, const std::string& line);
+  friend void notify_slot_freed(Listener& listener);
+  void on_slot_freed();
 
   EventLoop& loop_;
   Logger& logger_;
   Acceptor acceptor_;
-  HasRoom has_room_;
+  AdmissionPolicy policy_;
   OnConnection on_connection_;
+  std::shared_ptr<AdmissionCounts> counts_;
+  // Refusals are plain TCP even on a TLS listener: a short read buffer is all they need.
+  ConnectionContext refusal_context_;
+  std::unordered_map<RefusedClient*, std::unique_ptr<RefusedClient>> refused_;
+  std::array<TripLog, kTripKinds> trips_{};
   bool watching_ = false;
   bool closed_ = false;
 };

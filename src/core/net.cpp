@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -126,6 +127,27 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+void set_keepalive(int fd, int idle_seconds, int interval_seconds, int probes) {
+  int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_seconds, sizeof idle_seconds);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_seconds, sizeof interval_seconds);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+}
+
+std::vector<SocketAddress> resolve_tcp(const std::string& host, std::uint16_t port) {
+  AddrinfoList list = resolve(host, port, false);
+  std::vector<SocketAddress> addresses;
+  for (addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    SocketAddress address;
+    std::memcpy(&address.storage, ai->ai_addr, ai->ai_addrlen);
+    address.length = ai->ai_addrlen;
+    addresses.push_back(address);
+  }
+  return addresses;
+}
+
 Acceptor::Acceptor(Fd listener)
     : listener_(std::move(listener)), reserve_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
@@ -137,7 +159,10 @@ std::optional<Acceptor::Accepted> Acceptor::accept(bool& dropped) {
     int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&address), &length,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      return Accepted{Fd(fd), format_address(reinterpret_cast<sockaddr*>(&address), length)};
+      Accepted accepted{Fd(fd), format_address(reinterpret_cast<sockaddr*>(&address), length), {}};
+      accepted.address.storage = address;
+      accepted.address.length = length;
+      return accepted;
     }
     switch (errno) {
       case EINTR:

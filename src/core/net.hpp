@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/fd.hpp"
 
@@ -26,6 +27,23 @@ Fd connect_tcp(const std::string& host, std::uint16_t port);
 
 void set_nodelay(int fd);
 
+// TCP keepalive, so a peer that vanished (cable pulled, machine gone) is found: the first probe
+// after `idle_seconds` without traffic, then one every `interval_seconds`, `probes` unanswered
+// ones end the connection (reads fail with ETIMEDOUT). Best effort: errors are ignored.
+void set_keepalive(int fd, int idle_seconds, int interval_seconds, int probes);
+
+// One resolved address of a name, as connect() wants it.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  [[nodiscard]] const sockaddr* get() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&storage);
+  }
+};
+// Every address `host`:`port` resolves to (blocking getaddrinfo: a name lookup, instant for
+// numeric addresses). Throws std::runtime_error naming the endpoint when none does.
+std::vector<SocketAddress> resolve_tcp(const std::string& host, std::uint16_t port);
+
 // Accepts connections without letting fd exhaustion spin the loop: when accept fails with
 // EMFILE/ENFILE, a reserved fd is given up to take the pending connection off the queue and close
 // it at once, then reserved again (the pending connection would otherwise keep the listener
@@ -34,7 +52,8 @@ class Acceptor {
  public:
   struct Accepted {
     Fd fd;
-    std::string peer;
+    std::string peer;  // "127.0.0.1:40000", for logs
+    SocketAddress address;
   };
   explicit Acceptor(Fd listener);
 

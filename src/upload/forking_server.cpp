@@ -31,9 +31,9 @@ ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory*
       output_dir_(output_dir),
       max_size_(max_size),
       max_clients_(max_clients),
-      listener_(
-          loop_, std::move(listener), logger, [this] { return !at_capacity(); },
-          [this](Acceptor::Accepted accepted) { spawn_child(std::move(accepted)); }) {}
+      listener_(loop_, std::move(listener), logger,
+                AdmissionPolicy::wait_for_room([this] { return !at_capacity(); }),
+                [this](Admitted accepted) { spawn_child(std::move(accepted)); }) {}
 
 void ForkingServer::run() {
   // Registered before the first fork, so no child can exit unnoticed.
@@ -48,7 +48,7 @@ bool ForkingServer::at_capacity() const {
   return max_clients_ != 0 && children_.size() >= max_clients_;
 }
 
-void ForkingServer::spawn_child(Acceptor::Accepted accepted) {
+void ForkingServer::spawn_child(Admitted accepted) {
   std::uint64_t number = next_client_number_++;
   logger_.detail("[Client {}] {} connected", number, accepted.peer);
   int socket_fd = accepted.fd.get();

@@ -27,7 +27,7 @@ class ForkingServer {
   void run();
 
  private:
-  void spawn_child(Acceptor::Accepted accepted);
+  void spawn_child(Admitted accepted);
   void reap();
   void begin_shutdown();
   void signal_children(int signo);

@@ -13,9 +13,9 @@ SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDire
       context_{loop_, logger, output_dir, max_size, read_buffer_},
       max_clients_(max_clients),
       // While full, connections wait in the kernel's backlog instead of being refused.
-      listener_(
-          loop_, std::move(listener), logger, [this] { return !at_capacity(); },
-          [this](Acceptor::Accepted accepted) { start_session(std::move(accepted)); }) {}
+      listener_(loop_, std::move(listener), logger,
+                AdmissionPolicy::wait_for_room([this] { return !at_capacity(); }),
+                [this](Admitted accepted) { start_session(std::move(accepted)); }) {}
 
 void SingleLoopServer::run() {
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
@@ -28,7 +28,7 @@ bool SingleLoopServer::at_capacity() const {
   return max_clients_ != 0 && sessions_.size() >= max_clients_;
 }
 
-void SingleLoopServer::start_session(Acceptor::Accepted accepted) {
+void SingleLoopServer::start_session(Admitted accepted) {
   std::uint64_t number = next_client_number_++;
   logger_.detail("[Client {}] {} connected", number, accepted.peer);
   auto session = std::make_unique<UploadSession>(

@@ -26,7 +26,7 @@ class SingleLoopServer {
   void run();
 
  private:
-  void start_session(Acceptor::Accepted accepted);
+  void start_session(Admitted accepted);
   void on_session_finished(UploadSession& session);
   void begin_shutdown();
   void end_remaining_uploads();

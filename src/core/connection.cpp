@@ -1,0 +1,313 @@
+#include "core/connection.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <system_error>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace mux {
+namespace {
+
+// Reads per wakeup while lingering: enough to swallow what a sender still has in flight, bounded
+// so a peer that keeps sending cannot hold the loop (the linger deadline ends it anyway).
+constexpr int kDiscardReadsPerWakeup = 16;
+
+std::string socket_error(int fd) {
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0 || error == 0)
+    return "closed by peer";
+  return fmt::format("connection error: {}", std::generic_category().message(error));
+}
+
+}  // namespace
+
+Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<ByteStream> stream,
+                       Owner& owner)
+    : context_(context),
+      owner_(owner),
+      socket_(std::move(socket)),
+      stream_(std::move(stream)),
+      self_(std::make_shared<Connection*>(this)) {
+  if (!stream_) stream_ = make_plain_stream(socket_.get());
+  IoResult opening = stream_->handshake();
+  if (opening.ok()) {
+    state_ = State::open;
+  } else if (opening.blocked()) {
+    arm_phase_timer(context_.handshake_timeout, "handshake timed out");
+  }
+  context_.loop.watch(socket_.get(), state_ == State::open ? EPOLLIN : stream_->wants(),
+                      [this](std::uint32_t events) { handle_events(events); });
+  if (!opening.ok() && !opening.blocked())
+    close_now(fmt::format("handshake failed: {}", opening.describe()));
+}
+
+Connection::Connection(ConnectionContext& context, Fd socket, Owner& owner)
+    : Connection(context, std::move(socket), nullptr, owner) {}
+
+Connection::~Connection() {
+  *self_ = nullptr;
+  context_.loop.cancel_timer(phase_timer_);
+  context_.loop.cancel_timer(idle_timer_);
+  if (socket_) context_.loop.unwatch(socket_.get());
+}
+
+bool Connection::wants_to_read() const noexcept {
+  return state_ == State::open && !paused_ && !input_ended_;
+}
+
+void Connection::update_interest() {
+  if (state_ == State::closed) return;
+  std::uint32_t interest = 0;
+  if (state_ == State::handshaking) {
+    interest = stream_->wants();
+  } else {
+    if (wants_to_read()) interest |= read_wants_;
+    if (state_ == State::lingering) interest |= EPOLLIN;
+    interest |= write_wants_;
+  }
+  context_.loop.modify(socket_.get(), interest);
+}
+
+void Connection::handle_events(std::uint32_t events) {
+  if (state_ == State::closed) return;
+  if (state_ == State::handshaking) return drive_handshake();
+  constexpr std::uint32_t kTrouble = EPOLLERR | EPOLLHUP;
+  if (write_wants_ != 0 && (events & (write_wants_ | kTrouble))) {
+    if (shutdown_pending_) {
+      start_shutdown();
+    } else {
+      write_now();
+    }
+    if (state_ == State::closed) return;
+  }
+  if (state_ == State::lingering) {
+    if (events & (EPOLLIN | kTrouble)) discard_input();
+    return;
+  }
+  if (wants_to_read()) {
+    if (events & (read_wants_ | kTrouble)) read_input();
+    return;
+  }
+  // Not reading (paused, draining, input ended) yet the socket reports an error or a hang-up:
+  // level-triggered, it would fire forever. Nothing more can be written or read on it.
+  if (events & kTrouble) close_now(socket_error(socket_.get()));
+}
+
+void Connection::drive_handshake() {
+  IoResult result = stream_->handshake();
+  if (result.blocked()) return update_interest();
+  if (!result.ok()) return close_now(fmt::format("handshake failed: {}", result.describe()));
+  state_ = State::open;
+  context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
+  update_interest();
+  write_now();  // what the owner sent meanwhile
+  if (state_ == State::closed) return;
+  owner_.on_ready();
+  if (wants_to_read() && stream_->has_buffered_input())
+    defer_while_alive([](Connection& connection) {
+      if (connection.wants_to_read()) connection.read_input();
+    });
+}
+
+void Connection::read_input() {
+  ReadBuffer& buffer = context_.read_buffer;
+  int reads = 0;
+  for (;;) {
+    IoResult result = stream_->read(buffer.data(), buffer.size());
+    if (result.ok()) {
+      if (idle_timeout_.count() > 0) last_input_ = EventLoop::Clock::now();
+      owner_.on_data(std::string_view(buffer.data(), result.bytes));
+      if (!wants_to_read()) return;  // the owner paused or closed
+      // Input the stream decrypted ahead is invisible to epoll: take it now.
+      if (stream_->has_buffered_input()) continue;
+      // A short read drained the socket; another would only return EAGAIN.
+      if (++reads >= context_.reads_per_wakeup || result.bytes < buffer.size()) return;
+      continue;
+    }
+    if (result.blocked()) {
+      std::uint32_t wants = stream_->wants();
+      if (wants != read_wants_) {
+        read_wants_ = wants;
+        update_interest();
+      }
+      return;
+    }
+    if (result.status == IoResult::Status::end_of_stream) {
+      input_ended_ = true;
+      update_interest();
+      owner_.on_end_of_input();
+      return;
+    }
+    return close_now(fmt::format("connection error: {}", result.describe()));
+  }
+}
+
+void Connection::discard_input() {
+  ReadBuffer& buffer = context_.read_buffer;
+  for (int i = 0; i < kDiscardReadsPerWakeup; ++i) {
+    IoResult result = stream_->read(buffer.data(), buffer.size());
+    if (result.ok()) continue;
+    if (result.blocked()) return;
+    // The peer's EOF (or its reset): everything we sent has been taken.
+    return close_now({});
+  }
+}
+
+void Connection::send(Block block) {
+  if (state_ == State::closed || state_ == State::lingering || shutdown_pending_) return;
+  queue_.push(std::move(block));
+  if (high_water_ != 0 && queue_.bytes() > high_water_) {
+    // Over the mark counts only what the kernel would not take: write now before judging.
+    write_now();
+    if (state_ != State::closed && queue_.bytes() > high_water_)
+      owner_.on_high_water(queue_.bytes());
+    return;
+  }
+  schedule_flush();
+}
+
+void Connection::schedule_flush() {
+  // While a write is blocked the writable event flushes; before the handshake nothing can go.
+  if (flush_scheduled_ || write_wants_ != 0 || state_ == State::handshaking) return;
+  flush_scheduled_ = true;
+  defer_while_alive([](Connection& connection) {
+    connection.flush_scheduled_ = false;
+    connection.write_now();
+  });
+}
+
+void Connection::flush() {
+  write_now();
+}
+
+void Connection::write_now() {
+  if (state_ != State::open && state_ != State::draining) return;
+  if (shutdown_pending_) return;
+  IoResult failure;
+  switch (queue_.write_to(*stream_, failure)) {
+    case OutputQueue::Status::drained:
+      if (write_wants_ != 0) {
+        write_wants_ = 0;
+        update_interest();
+      }
+      if (state_ == State::draining) start_shutdown();
+      return;
+    case OutputQueue::Status::blocked:
+      write_wants_ = stream_->wants();
+      update_interest();
+      return;
+    case OutputQueue::Status::failed:
+      return close_now(fmt::format("write failed: {}", failure.describe()));
+  }
+}
+
+void Connection::pause_reading() {
+  if (paused_) return;
+  paused_ = true;
+  update_interest();
+}
+
+void Connection::resume_reading() {
+  if (!paused_) return;
+  paused_ = false;
+  update_interest();
+  if (wants_to_read() && stream_->has_buffered_input())
+    defer_while_alive([](Connection& connection) {
+      if (connection.wants_to_read()) connection.read_input();
+    });
+}
+
+void Connection::close_gracefully() {
+  if (state_ == State::handshaking) return close_now({});
+  if (state_ != State::open) return;
+  state_ = State::draining;
+  context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
+  arm_phase_timer(context_.drain_timeout, "timed out writing to it");
+  update_interest();  // stops reading
+  write_now();        // drained at once: half-closes
+}
+
+void Connection::start_shutdown() {
+  IoResult result = stream_->shutdown_write();
+  if (result.blocked()) {
+    shutdown_pending_ = true;
+    write_wants_ = stream_->wants();
+    return update_interest();
+  }
+  shutdown_pending_ = false;
+  write_wants_ = 0;
+  if (!result.ok()) return close_now(fmt::format("connection error: {}", result.describe()));
+  start_lingering();
+}
+
+void Connection::start_lingering() {
+  if (input_ended_) return close_now({});  // the peer is done sending: nothing to wait for
+  state_ = State::lingering;
+  arm_phase_timer(context_.linger_timeout, "");
+  update_interest();
+}
+
+void Connection::close_now(std::string reason) {
+  if (state_ == State::closed) return;
+  state_ = State::closed;
+  context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
+  context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
+  queue_.clear();
+  context_.loop.unwatch(socket_.get());
+  stream_.reset();
+  socket_.reset();
+  defer_while_alive([reason = std::move(reason)](Connection& connection) {
+    connection.owner_.on_closed(reason);
+  });
+}
+
+void Connection::arm_phase_timer(std::chrono::milliseconds delay, const char* reason) {
+  context_.loop.cancel_timer(phase_timer_);
+  phase_timer_ = context_.loop.add_timer(delay, [this, reason] {
+    phase_timer_ = 0;
+    close_now(reason);
+  });
+}
+
+void Connection::set_idle_timeout(std::chrono::milliseconds timeout) {
+  context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
+  idle_timeout_ = timeout;
+  last_input_ = EventLoop::Clock::now();
+  if (timeout.count() > 0 && !closing()) arm_idle_timer(timeout);
+}
+
+void Connection::arm_idle_timer(std::chrono::milliseconds delay) {
+  idle_timer_ = context_.loop.add_timer(delay, [this] {
+    idle_timer_ = 0;
+    on_idle_timer();
+  });
+}
+
+// The timer is not moved on every read (that would cost a timer-queue update per read): when it
+// fires early because input arrived meanwhile, it is simply armed again for the rest.
+void Connection::on_idle_timer() {
+  if (closing() || idle_timeout_.count() <= 0) return;
+  auto quiet =
+      std::chrono::duration_cast<std::chrono::milliseconds>(EventLoop::Clock::now() - last_input_);
+  // Paused reading is our choice, not the peer's idleness.
+  if (paused_) {
+    last_input_ = EventLoop::Clock::now();
+    return arm_idle_timer(idle_timeout_);
+  }
+  if (quiet < idle_timeout_) return arm_idle_timer(idle_timeout_ - quiet);
+  last_input_ = EventLoop::Clock::now();
+  arm_idle_timer(idle_timeout_);
+  owner_.on_idle();
+}
+
+void Connection::defer_while_alive(std::function<void(Connection&)> callback) {
+  context_.loop.defer([token = self_, callback = std::move(callback)] {
+    if (Connection* connection = *token) callback(*connection);
+  });
+}
+
+}  // namespace mux

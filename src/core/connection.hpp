@@ -1,0 +1,178 @@
+// Connection: one client or outbound socket, as every subcommand sees it. Owns the socket (Fd),
+// the ByteStream that moves its bytes (plain TCP or TLS), its EventLoop registration, its
+// OutputQueue and its timers (handshake / close deadlines and the idle deadline). It reports
+// what happens to an Owner (the chat session, the upload session, the Redis link...) and offers
+// send, flow control (pause/resume reading), graceful close (drain, half-close, bounded linger
+// reading and discarding until the peer's EOF, close) and immediate close.
+//
+// Who calls it: servers create one per accepted socket (with a stream from their StreamFactory,
+// so TLS is "a different factory"), clients per outbound link (Connector). The owner keeps it
+// alive and, once told on_closed(), hands it to EventLoop::retire() — never deletes it inside a
+// callback.
+//
+// Memory: an idle connection holds no buffer. Reads land in the ConnectionContext's read buffer,
+// shared by every connection of one loop; the output queue is empty (no heap) while idle.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/byte_stream.hpp"
+#include "core/event_loop.hpp"
+#include "core/fd.hpp"
+#include "core/output_queue.hpp"
+
+namespace mux {
+
+// The buffer every read of one loop lands in. Not zero-filled: only the pages reads actually
+// touch become resident, which keeps a fork-mode child (that mostly reads short lines) small.
+class ReadBuffer {
+ public:
+  explicit ReadBuffer(std::size_t size)
+      : bytes_(std::make_unique_for_overwrite<char[]>(size)), size_(size) {}
+  [[nodiscard]] char* data() noexcept { return bytes_.get(); }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  std::size_t size_;
+};
+
+// Makes the stream for a new socket: make_plain_stream, or a TLS server/client stream.
+using StreamFactory = std::function<std::unique_ptr<ByteStream>(int fd)>;
+
+// What every connection of one loop shares, so that each one costs only its own small state.
+struct ConnectionContext {
+  explicit ConnectionContext(EventLoop& event_loop, std::size_t read_buffer_bytes = 64 * 1024)
+      : loop(event_loop), read_buffer(read_buffer_bytes) {}
+
+  EventLoop& loop;
+  ReadBuffer read_buffer;
+  // Reads per readiness event: 1 keeps many chatty connections fair; bulk receivers (uploads)
+  // take more per wakeup. Input a stream holds decrypted ahead is read regardless.
+  int reads_per_wakeup = 1;
+  // The opening handshake (TLS) must finish within this, or the connection is closed.
+  std::chrono::milliseconds handshake_timeout{10'000};
+  // Graceful close: at most this long to write what is queued...
+  std::chrono::milliseconds drain_timeout{2'000};
+  // ...then at most this long, after our FIN, reading and discarding until the peer's EOF.
+  std::chrono::milliseconds linger_timeout{500};
+};
+
+class Connection {
+ public:
+  class Owner {
+   public:
+    // Bytes read, valid only during the call (they live in the shared read buffer).
+    virtual void on_data(std::string_view bytes) = 0;
+    // The peer closed its sending side. Reading stops; sending still works until the owner
+    // closes.
+    virtual void on_end_of_input() = 0;
+    // Called once, from a deferred callback (never inside the owner's own call into the
+    // connection), after the socket is closed: the owner may now retire the connection.
+    // `reason` is empty after a graceful close that went as planned.
+    virtual void on_closed(std::string_view reason) = 0;
+    // A handshake that could not finish at once has finished (never called for plain TCP).
+    virtual void on_ready() {}
+    // More than the high-water mark is still queued after a write attempt. Called inside the
+    // owner's send(); the owner usually closes the connection (a reader too slow to keep).
+    virtual void on_high_water(std::size_t /*queued*/) {}
+    // No input arrived for the idle timeout.
+    virtual void on_idle() {}
+
+   protected:
+    ~Owner() = default;
+  };
+
+  // Takes the socket (non-blocking) and the stream on it; watches it at once. A stream whose
+  // handshake completes at once (plain TCP) is ready when the constructor returns. A null
+  // stream means plain TCP.
+  Connection(ConnectionContext& context, Fd socket, std::unique_ptr<ByteStream> stream,
+             Owner& owner);
+  // The plain TCP stream.
+  Connection(ConnectionContext& context, Fd socket, Owner& owner);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();
+
+  // Queues bytes; written when the current batch ends (many sends, one writev) or when the
+  // handshake completes. Ignored once closing has passed the drain.
+  void send(Block block);
+  void send(std::string_view bytes) { send(make_block(std::string(bytes))); }
+  // Writes what is queued now instead of at the end of the batch.
+  void flush();
+
+  // Flow control: while paused nothing is read, so the kernel's receive buffer fills and TCP
+  // pushes back on the sender.
+  void pause_reading();
+  void resume_reading();
+
+  // Stops reading, writes what is queued, half-closes, reads and discards until the peer's EOF
+  // (so unread input cannot turn our close into a reset that destroys the last reply), closes.
+  // Each phase is bounded by the context's drain / linger timeouts.
+  void close_gracefully();
+  // Closes now; queued output is dropped. `reason` goes to on_closed().
+  void close_now(std::string reason);
+
+  // on_high_water() when more than `bytes` are still queued after a write attempt (0: never).
+  void set_high_water_mark(std::size_t bytes) noexcept { high_water_ = bytes; }
+  // on_idle() after `timeout` without input (zero: never). Restarts the clock.
+  void set_idle_timeout(std::chrono::milliseconds timeout);
+
+  [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+  [[nodiscard]] std::size_t queued() const noexcept { return queue_.bytes(); }
+  [[nodiscard]] bool ready() const noexcept { return state_ != State::handshaking; }
+  [[nodiscard]] bool closed() const noexcept { return state_ == State::closed; }
+  [[nodiscard]] bool closing() const noexcept {
+    return state_ == State::draining || state_ == State::lingering || state_ == State::closed;
+  }
+  [[nodiscard]] bool reading_paused() const noexcept { return paused_; }
+  [[nodiscard]] bool input_ended() const noexcept { return input_ended_; }
+  [[nodiscard]] const ByteStream* stream() const noexcept { return stream_.get(); }
+
+ private:
+  enum class State : std::uint8_t { handshaking, open, draining, lingering, closed };
+
+  void handle_events(std::uint32_t events);
+  void drive_handshake();
+  void read_input();
+  void discard_input();
+  void schedule_flush();
+  void write_now();
+  void start_shutdown();
+  void start_lingering();
+  void update_interest();
+  [[nodiscard]] bool wants_to_read() const noexcept;
+  void arm_phase_timer(std::chrono::milliseconds delay, const char* reason);
+  void arm_idle_timer(std::chrono::milliseconds delay);
+  void on_idle_timer();
+  // Runs `callback` after the batch unless this connection has been destroyed by then.
+  void defer_while_alive(std::function<void(Connection&)> callback);
+
+  ConnectionContext& context_;
+  Owner& owner_;
+  Fd socket_;
+  std::unique_ptr<ByteStream> stream_;
+  OutputQueue queue_;
+  // Shared with deferred callbacks so a connection destroyed before the batch ends is not touched.
+  std::shared_ptr<Connection*> self_;
+  std::size_t high_water_ = 0;
+  EventLoop::TimerId phase_timer_ = 0;  // handshake, drain or linger deadline
+  EventLoop::TimerId idle_timer_ = 0;
+  std::chrono::milliseconds idle_timeout_{0};
+  EventLoop::Clock::time_point last_input_{};
+  std::uint32_t read_wants_ = EPOLLIN;  // what the stream's last blocked read waits for
+  std::uint32_t write_wants_ = 0;       // what the last blocked write waits for; 0 when none
+  State state_ = State::handshaking;
+  bool paused_ = false;
+  bool input_ended_ = false;
+  bool flush_scheduled_ = false;
+  bool shutdown_pending_ = false;  // shutdown_write() would block (TLS close_notify)
+};
+
+}  // namespace mux

@@ -1,0 +1,576 @@
+// Connection, Connector, Listener admission and ChildSupervisor over real socketpairs and
+// loopback sockets. Every wait is "run the loop until this is true", with a deadline.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/child_supervisor.hpp"
+#include "core/connection.hpp"
+#include "core/connector.hpp"
+#include "core/event_loop.hpp"
+#include "core/listener.hpp"
+#include "core/logger.hpp"
+#include "core/net.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs the loop until `done` is true or `limit` passes; returns `done()`.
+bool run_until(mux::EventLoop& loop, const std::function<bool()>& done,
+               std::chrono::milliseconds limit = 5000ms) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline)
+    loop.run_once(20ms);
+  return done();
+}
+
+struct SocketPair {
+  mux::Fd ours;
+  mux::Fd theirs;
+};
+
+SocketPair socket_pair() {
+  int ends[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) == 0);
+  return {mux::Fd(ends[0]), mux::Fd(ends[1])};
+}
+
+// A connected loopback TCP pair (ours non-blocking, theirs blocking) and the listener's port.
+struct TcpPair {
+  mux::Fd ours;
+  mux::Fd theirs;
+};
+
+TcpPair tcp_pair() {
+  mux::Fd listener = mux::listen_tcp("127.0.0.1", 0);
+  sockaddr_in address{};
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  mux::Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), length) == 0);
+  pollfd ready{listener.get(), POLLIN, 0};
+  REQUIRE(::poll(&ready, 1, 5000) == 1);
+  mux::Fd server(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  REQUIRE(server.valid());
+  return {std::move(server), std::move(client)};
+}
+
+std::string read_some(int fd) {
+  char buffer[65536];
+  ssize_t n = ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+  return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+}
+
+// Reads until EOF (blocking socket, bounded by SO_RCVTIMEO); `error` gets errno on a failure.
+std::string read_to_end(int fd, int& error) {
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  std::string all;
+  error = 0;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n > 0) {
+      all.append(buffer, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0) error = errno;
+    return all;
+  }
+}
+
+struct RecordingOwner : mux::Connection::Owner {
+  std::string data;
+  bool ended = false;
+  std::optional<std::string> closed_reason;
+  int ready = 0;
+  std::size_t high_water = 0;
+  int idle = 0;
+  std::function<void(std::string_view)> on_bytes;
+
+  void on_data(std::string_view bytes) override {
+    data += bytes;
+    if (on_bytes) on_bytes(bytes);
+  }
+  void on_end_of_input() override { ended = true; }
+  void on_closed(std::string_view reason) override { closed_reason = std::string(reason); }
+  void on_ready() override { ++ready; }
+  void on_high_water(std::size_t queued) override { high_water = queued; }
+  void on_idle() override { ++idle; }
+};
+
+}  // namespace
+
+TEST_CASE("Connection: reports data and end of input, and sends") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  CHECK(connection.ready());
+  REQUIRE(::write(pair.theirs.get(), "hello\n", 6) == 6);
+  CHECK(run_until(loop, [&] { return owner.data == "hello\n"; }));
+  connection.send("one ");
+  connection.send(mux::make_block("two\n"));
+  std::string got;
+  CHECK(run_until(loop, [&] {
+    got += read_some(pair.theirs.get());
+    return got == "one two\n";
+  }));
+  ::shutdown(pair.theirs.get(), SHUT_WR);
+  CHECK(run_until(loop, [&] { return owner.ended; }));
+  CHECK(connection.input_ended());
+  // Half-open: still writable after the peer's EOF.
+  connection.send("bye\n");
+  got.clear();
+  CHECK(run_until(loop, [&] {
+    got += read_some(pair.theirs.get());
+    return got == "bye\n";
+  }));
+  CHECK_FALSE(owner.closed_reason);
+}
+
+TEST_CASE("Connection: graceful close drains, half-closes and lingers until the peer's EOF") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  TcpPair pair = tcp_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  // The peer is still sending when we close: without the linger, the unread input would turn
+  // our close into a reset that can destroy the reply.
+  std::string flood(256 * 1024, 'x');
+  REQUIRE(::send(pair.theirs.get(), flood.data(), 64 * 1024, MSG_DONTWAIT) > 0);
+  connection.send(std::string(200 * 1024, 'r'));
+  connection.close_gracefully();
+  CHECK(connection.closing());
+  int error = 0;
+  std::string got;
+  std::atomic<bool> finished = false;
+  std::thread reader([&] {
+    got = read_to_end(pair.theirs.get(), error);
+    finished = true;
+  });
+  // Our FIN arrives after all 200 KiB; the peer has read to EOF but not closed yet.
+  run_until(loop, [&] { return finished.load(); });
+  reader.join();
+  CHECK(error == 0);
+  CHECK(got == std::string(200 * 1024, 'r'));
+  CHECK_FALSE(owner.closed_reason);  // still lingering: the peer has not closed
+  pair.theirs.reset();
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(*owner.closed_reason == "");
+  CHECK(owner.data.empty());  // nothing is reported once closing has begun
+}
+
+TEST_CASE("Connection: the linger is bounded when the peer never closes") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  context.linger_timeout = 50ms;
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.send("last\n");
+  connection.close_gracefully();
+  CHECK(run_until(
+      loop, [&] { return owner.closed_reason.has_value(); }, 2000ms));
+  CHECK(read_some(pair.theirs.get()) == "last\n");
+}
+
+TEST_CASE("Connection: close_now drops the output and reports the reason after the batch") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  auto connection = std::make_unique<mux::Connection>(context, std::move(pair.ours), owner);
+  connection->send("never\n");
+  connection->close_now("kicked");
+  CHECK(connection->closed());
+  CHECK_FALSE(owner.closed_reason);  // deferred, never inside the caller's own call
+  loop.run_once(0ms);
+  REQUIRE(owner.closed_reason);
+  CHECK(*owner.closed_reason == "kicked");
+  int error = 0;
+  CHECK(read_to_end(pair.theirs.get(), error).empty());
+}
+
+TEST_CASE("Connection: a connection destroyed before its deferred report is not touched") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  auto connection = std::make_unique<mux::Connection>(context, std::move(pair.ours), owner);
+  connection->send("queued\n");  // a deferred flush
+  connection->close_now("gone");
+  connection.reset();
+  loop.run_once(0ms);
+  CHECK_FALSE(owner.closed_reason);
+}
+
+TEST_CASE("Connection: pause_reading stops reading until resume_reading") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.pause_reading();
+  REQUIRE(::write(pair.theirs.get(), "held", 4) == 4);
+  for (int i = 0; i < 5; ++i)
+    loop.run_once(10ms);
+  CHECK(owner.data.empty());
+  CHECK(loop.interest(connection.fd()) == 0);
+  connection.resume_reading();
+  CHECK(run_until(loop, [&] { return owner.data == "held"; }));
+}
+
+TEST_CASE("Connection: a reset while paused closes it instead of spinning on EPOLLHUP") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  TcpPair pair = tcp_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.pause_reading();
+  linger abort_on_close{1, 0};
+  ::setsockopt(pair.theirs.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+  pair.theirs.reset();  // RST
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(owner.closed_reason->find("reset") != std::string::npos);
+}
+
+TEST_CASE("Connection: the high-water mark trips when a reader does not keep up") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.set_high_water_mark(64 * 1024);
+  connection.send(std::string(1000, 'a'));
+  CHECK(owner.high_water == 0);
+  for (int i = 0; i < 100 && owner.high_water == 0; ++i)
+    connection.send(std::string(64 * 1024, 'b'));
+  CHECK(owner.high_water > 64 * 1024);
+  CHECK(connection.queued() == owner.high_water);
+}
+
+TEST_CASE("Connection: the idle timer fires without input and not while input flows") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.set_idle_timeout(300ms);
+  // Input every 50 ms for 600 ms keeps it quiet.
+  auto start = std::chrono::steady_clock::now();
+  auto last_write = start;
+  while (std::chrono::steady_clock::now() - start < 600ms) {
+    REQUIRE(::write(pair.theirs.get(), "x", 1) == 1);
+    last_write = std::chrono::steady_clock::now();
+    run_until(
+        loop, [&] { return false; }, 50ms);
+  }
+  CHECK(owner.idle == 0);
+  CHECK(run_until(
+      loop, [&] { return owner.idle == 1; }, 2000ms));
+  auto quiet = std::chrono::steady_clock::now() - last_write;
+  CHECK(quiet >= 250ms);
+}
+
+namespace {
+
+// A stream whose handshake takes `steps` readable events (each consumes one byte) and that
+// can pretend to hold decrypted input the socket no longer shows.
+class SlowHandshakeStream final : public mux::ByteStream {
+ public:
+  SlowHandshakeStream(int fd, int steps, std::string buffered)
+      : fd_(fd), steps_(steps), buffered_(std::move(buffered)) {}
+
+  mux::IoResult handshake() override {
+    while (steps_ > 0) {
+      char byte;
+      if (::read(fd_, &byte, 1) != 1) return mux::IoResult::blocked_on();
+      --steps_;
+    }
+    return mux::IoResult::moved(0);
+  }
+  mux::IoResult read(char* data, std::size_t size) override {
+    if (!buffered_.empty()) {
+      std::size_t n = std::min<std::size_t>({size, buffered_.size(), 2});
+      buffered_.copy(data, n);
+      buffered_.erase(0, n);
+      return mux::IoResult::moved(n);
+    }
+    ssize_t n = ::read(fd_, data, size);
+    if (n > 0) return mux::IoResult::moved(static_cast<std::size_t>(n));
+    if (n == 0) return mux::IoResult::end();
+    if (errno == EAGAIN) return mux::IoResult::blocked_on();
+    return mux::IoResult::failure(errno);
+  }
+  mux::IoResult writev(const iovec* chunks, int count) override {
+    ssize_t n = ::writev(fd_, chunks, count);
+    if (n >= 0) return mux::IoResult::moved(static_cast<std::size_t>(n));
+    if (errno == EAGAIN) return mux::IoResult::blocked_on();
+    return mux::IoResult::failure(errno);
+  }
+  mux::IoResult shutdown_write() override {
+    ::shutdown(fd_, SHUT_WR);
+    return mux::IoResult::moved(0);
+  }
+  [[nodiscard]] std::uint32_t wants() const override { return EPOLLIN; }
+  [[nodiscard]] bool has_buffered_input() const override { return !buffered_.empty(); }
+  [[nodiscard]] const char* kind() const noexcept override { return "test"; }
+  [[nodiscard]] int fd() const noexcept override { return fd_; }
+
+ private:
+  int fd_;
+  int steps_;
+  std::string buffered_;
+};
+
+}  // namespace
+
+TEST_CASE("Connection: a handshake completes before any data; sends wait for it") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  int fd = pair.ours.get();
+  mux::Connection connection(context, std::move(pair.ours),
+                             std::make_unique<SlowHandshakeStream>(fd, 2, "abcdef"), owner);
+  CHECK_FALSE(connection.ready());
+  connection.send("early\n");
+  REQUIRE(::write(pair.theirs.get(), "H", 1) == 1);
+  for (int i = 0; i < 3; ++i)
+    loop.run_once(10ms);
+  CHECK_FALSE(connection.ready());
+  CHECK(read_some(pair.theirs.get()).empty());
+  REQUIRE(::write(pair.theirs.get(), "H", 1) == 1);
+  CHECK(run_until(loop, [&] { return connection.ready(); }));
+  CHECK(owner.ready == 1);
+  // The buffered input is read although epoll never reports the socket readable.
+  CHECK(run_until(loop, [&] { return owner.data == "abcdef"; }));
+  std::string got;
+  CHECK(run_until(loop, [&] {
+    got += read_some(pair.theirs.get());
+    return got == "early\n";
+  }));
+}
+
+TEST_CASE("Connection: a handshake that does not finish in time is closed") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  context.handshake_timeout = 50ms;
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  int fd = pair.ours.get();
+  mux::Connection connection(context, std::move(pair.ours),
+                             std::make_unique<SlowHandshakeStream>(fd, 5, ""), owner);
+  CHECK(run_until(
+      loop, [&] { return owner.closed_reason.has_value(); }, 2000ms));
+  CHECK(*owner.closed_reason == "handshake timed out");
+  CHECK(owner.ready == 0);
+}
+
+TEST_CASE("Connector: connects without blocking, reports refusal, never calls back inside") {
+  mux::EventLoop loop;
+  mux::Fd listener = mux::listen_tcp("127.0.0.1", 0);
+  std::string endpoint = mux::local_address(listener.get());
+  auto port = static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));
+  std::optional<std::string> error;
+  mux::Fd connected;
+  mux::Connector good(loop, "127.0.0.1", port, 2000ms, [&](mux::Fd socket, std::string why) {
+    connected = std::move(socket);
+    error = std::move(why);
+  });
+  CHECK_FALSE(error);
+  CHECK(run_until(loop, [&] { return error.has_value(); }));
+  CHECK(*error == "");
+  REQUIRE(connected.valid());
+  CHECK(mux::peer_address(connected.get()) == endpoint);
+
+  listener.reset();  // nothing listens on the port any more
+  std::optional<std::string> refused;
+  mux::Connector bad(loop, "127.0.0.1", port, 2000ms, [&](mux::Fd socket, std::string why) {
+    CHECK_FALSE(socket.valid());
+    refused = std::move(why);
+  });
+  CHECK_FALSE(refused);
+  CHECK(run_until(loop, [&] { return refused.has_value(); }));
+  CHECK(*refused == "connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
+}
+
+namespace {
+
+// A blocking client socket bound to `source` (127.0.0.2 ... stands for another machine).
+mux::Fd connect_from(const char* source, std::uint16_t port) {
+  mux::Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source, &local.sin_addr);
+  REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) == 0);
+  sockaddr_in remote{};
+  remote.sin_family = AF_INET;
+  remote.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr);
+  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&remote), sizeof remote) == 0);
+  return fd;
+}
+
+std::uint16_t port_of(int fd) {
+  sockaddr_in address{};
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  return ntohs(address.sin_port);
+}
+
+}  // namespace
+
+TEST_CASE("Listener: per-address cap refuses with the message; a freed slot admits again") {
+  mux::EventLoop loop;
+  mux::Logger logger(mux::Verbosity::quiet);
+  mux::AdmissionPolicy policy;
+  policy.max_per_address = 2;
+  policy.refusal_message = [](mux::Refusal refusal) {
+    return std::string("* ") + mux::describe(refusal) + "\n";
+  };
+  std::vector<mux::Admitted> admitted;
+  mux::Listener listener(loop, mux::listen_tcp("127.0.0.1", 0), logger, std::move(policy),
+                         [&](mux::Admitted client) { admitted.push_back(std::move(client)); });
+  listener.resume();
+  std::uint16_t port = port_of(listener.fd());
+  mux::Fd first = connect_from("127.0.0.2", port);
+  mux::Fd second = connect_from("127.0.0.2", port);
+  CHECK(run_until(loop, [&] { return admitted.size() == 2; }));
+  mux::Fd third = connect_from("127.0.0.2", port);
+  mux::Fd other = connect_from("127.0.0.3", port);  // another address is not affected
+  CHECK(run_until(loop, [&] { return admitted.size() == 3 && listener.refusing() == 1; }));
+  CHECK(listener.connections() == 3);
+  int error = 0;
+  std::string refusal;
+  std::atomic<bool> finished = false;
+  std::thread reader([&] {
+    refusal = read_to_end(third.get(), error);
+    finished = true;
+  });
+  run_until(loop, [&] { return finished.load(); });
+  reader.join();
+  third.reset();  // the refused client closes: the linger ends
+  CHECK(refusal == "* too many connections from this address\n");
+  CHECK(error == 0);
+  CHECK(run_until(loop, [&] { return listener.refusing() == 0; }));
+
+  admitted.erase(admitted.begin());  // its ticket gives the slot back
+  CHECK(listener.connections() == 2);
+  mux::Fd again = connect_from("127.0.0.2", port);
+  CHECK(run_until(loop, [&] { return admitted.size() == 3; }));
+}
+
+TEST_CASE("Listener: at the global cap newcomers wait in the backlog until a slot frees") {
+  mux::EventLoop loop;
+  mux::Logger logger(mux::Verbosity::quiet);
+  mux::AdmissionPolicy policy;
+  policy.max_connections = 1;
+  std::vector<mux::Admitted> admitted;
+  mux::Listener listener(loop, mux::listen_tcp("127.0.0.1", 0), logger, std::move(policy),
+                         [&](mux::Admitted client) { admitted.push_back(std::move(client)); });
+  listener.resume();
+  std::uint16_t port = port_of(listener.fd());
+  mux::Fd first = connect_from("127.0.0.1", port);
+  mux::Fd second = connect_from("127.0.0.1", port);
+  CHECK(run_until(loop, [&] { return admitted.size() == 1; }));
+  for (int i = 0; i < 5; ++i)
+    loop.run_once(10ms);
+  CHECK(admitted.size() == 1);
+  CHECK(listener.refusing() == 0);
+  admitted.clear();
+  CHECK(run_until(loop, [&] { return admitted.size() == 1; }));
+}
+
+TEST_CASE("Listener: the allowed() hook refuses; refuse_when_full accepts and refuses") {
+  mux::EventLoop loop;
+  mux::Logger logger(mux::Verbosity::quiet);
+  mux::AdmissionPolicy policy;
+  policy.max_connections = 1;
+  policy.refuse_when_full = true;
+  policy.allowed = [](const sockaddr* address, socklen_t) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(address);
+    return v4->sin_addr.s_addr != htonl(0x7f000004);  // not 127.0.0.4
+  };
+  std::vector<mux::Admitted> admitted;
+  mux::Listener listener(loop, mux::listen_tcp("127.0.0.1", 0), logger, std::move(policy),
+                         [&](mux::Admitted client) { admitted.push_back(std::move(client)); });
+  listener.resume();
+  std::uint16_t port = port_of(listener.fd());
+  mux::Fd denied = connect_from("127.0.0.4", port);
+  CHECK(run_until(loop, [&] { return listener.refusing() == 1; }));
+  CHECK(admitted.empty());
+  mux::Fd first = connect_from("127.0.0.2", port);
+  CHECK(run_until(loop, [&] { return admitted.size() == 1; }));
+  mux::Fd full = connect_from("127.0.0.3", port);
+  CHECK(run_until(loop, [&] { return listener.refusing() == 2; }));
+  CHECK(admitted.size() == 1);
+}
+
+TEST_CASE("ChildSupervisor: reaps, describes, runs the cleanup and frees the ticket") {
+  mux::EventLoop loop;
+  mux::Logger logger(mux::Verbosity::quiet);
+  mux::ChildSupervisor children(loop, logger, 2);
+  CHECK(children.max_children() == 2);
+  std::vector<std::string> ended;
+  auto counts = std::make_shared<mux::AdmissionCounts>();
+  pid_t exits = children.spawn(
+      {}, [] { return 3; },
+      [&](pid_t, int status) { ended.push_back(mux::ChildSupervisor::describe_exit(status)); },
+      mux::AdmissionTicket(counts, "a"));
+  CHECK(counts->total == 1);
+  int ready_pipe[2];
+  REQUIRE(::pipe2(ready_pipe, O_CLOEXEC) == 0);
+  mux::Fd ready_read(ready_pipe[0]);
+  mux::Fd ready_write(ready_pipe[1]);
+  pid_t sleeper = children.spawn(
+      {ready_write.get()},
+      [&] {
+        ::signal(SIGTERM, SIG_IGN);  // a hung child: only SIGKILL ends it
+        (void)!::write(ready_write.get(), "r", 1);
+        ::pause();
+        return 0;
+      },
+      [&](pid_t, int status) { ended.push_back(mux::ChildSupervisor::describe_exit(status)); });
+  CHECK(exits != sleeper);
+  char byte = 0;
+  REQUIRE(::read(ready_read.get(), &byte, 1) == 1);  // SIGTERM is ignored from now on
+  CHECK_FALSE(children.has_room());
+  CHECK(run_until(loop, [&] { return ended.size() == 1; }));
+  CHECK(ended[0] == "exit status 3");
+  CHECK(counts->total == 0);
+  CHECK(children.has_room());
+  children.terminate_all(SIGTERM, 100ms);
+  CHECK(run_until(loop, [&] { return ended.size() == 2; }));
+  CHECK(ended[1] == "killed by signal 9 (Killed)");
+  CHECK(children.count() == 0);
+}
+
+TEST_CASE("ChildSupervisor: the default cap comes from the machine and is never tiny") {
+  std::size_t cap = mux::ChildSupervisor::default_max_children(1 << 20);
+  CHECK(cap >= mux::ChildSupervisor::kMinChildren);
+  // A child that would need more memory than the machine has still gets the floor.
+  CHECK(mux::ChildSupervisor::default_max_children(std::size_t{1} << 50) ==
+        mux::ChildSupervisor::kMinChildren);
+}
