@@ -10,19 +10,19 @@
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "chat/chat_protocol.hpp"
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 #include "chat/fork_relay.hpp"
 #include "chat/local_member.hpp"
-#include "core/child_process.hpp"
+#include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
+#include "core/listener.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
 #include "core/units.hpp"
@@ -33,18 +33,26 @@ namespace {
 // fds kept back from --max-clients' default: the listener, epoll, signalfd, the log, the
 // acceptor's reserve, and clients still closing.
 constexpr std::uint64_t kReservedFds = 64;
-// Accepting is bounded per wake-up so a connection storm cannot starve clients already here.
-constexpr int kAcceptsPerWakeup = 256;
 // How long a shutdown waits for every client to be told and closed.
 constexpr std::chrono::milliseconds kShutdownTimeout{3000};
+// After that, fork-mode children still running get this long to exit before SIGKILL.
+constexpr std::chrono::milliseconds kChildExitGrace{1000};
 
 const char* signal_name(int signo) {
   return signo == SIGINT ? "SIGINT" : "SIGTERM";
 }
 
-std::string describe_exit(int status) {
-  if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
-  return fmt::format("exit status {}", WEXITSTATUS(status));
+// What a refused newcomer reads before the server closes its connection.
+std::string refusal_line(Refusal refusal) {
+  switch (refusal) {
+    case Refusal::server_full:
+      return chat::notice::server_full();
+    case Refusal::too_many_from_address:
+      return "* server full: too many connections from your address\n";
+    case Refusal::not_allowed:
+      return "* not allowed\n";
+  }
+  return chat::notice::server_full();
 }
 
 // The whole server: listener, room, members and the shutdown. One per run_chat_server().
@@ -54,22 +62,30 @@ class ChatServer final : public MemberOwner {
       : options_(options),
         logger_(logger),
         context_(loop_, options.max_line, options.max_queue),
-        acceptor_(listen_tcp(options.common.host, options.common.port)),
         room_(logger, options.max_line),
-        max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()) {}
+        max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
+        listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
+                  admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
+    if (options_.serve == ServeMode::fork)
+      children_.emplace(loop_, logger_, static_cast<std::size_t>(max_clients_));
+  }
 
   int run() {
-    logger_.info("listening on {} (serve {})", local_address(acceptor_.fd()),
+    logger_.info("listening on {} (serve {})", local_address(listener_.fd()),
                  to_string(options_.serve));
-    logger_.info("limits: {} clients, lines up to {} bytes, {} queued per client", max_clients_,
-                 options_.max_line, format_bytes(options_.max_queue));
-    loop_.watch(acceptor_.fd(), EPOLLIN, [this](std::uint32_t) { accept_clients(); });
+    logger_.info(
+        "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
+        "keepalive {}",
+        max_clients_, options_.max_line, format_bytes(options_.max_queue),
+        options_.max_per_address == 0 ? std::string("no limit")
+                                      : std::to_string(options_.max_per_address),
+        options_.keepalive == 0 ? std::string("off") : fmt::format("{} s", options_.keepalive));
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
-    if (options_.serve == ServeMode::fork) loop_.on_signal(SIGCHLD, [this] { reap(); });
+    listener_.resume();
     loop_.run();
     members_.clear();
-    if (options_.serve == ServeMode::fork) wait_for_children();
+    if (children_) children_->wait_all(kChildExitGrace);
     logger_.info("stopped");
     return 0;
   }
@@ -83,54 +99,75 @@ class ChatServer final : public MemberOwner {
   }
 
  private:
-  static std::uint64_t default_max_clients() {
+  std::uint64_t default_max_clients() const {
     std::uint64_t limit = fd_limit();  // run_chat_server raised it already
-    return limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
+    std::uint64_t by_fds = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
+    // In fork mode every client is a process: the machine's memory and pid limits bound them too.
+    if (options_.serve == ServeMode::fork)
+      return std::min<std::uint64_t>(
+          by_fds, ChildSupervisor::default_max_children(ChildSupervisor::kDefaultBytesPerChild));
+    return by_fds;
   }
 
-  void accept_clients() {
-    for (int i = 0; i < kAcceptsPerWakeup && !stopping_; ++i) {
-      bool dropped = false;
-      std::optional<Acceptor::Accepted> client = acceptor_.accept(dropped);
-      if (dropped) logger_.info("refused a connection: out of file descriptors");
-      if (!client) return;
-      set_nodelay(client->fd.get());
-      if (room_.size() >= max_clients_) {
-        refuse(std::move(client->fd), client->peer,
-               fmt::format("server full ({} clients)", room_.size()));
-      } else if (options_.serve == ServeMode::fork) {
-        admit_forked(std::move(*client));
-      } else {
-        admit_local(std::move(*client));
-      }
+  AdmissionPolicy admission_policy() {
+    AdmissionPolicy policy;
+    policy.max_connections = static_cast<std::size_t>(max_clients_);
+    policy.max_per_address = static_cast<std::size_t>(options_.max_per_address);
+    // A chat client at the cap is told so at once (`* server full`) rather than left hanging.
+    policy.refuse_when_full = true;
+    policy.refusal_message = refusal_line;
+    policy.has_room = [this] { return !stopping_; };
+    return policy;
+  }
+
+  void admit(Admitted client) {
+    set_nodelay(client.fd.get());
+    if (options_.keepalive != 0) {
+      // Probes start at half the time; three unanswered ones, spread over the other half, end it.
+      int idle = static_cast<int>(std::max<std::uint64_t>(options_.keepalive / 2, 1));
+      int interval = static_cast<int>(std::max<std::uint64_t>(options_.keepalive / 6, 1));
+      set_keepalive(client.fd.get(), idle, interval, 3);
+    }
+    if (children_) {
+      admit_forked(std::move(client));
+    } else {
+      admit_local(std::move(client));
     }
   }
 
-  void admit_local(Acceptor::Accepted client) {
-    auto member = std::make_unique<LocalMember>(context_, std::move(client.fd), room_, *this);
+  void admit_local(Admitted client) {
+    auto member = std::make_unique<LocalMember>(context_, std::move(client.fd),
+                                                std::move(client.ticket), room_, *this);
     ChatMember& joined = *member;
     members_.emplace(&joined, std::move(member));
     room_.join(joined, client.peer);
   }
 
-  void admit_forked(Acceptor::Accepted client) {
+  void admit_forked(Admitted client) {
     int ends[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) < 0) {
-      return refuse(std::move(client.fd), client.peer,
-                    fmt::format("socketpair: {}", std::strerror(errno)));
+      return refuse(std::move(client), fmt::format("socketpair: {}", std::strerror(errno)));
     }
     Fd parent_end(ends[0]);
     Fd child_end(ends[1]);
     pid_t pid = 0;
     try {
-      pid = fork_child({client.fd.get(), child_end.get()}, &logger_, [&] {
-        return serve_client_in_child(std::move(client.fd), std::move(child_end), options_.max_line,
-                                     options_.max_queue);
-      });
+      // The child's slot stays taken until the process is reaped, not just until its link closes.
+      pid = children_->spawn(
+          {client.fd.get(), child_end.get()},
+          [&] {
+            return serve_client_in_child(std::move(client.fd), std::move(child_end),
+                                         options_.max_line, options_.max_queue);
+          },
+          [this](pid_t child, int status) {
+            if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
+              logger_.info("client process {} ended: {}", child,
+                           ChildSupervisor::describe_exit(status));
+          },
+          std::move(client.ticket));
     } catch (const std::system_error& error) {
-      return refuse(std::move(client.fd), client.peer, error.what());
+      return refuse(std::move(client), error.what());
     }
-    children_.insert(pid);
     auto member =
         std::make_unique<ChildLink>(context_, fan_out_, std::move(parent_end), pid, room_, *this);
     ChatMember& joined = *member;
@@ -138,10 +175,11 @@ class ChatServer final : public MemberOwner {
     room_.join(joined, fmt::format("{} (pid {})", client.peer, pid));
   }
 
-  // The newcomer is told why and closed; it never joins the room.
-  void refuse(Fd socket, const std::string& peer, const std::string& why) {
-    logger_.info("refused {}: {}", peer, why);
-    auto member = std::make_unique<LocalMember>(context_, std::move(socket), room_, *this);
+  // Admitted but cannot be served (no process, no socketpair): told the server is full, closed.
+  void refuse(Admitted client, const std::string& why) {
+    logger_.info("refused {}: {}", client.peer, why);
+    auto member = std::make_unique<LocalMember>(context_, std::move(client.fd),
+                                                std::move(client.ticket), room_, *this);
     member->deliver(make_block(chat::notice::server_full()));
     member->close_after_output();
     ChatMember* key = member.get();
@@ -156,8 +194,7 @@ class ChatServer final : public MemberOwner {
     }
     stopping_ = true;
     logger_.info("shutting down ({}): closing {} clients", signal_name(signo), room_.size());
-    loop_.unwatch(acceptor_.fd());
-    acceptor_.close();
+    listener_.close();
     room_.close_all();
     if (members_.empty()) loop_.stop();
     loop_.add_timer(kShutdownTimeout, [this] {
@@ -166,45 +203,19 @@ class ChatServer final : public MemberOwner {
     });
   }
 
-  void reap() {
-    reap_children([this](pid_t pid, int status) {
-      children_.erase(pid);
-      if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
-        logger_.info("client process {} ended: {}", pid, describe_exit(status));
-      }
-    });
-  }
-
-  // Children whose clients have closed exit on their own within moments; any still running
-  // after that is stuck and is killed, so none is ever left behind or unreaped.
-  void wait_for_children() {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (!children_.empty() && std::chrono::steady_clock::now() < deadline) {
-      reap();
-      if (!children_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    for (pid_t pid : children_)
-      ::kill(pid, SIGKILL);
-    for (pid_t pid : children_) {
-      int status = 0;
-      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-    }
-    children_.clear();
-  }
-
   const ChatServerOptions& options_;
   Logger& logger_;
   EventLoop loop_;
   SessionContext context_;
   // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
   ForkFanOut fan_out_{loop_};
-  Acceptor acceptor_;
   ChatRoom room_;
+  std::uint64_t max_clients_;
+  // Fork mode only. Children exit once their link closes; whatever is left at the end is killed.
+  std::optional<ChildSupervisor> children_;
   // Declared after the loop and the room: members unwatch their fds and leave on destruction.
   std::unordered_map<ChatMember*, std::unique_ptr<ChatMember>> members_;
-  std::unordered_set<pid_t> children_;
-  std::uint64_t max_clients_;
+  Listener listener_;  // after everything its callbacks use
   bool stopping_ = false;
 };
 
@@ -216,8 +227,18 @@ void setup_chat_server(CLI::App& app, ChatServerOptions& options) {
   add_common_flags(*sub, options.common);
   add_serve_flag(*sub, options.serve);
   add_count_flag(*sub, "--max-clients", options.max_clients,
-                 "Most clients connected at once (default: what the fd limit allows)", 1,
-                 10'000'000);
+                 "Most clients connected at once; newcomers past it read '* server full' "
+                 "(default: what the fd limit allows; in fork mode also what memory and the pid "
+                 "limits allow, one process per client)",
+                 1, 10'000'000);
+  add_count_flag(*sub, "--max-per-address", options.max_per_address,
+                 "Most clients connected at once from one IP address; 0: no limit", 0, 10'000'000)
+      ->capture_default_str();
+  add_count_flag(*sub, "--keepalive", options.keepalive,
+                 "Seconds until a vanished client (no answer to TCP keepalive probes) is dropped; "
+                 "0: off",
+                 0, 86'400)
+      ->capture_default_str();
   add_size_flag(*sub, "--max-line", options.max_line, "Longest line relayed; longer lines are cut",
                 1)
       ->capture_default_str();

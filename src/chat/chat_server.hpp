@@ -17,6 +17,10 @@ struct ChatServerOptions {
   std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
   std::uint64_t max_line = 4096;
   std::uint64_t max_queue = 1 << 20;
+  // One address holding many idle connections must not lock out the others.
+  std::uint64_t max_per_address = 32;
+  // Seconds until TCP keepalive gives up on a silent peer (0: off).
+  std::uint64_t keepalive = 60;
 };
 
 void setup_chat_server(CLI::App& app, ChatServerOptions& options);

@@ -1,9 +1,10 @@
-// ClientSession: one chat client's socket, as served by a chat-server process — in single mode
-// one per client in the server's loop, in fork mode the single one in each child. Owns the
-// socket, its LineFramer (with the ~100 ms quiet-time flush of an unterminated line), the
-// sanitizing of what arrives and its output queue (a SocketWriter bounded by --max-queue). It
-// knows nothing of rooms or names: it reports sanitized lines and its end to a Listener, which
-// owns the session and destroys it (through EventLoop::retire) once told on_closed().
+// ClientSession: one chat client, as served by a chat-server process — in single mode one per
+// client in the server's loop, in fork mode the single one in each child. Owns the client's
+// Connection (socket, stream, output queue bounded by --max-queue through the high-water mark,
+// graceful close), its LineFramer (with the quiet-time flush of an unterminated line and the
+// bound on a half-sent line's age) and the sanitizing of what arrives. It knows nothing of rooms
+// or names: it reports sanitized lines and its end to a Listener, which owns the session and
+// destroys it (through EventLoop::retire) once told on_closed().
 #pragma once
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/line_framer.hpp"
@@ -21,42 +23,33 @@
 
 namespace mux {
 
-// The buffer every read of one loop lands in. Not zero-filled: only the pages reads actually
-// touch become resident, which keeps a fork-mode child (that mostly reads short lines) small.
-class ReadBuffer {
- public:
-  explicit ReadBuffer(std::size_t size)
-      : bytes_(std::make_unique_for_overwrite<char[]>(size)), size_(size) {}
-  [[nodiscard]] char* data() noexcept { return bytes_.get(); }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
-
- private:
-  std::unique_ptr<char[]> bytes_;
-  std::size_t size_;
-};
-
 // What every session of one loop shares, so an idle session costs only its own small state:
-// the limits, the buffer each read lands in and the buffer lines are sanitized into.
-struct SessionContext {
-  SessionContext(EventLoop& loop, std::size_t max_line, std::size_t max_queue)
-      : loop(loop), max_line(max_line), max_queue(max_queue), read_buffer(kReadBufferBytes) {}
+// the loop, the buffer each read lands in (ConnectionContext), the limits and the buffer lines
+// are sanitized into.
+struct SessionContext : ConnectionContext {
+  SessionContext(EventLoop& event_loop, std::size_t max_line, std::size_t max_queue)
+      : ConnectionContext(event_loop, kReadBufferBytes), max_line(max_line), max_queue(max_queue) {
+    drain_timeout = kCloseTimeout;
+    linger_timeout = kLingerTime;
+  }
 
   static constexpr std::size_t kReadBufferBytes = 64 * 1024;
-  // An unterminated line is delivered once the sender has been quiet this long.
+  // An unterminated line is delivered once the sender has been quiet this long...
   static constexpr std::chrono::milliseconds kQuietTime{100};
+  // ...or once its first byte is this old, however steadily the rest drips in: a half-sent line
+  // is bounded in time as well as in size (--max-line).
+  static constexpr std::chrono::milliseconds kLineTime{5000};
   // Closing (after /quit, at shutdown, when full) waits at most this long for the output to be
   // written, then at most kLingerTime for the peer to close its side.
   static constexpr std::chrono::milliseconds kCloseTimeout{2000};
   static constexpr std::chrono::milliseconds kLingerTime{500};
 
-  EventLoop& loop;
   std::size_t max_line;
   std::size_t max_queue;
-  ReadBuffer read_buffer;
   std::string sanitized;
 };
 
-class ClientSession {
+class ClientSession final : private Connection::Owner {
  public:
   class Listener {
    public:
@@ -87,33 +80,29 @@ class ClientSession {
   // on_leave reports.
   void finish(std::string_view reason);
 
-  [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+  [[nodiscard]] int fd() const noexcept { return connection_.fd(); }
 
  private:
-  enum class State : std::uint8_t { open, half_open, draining, lingering, closed };
+  // Connection::Owner
+  void on_data(std::string_view bytes) override;
+  void on_end_of_input() override;
+  void on_closed(std::string_view reason) override;
+  void on_high_water(std::size_t queued) override;
 
-  void handle_events(std::uint32_t events);
-  void read_input();
-  void on_peer_closed();
-  void stop_reading();
-  void discard_input();
   void deliver_line(std::string_view raw, bool cut);
   void flush_quiet_line();
   void rearm_quiet_timer(bool mid_line);
   void leave(std::string reason, bool too_slow);
-  void start_draining();
-  void start_lingering();
-  void close();
 
   SessionContext& context_;
   Listener& listener_;
-  Fd socket_;
   LineFramer framer_;
-  SocketWriter writer_;
-  EventLoop::TimerId timer_ = 0;  // the quiet-time flush while open, the close deadline after
-  State state_ = State::open;
-  bool peer_closed_ = false;  // the client shut down its side: nothing to linger for
-  bool left_ = false;         // on_leave has been scheduled
+  Connection connection_;
+  EventLoop::TimerId quiet_timer_ = 0;
+  // When the pending partial line's first byte arrived (zero: no partial line).
+  EventLoop::Clock::time_point partial_since_{};
+  bool reading_lines_ = true;  // false once finishing: lines after /quit are not read
+  bool left_ = false;          // on_leave has been scheduled
 };
 
 }  // namespace mux

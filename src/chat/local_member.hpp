@@ -1,18 +1,24 @@
 // LocalMember: a room member served in the server's own loop (--serve single): the glue between
-// one ClientSession and the ChatRoom. Created and owned by the chat server.
+// one ClientSession and the ChatRoom. Created and owned by the chat server; holds the client's
+// admission slot.
 #pragma once
 
 #include <string_view>
 
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
+#include "core/admission.hpp"
 
 namespace mux {
 
 class LocalMember final : public ChatMember, private ClientSession::Listener {
  public:
-  LocalMember(SessionContext& context, Fd socket, ChatRoom& room, MemberOwner& owner)
-      : room_(room), owner_(owner), session_(context, std::move(socket), *this) {}
+  LocalMember(SessionContext& context, Fd socket, AdmissionTicket ticket, ChatRoom& room,
+              MemberOwner& owner)
+      : ticket_(std::move(ticket)),
+        room_(room),
+        owner_(owner),
+        session_(context, std::move(socket), *this) {}
 
   void deliver(const Block& block) override { session_.send(block); }
   void close_after_output() override { session_.finish("closed by server"); }
@@ -26,6 +32,7 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   }
   void on_closed() override { owner_.release(*this); }
 
+  AdmissionTicket ticket_;  // the client's admission slot, held until the member is destroyed
   ChatRoom& room_;
   MemberOwner& owner_;
   ClientSession session_;

@@ -90,7 +90,7 @@ void Listener::accept_pending() {
   for (int i = 0; i < kAcceptsPerWakeup; ++i) {
     if (!owner_has_room() || (at_global_cap() && !policy_.refuse_when_full)) {
       if (at_global_cap())
-        trip(kWaiting, fmt::format("at the limit of {} connections: newcomers wait",
+        trip(kWaiting, fmt::format("at the limit of {} clients: newcomers wait in the backlog",
                                    policy_.max_connections));
       set_watching(false);
       return;
@@ -124,7 +124,7 @@ void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
   switch (refusal) {
     case Refusal::server_full:
       trip(kFull,
-           fmt::format("refused {}: server full ({} connections)", accepted.peer, counts_->total));
+           fmt::format("refused {}: server full ({} clients)", accepted.peer, counts_->total));
       break;
     case Refusal::too_many_from_address:
       trip(kPerAddress, fmt::format("refused {}: too many connections from this address ({})",

@@ -13,7 +13,8 @@ SUBCOMMANDS = ["chat-server", "chat-client", "upload-server", "upload-client"]
 SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 FLAGS = {
-    "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue"],
+    "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
+                                   "--max-per-address", "--keepalive"],
     "chat-client": COMMON_FLAGS + ["--nick"],
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients"],
     "upload-client": COMMON_FLAGS + ["--file", "--name"],
