@@ -66,8 +66,14 @@ class ChatServer final : public MemberOwner {
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
         listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
                   admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
-    if (options_.serve == ServeMode::fork)
-      children_.emplace(loop_, logger_, static_cast<std::size_t>(max_clients_));
+    if (options_.serve == ServeMode::fork) {
+      // A child whose client has left exits within moments; until it is reaped its process still
+      // counts here (newcomers past this wait in the backlog), but its client slot is free.
+      children_.emplace(
+          loop_, logger_,
+          static_cast<std::size_t>(max_clients_ + std::max<std::uint64_t>(16, max_clients_ / 8)));
+      children_->on_reaped([this] { listener_.resume(); });
+    }
   }
 
   int run() {
@@ -116,7 +122,7 @@ class ChatServer final : public MemberOwner {
     // A chat client at the cap is told so at once (`* server full`) rather than left hanging.
     policy.refuse_when_full = true;
     policy.refusal_message = refusal_line;
-    policy.has_room = [this] { return !stopping_; };
+    policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
     return policy;
   }
 
@@ -152,7 +158,6 @@ class ChatServer final : public MemberOwner {
     Fd child_end(ends[1]);
     pid_t pid = 0;
     try {
-      // The child's slot stays taken until the process is reaped, not just until its link closes.
       pid = children_->spawn(
           {client.fd.get(), child_end.get()},
           [&] {
@@ -163,13 +168,12 @@ class ChatServer final : public MemberOwner {
             if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
               logger_.info("client process {} ended: {}", child,
                            ChildSupervisor::describe_exit(status));
-          },
-          std::move(client.ticket));
+          });
     } catch (const std::system_error& error) {
       return refuse(std::move(client), error.what());
     }
-    auto member =
-        std::make_unique<ChildLink>(context_, fan_out_, std::move(parent_end), pid, room_, *this);
+    auto member = std::make_unique<ChildLink>(context_, fan_out_, std::move(parent_end), pid,
+                                              std::move(client.ticket), room_, *this);
     ChatMember& joined = *member;
     members_.emplace(&joined, std::move(member));
     room_.join(joined, fmt::format("{} (pid {})", client.peer, pid));

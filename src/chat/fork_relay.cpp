@@ -102,11 +102,12 @@ void ForkFanOut::flush() {
 }
 
 ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid,
-                     ChatRoom& room, MemberOwner& owner)
+                     AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner)
     : context_(context),
       fan_out_(fan_out),
       link_(std::move(link)),
       pid_(pid),
+      ticket_(std::move(ticket)),
       room_(room),
       owner_(owner),
       framer_(max_record_bytes(context.max_line)),

@@ -22,6 +22,7 @@
 
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
+#include "core/admission.hpp"
 
 namespace mux {
 
@@ -70,8 +71,8 @@ class ForkFanOut {
 // The parent's side of one child: a room member whose deliveries go down the link.
 class ChildLink final : public ChatMember {
  public:
-  ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid, ChatRoom& room,
-            MemberOwner& owner);
+  ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid,
+            AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner);
   ChildLink(const ChildLink&) = delete;
   ChildLink& operator=(const ChildLink&) = delete;
   ~ChildLink() override;
@@ -98,6 +99,7 @@ class ChildLink final : public ChatMember {
   ForkFanOut& fan_out_;
   Fd link_;
   pid_t pid_;
+  AdmissionTicket ticket_;  // the client's admission slot, held while the member exists
   ChatRoom& room_;
   MemberOwner& owner_;
   LineFramer framer_;

@@ -1,5 +1,7 @@
 #include "core/listener.hpp"
 
+#include <sys/socket.h>
+
 #include <fmt/format.h>
 
 #include "core/logger.hpp"
@@ -134,10 +136,14 @@ void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
       trip(kNotAllowed, fmt::format("refused {}: address not allowed", accepted.peer));
       break;
   }
-  // Past the bound, closing at once may reset the connection; the bound keeps a refusal flood
-  // from holding fds and memory of its own.
-  if (refused_.size() >= kMaxRefusing) return;
   std::string message = policy_.refusal_message ? policy_.refusal_message(refusal) : std::string();
+  // Past the bound the message gets one try and the socket closes at once (a client still
+  // sending may then see a reset instead): a refusal flood holds no fds or memory of its own.
+  if (refused_.size() >= kMaxRefusing) {
+    if (!message.empty())
+      (void)::send(accepted.fd.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    return;
+  }
   auto client = std::make_unique<RefusedClient>(*this, std::move(accepted.fd), message);
   RefusedClient* key = client.get();
   refused_.emplace(key, std::move(client));

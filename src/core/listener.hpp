@@ -4,7 +4,8 @@
 // socket is unwatched until a slot frees) or are accepted and refused; past the per-address cap or
 // the allowed() predicate they are accepted and refused. A refused client is told the policy's
 // message and closed gracefully (so the message is not destroyed by a reset), at most
-// kMaxRefusing at a time; beyond that it is closed at once. Every limit that trips is logged, at
+// kMaxRefusing at a time; beyond that the message gets one non-blocking send and the socket is
+// closed at once. Every limit that trips is logged, at
 // most once a second per kind, with a count of what the quiet period swallowed.
 // Owned by the server (chat-server, upload-server in both serve modes), which receives each
 // admitted connection with its AdmissionTicket.
