@@ -1,0 +1,44 @@
+// Every fuzz target, by name. The name is also the corpus folder (tests/fuzz/corpus/<name>/) and
+// the executable (build-fuzz/tests/fuzz/fuzz_<name>). Adding a target: write
+// mux::fuzz::<name>::check_one_input in <name>.cpp, list it here and in tests/fuzz/meson.build.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace mux::fuzz {
+
+using CheckFunction = void (*)(const std::uint8_t* data, std::size_t size);
+
+// LineFramer with CRs, the line cap and the quiet-time flush (fake clock).
+namespace line_framer {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+// Chat text: sanitizing, command parsing, nick rules, relay formatting.
+namespace chat_line {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+// MUXUP/1 header and reply lines, percent-encoding, stored file names.
+namespace upload_header {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+// Size, count and port flag values, through parse_size and the real command line.
+namespace flag_values {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+
+struct Target {
+  std::string_view name;
+  CheckFunction check;
+};
+
+inline constexpr std::array kTargets = {
+    Target{"line_framer", &line_framer::check_one_input},
+    Target{"chat_line", &chat_line::check_one_input},
+    Target{"upload_header", &upload_header::check_one_input},
+    Target{"flag_values", &flag_values::check_one_input},
+};
+
+}  // namespace mux::fuzz

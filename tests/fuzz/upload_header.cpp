@@ -1,0 +1,125 @@
+// MUXUP/1 from a peer: the header line, the reply line, the percent-encoding of names and the
+// file name the server would create from a client's name.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "fuzz_check.hpp"
+#include "targets.hpp"
+#include "upload/upload_protocol.hpp"
+
+namespace mux::fuzz::upload_header {
+namespace {
+
+// A decimal byte count as the header carries it, read without the code under test: nullopt
+// unless all digits and at most 2^64 - 1 (compared as text, so nothing here can overflow).
+std::optional<std::uint64_t> reference_decimal(std::string_view text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  std::string_view significant = text.substr(std::min(text.find_first_not_of('0'), text.size()));
+  constexpr std::string_view kMax = "18446744073709551615";
+  if (significant.size() > kMax.size() || (significant.size() == kMax.size() && significant > kMax))
+    return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : significant)
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  return value;
+}
+
+bool has_control_byte(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    auto byte = static_cast<unsigned char>(c);
+    return byte < 0x20 || byte == 0x7F;
+  });
+}
+
+void check_header(std::string_view line) {
+  HeaderParse parsed = parse_header_line(line);
+  bool has_magic = line.substr(0, kUploadMagic.size()) == kUploadMagic;
+  std::string_view rest = has_magic ? line.substr(kUploadMagic.size()) : std::string_view{};
+  if (has_magic && !rest.empty() && rest.back() == '\r') rest.remove_suffix(1);
+  std::size_t space = rest.find(' ');
+  std::optional<std::uint64_t> size = reference_decimal(rest.substr(0, space));
+  bool acceptable = has_magic && size && space != std::string_view::npos;
+  FUZZ_CHECK(parsed.header.has_value() == acceptable,
+             fmt::format("{} -> {}", printable(line), parsed.header ? "accepted" : parsed.error));
+  if (!parsed.header) {
+    FUZZ_CHECK(!parsed.error.empty(), "a refusal says why");
+    return;
+  }
+  FUZZ_CHECK(parsed.header->size == *size, printable(line));
+  FUZZ_CHECK(parsed.header->name == percent_decode(rest.substr(space + 1)), printable(line));
+
+  // What a client would send for this header parses back to the same header.
+  std::string sent = format_header_line(parsed.header->size, parsed.header->name);
+  FUZZ_CHECK(sent.back() == '\n' && sent.find('\n') == sent.size() - 1, printable(sent));
+  FUZZ_CHECK(!has_control_byte(std::string_view(sent).substr(0, sent.size() - 1)), printable(sent));
+  HeaderParse again = parse_header_line(std::string_view(sent).substr(0, sent.size() - 1));
+  FUZZ_CHECK(again.header && again.header->size == parsed.header->size &&
+                 again.header->name == parsed.header->name,
+             printable(sent));
+}
+
+void check_percent_encoding(std::string_view text) {
+  std::string encoded = percent_encode(text);
+  FUZZ_CHECK(percent_decode(encoded) == text, printable(text));
+  FUZZ_CHECK(encoded.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                       "0123456789-._~%") == std::string::npos,
+             printable(encoded));
+}
+
+void check_file_name(std::string_view name) {
+  constexpr std::string_view kFallback = "upload-7.bin";
+  std::string stored = sanitize_file_name(name, kFallback);
+  FUZZ_CHECK(!stored.empty(), printable(name));
+  FUZZ_CHECK(stored.size() <= kMaxStoredName, printable(stored));
+  FUZZ_CHECK(stored.find('/') == std::string::npos, printable(stored));
+  FUZZ_CHECK(stored.front() != '.', printable(stored));
+  FUZZ_CHECK(stored.find('\0') == std::string::npos, printable(stored));
+  FUZZ_CHECK(!has_control_byte(stored), printable(stored));
+  // A name that was UTF-8 is never cut inside a character.
+  if (is_valid_utf8(name)) FUZZ_CHECK(is_valid_utf8(stored), printable(stored));
+  // Already a good name: kept as it is.
+  bool plain = !name.empty() && name.size() <= kMaxStoredName && name.front() != '.' &&
+               name.find('/') == std::string_view::npos && !has_control_byte(name);
+  if (plain) FUZZ_CHECK(stored == name, printable(name));
+}
+
+void check_reply(std::string_view line) {
+  std::optional<UploadReply> reply = parse_reply_line(line);
+  if (!reply) return;
+  if (!reply->ok) {
+    std::string sent = format_err_reply(reply->reason);
+    FUZZ_CHECK(sent.find('\n') == sent.size() - 1, printable(sent));
+    return;
+  }
+  FUZZ_CHECK(reply->hash.size() == 32 &&
+                 reply->hash.find_first_not_of("0123456789abcdef") == std::string::npos,
+             printable(line));
+  std::string sent = format_ok_reply(reply->bytes, reply->hash);
+  std::optional<UploadReply> again =
+      parse_reply_line(std::string_view(sent).substr(0, sent.size() - 1));
+  FUZZ_CHECK(again && again->ok && again->bytes == reply->bytes && again->hash == reply->hash,
+             printable(sent));
+}
+
+}  // namespace
+
+// The whole input is one line (header, reply, or name); every parser sees it.
+void check_one_input(const std::uint8_t* data, std::size_t size) {
+  InputReader input(data, size);
+  std::string_view line = input.take_rest();
+  check_header(line);
+  check_percent_encoding(line);
+  check_file_name(line);
+  check_file_name(percent_decode(line));
+  check_reply(line);
+}
+
+}  // namespace mux::fuzz::upload_header
