@@ -33,6 +33,49 @@ def finish_client(client):
             stream.close()
 
 
+class PipeReader:
+    """Reads a child's stdout pipe with deadlines (a bare readline() can hang the suite)."""
+
+    def __init__(self, stream):
+        self.fd = stream.fileno()
+        self.data = b""
+
+    def until(self, needle, timeout=TIMEOUT):
+        """Reads until `needle` has arrived; returns everything read so far."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{needle!r} not written within {timeout}s; got {self.data!r}")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise AssertionError(f"pipe closed before {needle!r}; got {self.data!r}")
+                self.data += chunk
+        return self.data
+
+    def line(self, timeout=TIMEOUT):
+        self.until(b"\n", timeout)
+        line, _, self.data = self.data.partition(b"\n")
+        return line + b"\n"
+
+    def rest(self, timeout=TIMEOUT):
+        """Everything until EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"pipe not closed within {timeout}s; got {self.data!r}")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    data, self.data = self.data, b""
+                    return data
+                self.data += chunk
+
+
 class Peer:
     """A raw socket in the room, to see what the client under test sends."""
 
@@ -88,7 +131,10 @@ class AgainstMuxServer(unittest.TestCase):
                 self.assertRegex(joined, r"^\* Client \d+ joined$")
                 self.assertRegex(before, r"^\[Client \d+\]: before$")
                 self.assertRegex(left, r"^\* Client \d+ left$")
-                self.peer.reader.expect_nothing(0.2)
+                # Nothing else is queued for the peer ("after" was never sent): its /who answer
+                # is the very next line.
+                self.peer.sock.sendall(b"/who\n")
+                self.assertEqual(self.peer.reader.line(), f"* online (1): {self.peer.name}")
 
     def test_nick_is_taken_right_after_connecting(self):
         code, out, _ = self.run_piped(b"hello\n", "--nick", "piper")
@@ -100,16 +146,17 @@ class AgainstMuxServer(unittest.TestCase):
     def test_received_lines_are_printed_as_they_arrive(self):
         client = start_client(self.server.port)
         self.addCleanup(finish_client, client)
-        self.assertEqual(client.stdout.readline(), b"* welcome, you are Client 2 (type /help for commands)\n")
+        stdout = PipeReader(client.stdout)
+        self.assertEqual(stdout.line(), b"* welcome, you are Client 2 (type /help for commands)\n")
         self.assertEqual(self.peer.reader.line(), "* Client 2 joined")
         self.peer.sock.sendall(b"ping\n")
-        self.assertEqual(client.stdout.readline(), b"[Client 1]: ping\n")
+        self.assertEqual(stdout.line(), b"[Client 1]: ping\n")
         client.stdin.write(b"pong\n")
         client.stdin.flush()
         self.assertEqual(self.peer.reader.line(), "[Client 2]: pong")
         client.stdin.close()
         self.assertEqual(client.wait(TIMEOUT), 0)
-        self.assertNotIn(b"\x1b", client.stdout.read())
+        self.assertNotIn(b"\x1b", stdout.data + stdout.rest())
 
     def test_stdin_from_a_file_and_from_dev_null(self):
         path = os.path.join(self._tmpdir(), "lines.txt")
@@ -171,14 +218,16 @@ class AgainstOtherServers(unittest.TestCase):
             port = listener.getsockname()[1]
             client = start_client(port)
             self.addCleanup(finish_client, client)
+            listener.settimeout(TIMEOUT)
             conn, _ = listener.accept()
+            stdout = PipeReader(client.stdout)
             with conn:
                 conn.sendall(b"\x1b[2J\x1b]0;owned\x07title\r\n\xff\xc2\x9b\x00end\nno newline")
-                time.sleep(0.3)  # the unterminated line is shown after the quiet time
+                stdout.until(b"no newline\n")  # the unterminated line, shown after the quiet time
                 conn.sendall(b"\n")
             # stdin stays open: the client is still chatting when the server goes away.
-            out = client.stdout.read()
-            err = client.stderr.read()
+            out = stdout.rest()
+            err = PipeReader(client.stderr).rest()
         self.assertEqual(client.wait(TIMEOUT), 1)
         self.assertEqual(out, "^[[2J^[]0;owned^Gtitle\n\ufffd\ufffd^@end\nno newline\n\n".encode())
         self.assertEqual(err, b"* connection closed by server\n")
@@ -194,24 +243,30 @@ class AgainstOtherServers(unittest.TestCase):
         self.addCleanup(broker.kill)
         listener_sock = muxtest.connect_retrying(port)
         self.addCleanup(listener_sock.close)
-        time.sleep(0.1)  # ncat announces nothing; give it a moment to register the listener
+        reader = LineReader(listener_sock)
+        # ncat tells the users it knows when another connects: once a probe's arrival is
+        # announced to listener_sock, ncat has registered it.
+        with muxtest.connect(port):
+            self.assertRegex(reader.line(), r"^<announce> .* is connected as <user\d+>\.$")
         code_out_err = subprocess.run([muxtest.MUX, "chat-client", "--port", str(port)], input=b"hello ncat\n",
                                       capture_output=True, timeout=TIMEOUT)
         self.assertEqual(code_out_err.returncode, 0, code_out_err.stderr)
-        reader = LineReader(listener_sock)
         line = reader.line()
         while line.startswith("<announce>"):
             line = reader.line()
         self.assertRegex(line, r"^<user\d+> hello ncat$")
 
-        # And the other way round: what the room says reaches the client's stdout.
+        # And the other way round: what the room says reaches the client's stdout, once ncat
+        # has announced the client's arrival (so it is registered).
         client = start_client(port)
         self.addCleanup(finish_client, client)
-        time.sleep(0.3)
+        while not re.match(r"^<announce> .* is connected as <user\d+>\.$", line := reader.line()):
+            self.assertTrue(line.startswith("<announce>"), line)
         listener_sock.sendall(b"hi mux\n")
-        line = client.stdout.readline()
+        stdout = PipeReader(client.stdout)
+        line = stdout.line()
         while line.startswith(b"<announce>"):
-            line = client.stdout.readline()
+            line = stdout.line()
         self.assertRegex(line, rb"^<user\d+> hi mux\n$")
         client.stdin.write(b"exit\n")
         client.stdin.flush()

@@ -244,10 +244,10 @@ class UploadTests:
             stalled.sendall(b"MUXUP/1 1000 stalled.bin\n" + b"s" * 400)
             path = self.make_file("quick.bin", 5 * MIB)
             self.assertConfirmed(*self.client(server, path, timeout=TIMEOUT), path)
-            muxtest.LineReader(stalled).expect_nothing(0.2)  # still waiting for its 600 bytes
             self.assertEqual(self.saved()[-1], "quick.bin")
             stalled.sendall(b"s" * 600)
             stalled.shutdown(socket.SHUT_WR)
+            # Everything the stalled client ever got: one OK, so nothing came while it waited.
             self.assertEqual(read_reply(stalled), f"OK 1000 {xxh128_of_bytes(b's' * 1000)}\n")
         finally:
             stalled.close()
@@ -265,7 +265,8 @@ class UploadTests:
         victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
         try:
             self.assertEqual(victim.stdout.readline(), b"sent\n")
-            time.sleep(0.2)  # let the server read what was sent
+            # No need to wait for the server to read: the kernel still delivers what the killed
+            # process had sent, then the FIN.
             victim.kill()
         finally:
             victim.wait()
@@ -347,12 +348,13 @@ class UploadTests:
         self.assertIsNone(server.proc.poll())
 
     def test_sigterm_lets_uploads_in_flight_finish_then_ends_the_rest(self):
-        server = self.server()
+        server = self.server("-v")
         finishing, abandoned = server.connect(), server.connect()
         try:
             finishing.sendall(b"MUXUP/1 10 finishing.bin\nfinis")
+            server.wait_for_log(r"\[Client 1\] .*header: 10 bytes")
             abandoned.sendall(b"MUXUP/1 10 abandoned.bin\naband")
-            time.sleep(0.2)
+            server.wait_for_log(r"\[Client 2\] .*header: 10 bytes")
             started = time.monotonic()
             server.signal(signal.SIGTERM)
             server.wait_for_log(r"shutting down")
@@ -371,17 +373,19 @@ class UploadTests:
         self.assertEqual(server.log_count(r"\[Client 2\] .*: incomplete \(shutting down\)"), 1)
 
     def test_a_connection_that_sends_nothing_is_not_an_upload(self):
-        server = self.server()
+        server = self.server("-v")
         muxtest.connect(server.port).close()
+        server.wait_for_log(r"\[Client 1\] .*closed without sending anything")
         reset = muxtest.connect(server.port)  # and one that resets instead of closing
         reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         reset.close()
+        server.wait_for_log(r"\[Client 2\] .*closed without sending anything")
         path = self.make_file("real.bin", 1000)
         self.assertConfirmed(*self.client(server, path), path)
         self.wait_received(server, 1)
-        time.sleep(0.1)
+        # Both ended (logged above) as no upload at all: neither received nor incomplete.
         self.assertEqual(server.log_count(r"Received"), 1)
-        self.assertEqual(server.log_count(r"\[Client [12]\]"), 0)
+        self.assertEqual(server.log_count(r"Received .*\[Client 3\]"), 1)
         self.assertEqual(self.saved(), ["real.bin"])
 
     def test_an_empty_file(self):
@@ -417,15 +421,14 @@ class UploadTests:
         server.wait_for_log(r"Received 1000 bytes from \[Client 1\] \[::1\]:\d+ in ")
 
     def test_max_clients_makes_the_next_upload_wait(self):
-        server = self.server("--max-clients", "1")
+        server = self.server("-v", "--max-clients", "1")
         first = server.connect()
         try:
             first.sendall(b"MUXUP/1 4 first.bin\nfi")
-            time.sleep(0.2)
+            server.wait_for_log(r"\[Client 1\] .*header: 4 bytes")
             with server.connect() as second:
                 second.sendall(b"MUXUP/1 6 second.bin\nsecond")
                 second.shutdown(socket.SHUT_WR)
-                muxtest.LineReader(second).expect_nothing(0.3)  # waits in the backlog
                 first.sendall(b"st")
                 first.shutdown(socket.SHUT_WR)
                 self.assertEqual(read_reply(first), f"OK 4 {xxh128_of_bytes(b'fist')}\n")
@@ -434,26 +437,58 @@ class UploadTests:
             first.close()
         self.wait_received(server, 2)
         self.assertEqual(self.saved(), ["first.bin", "second.bin"])
+        # The second waited in the backlog: it was accepted only after the first was done.
+        log = server.stdout_lines
+        first_done = next(i for i, line in enumerate(log) if re.search(r"Received 4 bytes .*\[Client 1\]", line))
+        second_accepted = next(i for i, line in enumerate(log) if re.search(r"\[Client 2\] .*connected", line))
+        self.assertLess(first_done, second_accepted, log)
 
 
 class ClientVerificationTests(unittest.TestCase):
     """upload-client against fake servers: it exits 0 only when count and hash are confirmed."""
 
-    def fake_server(self, reply):
+    def listener(self):
         listener = socket.socket()
         listener.bind((muxtest.HOST, 0))
-        listener.listen(1)
+        listener.listen(4)
         self.addCleanup(listener.close)
+        return listener
+
+    def assertNoConnection(self, listener):
+        """Nothing connected (a finished client's connection would be waiting in the backlog)."""
+        listener.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            listener.accept()[0].close()
+
+    def fake_server(self, reply):
+        """A server that reads one upload to EOF and answers `reply`. Its thread is joined before
+        the test ends, and the test fails if it did not serve exactly one connection."""
+        listener = self.listener()
+        listener.settimeout(TIMEOUT)
+        outcome = []
 
         def serve():
-            conn, _ = listener.accept()
-            with conn:
-                while conn.recv(65536):
-                    pass
-                conn.sendall(reply)
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(TIMEOUT)
+                    while conn.recv(65536):
+                        pass
+                    conn.sendall(reply)
+                outcome.append("served")
+            except OSError as error:
+                outcome.append(error)
 
-        thread = threading.Thread(target=serve, daemon=True)
+        thread = threading.Thread(target=serve)
         thread.start()
+
+        def finish():
+            thread.join(TIMEOUT + 1)
+            self.assertFalse(thread.is_alive())
+            self.assertEqual(outcome, ["served"])
+            self.assertNoConnection(listener)
+
+        self.addCleanup(finish)
         return listener.getsockname()[1]
 
     def run_client(self, port, data=b"hello"):
@@ -488,12 +523,14 @@ class ClientVerificationTests(unittest.TestCase):
                                           "connection without a reply\n"))
 
     def test_missing_file_is_reported_before_connecting(self):
-        port = self.fake_server(b"")
+        listener = self.listener()
+        port = listener.getsockname()[1]
         result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/nonexistent/f")
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr.decode(), "mux: error: /nonexistent/f: No such file or directory\n")
         result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/tmp")
         self.assertEqual(result.stderr.decode(), "mux: error: /tmp: Is a directory\n")
+        self.assertNoConnection(listener)
 
     def test_refused_connection(self):
         with socket.socket() as probe:
@@ -506,8 +543,9 @@ class ClientVerificationTests(unittest.TestCase):
 
 
 class OutputDirErrorTests(unittest.TestCase):
-    def assertStartError(self, directory, why):
-        result = muxtest.run_mux("upload-server", "--port", "0", "--output-dir", directory)
+    def assertStartError(self, directory, why, preexec_fn=None):
+        result = subprocess.run([muxtest.MUX, "upload-server", "--port", "0", "--output-dir", directory],
+                                capture_output=True, timeout=TIMEOUT, preexec_fn=preexec_fn)
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, b"")
         self.assertEqual(result.stderr.decode(), f"mux: error: --output-dir {directory}: {why}\n")
@@ -519,10 +557,17 @@ class OutputDirErrorTests(unittest.TestCase):
         self.assertStartError("/etc/hostname", "Not a directory")
 
     def test_unwritable_output_dir(self):
-        if os.geteuid() == 0:
-            self.assertStartError("/sys", "Permission denied")  # sysfs refuses even root
-        else:
-            with tempfile.TemporaryDirectory() as directory:
+        with tempfile.TemporaryDirectory() as directory:
+            if os.geteuid() == 0:
+                # Root writes anywhere, so the server runs as nobody in a directory it may
+                # enter and read but not write.
+                os.chmod(directory, 0o755)
+                def as_nobody():
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                self.assertStartError(directory, "Permission denied", preexec_fn=as_nobody)
+            else:
                 os.chmod(directory, 0o500)
                 self.assertStartError(directory, "Permission denied")
 
