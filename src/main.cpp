@@ -9,6 +9,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   mux::CommandLine command_line;
   int status = command_line.parse(args, std::cout, std::cerr);
-  if (status >= 0) return status;
-  return command_line.run();
+  if (status >= 0) return status;  // help and version check their own writes
+  return mux::finish_standard_output(command_line.run());
 }

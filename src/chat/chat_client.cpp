@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -254,13 +253,6 @@ class ChatClient {
 };
 
 }  // namespace
-
-void setup_chat_client(CLI::App& app, ChatClientOptions& options) {
-  CLI::App* sub = app.add_subcommand("chat-client", "Chat from a terminal or a pipe");
-  add_common_flags(*sub, options.common);
-  sub->add_option("--nick", options.nick, "Name to take right after connecting (sends /nick NAME)")
-      ->type_name("NAME");
-}
 
 int run_chat_client(const ChatClientOptions& options) {
   ignore_sigpipe();

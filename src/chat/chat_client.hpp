@@ -3,11 +3,7 @@
 
 #include <string>
 
-#include "cli/common_options.hpp"
-
-namespace CLI {
-class App;
-}
+#include "core/common_options.hpp"
 
 namespace mux {
 
@@ -16,7 +12,6 @@ struct ChatClientOptions {
   std::string nick;  // empty: keep the server's default name
 };
 
-void setup_chat_client(CLI::App& app, ChatClientOptions& options);
 int run_chat_client(const ChatClientOptions& options);
 
 }  // namespace mux

@@ -3,7 +3,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#include <CLI/CLI.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -224,32 +223,6 @@ class ChatServer final : public MemberOwner {
 };
 
 }  // namespace
-
-void setup_chat_server(CLI::App& app, ChatServerOptions& options) {
-  CLI::App* sub = app.add_subcommand(
-      "chat-server", "Group chat: every line a client sends goes to every other client");
-  add_common_flags(*sub, options.common);
-  add_serve_flag(*sub, options.serve);
-  add_count_flag(*sub, "--max-clients", options.max_clients,
-                 "Most clients connected at once; newcomers past it read '* server full' "
-                 "(default: what the fd limit allows; in fork mode also what memory and the pid "
-                 "limits allow, one process per client)",
-                 1, 10'000'000);
-  add_count_flag(*sub, "--max-per-address", options.max_per_address,
-                 "Most clients connected at once from one IP address; 0: no limit", 0, 10'000'000)
-      ->capture_default_str();
-  add_count_flag(*sub, "--keepalive", options.keepalive,
-                 "Seconds until a vanished client (no answer to TCP keepalive probes) is dropped; "
-                 "0: off",
-                 0, 86'400)
-      ->capture_default_str();
-  add_size_flag(*sub, "--max-line", options.max_line, "Longest line relayed; longer lines are cut",
-                1)
-      ->capture_default_str();
-  add_size_flag(*sub, "--max-queue", options.max_queue,
-                "Output queued for one slow client before it is disconnected", 1024)
-      ->capture_default_str();
-}
 
 int run_chat_server(const ChatServerOptions& options) {
   ignore_sigpipe();

@@ -3,11 +3,7 @@
 
 #include <cstdint>
 
-#include "cli/common_options.hpp"
-
-namespace CLI {
-class App;
-}
+#include "core/common_options.hpp"
 
 namespace mux {
 
@@ -23,7 +19,6 @@ struct ChatServerOptions {
   std::uint64_t keepalive = 60;
 };
 
-void setup_chat_server(CLI::App& app, ChatServerOptions& options);
 int run_chat_server(const ChatServerOptions& options);
 
 }  // namespace mux

@@ -3,89 +3,342 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
 #include <exception>
 #include <ostream>
+#include <unordered_map>
 
 namespace mux {
 
-CommandLine::CommandLine()
-    : app_(std::make_unique<CLI::App>("mux: TCP group chat and upload server on one epoll core",
-                                      "mux")) {
-  app_->set_version_flag("--version", "mux " MUX_VERSION);
-  app_->require_subcommand(1);
-  app_->fallthrough(false);
-  setup_chat_server(*app_, chat_server_);
-  setup_chat_client(*app_, chat_client_);
-  setup_upload_server(*app_, upload_server_);
-  setup_upload_client(*app_, upload_client_);
-  // Subcommands collect stray arguments instead of throwing, so parse() can name the first one
-  // as typed (CLI11 2.1's own message lists them in reverse).
-  for (const char* name : {"chat-server", "chat-client", "upload-server", "upload-client"}) {
-    app_->get_subcommand(name)->allow_extras();
+// CLI11 only splits argv into flags and values and matches names; every value goes through the
+// table's own FlagSpec::assign (as a transform, so errors are reported in the order typed), and
+// every error is reworded here.
+struct CommandLine::Parser {
+  CLI::App app{"", "mux"};
+  std::deque<std::string> sinks;  // CLI11 wants somewhere to store each option's text
+  std::unordered_map<const CLI::Option*, const FlagSpec*> specs;
+  std::unordered_map<const CLI::App*, const Subcommand*> subcommands;
+};
+
+namespace {
+
+std::string hint_for(const std::string& subcommand) {
+  return subcommand.empty()
+             ? "Try 'mux --help' for more information.\n"
+             : fmt::format("Try 'mux {} --help' for more information.\n", subcommand);
+}
+
+// The closest of `candidates` to `typed`, if it is close enough to be a likely typo.
+std::string closest(const std::string& typed, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_distance = std::string::npos;
+  for (const std::string& candidate : candidates) {
+    std::size_t distance = edit_distance(typed, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
   }
-  app_->allow_extras();
+  // Two edits, or a third of a long name: "--colour" -> "--color", "--max-lines" -> "--max-line".
+  std::size_t allowed = std::max<std::size_t>(2, best.size() / 3);
+  return best_distance <= allowed ? best : std::string();
+}
+
+std::string left_column(const FlagSpec& spec) {
+  std::string column = spec.names();
+  if (!spec.takes_value()) return column;
+  column += " " + spec.type_name;
+  if (!spec.default_text.empty()) column += "=" + spec.default_text;
+  if (spec.is_required) column += " REQUIRED";
+  return column;
+}
+
+// Splits `text` into lines of at most `width` columns at spaces. A word that starts with '-' is
+// never put first on a continuation line, so no wrapped line looks like a flag of its own.
+std::vector<std::string> wrap(const std::string& text, std::size_t width) {
+  std::vector<std::string> lines(1);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(' ', start);
+    if (end == std::string::npos) end = text.size();
+    std::string word = text.substr(start, end - start);
+    start = end + 1;
+    std::string& line = lines.back();
+    bool fits = line.empty() || line.size() + 1 + word.size() <= width;
+    if (fits || word.front() == '-') {
+      line += (line.empty() ? "" : " ") + word;
+    } else {
+      lines.push_back(word);
+    }
+  }
+  return lines;
+}
+
+// Two columns, the help text wrapped to fit in 100: what --help prints the same on any terminal.
+void append_rows(std::string& help, const std::vector<std::pair<std::string, std::string>>& rows) {
+  constexpr std::size_t kLineWidth = 100;
+  std::size_t width = 0;
+  for (const auto& [left, right] : rows)
+    width = std::max(width, left.size());
+  width = std::min<std::size_t>(width, 30);
+  for (const auto& [left, right] : rows) {
+    std::vector<std::string> lines = wrap(right, kLineWidth - width - 4);
+    if (left.size() > width) {
+      help += fmt::format("  {}\n", left);
+    } else {
+      help += fmt::format("  {:{}}  {}\n", left, width, lines.front());
+      lines.erase(lines.begin());
+    }
+    for (const std::string& line : lines)
+      help += fmt::format("  {:{}}  {}\n", "", width, line);
+  }
+  std::replace(help.begin(), help.end(), '\x01', ' ');
+}
+
+}  // namespace
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> previous(b.size() + 1);
+  std::vector<std::size_t> current(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    previous[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    current[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
+    }
+    std::swap(previous, current);
+  }
+  return previous[b.size()];
+}
+
+CommandLine::CommandLine()
+    : table_(make_subcommands(options_)), parser_(std::make_unique<Parser>()) {
+  CLI::App& app = parser_->app;
+  app.set_help_flag("-h,--help");
+  app.set_version_flag("-V,--version", "mux " MUX_VERSION);
+  app.allow_extras();
+  app.fallthrough(false);
+  for (const Subcommand& subcommand : table_) {
+    CLI::App* sub = app.add_subcommand(subcommand.name, subcommand.summary);
+    parser_->subcommands[sub] = &subcommand;
+    sub->set_help_flag("-h,--help");
+    // Stray arguments are collected, not thrown, so parse() words the error itself.
+    sub->allow_extras();
+    for (const FlagSpec& spec : subcommand.flags.specs()) {
+      CLI::Option* option = nullptr;
+      if (!spec.takes_value()) {
+        option = sub->add_flag(spec.names(), *spec.switch_value, spec.help);
+      } else {
+        option = sub->add_option(spec.names(), parser_->sinks.emplace_back(), spec.help);
+        // As with getopt tools: a flag given twice takes the last value.
+        option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+        option->transform(
+            CLI::Validator([&spec](std::string& text) { return spec.assign(text); }, ""));
+      }
+      parser_->specs[option] = &spec;
+    }
+  }
 }
 
 CommandLine::~CommandLine() = default;
 
+const Subcommand* CommandLine::chosen() const {
+  std::vector<CLI::App*> chosen = parser_->app.get_subcommands();
+  if (chosen.empty()) return nullptr;
+  return parser_->subcommands.at(chosen.front());
+}
+
 std::string CommandLine::selected() const {
-  auto chosen = app_->get_subcommands();
-  return chosen.empty() ? std::string() : chosen.front()->get_name();
+  const Subcommand* subcommand = chosen();
+  return subcommand == nullptr ? std::string() : subcommand->name;
+}
+
+std::string CommandLine::program_help() const {
+  std::string help =
+      "mux: TCP group chat and upload server on one epoll core\n\n"
+      "Usage: mux SUBCOMMAND [OPTIONS]\n"
+      "       mux SUBCOMMAND --help    (the options of one subcommand; man mux for all of it)\n\n"
+      "Options:\n";
+  append_rows(help, {{"-h,--help", "Print this help and exit"},
+                     {"-V,--version", "Print the version and exit"}});
+  help += "\nSubcommands:\n";
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const Subcommand& subcommand : table_)
+    rows.emplace_back(subcommand.name, subcommand.summary);
+  append_rows(help, rows);
+  return help;
+}
+
+std::string CommandLine::subcommand_help(const Subcommand& subcommand) const {
+  std::string help = fmt::format("Usage: mux {} [OPTIONS]\n\n{}\n\nOptions:\n", subcommand.name,
+                                 subcommand.summary);
+  std::vector<std::pair<std::string, std::string>> rows;
+  rows.emplace_back("-h,--help", "Print this help and exit");
+  for (const FlagSpec& spec : subcommand.flags.specs()) {
+    std::string right = spec.help;
+    if (!spec.limits_text.empty()) {
+      // Kept on one line when wrapped: '\x01' is a space wrap() does not break at.
+      std::string limits = spec.limits_text;
+      std::replace(limits.begin(), limits.end(), ' ', '\x01');
+      right += " [" + limits + "]";
+    }
+    rows.emplace_back(left_column(spec), right);
+  }
+  append_rows(help, rows);
+  return help;
+}
+
+int CommandLine::usage_error(std::ostream& err, const std::string& message) const {
+  err << "mux: error: " << message << "\n" << hint_for(selected());
+  return kExitUsage;
+}
+
+std::string CommandLine::unknown_flag_message(const std::string& typed) const {
+  std::string name = typed.substr(0, typed.find('='));
+  const Subcommand* here = chosen();
+  std::vector<std::string> known;
+  if (here == nullptr) {
+    known = {"--help", "--version"};
+  } else {
+    known.emplace_back("--help");
+    for (const FlagSpec& spec : here->flags.specs())
+      known.push_back(spec.long_name);
+  }
+  std::string suggestion = name.rfind("--", 0) == 0 ? closest(name, known) : std::string();
+  if (!suggestion.empty())
+    return fmt::format("unknown flag '{}' (did you mean '{}'?)", name, suggestion);
+  // A flag that another subcommand takes: say which, the person may have picked the wrong one.
+  std::vector<std::string> owners;
+  for (const Subcommand& other : table_) {
+    if (&other != here && other.flags.find(name) != nullptr) owners.push_back(other.name);
+  }
+  if (here != nullptr && !owners.empty()) {
+    return fmt::format("{} takes no flag '{}' (that is a flag of {})", here->name, name,
+                       fmt::join(owners, " and "));
+  }
+  return fmt::format("unknown flag '{}'", name);
 }
 
 int CommandLine::parse(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
-  // CLI11 takes the arguments as argc/argv here so its messages list them in the order typed.
   std::vector<const char*> pointers;
   for (const std::string& arg : argv)
     pointers.push_back(arg.c_str());
   if (pointers.empty()) pointers.push_back("mux");
+  CLI::App& app = parser_->app;
+  auto write_out = [&out, &err](const std::string& text) {
+    out << text;
+    out.flush();
+    if (out) return kExitSuccess;
+    int error = errno;
+    err << "mux: error: standard output: " << (error != 0 ? std::strerror(error) : "write failed")
+        << "\n";
+    return kExitFailure;
+  };
   try {
-    app_->parse(static_cast<int>(pointers.size()), pointers.data());
-    std::vector<std::string> extra = app_->remaining(true);
-    if (!extra.empty()) {
-      err << "mux: error: unexpected argument '" << extra.front() << "'\n";
-      return kExitUsage;
-    }
-    return -1;
+    errno = 0;
+    app.parse(static_cast<int>(pointers.size()), pointers.data());
   } catch (const CLI::CallForHelp&) {
-    CLI::App* target = app_.get();
-    for (CLI::App* sub : app_->get_subcommands())
-      target = sub;
-    out << target->help();
-    return kExitSuccess;
-  } catch (const CLI::CallForAllHelp&) {
-    out << app_->help("", CLI::AppFormatMode::All);
-    return kExitSuccess;
+    const Subcommand* subcommand = chosen();
+    return write_out(subcommand == nullptr ? program_help() : subcommand_help(*subcommand));
   } catch (const CLI::CallForVersion&) {
-    out << "mux " MUX_VERSION "\n";
-    return kExitSuccess;
+    return write_out("mux " MUX_VERSION "\n");
+  } catch (const CLI::ValidationError& error) {
+    // Our own assign() wording, already prefixed with the flag's name by CLI11.
+    return usage_error(err, error.what());
   } catch (const CLI::ParseError& error) {
-    // No subcommand, or an unknown one: the person needs the list of subcommands too.
-    if (app_->get_subcommands().empty()) {
-      err << app_->help();
-      std::vector<std::string> extra = app_->remaining();
-      if (!extra.empty()) {
-        err << "mux: error: unknown subcommand '" << extra.front() << "'\n";
-        return kExitUsage;
-      }
-    }
-    err << "mux: error: " << error.what() << "\n";
-    return kExitUsage;
+    // A flag at the end without its value, or a switch given a value.
+    std::string what = error.what();
+    std::string flag = what.substr(0, what.find(':'));
+    const Subcommand* subcommand = chosen();
+    const FlagSpec* spec = subcommand == nullptr ? nullptr : subcommand->flags.find(flag);
+    if (spec != nullptr && spec->takes_value())
+      return usage_error(err,
+                         fmt::format("{} needs a value ({})", spec->long_name, spec->type_name));
+    if (spec != nullptr) return usage_error(err, fmt::format("{} takes no value", spec->long_name));
+    return usage_error(err, what);
   }
+  return check_parsed(argv, err);
+}
+
+int CommandLine::check_parsed(const std::vector<std::string>& argv, std::ostream& err) const {
+  const CLI::App& app = parser_->app;
+  std::vector<std::string> extra = app.remaining(true);
+  const Subcommand* subcommand = chosen();
+  // CLI11 reads `--verbose=3` as "verbose, three times"; a switch takes no value.
+  for (const std::string& arg : argv) {
+    if (arg == "--") break;
+    std::size_t equals = arg.find('=');
+    if (subcommand == nullptr || arg.rfind("--", 0) != 0 || equals == std::string::npos) continue;
+    const FlagSpec* spec = subcommand->flags.find(arg.substr(0, equals));
+    if (spec != nullptr && !spec->takes_value())
+      return usage_error(err, fmt::format("{} takes no value", spec->long_name));
+  }
+  if (!extra.empty()) {
+    const std::string& first = extra.front();
+    if (first.size() > 1 && first[0] == '-') return usage_error(err, unknown_flag_message(first));
+    if (subcommand != nullptr)
+      return usage_error(err, fmt::format("unexpected argument '{}'", first));
+    std::vector<std::string> names;
+    for (const Subcommand& each : table_)
+      names.push_back(each.name);
+    std::string suggestion = closest(first, names);
+    return usage_error(
+        err, suggestion.empty()
+                 ? fmt::format("unknown subcommand '{}'", first)
+                 : fmt::format("unknown subcommand '{}' (did you mean '{}'?)", first, suggestion));
+  }
+  if (subcommand == nullptr) {
+    err << program_help() << "\n";
+    return usage_error(err,
+                       "missing subcommand: chat-server, chat-client, upload-server or "
+                       "upload-client");
+  }
+  // Flags of one exclusive group (-v, -q, ...): name the first two as given.
+  const CLI::App* sub = app.get_subcommands().front();
+  std::unordered_map<std::string, const FlagSpec*> first_of_group;
+  for (const CLI::Option* option : sub->parse_order()) {
+    const FlagSpec* spec = parser_->specs.at(option);
+    if (spec->exclusive_group.empty()) continue;
+    auto [found, inserted] = first_of_group.emplace(spec->exclusive_group, spec);
+    if (!inserted && found->second != spec) {
+      return usage_error(err, fmt::format("{} and {} cannot be used together",
+                                          found->second->long_name, spec->long_name));
+    }
+  }
+  for (const auto& [option, spec] : parser_->specs) {
+    if (spec->is_required && option->count() == 0 &&
+        sub->get_option_no_throw(spec->long_name) == option)
+      return usage_error(err, fmt::format("{} is required", spec->long_name));
+  }
+  return -1;
 }
 
 int CommandLine::run() {
+  const Subcommand* subcommand = chosen();
+  if (subcommand == nullptr) return kExitUsage;
   try {
-    std::string name = selected();
-    if (name == "chat-server") return run_chat_server(chat_server_);
-    if (name == "chat-client") return run_chat_client(chat_client_);
-    if (name == "upload-server") return run_upload_server(upload_server_);
-    if (name == "upload-client") return run_upload_client(upload_client_);
-    return kExitUsage;
+    return subcommand->run();
   } catch (const std::exception& error) {
+    std::fflush(stdout);
     fmt::print(stderr, "mux: error: {}\n", error.what());
     return kExitFailure;
   }
+}
+
+int finish_standard_output(int status) {
+  errno = 0;
+  bool lost = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!lost) return status;
+  int error = errno;
+  fmt::print(stderr, "mux: error: standard output: {}\n",
+             error != 0 ? std::strerror(error) : "write failed");
+  return status == kExitSuccess ? kExitFailure : status;
 }
 
 }  // namespace mux

@@ -3,11 +3,7 @@
 
 #include <string>
 
-#include "cli/common_options.hpp"
-
-namespace CLI {
-class App;
-}
+#include "core/common_options.hpp"
 
 namespace mux {
 
@@ -17,7 +13,6 @@ struct UploadClientOptions {
   std::string name;  // empty: the file's basename
 };
 
-void setup_upload_client(CLI::App& app, UploadClientOptions& options);
 int run_upload_client(const UploadClientOptions& options);
 
 }  // namespace mux

@@ -1,7 +1,6 @@
 #include "upload/upload_server.hpp"
 
 #include <fmt/format.h>
-#include <CLI/CLI.hpp>
 
 #include <csignal>
 #include <cstdio>
@@ -14,20 +13,6 @@
 #include "upload/upload_store.hpp"
 
 namespace mux {
-
-void setup_upload_server(CLI::App& app, UploadServerOptions& options) {
-  CLI::App* sub = app.add_subcommand("upload-server",
-                                     "Receive uploads: one event loop, or a process per client");
-  add_common_flags(*sub, options.common);
-  add_serve_flag(*sub, options.serve);
-  sub->add_option("--output-dir", options.output_dir,
-                  "Save uploads in DIR (default: count, hash and discard)")
-      ->type_name("DIR");
-  add_size_flag(*sub, "--max-size", options.max_size,
-                "Largest upload accepted (default: unlimited)", 1);
-  add_count_flag(*sub, "--max-clients", options.max_clients,
-                 "Most uploads at once (default: what the fd limit allows)", 1, 10'000'000);
-}
 
 int run_upload_server(const UploadServerOptions& options) {
   ignore_sigpipe();

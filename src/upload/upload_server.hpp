@@ -4,11 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cli/common_options.hpp"
-
-namespace CLI {
-class App;
-}
+#include "core/common_options.hpp"
 
 namespace mux {
 
@@ -20,7 +16,6 @@ struct UploadServerOptions {
   std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
 };
 
-void setup_upload_server(CLI::App& app, UploadServerOptions& options);
 int run_upload_server(const UploadServerOptions& options);
 
 }  // namespace mux

@@ -43,6 +43,19 @@ def not_implemented(subcommand):
 PENDING = {sub: not_implemented(sub) for sub in SUBCOMMANDS}
 
 
+def flag_help(subcommand, flag):
+    """The --help entry of `flag`, its wrapped lines joined with single spaces."""
+    _, out, _ = mux(subcommand, "--help")
+    entry = []
+    for line in out.splitlines():
+        starts_flag = re.match(r"^  (?:-[a-zA-Z],)?--", line) is not None
+        if entry and (starts_flag or not line.strip()):
+            break
+        if entry or (starts_flag and re.match(rf"^  (?:-[a-zA-Z],)?{flag}\b", line)):
+            entry.append(line.strip())
+    return " ".join(entry)
+
+
 def free_port():
     """A loopback port that nobody listens on (bound, then closed: connecting is refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -61,13 +74,24 @@ class CliTestCase(unittest.TestCase):
         """stderr is exactly the line `expected` (a string, or a compiled regex to fullmatch)."""
         self.assertTrue(err.endswith("\n"), repr(err))
         self.assertEqual(err.count("\n"), 1, f"more than one line on stderr: {err!r}")
-        line = err[:-1]
+        self.assertLineMatches(err[:-1], expected)
+
+    def assertLineMatches(self, line, expected):
         self.assertTrue(line.startswith("mux: error: "), repr(line))
         if isinstance(expected, str):
             self.assertEqual(line, expected)
         else:
             self.assertRegex(line, expected)
             self.assertIsNotNone(expected.fullmatch(line), repr(line))
+
+    def assertUsageLines(self, err, expected, subcommand):
+        """A usage error: the error line, then the hint naming where to read more."""
+        lines = err.split("\n")
+        self.assertEqual(len(lines), 3, f"expected an error line and a hint: {err!r}")
+        self.assertLineMatches(lines[0], expected)
+        where = f"mux {subcommand} --help" if subcommand else "mux --help"
+        self.assertEqual(lines[1], f"Try '{where}' for more information.")
+        self.assertEqual(lines[2], "")
 
 
 class HelpAndVersionTest(CliTestCase):
@@ -103,13 +127,67 @@ class HelpAndVersionTest(CliTestCase):
         for shown in ["HOST=127.0.0.1", "PORT=5000", "single|fork=single", "BYTES=4096", "BYTES=1048576"]:
             self.assertIn(shown, out)
 
+    def test_help_shows_limits(self):
+        self.assertRegex(flag_help("chat-server", "--max-line"), r"^--max-line BYTES=4096 .*\[1 to 1M\]$")
+        self.assertRegex(flag_help("chat-server", "--max-queue"),
+                         r"^--max-queue BYTES=1048576 .*\[1K to 1G\]$")
+        self.assertRegex(flag_help("chat-server", "--max-clients"), r"^--max-clients N .*\[1 to 10000000\]$")
+        self.assertRegex(flag_help("upload-server", "--max-size"), r"^--max-size BYTES .*\[1 to 1024T\]$")
+
+    def test_help_fits_in_100_columns(self):
+        for sub in ["", *SUBCOMMANDS]:
+            with self.subTest(subcommand=sub):
+                _, out, _ = mux(*([sub] if sub else []), "--help")
+                for line in out.splitlines():
+                    self.assertLessEqual(len(line), 100, line)
+
+    def test_usage_line_names_mux_and_the_subcommand(self):
+        for sub in SUBCOMMANDS:
+            with self.subTest(subcommand=sub):
+                _, out, _ = mux(sub, "--help")
+                self.assertTrue(out.startswith(f"Usage: mux {sub} [OPTIONS]\n"), out)
+
+    def test_help_speaks_to_clients_and_servers(self):
+        for sub in SUBCOMMANDS:
+            with self.subTest(subcommand=sub):
+                _, out, _ = mux(sub, "--help")
+                host = next(line for line in out.splitlines() if line.startswith("  --host"))
+                port = next(line for line in out.splitlines() if line.startswith("  --port"))
+                verbose = next(line for line in out.splitlines() if "--verbose" in line)
+                if sub in SERVERS:
+                    self.assertIn("listen on", host)
+                    self.assertIn("this machine only", host)
+                    self.assertIn("0 picks a free port", port)
+                    self.assertIn("Log", verbose)
+                else:
+                    self.assertIn("connect to", host)
+                    self.assertNotIn("listen", host + port)
+                    self.assertNotIn("free port", port)
+                    self.assertNotIn("Log", verbose)
+
+    def test_capital_v_is_version(self):
+        code, out, err = mux("-V")
+        self.assertEqual((code, err), (0, ""))
+        self.assertRegex(out, r"\Amux \d+\.\d+\.\d+\n\Z")
+
+    def test_unwritable_stdout_is_a_failure(self):
+        """`mux --help > /dev/full` must not claim success."""
+        for args in [["--help"], ["--version"], ["-V"], ["chat-server", "--help"]]:
+            with self.subTest(args=args):
+                with open("/dev/full", "wb") as full:
+                    result = subprocess.run([muxtest.MUX, *args], stdout=full, stderr=subprocess.PIPE,
+                                            stdin=subprocess.DEVNULL, timeout=muxtest.DEFAULT_TIMEOUT)
+                err = result.stderr.decode()
+                self.assertEqual(result.returncode, 1, err)
+                self.assertOneErrorLine(err, "mux: error: standard output: No space left on device")
+
 
 class UsageErrorTest(CliTestCase):
     def assertUsageError(self, args, expected):
         code, out, err = mux(*args)
         self.assertNoCrash(code, err)
         self.assertEqual((code, out), (2, ""), f"mux {args}: stderr={err!r}")
-        self.assertOneErrorLine(err, expected)
+        self.assertUsageLines(err, expected, args[0] if args[0] in SUBCOMMANDS else "")
 
     def test_no_subcommand_prints_usage_and_exits_2(self):
         code, out, err = mux()
@@ -119,15 +197,16 @@ class UsageErrorTest(CliTestCase):
         for sub in SUBCOMMANDS:
             self.assertIn(sub, err)
         self.assertEqual(err.count("mux: error: "), 1, err)
-        self.assertTrue(err.endswith("mux: error: A subcommand is required\n"), repr(err))
+        self.assertTrue(err.endswith(
+            "mux: error: missing subcommand: chat-server, chat-client, upload-server or upload-client\n"
+            "Try 'mux --help' for more information.\n"), repr(err))
 
-    def test_unknown_subcommand_prints_usage_and_exits_2(self):
-        code, out, err = mux("bogus")
-        self.assertNoCrash(code, err)
-        self.assertEqual((code, out), (2, ""))
-        self.assertIn("Usage: mux", err)
-        self.assertEqual(err.count("mux: error: "), 1, err)
-        self.assertTrue(err.endswith("mux: error: unknown subcommand 'bogus'\n"), repr(err))
+    def test_unknown_subcommand_is_one_line_and_a_hint(self):
+        self.assertUsageError(["bogus"], "mux: error: unknown subcommand 'bogus'")
+        self.assertUsageError(["chat-sever"],
+                              "mux: error: unknown subcommand 'chat-sever' (did you mean 'chat-server'?)")
+        self.assertUsageError(["uplod-client"],
+                              "mux: error: unknown subcommand 'uplod-client' (did you mean 'upload-client'?)")
 
     def test_bad_port(self):
         for sub in SUBCOMMANDS:
@@ -142,7 +221,10 @@ class UsageErrorTest(CliTestCase):
         for sub in SUBCOMMANDS:
             with self.subTest(subcommand=sub):
                 self.assertUsageError([sub, *REQUIRED_ARGS.get(sub, []), "--port"],
-                                      "mux: error: --port: 1 required PORT missing")
+                                      "mux: error: --port needs a value (PORT)")
+
+    def test_switch_takes_no_value(self):
+        self.assertUsageError(["chat-server", "--verbose=3"], "mux: error: --verbose takes no value")
 
     def test_bad_serve_mode(self):
         for sub in SERVERS:
@@ -151,18 +233,35 @@ class UsageErrorTest(CliTestCase):
                                       "mux: error: --serve: 'bogus' is not a serving mode (single or fork)")
 
     def test_bad_sizes(self):
+        not_a_size = "is not a size (a whole number of bytes, optionally followed by K, M, G or T: 64K, 1MiB, 2G)"
         cases = [
             (["chat-server", "--max-line", "0"], "mux: error: --max-line: 0 is below the minimum of 1"),
-            (["chat-server", "--max-queue", "2X"],
-             "mux: error: --max-queue: '2X' is not a size (bytes, or a number with K, M or G)"),
+            (["chat-server", "--max-queue", "2X"], f"mux: error: --max-queue: '2X' {not_a_size}"),
             (["chat-server", "--max-queue", "1000"],
-             "mux: error: --max-queue: 1000 is below the minimum of 1024"),
-            (["chat-server", "--max-line", "1.5K"],
-             "mux: error: --max-line: '1.5K' is not a size (bytes, or a number with K, M or G)"),
+             "mux: error: --max-queue: 1000 is below the minimum of 1K"),
+            (["chat-server", "--max-line", "1.5K"], f"mux: error: --max-line: '1.5K' {not_a_size}"),
             (["upload-server", "--max-size", "0"], "mux: error: --max-size: 0 is below the minimum of 1"),
             (["upload-server", "--max-size", "99999999999999999999G"],
-             "mux: error: --max-size: '99999999999999999999G' is not a size (bytes, or a number with K, M or G)"),
+             f"mux: error: --max-size: '99999999999999999999G' {not_a_size}"),
         ]
+        for args, expected in cases:
+            with self.subTest(args=args):
+                self.assertUsageError(args, expected)
+
+    def test_every_size_and_count_flag_has_an_upper_bound(self):
+        """Issue 9.6: absurd values are refused at parse time, before any arithmetic on them."""
+        cases = [
+            (["chat-server", "--max-line", "18446744073709551615"],
+             "mux: error: --max-line: 18446744073709551615 is above the maximum of 1M"),
+            (["chat-server", "--max-line", "1T"], "mux: error: --max-line: 1T is above the maximum of 1M"),
+            (["chat-server", "--max-line", "1025K"], "mux: error: --max-line: 1025K is above the maximum of 1M"),
+            (["chat-server", "--max-queue", "2G"], "mux: error: --max-queue: 2G is above the maximum of 1G"),
+            (["upload-server", "--max-size", "1025T"],
+             "mux: error: --max-size: 1025T is above the maximum of 1024T"),
+        ]
+        for sub in SERVERS:
+            cases.append(([sub, "--max-clients", "18446744073709551616"],
+                          "mux: error: --max-clients: 18446744073709551616 is above the maximum of 10000000"))
         for args, expected in cases:
             with self.subTest(args=args):
                 self.assertUsageError(args, expected)
@@ -170,10 +269,12 @@ class UsageErrorTest(CliTestCase):
     def test_bad_max_clients(self):
         for sub in SERVERS:
             with self.subTest(subcommand=sub):
-                for bad in ["0", "abc", "0x10", "-1", "10000001"]:
-                    self.assertUsageError(
-                        [sub, "--max-clients", bad],
-                        f"mux: error: --max-clients: '{bad}' is not a whole number (1-10000000)")
+                for bad, why in [("0", "0 is below the minimum of 1"),
+                                 ("abc", "'abc' is not a whole number"),
+                                 ("0x10", "'0x10' is not a whole number"),
+                                 ("-1", "'-1' is not a whole number"),
+                                 ("10000001", "10000001 is above the maximum of 10000000")]:
+                    self.assertUsageError([sub, "--max-clients", bad], f"mux: error: --max-clients: {why}")
 
     def test_upload_client_requires_file(self):
         self.assertUsageError(["upload-client"], "mux: error: --file is required")
@@ -181,17 +282,40 @@ class UsageErrorTest(CliTestCase):
 
     def test_verbose_and_quiet_together(self):
         for sub in SUBCOMMANDS:
-            for flags in [["-v", "-q"], ["--verbose", "--quiet"]]:
+            for flags, named in [(["-v", "-q"], "--verbose and --quiet"),
+                                 (["--quiet", "--verbose"], "--quiet and --verbose")]:
                 with self.subTest(subcommand=sub, flags=flags):
                     self.assertUsageError([sub, *REQUIRED_ARGS.get(sub, []), *flags],
-                                          "mux: error: --verbose excludes --quiet")
+                                          f"mux: error: {named} cannot be used together")
 
-    def test_unexpected_argument(self):
+    def test_unknown_flag(self):
         for sub in SUBCOMMANDS:
             with self.subTest(subcommand=sub):
                 extra = REQUIRED_ARGS.get(sub, [])
-                self.assertUsageError([sub, *extra, "--bogus", "stray"],
-                                      "mux: error: unexpected argument '--bogus'")
+                self.assertUsageError([sub, *extra, "--bogus", "stray"], "mux: error: unknown flag '--bogus'")
+        self.assertUsageError(["--bogus"], "mux: error: unknown flag '--bogus'")
+
+    def test_unexpected_argument(self):
+        self.assertUsageError(["chat-server", "stray"], "mux: error: unexpected argument 'stray'")
+
+    def test_typo_suggestions(self):
+        self.assertUsageError(["chat-server", "--max-lines", "5"],
+                              "mux: error: unknown flag '--max-lines' (did you mean '--max-line'?)")
+        self.assertUsageError(["upload-client", "--file", "x", "--nmae=y"],
+                              "mux: error: unknown flag '--nmae' (did you mean '--name'?)")
+        self.assertUsageError(["chat-client", "--serve", "fork"],
+                              "mux: error: chat-client takes no flag '--serve' "
+                              "(that is a flag of chat-server and upload-server)")
+
+    def test_no_parser_library_wording(self):
+        """The phrases CLI11 uses never reach a person."""
+        for args in [["chat-server", "--port"], ["chat-server", "--port", "1", "--port", "2", "--bogus"],
+                     ["chat-server", "--max-clients", "0"], ["upload-client"], ["chat-server", "-v", "-q"]]:
+            with self.subTest(args=args):
+                _, _, err = mux(*args)
+                for phrase in ["required PORT missing", "At Most", "'0' is not a whole number", "Excludes",
+                               "The following argument", "A subcommand is required", "Run with --help"]:
+                    self.assertNotIn(phrase, err)
 
 
 class RuntimeErrorTest(CliTestCase):

@@ -169,7 +169,7 @@ TEST_CASE_FIXTURE(CommandLineFixture, "command line: bad values are usage errors
     expect_usage_error({"chat-server", "--port", ""}, "--port");
   }
   SUBCASE("--port without a value") {
-    expect_usage_error({"chat-server", "--port"}, "--port");
+    expect_usage_error({"chat-server", "--port"}, "--port needs a value (PORT)");
   }
   SUBCASE("--serve bogus") {
     expect_usage_error({"chat-server", "--serve", "bogus"}, "--serve");
@@ -212,13 +212,74 @@ TEST_CASE_FIXTURE(CommandLineFixture, "command line: bad values are usage errors
   }
 }
 
-TEST_CASE_FIXTURE(CommandLineFixture, "command line: an unknown subcommand: usage and the name") {
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: an unknown subcommand: one line and a hint") {
   CHECK(parse({"chat-sever"}) == mux::kExitUsage);
   CHECK(out.str().empty());
-  CHECK(error_lines() == std::vector<std::string>{"mux: error: unknown subcommand 'chat-sever'"});
-  CHECK(err.str().find("Usage: mux") != std::string::npos);
-  CHECK(err.str().find("chat-server") != std::string::npos);
+  CHECK(err.str() ==
+        "mux: error: unknown subcommand 'chat-sever' (did you mean 'chat-server'?)\n"
+        "Try 'mux --help' for more information.\n");
   CHECK(command_line.selected().empty());
+}
+
+TEST_CASE_FIXTURE(CommandLineFixture,
+                  "command line: a usage error ends with the subcommand's hint") {
+  CHECK(parse({"chat-server", "--max-lines", "5"}) == mux::kExitUsage);
+  CHECK(err.str() ==
+        "mux: error: unknown flag '--max-lines' (did you mean '--max-line'?)\n"
+        "Try 'mux chat-server --help' for more information.\n");
+}
+
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: size and count flags have upper bounds") {
+  SUBCASE("--max-line 2^64-1") {
+    expect_usage_error({"chat-server", "--max-line", "18446744073709551615"},
+                       "--max-line: 18446744073709551615 is above the maximum of 1M");
+  }
+  SUBCASE("--max-line 1T") {
+    expect_usage_error({"chat-server", "--max-line", "1T"}, "is above the maximum of 1M");
+  }
+  SUBCASE("--max-queue 2G") {
+    expect_usage_error({"chat-server", "--max-queue", "2G"}, "is above the maximum of 1G");
+  }
+  SUBCASE("--max-size 1025T") {
+    expect_usage_error({"upload-server", "--max-size", "1025T"}, "is above the maximum of 1024T");
+  }
+  SUBCASE("--max-clients past 2^64") {
+    expect_usage_error({"upload-server", "--max-clients", "99999999999999999999999"},
+                       "is above the maximum of 10000000");
+  }
+  SUBCASE("the largest values are accepted") {
+    REQUIRE(parse({"chat-server", "--max-line", "1M", "--max-queue", "1G", "--max-clients",
+                   "10000000"}) == -1);
+    CHECK(command_line.chat_server().max_line == 1048576);
+    CHECK(command_line.chat_server().max_queue == 1073741824);
+    CHECK(command_line.chat_server().max_clients == 10000000);
+  }
+}
+
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: a flag given twice takes the last value") {
+  REQUIRE(parse({"chat-server", "--port", "1", "--port", "2", "-v", "-v"}) == -1);
+  CHECK(command_line.chat_server().common.port == 2);
+  CHECK(command_line.chat_server().common.verbose);
+}
+
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: -V is --version") {
+  CHECK(parse({"-V"}) == mux::kExitSuccess);
+  CHECK(out.str() == "mux " MUX_VERSION "\n");
+}
+
+TEST_CASE("command line: help that cannot be written is a failure") {
+  mux::CommandLine command_line;
+  std::ostream broken(nullptr);  // no buffer: every write fails
+  std::ostringstream err;
+  CHECK(command_line.parse({"mux", "--help"}, broken, err) == mux::kExitFailure);
+  CHECK(err.str().rfind("mux: error: standard output: ", 0) == 0);
+}
+
+TEST_CASE("edit distance") {
+  CHECK(mux::edit_distance("", "") == 0);
+  CHECK(mux::edit_distance("--colour", "--color") == 1);
+  CHECK(mux::edit_distance("abc", "") == 3);
+  CHECK(mux::edit_distance("chat-sever", "chat-server") == 1);
 }
 
 TEST_CASE_FIXTURE(CommandLineFixture, "command line: no subcommand: usage on stderr, status 2") {

@@ -1,0 +1,117 @@
+#include "cli/flag_table.hpp"
+
+namespace mux {
+namespace {
+
+constexpr std::uint64_t KiB = 1024;
+constexpr std::uint64_t MiB = 1024 * KiB;
+constexpr std::uint64_t GiB = 1024 * MiB;
+constexpr std::uint64_t TiB = 1024 * GiB;
+
+// Far more than one machine can hold open; the bound only keeps arithmetic on it sane.
+constexpr CountBounds kMaxClientsBounds{1, 10'000'000};
+
+// -v, -q: what they change differs between servers (the log) and clients (what is printed).
+void add_verbosity_flags(FlagSet& flags, CommonOptions& common, bool is_server) {
+  flags
+      .switch_flag("-v,--verbose", common.verbose,
+                   is_server ? "Log more: every connection, line and upload step"
+                             : "Print more: where it connected, what it sends")
+      .exclusive("verbosity");
+  flags
+      .switch_flag("-q,--quiet", common.quiet,
+                   is_server ? "Log only errors (the 'listening on' line is still printed)"
+                             : "Print only errors and the final result")
+      .exclusive("verbosity");
+}
+
+void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve) {
+  flags.text("--host", common.host,
+             "Address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 or :: = every interface",
+             "HOST", ValueKind::host);
+  flags.port("--port", common.port, "TCP port to listen on (0 picks a free port, printed)");
+  add_verbosity_flags(flags, common, true);
+  flags.choice("--serve", serve,
+               "single: every client in one event loop; fork: a process per client",
+               "a serving mode", {{"single", ServeMode::single}, {"fork", ServeMode::fork}});
+}
+
+void add_client_flags(FlagSet& flags, CommonOptions& common) {
+  flags.text("--host", common.host, "Server to connect to (a name, an IPv4 or an IPv6 address)",
+             "HOST", ValueKind::host);
+  flags.port("--port", common.port, "Server's TCP port");
+  add_verbosity_flags(flags, common, false);
+}
+
+void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
+  add_server_flags(flags, options.common, options.serve);
+  flags.count("--max-clients", options.max_clients,
+              "Most clients connected at once; newcomers past it read '* server full' "
+              "(default: what the fd limit allows; in fork mode also what memory and the pid "
+              "limits allow, one process per client)",
+              kMaxClientsBounds);
+  flags.count("--max-per-address", options.max_per_address,
+              "Most clients connected at once from one IP address; 0: no limit", {0, 10'000'000});
+  flags.count("--keepalive", options.keepalive,
+              "Seconds until a vanished client (no answer to TCP keepalive probes) is dropped; "
+              "0: off",
+              {0, 86'400}, "SECONDS");
+  flags.size("--max-line", options.max_line, "Longest line relayed; longer lines are cut",
+             {1, 1 * MiB});
+  flags.size("--max-queue", options.max_queue,
+             "Output queued for one slow client before it is disconnected", {1 * KiB, 1 * GiB});
+}
+
+void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
+  add_client_flags(flags, options.common);
+  flags.text("--nick", options.nick, "Name to take right after connecting (sends /nick NAME)",
+             "NAME");
+}
+
+void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
+  add_server_flags(flags, options.common, options.serve);
+  flags.text("--output-dir", options.output_dir,
+             "Save uploads in DIR (default: count, hash and discard)", "DIR", ValueKind::directory);
+  flags.size("--max-size", options.max_size, "Largest upload accepted (default: unlimited)",
+             {1, 1024 * TiB});
+  flags.count("--max-clients", options.max_clients,
+              "Most uploads at once (default: what the fd limit allows)", kMaxClientsBounds);
+}
+
+void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
+  flags.text("--file", options.file, "File to send; - reads stdin", "PATH", ValueKind::path)
+      .required();
+  add_client_flags(flags, options.common);
+  flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
+             "NAME");
+}
+
+}  // namespace
+
+std::vector<Subcommand> make_subcommands(AllOptions& options) {
+  std::vector<Subcommand> table(4);
+  table[0].name = "chat-server";
+  table[0].summary = "Group chat: every line a client sends goes to every other client";
+  table[0].is_server = true;
+  add_chat_server_flags(table[0].flags, options.chat_server);
+  table[0].run = [&options] { return run_chat_server(options.chat_server); };
+
+  table[1].name = "chat-client";
+  table[1].summary = "Chat from a terminal or a pipe";
+  add_chat_client_flags(table[1].flags, options.chat_client);
+  table[1].run = [&options] { return run_chat_client(options.chat_client); };
+
+  table[2].name = "upload-server";
+  table[2].summary = "Receive uploads: one event loop, or a process per client";
+  table[2].is_server = true;
+  add_upload_server_flags(table[2].flags, options.upload_server);
+  table[2].run = [&options] { return run_upload_server(options.upload_server); };
+
+  table[3].name = "upload-client";
+  table[3].summary = "Send a file and verify what the server received";
+  add_upload_client_flags(table[3].flags, options.upload_client);
+  table[3].run = [&options] { return run_upload_client(options.upload_client); };
+  return table;
+}
+
+}  // namespace mux

@@ -1,0 +1,40 @@
+// The subcommand table: the four subcommands, what each is for, every flag each takes, and the
+// function that runs it. The only file that knows all subcommands besides CommandLine, which
+// parses with it; the completion scripts are generated from it too.
+//
+// To add a flag: give the options struct a member with its default, add one line to that
+// subcommand's function in flag_table.cpp, and document it in man/mux.1 (tests/e2e/test_man.py
+// checks that every flag is there).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "chat/chat_client.hpp"
+#include "chat/chat_server.hpp"
+#include "cli/flag_set.hpp"
+#include "upload/upload_client.hpp"
+#include "upload/upload_server.hpp"
+
+namespace mux {
+
+struct AllOptions {
+  ChatServerOptions chat_server;
+  ChatClientOptions chat_client;
+  UploadServerOptions upload_server;
+  UploadClientOptions upload_client;
+};
+
+struct Subcommand {
+  std::string name;
+  std::string summary;
+  bool is_server = false;
+  FlagSet flags;  // refers into the AllOptions the table was made from
+  std::function<int()> run;
+};
+
+// The table, bound to `options` (which must outlive it and stay where it is).
+std::vector<Subcommand> make_subcommands(AllOptions& options);
+
+}  // namespace mux
