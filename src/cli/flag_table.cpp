@@ -76,6 +76,9 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
              {1, 1024 * TiB});
   flags.count("--max-clients", options.max_clients,
               "Most uploads at once (default: what the fd limit allows)", kMaxClientsBounds);
+  flags.size("--min-free", options.min_free,
+             "Refuse uploads while --output-dir has less free space (default: 0, off)",
+             {0, 1024 * TiB});
 }
 
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {

@@ -26,10 +26,10 @@ constexpr std::chrono::seconds kChildKillDelay = kShutdownGrace + std::chrono::s
 }  // namespace
 
 ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                             std::uint64_t max_size, std::uint64_t max_clients)
+                             const UploadLimits& limits, std::uint64_t max_clients)
     : logger_(logger),
       output_dir_(output_dir),
-      max_size_(max_size),
+      limits_(limits),
       max_clients_(max_clients),
       listener_(loop_, std::move(listener), logger,
                 AdmissionPolicy::wait_for_room([this] { return !at_capacity(); }),
@@ -56,7 +56,7 @@ void ForkingServer::spawn_child(Admitted accepted) {
   try {
     pid_t pid = fork_child({socket_fd, dir_fd}, &logger_, [&] {
       return serve_one_upload(std::move(accepted.fd), accepted.peer, number, logger_, output_dir_,
-                              max_size_);
+                              limits_);
     });
     children_.insert(pid);
     logger_.detail("[Client {}] served by process {}", number, pid);
@@ -77,11 +77,23 @@ void ForkingServer::reap() {
     } else {
       logger_.detail("process {} exited with status {}", pid, WEXITSTATUS(status));
     }
+    remove_temporary_files_of(pid, status);
   });
   if (shutting_down_) {
     if (children_.empty()) loop_.stop();
   } else if (!at_capacity()) {
     listener_.resume();
+  }
+}
+
+void ForkingServer::remove_temporary_files_of(pid_t pid, int status) {
+  // A child that exited normally removed its own file; one killed (kill -9, the OOM killer, our
+  // own SIGKILL at shutdown) or failing could not. The pid in the file name says whose it was.
+  if (output_dir_ == nullptr || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) return;
+  std::size_t removed = output_dir_->remove_partials_of(pid);
+  if (removed != 0) {
+    logger_.info("removed {} temporary file(s) of process {} from {}", removed, pid,
+                 output_dir_->path());
   }
 }
 
@@ -106,10 +118,10 @@ void ForkingServer::begin_shutdown() {
 }
 
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, std::uint64_t max_size) {
+                     const OutputDirectory* output_dir, const UploadLimits& limits) {
   EventLoop loop;
   std::vector<char> read_buffer(kUploadReadBufferSize);
-  UploadContext context{loop, logger, output_dir, max_size, read_buffer};
+  UploadContext context{loop, logger, output_dir, limits, read_buffer};
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;

@@ -13,6 +13,7 @@
 #include "core/event_loop.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
+#include "upload/upload_session.hpp"
 
 namespace mux {
 
@@ -22,13 +23,14 @@ class OutputDirectory;
 class ForkingServer {
  public:
   ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                std::uint64_t max_size, std::uint64_t max_clients);
+                const UploadLimits& limits, std::uint64_t max_clients);
   // Serves until SIGINT/SIGTERM and every child has exited.
   void run();
 
  private:
   void spawn_child(Admitted accepted);
   void reap();
+  void remove_temporary_files_of(pid_t pid, int status);
   void begin_shutdown();
   void signal_children(int signo);
   [[nodiscard]] bool at_capacity() const;
@@ -36,7 +38,7 @@ class ForkingServer {
   EventLoop loop_;
   Logger& logger_;
   const OutputDirectory* output_dir_;
-  std::uint64_t max_size_;
+  UploadLimits limits_;
   std::uint64_t max_clients_;
   std::unordered_set<pid_t> children_;
   Listener listener_;  // after everything its callbacks use
@@ -47,6 +49,6 @@ class ForkingServer {
 // The whole life of a fork-mode child: one upload on `socket` in a fresh event loop. Returns the
 // child's exit status.
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, std::uint64_t max_size);
+                     const OutputDirectory* output_dir, const UploadLimits& limits);
 
 }  // namespace mux

@@ -7,10 +7,10 @@
 namespace mux {
 
 SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                                   std::uint64_t max_size, std::uint64_t max_clients)
+                                   const UploadLimits& limits, std::uint64_t max_clients)
     : logger_(logger),
       read_buffer_(kUploadReadBufferSize),
-      context_{loop_, logger, output_dir, max_size, read_buffer_},
+      context_{loop_, logger, output_dir, limits, read_buffer_},
       max_clients_(max_clients),
       // While full, connections wait in the kernel's backlog instead of being refused.
       listener_(loop_, std::move(listener), logger,

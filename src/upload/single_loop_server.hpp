@@ -21,7 +21,7 @@ class OutputDirectory;
 class SingleLoopServer {
  public:
   SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                   std::uint64_t max_size, std::uint64_t max_clients);
+                   const UploadLimits& limits, std::uint64_t max_clients);
   // Serves until SIGINT/SIGTERM and the shutdown grace are over.
   void run();
 

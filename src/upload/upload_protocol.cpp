@@ -47,6 +47,13 @@ HeaderParse header_error(std::string reason) {
 
 }  // namespace
 
+const std::string* UploadHeader::field(std::string_view key) const {
+  for (const auto& [field_key, value] : fields) {
+    if (field_key == key) return &value;
+  }
+  return nullptr;
+}
+
 HeaderParse parse_header_line(std::string_view line) {
   if (line.substr(0, kUploadMagic.size()) != kUploadMagic) {
     return header_error("does not start with MUXUP/1");
@@ -56,14 +63,38 @@ HeaderParse parse_header_line(std::string_view line) {
   std::size_t space = rest.find(' ');
   std::string_view size_text = rest.substr(0, space);
   if (size_text.empty()) return header_error("missing size");
-  std::optional<std::uint64_t> size = parse_decimal(size_text);
-  if (!size) return header_error("size is not a number");
+  UploadHeader header;
+  if (size_text != "-") {
+    header.size = parse_decimal(size_text);
+    if (!header.size) return header_error("size is not a number");
+  }
   if (space == std::string_view::npos) return header_error("missing name");
-  return HeaderParse{UploadHeader{*size, percent_decode(rest.substr(space + 1))}, {}};
+  rest.remove_prefix(space + 1);
+  space = rest.find(' ');
+  header.name = percent_decode(rest.substr(0, space));
+  std::size_t position = 0;
+  while (space != std::string_view::npos) {
+    rest.remove_prefix(space + 1);
+    ++position;
+    space = rest.find(' ');
+    std::string_view field = rest.substr(0, space);
+    std::size_t equals = field.find('=');
+    // Positions, not the text: the field is peer-controlled and the reason reaches a log line.
+    if (equals == std::string_view::npos || equals == 0) {
+      return header_error(fmt::format("field {} is not key=value", position));
+    }
+    std::string_view key = field.substr(0, equals);
+    if (header.field(key) != nullptr) {
+      return header_error(fmt::format("field {} repeats a key", position));
+    }
+    header.fields.emplace_back(std::string(key), std::string(field.substr(equals + 1)));
+  }
+  return HeaderParse{std::move(header), {}};
 }
 
-std::string format_header_line(std::uint64_t size, std::string_view name) {
-  return fmt::format("{}{} {}\n", kUploadMagic, size, percent_encode(name));
+std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name) {
+  if (!size) return fmt::format("{}- {}\n", kUploadMagic, percent_encode(name));
+  return fmt::format("{}{} {}\n", kUploadMagic, *size, percent_encode(name));
 }
 
 std::string percent_encode(std::string_view text) {

@@ -1,5 +1,6 @@
 // MUXUP/1, the upload wire protocol, as pure functions shared by upload-server and upload-client:
-// the optional header line `MUXUP/1 <size> <name>\n`, the percent-encoding of the name, the
+// the optional header line `MUXUP/1 <size> <name>[ <key>=<value>]...\n` (size `-`: a stream of
+// unknown length), the percent-encoding of the name, the
 // reply `OK <bytes> <xxh3-128 hex>\n` / `ERR <reason>\n`, and the rules that turn a name a
 // client chose into a file name that is safe to create. No I/O here, so it is unit-tested alone.
 #pragma once
@@ -9,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace mux {
 
@@ -20,8 +23,14 @@ inline constexpr std::size_t kMaxHeaderLine = 4096;
 inline constexpr std::size_t kMaxStoredName = 200;
 
 struct UploadHeader {
-  std::uint64_t size = 0;
-  std::string name;  // percent-decoded, not yet sanitized
+  std::optional<std::uint64_t> size;  // nullopt: `-`, the upload ends at the client's half-close
+  std::string name;                   // percent-decoded, not yet sanitized
+  // The key=value fields after the name, in order, as sent (no decoding). Unknown keys are
+  // collected and ignored, so a newer client can add fields an older server does not know.
+  std::vector<std::pair<std::string, std::string>> fields;
+
+  // The value of field `key`, or nullptr when the header has none.
+  [[nodiscard]] const std::string* field(std::string_view key) const;
 };
 
 struct HeaderParse {
@@ -30,9 +39,11 @@ struct HeaderParse {
 };
 
 // Parses one header line without its '\n' (a trailing '\r' is tolerated), magic included.
+// Fields are separated by single spaces; a field without '=' or with an empty key, or a key given
+// twice, makes the header bad.
 HeaderParse parse_header_line(std::string_view line);
-// The header line a client sends, '\n' included.
-std::string format_header_line(std::uint64_t size, std::string_view name);
+// The header line a client sends, '\n' included; a size of nullopt sends `-` (unknown length).
+std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name);
 
 // Leaves A-Z a-z 0-9 - . _ ~ as they are and writes every other byte as %XX, so a name never
 // contains a space, a newline or a byte a terminal would interpret.

@@ -28,10 +28,18 @@ int run_upload_server(const UploadServerOptions& options) {
   std::fflush(stdout);
   Logger logger(options.common.verbosity());
   const OutputDirectory* dir = output_dir ? &*output_dir : nullptr;
+  if (dir != nullptr) {
+    // Left by a server (or a fork-mode child) that was killed before it could clean up.
+    std::size_t stale = dir->remove_stale_partials();
+    if (stale != 0) {
+      logger.info("removed {} stale temporary file(s) from {}", stale, dir->path());
+    }
+  }
+  UploadLimits limits{options.max_size, options.min_free};
   if (options.serve == ServeMode::fork) {
-    ForkingServer(std::move(listener), logger, dir, options.max_size, options.max_clients).run();
+    ForkingServer(std::move(listener), logger, dir, limits, options.max_clients).run();
   } else {
-    SingleLoopServer(std::move(listener), logger, dir, options.max_size, options.max_clients).run();
+    SingleLoopServer(std::move(listener), logger, dir, limits, options.max_clients).run();
   }
   logger.info("stopped");
   return 0;

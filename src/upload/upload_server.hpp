@@ -14,6 +14,7 @@ struct UploadServerOptions {
   std::string output_dir;         // empty: count, hash and discard
   std::uint64_t max_size = 0;     // 0: unlimited
   std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
+  std::uint64_t min_free = 0;     // refuse uploads while the output filesystem has less; 0: off
 };
 
 int run_upload_server(const UploadServerOptions& options);

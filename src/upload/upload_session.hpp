@@ -1,6 +1,7 @@
 // UploadSession: one client connection of the upload server, from the first byte to the reply.
-// Owns the socket, the running hash and (with --output-dir) the PartialFile. It decides whether
-// the stream has a MUXUP/1 header, reads the body, replies OK or ERR and logs the outcome.
+// Owns the socket, the UploadParser that reads the protocol, the running hash and (with
+// --output-dir) the PartialFile with its disk reservation. It does the I/O the parser asks for,
+// replies OK or ERR and logs the outcome.
 // Created by the single-loop server for each accepted connection, and by a fork-mode child for
 // its one connection; both then only wait for on_finished.
 #pragma once
@@ -17,6 +18,7 @@
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "upload/content_hash.hpp"
+#include "upload/upload_parser.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_store.hpp"
 
@@ -30,15 +32,32 @@ inline constexpr std::size_t kUploadReadBufferSize = 1 << 20;
 // On SIGINT/SIGTERM, how long uploads in flight get to finish before they end as incomplete.
 inline constexpr std::chrono::seconds kShutdownGrace{5};
 
+// Disk space is reserved (fallocate) ahead of the data so large uploads land in few extents, but
+// only as far ahead as the data already received (an upload that sent 1 byte reserves 1 byte
+// more) and at most this step: a header announcing 10 GB claims nothing by itself.
+inline constexpr std::uint64_t kReserveStep = 8 << 20;
+// All uploads of one process together hold at most this much reserved and not yet written;
+// past it, uploads write without reserving ahead (slower, never refused).
+inline constexpr std::uint64_t kMaxReservedAhead = 256 << 20;
+// An upload that brings no byte for this long gives its reservation back (ftruncate).
+inline constexpr std::chrono::seconds kReservationIdle{2};
+
+// What a client may make one upload cost, from the flags.
+struct UploadLimits {
+  std::uint64_t max_size = 0;  // --max-size; 0: unlimited
+  std::uint64_t min_free = 0;  // --min-free: refuse uploads below this much free space; 0: off
+};
+
 // What every session of one server (or of one fork-mode child) shares.
 struct UploadContext {
   EventLoop& loop;
   Logger& logger;
   const OutputDirectory* output_dir = nullptr;  // null: count, hash and discard
-  std::uint64_t max_size = 0;                   // 0: unlimited
+  UploadLimits limits;
   // One buffer per loop, not per connection: a session never keeps bytes between two reads,
   // so ten thousand idle uploads cost no buffer memory.
   std::span<char> read_buffer;
+  std::uint64_t reserved_ahead = 0;  // disk reserved past the data, all sessions together
 };
 
 class UploadSession {
@@ -61,30 +80,24 @@ class UploadSession {
 
  private:
   enum class Phase {
-    detecting,  // fewer than 8 bytes so far, all of them a prefix of "MUXUP/1 "
-    header,     // inside the header line
-    body,
-    replied,  // OK sent; waiting for the client's EOF before closing
+    receiving,  // the parser is reading the header or the body
+    replied,    // OK sent; waiting for the client's EOF before closing
     finished,
   };
 
   void on_events(std::uint32_t events);
-  // Still reading the upload: detecting, header or body (not yet replied to).
-  [[nodiscard]] bool receiving() const noexcept;
   void on_connection_lost(int error);
   void read_upload();
   void drain_after_reply();
-  void consume(std::string_view bytes);
-  std::string_view consume_detecting(std::string_view bytes);
-  std::string_view consume_header(std::string_view bytes);
-  void consume_body(std::string_view bytes);
-  void on_end_of_stream();
-
-  void start_raw();
-  void start_with_header(const UploadHeader& header);
+  void act_on(const UploadStep& step);
+  void start(const UploadStart& start);
   bool open_storage();
   void store(std::string_view bytes);
-  [[nodiscard]] int reserve_disk_space(std::uint64_t needed);
+  [[nodiscard]] int check_free_space(std::uint64_t end_of_write);
+  void reserve_ahead(std::uint64_t end_of_write);
+  [[nodiscard]] std::uint64_t reserved_ahead() const noexcept;
+  void release_reservation();
+  void on_reservation_idle();
   void complete();
   void fail(const std::string& reason);
   void send_reply(const std::string& line);
@@ -99,12 +112,14 @@ class UploadSession {
   std::string peer_;
   FinishedHandler on_finished_;
   EventLoop::Clock::time_point started_;
-  Phase phase_ = Phase::detecting;
-  std::string header_line_;                     // the magic, then the header line as it arrives
-  std::optional<std::uint64_t> expected_size_;  // from the header; raw uploads end at EOF
+  Phase phase_ = Phase::receiving;
+  UploadParser parser_;
   std::string name_;
-  std::uint64_t received_ = 0;
-  std::uint64_t reserved_ = 0;  // disk space allocated ahead of the writes
+  std::uint64_t stored_ = 0;            // body bytes hashed (and written, with --output-dir)
+  std::uint64_t reserved_ = 0;          // the file's allocated end (fallocate), >= stored_ or 0
+  std::uint64_t next_space_check_ = 0;  // --min-free: statvfs again once the data reaches this
+  EventLoop::Clock::time_point last_data_;
+  EventLoop::TimerId reservation_timer_ = 0;
   ContentHash hash_;
   std::optional<PartialFile> file_;
   bool peer_closed_ = false;

@@ -1,8 +1,15 @@
 #include "upload/upload_store.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <charconv>
+#include <csignal>
+#include <memory>
+#include <optional>
 
 #include <cerrno>
 #include <cstdio>
@@ -19,8 +26,28 @@ constexpr int kCreateFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXE
 // Saved uploads are ordinary files: the umask decides, as for any file a program creates.
 constexpr mode_t kFileMode = 0666;
 
+constexpr std::string_view kPartialPrefix = ".mux-upload-";
+constexpr std::string_view kPartialSuffix = ".part";
+
 [[noreturn]] void throw_errno(int error, const std::string& what) {
   throw std::system_error(error, std::generic_category(), what);
+}
+
+// The owner pid in ".mux-upload-<pid>-<client>[-<attempt>].part", or nullopt for any other name.
+std::optional<pid_t> partial_owner(std::string_view name) {
+  if (!name.starts_with(kPartialPrefix) || !name.ends_with(kPartialSuffix)) return std::nullopt;
+  name.remove_prefix(kPartialPrefix.size());
+  pid_t pid = 0;
+  auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), pid);
+  if (error != std::errc() || pid <= 0 || end == name.data() + name.size() || *end != '-') {
+    return std::nullopt;
+  }
+  return pid;
+}
+
+bool process_is_gone(pid_t pid) {
+  // EPERM means it runs under another user: alive, and not ours to judge.
+  return pid == ::getpid() || (::kill(pid, 0) < 0 && errno == ESRCH);
 }
 
 }  // namespace
@@ -61,6 +88,11 @@ int PartialFile::reserve(std::uint64_t end) {
     can_reserve_ = false;
     return 0;
   }
+  return errno;
+}
+
+int PartialFile::truncate(std::uint64_t length) {
+  if (::ftruncate(file_.get(), static_cast<off_t>(length)) == 0) return 0;
   return errno;
 }
 
@@ -108,14 +140,48 @@ std::string OutputDirectory::path_of(std::string_view name) const {
 
 PartialFile OutputDirectory::create_partial(std::uint64_t client_number) const {
   for (int attempt = 0;; ++attempt) {
-    std::string name =
-        attempt == 0 ? fmt::format(".mux-upload-{}-{}.part", ::getpid(), client_number)
-                     : fmt::format(".mux-upload-{}-{}-{}.part", ::getpid(), client_number, attempt);
+    std::string name = attempt == 0 ? fmt::format("{}{}-{}{}", kPartialPrefix, ::getpid(),
+                                                  client_number, kPartialSuffix)
+                                    : fmt::format("{}{}-{}-{}{}", kPartialPrefix, ::getpid(),
+                                                  client_number, attempt, kPartialSuffix);
     Fd file(::openat(dir_.get(), name.c_str(), kCreateFlags, kFileMode));
     if (file) return PartialFile(dir_.get(), std::move(name), std::move(file));
     // Left behind by an earlier server that was killed with this pid: pick another name.
     if (errno != EEXIST || attempt >= kMaxNameAttempts) throw_errno(errno, "create temporary file");
   }
+}
+
+}  // namespace mux
+
+namespace mux {
+
+std::size_t OutputDirectory::remove_partials_if(const std::function<bool(pid_t)>& is_dead) const {
+  // A second descriptor: readdir moves the offset of the one it reads, and dir_ is shared.
+  Fd listing(::openat(dir_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!listing) return 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(listing.get()), ::closedir);
+  if (!dir) return 0;
+  (void)listing.release();  // closedir closes it now
+  std::size_t removed = 0;
+  while (dirent* entry = ::readdir(dir.get())) {
+    std::optional<pid_t> owner = partial_owner(entry->d_name);
+    if (owner && is_dead(*owner) && ::unlinkat(dir_.get(), entry->d_name, 0) == 0) ++removed;
+  }
+  return removed;
+}
+
+std::size_t OutputDirectory::remove_partials_of(pid_t pid) const {
+  return remove_partials_if([pid](pid_t owner) { return owner == pid; });
+}
+
+std::size_t OutputDirectory::remove_stale_partials() const {
+  return remove_partials_if(process_is_gone);
+}
+
+std::uint64_t OutputDirectory::free_bytes() const {
+  struct statvfs stats {};
+  if (::fstatvfs(dir_.get(), &stats) != 0) return UINT64_MAX;  // unknown: do not refuse
+  return static_cast<std::uint64_t>(stats.f_bavail) * stats.f_frsize;
 }
 
 }  // namespace mux

@@ -10,6 +10,10 @@
 #include <string>
 #include <string_view>
 
+#include <sys/types.h>
+
+#include <functional>
+
 #include "core/fd.hpp"
 
 namespace mux {
@@ -30,6 +34,8 @@ class PartialFile {
   // (ENOSPC, EDQUOT, EFBIG...). A filesystem without fallocate is not an error: the writes then
   // allocate as they go.
   [[nodiscard]] int reserve(std::uint64_t end);
+  // Cuts the file to `length` bytes, giving back space reserved past it. Returns 0 or the errno.
+  [[nodiscard]] int truncate(std::uint64_t length);
   // Gives the file its name: `name`, else `name.1`, `name.2`, ... whichever is free first, without
   // ever replacing an existing entry, even one created by a concurrent upload. Returns the name
   // used. Throws std::system_error; the temporary file is then still removed on destruction.
@@ -55,10 +61,22 @@ class OutputDirectory {
   // How a file in the directory is named in logs: "DIR/name", with one slash.
   [[nodiscard]] std::string path_of(std::string_view name) const;
   // A new hidden temporary file (".mux-upload-<pid>-<client>.part"), created O_EXCL|O_NOFOLLOW.
-  // Throws std::system_error.
+  // The pid in the name says which process owns it, so files left by a process that died can be
+  // found and removed. Throws std::system_error.
   PartialFile create_partial(std::uint64_t client_number) const;
+  // Removes the temporary files of process `pid` (a fork-mode child that died without cleaning
+  // up). Returns how many were removed.
+  std::size_t remove_partials_of(pid_t pid) const;
+  // At start-up: removes temporary files whose owner no longer runs (or is this very process,
+  // which has created none yet). Returns how many were removed.
+  std::size_t remove_stale_partials() const;
+  // Bytes available to an unprivileged user on the directory's filesystem (statvfs f_bavail).
+  [[nodiscard]] std::uint64_t free_bytes() const;
 
  private:
+  // Removes every temporary file whose owner pid `is_dead` says yes to.
+  std::size_t remove_partials_if(const std::function<bool(pid_t)>& is_dead) const;
+
   std::string path_;
   Fd dir_;
 };

@@ -16,7 +16,8 @@ FLAGS = {
     "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive"],
     "chat-client": COMMON_FLAGS + ["--nick"],
-    "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients"],
+    "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients",
+                                     "--min-free"],
     "upload-client": COMMON_FLAGS + ["--file", "--name"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.

@@ -73,7 +73,7 @@ class Harness {
       : log_(make_log_pipe()),
         logger_(mux::Verbosity::normal, log_write_.get()),
         buffer_(7),
-        context_{loop_, logger_, dir, max_size, buffer_} {
+        context_{loop_, logger_, dir, {max_size, 0}, buffer_} {
     int fds[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
     client_.reset(fds[0]);

@@ -1,0 +1,163 @@
+#include "upload/upload_parser.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "core/http_sniff.hpp"
+
+namespace mux {
+namespace {
+
+// Detection looks at no more than the longest HTTP request line it would refuse; the MUXUP/1
+// magic is far shorter.
+constexpr std::size_t kMaxDetectBytes = kMaxHttpRequestLine;
+
+bool could_be_magic(std::string_view prefix) {
+  std::size_t n = std::min(prefix.size(), kUploadMagic.size());
+  return prefix.substr(0, n) == kUploadMagic.substr(0, n);
+}
+
+}  // namespace
+
+UploadStep UploadParser::feed(std::string_view bytes) {
+  UploadStep step;
+  if (bytes.empty()) return step;
+  any_bytes_ = true;
+  if (state_ == State::detecting) detect(bytes, step);
+  if (state_ == State::header) bytes = consume_header(bytes, step);
+  if (state_ == State::body) step.body = take_body(bytes, step);
+  return step;
+}
+
+void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
+  // The first few KiB are copied while undecided; the decision almost always takes 8 bytes.
+  std::size_t take = std::min(bytes.size(), kMaxDetectBytes - held_.size());
+  held_.append(bytes.substr(0, take));
+  bytes.remove_prefix(take);
+  if (held_.size() >= kUploadMagic.size() && could_be_magic(held_)) {
+    state_ = State::header;
+    // Header bytes that arrived with the magic go through the header path first; whatever
+    // follows the header line inside held_ is the start of the body.
+    std::string rest = held_.substr(kUploadMagic.size());
+    held_.clear();
+    std::string_view after_header = consume_header(rest, step);
+    if (state_ == State::body) {
+      held_.assign(after_header);
+      step.held = take_body(held_, step);
+    }
+    return;
+  }
+  HttpSniff http = sniff_http_request(held_);
+  if (http == HttpSniff::http_request) {
+    std::string_view method = std::string_view(held_).substr(0, held_.find(' '));
+    fail(step, UploadFailure::http_request,
+         fmt::format("refused: an HTTP {} request is not an upload", method));
+    return;
+  }
+  if (could_be_magic(held_) || http == HttpSniff::need_more) {
+    if (held_.size() < kMaxDetectBytes) return;  // need more bytes to tell
+  }
+  start_body(step, std::nullopt);
+  step.held = take_body(held_, step);
+}
+
+std::string_view UploadParser::consume_header(std::string_view bytes, UploadStep& step) {
+  std::size_t newline = bytes.find('\n');
+  std::size_t line_part = newline == std::string_view::npos ? bytes.size() : newline;
+  // The limit counts the magic and the '\n': the line without '\n' is at most kMaxHeaderLine - 1.
+  if (kUploadMagic.size() + header_line_.size() + line_part >= kMaxHeaderLine) {
+    fail(step, UploadFailure::bad_header,
+         fmt::format("bad header: line longer than {} bytes", kMaxHeaderLine));
+    return {};
+  }
+  header_line_.append(bytes.substr(0, line_part));
+  if (newline == std::string_view::npos) return {};
+  HeaderParse parsed = parse_header_line(std::string(kUploadMagic) + header_line_);
+  if (!parsed.header) {
+    fail(step, UploadFailure::bad_header, fmt::format("bad header: {}", parsed.error));
+    return {};
+  }
+  std::optional<std::uint64_t> size = parsed.header->size;
+  if (size && max_size_ != 0 && *size > max_size_) {
+    step.start = UploadStart{std::move(parsed.header)};
+    fail(step, UploadFailure::too_large,
+         fmt::format("too large: {} bytes, the limit is {}", *size, max_size_));
+    return {};
+  }
+  start_body(step, std::move(parsed.header));
+  if (expected_ == 0) {
+    state_ = State::done;
+    step.complete = true;
+  }
+  return bytes.substr(newline + 1);
+}
+
+void UploadParser::start_body(UploadStep& step, std::optional<UploadHeader> header) {
+  if (header) expected_ = header->size;
+  step.start = UploadStart{std::move(header)};
+  state_ = State::body;
+}
+
+std::string_view UploadParser::take_body(std::string_view bytes, UploadStep& step) {
+  if (state_ != State::body || bytes.empty()) return {};
+  if (expected_) {
+    // Bytes after the announced size are not part of the upload; they are ignored.
+    std::uint64_t remaining = *expected_ - received_;
+    if (bytes.size() > remaining) bytes = bytes.substr(0, static_cast<std::size_t>(remaining));
+    received_ += bytes.size();
+    if (received_ == *expected_) {
+      state_ = State::done;
+      step.complete = true;
+    }
+    return bytes;
+  }
+  // Subtraction, not addition: received_ never exceeds max_size_ here, so nothing can wrap.
+  if (max_size_ != 0 && bytes.size() > max_size_ - received_) {
+    received_ += bytes.size();
+    fail(step, UploadFailure::too_large,
+         fmt::format("too large: more than the limit of {} bytes", max_size_));
+    return {};
+  }
+  received_ += bytes.size();
+  return bytes;
+}
+
+UploadStep UploadParser::end_of_input() {
+  UploadStep step;
+  switch (state_) {
+    case State::detecting:
+      if (!any_bytes_) return step;  // nothing at all: not an upload
+      // Fewer bytes than it takes to tell, e.g. "MUXUP/1" or "GET /": a tiny raw upload.
+      start_body(step, std::nullopt);
+      step.held = take_body(held_, step);
+      break;
+    case State::header:
+      fail(step, UploadFailure::bad_header,
+           "bad header: the connection ended inside the header line");
+      return step;
+    case State::body:
+      break;
+    default:
+      return step;
+  }
+  if (state_ != State::body) return step;
+  if (expected_) {
+    fail(step, UploadFailure::incomplete,
+         fmt::format("incomplete: only {} of {} bytes arrived", received_, *expected_));
+  } else {
+    state_ = State::done;
+    step.complete = true;
+  }
+  return step;
+}
+
+void UploadParser::fail(UploadStep& step, UploadFailure failure, std::string reason) {
+  state_ = State::failed;
+  step.failure = failure;
+  step.reason = std::move(reason);
+  step.held = {};
+  step.body = {};
+}
+
+}  // namespace mux
