@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -39,22 +41,50 @@ bool has_control_byte(std::string_view text) {
   });
 }
 
+// The fields after the name by the SEAMS grammar: ` key=value` each, a non-empty key, no key twice.
+// nullopt when one is malformed.
+std::optional<std::vector<std::pair<std::string, std::string>>> reference_fields(
+    std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  while (!text.empty()) {
+    text.remove_prefix(1);  // the space before each field
+    std::string_view field = text.substr(0, text.find(' '));
+    text.remove_prefix(field.size());
+    std::size_t equals = field.find('=');
+    if (equals == std::string_view::npos || equals == 0) return std::nullopt;
+    std::string key(field.substr(0, equals));
+    for (const auto& seen : fields) {
+      if (seen.first == key) return std::nullopt;
+    }
+    fields.emplace_back(std::move(key), std::string(field.substr(equals + 1)));
+  }
+  return fields;
+}
+
 void check_header(std::string_view line) {
   HeaderParse parsed = parse_header_line(line);
   bool has_magic = line.substr(0, kUploadMagic.size()) == kUploadMagic;
   std::string_view rest = has_magic ? line.substr(kUploadMagic.size()) : std::string_view{};
   if (has_magic && !rest.empty() && rest.back() == '\r') rest.remove_suffix(1);
   std::size_t space = rest.find(' ');
-  std::optional<std::uint64_t> size = reference_decimal(rest.substr(0, space));
-  bool acceptable = has_magic && size && space != std::string_view::npos;
+  std::string_view size_text = rest.substr(0, space);
+  bool unknown_size = size_text == "-";  // a stream of unknown length
+  std::optional<std::uint64_t> size = reference_decimal(size_text);
+  std::string_view after_size =
+      space == std::string_view::npos ? std::string_view{} : rest.substr(space + 1);
+  std::string_view name_text = after_size.substr(0, after_size.find(' '));
+  auto fields = reference_fields(after_size.substr(name_text.size()));
+  bool acceptable =
+      has_magic && (size || unknown_size) && space != std::string_view::npos && fields;
   FUZZ_CHECK(parsed.header.has_value() == acceptable,
              fmt::format("{} -> {}", printable(line), parsed.header ? "accepted" : parsed.error));
   if (!parsed.header) {
     FUZZ_CHECK(!parsed.error.empty(), "a refusal says why");
     return;
   }
-  FUZZ_CHECK(parsed.header->size == *size, printable(line));
-  FUZZ_CHECK(parsed.header->name == percent_decode(rest.substr(space + 1)), printable(line));
+  FUZZ_CHECK(parsed.header->size == (unknown_size ? std::nullopt : size), printable(line));
+  FUZZ_CHECK(parsed.header->name == percent_decode(name_text), printable(line));
+  FUZZ_CHECK(parsed.header->fields == *fields, printable(line));
 
   // What a client would send for this header parses back to the same header.
   std::string sent = format_header_line(parsed.header->size, parsed.header->name);
