@@ -79,6 +79,15 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
   flags.size("--min-free", options.min_free,
              "Refuse uploads while --output-dir has less free space (default: 0, off)",
              {0, 1024 * TiB});
+  flags.count("--max-per-address", options.max_per_address,
+              "Most connections at once from one IP address; 0: no limit", {0, 10'000'000});
+  flags.count("--header-timeout", options.header_timeout,
+              "Seconds from connecting until the header (or a raw upload's first bytes) must "
+              "have arrived; 0: never",
+              {0, 86'400}, "SECONDS");
+  flags.count("--idle-timeout", options.idle_timeout,
+              "Seconds an upload may bring no data before it ends with ERR timeout; 0: never",
+              {0, 86'400}, "SECONDS");
 }
 
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {

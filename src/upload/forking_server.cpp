@@ -4,16 +4,13 @@
 #include <sys/wait.h>
 
 #include <csignal>
-#include <cstring>
 #include <system_error>
-#include <vector>
+#include <utility>
 
 #include <fmt/format.h>
 
-#include "core/child_process.hpp"
 #include "core/logger.hpp"
 #include "upload/upload_protocol.hpp"
-#include "upload/upload_session.hpp"
 #include "upload/upload_store.hpp"
 
 namespace mux {
@@ -22,68 +19,126 @@ namespace {
 // Children get the same grace as the parent gives them, plus time to reply and exit; one still
 // alive after that is hung and is killed so the server can exit.
 constexpr std::chrono::seconds kChildKillDelay = kShutdownGrace + std::chrono::seconds{3};
+// An idle upload child touches little beyond its code and a loop: its read buffer's pages
+// become resident only as data arrives, and data is already there when it is forked.
+constexpr std::size_t kBytesPerUploadChild = 2 << 20;
+
+// One line, one non-blocking send: the socket is fresh, so its send buffer is empty, and no
+// input is pending (it never became readable), so closing right after cannot cause a reset.
+void send_line(int fd, const std::string& line) {
+  (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
 }  // namespace
 
 ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                             const UploadLimits& limits, std::uint64_t max_clients)
+                             const UploadLimits& limits, const UploadAdmission& admission)
     : logger_(logger),
       output_dir_(output_dir),
       limits_(limits),
-      max_clients_(max_clients),
+      children_(loop_, logger,
+                admission.max_clients != 0
+                    ? static_cast<std::size_t>(admission.max_clients)
+                    : ChildSupervisor::default_max_children(kBytesPerUploadChild)),
       listener_(loop_, std::move(listener), logger,
-                AdmissionPolicy::wait_for_room([this] { return !at_capacity(); }),
-                [this](Admitted accepted) { spawn_child(std::move(accepted)); }) {}
+                upload_admission_policy(admission, [this] { return has_room(); }),
+                [this](Admitted client) { admit(std::move(client)); }) {}
 
 void ForkingServer::run() {
-  // Registered before the first fork, so no child can exit unnoticed.
-  loop_.on_signal(SIGCHLD, [this] { reap(); });
+  children_.on_reaped([this] {
+    if (shutting_down_) {
+      if (children_.count() == 0) loop_.stop();
+    } else if (has_room()) {
+      listener_.resume();
+    }
+  });
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
   loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
+  logger_.detail("at most {} upload processes at once", children_.max_children());
   listener_.resume();
   loop_.run();
 }
 
-bool ForkingServer::at_capacity() const {
-  return max_clients_ != 0 && children_.size() >= max_clients_;
+bool ForkingServer::has_room() const {
+  // Connections waiting for their first bytes count too: each may become a process.
+  return !shutting_down_ && children_.count() + waiting_.size() < children_.max_children();
 }
 
-void ForkingServer::spawn_child(Admitted accepted) {
+void ForkingServer::admit(Admitted client) {
   std::uint64_t number = next_client_number_++;
-  logger_.detail("[Client {}] {} connected", number, accepted.peer);
-  int socket_fd = accepted.fd.get();
+  logger_.detail("[Client {}] {} connected", number, client.peer);
+  int fd = client.fd.get();
+  Waiting waiting{std::move(client), number, 0};
+  if (limits_.header_timeout.count() > 0) {
+    waiting.deadline =
+        loop_.add_timer(limits_.header_timeout, [this, fd] { on_header_timeout(fd); });
+  }
+  waiting_.emplace(fd, std::move(waiting));
+  loop_.watch(fd, EPOLLIN | EPOLLRDHUP, [this, fd](std::uint32_t) { on_readable(fd); });
+}
+
+std::optional<ForkingServer::Waiting> ForkingServer::take_waiting(int fd) {
+  auto it = waiting_.find(fd);
+  if (it == waiting_.end()) return std::nullopt;
+  Waiting waiting = std::move(it->second);
+  waiting_.erase(it);
+  loop_.unwatch(fd);
+  loop_.cancel_timer(waiting.deadline);
+  return waiting;
+}
+
+void ForkingServer::on_readable(int fd) {
+  std::optional<Waiting> waiting = take_waiting(fd);
+  if (!waiting) return;
+  char byte = 0;
+  ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (peeked <= 0) {
+    // Closed (or reset) before sending anything: not an upload, and not worth a process.
+    logger_.detail("[Client {}] {} closed without sending anything", waiting->number,
+                   waiting->client.peer);
+  } else {
+    spawn_child(std::move(*waiting));
+  }
+  if (!shutting_down_ && has_room()) listener_.resume();
+}
+
+void ForkingServer::on_header_timeout(int fd) {
+  std::optional<Waiting> waiting = take_waiting(fd);
+  if (!waiting) return;
+  std::string reason = header_timeout_reason(limits_);
+  logger_.detail("[Client {}] {} sent nothing: {}", waiting->number, waiting->client.peer, reason);
+  send_line(fd, format_err_reply(reason));
+  if (!shutting_down_ && has_room()) listener_.resume();
+}
+
+void ForkingServer::spawn_child(Waiting waiting) {
+  Admitted& client = waiting.client;
+  int socket_fd = client.fd.get();
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
   try {
-    pid_t pid = fork_child({socket_fd, dir_fd}, &logger_, [&] {
-      return serve_one_upload(std::move(accepted.fd), accepted.peer, number, logger_, output_dir_,
-                              limits_);
-    });
-    children_.insert(pid);
-    logger_.detail("[Client {}] served by process {}", number, pid);
+    pid_t pid = children_.spawn(
+        {socket_fd, dir_fd},
+        [&] {
+          return serve_one_upload(std::move(client.fd), client.peer, waiting.number, logger_,
+                                  output_dir_, limits_);
+        },
+        [this](pid_t child, int status) { on_child_exit(child, status); },
+        std::move(client.ticket));
+    logger_.detail("[Client {}] served by process {}", waiting.number, pid);
   } catch (const std::system_error& error) {
-    logger_.info("[Client {}] {} refused: {}", number, accepted.peer, error.what());
-    std::string reply = format_err_reply("server busy: cannot start a process");
-    (void)::send(socket_fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    logger_.info("[Client {}] {} refused: {}", waiting.number, client.peer, error.what());
+    send_line(socket_fd, format_err_reply("server busy: cannot start a process"));
   }
   // The parent's copy of the socket closes here; the child has its own.
 }
 
-void ForkingServer::reap() {
-  reap_children([this](pid_t pid, int status) {
-    children_.erase(pid);
-    if (WIFSIGNALED(status)) {
-      logger_.info("process {} was killed by signal {} ({})", pid, WTERMSIG(status),
-                   ::strsignal(WTERMSIG(status)));
-    } else {
-      logger_.detail("process {} exited with status {}", pid, WEXITSTATUS(status));
-    }
-    remove_temporary_files_of(pid, status);
-  });
-  if (shutting_down_) {
-    if (children_.empty()) loop_.stop();
-  } else if (!at_capacity()) {
-    listener_.resume();
+void ForkingServer::on_child_exit(pid_t pid, int status) {
+  if (WIFSIGNALED(status)) {
+    logger_.info("process {} was {}", pid, ChildSupervisor::describe_exit(status));
+  } else {
+    logger_.detail("process {} exited with status {}", pid, WEXITSTATUS(status));
   }
+  remove_temporary_files_of(pid, status);
 }
 
 void ForkingServer::remove_temporary_files_of(pid_t pid, int status) {
@@ -97,31 +152,32 @@ void ForkingServer::remove_temporary_files_of(pid_t pid, int status) {
   }
 }
 
-void ForkingServer::signal_children(int signo) {
-  for (pid_t pid : children_)
-    ::kill(pid, signo);
-}
-
 void ForkingServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   listener_.close();
-  logger_.info("shutting down: {} upload process(es) running", children_.size());
-  if (children_.empty()) {
+  std::vector<int> idle;
+  for (const auto& entry : waiting_)
+    idle.push_back(entry.first);
+  for (int fd : idle)
+    take_waiting(fd);  // never sent a byte: just closed
+  logger_.info("shutting down: {} upload process(es) running", children_.count());
+  if (children_.count() == 0) {
     loop_.stop();
     return;
   }
   // Each child runs the same grace as the single-loop server. A child started by a terminal's
   // Ctrl-C already has its SIGINT; the extra SIGTERM changes nothing for it.
-  signal_children(SIGTERM);
-  loop_.add_timer(kChildKillDelay, [this] { signal_children(SIGKILL); });
+  children_.terminate_all(SIGTERM, kChildKillDelay);
 }
 
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
                      const OutputDirectory* output_dir, const UploadLimits& limits) {
   EventLoop loop;
-  std::vector<char> read_buffer(kUploadReadBufferSize);
-  UploadContext context{loop, logger, output_dir, limits, read_buffer};
+  // Not zero-filled: its pages become resident only as reads fill them.
+  ConnectionContext connections(loop, kUploadReadBufferSize);
+  configure_for_uploads(connections);
+  UploadContext context{loop, logger, output_dir, limits, connections};
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;

@@ -1,15 +1,20 @@
 // ForkingServer: `upload-server --serve fork`. The parent owns the event loop, the listening
-// socket and the set of live children; each accepted connection is served by a child process
-// (serve_one_upload) with its own fresh loop, and the parent reaps every child on SIGCHLD.
-// Created and run by run_upload_server().
+// socket, the connections admitted but not yet readable, and (through a ChildSupervisor) the
+// child processes. A connection gets a process only once its first bytes have arrived: until
+// then it costs the parent one fd and a few bytes, and it is closed with ERR timeout when the
+// header timeout passes, so idle sockets cannot become processes. Each child serves one upload
+// (serve_one_upload) in its own fresh loop; the supervisor reaps it and the parent removes the
+// temporary file of a child that died without cleaning up. Created and run by
+// run_upload_server().
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 
+#include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
@@ -23,24 +28,34 @@ class OutputDirectory;
 class ForkingServer {
  public:
   ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                const UploadLimits& limits, std::uint64_t max_clients);
+                const UploadLimits& limits, const UploadAdmission& admission);
   // Serves until SIGINT/SIGTERM and every child has exited.
   void run();
 
  private:
-  void spawn_child(Admitted accepted);
-  void reap();
+  // An admitted connection waiting for its first bytes before it gets a process.
+  struct Waiting {
+    Admitted client;
+    std::uint64_t number = 0;
+    EventLoop::TimerId deadline = 0;
+  };
+
+  void admit(Admitted client);
+  void on_readable(int fd);
+  void on_header_timeout(int fd);
+  std::optional<Waiting> take_waiting(int fd);
+  void spawn_child(Waiting waiting);
+  void on_child_exit(pid_t pid, int status);
   void remove_temporary_files_of(pid_t pid, int status);
   void begin_shutdown();
-  void signal_children(int signo);
-  [[nodiscard]] bool at_capacity() const;
+  [[nodiscard]] bool has_room() const;
 
   EventLoop loop_;
   Logger& logger_;
   const OutputDirectory* output_dir_;
   UploadLimits limits_;
-  std::uint64_t max_clients_;
-  std::unordered_set<pid_t> children_;
+  std::unordered_map<int, Waiting> waiting_;  // by fd
+  ChildSupervisor children_;
   Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
   bool shutting_down_ = false;

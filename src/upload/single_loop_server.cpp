@@ -5,17 +5,24 @@
 #include "core/logger.hpp"
 
 namespace mux {
+namespace {
+
+constexpr std::chrono::seconds kShutdownFinalWait{1};
+
+}  // namespace
 
 SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                                   const UploadLimits& limits, std::uint64_t max_clients)
+                                   const UploadLimits& limits, const UploadAdmission& admission)
     : logger_(logger),
-      read_buffer_(kUploadReadBufferSize),
-      context_{loop_, logger, output_dir, limits, read_buffer_},
-      max_clients_(max_clients),
+      connections_(loop_, kUploadReadBufferSize),
+      context_{loop_, logger, output_dir, limits, connections_},
+      max_clients_(admission.max_clients),
       // While full, connections wait in the kernel's backlog instead of being refused.
       listener_(loop_, std::move(listener), logger,
-                AdmissionPolicy::wait_for_room([this] { return !at_capacity(); }),
-                [this](Admitted accepted) { start_session(std::move(accepted)); }) {}
+                upload_admission_policy(admission, [this] { return !at_capacity(); }),
+                [this](Admitted accepted) { start_session(std::move(accepted)); }) {
+  configure_for_uploads(connections_);
+}
 
 void SingleLoopServer::run() {
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
@@ -33,7 +40,8 @@ void SingleLoopServer::start_session(Admitted accepted) {
   logger_.detail("[Client {}] {} connected", number, accepted.peer);
   auto session = std::make_unique<UploadSession>(
       context_, std::move(accepted.fd), number, std::move(accepted.peer),
-      [this](UploadSession& finished) { on_session_finished(finished); });
+      [this](UploadSession& finished) { on_session_finished(finished); },
+      std::move(accepted.ticket));
   UploadSession* key = session.get();
   sessions_.emplace(key, std::move(session));
 }
@@ -81,6 +89,9 @@ void SingleLoopServer::end_remaining_uploads() {
     remaining.push_back(entry.first);
   for (UploadSession* session : remaining)
     session->abort("shutting down");
+  // Each has its ERR queued and is closing gracefully; one whose client neither reads nor
+  // closes would hold the shutdown for the whole linger, so the loop stops after a short wait.
+  loop_.add_timer(kShutdownFinalWait, [this] { loop_.stop(); });
 }
 
 }  // namespace mux

@@ -21,7 +21,7 @@ class OutputDirectory;
 class SingleLoopServer {
  public:
   SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                   const UploadLimits& limits, std::uint64_t max_clients);
+                   const UploadLimits& limits, const UploadAdmission& admission);
   // Serves until SIGINT/SIGTERM and the shutdown grace are over.
   void run();
 
@@ -34,7 +34,7 @@ class SingleLoopServer {
 
   EventLoop loop_;
   Logger& logger_;
-  std::vector<char> read_buffer_;
+  ConnectionContext connections_;
   UploadContext context_;
   std::uint64_t max_clients_;  // 0: no limit but the fd limit
   std::unordered_map<UploadSession*, std::unique_ptr<UploadSession>> sessions_;

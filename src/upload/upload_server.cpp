@@ -35,11 +35,14 @@ int run_upload_server(const UploadServerOptions& options) {
       logger.info("removed {} stale temporary file(s) from {}", stale, dir->path());
     }
   }
-  UploadLimits limits{options.max_size, options.min_free};
+  UploadLimits limits{options.max_size, options.min_free,
+                      std::chrono::seconds{options.header_timeout},
+                      std::chrono::seconds{options.idle_timeout}};
+  UploadAdmission admission{options.max_clients, options.max_per_address};
   if (options.serve == ServeMode::fork) {
-    ForkingServer(std::move(listener), logger, dir, limits, options.max_clients).run();
+    ForkingServer(std::move(listener), logger, dir, limits, admission).run();
   } else {
-    SingleLoopServer(std::move(listener), logger, dir, limits, options.max_clients).run();
+    SingleLoopServer(std::move(listener), logger, dir, limits, admission).run();
   }
   logger.info("stopped");
   return 0;

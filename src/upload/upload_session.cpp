@@ -1,8 +1,5 @@
 #include "upload/upload_session.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <system_error>
@@ -19,29 +16,67 @@ namespace {
 // Bounds the bytes one connection takes per wakeup (4 MiB), so a fast client cannot starve the
 // others sharing the loop; epoll is level-triggered and calls it again while bytes remain.
 constexpr int kMaxReadsPerWakeup = 4;
-// After OK, the client is expected to half-close; one that never does is closed after this.
-constexpr std::chrono::seconds kLingerAfterReply{10};
 constexpr std::string_view kIncompletePrefix = "incomplete: ";
+
+std::string seconds_text(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 == 0) return fmt::format("{} s", duration.count() / 1000);
+  return fmt::format("{:.1f} s", static_cast<double>(duration.count()) / 1000);
+}
 
 }  // namespace
 
+std::string header_timeout_reason(const UploadLimits& limits) {
+  return fmt::format("timeout: no header within {}", seconds_text(limits.header_timeout));
+}
+
+void configure_for_uploads(ConnectionContext& connections) {
+  connections.reads_per_wakeup = kMaxReadsPerWakeup;
+  // A client still sending when it is told ERR gets this long to finish and read the reply.
+  connections.linger_timeout = kLingerAfterReply;
+}
+
+AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
+                                        std::function<bool()> has_room) {
+  AdmissionPolicy policy = AdmissionPolicy::wait_for_room(std::move(has_room));
+  policy.max_per_address = static_cast<std::size_t>(admission.max_per_address);
+  policy.refusal_message = [](Refusal refusal) {
+    switch (refusal) {
+      case Refusal::too_many_from_address:
+        return format_err_reply("server busy: too many connections from your address");
+      case Refusal::not_allowed:
+        return format_err_reply("refused: address not allowed");
+      case Refusal::server_full:
+        break;
+    }
+    return format_err_reply("server busy: too many uploads at once");
+  };
+  return policy;
+}
+
 UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t client_number,
-                             std::string peer, FinishedHandler on_finished)
+                             std::string peer, FinishedHandler on_finished, AdmissionTicket ticket)
     : context_(context),
-      socket_(std::move(socket)),
+      ticket_(std::move(ticket)),
       client_number_(client_number),
       peer_(std::move(peer)),
       on_finished_(std::move(on_finished)),
       started_(EventLoop::Clock::now()),
       parser_(context.limits.max_size),
       last_data_(started_) {
-  context_.loop.watch(socket_.get(), EPOLLIN, [this](std::uint32_t events) { on_events(events); });
+  connection_.emplace(context_.connections, std::move(socket),
+                      static_cast<Connection::Owner&>(*this));
+  connection_->set_idle_timeout(context_.limits.idle_timeout);
+  if (context_.limits.header_timeout.count() > 0) {
+    header_timer_ = context_.loop.add_timer(context_.limits.header_timeout, [this] {
+      header_timer_ = 0;
+      on_header_timeout();
+    });
+  }
 }
 
 UploadSession::~UploadSession() {
-  context_.loop.cancel_timer(linger_timer_);
+  context_.loop.cancel_timer(header_timer_);
   release_reservation();
-  if (socket_) context_.loop.unwatch(socket_.get());
 }
 
 bool UploadSession::in_flight() const noexcept {
@@ -50,71 +85,62 @@ bool UploadSession::in_flight() const noexcept {
 }
 
 void UploadSession::abort(std::string_view reason) {
-  if (phase_ == Phase::finished) return;
+  if (phase_ != Phase::receiving) return;  // already replied: its close is bounded anyway
   if (in_flight()) {
     fail(std::string(reason));
   } else {
-    finish();
+    phase_ = Phase::closing;
+    connection_->close_gracefully();
   }
 }
 
-void UploadSession::on_events(std::uint32_t /*events*/) {
-  // Errors and hang-ups show up as a failing or empty read, so the events need no decoding.
-  if (phase_ == Phase::replied) {
-    drain_after_reply();
-  } else {
-    read_upload();
+void UploadSession::on_data(std::string_view bytes) {
+  if (phase_ != Phase::receiving) return;
+  last_data_ = EventLoop::Clock::now();
+  act_on(parser_.feed(bytes));
+  UploadParser::State state = parser_.state();
+  if (state != UploadParser::State::detecting && state != UploadParser::State::header) {
+    context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   }
 }
 
-void UploadSession::read_upload() {
-  std::span<char> buffer = context_.read_buffer;
-  for (int reads = 0; reads < kMaxReadsPerWakeup && phase_ == Phase::receiving; ++reads) {
-    ssize_t got = ::read(socket_.get(), buffer.data(), buffer.size());
-    if (got > 0) {
-      last_data_ = EventLoop::Clock::now();
-      act_on(parser_.feed(std::string_view(buffer.data(), static_cast<std::size_t>(got))));
-      // A short read emptied the socket; asking again would only return EAGAIN.
-      if (static_cast<std::size_t>(got) < buffer.size()) return;
-      continue;
-    }
-    if (got == 0) {
-      peer_closed_ = true;
-      if (!parser_.any_bytes()) {
-        context_.logger.detail("{} closed without sending anything", client_label());
-        finish();
-        return;
-      }
-      act_on(parser_.end_of_input());
-      return;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    on_connection_lost(errno);
-    return;
-  }
-}
-
-void UploadSession::on_connection_lost(int error) {
-  peer_closed_ = true;
-  if (!in_flight()) {  // reset before sending a byte: not an upload either
+void UploadSession::on_end_of_input() {
+  if (phase_ != Phase::receiving) return;
+  if (!parser_.any_bytes()) {
     context_.logger.detail("{} closed without sending anything", client_label());
-    finish();
+    phase_ = Phase::closing;
+    connection_->close_gracefully();
     return;
   }
-  fail(fmt::format("connection lost: {}", std::generic_category().message(error)));
+  act_on(parser_.end_of_input());
 }
 
-void UploadSession::drain_after_reply() {
-  std::span<char> buffer = context_.read_buffer;
-  for (int reads = 0; reads < kMaxReadsPerWakeup; ++reads) {
-    ssize_t got = ::read(socket_.get(), buffer.data(), buffer.size());
-    if (got > 0) continue;  // bytes past the announced size are not part of the upload
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    finish();
-    return;
+void UploadSession::on_closed(std::string_view reason) {
+  if (phase_ == Phase::receiving) {
+    if (in_flight()) {
+      // The connection broke (a reset, an error) before the upload ended: nothing to reply to.
+      release_reservation();
+      file_.reset();
+      context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
+                           parser_.received(), client_label(), elapsed_seconds(),
+                           reason.empty() ? "connection lost" : reason);
+    } else {  // reset before sending a byte: not an upload either
+      context_.logger.detail("{} closed without sending anything", client_label());
+    }
   }
+  finish();
+}
+
+void UploadSession::on_idle() {
+  if (phase_ != Phase::receiving) return;
+  fail(fmt::format("timeout: no data for {}", seconds_text(context_.limits.idle_timeout)));
+}
+
+void UploadSession::on_header_timeout() {
+  if (phase_ != Phase::receiving) return;
+  UploadParser::State state = parser_.state();
+  if (state != UploadParser::State::detecting && state != UploadParser::State::header) return;
+  fail(header_timeout_reason(context_.limits));
 }
 
 void UploadSession::act_on(const UploadStep& step) {
@@ -275,43 +301,39 @@ void UploadSession::complete() {
     context_.logger.info("Saved [Client {}] upload as {}", client_number_,
                          context_.output_dir->path_of(saved_as));
   }
-  send_reply(format_ok_reply(received, hash_.hex()));
-  phase_ = Phase::replied;
-  if (peer_closed_) {
-    finish();
-    return;
-  }
-  linger_timer_ = context_.loop.add_timer(kLingerAfterReply, [this] {
-    linger_timer_ = 0;
-    finish();
-  });
+  reply_and_close(format_ok_reply(received, hash_.hex()));
 }
 
 void UploadSession::fail(const std::string& reason) {
-  if (phase_ == Phase::finished) return;
+  if (phase_ != Phase::receiving) return;
   // The log says "incomplete" for every failure; a reason that starts with it need not repeat it.
   std::string_view why = reason;
   if (why.starts_with(kIncompletePrefix)) why.remove_prefix(kIncompletePrefix.size());
   release_reservation();
   file_.reset();  // removes the temporary file, before the log says the upload is over
-  context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})", parser_.received(),
-                       client_label(), elapsed_seconds(), why);
-  send_reply(format_err_reply(reason));
-  finish();
+  if (parser_.any_bytes()) {
+    context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
+                         parser_.received(), client_label(), elapsed_seconds(), why);
+  } else {
+    context_.logger.detail("{} sent nothing: {}", client_label(), why);
+  }
+  reply_and_close(format_err_reply(reason));
 }
 
-void UploadSession::send_reply(const std::string& line) {
-  // The reply is the only thing the server ever writes on this socket, so the send buffer is
-  // empty and a line this short always fits; a peer that is gone just makes this fail.
-  (void)::send(socket_.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+void UploadSession::reply_and_close(const std::string& line) {
+  phase_ = Phase::closing;
+  context_.loop.cancel_timer(std::exchange(header_timer_, 0));
+  connection_->set_idle_timeout(std::chrono::milliseconds{0});
+  connection_->send(line);
+  // Stops reading into the upload; keeps draining the client's input until its EOF (bounded),
+  // so closing never turns into a reset that destroys the reply.
+  connection_->close_gracefully();
 }
 
 void UploadSession::finish() {
   if (phase_ == Phase::finished) return;
   phase_ = Phase::finished;
-  context_.loop.cancel_timer(std::exchange(linger_timer_, 0));
-  context_.loop.unwatch(socket_.get());
-  socket_.reset();
+  context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   release_reservation();
   file_.reset();
   on_finished_(*this);  // may hand this session to loop.retire(): nothing may follow

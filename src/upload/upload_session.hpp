@@ -1,7 +1,10 @@
 // UploadSession: one client connection of the upload server, from the first byte to the reply.
-// Owns the socket, the UploadParser that reads the protocol, the running hash and (with
-// --output-dir) the PartialFile with its disk reservation. It does the I/O the parser asks for,
-// replies OK or ERR and logs the outcome.
+// Owns the Connection (socket, stream, lingering close), the UploadParser that reads the
+// protocol, the running hash, the header and no-progress deadlines and (with --output-dir) the
+// PartialFile with its disk reservation. It does the I/O the parser asks for, replies OK or ERR
+// and logs the outcome; every reply is followed by a graceful close (stop reading into the file,
+// drain, half-close, read and discard until the client's EOF, bounded) so a client still sending
+// reads the reply instead of a reset.
 // Created by the single-loop server for each accepted connection, and by a fork-mode child for
 // its one connection; both then only wait for on_finished.
 #pragma once
@@ -15,6 +18,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/admission.hpp"
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "upload/content_hash.hpp"
@@ -42,10 +47,19 @@ inline constexpr std::uint64_t kMaxReservedAhead = 256 << 20;
 // An upload that brings no byte for this long gives its reservation back (ftruncate).
 inline constexpr std::chrono::seconds kReservationIdle{2};
 
+// After a reply, how long the client has to close its side (reading and discarding what it still
+// sends) before the server closes anyway.
+inline constexpr std::chrono::seconds kLingerAfterReply{10};
+
 // What a client may make one upload cost, from the flags.
 struct UploadLimits {
   std::uint64_t max_size = 0;  // --max-size; 0: unlimited
   std::uint64_t min_free = 0;  // --min-free: refuse uploads below this much free space; 0: off
+  // --header-timeout: the header (or the first bytes of a raw upload) must have arrived this
+  // long after connecting; 0: never.
+  std::chrono::milliseconds header_timeout{10'000};
+  // --idle-timeout: an upload that brings no byte for this long ends with ERR timeout; 0: never.
+  std::chrono::milliseconds idle_timeout{60'000};
 };
 
 // What every session of one server (or of one fork-mode child) shares.
@@ -54,18 +68,35 @@ struct UploadContext {
   Logger& logger;
   const OutputDirectory* output_dir = nullptr;  // null: count, hash and discard
   UploadLimits limits;
-  // One buffer per loop, not per connection: a session never keeps bytes between two reads,
-  // so ten thousand idle uploads cost no buffer memory.
-  std::span<char> read_buffer;
+  // One read buffer per loop, not per connection (a session never keeps bytes between two
+  // reads, so ten thousand idle uploads cost no buffer memory), and the close timeouts.
+  ConnectionContext& connections;
   std::uint64_t reserved_ahead = 0;  // disk reserved past the data, all sessions together
 };
 
-class UploadSession {
+// The ConnectionContext upload sessions expect: 1 MiB reads, 4 per wakeup, a 10 s linger.
+void configure_for_uploads(ConnectionContext& connections);
+
+// "timeout: no header within 10 s": the ERR reason when --header-timeout passes.
+std::string header_timeout_reason(const UploadLimits& limits);
+
+// Who may connect, from the flags.
+struct UploadAdmission {
+  std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
+  std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
+};
+// Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no);
+// past --max-per-address they are accepted and read "ERR server busy: ...".
+AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
+                                        std::function<bool()> has_room);
+
+class UploadSession : private Connection::Owner {
  public:
   using FinishedHandler = std::function<void(UploadSession&)>;
 
+  // `ticket` holds the client's admission slots until the session is destroyed.
   UploadSession(UploadContext& context, Fd socket, std::uint64_t client_number, std::string peer,
-                FinishedHandler on_finished);
+                FinishedHandler on_finished, AdmissionTicket ticket = {});
   UploadSession(const UploadSession&) = delete;
   UploadSession& operator=(const UploadSession&) = delete;
   ~UploadSession();
@@ -81,14 +112,17 @@ class UploadSession {
  private:
   enum class Phase {
     receiving,  // the parser is reading the header or the body
-    replied,    // OK sent; waiting for the client's EOF before closing
+    closing,    // replied (OK or ERR); the connection closes gracefully
     finished,
   };
 
-  void on_events(std::uint32_t events);
-  void on_connection_lost(int error);
-  void read_upload();
-  void drain_after_reply();
+  // Connection::Owner
+  void on_data(std::string_view bytes) override;
+  void on_end_of_input() override;
+  void on_closed(std::string_view reason) override;
+  void on_idle() override;
+
+  void on_header_timeout();
   void act_on(const UploadStep& step);
   void start(const UploadStart& start);
   bool open_storage();
@@ -100,14 +134,15 @@ class UploadSession {
   void on_reservation_idle();
   void complete();
   void fail(const std::string& reason);
-  void send_reply(const std::string& line);
+  void reply_and_close(const std::string& line);
   void finish();
 
   [[nodiscard]] std::string client_label() const;
   [[nodiscard]] double elapsed_seconds() const;
 
   UploadContext& context_;
-  Fd socket_;
+  std::optional<Connection> connection_;
+  AdmissionTicket ticket_;
   std::uint64_t client_number_;
   std::string peer_;
   FinishedHandler on_finished_;
@@ -122,8 +157,7 @@ class UploadSession {
   EventLoop::TimerId reservation_timer_ = 0;
   ContentHash hash_;
   std::optional<PartialFile> file_;
-  bool peer_closed_ = false;
-  EventLoop::TimerId linger_timer_ = 0;
+  EventLoop::TimerId header_timer_ = 0;
 };
 
 }  // namespace mux

@@ -17,7 +17,8 @@ FLAGS = {
                                    "--max-per-address", "--keepalive"],
     "chat-client": COMMON_FLAGS + ["--nick"],
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients",
-                                     "--min-free"],
+                                     "--min-free", "--max-per-address", "--header-timeout",
+                                     "--idle-timeout"],
     "upload-client": COMMON_FLAGS + ["--file", "--name"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.

@@ -72,8 +72,9 @@ class Harness {
   explicit Harness(std::uint64_t max_size = 0, const mux::OutputDirectory* dir = nullptr)
       : log_(make_log_pipe()),
         logger_(mux::Verbosity::normal, log_write_.get()),
-        buffer_(7),
-        context_{loop_, logger_, dir, {max_size, 0}, buffer_} {
+        connections_(loop_, 7),
+        context_{loop_, logger_, dir, {max_size, 0}, connections_} {
+    mux::configure_for_uploads(connections_);
     int fds[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
     client_.reset(fds[0]);
@@ -145,7 +146,7 @@ class Harness {
   mux::Fd log_;
   mux::EventLoop loop_;
   mux::Logger logger_;
-  std::vector<char> buffer_;
+  mux::ConnectionContext connections_;
   mux::UploadContext context_;
   mux::Fd client_;
   std::unique_ptr<mux::UploadSession> session_;
@@ -256,8 +257,11 @@ TEST_CASE("an upload that ends early is incomplete") {
 TEST_CASE("--max-size refuses a header at once and cuts a raw stream off") {
   Harness header(5);
   header.send("MUXUP/1 6 x\n");
-  CHECK(header.run_until_finished());  // no EOF needed: refused at once
+  header.run_a_little();  // no EOF needed: refused at once
   CHECK(header.reply() == "ERR too large: 6 bytes, the limit is 5\n");
+  CHECK_FALSE(header.finished());  // lingering: the client may still be sending
+  header.half_close();
+  CHECK(header.run_until_finished());
 
   Harness at_limit(5);
   at_limit.send("MUXUP/1 5 x\nhello");
@@ -267,8 +271,11 @@ TEST_CASE("--max-size refuses a header at once and cuts a raw stream off") {
 
   Harness raw(5);
   raw.send("hello!");
-  CHECK(raw.run_until_finished());
+  raw.run_a_little();
   CHECK(raw.reply() == "ERR too large: more than the limit of 5 bytes\n");
+  raw.send("more bytes after the refusal are drained, not a reset");
+  raw.half_close();
+  CHECK(raw.run_until_finished());
 
   Harness raw_at_limit(5);
   raw_at_limit.send("hello");
@@ -282,13 +289,16 @@ TEST_CASE("abort ends an upload in flight, and only closes an idle connection") 
   busy.send("MUXUP/1 10 x\nhel");
   CHECK(busy.session().in_flight());
   busy.session().abort("shutting down");
-  CHECK(busy.finished());
+  busy.run_a_little();
   CHECK(busy.reply() == "ERR shutting down\n");
+  busy.half_close();
+  CHECK(busy.run_until_finished());
 
   Harness idle;
   CHECK_FALSE(idle.session().in_flight());
   idle.session().abort("shutting down");
-  CHECK(idle.finished());
+  idle.half_close();
+  CHECK(idle.run_until_finished());
   CHECK(idle.reply().empty());
   CHECK(idle.log().empty());
 }
