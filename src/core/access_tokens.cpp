@@ -1,0 +1,119 @@
+#include "core/access_tokens.hpp"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "core/fd.hpp"
+
+namespace mux {
+namespace {
+
+std::array<std::uint8_t, 32> sha256(std::string_view text) {
+  std::array<std::uint8_t, 32> digest{};
+  unsigned int length = 0;
+  if (EVP_Digest(text.data(), text.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1 ||
+      length != digest.size())
+    throw std::runtime_error("SHA-256 is not available from OpenSSL");
+  return digest;
+}
+
+std::string read_whole(const std::string& path, int fd) {
+  std::string content;
+  char chunk[8192];
+  for (;;) {
+    ssize_t got = ::read(fd, chunk, sizeof chunk);
+    if (got == 0) return content;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw TokenFileError(
+          fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
+    }
+    content.append(chunk, static_cast<std::size_t>(got));
+    if (content.size() > AccessTokens::kMaxFileBytes)
+      throw TokenFileError(
+          fmt::format("--token-file {}: larger than {} bytes", path, AccessTokens::kMaxFileBytes));
+  }
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t'))
+    text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t' || text.back() == '\r'))
+    text.remove_suffix(1);
+  return text;
+}
+
+bool printable_without_spaces(std::string_view token) {
+  for (char c : token) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> read_token_file(const std::string& path) {
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!file)
+    throw TokenFileError(
+        fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
+  struct stat status {};
+  if (::fstat(file.get(), &status) != 0)
+    throw TokenFileError(
+        fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
+  if (!S_ISREG(status.st_mode))
+    throw TokenFileError(fmt::format("--token-file {}: not a regular file", path));
+  if ((status.st_mode & 077) != 0)
+    throw TokenFileError(fmt::format(
+        "--token-file {}: group or others can access it (mode {:04o}); run: chmod 600 {}", path,
+        status.st_mode & 07777, path));
+  std::string content = read_whole(path, file.get());
+
+  std::vector<std::string> tokens;
+  std::size_t line_number = 0;
+  std::string_view rest = content;
+  while (!rest.empty()) {
+    ++line_number;
+    std::size_t end = rest.find('\n');
+    std::string_view line = trim(rest.substr(0, end));
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.size() > AccessTokens::kMaxTokenLength)
+      throw TokenFileError(fmt::format("--token-file {}: line {}: longer than {} characters", path,
+                                       line_number, AccessTokens::kMaxTokenLength));
+    if (!printable_without_spaces(line))
+      throw TokenFileError(
+          fmt::format("--token-file {}: line {}: a token is printable ASCII without spaces", path,
+                      line_number));
+    tokens.emplace_back(line);
+  }
+  if (tokens.empty()) throw TokenFileError(fmt::format("--token-file {}: no token in it", path));
+  return tokens;
+}
+
+AccessTokens::AccessTokens(const std::vector<std::string>& tokens) {
+  digests_.reserve(tokens.size());
+  for (const std::string& token : tokens)
+    digests_.push_back(sha256(token));
+}
+
+bool AccessTokens::accepts(std::string_view presented) const {
+  // Hashing first makes every comparison 32 bytes whatever the presented length; every digest is
+  // compared, so the time does not tell which token (if any) matched.
+  std::array<std::uint8_t, 32> digest = sha256(presented);
+  int matched = 0;
+  for (const auto& known : digests_)
+    matched |= CRYPTO_memcmp(known.data(), digest.data(), digest.size()) == 0 ? 1 : 0;
+  return matched != 0;
+}
+
+}  // namespace mux

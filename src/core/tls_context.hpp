@@ -1,0 +1,84 @@
+// TLS configuration for both ends, built from the --tls-* flags. A context owns one OpenSSL SSL_CTX
+// (certificate, key, trust, verification rules) and makes a TlsStream per accepted or connected
+// socket: servers hand make_stream to their Connection factory, clients call it once after
+// connecting. Defaults: TLS 1.2 minimum (1.3 preferred by negotiation), no renegotiation, no
+// compression, no session tickets (clients here never resume), OpenSSL buffers released while idle.
+//
+// Errors while loading files throw TlsConfigError whose message names the flag and the file,
+// ready for "mux: error: ...". Callers: chat/ and upload/ servers and clients, tests.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "core/tls_stream.hpp"
+
+struct ssl_ctx_st;
+
+namespace mux {
+
+class TlsConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SslCtxDeleter {
+  void operator()(ssl_ctx_st* context) const noexcept;
+};
+using UniqueSslCtx = std::unique_ptr<ssl_ctx_st, SslCtxDeleter>;
+
+struct TlsServerConfig {
+  std::string cert_file;       // --tls-cert: PEM, the server certificate then its chain
+  std::string key_file;        // --tls-key: PEM private key, unencrypted
+  std::string client_ca_file;  // --tls-client-ca: when set, clients must present a certificate
+                               // signed by one of these CAs (mutual TLS)
+};
+
+class TlsServerContext {
+ public:
+  explicit TlsServerContext(TlsServerConfig config);  // throws TlsConfigError
+
+  // Reads the files again (SIGHUP). New connections get the new certificate; connections already
+  // open keep the context they started with (OpenSSL counts references). On a bad file the
+  // current context stays and the reason is returned; "" on success.
+  std::string reload();
+
+  // A server-side stream on the accepted socket `fd`; the handshake runs on the first handshake().
+  [[nodiscard]] std::unique_ptr<TlsStream> make_stream(int fd) const;
+
+  [[nodiscard]] const TlsServerConfig& config() const noexcept { return config_; }
+  // "CN=example.org, expires 2027-11-29": for the start-up log line.
+  [[nodiscard]] std::string describe_certificate() const;
+
+ private:
+  TlsServerConfig config_;
+  UniqueSslCtx context_;
+};
+
+struct TlsClientConfig {
+  std::string ca_file;    // --tls-ca: trust these CAs instead of the system store
+  std::string cert_file;  // --tls-cert / --tls-key: a client certificate for mutual TLS
+  std::string key_file;
+  std::string server_name;  // --tls-server-name: the name to check instead of --host
+  std::string pin;          // --tls-pin sha256:...: accept exactly this server certificate
+};
+
+class TlsClientContext {
+ public:
+  // `host` is what the client connects to (--host); the certificate must name it unless
+  // --tls-server-name or --tls-pin says otherwise. Throws TlsConfigError.
+  TlsClientContext(TlsClientConfig config, std::string host);
+
+  [[nodiscard]] std::unique_ptr<TlsStream> make_stream(int fd) const;
+  [[nodiscard]] const std::string& checked_name() const noexcept { return checked_name_; }
+
+ private:
+  TlsClientConfig config_;
+  std::string checked_name_;
+  std::optional<Fingerprint> pin_;
+  UniqueSslCtx context_;
+};
+
+}  // namespace mux

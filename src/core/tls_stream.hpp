@@ -1,0 +1,92 @@
+// TlsStream: a ByteStream that speaks TLS (OpenSSL 3) over a non-blocking socket. It owns one SSL
+// object (configured by TlsServerContext or TlsClientContext in core/tls_context.hpp, which are the
+// only callers that construct it); the Connection that owns the stream owns the socket. Every call
+// returns would_block instead of waiting and wants() names the readiness OpenSSL asked for, so the
+// handshake and renegotiation-free record traffic are driven by the event loop like plain TCP.
+//
+// Writes are cut into records of at most 16 KiB: a large chunk is handed to OpenSSL in place,
+// small chunks (chat lines) are gathered into one record, so a writev of 200 short lines costs one
+// record, not 200. After would_block the caller must offer the same leading bytes again
+// (OutputQueue does: it only consumes what was reported written), which is what TLS requires of a
+// retried write.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/byte_stream.hpp"
+
+struct ssl_st;
+
+namespace mux {
+
+struct SslDeleter {
+  void operator()(ssl_st* ssl) const noexcept;
+};
+using UniqueSsl = std::unique_ptr<ssl_st, SslDeleter>;
+
+// A SHA-256 certificate fingerprint (of the DER encoding, as `openssl x509 -fingerprint -sha256`).
+using Fingerprint = std::array<std::uint8_t, 32>;
+
+// "sha256:AB:CD:..." as openssl prints it; what an error shows and what --tls-pin accepts back.
+std::string format_fingerprint(const Fingerprint& fingerprint);
+// Accepts "sha256:" followed by 64 hex digits (colons between bytes allowed) or the base64 of the
+// 32 bytes (SSH style, padding optional). nullopt when it is neither.
+std::optional<Fingerprint> parse_fingerprint(const std::string& text);
+
+class TlsStream final : public ByteStream {
+ public:
+  // `ssl` is already in accept or connect state; `pin`, when set, replaces chain and host name
+  // verification on the client side (the context installs the callback that consults it).
+  TlsStream(int fd, UniqueSsl ssl, std::optional<Fingerprint> pin = std::nullopt);
+  ~TlsStream() override;
+
+  IoResult handshake() override;
+  IoResult read(char* data, std::size_t size) override;
+  IoResult writev(const iovec* chunks, int count) override;
+  IoResult shutdown_write() override;
+  [[nodiscard]] std::uint32_t wants() const override { return wants_; }
+  [[nodiscard]] bool has_buffered_input() const override;
+  void release_buffers() override;
+  [[nodiscard]] const char* kind() const noexcept override { return "tls"; }
+  [[nodiscard]] int fd() const noexcept override { return fd_; }
+
+  [[nodiscard]] bool handshake_done() const noexcept { return handshake_done_; }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384": for the log line of a new connection.
+  [[nodiscard]] std::string describe_session() const;
+  // The peer's certificate fingerprint as seen during verification ("" when none was offered).
+  [[nodiscard]] const std::string& peer_fingerprint() const noexcept { return peer_fingerprint_; }
+
+  // Called from the certificate verification callback (tls_context.cpp), nowhere else.
+  void note_peer_fingerprint(const Fingerprint& fingerprint);
+  [[nodiscard]] const std::optional<Fingerprint>& pin() const noexcept { return pin_; }
+
+  static constexpr std::size_t kRecordSize = 16384;
+
+ private:
+  // Maps an OpenSSL return value to would_block (setting wants_) or a described failure.
+  IoResult blocked_or_failed(int ret, bool in_handshake);
+  std::string describe_failure(int ssl_error, int saved_errno, bool in_handshake);
+
+  UniqueSsl ssl_;
+  int fd_;
+  std::optional<Fingerprint> pin_;
+  std::string peer_fingerprint_;
+  std::string staging_;            // small chunks gathered into one record
+  std::size_t pending_write_ = 0;  // length of a write OpenSSL must see again (would_block)
+  std::optional<IoResult> deferred_failure_;  // an error met after some bytes were already read
+  std::uint32_t wants_;
+  bool handshake_done_ = false;
+  bool close_notify_sent_ = false;
+};
+
+// Runs `stream.handshake()` to completion with poll(), for clients that have nothing else to do
+// yet (chat-client, upload-client) and for tests. Fails with ETIMEDOUT after `timeout`.
+IoResult complete_handshake(ByteStream& stream, std::chrono::milliseconds timeout);
+
+}  // namespace mux

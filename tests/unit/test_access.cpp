@@ -1,0 +1,188 @@
+// --allow/--deny address ranges (Cidr, AddressFilter) and --token-file (AccessTokens): parsing,
+// matching across IPv4 / IPv6 / v4-mapped addresses, and the file permission refusal.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/access_tokens.hpp"
+#include "core/cidr.hpp"
+
+namespace {
+
+sockaddr_storage address(const char* text) {
+  sockaddr_storage storage{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
+  if (::inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+  } else {
+    REQUIRE(::inet_pton(AF_INET6, text, &v6->sin6_addr) == 1);
+    v6->sin6_family = AF_INET6;
+  }
+  return storage;
+}
+
+bool contains(const char* range, const char* peer) {
+  auto cidr = mux::Cidr::parse(range);
+  REQUIRE(cidr);
+  sockaddr_storage storage = address(peer);
+  return cidr->contains(reinterpret_cast<const sockaddr*>(&storage));
+}
+
+bool allows(const mux::AddressFilter& filter, const char* peer) {
+  sockaddr_storage storage = address(peer);
+  return filter.allows(reinterpret_cast<const sockaddr*>(&storage));
+}
+
+// A file in a fresh temporary directory, removed with it.
+struct TempFile {
+  std::filesystem::path directory;
+  std::string path;
+  TempFile(const std::string& content, mode_t mode) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "mux-tokens-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    directory = pattern;
+    path = (directory / "tokens").string();
+    std::ofstream(path) << content;
+    REQUIRE(::chmod(path.c_str(), mode) == 0);
+  }
+  ~TempFile() {
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+};
+
+std::string load_error(const std::string& path) {
+  try {
+    mux::read_token_file(path);
+  } catch (const mux::TokenFileError& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("cidr: parsing normalises and refuses what is not an address range") {
+  CHECK(mux::Cidr::parse("10.0.0.0/8")->to_string() == "10.0.0.0/8");
+  CHECK(mux::Cidr::parse("10.1.2.3/8")->to_string() == "10.0.0.0/8");
+  CHECK(mux::Cidr::parse("127.0.0.2")->to_string() == "127.0.0.2/32");
+  CHECK(mux::Cidr::parse("0.0.0.0/0")->to_string() == "0.0.0.0/0");
+  CHECK(mux::Cidr::parse("2001:db8::1/32")->to_string() == "2001:db8::/32");
+  CHECK(mux::Cidr::parse("::1")->to_string() == "::1/128");
+  CHECK(mux::Cidr::parse("::/0")->to_string() == "::/0");
+  for (const char* bad :
+       {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0/8",
+        "example.org", "10.0.0.0/ 8", "10.0.0.0/08x", "1.2.3.4 ", "10.0.0.0/0008"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(mux::Cidr::parse(bad));
+  }
+}
+
+TEST_CASE("cidr: matching IPv4, IPv6 and v4-mapped peers") {
+  CHECK(contains("10.0.0.0/8", "10.255.1.2"));
+  CHECK_FALSE(contains("10.0.0.0/8", "11.0.0.1"));
+  CHECK(contains("127.0.0.2", "127.0.0.2"));
+  CHECK_FALSE(contains("127.0.0.2", "127.0.0.3"));
+  CHECK(contains("192.168.1.128/25", "192.168.1.200"));
+  CHECK_FALSE(contains("192.168.1.128/25", "192.168.1.127"));
+  CHECK(contains("0.0.0.0/0", "8.8.8.8"));
+  CHECK_FALSE(contains("0.0.0.0/0", "2001:db8::1"));  // an IPv4 rule never matches real IPv6
+  // A client reaching a dual-stack socket over IPv4 appears as ::ffff:a.b.c.d.
+  CHECK(contains("10.0.0.0/8", "::ffff:10.1.2.3"));
+  CHECK(contains("::ffff:10.0.0.0/104", "10.1.2.3"));
+  CHECK(contains("2001:db8::/32", "2001:db8:ffff::1"));
+  CHECK_FALSE(contains("2001:db8::/32", "2001:db9::1"));
+  CHECK(contains("::1", "::1"));
+  CHECK_FALSE(contains("::1", "127.0.0.1"));
+  CHECK(contains("::/0", "127.0.0.1"));  // every address, both families
+  CHECK(contains("fe80::/10", "febf::1"));
+  CHECK_FALSE(contains("fe80::/10", "fec0::1"));
+}
+
+TEST_CASE("cidr: --deny wins over --allow; no --allow means everyone not denied") {
+  mux::AddressFilter open;
+  CHECK(allows(open, "203.0.113.9"));
+
+  mux::AddressFilter only_loopback;
+  only_loopback.allow(*mux::Cidr::parse("127.0.0.0/8"));
+  only_loopback.allow(*mux::Cidr::parse("::1"));
+  CHECK(allows(only_loopback, "127.0.0.2"));
+  CHECK(allows(only_loopback, "::1"));
+  CHECK(allows(only_loopback, "::ffff:127.0.0.1"));
+  CHECK_FALSE(allows(only_loopback, "10.0.0.1"));
+
+  only_loopback.deny(*mux::Cidr::parse("127.0.0.2"));
+  CHECK_FALSE(allows(only_loopback, "127.0.0.2"));
+  CHECK(allows(only_loopback, "127.0.0.3"));
+
+  mux::AddressFilter deny_only;
+  deny_only.deny(*mux::Cidr::parse("127.0.0.2/32"));
+  CHECK_FALSE(allows(deny_only, "127.0.0.2"));
+  CHECK(allows(deny_only, "127.0.0.1"));
+
+  sockaddr unix_address{};
+  unix_address.sa_family = AF_UNIX;
+  CHECK_FALSE(deny_only.allows(&unix_address));
+  CHECK(open.allows(&unix_address));
+}
+
+TEST_CASE("tokens: one per line, blank lines and comments skipped, compared exactly") {
+  TempFile file("# team tokens\nalpha-123\n\n  beta_456\r\n#gamma\n", 0600);
+  auto tokens = mux::read_token_file(file.path);
+  REQUIRE(tokens.size() == 2);
+  CHECK(tokens[0] == "alpha-123");
+  CHECK(tokens[1] == "beta_456");
+  mux::AccessTokens access(tokens);
+  CHECK(access.required());
+  CHECK(access.accepts("alpha-123"));
+  CHECK(access.accepts("beta_456"));
+  CHECK_FALSE(access.accepts("#gamma"));
+  CHECK_FALSE(access.accepts("alpha-12"));
+  CHECK_FALSE(access.accepts("alpha-1234"));
+  CHECK_FALSE(access.accepts(""));
+  CHECK_FALSE(access.accepts(std::string("alpha-123\0", 10)));
+  CHECK_FALSE(mux::AccessTokens().required());
+}
+
+TEST_CASE("tokens: a file others can read is refused, like ssh refuses a key") {
+  for (mode_t mode : {0644, 0640, 0604, 0620, 0602, 0700 | 0004}) {
+    TempFile file("secret\n", mode);
+    CAPTURE(mode);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    CHECK(load_error(file.path) == "--token-file " + file.path +
+                                       ": group or others can access it (mode " + octal +
+                                       "); run: chmod 600 " + file.path);
+  }
+  TempFile private_file("secret\n", 0400);
+  CHECK(mux::read_token_file(private_file.path).size() == 1);
+}
+
+TEST_CASE("tokens: unusable files say why and where") {
+  CHECK(load_error("/nonexistent/tokens") ==
+        "--token-file /nonexistent/tokens: No such file or directory");
+  CHECK(load_error("/tmp") == "--token-file /tmp: not a regular file");
+  TempFile empty("# nothing yet\n\n", 0600);
+  CHECK(load_error(empty.path) == "--token-file " + empty.path + ": no token in it");
+  TempFile spaced("good\nhas space\n", 0600);
+  CHECK(load_error(spaced.path) ==
+        "--token-file " + spaced.path + ": line 2: a token is printable ASCII without spaces");
+  TempFile control(
+      "a\x01"
+      "b\n",
+      0600);
+  CHECK(load_error(control.path) ==
+        "--token-file " + control.path + ": line 1: a token is printable ASCII without spaces");
+  TempFile long_token(std::string(mux::AccessTokens::kMaxTokenLength + 1, 'x') + "\n", 0600);
+  CHECK(load_error(long_token.path) ==
+        "--token-file " + long_token.path + ": line 1: longer than 512 characters");
+}
