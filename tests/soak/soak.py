@@ -157,8 +157,16 @@ class Phase:
         self.server = muxtest.Server(*args)
         self.pid = self.server.proc.pid
         self.port = self.server.port
-        time.sleep(0.2)  # let the log thread and the loop settle before taking the baseline
-        self.fd_baseline = fd_count(self.pid)
+        # The loop makes its signalfd after the first log line: a served probe shows it runs. Each
+        # client holds one fd in the server while connected (its socket, or its fork-mode link).
+        probe = connect_from(HONEST, self.port)
+        if args[0] == "chat-server":
+            muxtest.LineReader(probe).line(SOCKET_TIMEOUT)
+            self.fd_baseline = fd_count(self.pid) - 1
+        else:
+            time.sleep(0.2)  # upload-server answers nothing before an upload; give it time
+            self.fd_baseline = fd_count(self.pid) - 1
+        probe.close()
         self.rss_baseline = rss_bytes(self.pid)
         self.rss_peak = self.rss_baseline
 
