@@ -4,23 +4,31 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/sanitize.hpp"
+
 namespace mux::chat {
 
 inline constexpr std::size_t kMaxNickChars = 32;
 
-// Appends `raw` to `out` so that no byte of it can drive a terminal: TAB and printable text pass;
-// other C0 controls and DEL become caret notation (ESC -> "^[", NUL -> "^@", DEL -> "^?"); C1
-// controls (U+0080..U+009F) and every ill-formed UTF-8 sequence become U+FFFD, one per maximal
-// ill-formed subpart (the Unicode recommendation, which Python's decoder follows too). When
-// `cut` is set the line was cut mid-stream, so an incomplete sequence at its very end is dropped
-// rather than replaced.
-void append_sanitized(std::string& out, std::string_view raw, bool cut = false);
-std::string sanitize(std::string_view raw, bool cut = false);
+// Chat text goes through the one sanitizer (core/sanitize.hpp): TAB and printable text pass; C0
+// controls and DEL become caret notation (ESC -> "^[", NUL -> "^@", DEL -> "^?"); C1 controls,
+// bidi controls, invisible formatting characters and every ill-formed UTF-8 sequence become
+// U+FFFD. When `cut` is set the line was cut mid-stream, so an incomplete sequence at its very
+// end is dropped rather than replaced.
+inline void append_sanitized(std::string& out, std::string_view raw, bool cut = false) {
+  mux::append_sanitized(out, raw, cut, kTextStyle);
+}
+inline std::string sanitize(std::string_view raw, bool cut = false) {
+  std::string out;
+  append_sanitized(out, raw, cut);
+  return out;
+}
 
 enum class CommandKind { message, nick, who, help, quit, unknown };
 
@@ -54,6 +62,14 @@ std::string nick_usage();
 std::string nick_taken(std::string_view nick);
 std::string nick_invalid(std::string_view nick, std::string_view problem);
 std::string nick_unchanged(std::string_view nick);
+std::string nick_look_alike(std::string_view nick, std::string_view other);
+// Flow control: the first time a client goes over its line or byte rate, and when it kept on.
+std::string slow_down(double line_rate, std::uint64_t byte_rate);
+std::string excess_flood(std::uint64_t seconds);
+// At most once a second while a client's commands are over the command rate.
+std::string commands_ignored(double command_rate);
+// A client whose first line is an upload header (mux upload-client pointed at chat-server).
+std::string not_an_upload_server();
 std::string line_cut(std::size_t max_line);
 std::string server_full();
 std::string shutting_down();

@@ -1,6 +1,7 @@
 #include "core/http_sniff.hpp"
 
 #include <array>
+#include <string>
 
 namespace mux {
 namespace {
@@ -70,6 +71,23 @@ HttpSniff sniff_http_request(std::string_view prefix) {
                  version.starts_with(kVersionPrefix) && version.back() >= '0' &&
                  version.back() <= '9';
   return matches ? HttpSniff::http_request : HttpSniff::not_http;
+}
+
+bool looks_like_http_request(std::string_view line) {
+  constexpr std::string_view kHost = "host:";
+  if (line.size() >= kHost.size()) {
+    bool host = true;
+    for (std::size_t i = 0; i < kHost.size() && host; ++i) {
+      char c = line[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      host = c == kHost[i];
+    }
+    if (host) return true;
+  }
+  if (line.size() >= kMaxHttpRequestLine) return false;
+  std::string terminated(line);
+  terminated += '\n';
+  return sniff_http_request(terminated) == HttpSniff::http_request;
 }
 
 }  // namespace mux

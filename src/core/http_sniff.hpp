@@ -26,4 +26,10 @@ inline constexpr std::size_t kMaxHttpRequestLine = 4096;
 // `prefix` is the start of the stream as received so far.
 HttpSniff sniff_http_request(std::string_view prefix);
 
+// For a protocol of lines (chat-server checks a client's first line): `line` is one complete line
+// without its '\n'. True when it is a request line by the rule above, or when it starts with
+// "Host:" in any case (a request's usual second line, and what redis checks for as well: a line
+// protocol may see the headers one at a time).
+bool looks_like_http_request(std::string_view line);
+
 }  // namespace mux

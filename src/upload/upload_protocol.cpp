@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/sanitize.hpp"
+
 namespace mux {
 namespace {
 
@@ -128,8 +130,9 @@ std::string percent_decode(std::string_view text) {
 std::string sanitize_file_name(std::string_view name, std::string_view fallback) {
   std::size_t slash = name.rfind('/');
   if (slash != std::string_view::npos) name.remove_prefix(slash + 1);
-  std::string safe(name);
-  std::replace_if(safe.begin(), safe.end(), is_control, '_');
+  // The one sanitizer makes it valid UTF-8 without controls, bidi or invisible characters (each
+  // becomes '_'); none of its replacements is a '/' or a '.'.
+  std::string safe = sanitized(name, kFileNameStyle);
   safe.erase(0, safe.find_first_not_of('.'));
   if (safe.size() > kMaxStoredName) {
     std::size_t cut = kMaxStoredName;

@@ -51,8 +51,9 @@ std::string percent_encode(std::string_view text);
 // Decodes %XX escapes; a '%' not followed by two hex digits is kept as it is.
 std::string percent_decode(std::string_view text);
 
-// Turns a client's name into a plain file name: only the part after the last '/', control bytes
-// replaced by '_', leading dots removed, cut to kMaxStoredName bytes (never inside a UTF-8
+// Turns a client's name into a plain file name: only the part after the last '/', sanitized by
+// core/sanitize.hpp (controls, C1, bidi and invisible characters and ill-formed UTF-8 each become
+// '_'), leading dots removed, cut to kMaxStoredName bytes (never inside a UTF-8
 // sequence). Returns `fallback` when nothing usable is left ("", ".", "..", "/").
 std::string sanitize_file_name(std::string_view name, std::string_view fallback);
 // The name a raw upload (or a header with an unusable name) is stored under.

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_protocol.hpp"
+#include "core/sanitize.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 
@@ -26,11 +27,13 @@ bool is_bidi_control(char32_t c) {
          (c >= 0x2066 && c <= 0x2069);
 }
 
-// Valid UTF-8 whose every character a terminal shows as text (TAB included).
+// Valid UTF-8 whose every character a terminal shows as text (TAB included): no controls, no
+// bidi controls, nothing invisible (the sanitizer's list of invisible formatting characters).
 bool is_terminal_safe(std::string_view text) {
   bool safe = true;
   bool valid = for_each_code_point(text, [&safe](char32_t c) {
-    if (is_c0_or_del(c) || is_c1(c)) safe = false;
+    if (is_c0_or_del(c) || is_c1(c) || is_bidi_control(c) || mux::is_invisible_format(c))
+      safe = false;
   });
   return valid && safe;
 }

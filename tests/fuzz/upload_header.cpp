@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "core/sanitize.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 #include "upload/upload_protocol.hpp"
@@ -113,11 +114,14 @@ void check_file_name(std::string_view name) {
   FUZZ_CHECK(stored.front() != '.', printable(stored));
   FUZZ_CHECK(stored.find('\0') == std::string::npos, printable(stored));
   FUZZ_CHECK(!has_control_byte(stored), printable(stored));
-  // A name that was UTF-8 is never cut inside a character.
-  if (is_valid_utf8(name)) FUZZ_CHECK(is_valid_utf8(stored), printable(stored));
+  // Whatever the name, the stored one is valid UTF-8 (never cut inside a character) and the one
+  // sanitizer has nothing left to replace in it (no C1, bidi or invisible characters).
+  FUZZ_CHECK(is_valid_utf8(stored), printable(stored));
+  FUZZ_CHECK(mux::sanitized(stored, mux::kFileNameStyle) == stored, printable(stored));
   // Already a good name: kept as it is.
   bool plain = !name.empty() && name.size() <= kMaxStoredName && name.front() != '.' &&
-               name.find('/') == std::string_view::npos && !has_control_byte(name);
+               name.find('/') == std::string_view::npos && !has_control_byte(name) &&
+               is_valid_utf8(name) && mux::sanitized(name, mux::kFileNameStyle) == name;
   if (plain) FUZZ_CHECK(stored == name, printable(name));
 }
 

@@ -7,6 +7,7 @@
 #include "core/http_sniff.hpp"
 
 using mux::HttpSniff;
+using mux::looks_like_http_request;
 using mux::sniff_http_request;
 
 TEST_CASE("request lines of every method and both versions are HTTP") {
@@ -50,4 +51,23 @@ TEST_CASE("a first line longer than the limit is not HTTP") {
   CHECK(sniff_http_request(line + " HTTP/1.1\n") == HttpSniff::not_http);
   std::string fits = "GET /" + std::string(mux::kMaxHttpRequestLine - 20, 'a') + " HTTP/1.1\n";
   CHECK(sniff_http_request(fits) == HttpSniff::http_request);
+}
+
+TEST_CASE("a complete first line of a line protocol: request lines and a Host header") {
+  CHECK(looks_like_http_request("GET / HTTP/1.1"));
+  CHECK(looks_like_http_request("POST / HTTP/1.1\r"));
+  CHECK(looks_like_http_request("CONNECT 127.0.0.1:5000 HTTP/1.1"));
+  CHECK(looks_like_http_request("Host: 127.0.0.1:5000"));
+  CHECK(looks_like_http_request("host:x"));
+  CHECK(looks_like_http_request("HOST:"));
+  CHECK_FALSE(looks_like_http_request("GET"));
+  CHECK_FALSE(looks_like_http_request("GET me a coffee"));
+  CHECK_FALSE(looks_like_http_request("GET / HTTP/1.1 please"));
+  CHECK_FALSE(looks_like_http_request("PROPFIND /dav HTTP/1.1"));
+  CHECK_FALSE(looks_like_http_request("Hosting: x"));
+  CHECK_FALSE(looks_like_http_request(" Host: x"));
+  CHECK_FALSE(looks_like_http_request("Hos"));
+  CHECK_FALSE(looks_like_http_request("MUXUP/1 5 name"));
+  CHECK_FALSE(looks_like_http_request(""));
+  CHECK_FALSE(looks_like_http_request("GET " + std::string(5000, 'a') + " HTTP/1.1"));
 }
