@@ -6,19 +6,37 @@
 // the room and the members; members call receive_line/end_of_input/leave as their input arrives.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "chat/chat_protocol.hpp"
+#include "chat/nick_rules.hpp"
 #include "core/output_queue.hpp"
+#include "core/rate_limit.hpp"
 
 namespace mux {
 
 class Logger;
+
+// What one client may send, per second and at once (the burst). Defaults are generous for people
+// and chat bots (see chat-server's flags); a client over them is read more slowly and, if it
+// keeps on for flood_timeout, told and disconnected.
+struct ClientLimits {
+  double line_rate = 100;
+  double line_burst = 1000;
+  double byte_rate = 256 * 1024;
+  double byte_burst = 512 * 1024;
+  double command_rate = 10;
+  double command_burst = 50;
+  std::chrono::milliseconds flood_timeout{10'000};
+};
 
 class ChatMember {
  public:
@@ -33,15 +51,29 @@ class ChatMember {
   // The room is done with this member (/quit, shutdown, server full): write what is queued, then
   // close. The member calls ChatRoom::leave again on its way out; that second call is a no-op.
   virtual void close_after_output() = 0;
+  // The client sends faster than its limits: read nothing more from it for `pause` (so TCP
+  // pushes back on it); a later call while paused extends the pause. Never calls into the room.
+  virtual void pause_input(std::chrono::milliseconds pause) = 0;
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] bool in_room() const noexcept { return in_room_; }
 
  private:
   friend class ChatRoom;
+  // A client's token buckets and flood state, set up by ChatRoom::join.
+  struct Rates {
+    TokenBucket lines;
+    TokenBucket bytes;
+    TokenBucket commands;
+    std::optional<TokenBucket::Clock::time_point> flooding_since;
+    std::optional<TokenBucket::Clock::time_point> last_command_notice;
+  };
+
   std::string name_;
   std::uint64_t join_number_ = 0;  // orders /who by arrival
+  std::uint64_t lines_seen_ = 0;   // its first line is checked for other protocols
   std::size_t slot_ = 0;           // index in ChatRoom::members_
+  std::optional<Rates> rates_;
   bool in_room_ = false;
   bool has_nick_ = false;
 };
@@ -62,7 +94,12 @@ class ChatRoom {
   // for N arrivals) and the notices would drown the conversation. They are always logged.
   static constexpr std::size_t kAnnounceUpTo = 1000;
 
-  ChatRoom(Logger& logger, std::size_t max_line);
+  using Clock = TokenBucket::Clock;
+  using ClockSource = std::function<Clock::time_point()>;
+
+  // `clock` is for tests; the server uses the steady clock.
+  ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits = {},
+           ClockSource clock = &Clock::now);
 
   // `origin` is for the log only ("127.0.0.1:40000", plus the pid in fork mode).
   void join(ChatMember& member, std::string_view origin);
@@ -79,6 +116,12 @@ class ChatRoom {
   [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
 
  private:
+  // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
+  bool charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now);
+  // Charges a command; false when it is over the command rate and must not run.
+  bool charge_command(ChatMember& sender, Clock::time_point now);
+  // The first line of a client that is not a chat client at all (HTTP, an upload): refuses it.
+  bool refuse_other_protocol(ChatMember& sender, std::string_view first_line);
   void run_command(ChatMember& sender, const chat::Command& command);
   void rename(ChatMember& member, std::string_view nick);
   void send_to(ChatMember& member, std::string text);
@@ -86,12 +129,20 @@ class ChatRoom {
   void broadcast(const Block& block, const ChatMember* except);
   void flush_relay();
   void remove(ChatMember& member);
-  [[nodiscard]] std::string who_list() const;
+  [[nodiscard]] const Block& who_list();
 
   Logger& logger_;
   std::size_t max_line_;
+  ClientLimits limits_;
+  ClockSource clock_;
+  chat::NickRules nick_rules_;
   std::vector<ChatMember*> members_;
-  std::unordered_set<std::string> taken_nicks_;  // folded; default names cannot collide with nicks
+  // Nicks by their look-alike key (NickRules): one nick per key. Default names cannot collide
+  // with nicks (NickRules refuses anything that looks like "Client N").
+  std::unordered_map<std::string, ChatMember*> taken_nicks_;
+  // The /who answer, built once per change of membership or names: a /who storm costs one shared
+  // block per request, not a sort of the whole room.
+  Block who_cache_;
   std::uint64_t arrivals_ = 0;
   bool closing_ = false;
   // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.

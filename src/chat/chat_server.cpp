@@ -3,7 +3,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -61,7 +60,7 @@ class ChatServer final : public MemberOwner {
       : options_(options),
         logger_(logger),
         context_(loop_, options.max_line, options.max_queue),
-        room_(logger, options.max_line),
+        room_(logger, options.max_line, client_limits(options)),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
         listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
                   admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
@@ -85,6 +84,12 @@ class ChatServer final : public MemberOwner {
         options_.max_per_address == 0 ? std::string("no limit")
                                       : std::to_string(options_.max_per_address),
         options_.keepalive == 0 ? std::string("off") : fmt::format("{} s", options_.keepalive));
+    logger_.info(
+        "per client: {} lines/s (burst {}), {}/s (burst {}), {} commands/s (burst {}), "
+        "flood timeout {} s",
+        options_.line_rate, options_.line_burst, format_bytes(options_.byte_rate),
+        format_bytes(options_.byte_burst), options_.command_rate, options_.command_burst,
+        options_.flood_timeout_seconds);
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
     listener_.resume();
@@ -104,6 +109,18 @@ class ChatServer final : public MemberOwner {
   }
 
  private:
+  static ClientLimits client_limits(const ChatServerOptions& options) {
+    ClientLimits limits;
+    limits.line_rate = static_cast<double>(options.line_rate);
+    limits.line_burst = static_cast<double>(options.line_burst);
+    limits.byte_rate = static_cast<double>(options.byte_rate);
+    limits.byte_burst = static_cast<double>(options.byte_burst);
+    limits.command_rate = static_cast<double>(options.command_rate);
+    limits.command_burst = static_cast<double>(options.command_burst);
+    limits.flood_timeout = std::chrono::seconds(options.flood_timeout_seconds);
+    return limits;
+  }
+
   std::uint64_t default_max_clients() const {
     std::uint64_t limit = fd_limit();  // run_chat_server raised it already
     std::uint64_t by_fds = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;

@@ -17,6 +17,14 @@ struct ChatServerOptions {
   std::uint64_t max_per_address = 32;
   // Seconds until TCP keepalive gives up on a silent peer (0: off).
   std::uint64_t keepalive = 60;
+  // Per-client flow control (ClientLimits in chat_room.hpp has the same defaults).
+  std::uint64_t line_rate = 100;
+  std::uint64_t line_burst = 1000;
+  std::uint64_t byte_rate = 256 * 1024;
+  std::uint64_t byte_burst = 512 * 1024;
+  std::uint64_t command_rate = 10;
+  std::uint64_t command_burst = 50;
+  std::uint64_t flood_timeout_seconds = 10;
 };
 
 int run_chat_server(const ChatServerOptions& options);

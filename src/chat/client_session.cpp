@@ -20,6 +20,7 @@ ClientSession::ClientSession(SessionContext& context, Fd socket, Listener& liste
 
 ClientSession::~ClientSession() {
   context_.loop.cancel_timer(quiet_timer_);
+  context_.loop.cancel_timer(pause_timer_);
 }
 
 void ClientSession::on_data(std::string_view bytes) {
@@ -48,6 +49,7 @@ void ClientSession::on_end_of_input() {
 
 void ClientSession::on_closed(std::string_view reason) {
   context_.loop.cancel_timer(std::exchange(quiet_timer_, 0));
+  context_.loop.cancel_timer(std::exchange(pause_timer_, 0));
   reading_lines_ = false;
   if (!left_) {
     // Already inside a deferred callback: no need to defer again.
@@ -85,10 +87,54 @@ void ClientSession::rearm_quiet_timer(bool mid_line) {
 }
 
 void ClientSession::flush_quiet_line() {
-  partial_since_ = {};
   if (!reading_lines_) return;
+  if (reading_paused()) {
+    quiet_flush_due_ = true;
+    return;
+  }
+  partial_since_ = {};
   framer_.flush_partial([this](std::string_view line, bool cut) { deliver_line(line, cut); });
   listener_.on_input_done();
+}
+
+void ClientSession::pause_reading_for(std::chrono::milliseconds pause) {
+  auto until = EventLoop::Clock::now() + pause;
+  if (until > paused_until_) paused_until_ = until;
+  if (pause_timer_ != 0 || !reading_lines_) return;
+  pause_timer_ = context_.loop.add_timer(pause, [this] { end_timed_pause(); });
+  update_reading();
+}
+
+void ClientSession::end_timed_pause() {
+  pause_timer_ = 0;
+  auto left = paused_until_ - EventLoop::Clock::now();
+  if (left > EventLoop::Clock::duration::zero()) {
+    pause_timer_ = context_.loop.add_timer(std::chrono::ceil<std::chrono::milliseconds>(left),
+                                           [this] { end_timed_pause(); });
+    return;
+  }
+  update_reading();
+}
+
+void ClientSession::hold_reading() {
+  held_ = true;
+  update_reading();
+}
+
+void ClientSession::release_reading() {
+  held_ = false;
+  update_reading();
+}
+
+void ClientSession::update_reading() {
+  if (!reading_lines_) return;
+  if (reading_paused()) return connection_.pause_reading();
+  connection_.resume_reading();
+  // The quiet time passed while the client was not read: judge it again from now.
+  if (std::exchange(quiet_flush_due_, false)) {
+    partial_since_ = {};
+    rearm_quiet_timer(framer_.has_partial());
+  }
 }
 
 void ClientSession::send(const Block& block) {

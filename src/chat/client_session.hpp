@@ -80,6 +80,15 @@ class ClientSession final : private Connection::Owner {
   // on_leave reports.
   void finish(std::string_view reason);
 
+  // Flow control: while paused the socket is not read, so the kernel's buffers fill and TCP
+  // slows the client down. A timed pause (the client is over its rate) ends by itself; a call
+  // while paused extends it to whichever end is later. hold_reading()/release_reading() pause
+  // until released (fork mode: the link to the parent is full). An unterminated line is not
+  // flushed as "quiet" while paused: the client is not quiet, it is not being read.
+  void pause_reading_for(std::chrono::milliseconds pause);
+  void hold_reading();
+  void release_reading();
+
   [[nodiscard]] int fd() const noexcept { return connection_.fd(); }
 
  private:
@@ -93,6 +102,9 @@ class ClientSession final : private Connection::Owner {
   void flush_quiet_line();
   void rearm_quiet_timer(bool mid_line);
   void leave(std::string reason, bool too_slow);
+  [[nodiscard]] bool reading_paused() const noexcept { return held_ || pause_timer_ != 0; }
+  void update_reading();
+  void end_timed_pause();
 
   SessionContext& context_;
   Listener& listener_;
@@ -101,8 +113,12 @@ class ClientSession final : private Connection::Owner {
   EventLoop::TimerId quiet_timer_ = 0;
   // When the pending partial line's first byte arrived (zero: no partial line).
   EventLoop::Clock::time_point partial_since_{};
-  bool reading_lines_ = true;  // false once finishing: lines after /quit are not read
-  bool left_ = false;          // on_leave has been scheduled
+  EventLoop::TimerId pause_timer_ = 0;  // a timed pause of reading is running
+  EventLoop::Clock::time_point paused_until_{};
+  bool held_ = false;             // hold_reading() without release_reading() yet
+  bool quiet_flush_due_ = false;  // the quiet time passed while reading was paused
+  bool reading_lines_ = true;     // false once finishing: lines after /quit are not read
+  bool left_ = false;             // on_leave has been scheduled
 };
 
 }  // namespace mux

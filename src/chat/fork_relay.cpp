@@ -127,6 +127,7 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
 }
 
 ChildLink::~ChildLink() {
+  context_.loop.cancel_timer(pause_timer_);
   if (!closed_) fan_out_.detach(slot_);
   context_.loop.unwatch(link_.get());
 }
@@ -222,6 +223,28 @@ void ChildLink::close_after_output() {
   shut_down_when_drained();
 }
 
+void ChildLink::pause_input(std::chrono::milliseconds pause) {
+  auto until = std::chrono::steady_clock::now() + pause;
+  if (until > paused_until_) paused_until_ = until;
+  if (pause_timer_ != 0 || closed_) return;
+  pause_timer_ = context_.loop.add_timer(pause, [this] { end_pause(); });
+  int fd = link_.get();
+  context_.loop.modify(fd, context_.loop.interest(fd) & ~static_cast<std::uint32_t>(EPOLLIN));
+}
+
+void ChildLink::end_pause() {
+  pause_timer_ = 0;
+  if (closed_) return;
+  auto left = paused_until_ - std::chrono::steady_clock::now();
+  if (left > std::chrono::steady_clock::duration::zero()) {
+    pause_timer_ = context_.loop.add_timer(std::chrono::ceil<std::chrono::milliseconds>(left),
+                                           [this] { end_pause(); });
+    return;
+  }
+  int fd = link_.get();
+  context_.loop.modify(fd, context_.loop.interest(fd) | EPOLLIN);
+}
+
 void ChildLink::handle_events(std::uint32_t events) {
   if (events & EPOLLOUT) writer_.on_writable();
   if (!closed_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) read_records();
@@ -267,6 +290,7 @@ void ChildLink::handle_record(std::string_view record) {
 void ChildLink::close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
+  context_.loop.cancel_timer(std::exchange(pause_timer_, 0));
   fan_out_.detach(slot_);
   writer_.detach();
   context_.loop.unwatch(link_.get());
@@ -298,7 +322,19 @@ class ChildRelay final : private ClientSession::Listener {
     pending_ += text;
     pending_ += '\n';
   }
-  void on_input_done() override { flush_pending(); }
+  void on_input_done() override {
+    flush_pending();
+    // The parent reads the link more slowly while this client is over its rate: stop reading the
+    // client too, so the backlog stays in the client's TCP buffers, not in this process.
+    if (!held_ && link_writer_.queued() > kLinkHighWater) {
+      held_ = true;
+      session_.hold_reading();
+      link_writer_.when_drained([this] {
+        held_ = false;
+        session_.release_reading();
+      });
+    }
+  }
   void on_leave(std::string_view reason, bool too_slow) override {
     flush_pending();
     link_writer_.send(fmt::format("Q{}{}\n", too_slow ? '1' : '0', reason));
@@ -337,11 +373,15 @@ class ChildRelay final : private ClientSession::Listener {
     session_.finish("server went away");
   }
 
+  // Records queued for the parent beyond this make the child stop reading its client.
+  static constexpr std::size_t kLinkHighWater = 256 * 1024;
+
   SessionContext& context_;
   Fd link_;
   SocketWriter link_writer_;
   std::string pending_;
   ClientSession session_;
+  bool held_ = false;
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -79,6 +80,9 @@ class ChildLink final : public ChatMember {
 
   void deliver(const Block& block) override;
   void close_after_output() override;
+  // Stops reading the link for `pause`: the child's writes to it then back up, and the child
+  // stops reading its client (ChildRelay holds its session while the link is full).
+  void pause_input(std::chrono::milliseconds pause) override;
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
@@ -94,6 +98,7 @@ class ChildLink final : public ChatMember {
   bool read_records();
   void handle_record(std::string_view record);
   void close(std::string_view reason);
+  void end_pause();
 
   SessionContext& context_;
   ForkFanOut& fan_out_;
@@ -105,6 +110,8 @@ class ChildLink final : public ChatMember {
   LineFramer framer_;
   SocketWriter writer_;
   std::uint32_t slot_;
+  EventLoop::TimerId pause_timer_ = 0;
+  std::chrono::steady_clock::time_point paused_until_{};
   bool closing_ = false;
   bool closed_ = false;
 };

@@ -3,6 +3,7 @@
 // admission slot.
 #pragma once
 
+#include <chrono>
 #include <string_view>
 
 #include "chat/chat_room.hpp"
@@ -22,6 +23,7 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
 
   void deliver(const Block& block) override { session_.send(block); }
   void close_after_output() override { session_.finish("closed by server"); }
+  void pause_input(std::chrono::milliseconds pause) override { session_.pause_reading_for(pause); }
 
  private:
   void on_line(std::string_view text, bool cut) override { room_.receive_line(*this, text, cut); }

@@ -60,6 +60,25 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
              {1, 1 * MiB});
   flags.size("--max-queue", options.max_queue,
              "Output queued for one slow client before it is disconnected", {1 * KiB, 1 * GiB});
+  // Per-client flow control (see "Flow control" in the man page); the bench lifts them.
+  flags.count("--line-rate", options.line_rate,
+              "Lines per second one client may send before it is read more slowly",
+              {1, 1'000'000'000});
+  flags.count("--line-burst", options.line_burst,
+              "Lines one client may send at once above --line-rate", {1, 1'000'000'000});
+  flags.size("--byte-rate", options.byte_rate,
+             "Bytes per second one client may send before it is read more slowly",
+             {1 * KiB, 1 * TiB});
+  flags.size("--byte-burst", options.byte_burst,
+             "Bytes one client may send at once above --byte-rate", {1 * KiB, 1 * TiB});
+  flags.count("--command-rate", options.command_rate,
+              "Commands (/who, /nick, ...) per second one client may send; more are ignored",
+              {1, 1'000'000'000});
+  flags.count("--command-burst", options.command_burst,
+              "Commands one client may send at once above --command-rate", {1, 1'000'000'000});
+  flags.count("--flood-timeout", options.flood_timeout_seconds,
+              "Seconds a client may keep sending over its rates before it is disconnected",
+              {1, 86'400}, "SECONDS");
 }
 
 void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {

@@ -17,6 +17,10 @@ import unittest
 MUX = os.environ.get("MUX", os.path.join(os.path.dirname(__file__), "..", "..", "build", "mux"))
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = float(os.environ.get("MUX_TEST_TIMEOUT", "10"))
+# chat-server flags that lift the per-client rate limits, for tests of bulk relaying rather than
+# of flow control (test_hostile_chat.py tests the limits themselves).
+CHAT_UNLIMITED = ["--line-rate", "1000000000", "--line-burst", "1000000000",
+                  "--byte-rate", "1G", "--byte-burst", "1G"]
 
 
 class Server:

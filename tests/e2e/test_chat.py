@@ -222,7 +222,7 @@ class ChatServerCases:
         self.assertEqual(b.line(), "[Client 1]: 0123456789abcde")
 
     def test_reader_gets_20000_lines_while_another_client_never_reads(self):
-        server = self.start()
+        server = self.start(*muxtest.CHAT_UNLIMITED)
         sender = self.join(server)
         sleeper = self.join(server, sender)  # never reads another byte
         reader = self.join(server, sender, sleeper)
@@ -238,7 +238,7 @@ class ChatServerCases:
         print(f"\n  {count} lines reached the reader in {elapsed * 1000:.0f} ms ({self.MODE})", end=" ")
 
     def test_client_that_stops_reading_is_dropped_as_too_slow(self):
-        server = self.start("--max-queue", "64K")
+        server = self.start("--max-queue", "64K", *muxtest.CHAT_UNLIMITED)
         sender = self.join(server)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -96,7 +96,8 @@ def free_port():
 
 class AgainstMuxServer(unittest.TestCase):
     def setUp(self):
-        self.server = Server("chat-server")
+        # Whole files are piped through the client here: the per-client rates are not the subject.
+        self.server = Server("chat-server", *muxtest.CHAT_UNLIMITED)
         self.addCleanup(self.assert_clean_exit)
         self.peer = Peer(self.server)
         self.addCleanup(self.peer.close)

@@ -14,7 +14,9 @@ SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
-                                   "--max-per-address", "--keepalive"],
+                                   "--max-per-address", "--keepalive",
+                                   "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
+                                   "--command-rate", "--command-burst", "--flood-timeout"],
     "chat-client": COMMON_FLAGS + ["--nick"],
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients",
                                      "--min-free", "--max-per-address", "--header-timeout",

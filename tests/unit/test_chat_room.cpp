@@ -1,6 +1,7 @@
 // ChatRoom with fake members: who hears what, in which order.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,6 +22,12 @@ struct FakeMember final : mux::ChatMember {
     ++deliveries;
   }
   void close_after_output() override { closing = true; }
+  void pause_input(std::chrono::milliseconds pause) override {
+    paused += pause;
+    ++pauses;
+  }
+  std::chrono::milliseconds paused{0};
+  int pauses = 0;
   std::string take() { return std::exchange(received, {}); }
 };
 
@@ -213,4 +220,182 @@ TEST_CASE_FIXTURE(RoomFixture, "a client dropped for being too slow is announced
   FakeMember& quiet = *members[1];
   room.leave(quiet, "closed by client", false);
   CHECK(first.take() == "");
+}
+
+namespace {
+
+// A room with small limits and a clock the test moves by hand.
+struct LimitedRoomFixture {
+  mux::ChatRoom::Clock::time_point now{};
+  mux::Logger logger{mux::Verbosity::quiet};
+  mux::ChatRoom room{logger, 4096, limits(), [this] { return now; }};
+  std::vector<std::unique_ptr<FakeMember>> members;
+
+  static mux::ClientLimits limits() {
+    mux::ClientLimits limits;
+    limits.line_rate = 10;
+    limits.line_burst = 10;
+    limits.byte_rate = 1024;
+    limits.byte_burst = 1024;
+    limits.command_rate = 2;
+    limits.command_burst = 3;
+    limits.flood_timeout = std::chrono::seconds(2);
+    return limits;
+  }
+  FakeMember& join() {
+    members.push_back(std::make_unique<FakeMember>());
+    room.join(*members.back(), "test");
+    members.back()->take();
+    return *members.back();
+  }
+  void say(FakeMember& sender, std::string_view line) {
+    room.receive_line(sender, line, false);
+    room.end_of_input();
+  }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(RoomFixture, "look-alike nicks are refused, naming the member they imitate") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  say(a, "/nick alice");
+  a.take(), b.take();
+  say(b, "/nick \xD0\xB0lice");  // Cyrillic а: mixed scripts
+  CHECK(b.take() ==
+        "* invalid nick '\xD0\xB0lice': it mixes scripts (such as Latin and Cyrillic)\n");
+  say(b, "/nick AL1CE");
+  CHECK(b.take() == "* nick AL1CE looks too much like alice, who is here\n");
+  say(b, "/nick Client3");
+  CHECK(b.take() == "* invalid nick 'Client3': it looks like a default name (Client N)\n");
+  say(b, "/nick Cli\xD0\xB5nt_1");
+  CHECK(b.take().rfind("* invalid nick", 0) == 0);
+  say(a, "/nick ALICE");  // its owner may still change the case
+  CHECK(b.take() == "* alice is now ALICE\n");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "an HTTP request as the first line is refused and not relayed") {
+  FakeMember& a = join();
+  FakeMember& web = join();
+  a.take(), web.take();
+  say(web, "POST / HTTP/1.1");
+  say(web, "Host: 127.0.0.1");
+  say(web, "echo pwned");
+  CHECK(web.closing);
+  CHECK(web.take() == "");
+  CHECK(a.take() == "* Client 2 left\n");
+  CHECK_FALSE(web.in_room());
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "a Host header as the first line is refused too") {
+  FakeMember& web = join();
+  web.take();
+  say(web, "host: example.com");
+  CHECK(web.closing);
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "an upload header as the first line is refused with a notice") {
+  FakeMember& a = join();
+  FakeMember& up = join();
+  a.take(), up.take();
+  say(up, "MUXUP/1 16 secrets.txt");
+  say(up, "password=hunter2");
+  CHECK(up.closing);
+  CHECK(up.take() == "* this is a chat server, not an upload server: upload refused\n");
+  CHECK(a.take() == "* Client 2 left\n");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "HTTP-looking text after the first line is ordinary chat") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  a.take(), b.take();
+  say(b, "hi");
+  say(b, "GET / HTTP/1.1");
+  CHECK(a.take() == "[Client 2]: hi\n[Client 2]: GET / HTTP/1.1\n");
+}
+
+TEST_CASE_FIXTURE(LimitedRoomFixture, "a client over its line rate is told once and paused") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  a.take();
+  for (int i = 0; i < 10; ++i)
+    say(b, "x");
+  CHECK(b.pauses == 0);
+  say(b, "x");  // the 11th line in the same instant
+  CHECK(b.pauses == 1);
+  CHECK(b.paused >= std::chrono::milliseconds(100));
+  CHECK(b.paused <= std::chrono::milliseconds(101));
+  CHECK(b.take() ==
+        "* slow down: you send more than 10 lines or 1.0 KiB per second; reading you more "
+        "slowly\n");
+  CHECK(a.take().size() == 11 * std::string("[Client 2]: x\n").size());  // all still relayed
+  now += std::chrono::milliseconds(100);
+  say(b, "x");
+  CHECK(b.take() == "");  // told once per flood
+  CHECK(b.pauses == 2);
+}
+
+TEST_CASE_FIXTURE(LimitedRoomFixture, "a client that keeps flooding is disconnected") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  for (int i = 0; i < 11; ++i)
+    say(b, "x");
+  b.take(), a.take();
+  // Three lines every 100 ms against a rate of one: over the limit all along.
+  for (int step = 0; step < 30 && !b.closing; ++step) {
+    now += std::chrono::milliseconds(100);
+    for (int i = 0; i < 3; ++i)
+      say(b, "y");
+  }
+  CHECK(b.closing);
+  CHECK(now >= mux::ChatRoom::Clock::time_point{} + std::chrono::seconds(2));
+  CHECK(b.take() == "* excess flood: too fast for 2 s, disconnected\n");
+  CHECK(a.take().find("* Client 2 left\n") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(LimitedRoomFixture, "a client that slowed down is forgiven") {
+  FakeMember& b = join();
+  for (int i = 0; i < 11; ++i)
+    say(b, "x");
+  now += std::chrono::seconds(1);  // refilled to over half the burst
+  say(b, "x");
+  now += std::chrono::seconds(5);
+  for (int i = 0; i < 11; ++i)  // over again, but a new flood: told again, not disconnected
+    say(b, "x");
+  CHECK_FALSE(b.closing);
+  std::string told = b.take();
+  CHECK(told.find("* slow down") != told.rfind("* slow down"));
+}
+
+TEST_CASE_FIXTURE(LimitedRoomFixture, "a /who storm is answered up to the burst, then ignored") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  a.take();
+  for (int i = 0; i < 10; ++i)
+    say(b, "/who");
+  std::string who = "* online (2): Client 1, Client 2\n";
+  std::string ignored = "* slow down: at most 2 commands per second; commands ignored\n";
+  CHECK(b.take() == who + who + who + ignored);
+  now += std::chrono::milliseconds(500);  // one more token
+  for (int i = 0; i < 3; ++i)
+    say(b, "/who");
+  CHECK(b.take() == who);  // the notice waits a second
+  now += std::chrono::seconds(1);
+  for (int i = 0; i < 5; ++i)
+    say(b, "/who");
+  CHECK(b.take() == who + who + ignored);
+  CHECK(a.take() == "");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "/who follows joins, renames and leaves") {
+  FakeMember& a = join();
+  say(a, "/who");
+  CHECK(a.take().find("* online (1): Client 1\n") != std::string::npos);
+  FakeMember& b = join();
+  say(b, "/nick bob");
+  say(a, "/who");
+  CHECK(a.take().find("* online (2): Client 1, bob\n") != std::string::npos);
+  room.leave(b, "gone", false);
+  say(a, "/who");
+  CHECK(a.take().find("* online (1): Client 1\n") != std::string::npos);
 }
