@@ -1,7 +1,8 @@
 // LineFramer against a reference model. The input is cut into chunks ("reads") separated by
-// gaps on a fake clock; a chunk that does not end in '\n' arms a quiet-time timer that, when the
-// next chunk is later than kQuietTime, flushes the partial line — what ClientSession does with
-// its real timer. At the end the peer closes, which flushes once more.
+// gaps on a fake clock; a chunk that does not end in '\n' arms a timer that flushes the partial
+// line when the next chunk is later than kQuietTime, or once the partial line is kLineTime old
+// however steadily it drips — what ClientSession does with its real timer. At the end the peer
+// closes, which flushes once more.
 //
 // The model: the flush points and the '\n's cut the input into segments that, joined, are the
 // input again. Each segment yields at most one line: the segment without its '\n' and without one
@@ -10,9 +11,11 @@
 // nothing. The framer must emit exactly these lines, each as soon as it is known (at the '\n',
 // or at the byte that crosses the cap), and report a partial line exactly when the open segment
 // has bytes it will still deliver.
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,8 +30,9 @@ namespace mux::fuzz::line_framer {
 namespace {
 
 using std::chrono::milliseconds;
-// ClientSession's quiet time; the value only scales the fake clock.
+// ClientSession's quiet time and line age limit.
 constexpr milliseconds kQuietTime{100};
+constexpr milliseconds kLineTime{5000};
 // Gaps the fake clock can advance by between two reads: around the quiet time on purpose.
 constexpr milliseconds kGaps[] = {milliseconds{0},   milliseconds{1},   milliseconds{50},
                                   milliseconds{99},  milliseconds{100}, milliseconds{101},
@@ -111,12 +115,19 @@ class Harness {
     framer_.feed(bytes, collector());
     model_.feed(bytes);
     compare("after a read");
-    // ClientSession re-arms the timer after every read that does not end a line.
-    timer_armed_ = bytes.back() != '\n';
-    timer_due_ = now_ + kQuietTime;
+    // ClientSession re-arms the timer after every read that does not end a line, never past the
+    // age limit of the partial line (which starts again after a '\n').
+    bool mid_line = bytes.back() != '\n';
+    if (!mid_line || bytes.find('\n') != std::string_view::npos) partial_since_.reset();
+    timer_armed_ = mid_line;
+    if (!mid_line) return;
+    if (!partial_since_) partial_since_ = now_;
+    milliseconds age_left = *partial_since_ + kLineTime - now_;
+    timer_due_ = now_ + std::clamp(age_left, milliseconds{0}, kQuietTime);
   }
 
   void flush() {
+    partial_since_.reset();
     framer_.flush_partial(collector());
     model_.flush();
     compare("after a flush");
@@ -159,6 +170,7 @@ class Harness {
   std::string fed_;
   milliseconds now_{0};
   milliseconds timer_due_{0};
+  std::optional<milliseconds> partial_since_;
   bool timer_armed_ = false;
 };
 

@@ -24,6 +24,10 @@ void check_one_input(const std::uint8_t* data, std::size_t size);
 namespace upload_header {
 void check_one_input(const std::uint8_t* data, std::size_t size);
 }
+// The upload-server's MUXUP/1 state machine, fed whole and in chunks.
+namespace upload_parser {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
 // Size, count and port flag values, through parse_size and the real command line.
 namespace flag_values {
 void check_one_input(const std::uint8_t* data, std::size_t size);
@@ -39,6 +43,7 @@ inline constexpr std::array kTargets = {
     Target{"chat_line", &chat_line::check_one_input},
     Target{"upload_header", &upload_header::check_one_input},
     Target{"flag_values", &flag_values::check_one_input},
+    Target{"upload_parser", &upload_parser::check_one_input},
 };
 
 }  // namespace mux::fuzz
