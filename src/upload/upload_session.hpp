@@ -90,7 +90,7 @@ struct UploadAdmission {
 AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room);
 
-class UploadSession : private Connection::Owner {
+class UploadSession final : private Connection::Owner {
  public:
   using FinishedHandler = std::function<void(UploadSession&)>;
 
