@@ -91,6 +91,9 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
   add_server_flags(flags, options.common, options.serve);
   flags.text("--output-dir", options.output_dir,
              "Save uploads in DIR (default: count, hash and discard)", "DIR", ValueKind::directory);
+  flags.choice("--sync", options.sync,
+               "full: a saved upload is on disk before OK; none: in the kernel's cache",
+               "a sync mode", {{"full", SyncMode::full}, {"none", SyncMode::none}});
   flags.size("--max-size", options.max_size, "Largest upload accepted (default: unlimited)",
              {1, 1024 * TiB});
   flags.count("--max-clients", options.max_clients,

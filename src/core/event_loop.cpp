@@ -1,6 +1,7 @@
 // All epoll_* calls in mux live in this file.
 #include "core/event_loop.hpp"
 
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -31,6 +32,9 @@ std::uint64_t pack(int fd, std::uint32_t generation) {
 EventLoop::EventLoop() : epoll_(::epoll_create1(EPOLL_CLOEXEC)), events_(kMaxEventsPerBatch) {
   if (!epoll_) throw std::system_error(errno, std::generic_category(), "epoll_create1");
   sigemptyset(&signal_mask_);
+  post_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!post_fd_) throw std::system_error(errno, std::generic_category(), "eventfd");
+  watch(post_fd_.get(), EPOLLIN, [this](std::uint32_t) { run_posted(); });
 }
 
 EventLoop::~EventLoop() = default;
@@ -137,6 +141,28 @@ void EventLoop::read_signals() {
 
 void EventLoop::defer(Callback callback) {
   deferred_.push_back(std::move(callback));
+}
+
+void EventLoop::post(Callback callback) {
+  {
+    std::lock_guard lock(post_mutex_);
+    posted_.push_back(std::move(callback));
+  }
+  std::uint64_t one = 1;
+  // Fails only when the counter is about to overflow, and then the loop is already woken.
+  (void)::write(post_fd_.get(), &one, sizeof one);
+}
+
+void EventLoop::run_posted() {
+  std::uint64_t count = 0;
+  (void)::read(post_fd_.get(), &count, sizeof count);
+  std::vector<Callback> batch;
+  {
+    std::lock_guard lock(post_mutex_);
+    batch.swap(posted_);
+  }
+  for (Callback& callback : batch)
+    callback();
 }
 
 int EventLoop::next_timeout_ms(std::chrono::milliseconds cap) const {

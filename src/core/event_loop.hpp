@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -54,6 +55,10 @@ class EventLoop {
 
   // Runs `callback` once the current batch of events has been dispatched.
   void defer(Callback callback);
+  // The one member another thread may call: runs `callback` on the loop's thread at its next turn
+  // (an eventfd wakes the loop). A helper thread hands its results back this way. Callbacks still
+  // pending when the loop is destroyed are destroyed without running.
+  void post(Callback callback);
   // Keeps `object` alive until the current batch is done, then destroys it. This is how a
   // connection closes itself from inside its own handler.
   template <class T>
@@ -85,6 +90,7 @@ class EventLoop {
   void run_due_timers();
   void finish_batch();
   void read_signals();
+  void run_posted();
   [[nodiscard]] int next_timeout_ms(std::chrono::milliseconds cap) const;
   Watch& watch_for(int fd);
 
@@ -101,6 +107,9 @@ class EventLoop {
   TimerId next_timer_id_ = 1;
   std::vector<epoll_event> events_;
   bool stopping_ = false;
+  Fd post_fd_;  // eventfd: readable while posted_ holds callbacks
+  std::mutex post_mutex_;
+  std::vector<Callback> posted_;  // guarded by post_mutex_
 };
 
 }  // namespace mux

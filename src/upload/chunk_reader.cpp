@@ -19,7 +19,7 @@ constexpr std::size_t kSlots = 4;
 
 }  // namespace
 
-ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::uint64_t size)
+ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::uint64_t> size)
     : file_fd_(file_fd),
       offset_(offset),
       size_(size),
@@ -56,21 +56,31 @@ bool ChunkReader::wait_for_free_slot(Slot& slot) {
   return !stopping_;
 }
 
+ssize_t ChunkReader::read_some(char* buffer, std::size_t want, std::uint64_t done) const {
+  ssize_t got;
+  do {
+    got = size_ ? ::pread(file_fd_, buffer, want, static_cast<off_t>(offset_ + done))
+                : ::read(file_fd_, buffer, want);
+  } while (got < 0 && errno == EINTR);
+  return got;
+}
+
 void ChunkReader::read_all() {
   std::uint64_t done = 0;
-  for (std::size_t index = 0; done < size_; ++index) {
+  for (std::size_t index = 0; !size_ || done < *size_; ++index) {
     Slot& slot = slots_[index % slots_.size()];
     if (!wait_for_free_slot(slot)) return;
-    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(size_ - done, kChunkSize));
-    ssize_t got;
-    do {
-      got = ::pread(file_fd_, slot.bytes.data(), want, static_cast<off_t>(offset_ + done));
-    } while (got < 0 && errno == EINTR);
+    std::size_t want =
+        size_ ? static_cast<std::size_t>(std::min<std::uint64_t>(*size_ - done, kChunkSize))
+              : kChunkSize;
+    ssize_t got = read_some(slot.bytes.data(), want, done);
+    if (got == 0 && !size_) break;  // the end of the stream
     if (got <= 0) {
       std::lock_guard lock(mutex_);
       failure_ = got == 0 ? "the file got shorter while it was being sent"
                           : std::generic_category().message(errno);
-      break;
+      signal_ready();
+      return;
     }
     hash_.update(slot.bytes.data(), static_cast<std::size_t>(got));
     done += static_cast<std::uint64_t>(got);
@@ -80,6 +90,10 @@ void ChunkReader::read_all() {
       slot.filled = true;
     }
     signal_ready();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    read_everything_ = true;
   }
   signal_ready();
 }
@@ -98,6 +112,11 @@ void ChunkReader::pop_front() {
     ++head_;
   }
   slot_freed_.notify_one();
+}
+
+bool ChunkReader::at_end() {
+  std::lock_guard lock(mutex_);
+  return read_everything_ && !slots_[head_ % slots_.size()].filled;
 }
 
 std::string ChunkReader::failure() {

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <csignal>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -177,7 +178,10 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   // Not zero-filled: its pages become resident only as reads fill them.
   ConnectionContext connections(loop, kUploadReadBufferSize);
   configure_for_uploads(connections);
-  UploadContext context{loop, logger, output_dir, limits, connections};
+  std::optional<Committer> committer;
+  if (output_dir != nullptr) committer.emplace(loop, *output_dir);
+  UploadContext context{loop,   logger,     output_dir, committer ? &*committer : nullptr,
+                        limits, connections};
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;

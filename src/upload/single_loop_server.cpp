@@ -15,7 +15,10 @@ SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDire
                                    const UploadLimits& limits, const UploadAdmission& admission)
     : logger_(logger),
       connections_(loop_, kUploadReadBufferSize),
-      context_{loop_, logger, output_dir, limits, connections_},
+      committer_(output_dir != nullptr ? std::optional<Committer>(std::in_place, loop_, *output_dir)
+                                       : std::nullopt),
+      context_{loop_,  logger,      output_dir, committer_ ? &*committer_ : nullptr,
+               limits, connections_},
       max_clients_(admission.max_clients),
       // While full, connections wait in the kernel's backlog instead of being refused.
       listener_(loop_, std::move(listener), logger,

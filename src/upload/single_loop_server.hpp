@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "core/listener.hpp"
 #include "core/net.hpp"
 #include "upload/upload_session.hpp"
+#include "upload/upload_store.hpp"
 
 namespace mux {
 
@@ -35,6 +37,7 @@ class SingleLoopServer {
   EventLoop loop_;
   Logger& logger_;
   ConnectionContext connections_;
+  std::optional<Committer> committer_;  // with --output-dir; before the sessions that use it
   UploadContext context_;
   std::uint64_t max_clients_;  // 0: no limit but the fd limit
   std::unordered_map<UploadSession*, std::unique_ptr<UploadSession>> sessions_;

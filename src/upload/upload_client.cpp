@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "core/net.hpp"
 #include "upload/progress_display.hpp"
@@ -20,12 +21,13 @@ int run_upload_client(const UploadClientOptions& options) {
   UploadSource source = open_upload_source(options.file);
   std::string name = options.name.empty() ? source.default_name : options.name;
   std::string header = format_header_line(source.size, name);
-  std::uint64_t size = source.size;
+  std::optional<std::uint64_t> size = source.size;
   Fd socket = connect_tcp(options.common.host, options.common.port);
   std::string server = format_endpoint(options.common.host, options.common.port);
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
-    fmt::print(stderr, "connected to {}; sending {} bytes as \"{}\"\n", server, size, name);
+    std::string amount = size ? fmt::format("{} bytes", *size) : "a stream of unknown length";
+    fmt::print(stderr, "connected to {}; sending {} as \"{}\"\n", server, amount, name);
   }
   ProgressDisplay::Style style = ProgressDisplay::Style::lines;
   if (options.common.quiet) {

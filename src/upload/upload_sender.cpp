@@ -58,6 +58,7 @@ UploadSender::Result UploadSender::run() {
   loop_.unwatch(reader_->ready_fd());
   loop_.unwatch(socket_.get());
   if (failure_) {
+    if (sending_ && !source_.size) reset_connection();
     progress_.clear();
     throw std::runtime_error(*failure_);
   }
@@ -88,10 +89,14 @@ bool UploadSender::send_header() {
 
 void UploadSender::send_more() {
   if (!send_header()) return;
-  for (int calls = 0; calls < kMaxSendsPerWakeup && sent_ < source_.size; ++calls) {
+  for (int calls = 0; calls < kMaxSendsPerWakeup; ++calls) {
     std::optional<std::string_view> chunk = reader_->front();
     if (!chunk) {
-      wait_for_chunk();
+      if (reader_->at_end()) {
+        finish_sending();
+      } else {
+        wait_for_chunk();
+      }
       return;
     }
     chunk->remove_prefix(chunk_sent_);
@@ -110,7 +115,6 @@ void UploadSender::send_more() {
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) on_send_error(errno);
     return;
   }
-  if (sent_ == source_.size) finish_sending();
 }
 
 void UploadSender::wait_for_chunk() {
@@ -181,8 +185,11 @@ void UploadSender::check_reply(const std::string& line) {
                      printable(line)));
   } else if (!reply->ok) {
     fail(fmt::format("{} refused the upload: {}", server_, printable(reply->reason)));
+  } else if (sending_ && source_.size) {
+    fail(fmt::format("{} replied OK after {} of {} bytes", server_, sent_, *source_.size));
   } else if (sending_) {
-    fail(fmt::format("{} replied OK after {} of {} bytes", server_, sent_, source_.size));
+    fail(fmt::format("{} replied OK after {} bytes, before the end of {}", server_, sent_,
+                     source_label_));
   } else if (reply->bytes != sent_ || reply->hash != final_hash_) {
     fail(
         fmt::format("verification failed: {} received {} bytes with XXH3-128 {}, sent {} bytes "
@@ -197,6 +204,16 @@ void UploadSender::fail(std::string message) {
   if (loop_.stopping()) return;  // the first failure is the one worth telling
   failure_ = std::move(message);
   loop_.stop();
+}
+
+void UploadSender::reset_connection() {
+  // The server ends a stream of unknown length at the half-close and saves what it got: a stream
+  // cut short by an error or a signal must end with a reset instead, so it is not taken for a
+  // complete one. (Only a sender killed outright still ends with an orderly close; the hash
+  // check is what catches that: no OK is ever accepted for it.)
+  linger abort{1, 0};
+  (void)::setsockopt(socket_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  socket_.reset();
 }
 
 double UploadSender::elapsed_seconds() const {

@@ -1,7 +1,7 @@
-// UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file in large chunks
-// hashed as they go out, the half-close, and the server's reply checked against the XXH3-128
-// computed here. Owns its event loop, the socket and the running hash; created by
-// run_upload_client() once the source is open and the connection is up.
+// UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file (or the stream)
+// in large chunks hashed as they go out, the half-close, and the server's reply checked against
+// the byte count and the XXH3-128 computed here. Owns its event loop, the socket and the running
+// hash; created by run_upload_client() once the source is open and the connection is up.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +45,7 @@ class UploadSender {
   void read_reply();
   void check_reply(const std::string& line);
   void fail(std::string message);
+  void reset_connection();
   [[nodiscard]] double elapsed_seconds() const;
 
   EventLoop loop_;

@@ -20,7 +20,7 @@ int run_upload_server(const UploadServerOptions& options) {
   std::signal(SIGXFSZ, SIG_IGN);
   raise_fd_limit();
   std::optional<OutputDirectory> output_dir;
-  if (!options.output_dir.empty()) output_dir.emplace(options.output_dir);
+  if (!options.output_dir.empty()) output_dir.emplace(options.output_dir, options.sync);
   Fd listener = listen_tcp(options.common.host, options.common.port);
   // Printed even with -q, and before the logger starts: scripts and tests read the port here.
   fmt::print("{} listening on {} (serve {})\n", log_timestamp(), local_address(listener.get()),

@@ -5,16 +5,18 @@
 #include <string>
 
 #include "core/common_options.hpp"
+#include "upload/upload_store.hpp"
 
 namespace mux {
 
 struct UploadServerOptions {
   CommonOptions common;
   ServeMode serve = ServeMode::single;
-  std::string output_dir;         // empty: count, hash and discard
-  std::uint64_t max_size = 0;     // 0: unlimited
-  std::uint64_t max_clients = 0;  // 0: as many as RLIMIT_NOFILE allows once raised
-  std::uint64_t min_free = 0;     // refuse uploads while the output filesystem has less; 0: off
+  std::string output_dir;          // empty: count, hash and discard
+  SyncMode sync = SyncMode::full;  // what OK promises about a saved upload
+  std::uint64_t max_size = 0;      // 0: unlimited
+  std::uint64_t max_clients = 0;   // 0: as many as RLIMIT_NOFILE allows once raised
+  std::uint64_t min_free = 0;      // refuse uploads while the output filesystem has less; 0: off
   std::uint64_t max_per_address = 32;  // connections at once from one IP address; 0: no limit
   std::uint64_t header_timeout = 10;   // seconds from connecting to a complete header; 0: never
   std::uint64_t idle_timeout = 60;     // seconds without a byte before ERR timeout; 0: never

@@ -81,11 +81,13 @@ UploadSession::~UploadSession() {
 
 bool UploadSession::in_flight() const noexcept {
   // A connection that sent nothing is not an upload yet.
-  return phase_ == Phase::receiving && parser_.any_bytes();
+  return (phase_ == Phase::receiving && parser_.any_bytes()) || phase_ == Phase::committing;
 }
 
 void UploadSession::abort(std::string_view reason) {
-  if (phase_ != Phase::receiving) return;  // already replied: its close is bounded anyway
+  // Committing: every byte is in and the file is being saved; the reply will tell the truth
+  // soon. Replied: its close is bounded anyway.
+  if (phase_ != Phase::receiving) return;
   if (in_flight()) {
     fail(std::string(reason));
   } else {
@@ -116,6 +118,11 @@ void UploadSession::on_end_of_input() {
 }
 
 void UploadSession::on_closed(std::string_view reason) {
+  if (phase_ == Phase::committing) {
+    // The file is saved anyway; its outcome is logged when the commit ends.
+    connection_lost_ = true;
+    return;
+  }
   if (phase_ == Phase::receiving) {
     if (in_flight()) {
       // The connection broke (a reset, an error) before the upload ended: nothing to reply to.
@@ -281,31 +288,55 @@ void UploadSession::release_reservation() {
 }
 
 void UploadSession::complete() {
-  std::string saved_as;
-  if (file_) {
-    try {
-      saved_as = file_->commit(name_);
-    } catch (const std::system_error& error) {
-      fail(fmt::format("disk error: {}", error.code().message()));
-      return;
-    }
-    release_reservation();
-    file_.reset();
+  if (!file_) {
+    log_received();
+    reply_and_close(format_ok_reply(parser_.received(), hash_.hex()));
+    return;
   }
+  release_reservation();
+  phase_ = Phase::committing;
+  context_.loop.cancel_timer(std::exchange(header_timer_, 0));
+  // Nothing more belongs to the upload, and a slow flush is not the client being idle.
+  connection_->pause_reading();
+  connection_->set_idle_timeout(std::chrono::milliseconds{0});
+  commit_ticket_ = context_.committer->commit(
+      std::move(*file_), name_, [this](CommitResult result) { on_committed(std::move(result)); });
+  file_.reset();
+}
+
+void UploadSession::on_committed(CommitResult result) {
+  if (!result.error.empty() && connection_lost_) {
+    context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete (disk error: {})",
+                         parser_.received(), client_label(), elapsed_seconds(), result.error);
+    finish();
+    return;
+  }
+  if (!result.error.empty()) {
+    fail(fmt::format("disk error: {}", result.error));
+    return;
+  }
+  log_received();
+  context_.logger.info("Saved [Client {}] upload as {}", client_number_,
+                       context_.output_dir->path_of(result.saved_as));
+  context_.logger.detail("[Client {}] saved (--sync {}) in {:.3f} s", client_number_,
+                         to_string(context_.output_dir->sync_mode()), result.sync_seconds);
+  if (connection_lost_) {
+    finish();
+    return;
+  }
+  reply_and_close(format_ok_reply(parser_.received(), hash_.hex()));
+}
+
+void UploadSession::log_received() {
   std::uint64_t received = parser_.received();
   double seconds = elapsed_seconds();
   context_.logger.info("Received {} bytes from {} in {:.3f} s ({})", received, client_label(),
                        seconds,
                        format_rate(seconds > 0 ? static_cast<double>(received) / seconds : 0));
-  if (!saved_as.empty()) {
-    context_.logger.info("Saved [Client {}] upload as {}", client_number_,
-                         context_.output_dir->path_of(saved_as));
-  }
-  reply_and_close(format_ok_reply(received, hash_.hex()));
 }
 
 void UploadSession::fail(const std::string& reason) {
-  if (phase_ != Phase::receiving) return;
+  if (phase_ != Phase::receiving && phase_ != Phase::committing) return;
   // The log says "incomplete" for every failure; a reason that starts with it need not repeat it.
   std::string_view why = reason;
   if (why.starts_with(kIncompletePrefix)) why.remove_prefix(kIncompletePrefix.size());

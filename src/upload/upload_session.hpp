@@ -30,7 +30,6 @@
 namespace mux {
 
 class Logger;
-class OutputDirectory;
 
 // Large reads amortize the syscall and the hash call, and with --output-dir make large writes.
 inline constexpr std::size_t kUploadReadBufferSize = 1 << 20;
@@ -67,6 +66,7 @@ struct UploadContext {
   EventLoop& loop;
   Logger& logger;
   const OutputDirectory* output_dir = nullptr;  // null: count, hash and discard
+  Committer* committer = nullptr;               // set whenever output_dir is
   UploadLimits limits;
   // One read buffer per loop, not per connection (a session never keeps bytes between two
   // reads, so ten thousand idle uploads cost no buffer memory), and the close timeouts.
@@ -111,8 +111,9 @@ class UploadSession final : private Connection::Owner {
 
  private:
   enum class Phase {
-    receiving,  // the parser is reading the header or the body
-    closing,    // replied (OK or ERR); the connection closes gracefully
+    receiving,   // the parser is reading the header or the body
+    committing,  // all bytes in, reading paused; the Committer makes the file durable, names it
+    closing,     // replied (OK or ERR); the connection closes gracefully
     finished,
   };
 
@@ -133,6 +134,8 @@ class UploadSession final : private Connection::Owner {
   void release_reservation();
   void on_reservation_idle();
   void complete();
+  void on_committed(CommitResult result);
+  void log_received();
   void fail(const std::string& reason);
   void reply_and_close(const std::string& line);
   void finish();
@@ -157,6 +160,8 @@ class UploadSession final : private Connection::Owner {
   EventLoop::TimerId reservation_timer_ = 0;
   ContentHash hash_;
   std::optional<PartialFile> file_;
+  CommitTicket commit_ticket_;    // cancels the commit's callback if this session goes first
+  bool connection_lost_ = false;  // it broke while committing: log the outcome, reply to no one
   EventLoop::TimerId header_timer_ = 0;
 };
 

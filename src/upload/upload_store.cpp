@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -12,19 +13,36 @@
 #include <optional>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <limits>
+#include <memory>
 #include <system_error>
 #include <utility>
 
 #include <fmt/format.h>
 
+#include "core/event_loop.hpp"
+#include "core/threads.hpp"
+
 namespace mux {
 namespace {
 
-constexpr int kMaxNameAttempts = 10000;
+constexpr int kMaxTempNameAttempts = 10000;
+// Each try at a suffix that fails means another upload (or process) took that name in between;
+// every such failure is someone else's progress, so this bound is only reached under a storm of
+// same-name uploads from many processes at once, and then the upload fails instead of spinning.
+constexpr int kMaxClaimRounds = 1000;
 constexpr int kCreateFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 // Saved uploads are ordinary files: the umask decides, as for any file a program creates.
 constexpr mode_t kFileMode = 0666;
+// --sync full hands the data to the disk in windows of this size as it arrives, so the fdatasync
+// before OK only waits for the last window, and drops windows already written from the page cache
+// so one big upload does not push everything else out of memory.
+constexpr std::uint64_t kWritebackWindow = 8 << 20;
+// A power of two; 64 KiB of shared memory. Names beyond that many share slots, which only makes
+// their hints less useful.
+constexpr std::size_t kHintSlots = 4096;
 
 constexpr std::string_view kPartialPrefix = ".mux-upload-";
 constexpr std::string_view kPartialSuffix = ".part";
@@ -50,15 +68,75 @@ bool process_is_gone(pid_t pid) {
   return pid == ::getpid() || (::kill(pid, 0) < 0 && errno == ESRCH);
 }
 
+std::uint64_t name_hash(std::string_view name) noexcept {
+  // 0 marks an empty slot.
+  return std::hash<std::string_view>{}(name) | 1;
+}
+
+std::string suffixed(std::string_view name, std::uint64_t suffix) {
+  return fmt::format("{}.{}", name, suffix);
+}
+
+void sync_or_throw(int fd, bool data_only, const std::string& what) {
+  int rc;
+  do {
+    rc = data_only ? ::fdatasync(fd) : ::fsync(fd);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) throw_errno(errno, what);
+}
+
 }  // namespace
 
-PartialFile::PartialFile(int dir_fd, std::string temp_name, Fd file) noexcept
-    : dir_fd_(dir_fd), temp_name_(std::move(temp_name)), file_(std::move(file)) {}
+const char* to_string(SyncMode mode) noexcept {
+  return mode == SyncMode::full ? "full" : "none";
+}
+
+// --- SuffixHints ---------------------------------------------------------------------------------
+
+SuffixHints::SuffixHints() {
+  void* memory = ::mmap(nullptr, sizeof(Slot) * kHintSlots, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) throw_errno(errno, "mmap for file name hints");
+  slots_ = static_cast<Slot*>(memory);
+  std::uninitialized_value_construct_n(slots_, kHintSlots);
+}
+
+SuffixHints::~SuffixHints() {
+  std::destroy_n(slots_, kHintSlots);
+  ::munmap(slots_, sizeof(Slot) * kHintSlots);
+}
+
+SuffixHints::Slot& SuffixHints::slot_for(std::uint64_t hash) const noexcept {
+  return slots_[hash & (kHintSlots - 1)];
+}
+
+std::uint64_t SuffixHints::next_for(std::string_view name) const noexcept {
+  std::uint64_t hash = name_hash(name);
+  const Slot& slot = slot_for(hash);
+  if (slot.name_hash.load(std::memory_order_relaxed) != hash) return 0;
+  return slot.next.load(std::memory_order_relaxed);
+}
+
+void SuffixHints::remember(std::string_view name, std::uint64_t next) const noexcept {
+  std::uint64_t hash = name_hash(name);
+  Slot& slot = slot_for(hash);
+  slot.name_hash.store(hash, std::memory_order_relaxed);
+  slot.next.store(next, std::memory_order_relaxed);
+}
+
+// --- PartialFile ---------------------------------------------------------------------------------
+
+PartialFile::PartialFile(int dir_fd, std::string temp_name, Fd file, SyncMode sync) noexcept
+    : dir_fd_(dir_fd), temp_name_(std::move(temp_name)), file_(std::move(file)), sync_(sync) {}
 
 PartialFile::PartialFile(PartialFile&& other) noexcept
     : dir_fd_(other.dir_fd_),
       temp_name_(std::exchange(other.temp_name_, {})),
-      file_(std::move(other.file_)) {}
+      file_(std::move(other.file_)),
+      sync_(other.sync_),
+      can_reserve_(other.can_reserve_),
+      written_(other.written_),
+      writeback_started_(other.writeback_started_) {}
 
 PartialFile::~PartialFile() {
   if (!temp_name_.empty()) ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
@@ -73,8 +151,26 @@ int PartialFile::append(const char* data, std::size_t length) {
     }
     data += written;
     length -= static_cast<std::size_t>(written);
+    written_ += static_cast<std::uint64_t>(written);
   }
+  if (sync_ == SyncMode::full) start_writeback();
   return 0;
+}
+
+void PartialFile::start_writeback() {
+  if (written_ - writeback_started_ < kWritebackWindow) return;
+  std::uint64_t end = written_ - written_ % kWritebackWindow;
+  // Starts the write-back without waiting for it (the loop must not wait for the disk); errors
+  // show up in the fdatasync before OK, so they are not checked here.
+  (void)::sync_file_range(file_.get(), static_cast<off_t>(writeback_started_),
+                          static_cast<off_t>(end - writeback_started_), SYNC_FILE_RANGE_WRITE);
+  // The window before the one just started has most likely reached the disk: drop its clean
+  // pages. Pages still being written stay cached, and DONTNEED never waits for them.
+  if (writeback_started_ >= kWritebackWindow) {
+    (void)::posix_fadvise(file_.get(), static_cast<off_t>(writeback_started_ - kWritebackWindow),
+                          static_cast<off_t>(kWritebackWindow), POSIX_FADV_DONTNEED);
+  }
+  writeback_started_ = end;
 }
 
 int PartialFile::reserve(std::uint64_t end) {
@@ -96,7 +192,9 @@ int PartialFile::truncate(std::uint64_t length) {
   return errno;
 }
 
-bool PartialFile::link_without_replacing(const std::string& target) {
+bool PartialFile::rename_without_replacing(const std::string& target) {
+  // Neither call follows a symlink at `target`: an existing entry of any kind, a dangling symlink
+  // included, is EEXIST.
   if (::renameat2(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), RENAME_NOREPLACE) == 0) {
     return true;
   }
@@ -111,18 +209,73 @@ bool PartialFile::link_without_replacing(const std::string& target) {
   return true;
 }
 
-std::string PartialFile::commit(std::string_view name) {
-  for (int attempt = 0; attempt < kMaxNameAttempts; ++attempt) {
-    std::string target = attempt == 0 ? std::string(name) : fmt::format("{}.{}", name, attempt);
-    if (link_without_replacing(target)) {
-      temp_name_.clear();
+bool PartialFile::name_taken(const std::string& target) const {
+  struct stat info {};
+  if (::fstatat(dir_fd_, target.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_errno(errno, fmt::format("look up {}", target));
+}
+
+std::string PartialFile::claim_suffixed_name(std::string_view name, const SuffixHints& hints) {
+  // Trying name.1, name.2, ... one rename at a time made the n-th copy of a name cost n renames.
+  // Instead start where the last copy of this name ended (the hint), and when that is wrong,
+  // look ahead 1, 2, 4, 8... suffixes for a free one and bisect back to the first free one after
+  // a taken one: O(1) renames with a good hint, O(log n) lookups without one.
+  std::uint64_t start = std::max<std::uint64_t>(hints.next_for(name), 1);
+  for (int round = 0; round < kMaxClaimRounds; ++round) {
+    std::uint64_t free = start;
+    if (name_taken(suffixed(name, start))) {
+      std::uint64_t taken = start;
+      std::uint64_t step = 1;
+      free = start + step;
+      while (name_taken(suffixed(name, free))) {
+        taken = free;
+        if (step > std::numeric_limits<std::uint64_t>::max() / 4) throw_errno(EEXIST, "save");
+        step *= 2;
+        free = start + step;
+      }
+      while (free - taken > 1) {
+        std::uint64_t middle = taken + (free - taken) / 2;
+        if (name_taken(suffixed(name, middle))) {
+          taken = middle;
+        } else {
+          free = middle;
+        }
+      }
+    }
+    std::string target = suffixed(name, free);
+    if (rename_without_replacing(target)) {
+      hints.remember(name, free + 1);
       return target;
     }
+    start = free + 1;  // taken between the lookup and the rename
   }
   throw_errno(EEXIST, fmt::format("save as {}", name));
 }
 
-OutputDirectory::OutputDirectory(std::string path) : path_(std::move(path)) {
+std::string PartialFile::commit(std::string_view name, const SuffixHints& hints) {
+  bool durable = sync_ == SyncMode::full;
+  if (durable) sync_or_throw(file_.get(), true, "fdatasync");
+  std::string target(name);
+  if (!rename_without_replacing(target)) target = claim_suffixed_name(name, hints);
+  temp_name_.clear();
+  if (durable) {
+    try {
+      sync_or_throw(dir_fd_, false, "fsync of the directory");
+    } catch (const std::system_error&) {
+      // OK would promise a name that may not survive a crash: the client is told ERR, and an
+      // ERR never leaves a file behind.
+      ::unlinkat(dir_fd_, target.c_str(), 0);
+      throw;
+    }
+  }
+  return target;
+}
+
+// --- OutputDirectory -----------------------------------------------------------------------------
+
+OutputDirectory::OutputDirectory(std::string path, SyncMode sync)
+    : path_(std::move(path)), sync_(sync) {
   std::string what = fmt::format("--output-dir {}", path_);
   dir_.reset(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_) throw_errno(errno, what);
@@ -145,10 +298,79 @@ PartialFile OutputDirectory::create_partial(std::uint64_t client_number) const {
                                     : fmt::format("{}{}-{}-{}{}", kPartialPrefix, ::getpid(),
                                                   client_number, attempt, kPartialSuffix);
     Fd file(::openat(dir_.get(), name.c_str(), kCreateFlags, kFileMode));
-    if (file) return PartialFile(dir_.get(), std::move(name), std::move(file));
+    if (file) return PartialFile(dir_.get(), std::move(name), std::move(file), sync_);
     // Left behind by an earlier server that was killed with this pid: pick another name.
-    if (errno != EEXIST || attempt >= kMaxNameAttempts) throw_errno(errno, "create temporary file");
+    if (errno != EEXIST || attempt >= kMaxTempNameAttempts) {
+      throw_errno(errno, "create temporary file");
+    }
   }
+}
+
+// --- Committer -----------------------------------------------------------------------------------
+
+CommitTicket& CommitTicket::operator=(CommitTicket&& other) noexcept {
+  if (this != &other) {
+    if (cancelled_) *cancelled_ = true;
+    cancelled_ = std::move(other.cancelled_);
+  }
+  return *this;
+}
+
+CommitTicket::~CommitTicket() {
+  if (cancelled_) *cancelled_ = true;
+}
+
+Committer::Committer(EventLoop& loop, const OutputDirectory& directory)
+    : loop_(loop), directory_(directory) {
+  thread_ = start_thread_without_signals([this] { work(); });
+}
+
+Committer::~Committer() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  queued_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+CommitTicket Committer::commit(PartialFile file, std::string name, Done done) {
+  auto cancelled = std::make_shared<bool>(false);
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(Job{std::move(file), std::move(name), std::move(done), cancelled});
+  }
+  queued_.notify_one();
+  return CommitTicket(std::move(cancelled));
+}
+
+void Committer::work() {
+  while (true) {
+    std::unique_lock lock(mutex_);
+    queued_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stopping, and every queued file is saved
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    run_job(job);
+  }
+}
+
+void Committer::run_job(Job& job) {
+  auto started = std::chrono::steady_clock::now();
+  CommitResult result;
+  try {
+    result.saved_as = job.file.commit(job.name, directory_.hints());
+  } catch (const std::system_error& error) {
+    result.error = error.code().message();
+  }
+  result.sync_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // The shared flag is read on the loop's thread only, where tickets are destroyed too.
+  loop_.post([done = std::move(job.done), cancelled = std::move(job.cancelled),
+              result = std::move(result)]() mutable {
+    if (!*cancelled) done(std::move(result));
+  });
 }
 
 }  // namespace mux

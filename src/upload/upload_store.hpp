@@ -1,14 +1,33 @@
-// Where uploads are saved with --output-dir. OutputDirectory owns the directory fd (opened once at
-// start, so a rename of DIR cannot redirect uploads) and creates PartialFiles in it; the upload
-// server owns one and every UploadSession asks it for a file. A PartialFile is a hidden temporary
-// file that becomes visible under its final name only through commit(), which never overwrites;
-// destroyed without a commit it removes itself, so an incomplete upload leaves nothing behind.
+// Where uploads are saved with --output-dir.
+//
+// OutputDirectory owns the directory fd (opened once at start, so a rename of DIR cannot redirect
+// uploads), the --sync mode and the table of name hints; the upload server makes one before it
+// serves (and before any fork) and every UploadSession asks it for a PartialFile.
+//
+// A PartialFile is a hidden temporary file that becomes visible under its final name only through
+// a commit, which never overwrites and never follows a symlink; destroyed without a commit it
+// removes itself, so an incomplete upload leaves nothing behind. With --sync full it starts the
+// write-back of its data while the upload is still arriving, so the flush before OK is short.
+//
+// A Committer (one per event loop: the single-loop server's, or a fork-mode child's) commits
+// PartialFiles on a helper thread, because fdatasync/fsync may block for as long as the disk
+// takes, and hands the result back to the loop with EventLoop::post(): a slow flush never stops
+// the loop from serving other uploads.
 #pragma once
 
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <sys/types.h>
 
@@ -18,9 +37,47 @@
 
 namespace mux {
 
+class EventLoop;
+
+// What OK promises (man page, --sync):
+//   full  the data, the file's size and its name are on stable storage: they survive a crash of
+//         the machine or a power cut (as far as the disk honours flushes);
+//   none  the data and the name are in the kernel: they survive mux being killed, not a crash of
+//         the machine (the kernel writes them back within about 30 s).
+enum class SyncMode { full, none };
+
+[[nodiscard]] const char* to_string(SyncMode mode) noexcept;
+
+// The next ".N" suffix to try per saved name, shared by every process of one server: an anonymous
+// MAP_SHARED mapping made before the first fork, so fork-mode children learn from each other.
+// Only a hint: every name is still claimed with RENAME_NOREPLACE, so a stale entry, two names
+// sharing a slot or a race between processes costs an extra try, never an overwrite.
+class SuffixHints {
+ public:
+  SuffixHints();
+  SuffixHints(const SuffixHints&) = delete;
+  SuffixHints& operator=(const SuffixHints&) = delete;
+  ~SuffixHints();
+
+  // 0 when nothing is known about `name`.
+  [[nodiscard]] std::uint64_t next_for(std::string_view name) const noexcept;
+  void remember(std::string_view name, std::uint64_t next) const noexcept;
+
+ private:
+  struct Slot {
+    std::atomic<std::uint64_t> name_hash;
+    std::atomic<std::uint64_t> next;
+  };
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared between processes");
+
+  [[nodiscard]] Slot& slot_for(std::uint64_t hash) const noexcept;
+
+  Slot* slots_ = nullptr;  // kSlots of them, in the shared mapping
+};
+
 class PartialFile {
  public:
-  PartialFile(int dir_fd, std::string temp_name, Fd file) noexcept;
+  PartialFile(int dir_fd, std::string temp_name, Fd file, SyncMode sync) noexcept;
   PartialFile(PartialFile&& other) noexcept;
   PartialFile& operator=(PartialFile&&) = delete;
   PartialFile(const PartialFile&) = delete;
@@ -36,28 +93,40 @@ class PartialFile {
   [[nodiscard]] int reserve(std::uint64_t end);
   // Cuts the file to `length` bytes, giving back space reserved past it. Returns 0 or the errno.
   [[nodiscard]] int truncate(std::uint64_t length);
-  // Gives the file its name: `name`, else `name.1`, `name.2`, ... whichever is free first, without
-  // ever replacing an existing entry, even one created by a concurrent upload. Returns the name
-  // used. Throws std::system_error; the temporary file is then still removed on destruction.
-  std::string commit(std::string_view name);
+
+  // Makes the data durable (--sync full: fdatasync), gives the file its name — `name`, else
+  // `name.N` for the first N found free — without ever replacing an existing entry, even one
+  // created by a concurrent upload or another process, then makes the name durable (fsync of the
+  // directory). Blocks for as long as the disk takes: the Committer calls it on its thread.
+  // Returns the name used. Throws std::system_error; the temporary file is then still removed
+  // on destruction.
+  std::string commit(std::string_view name, const SuffixHints& hints);
 
  private:
-  bool link_without_replacing(const std::string& target);
+  void start_writeback();
+  bool rename_without_replacing(const std::string& target);
+  [[nodiscard]] bool name_taken(const std::string& target) const;
+  std::string claim_suffixed_name(std::string_view name, const SuffixHints& hints);
 
   int dir_fd_;
   std::string temp_name_;  // empty once committed or moved from
   Fd file_;
+  SyncMode sync_;
   bool can_reserve_ = true;
+  std::uint64_t written_ = 0;
+  std::uint64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
 };
 
 class OutputDirectory {
  public:
   // Opens DIR and proves it writable by creating and removing a probe file. Throws
   // std::system_error naming the flag and the directory ("--output-dir /x: Permission denied").
-  explicit OutputDirectory(std::string path);
+  explicit OutputDirectory(std::string path, SyncMode sync = SyncMode::full);
 
   [[nodiscard]] int fd() const noexcept { return dir_.get(); }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] SyncMode sync_mode() const noexcept { return sync_; }
+  [[nodiscard]] const SuffixHints& hints() const noexcept { return hints_; }
   // How a file in the directory is named in logs: "DIR/name", with one slash.
   [[nodiscard]] std::string path_of(std::string_view name) const;
   // A new hidden temporary file (".mux-upload-<pid>-<client>.part"), created O_EXCL|O_NOFOLLOW.
@@ -78,7 +147,65 @@ class OutputDirectory {
   std::size_t remove_partials_if(const std::function<bool(pid_t)>& is_dead) const;
 
   std::string path_;
+  SyncMode sync_;
   Fd dir_;
+  SuffixHints hints_;
+};
+
+// The outcome of one commit, as the loop sees it.
+struct CommitResult {
+  std::string saved_as;     // the name used; empty on failure
+  std::string error;        // why the commit failed ("No space left on device"); empty on success
+  double sync_seconds = 0;  // time spent making it durable and naming it, on the helper thread
+};
+
+// Cancels a commit's callback when destroyed (the session is gone): the file is still saved.
+class CommitTicket {
+ public:
+  CommitTicket() = default;
+  explicit CommitTicket(std::shared_ptr<bool> cancelled) : cancelled_(std::move(cancelled)) {}
+  CommitTicket(CommitTicket&&) noexcept = default;
+  CommitTicket& operator=(CommitTicket&& other) noexcept;
+  CommitTicket(const CommitTicket&) = delete;
+  CommitTicket& operator=(const CommitTicket&) = delete;
+  ~CommitTicket();
+
+ private:
+  std::shared_ptr<bool> cancelled_;  // touched on the loop's thread only
+};
+
+class Committer {
+ public:
+  using Done = std::function<void(CommitResult)>;
+
+  Committer(EventLoop& loop, const OutputDirectory& directory);
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+  // Finishes every commit already queued (those files are saved), then stops the thread.
+  ~Committer();
+
+  // Commits `file` as `name` on the helper thread, in the order asked; `done` then runs on the
+  // loop's thread, unless the ticket was destroyed first.
+  [[nodiscard]] CommitTicket commit(PartialFile file, std::string name, Done done);
+
+ private:
+  struct Job {
+    PartialFile file;
+    std::string name;
+    Done done;
+    std::shared_ptr<bool> cancelled;
+  };
+
+  void work();
+  void run_job(Job& job);
+
+  EventLoop& loop_;
+  const OutputDirectory& directory_;
+  std::mutex mutex_;
+  std::condition_variable queued_;
+  std::deque<Job> jobs_;   // guarded by mutex_
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread thread_;     // last: started once everything it uses exists
 };
 
 }  // namespace mux

@@ -49,6 +49,16 @@ TEST_CASE("header lines are formatted with the name percent-encoded") {
   CHECK(mux::format_header_line(7, "Az09-._~") == "MUXUP/1 7 Az09-._~\n");
 }
 
+TEST_CASE("a size of - announces a stream of unknown length, both ways") {
+  mux::HeaderParse parsed = mux::parse_header_line("MUXUP/1 - notes.tar");
+  REQUIRE(parsed.header);
+  CHECK_FALSE(parsed.header->size.has_value());
+  CHECK(parsed.header->name == "notes.tar");
+  CHECK(mux::format_header_line(std::nullopt, "a b") == "MUXUP/1 - a%20b\n");
+  CHECK(mux::parse_header_line("MUXUP/1 -- x").error == "size is not a number");
+  CHECK(mux::parse_header_line("MUXUP/1 -5 x").error == "size is not a number");
+}
+
 TEST_CASE("percent-encoding round-trips every byte") {
   std::string all;
   for (int byte = 0; byte < 256; ++byte)

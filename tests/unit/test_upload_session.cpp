@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -73,7 +74,10 @@ class Harness {
       : log_(make_log_pipe()),
         logger_(mux::Verbosity::normal, log_write_.get()),
         connections_(loop_, 7),
-        context_{loop_, logger_, dir, {max_size, 0}, connections_} {
+        committer_(dir != nullptr ? std::optional<mux::Committer>(std::in_place, loop_, *dir)
+                                  : std::nullopt),
+        context_{loop_,         logger_,     dir, committer_ ? &*committer_ : nullptr,
+                 {max_size, 0}, connections_} {
     mux::configure_for_uploads(connections_);
     int fds[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
@@ -147,6 +151,7 @@ class Harness {
   mux::EventLoop loop_;
   mux::Logger logger_;
   mux::ConnectionContext connections_;
+  std::optional<mux::Committer> committer_;
   mux::UploadContext context_;
   mux::Fd client_;
   std::unique_ptr<mux::UploadSession> session_;
