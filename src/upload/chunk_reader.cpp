@@ -1,5 +1,6 @@
 #include "upload/chunk_reader.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -24,8 +25,9 @@ ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::u
       offset_(offset),
       size_(size),
       ready_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      stop_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       slots_(kSlots) {
-  if (!ready_) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (!ready_ || !stop_) throw std::system_error(errno, std::generic_category(), "eventfd");
   for (Slot& slot : slots_)
     slot.bytes.resize(kChunkSize);
   thread_ = start_thread_without_signals([this] { read_all(); });
@@ -37,6 +39,8 @@ ChunkReader::~ChunkReader() {
     stopping_ = true;
   }
   slot_freed_.notify_all();
+  std::uint64_t one = 1;
+  (void)::write(stop_.get(), &one, sizeof one);  // wakes a thread waiting for a stream's bytes
   if (thread_.joinable()) thread_.join();
 }
 
@@ -57,12 +61,26 @@ bool ChunkReader::wait_for_free_slot(Slot& slot) {
 }
 
 ssize_t ChunkReader::read_some(char* buffer, std::size_t want, std::uint64_t done) const {
-  ssize_t got;
-  do {
-    got = size_ ? ::pread(file_fd_, buffer, want, static_cast<off_t>(offset_ + done))
-                : ::read(file_fd_, buffer, want);
-  } while (got < 0 && errno == EINTR);
-  return got;
+  while (true) {
+    if (!size_) {
+      // A pipe may stay silent forever (its writer still open): wait for bytes or for the
+      // destructor, never in read(2), so stopping never hangs on the input.
+      pollfd waits[2] = {{file_fd_, POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      if (::poll(waits, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return -1;
+      }
+      if (waits[1].revents != 0) {
+        errno = ECANCELED;
+        return -1;
+      }
+    }
+    ssize_t got = size_ ? ::pread(file_fd_, buffer, want, static_cast<off_t>(offset_ + done))
+                        : ::read(file_fd_, buffer, want);
+    if (got >= 0) return got;
+    // EAGAIN: standard input inherited in non-blocking mode; poll again.
+    if (errno != EINTR && (size_ || (errno != EAGAIN && errno != EWOULDBLOCK))) return got;
+  }
 }
 
 void ChunkReader::read_all() {

@@ -71,6 +71,7 @@ class ChunkReader {
   std::uint64_t offset_;
   std::optional<std::uint64_t> size_;  // none: a stream, read until its end
   Fd ready_;
+  Fd stop_;           // eventfd: readable once the destructor wants the thread gone
   ContentHash hash_;  // touched only by the thread until it is joined
   std::mutex mutex_;
   std::condition_variable slot_freed_;

@@ -109,6 +109,12 @@ void UploadSender::send_more() {
         chunk_sent_ = 0;
       }
       progress_.update(sent_, elapsed_seconds());
+      // A known size ends with its last byte: the server may reply OK before the reader has
+      // even said it is done.
+      if (source_.size && sent_ == *source_.size) {
+        finish_sending();
+        return;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

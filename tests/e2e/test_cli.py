@@ -18,9 +18,9 @@ FLAGS = {
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout"],
     "chat-client": COMMON_FLAGS + ["--nick"],
-    "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--max-size", "--max-clients",
-                                     "--min-free", "--max-per-address", "--header-timeout",
-                                     "--idle-timeout"],
+    "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--sync", "--max-size",
+                                     "--max-clients", "--min-free", "--max-per-address",
+                                     "--header-timeout", "--idle-timeout"],
     "upload-client": COMMON_FLAGS + ["--file", "--name"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.

@@ -2,12 +2,15 @@
 // the hash covers exactly them, and a file that is shorter than promised is reported.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "core/fd.hpp"
 #include "upload/chunk_reader.hpp"
@@ -99,4 +102,36 @@ TEST_CASE("a reader destroyed before its chunks were taken stops its thread") {
   mux::ChunkReader reader(file.get(), 0, bytes.size());
   REQUIRE(drain(reader, 1 << 20).size() >= (1u << 20));
   // Leaving the scope joins the thread, which is blocked waiting for a free slot.
+}
+
+TEST_CASE("a stream is read until its end, then at_end() says so") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  mux::Fd read_end(fds[0]);
+  std::string bytes = pattern(50000);
+  {
+    mux::Fd write_end(fds[1]);
+    REQUIRE(::write(write_end.get(), bytes.data(), bytes.size()) ==
+            static_cast<ssize_t>(bytes.size()));
+  }
+  mux::ChunkReader reader(read_end.get(), 0, std::nullopt);
+  CHECK(drain(reader, bytes.size()) == bytes);
+  for (int round = 0; round < 500 && !reader.at_end(); ++round)
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  CHECK(reader.at_end());
+  CHECK(reader.failure().empty());
+  CHECK(reader.hash_hex() == hash_of(bytes));
+}
+
+TEST_CASE("stopping does not wait for a pipe whose writer stays silent") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  mux::Fd read_end(fds[0]);
+  mux::Fd write_end(fds[1]);
+  REQUIRE(::write(write_end.get(), "abc", 3) == 3);
+  {
+    mux::ChunkReader reader(read_end.get(), 0, std::nullopt);
+    CHECK(drain(reader, 3) == "abc");
+    CHECK_FALSE(reader.at_end());
+  }  // returns although the pipe is still open and empty
 }
