@@ -32,7 +32,10 @@ Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<By
       socket_(std::move(socket)),
       stream_(std::move(stream)),
       self_(std::make_shared<Connection*>(this)) {
-  if (!stream_) stream_ = make_plain_stream(socket_.get());
+  if (!stream_) {
+    stream_ = context_.stream_factory ? context_.stream_factory(socket_.get())
+                                      : make_plain_stream(socket_.get());
+  }
   IoResult opening = stream_->handshake();
   if (opening.ok()) {
     state_ = State::open;

@@ -53,6 +53,9 @@ struct ConnectionContext {
 
   EventLoop& loop;
   ReadBuffer read_buffer;
+  // The stream a connection made without one gets: null means plain TCP. A TLS server sets its
+  // factory here and nothing else changes.
+  StreamFactory stream_factory;
   // Reads per readiness event: 1 keeps many chatty connections fair; bulk receivers (uploads)
   // take more per wakeup. Input a stream holds decrypted ahead is read regardless.
   int reads_per_wakeup = 1;
@@ -91,10 +94,10 @@ class Connection {
 
   // Takes the socket (non-blocking) and the stream on it; watches it at once. A stream whose
   // handshake completes at once (plain TCP) is ready when the constructor returns. A null
-  // stream means plain TCP.
+  // stream means the context's stream_factory, or plain TCP when it has none.
   Connection(ConnectionContext& context, Fd socket, std::unique_ptr<ByteStream> stream,
              Owner& owner);
-  // The plain TCP stream.
+  // The context's stream (stream_factory, or plain TCP).
   Connection(ConnectionContext& context, Fd socket, Owner& owner);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -574,3 +574,19 @@ TEST_CASE("ChildSupervisor: the default cap comes from the machine and is never 
   CHECK(mux::ChildSupervisor::default_max_children(std::size_t{1} << 50) ==
         mux::ChildSupervisor::kMinChildren);
 }
+
+TEST_CASE("Connection: a context's stream factory makes every connection's stream") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  std::vector<int> made_for;
+  context.stream_factory = [&](int fd) {
+    made_for.push_back(fd);
+    return mux::make_plain_stream(fd);
+  };
+  SocketPair pair = socket_pair();
+  int fd = pair.ours.get();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  CHECK(made_for == std::vector<int>{fd});
+  CHECK(std::string(connection.stream()->kind()) == "tcp");
+}
