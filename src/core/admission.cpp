@@ -36,16 +36,18 @@ std::string address_key(const sockaddr* address, socklen_t length) {
 }
 
 AdmissionTicket::AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key)
-    : counts_(std::move(counts)), address_key_(std::move(address_key)) {
+    : counts_(std::move(counts)) {
   ++counts_->total;
-  ++counts_->per_address[address_key_];
+  auto [entry, added] = counts_->per_address.try_emplace(std::move(address_key), 0);
+  ++entry->second;
+  address_ = &*entry;
 }
 
 AdmissionTicket& AdmissionTicket::operator=(AdmissionTicket&& other) noexcept {
   if (this != &other) {
     release();
     counts_ = std::move(other.counts_);
-    address_key_ = std::move(other.address_key_);
+    address_ = std::exchange(other.address_, nullptr);
   }
   return *this;
 }
@@ -55,8 +57,10 @@ void AdmissionTicket::release() noexcept {
   std::shared_ptr<AdmissionCounts> counts = std::move(counts_);
   counts_ = nullptr;
   --counts->total;
-  auto it = counts->per_address.find(address_key_);
-  if (it != counts->per_address.end() && --it->second == 0) counts->per_address.erase(it);
+  // Erased by iterator: the key passed to erase(key) would live inside the node being freed.
+  if (address_ != nullptr && --address_->second == 0)
+    counts->per_address.erase(counts->per_address.find(address_->first));
+  address_ = nullptr;
   if (counts->listener != nullptr) notify_slot_freed(*counts->listener);
 }
 
