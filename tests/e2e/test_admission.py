@@ -77,6 +77,13 @@ def pss_bytes(pid):
     raise AssertionError(f"no Pss line for {pid}")
 
 
+def sanitized(pid):
+    """True when the server runs under AddressSanitizer (CI's second pass), whose allocator and
+    shadow memory make PSS meaningless as a measure of mux."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def wait_until(predicate, timeout=muxtest.DEFAULT_TIMEOUT, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -256,7 +263,7 @@ class ForkModeTests(AdmissionCases, unittest.TestCase):
             socks += [connect_from(source, server.port) for _ in range(per_source)]
         self.keep(socks)
         expected_children = len(sources) * DEFAULT_PER_ADDRESS
-        wait_until(lambda: len(child_pids(server.proc.pid)) == expected_children, timeout=30,
+        wait_until(lambda: len(child_pids(server.proc.pid)) == expected_children, timeout=90,
                    what=f"{expected_children} children")
         # An honest client from another address still gets in at once.
         honest = self.keep([connect_from("127.0.0.1", server.port)])[0]
@@ -268,8 +275,9 @@ class ForkModeTests(AdmissionCases, unittest.TestCase):
         average = sum(per_child) // len(per_child)
         print(f"\n  {len(socks)} idle sockets: {len(children)} children, PSS per child "
               f"avg {average} B max {max(per_child)} B, parent {parent} B", file=sys.stderr)
-        self.assertLess(average, 300 * 1024)
-        self.assertLess(parent + sum(per_child), 64 * 1024 * 1024)
+        if not sanitized(server.proc.pid):
+            self.assertLess(average, 300 * 1024)
+            self.assertLess(parent + sum(per_child), 64 * 1024 * 1024)
 
     def test_max_clients_bounds_the_children(self):
         server = self.start("--max-clients", "20", "--max-per-address", "0")
