@@ -203,7 +203,6 @@ class HostileChatCases:
         self.assertEqual(told[0], "* slow down: you send more than 100 lines or 256.0 KiB per "
                                   "second; reading you more slowly")
         self.assertEqual(told[1:], ["* excess flood: too fast for 2 s, disconnected"])
-        self.assertLess(sent, total, "the flooder was never slowed down")
         server.wait_for_log(rf"{flooder.name} sends too fast: reading it more slowly")
         server.wait_for_log(rf"{flooder.name} left \(excess flood: too fast for 2 s\)")
 
@@ -220,6 +219,10 @@ class HostileChatCases:
             self.assertEqual(flood, expected, reader.name)
             self.assertGreater(len(flood), 0, reader.name)
             relayed_counts.append(len(flood))
+            # Slowed: about the line burst plus the rate for the flood timeout (and what was in
+            # flight), not the 1,000,000 lines sent (a closing connection reads and discards the
+            # rest at loopback speed, so `sent` itself says little).
+            self.assertLess(len(flood), 10000, reader.name)
         self.assertEqual(server.log_count(r"too slow"), 0)
         print(f"\n  flooder sent {sent / 1e6:.1f} MB in {elapsed:.1f} s before it was cut off; "
               f"readers got {relayed_counts} lines each ({self.MODE})", end=" ")
