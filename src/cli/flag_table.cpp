@@ -118,6 +118,10 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
   add_client_flags(flags, options.common);
   flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
              "NAME");
+  flags.count("--timeout", options.timeout,
+              "Seconds the server may take no data, or not reply after the last byte, before "
+              "giving up; 0: never",
+              {0, 86'400}, "SECONDS");
 }
 
 }  // namespace

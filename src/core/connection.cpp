@@ -1,5 +1,6 @@
 #include "core/connection.hpp"
 
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -9,6 +10,16 @@
 #include <fmt/format.h>
 
 namespace mux {
+
+ReadBuffer::ReadBuffer(std::size_t size) : bytes_(nullptr, Unmap{size}), size_(size) {
+  void* mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
+  bytes_.reset(static_cast<char*>(mapped));
+}
+
+void ReadBuffer::Unmap::operator()(char* bytes) const noexcept {
+  if (bytes != nullptr) ::munmap(bytes, size);
+}
 namespace {
 
 // Reads per wakeup while lingering: enough to swallow what a sender still has in flight, bounded

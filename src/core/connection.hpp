@@ -29,17 +29,22 @@
 
 namespace mux {
 
-// The buffer every read of one loop lands in. Not zero-filled: only the pages reads actually
-// touch become resident, which keeps a fork-mode child (that mostly reads short lines) small.
+// The buffer every read of one loop lands in. Mapped straight from the kernel (mmap), not from
+// malloc: only the pages reads actually touch become resident, whatever malloc's tuning
+// (MALLOC_PERTURB_ fills every malloc'd block, which made each fork-mode upload child's 1 MiB
+// buffer resident before a byte arrived). Keeps a fork-mode child small.
 class ReadBuffer {
  public:
-  explicit ReadBuffer(std::size_t size)
-      : bytes_(std::make_unique_for_overwrite<char[]>(size)), size_(size) {}
+  explicit ReadBuffer(std::size_t size);
   [[nodiscard]] char* data() noexcept { return bytes_.get(); }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
  private:
-  std::unique_ptr<char[]> bytes_;
+  struct Unmap {
+    std::size_t size;
+    void operator()(char* bytes) const noexcept;
+  };
+  std::unique_ptr<char[], Unmap> bytes_;
   std::size_t size_;
 };
 

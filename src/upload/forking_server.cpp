@@ -1,5 +1,6 @@
 #include "upload/forking_server.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -174,6 +175,10 @@ void ForkingServer::begin_shutdown() {
 
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
                      const OutputDirectory* output_dir, const UploadLimits& limits) {
+  // The socket keeps the parent's fd number, which is large when the parent holds many waiting
+  // connections; the loop's per-fd table would grow to it. The lowest free number is tiny here.
+  Fd low(::fcntl(socket.get(), F_DUPFD_CLOEXEC, 3));
+  if (low) socket = std::move(low);
   EventLoop loop;
   // Not zero-filled: its pages become resident only as reads fill them.
   ConnectionContext connections(loop, kUploadReadBufferSize);

@@ -38,6 +38,7 @@ int run_upload_client(const UploadClientOptions& options) {
   ProgressDisplay progress(style, size, stdout);
   UploadSender sender(std::move(source), options.file == "-" ? "standard input" : options.file,
                       std::move(header), std::move(socket), server, progress);
+  sender.set_stall_timeout(std::chrono::seconds{options.timeout});
   UploadSender::Result result = sender.run();
   progress.finish(format_upload_summary(result.bytes, result.seconds, result.hash));
   return 0;

@@ -1,6 +1,7 @@
 // `mux upload-client`: sends a file, shows progress, verifies what the server got.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "core/common_options.hpp"
@@ -11,6 +12,8 @@ struct UploadClientOptions {
   CommonOptions common;
   std::string file;  // "-" reads stdin
   std::string name;  // empty: the file's basename
+  std::uint64_t timeout =
+      30;  // seconds without progress (sending, or awaiting the reply); 0: never
 };
 
 int run_upload_client(const UploadClientOptions& options);

@@ -21,7 +21,8 @@ namespace {
 constexpr int kMaxSendsPerWakeup = 64;
 constexpr std::size_t kMaxReplyLine = 4096;
 constexpr std::chrono::milliseconds kRedrawInterval{100};
-constexpr std::chrono::seconds kReplyTimeout{60};
+// How often a stalled send or a missing reply is looked for.
+constexpr std::chrono::milliseconds kProgressCheckInterval{250};
 
 // Text from the server ends up on a terminal: no control bytes.
 std::string printable(std::string_view text) {
@@ -50,6 +51,9 @@ UploadSender::Result UploadSender::run() {
   if (progress_.style() == ProgressDisplay::Style::terminal) {
     loop_.add_periodic(kRedrawInterval, [this] { progress_.redraw(elapsed_seconds()); });
   }
+  last_progress_ = EventLoop::Clock::now();
+  if (stall_timeout_.count() > 0)
+    loop_.add_periodic(kProgressCheckInterval, [this] { check_progress(); });
   loop_.on_signal(SIGINT, [this] { fail("interrupted"); });
   loop_.on_signal(SIGTERM, [this] { fail("interrupted"); });
   reader_.emplace(source_.file.get(), source_.offset, source_.size);
@@ -104,6 +108,7 @@ void UploadSender::send_more() {
     if (n > 0) {
       sent_ += static_cast<std::uint64_t>(n);
       chunk_sent_ += static_cast<std::size_t>(n);
+      last_progress_ = EventLoop::Clock::now();
       if (static_cast<std::size_t>(n) == chunk->size()) {
         reader_->pop_front();
         chunk_sent_ = 0;
@@ -147,9 +152,21 @@ void UploadSender::finish_sending() {
   final_hash_ = reader_->hash_hex();
   ::shutdown(socket_.get(), SHUT_WR);
   loop_.modify(socket_.get(), EPOLLIN);
-  loop_.add_timer(kReplyTimeout, [this] {
-    fail(fmt::format("no reply from {} within {} s", server_, kReplyTimeout.count()));
-  });
+  last_progress_ = EventLoop::Clock::now();  // the reply gets the whole stall timeout
+}
+
+void UploadSender::check_progress() {
+  if (waiting_for_chunk_) {  // our own disk is slow, not the server
+    last_progress_ = EventLoop::Clock::now();
+    return;
+  }
+  if (EventLoop::Clock::now() - last_progress_ < stall_timeout_) return;
+  if (sending_) {
+    fail(fmt::format("{} took no data for {} s ({} of {} bytes sent); giving up", server_,
+                     stall_timeout_.count(), sent_, source_.size));
+  } else {
+    fail(fmt::format("no reply from {} within {} s", server_, stall_timeout_.count()));
+  }
 }
 
 void UploadSender::on_send_error(int error) {

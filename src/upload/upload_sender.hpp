@@ -4,6 +4,7 @@
 // hash; created by run_upload_client() once the source is open and the connection is up.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -30,6 +31,10 @@ class UploadSender {
   UploadSender(UploadSource source, std::string source_label, std::string header_line, Fd socket,
                std::string server, ProgressDisplay& progress);
 
+  // Gives up (run() throws) when sending makes no progress, or the reply does not come, for this
+  // long; zero: never. Default 30 s.
+  void set_stall_timeout(std::chrono::seconds timeout) noexcept { stall_timeout_ = timeout; }
+
   // Sends everything and waits for the reply. Returns only when the server confirmed the byte
   // count and the hash; throws std::runtime_error with a message for people otherwise.
   Result run();
@@ -46,6 +51,7 @@ class UploadSender {
   void check_reply(const std::string& line);
   void fail(std::string message);
   void reset_connection();
+  void check_progress();
   [[nodiscard]] double elapsed_seconds() const;
 
   EventLoop loop_;
@@ -58,6 +64,8 @@ class UploadSender {
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
   std::uint64_t sent_ = 0;
+  std::chrono::seconds stall_timeout_{30};
+  EventLoop::Clock::time_point last_progress_;
   std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
   bool waiting_for_chunk_ = false;

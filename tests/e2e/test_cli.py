@@ -21,7 +21,7 @@ FLAGS = {
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout"],
-    "upload-client": COMMON_FLAGS + ["--file", "--name"],
+    "upload-client": COMMON_FLAGS + ["--file", "--name", "--timeout"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.
 REQUIRED_ARGS = {"upload-client": ["--file", "/dev/null"]}

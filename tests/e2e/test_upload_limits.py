@@ -4,12 +4,14 @@ a header plus one byte claims no disk, --min-free. Both serve modes."""
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -47,6 +49,97 @@ def dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+PER_ADDRESS_REFUSAL = b"ERR server busy: too many connections from your address\n"
+
+
+def raise_fd_limit(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connect_from(source, port, timeout=TIMEOUT):
+    """A client socket bound to the loopback address `source` (another "machine")."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect((muxtest.HOST, port))
+    return sock
+
+
+def child_pids(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def pss_bytes(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no Pss line for {pid}")
+
+
+class Dripper:
+    """Sockets that each send one more byte of `text` every `interval` seconds."""
+
+    def __init__(self, socks, text, interval):
+        self.socks = socks
+        self.text = text
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        position = 0
+        while not self.stopping.wait(self.interval) and position < len(self.text):
+            for sock in self.socks:
+                try:
+                    sock.send(self.text[position:position + 1])
+                except OSError:
+                    pass
+            position += 1
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+
+
+class SilentServer:
+    """A TCP listener that accepts one client and then never reads (or reads all, never replies)."""
+
+    def __init__(self, read):
+        self.listener = socket.socket()
+        self.listener.bind((muxtest.HOST, 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.read = read
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(0.1)
+        with conn:
+            while not self.done.is_set():
+                if self.read:
+                    try:
+                        conn.recv(1 << 20)
+                    except (socket.timeout, OSError):
+                        pass
+                else:
+                    self.done.wait(0.1)
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+        self.listener.close()
 
 
 class TmpfsMount:
@@ -117,6 +210,91 @@ class UploadLimitsBase(unittest.TestCase):
         result = muxtest.run_mux("upload-client", "--port", str(server.port), "--file", path,
                                  *args, timeout=60)
         return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    def test_slowloris_from_other_addresses_does_not_delay_an_honest_upload(self):
+        raise_fd_limit(400)
+        server = self.server()
+        idle = [connect_from("127.0.0.2", server.port) for _ in range(40)]
+        dripping = [connect_from("127.0.0.3", server.port) for _ in range(20)]
+        self.sockets += idle + dripping
+        dripper = Dripper(dripping, b"MUXUP/1 100 drip\n", 0.2)
+        self.addCleanup(dripper.stop)
+        # Past the per-address cap (32) the extra idle sockets are told why at once.
+        for sock in idle[32:]:
+            self.assertEqual(read_all(sock), PER_ADDRESS_REFUSAL)
+        honest = self.make_file("honest.bin", 4 * MIB)
+        started = time.monotonic()
+        code, out, err = self.upload(server, honest)
+        elapsed = time.monotonic() - started
+        self.assertEqual(code, 0, f"stdout={out!r} stderr={err!r}")
+        self.assertLess(elapsed, 5)
+        self.assertEqual(os.path.getsize(os.path.join(self.out, "honest.bin")), 4 * MIB)
+        if self.SERVE == "fork":
+            # Idle sockets cost no process: only the drippers (who sent bytes) have children.
+            self.assertLessEqual(len(child_pids(server.proc.pid)), len(dripping))
+
+    def test_the_header_must_arrive_in_time(self):
+        server = self.server("--header-timeout", "1")
+        silent = connect_from("127.0.0.2", server.port)
+        slow = connect_from("127.0.0.3", server.port)
+        self.sockets += [silent, slow]
+        slow.sendall(b"MUXUP/1 5")  # and never the rest of the line
+        started = time.monotonic()
+        self.assertEqual(read_all(silent), b"ERR timeout: no header within 1 s\n")
+        self.assertEqual(read_all(slow), b"ERR timeout: no header within 1 s\n")
+        self.assertLess(time.monotonic() - started, 4)
+        server.wait_for_log(r"\[Client 2\] .*: incomplete \(timeout: no header within 1 s\)$")
+        self.assertEqual(os.listdir(self.out), [])
+
+    def test_an_upload_without_progress_ends_with_err_timeout(self):
+        server = self.server("--idle-timeout", "1")
+        sock = self.connect(server)
+        sock.sendall(b"MUXUP/1 1000 stalled.bin\n" + b"s" * 100)
+        self.assertEqual(read_all(sock), b"ERR timeout: no data for 1 s\n")
+        server.wait_for_log(r"Received 100 bytes from \[Client 1\] .*: incomplete \(timeout: no data for 1 s\)$")
+        wait_until(lambda: os.listdir(self.out) == [], "the temporary file to go")
+
+    def test_raw_senders_read_the_err_line_every_time(self):
+        # A raw sender still sending when the server refuses: socat (reads as it sends) and a
+        # send-only sender (writes everything, then reads) both get the ERR line, 20 of 20.
+        server = self.server("--max-size", "1M")
+        big = self.make_file("big.bin", 8 * MIB)
+        expected = b"ERR too large: more than the limit of 1048576 bytes\n"
+        for run in range(20):
+            with open(big, "rb") as stdin:
+                socat = subprocess.run(["socat", "-t", "5", "-", f"TCP:127.0.0.1:{server.port}"],
+                                       stdin=stdin, capture_output=True, timeout=30)
+            self.assertEqual(socat.stdout, expected, f"socat run {run}: {socat.stderr!r}")
+        with open(big, "rb") as f:
+            data = f.read()
+        for run in range(20):
+            with server.connect() as sock:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+                self.assertEqual(read_all(sock), expected, f"send-only run {run}")
+
+    def test_upload_client_gives_up_on_a_server_that_stops_reading(self):
+        silent = SilentServer(read=False)
+        self.addCleanup(silent.close)
+        path = self.make_file("stuck.bin", 64 * MIB)
+        started = time.monotonic()
+        result = muxtest.run_mux("upload-client", "--port", str(silent.port), "--file", path,
+                                 "--timeout", "2", timeout=30)
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stderr.decode(),
+                         rf"^mux: error: 127\.0\.0\.1:{silent.port} took no data for 2 s "
+                         rf"\(\d+ of {64 * MIB} bytes sent\); giving up\n$")
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_upload_client_gives_up_when_no_reply_comes(self):
+        silent = SilentServer(read=True)
+        self.addCleanup(silent.close)
+        path = self.make_file("small.bin", 1000)
+        result = muxtest.run_mux("upload-client", "--port", str(silent.port), "--file", path,
+                                 "--timeout", "1", timeout=30)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"mux: error: no reply from 127.0.0.1:{silent.port} within 1 s\n")
 
     def test_an_http_request_is_refused_and_nothing_is_saved(self):
         server = self.server()
@@ -194,6 +372,48 @@ class SingleLoopUploadLimits(UploadLimitsBase):
 
 class ForkUploadLimits(UploadLimitsBase):
     SERVE = "fork"
+
+    def test_thousands_of_idle_sockets_cost_no_process(self):
+        sources = [f"127.0.1.{n}" for n in range(1, 51)]
+        per_source = 30  # under the per-address cap: every one is admitted
+        if raise_fd_limit(len(sources) * per_source + 200) < len(sources) * per_source + 100:
+            self.skipTest("fd limit too low for 1500 sockets")
+        server = self.server()
+        socks = []
+        for source in sources:
+            socks += [connect_from(source, server.port) for _ in range(per_source)]
+        self.sockets += socks
+        wait_until(lambda: server.log_count(r"\[Client \d+\] .* connected$") == len(socks),
+                   "every connection admitted")
+        self.assertEqual(child_pids(server.proc.pid), [])
+        parent = pss_bytes(server.proc.pid)
+        self.assertLess(parent, 32 * MIB)
+        # Uploads that did send bytes get processes, each small while it waits for more.
+        # (A hundred of them, so the pages of the binary are shared as in a busy server.)
+        busy = [connect_from(f"127.0.2.{n % 4 + 1}", server.port) for n in range(100)]
+        self.sockets += busy
+        for sock in busy:
+            sock.sendall(b"MUXUP/1 1000000 part\nxyz")
+        wait_until(lambda: len(child_pids(server.proc.pid)) == 100, "a hundred upload processes",
+                   timeout=30)
+        per_child = [pss_bytes(pid) for pid in child_pids(server.proc.pid)]
+        print(f"\n  {len(socks)} idle sockets: no process, parent PSS {parent} B; busy children "
+              f"PSS avg {sum(per_child) // len(per_child)} B max {max(per_child)} B",
+              file=sys.stderr)
+        self.assertLess(sum(per_child) // len(per_child), 300 * 1024)
+        honest = self.make_file("honest.bin", 1000)
+        code, out, err = self.upload(server, honest)
+        self.assertEqual(code, 0, err)
+
+    def test_max_clients_bounds_the_processes(self):
+        server = self.server("--max-clients", "5", "--max-per-address", "0")
+        socks = [connect_from("127.0.0.2", server.port) for _ in range(12)]
+        self.sockets += socks
+        for sock in socks:
+            sock.sendall(b"MUXUP/1 1000 x\nabc")
+        wait_until(lambda: len(child_pids(server.proc.pid)) == 5, "five upload processes")
+        time.sleep(0.3)  # a bound is checked by looking again a little later (not synchronisation)
+        self.assertEqual(len(child_pids(server.proc.pid)), 5)
 
     def test_kill_9_of_a_child_mid_upload_leaves_no_file(self):
         server = self.server()
