@@ -162,8 +162,10 @@ void UploadSender::check_progress() {
   }
   if (EventLoop::Clock::now() - last_progress_ < stall_timeout_) return;
   if (sending_) {
-    fail(fmt::format("{} took no data for {} s ({} of {} bytes sent); giving up", server_,
-                     stall_timeout_.count(), sent_, source_.size));
+    std::string sent = source_.size ? fmt::format("{} of {} bytes sent", sent_, *source_.size)
+                                    : fmt::format("{} bytes sent", sent_);
+    fail(fmt::format("{} took no data for {} s ({}); giving up", server_, stall_timeout_.count(),
+                     sent));
   } else {
     fail(fmt::format("no reply from {} within {} s", server_, stall_timeout_.count()));
   }
