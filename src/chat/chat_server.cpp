@@ -59,11 +59,13 @@ class ChatServer final : public MemberOwner {
   ChatServer(const ChatServerOptions& options, Logger& logger)
       : options_(options),
         logger_(logger),
+        tls_(make_server_tls(options.access)),
         context_(loop_, options.max_line, options.max_queue),
         room_(logger, options.max_line, client_limits(options)),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
         listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
                   admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
+    context_.stream_factory = stream_factory();
     if (options_.serve == ServeMode::fork) {
       // A child whose client has left exits within moments; until it is reaped its process still
       // counts here (newcomers past this wait in the backlog), but its client slot is free.
@@ -90,6 +92,15 @@ class ChatServer final : public MemberOwner {
         options_.line_rate, options_.line_burst, format_bytes(options_.byte_rate),
         format_bytes(options_.byte_burst), options_.command_rate, options_.command_burst,
         options_.flood_timeout_seconds);
+    if (tls_) {
+      logger_.info(
+          "TLS: {}{}", tls_->describe_certificate(),
+          options_.access.tls.client_ca_file.empty() ? "" : ", client certificates required");
+      // New connections get the reloaded certificate; open ones keep theirs.
+      loop_.on_signal(SIGHUP, [this] { reload_tls(); });
+    }
+    if (!options_.access.addresses.empty())
+      logger_.info("--allow/--deny: refusing other addresses");
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
     listener_.resume();
@@ -131,6 +142,21 @@ class ChatServer final : public MemberOwner {
     return by_fds;
   }
 
+  StreamFactory stream_factory() const {
+    if (!tls_) return nullptr;
+    return
+        [tls = tls_.get()](int fd) -> std::unique_ptr<ByteStream> { return tls->make_stream(fd); };
+  }
+
+  void reload_tls() {
+    std::string failure = tls_->reload();
+    if (failure.empty()) {
+      logger_.info("SIGHUP: TLS certificate reloaded: {}", tls_->describe_certificate());
+    } else {
+      logger_.info("SIGHUP: TLS reload failed, keeping the old certificate: {}", failure);
+    }
+  }
+
   AdmissionPolicy admission_policy() {
     AdmissionPolicy policy;
     policy.max_connections = static_cast<std::size_t>(max_clients_);
@@ -138,6 +164,7 @@ class ChatServer final : public MemberOwner {
     // A chat client at the cap is told so at once (`* server full`) rather than left hanging.
     policy.refuse_when_full = true;
     policy.refusal_message = refusal_line;
+    policy.allowed = make_address_check(options_.access);
     policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
     return policy;
   }
@@ -177,8 +204,9 @@ class ChatServer final : public MemberOwner {
       pid = children_->spawn(
           {client.fd.get(), child_end.get()},
           [&] {
+            // The TLS handshake happens here, in the child, never in the parent's loop.
             return serve_client_in_child(std::move(client.fd), std::move(child_end),
-                                         options_.max_line, options_.max_queue);
+                                         options_.max_line, options_.max_queue, stream_factory());
           },
           [this](pid_t child, int status) {
             if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
@@ -225,6 +253,7 @@ class ChatServer final : public MemberOwner {
 
   const ChatServerOptions& options_;
   Logger& logger_;
+  std::unique_ptr<TlsServerContext> tls_;  // null without --tls-cert
   EventLoop loop_;
   SessionContext context_;
   // Fork mode: coalesces each batch's deliveries to the children (outlives the members).

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "core/access_options.hpp"
 #include "core/common_options.hpp"
 
 namespace mux {
@@ -25,6 +26,7 @@ struct ChatServerOptions {
   std::uint64_t command_rate = 10;
   std::uint64_t command_burst = 50;
   std::uint64_t flood_timeout_seconds = 10;
+  ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
 };
 
 int run_chat_server(const ChatServerOptions& options);

@@ -397,7 +397,8 @@ Fd renumber_low(Fd fd) {
 
 }  // namespace
 
-int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue) {
+int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue,
+                          StreamFactory make_stream) {
   client = renumber_low(std::move(client));
   link = renumber_low(std::move(link));
   // Ctrl-C at a terminal signals the whole process group; the parent tells each child when to
@@ -406,6 +407,7 @@ int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t 
   ignore_sigpipe();
   EventLoop loop;
   SessionContext context(loop, max_line, max_queue);
+  context.stream_factory = std::move(make_stream);
   ChildRelay relay(context, std::move(client), std::move(link));
   loop.run();
   return 0;

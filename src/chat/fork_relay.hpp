@@ -118,6 +118,8 @@ class ChildLink final : public ChatMember {
 
 // The body of the child: serves `client` until it is gone, relaying over `link`. Returns the
 // child's exit status.
-int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue);
+// `make_stream` is the server's stream factory (TLS), null for plain TCP.
+int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue,
+                          StreamFactory make_stream = nullptr);
 
 }  // namespace mux

@@ -137,7 +137,9 @@ CommandLine::CommandLine()
       } else {
         option = sub->add_option(spec.names(), parser_->sinks.emplace_back(), spec.help);
         // As with getopt tools: a flag given twice takes the last value.
-        option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+        // Repeatable flags see every value through assign() (CLI11 validates each occurrence).
+        option->multi_option_policy(spec.repeatable ? CLI::MultiOptionPolicy::TakeAll
+                                                    : CLI::MultiOptionPolicy::TakeLast);
         option->transform(
             CLI::Validator([&spec](std::string& text) { return spec.assign(text); }, ""));
       }

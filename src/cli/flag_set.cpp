@@ -93,6 +93,14 @@ FlagSpec& FlagSet::add(const std::string& names, std::string help, std::string t
   return spec;
 }
 
+FlagSpec& FlagSet::repeated(const std::string& names, std::string help, std::string type_name,
+                           std::function<std::string(const std::string&)> add_one) {
+  FlagSpec& spec = add(names, std::move(help), std::move(type_name), ValueKind::text);
+  spec.repeatable = true;
+  spec.assign = std::move(add_one);
+  return spec;
+}
+
 FlagSpec& FlagSet::text(const std::string& names, std::string& value, std::string help,
                         std::string type_name, ValueKind kind) {
   FlagSpec& spec = add(names, std::move(help), std::move(type_name), kind);

@@ -42,6 +42,7 @@ struct FlagSpec {
   std::string limits_text;   // "1 to 1M": shown after the help text
   std::vector<std::string> choices;
   bool is_required = false;
+  bool repeatable = false;  // every occurrence is assigned, in order (--allow, --deny)
   std::string exclusive_group;  // at most one flag of a group may be given
   // Validates the text as typed and stores the value; returns the reason it was refused
   // (without the flag's name), or an empty string. Unset for a switch.
@@ -85,6 +86,10 @@ class FlagSet {
   FlagSpec& duration(const std::string& names, std::chrono::milliseconds& value, std::string help,
                      DurationBounds bounds);
   FlagSpec& switch_flag(const std::string& names, bool& value, std::string help);
+  // A flag that may be given many times (--allow CIDR --allow CIDR): `add_one` validates and
+  // keeps each value in the order typed, returning the reason it was refused or "".
+  FlagSpec& repeated(const std::string& names, std::string help, std::string type_name,
+                     std::function<std::string(const std::string&)> add_one);
   // One word out of `choices`, each mapped to a value of the enum; `what` names the kind of
   // word in the error ("a serving mode").
   template <typename Enum>

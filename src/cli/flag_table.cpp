@@ -1,5 +1,9 @@
 #include "cli/flag_table.hpp"
 
+#include <fmt/format.h>
+
+#include "core/cidr.hpp"
+
 namespace mux {
 namespace {
 
@@ -43,6 +47,32 @@ void add_client_flags(FlagSet& flags, CommonOptions& common) {
   add_verbosity_flags(flags, common, false);
 }
 
+// TLS, tokens and address filters: the same on both servers.
+void add_server_access_flags(FlagSet& flags, ServerAccessOptions& access) {
+  flags.text("--tls-cert", access.tls.cert_file,
+             "Serve TLS with this PEM certificate (then its chain); needs --tls-key", "FILE",
+             ValueKind::path);
+  flags.text("--tls-key", access.tls.key_file, "The PEM private key of --tls-cert (unencrypted)",
+             "FILE", ValueKind::path);
+  flags.text("--tls-client-ca", access.tls.client_ca_file,
+             "Require client certificates signed by a CA in this PEM file (mutual TLS)", "FILE",
+             ValueKind::path);
+  flags.repeated("--allow", "Accept clients only from this address range (repeatable)", "CIDR",
+                 [&access](const std::string& text) -> std::string {
+                   auto range = Cidr::parse(text);
+                   if (!range) return fmt::format("'{}' is not an address or CIDR range", text);
+                   access.addresses.allow(*range);
+                   return {};
+                 });
+  flags.repeated("--deny", "Refuse clients from this address range (repeatable; beats --allow)",
+                 "CIDR", [&access](const std::string& text) -> std::string {
+                   auto range = Cidr::parse(text);
+                   if (!range) return fmt::format("'{}' is not an address or CIDR range", text);
+                   access.addresses.deny(*range);
+                   return {};
+                 });
+}
+
 void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
   add_server_flags(flags, options.common, options.serve);
   flags.count("--max-clients", options.max_clients,
@@ -79,6 +109,7 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
   flags.count("--flood-timeout", options.flood_timeout_seconds,
               "Seconds a client may keep sending over its rates before it is disconnected",
               {1, 86'400}, "SECONDS");
+  add_server_access_flags(flags, options.access);
 }
 
 void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
@@ -110,6 +141,7 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
   flags.count("--idle-timeout", options.idle_timeout,
               "Seconds an upload may bring no data before it ends with ERR timeout; 0: never",
               {0, 86'400}, "SECONDS");
+  add_server_access_flags(flags, options.access);
 }
 
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {

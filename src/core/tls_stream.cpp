@@ -197,7 +197,11 @@ IoResult TlsStream::read(char* data, std::size_t size) {
     int ssl_error = SSL_get_error(ssl_.get(), ret);
     if (ssl_error == SSL_ERROR_ZERO_RETURN) {
       // close_notify (or a bare FIN: SSL_OP_IGNORE_UNEXPECTED_EOF): report what came first.
-      return total > 0 ? IoResult::moved(total) : IoResult::end();
+      // The end is kept for the next read, and has_buffered_input() says so: the socket will
+      // not become readable again for it (the close_notify was already read, maybe the FIN too).
+      if (total == 0) return IoResult::end();
+      deferred_failure_ = IoResult::end();
+      return IoResult::moved(total);
     }
     IoResult result = blocked_or_failed(ret, false);
     if (total == 0) return result;
@@ -297,7 +301,7 @@ IoResult TlsStream::shutdown_write() {
 }
 
 bool TlsStream::has_buffered_input() const {
-  return SSL_has_pending(ssl_.get()) == 1;
+  return deferred_failure_.has_value() || SSL_has_pending(ssl_.get()) == 1;
 }
 
 void TlsStream::release_buffers() {

@@ -79,7 +79,8 @@ class TlsStream final : public ByteStream {
   std::string peer_fingerprint_;
   std::string staging_;            // small chunks gathered into one record
   std::size_t pending_write_ = 0;  // length of a write OpenSSL must see again (would_block)
-  std::optional<IoResult> deferred_failure_;  // an error met after some bytes were already read
+  // The end or an error met after some bytes were already read: reported by the next read.
+  std::optional<IoResult> deferred_failure_;
   std::uint32_t wants_;
   bool handshake_done_ = false;
   bool close_notify_sent_ = false;

@@ -44,7 +44,9 @@ ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory*
                     : ChildSupervisor::default_max_children(kBytesPerUploadChild)),
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
-                [this](Admitted client) { admit(std::move(client)); }) {}
+                [this](Admitted client) { admit(std::move(client)); }) {
+  if (admission.on_sighup) loop_.on_signal(SIGHUP, admission.on_sighup);
+}
 
 void ForkingServer::run() {
   children_.on_reaped([this] {
@@ -187,6 +189,8 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   if (output_dir != nullptr) committer.emplace(loop, *output_dir);
   UploadContext context{loop,   logger,     output_dir, committer ? &*committer : nullptr,
                         limits, connections};
+  connections.stream_factory = limits.stream_factory;  // the TLS handshake runs here, in the child
+  UploadContext context{loop, logger, output_dir, limits, connections};
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;

@@ -25,6 +25,8 @@ SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDire
                 upload_admission_policy(admission, [this] { return !at_capacity(); }),
                 [this](Admitted accepted) { start_session(std::move(accepted)); }) {
   configure_for_uploads(connections_);
+  connections_.stream_factory = limits.stream_factory;
+  if (admission.on_sighup) loop_.on_signal(SIGHUP, admission.on_sighup);
 }
 
 void SingleLoopServer::run() {

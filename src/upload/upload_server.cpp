@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <optional>
 
 #include "core/logger.hpp"
@@ -21,6 +22,8 @@ int run_upload_server(const UploadServerOptions& options) {
   raise_fd_limit();
   std::optional<OutputDirectory> output_dir;
   if (!options.output_dir.empty()) output_dir.emplace(options.output_dir, options.sync);
+  // Certificate errors stop the start before the port is taken.
+  std::unique_ptr<TlsServerContext> tls = make_server_tls(options.access);
   Fd listener = listen_tcp(options.common.host, options.common.port);
   // Printed even with -q, and before the logger starts: scripts and tests read the port here.
   fmt::print("{} listening on {} (serve {})\n", log_timestamp(), local_address(listener.get()),
@@ -37,8 +40,27 @@ int run_upload_server(const UploadServerOptions& options) {
   }
   UploadLimits limits{options.max_size, options.min_free,
                       std::chrono::seconds{options.header_timeout},
-                      std::chrono::seconds{options.idle_timeout}};
-  UploadAdmission admission{options.max_clients, options.max_per_address};
+                      std::chrono::seconds{options.idle_timeout}, nullptr};
+  if (tls) {
+    logger.info("TLS: {}{}", tls->describe_certificate(),
+                options.access.tls.client_ca_file.empty() ? "" : ", client certificates required");
+    limits.stream_factory = [context = tls.get()](int fd) -> std::unique_ptr<ByteStream> {
+      return context->make_stream(fd);
+    };
+  }
+  UploadAdmission admission{options.max_clients, options.max_per_address,
+                            make_address_check(options.access), nullptr};
+  if (tls) {
+    // New connections get the reloaded certificate; open ones (and running children) keep theirs.
+    admission.on_sighup = [context = tls.get(), &logger] {
+      std::string failure = context->reload();
+      if (failure.empty()) {
+        logger.info("SIGHUP: TLS certificate reloaded: {}", context->describe_certificate());
+      } else {
+        logger.info("SIGHUP: TLS reload failed, keeping the old certificate: {}", failure);
+      }
+    };
+  }
   if (options.serve == ServeMode::fork) {
     ForkingServer(std::move(listener), logger, dir, limits, admission).run();
   } else {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/access_options.hpp"
 #include "core/common_options.hpp"
 #include "upload/upload_store.hpp"
 
@@ -20,6 +21,7 @@ struct UploadServerOptions {
   std::uint64_t max_per_address = 32;  // connections at once from one IP address; 0: no limit
   std::uint64_t header_timeout = 10;   // seconds from connecting to a complete header; 0: never
   std::uint64_t idle_timeout = 60;     // seconds without a byte before ERR timeout; 0: never
+  ServerAccessOptions access;          // --tls-*, --token-file, --allow, --deny
 };
 
 int run_upload_server(const UploadServerOptions& options);

@@ -39,6 +39,7 @@ AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room) {
   AdmissionPolicy policy = AdmissionPolicy::wait_for_room(std::move(has_room));
   policy.max_per_address = static_cast<std::size_t>(admission.max_per_address);
+  policy.allowed = admission.allowed;
   policy.refusal_message = [](Refusal refusal) {
     switch (refusal) {
       case Refusal::too_many_from_address:

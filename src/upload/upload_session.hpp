@@ -59,6 +59,9 @@ struct UploadLimits {
   std::chrono::milliseconds header_timeout{10'000};
   // --idle-timeout: an upload that brings no byte for this long ends with ERR timeout; 0: never.
   std::chrono::milliseconds idle_timeout{60'000};
+  // How each connection's bytes move: null is plain TCP, --tls-cert makes it TLS (the handshake
+  // runs inside the session's Connection, so in fork mode inside the child).
+  StreamFactory stream_factory{};
 };
 
 // What every session of one server (or of one fork-mode child) shares.
@@ -84,6 +87,8 @@ std::string header_timeout_reason(const UploadLimits& limits);
 struct UploadAdmission {
   std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
   std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
+  std::function<bool(const sockaddr*, socklen_t)> allowed{};  // --allow / --deny; null: everyone
+  std::function<void()> on_sighup{};  // reloads the TLS certificate; null: SIGHUP left alone
 };
 // Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no);
 // past --max-per-address they are accepted and read "ERR server busy: ...".

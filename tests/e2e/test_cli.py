@@ -16,11 +16,13 @@ FLAGS = {
     "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
-                                   "--command-rate", "--command-burst", "--flood-timeout"],
+                                   "--command-rate", "--command-burst", "--flood-timeout",
+                                   "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny"],
     "chat-client": COMMON_FLAGS + ["--nick"],
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
-                                     "--header-timeout", "--idle-timeout"],
+                                     "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
+                                     "--tls-client-ca", "--allow", "--deny"],
     "upload-client": COMMON_FLAGS + ["--file", "--name", "--timeout"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.

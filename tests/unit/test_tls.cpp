@@ -161,6 +161,25 @@ TEST_CASE("tls: handshake, data both ways, close_notify in each direction") {
   CHECK(last.status == IoResult::Status::end_of_stream);
 }
 
+TEST_CASE("tls: data and close_notify read together: the end is reported on the next read") {
+  TlsServerContext server_context(server_config());
+  TlsClientContext client_context(client_config(), "localhost");
+  TlsPair pair = connect_pair(server_context, client_context);
+  auto [server_done, client_done] = run_handshakes(*pair.server, *pair.client);
+  REQUIRE(server_done.ok());
+  REQUIRE(client_done.ok());
+  iovec chunk{const_cast<char*>("last bytes"), 10};
+  REQUIRE(pair.client->writev(&chunk, 1).bytes == 10);
+  REQUIRE(pair.client->shutdown_write().ok());
+  char buffer[100];
+  IoResult got = pair.server->read(buffer, sizeof buffer);
+  REQUIRE(got.ok());
+  CHECK(std::string(buffer, got.bytes) == "last bytes");
+  // The socket has nothing more to say (epoll stays silent): the stream must.
+  CHECK(pair.server->has_buffered_input());
+  CHECK(pair.server->read(buffer, sizeof buffer).status == IoResult::Status::end_of_stream);
+}
+
 TEST_CASE("tls: many small chunks and large ones through a tiny socket buffer arrive intact") {
   TlsServerContext server_context(server_config());
   TlsClientContext client_context(client_config(), "127.0.0.1");  // IP SAN checked
