@@ -190,7 +190,6 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   UploadContext context{loop,   logger,     output_dir, committer ? &*committer : nullptr,
                         limits, connections};
   connections.stream_factory = limits.stream_factory;  // the TLS handshake runs here, in the child
-  UploadContext context{loop, logger, output_dir, limits, connections};
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;
