@@ -56,6 +56,17 @@ void check_sanitizer(std::string_view raw, bool cut) {
   FUZZ_CHECK(relay.find('\n') == relay.size() - 1, printable(relay));
 }
 
+// The same sanitizer in its other uses: file names a peer chose, and fields in log lines.
+void check_other_styles(std::string_view raw) {
+  std::string name = mux::sanitized(raw, mux::kFileNameStyle);
+  FUZZ_CHECK(is_terminal_safe(name), printable(name));
+  FUZZ_CHECK(name.find('\t') == std::string::npos, printable(name));
+  FUZZ_CHECK(mux::sanitized(name, mux::kFileNameStyle) == name, printable(name));
+  std::string field = mux::log_field(raw, 40);
+  FUZZ_CHECK(is_terminal_safe(field), printable(field));
+  FUZZ_CHECK(field.size() <= 40 + 3, printable(field));
+}
+
 bool contains(std::string_view outer, std::string_view inner) {
   return inner.empty() || (inner.data() >= outer.data() &&
                            inner.data() + inner.size() <= outer.data() + outer.size());
@@ -137,6 +148,7 @@ void check_one_input(const std::uint8_t* data, std::size_t size) {
   bool cut = (input.take_byte() & 1u) != 0;
   std::string_view line = input.take_rest();
   check_sanitizer(line, cut);
+  check_other_styles(line);
   check_command(line);
   check_nick(line);
   // What the server actually does: parse the sanitized line.

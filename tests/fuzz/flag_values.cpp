@@ -111,7 +111,8 @@ void check_flag(const FlagCase& flag, std::string_view text) {
       fmt::format("{} {} -> {} {}", flag.subcommand, argv[2], status, printable(err.str()));
   if (status == -1) {
     FUZZ_CHECK(expected.has_value(), context);
-    FUZZ_CHECK(flag.read(command_line) == *expected, context);
+    FUZZ_CHECK(flag.read(command_line) == *expected,
+               fmt::format("{}: read {}, expected {}", context, flag.read(command_line), *expected));
     return;
   }
   FUZZ_CHECK(status == kExitUsage, context);
