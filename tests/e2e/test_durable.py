@@ -90,7 +90,8 @@ class StracedServer:
             ["strace", "-f", "-qq", "-s", "80", "-e", "trace=" + ",".join(syscalls),
              "-o", self.trace, muxtest.MUX, "upload-server", "--host", muxtest.HOST,
              "--port", "0", "--serve", serve, "--output-dir", out_dir, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=muxtest.env_for_ptrace())
         line = self.proc.stdout.readline().decode()
         match = re.search(r"listening on \S+:(\d+)", line)
         if not match:
@@ -209,7 +210,7 @@ class SingleLoopDurableTests(DurableTestBase):
         tmpdir = os.path.join(self.work, "tmp")
         os.mkdir(tmpdir)
         trace = os.path.join(self.work, "client.strace")
-        env = dict(os.environ, TMPDIR=tmpdir)
+        env = muxtest.env_for_ptrace(dict(os.environ, TMPDIR=tmpdir))
         # pv -L: 40 MiB at 20 MiB/s takes about 2 s, so the first progress line must show up
         # while pv is still feeding the pipe: the upload started before the input ended.
         pv = subprocess.Popen(["pv", "-q", "-L", "20m", source], stdout=subprocess.PIPE)

@@ -390,7 +390,9 @@ class ForkUploadLimits(UploadLimitsBase):
                    "every connection admitted")
         self.assertEqual(child_pids(server.proc.pid), [])
         parent = pss_bytes(server.proc.pid)
-        self.assertLess(parent, 32 * MIB)
+        sanitized = muxtest.built_with_sanitizers()  # ASan's allocator: memory says nothing of mux
+        if not sanitized:
+            self.assertLess(parent, 32 * MIB)
         # Uploads that did send bytes get processes, each small while it waits for more.
         # (A hundred of them, so the pages of the binary are shared as in a busy server.)
         busy = [connect_from(f"127.0.2.{n % 4 + 1}", server.port) for n in range(100)]
@@ -403,7 +405,8 @@ class ForkUploadLimits(UploadLimitsBase):
         print(f"\n  {len(socks)} idle sockets: no process, parent PSS {parent} B; busy children "
               f"PSS avg {sum(per_child) // len(per_child)} B max {max(per_child)} B",
               file=sys.stderr)
-        self.assertLess(sum(per_child) // len(per_child), 300 * 1024)
+        if not sanitized:
+            self.assertLess(sum(per_child) // len(per_child), 300 * 1024)
         honest = self.make_file("honest.bin", 1000)
         code, out, err = self.upload(server, honest)
         self.assertEqual(code, 0, err)
