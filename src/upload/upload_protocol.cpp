@@ -11,7 +11,9 @@ namespace mux {
 namespace {
 
 std::optional<std::uint64_t> parse_decimal(std::string_view text) {
-  if (text.empty() || text.size() > 20) return std::nullopt;
+  // No cap on the digit count: leading zeros are still a number ("007"), and the overflow check
+  // below refuses anything above 2^64-1 (the header line itself is bounded).
+  if (text.empty()) return std::nullopt;
   std::uint64_t value = 0;
   for (char c : text) {
     if (c < '0' || c > '9') return std::nullopt;
