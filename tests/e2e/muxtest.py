@@ -47,6 +47,7 @@ class Server:
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             cwd=cwd, env=env, preexec_fn=preexec_fn)
         self.stdout_lines = []
+        self.raw_stdout = []  # the same lines as bytes: proves no raw control byte reached the log
         self.stderr_lines = []
         self._cond = threading.Condition()
         self._readers = [
@@ -62,6 +63,8 @@ class Server:
     def _pump(self, stream, lines):
         for raw in iter(stream.readline, b""):
             with self._cond:
+                if lines is self.stdout_lines:
+                    self.raw_stdout.append(raw)
                 lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
                 self._cond.notify_all()
         with self._cond:

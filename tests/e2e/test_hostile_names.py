@@ -15,22 +15,6 @@ RAW_FORBIDDEN = [b"\x9b", b"\xc2\x9b", b"\xe2\x80\xae", b"\xe2\x80\x8b", b"\xff"
                  b"\x1b"]
 
 
-class RawLogServer(Server):
-    """A Server that also keeps its stdout as raw bytes."""
-
-    def __init__(self, *args, **kwargs):
-        self.raw_stdout = []
-        super().__init__(*args, **kwargs)
-
-    def _pump(self, stream, lines):
-        for raw in iter(stream.readline, b""):
-            with self._cond:
-                if lines is self.stdout_lines:
-                    self.raw_stdout.append(raw)
-                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
 
 
 def percent(raw):
@@ -44,7 +28,7 @@ class HostileNameCases:
     def test_hostile_names_are_saved_and_logged_sanitized(self):
         directory = tempfile.mkdtemp(prefix="mux-hostile-names-")
         self.addCleanup(shutil.rmtree, directory, True)
-        server = RawLogServer("upload-server", "--serve", self.MODE, "--output-dir", directory,
+        server = Server("upload-server", "--serve", self.MODE, "--output-dir", directory,
                               "-v")
         self.addCleanup(server.stop)
         names = {
