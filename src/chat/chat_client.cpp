@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -69,7 +68,8 @@ void write_stdout(std::string_view text) {
 class ChatClient {
  public:
   ChatClient(const ChatClientOptions& options, Fd socket)
-      : server_(format_endpoint(options.common.host, options.common.port)),
+      : server_(
+            format_endpoint(options.common.host, client_port(options.link, options.common.port))),
         socket_(std::move(socket)),
         writer_(loop_, socket_.get(), [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
@@ -256,13 +256,13 @@ class ChatClient {
 
 int run_chat_client(const ChatClientOptions& options) {
   ignore_sigpipe();
-  Fd socket = connect_tcp(options.common.host, options.common.port);
-  set_nodelay(socket.get());
+  ClientLink link = open_client_link(options.common.host,
+                                     client_port(options.link, options.common.port), options.link);
   if (options.common.verbose) {
-    fmt::print(stderr, "* connected to {} from {}\n", peer_address(socket.get()),
-               local_address(socket.get()));
+    fmt::print(stderr, "* connected to {} from {}\n", peer_address(link.socket.get()),
+               local_address(link.socket.get()));
   }
-  ChatClient client(options, std::move(socket));
+  ChatClient client(options, std::move(link.socket));
   return client.run();
 }
 

@@ -3,13 +3,15 @@
 
 #include <string>
 
+#include "core/client_link.hpp"
 #include "core/common_options.hpp"
 
 namespace mux {
 
 struct ChatClientOptions {
   CommonOptions common;
-  std::string nick;  // empty: keep the server's default name
+  ClientLinkOptions link;  // connect timeout, TLS, token
+  std::string nick;        // empty: keep the server's default name
 };
 
 int run_chat_client(const ChatClientOptions& options);

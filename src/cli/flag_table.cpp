@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/cidr.hpp"
+#include "core/net.hpp"
 
 namespace mux {
 namespace {
@@ -40,10 +41,25 @@ void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve) {
                "a serving mode", {{"single", ServeMode::single}, {"fork", ServeMode::fork}});
 }
 
-void add_client_flags(FlagSet& flags, CommonOptions& common) {
-  flags.text("--host", common.host, "Server to connect to (a name, an IPv4 or an IPv6 address)",
-             "HOST", ValueKind::host);
+void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link) {
+  FlagSpec& host = flags.text(
+      "--host", common.host,
+      "Server to connect to: a name, an IPv4 or IPv6 address, HOST:PORT, [IPv6] or [IPv6]:PORT "
+      "(a port here wins over --port)",
+      "HOST", ValueKind::host);
+  host.assign = [&common, &link](const std::string& text) -> std::string {
+    std::string why;
+    std::optional<HostAndPort> parsed = split_host_port(text, why);
+    if (!parsed) return fmt::format("'{}': {}", text, why);
+    common.host = parsed->host;
+    link.port_in_host = parsed->port;
+    return {};
+  };
   flags.port("--port", common.port, "Server's TCP port");
+  flags.duration("--connect-timeout", link.connect_timeout,
+                 "Give up when the server has not accepted the connection (and finished the TLS "
+                 "handshake) within this long",
+                 {std::chrono::milliseconds{100}, std::chrono::hours{1}});
   add_verbosity_flags(flags, common, false);
 }
 
@@ -113,7 +129,7 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
 }
 
 void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
-  add_client_flags(flags, options.common);
+  add_client_flags(flags, options.common, options.link);
   flags.text("--nick", options.nick, "Name to take right after connecting (sends /nick NAME)",
              "NAME");
 }
@@ -147,7 +163,7 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
   flags.text("--file", options.file, "File to send; - reads stdin", "PATH", ValueKind::path)
       .required();
-  add_client_flags(flags, options.common);
+  add_client_flags(flags, options.common, options.link);
   flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
              "NAME");
   flags.count("--timeout", options.timeout,

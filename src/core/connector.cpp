@@ -23,9 +23,12 @@ Connector::Connector(EventLoop& loop, const std::string& host, std::uint16_t por
     finish_later(Fd(), error.what());
     return;
   }
-  timer_ = loop_.add_timer(timeout, [this] {
+  timer_ = loop_.add_timer(timeout, [this, timeout] {
     timer_ = 0;
-    finish(Fd(), fmt::format("connect to {}: timed out", endpoint_));
+    // An unanswered SYN says nothing more than this: no refusal, no route error, just silence.
+    std::string waited = timeout.count() % 1000 == 0 ? fmt::format("{} s", timeout.count() / 1000)
+                                                     : fmt::format("{} ms", timeout.count());
+    finish(Fd(), fmt::format("connect to {}: timed out after {}", endpoint_, waited));
   });
   try_next();
 }
@@ -94,6 +97,20 @@ void Connector::finish_later(Fd socket, std::string error) {
     if (Connector* connector = *token)
       connector->finish(std::move(*shared_socket), std::move(error));
   });
+}
+
+Fd connect_within(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
+  EventLoop loop;
+  Fd connected;
+  std::string failure;
+  Connector connector(loop, host, port, timeout, [&](Fd socket, std::string error) {
+    connected = std::move(socket);
+    failure = std::move(error);
+    loop.stop();
+  });
+  loop.run();
+  if (!connected) throw std::runtime_error(failure);
+  return connected;
 }
 
 }  // namespace mux

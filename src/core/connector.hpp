@@ -52,4 +52,9 @@ class Connector {
   std::shared_ptr<Connector*> self_;
 };
 
+// For clients that have nothing else to do until they are connected (chat-client, upload-client):
+// runs a Connector in a loop of its own. Returns the connected non-blocking socket, or throws
+// std::runtime_error naming the address ("connect to 127.0.0.1:5000: timed out after 10 s").
+Fd connect_within(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
+
 }  // namespace mux

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -51,6 +52,64 @@ AddrinfoList resolve(const std::string& host, std::uint16_t port, bool passive) 
 std::string format_endpoint(const std::string& host, std::uint16_t port) {
   if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
   return fmt::format("{}:{}", host, port);
+}
+
+namespace {
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  std::uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (value > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
+}  // namespace
+
+std::optional<HostAndPort> split_host_port(const std::string& text, std::string& why) {
+  if (text.empty()) {
+    why = "an empty host";
+    return std::nullopt;
+  }
+  std::string_view rest = text;
+  HostAndPort result;
+  if (rest.front() == '[') {
+    std::size_t close = rest.find(']');
+    if (close == std::string_view::npos || close == 1) {
+      why = "expected [IPv6 address] or [IPv6 address]:PORT";
+      return std::nullopt;
+    }
+    result.host = std::string(rest.substr(1, close - 1));
+    rest.remove_prefix(close + 1);
+    if (rest.empty()) return result;
+    if (rest.front() != ':') {
+      why = "expected :PORT after ]";
+      return std::nullopt;
+    }
+    rest.remove_prefix(1);
+  } else {
+    std::size_t colon = rest.find(':');
+    // Two colons or more without brackets: a bare IPv6 address, no port.
+    if (colon == std::string_view::npos || rest.find(':', colon + 1) != std::string_view::npos) {
+      result.host = text;
+      return result;
+    }
+    result.host = std::string(rest.substr(0, colon));
+    rest.remove_prefix(colon + 1);
+    if (result.host.empty()) {
+      why = "no host before :PORT";
+      return std::nullopt;
+    }
+  }
+  result.port = parse_port(rest);
+  if (!result.port) {
+    why = fmt::format("'{}' is not a port number (0-65535)", rest);
+    return std::nullopt;
+  }
+  return result;
 }
 
 std::string format_address(const sockaddr* address, socklen_t length) {

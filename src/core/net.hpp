@@ -20,6 +20,15 @@ std::string format_address(const sockaddr* address, socklen_t length);
 std::string local_address(int fd);
 std::string peer_address(int fd);
 
+// What a client's --host may say: "HOST", "HOST:PORT", "::1" (a bare IPv6 address), "[::1]" or
+// "[::1]:PORT", as ssh and curl users type them. nullopt for a malformed one ("[::1", "host:",
+// "host:99999", "[::1]x"), with `why` saying what is wrong.
+struct HostAndPort {
+  std::string host;
+  std::optional<std::uint16_t> port;
+};
+std::optional<HostAndPort> split_host_port(const std::string& text, std::string& why);
+
 // Binds and listens on the first address `host` resolves to. Port 0 picks a free port.
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
 // Connects (blocking, trying each resolved address) and returns a non-blocking socket.

@@ -22,8 +22,10 @@ int run_upload_client(const UploadClientOptions& options) {
   std::string name = options.name.empty() ? source.default_name : options.name;
   std::string header = format_header_line(source.size, name);
   std::optional<std::uint64_t> size = source.size;
-  Fd socket = connect_tcp(options.common.host, options.common.port);
-  std::string server = format_endpoint(options.common.host, options.common.port);
+  ClientLink link = open_client_link(options.common.host,
+                                     client_port(options.link, options.common.port), options.link);
+  Fd socket = std::move(link.socket);
+  std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
     std::string amount = size ? fmt::format("{} bytes", *size) : "a stream of unknown length";

@@ -4,14 +4,16 @@
 #include <cstdint>
 #include <string>
 
+#include "core/client_link.hpp"
 #include "core/common_options.hpp"
 
 namespace mux {
 
 struct UploadClientOptions {
   CommonOptions common;
-  std::string file;  // "-" reads stdin
-  std::string name;  // empty: the file's basename
+  ClientLinkOptions link;  // connect timeout, TLS, token
+  std::string file;        // "-" reads stdin
+  std::string name;        // empty: the file's basename
   std::uint64_t timeout =
       30;  // seconds without progress (sending, or awaiting the reply); 0: never
 };

@@ -12,18 +12,20 @@ import muxtest
 SUBCOMMANDS = ["chat-server", "chat-client", "upload-server", "upload-client"]
 SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
+# How both clients reach their server (core/client_link.hpp).
+CLIENT_LINK_FLAGS = ["--connect-timeout"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout",
                                    "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny"],
-    "chat-client": COMMON_FLAGS + ["--nick"],
+    "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick"],
     "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
                                      "--tls-client-ca", "--allow", "--deny"],
-    "upload-client": COMMON_FLAGS + ["--file", "--name", "--timeout"],
+    "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.
 REQUIRED_ARGS = {"upload-client": ["--file", "/dev/null"]}

@@ -1,0 +1,38 @@
+#include "core/client_link.hpp"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "core/connector.hpp"
+#include "core/net.hpp"
+
+namespace mux {
+
+std::uint16_t client_port(const ClientLinkOptions& options, std::uint16_t port) {
+  return options.port_in_host.value_or(port);
+}
+
+ClientLink open_client_link(const std::string& host, std::uint16_t port,
+                            const ClientLinkOptions& options) {
+  // The TLS files are read before connecting: a typo must not cost the server a connection.
+  std::unique_ptr<TlsClientContext> tls;
+  if (options.wants_tls()) tls = std::make_unique<TlsClientContext>(options.tls_config, host);
+  ClientLink link;
+  link.server = format_endpoint(host, port);
+  link.socket = connect_within(host, port, options.connect_timeout);
+  set_nodelay(link.socket.get());
+  if (!tls) {
+    link.stream = make_plain_stream(link.socket.get());
+    return link;
+  }
+  std::unique_ptr<TlsStream> stream = tls->make_stream(link.socket.get());
+  IoResult result = complete_handshake(*stream, options.connect_timeout);
+  if (!result.ok())
+    throw std::runtime_error(fmt::format("TLS with {}: {}", link.server, result.describe()));
+  link.session = stream->describe_session();
+  link.stream = std::move(stream);
+  return link;
+}
+
+}  // namespace mux
