@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -35,7 +36,8 @@ constexpr std::size_t kMaxUnsent = 1 << 20;
 // Like the server: a line the server left unterminated is shown once it has been quiet this long.
 constexpr std::chrono::milliseconds kQuietTime{100};
 // After sending everything and half-closing, how long to wait for the server to close its side.
-constexpr std::chrono::milliseconds kCloseWait{1000};
+// Its close is the proof that it read everything we sent: without it, delivery is unconfirmed.
+constexpr std::chrono::milliseconds kCloseWait{3000};
 constexpr const char* kPrompt = "> ";
 
 enum class InputKind {
@@ -93,10 +95,7 @@ class ChatClient {
     resume_input();
     loop_.run();
     editor_.reset();  // give the terminal back before any last words on stderr
-    if (!farewell_.empty()) fmt::print(stderr, "{}\n", farewell_);
-    if (error_ != 0)
-      throw std::system_error(error_, std::generic_category(),
-                              fmt::format("connection to {}", server_));
+    if (!failure_.empty()) throw std::runtime_error(failure_);
     return status_;
   }
 
@@ -118,13 +117,25 @@ class ChatClient {
     incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
     flush_shown();
     if (n < 0) return connection_failed(errno);
-    // Closing after our own half-close is the normal end; before it, the server hung up on us.
-    if (half_closed_) return finish(0);
-    farewell_ = "* connection closed by server";
-    finish(1);
+    server_closed();
+  }
+
+  // The server's orderly close. Only after our own half-close, with no notice that it ended the
+  // session, does it prove the server read every line we sent (it reads to our end of input
+  // before closing; a server that drops unread bytes resets the connection instead).
+  void server_closed() {
+    if (end_reason_) return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
+    if (!half_closed_) {
+      return fail(fmt::format("connection to {} closed by the server{}", server_,
+                              input_done_ ? " before all input was sent" : ""));
+    }
+    finish(0);
   }
 
   void show(std::string_view line, bool cut) {
+    if (!end_reason_) {
+      if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
+    }
     // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
     chat::append_sanitized(shown_, line, cut);
     shown_ += '\n';
@@ -150,10 +161,13 @@ class ChatClient {
     });
   }
 
+  // A reset or a failed write: bytes we sent may have been thrown away unread (a server that
+  // closes with input pending resets), so this is a failure even after our half-close.
   void connection_failed(int error) {
-    if (half_closed_) return finish(0);  // everything was sent; a reset now loses nothing of ours
-    error_ = error;
-    finish(1);
+    if (loop_.stopping()) return;
+    std::string what = fmt::format("connection to {}: {}", server_, std::strerror(error));
+    if (end_reason_) what += fmt::format(" (the server ended the session: {})", *end_reason_);
+    fail(std::move(what));
   }
 
   // --- stdin ---
@@ -216,9 +230,14 @@ class ChatClient {
     loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
     writer_.when_drained([this] {
       if (loop_.stopping()) return;
-      ::shutdown(socket_.get(), SHUT_WR);
+      if (::shutdown(socket_.get(), SHUT_WR) < 0) return connection_failed(errno);
       half_closed_ = true;
-      loop_.add_timer(kCloseWait, [this] { finish(0); });
+      loop_.add_timer(kCloseWait, [this] {
+        fail(
+            fmt::format("{} did not close the connection within {} s of the end of input, so "
+                        "delivery of the last lines is unconfirmed",
+                        server_, kCloseWait.count() / 1000));
+      });
     });
   }
 
@@ -230,6 +249,14 @@ class ChatClient {
   void finish(int status) {
     status_ = status;
     loop_.stop();
+  }
+
+  // Ends the run with status 1 and `why` as the one `mux: error:` line, printed once the
+  // terminal is restored.
+  void fail(std::string why) {
+    if (loop_.stopping()) return;
+    failure_ = std::move(why);
+    finish(1);
   }
 
   EventLoop loop_;
@@ -248,8 +275,8 @@ class ChatClient {
   bool input_done_ = false;
   bool half_closed_ = false;
   int status_ = 0;
-  std::string farewell_;
-  int error_ = 0;  // errno of a failed connection, reported once the terminal is restored
+  std::optional<std::string> end_reason_;  // a notice said the server ended the session
+  std::string failure_;                    // why the run failed, for the error line
 };
 
 }  // namespace

@@ -140,5 +140,27 @@ std::string shutting_down() {
   return "* server shutting down\n";
 }
 
+std::optional<std::string_view> session_end_reason(std::string_view line) {
+  // Whole lines, or a fixed start followed by ": " and details; never a bare prefix, so that
+  // "* server fullness left" (a member's nick) is not taken for a refusal. The refusals a
+  // listener sends are written in chat_server.cpp.
+  static constexpr std::string_view kWholeLines[] = {
+      "* server full",
+      "* not allowed",
+      "* server shutting down",
+      "* this is a chat server, not an upload server: upload refused",
+  };
+  static constexpr std::string_view kStarts[] = {"* server full: ", "* excess flood: "};
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  for (std::string_view whole : kWholeLines) {
+    if (line == whole) return line.substr(2);
+  }
+  for (std::string_view start : kStarts) {
+    if (line.starts_with(start)) return line.substr(2);
+  }
+  return std::nullopt;
+}
+
 }  // namespace notice
 }  // namespace mux::chat

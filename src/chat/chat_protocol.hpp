@@ -73,6 +73,12 @@ std::string not_an_upload_server();
 std::string line_cut(std::size_t max_line);
 std::string server_full();
 std::string shutting_down();
+
+// The reason in a notice after which a mux server ends the session ("server full", "excess
+// flood: ...", "server shutting down"), without the leading "* " and the newline; nullopt for
+// any other line. The chat client exits 1 with it: lines it sent may not have reached the room.
+// Only the server writes lines starting "* " (a relay starts "["), so no member can fake one.
+std::optional<std::string_view> session_end_reason(std::string_view line);
 }  // namespace notice
 
 }  // namespace mux::chat

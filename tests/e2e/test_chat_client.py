@@ -196,7 +196,8 @@ class AgainstMuxServer(unittest.TestCase):
         out, err = client.communicate(timeout=TIMEOUT)
         self.assertEqual(client.returncode, 1)
         self.assertTrue(out.endswith(b"* server shutting down\n"), out)
-        self.assertEqual(err, b"* connection closed by server\n")
+        self.assertEqual(err, f"mux: error: 127.0.0.1:{self.server.port} ended the session: "
+                              "server shutting down\n".encode())
 
     def _tmpdir(self):
         import tempfile
@@ -231,7 +232,7 @@ class AgainstOtherServers(unittest.TestCase):
             err = PipeReader(client.stderr).rest()
         self.assertEqual(client.wait(TIMEOUT), 1)
         self.assertEqual(out, "^[[2J^[]0;owned^Gtitle\n\ufffd\ufffd^@end\nno newline\n\n".encode())
-        self.assertEqual(err, b"* connection closed by server\n")
+        self.assertEqual(err, f"mux: error: connection to 127.0.0.1:{port} closed by the server\n".encode())
 
     def test_works_against_ncat_chat(self):
         ncat = shutil.which("ncat")

@@ -132,3 +132,24 @@ TEST_CASE("notices have the documented text") {
   CHECK(notice::server_full() == "* server full\n");
   CHECK(notice::shutting_down() == "* server shutting down\n");
 }
+
+TEST_CASE("the notices that end a session are told apart from every other line") {
+  namespace notice = mux::chat::notice;
+  using std::optional, std::string_view;
+  CHECK(notice::session_end_reason(notice::server_full()) == optional<string_view>("server full"));
+  CHECK(notice::session_end_reason("* server full: too many connections from your address\n") ==
+        optional<string_view>("server full: too many connections from your address"));
+  CHECK(notice::session_end_reason("* not allowed\r\n") == optional<string_view>("not allowed"));
+  CHECK(notice::session_end_reason(notice::excess_flood(3)) ==
+        optional<string_view>("excess flood: too fast for 3 s, disconnected"));
+  CHECK(notice::session_end_reason(notice::not_an_upload_server()).has_value());
+  CHECK(notice::session_end_reason(notice::shutting_down()) ==
+        optional<string_view>("server shutting down"));
+  // Everything else a server says leaves the session running.
+  CHECK_FALSE(notice::session_end_reason(notice::welcome("Client 2")).has_value());
+  CHECK_FALSE(notice::session_end_reason(notice::slow_down(10, 1024)).has_value());
+  CHECK_FALSE(notice::session_end_reason(notice::commands_ignored(5)).has_value());
+  CHECK_FALSE(notice::session_end_reason(notice::left("server fullness", false)).has_value());
+  CHECK_FALSE(notice::session_end_reason(notice::relay("Client 1", "* server full")).has_value());
+  CHECK_FALSE(notice::session_end_reason("").has_value());
+}
