@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -20,6 +21,7 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/line_editor.hpp"
+#include "chat/room_roster.hpp"
 #include "core/event_loop.hpp"
 #include "core/line_framer.hpp"
 #include "core/net.hpp"
@@ -75,7 +77,8 @@ class ChatClient {
         socket_(std::move(socket)),
         writer_(loop_, socket_.get(), [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
-        kind_(input_kind()) {
+        kind_(input_kind()),
+        timestamps_(options.timestamps) {
     if (!options.nick.empty()) writer_.send(fmt::format("/nick {}\n", options.nick));
   }
 
@@ -88,6 +91,8 @@ class ChatClient {
         if (line) return typed_line(*line);
         end_of_input();
       });
+      editor_->set_completer(
+          [this](std::string_view before_cursor) { return roster_.complete(before_cursor); });
       loop_.on_signal(SIGWINCH, [this] {
         if (editor_) editor_->resize();
       });
@@ -136,9 +141,43 @@ class ChatClient {
     if (!end_reason_) {
       if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
     }
+    append_timestamp();
     // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
+    std::size_t start = shown_.size();
     chat::append_sanitized(shown_, line, cut);
+    if (kind_ == InputKind::terminal) roster_.observe(std::string_view(shown_).substr(start));
     shown_ += '\n';
+  }
+
+  // --timestamps: the local time a line was shown, "HH:MM:SS ".
+  void append_timestamp() {
+    if (!timestamps_) return;
+    std::time_t now = std::time(nullptr);
+    std::tm local{};
+    if (::localtime_r(&now, &local) == nullptr) return;
+    char stamp[16];
+    std::size_t length = std::strftime(stamp, sizeof stamp, "%H:%M:%S ", &local);
+    shown_.append(stamp, length);
+  }
+
+  // On a terminal the editor took the sent line off the screen: show it as the room sees it,
+  // "[NICK]: text" (the nick from the welcome, "you" until then); a command as typed.
+  void show_own_line(std::string_view line) {
+    if (!editor_ || line.empty()) return;
+    append_timestamp();
+    if (line.starts_with("/") && !line.starts_with("//")) {
+      shown_ += kPrompt;
+      chat::append_sanitized(shown_, line);
+    } else {
+      if (line.starts_with("//")) line.remove_prefix(1);  // the server strips the escape too
+      const std::string& nick = roster_.own_nick();
+      shown_ += '[';
+      shown_ += nick.empty() ? std::string_view("you") : std::string_view(nick);
+      shown_ += "]: ";
+      chat::append_sanitized(shown_, line);
+    }
+    shown_ += '\n';
+    flush_shown();
   }
 
   void flush_shown() {
@@ -220,6 +259,7 @@ class ChatClient {
     std::string message(line);
     message += '\n';
     writer_.send(make_block(std::move(message)));
+    show_own_line(line);
   }
 
   // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
@@ -269,6 +309,8 @@ class ChatClient {
   std::string shown_;
   std::unique_ptr<LineEditor> editor_;
   InputKind kind_;
+  bool timestamps_;
+  chat::RoomRoster roster_;  // on a terminal: our nick and who is here, for Tab
   EventLoop::TimerId quiet_timer_ = 0;
   EventLoop::TimerId pump_timer_ = 0;
   bool input_watched_ = false;

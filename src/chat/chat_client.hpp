@@ -10,8 +10,9 @@ namespace mux {
 
 struct ChatClientOptions {
   CommonOptions common;
-  ClientLinkOptions link;  // connect timeout, TLS, token
-  std::string nick;        // empty: keep the server's default name
+  ClientLinkOptions link;   // connect timeout, TLS, token
+  std::string nick;         // empty: keep the server's default name
+  bool timestamps = false;  // prefix received lines with the local time, HH:MM:SS
 };
 
 int run_chat_client(const ChatClientOptions& options);

@@ -3,10 +3,12 @@
 #include <langinfo.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <clocale>
 #include <cstdio>
 #include <cstring>
+#include <cwctype>
 #include <stdexcept>
 #include <utility>
 
@@ -17,6 +19,20 @@ namespace {
 
 constexpr int kHistorySize = 1000;
 constexpr wchar_t kReplacementChar = 0xFFFD;
+
+// Characters a paste may insert directly: anything a key would insert as itself in emacs mode.
+bool is_plain_text(wchar_t c) {
+  if (c < 0x20 || c == 0x7F || (c >= 0x80 && c < 0xA0)) return false;
+  return std::iswprint(static_cast<wint_t>(c)) != 0;
+}
+
+std::size_t utf8_characters(std::string_view text) {
+  std::size_t count = 0;
+  for (char c : text) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++count;
+  }
+  return count;
+}
 
 void write_all(std::string_view text) {
   while (!text.empty()) {
@@ -54,6 +70,10 @@ LineEditor::LineEditor(std::string prompt, LineHandler on_line)
   ::el_set(editor, EL_HIST, ::history, history_.get());
   ::el_set(editor, EL_SIGNAL, 0);  // signals come through the client's event loop
   ::el_set(editor, EL_GETCFN, &LineEditor::next_char_of);
+  // Before ~/.editrc, so a user's own binding of Tab wins.
+  ::el_set(editor, EL_ADDFN, "mux-complete-nick", "Complete the nick before the cursor",
+           &LineEditor::complete_of);
+  ::el_set(editor, EL_BIND, "^I", "mux-complete-nick", nullptr);
   ::el_source(editor, nullptr);        // ~/.editrc: the user's own bindings (vi mode, ...)
   ::el_set(editor, EL_UNBUFFERED, 1);  // raw mode, prompt shown, one key per el_gets
 }
@@ -119,7 +139,11 @@ int LineEditor::next_char(wchar_t* out) {
 void LineEditor::read_input() {
   if (finished_) return;
   if (!fill()) return end_of_input();
+  int undrawn_from = -1;  // text went in without a redraw: the drawn cursor's rows above
   while (!finished_ && pending_at_ < pending_.size()) {
+    if (insert_printable_run(undrawn_from)) continue;
+    // Any other key goes through libedit, which draws only what changed since its last redraw.
+    if (undrawn_from >= 0) redraw_from(std::exchange(undrawn_from, -1));
     int count = 0;
     const char* text = ::el_gets(editor_.get(), &count);
     if (input_ended_) return end_of_input();
@@ -129,9 +153,85 @@ void LineEditor::read_input() {
     if (line.back() != '\n' && line.back() != '\r') continue;
     std::string typed(line.substr(0, line.size() - 1));
     if (!typed.empty()) ::history(history_.get(), &event_, H_ENTER, typed.c_str());
+    erase_sent_line();
     restart_line();
     on_line_(std::move(typed));  // last: the handler may destroy this editor
   }
+  if (undrawn_from >= 0 && !finished_) redraw_from(undrawn_from);
+}
+
+bool LineEditor::insert_printable_run(int& drawn_rows_above) {
+  // In vi mode a printable key may be a command: every key goes through libedit there.
+  const char* mode = nullptr;
+  if (::el_get(editor_.get(), EL_EDITOR, &mode) != 0 || mode == nullptr ||
+      std::strcmp(mode, "emacs") != 0)
+    return false;
+  std::wstring run;
+  std::mbstate_t state = decode_state_;
+  std::size_t at = pending_at_;
+  while (at < pending_.size()) {
+    wchar_t c = 0;
+    std::size_t used = std::mbrtowc(&c, pending_.data() + at, pending_.size() - at, &state);
+    // Split, invalid or NUL: next_char() deals with those, one at a time.
+    if (used == 0 || used > pending_.size() - at || !is_plain_text(c)) break;
+    run.push_back(c);
+    at += used;
+  }
+  if (run.empty()) return false;
+  int rows = rows_above_cursor();
+  // -1: longer than libedit will hold; then key by key, as before, and libedit decides.
+  if (::el_winsertstr(editor_.get(), run.c_str()) != 0) return false;
+  if (drawn_rows_above < 0) drawn_rows_above = rows;
+  pending_at_ = at;
+  decode_state_ = state;
+  return true;
+}
+
+void LineEditor::redraw_from(int rows_above) {
+  // EL_REFRESH draws prompt and line from scratch where it believes the line starts: move there
+  // and clear what was drawn before.
+  std::string out = "\r";
+  if (rows_above > 0) out += fmt::format("\x1b[{}A", rows_above);
+  out += "\x1b[J";
+  write_all(out);
+  ::el_set(editor_.get(), EL_REFRESH);
+}
+
+void LineEditor::erase_sent_line() {
+  // libedit has moved below the line just entered: take it (and its prompt) off the screen; the
+  // owner shows what was sent as the room sees it.
+  const LineInfoW* line = ::el_wline(editor_.get());
+  const wchar_t* end = line->lastchar;
+  while (end > line->buffer && (end[-1] == L'\n' || end[-1] == L'\r'))
+    --end;
+  int width = static_cast<int>(prompt_.size()) + cells(line->buffer, end);
+  int rows = columns() > 0 ? width / columns() + 1 : 1;
+  write_all(fmt::format("\x1b[{}A\r\x1b[J", rows));
+}
+
+unsigned char LineEditor::complete_of(EditLine* editor, int /*key*/) {
+  return owner_of(editor).complete();
+}
+
+unsigned char LineEditor::complete() {
+  if (!completer_) return CC_ERROR;
+  const LineInfo* line = ::el_line(editor_.get());
+  std::string_view before(line->buffer, static_cast<std::size_t>(line->cursor - line->buffer));
+  chat::Completion completion = completer_(before);
+  if (completion.insert.empty() && completion.choices.empty()) return CC_ERROR;  // a beep
+  if (!completion.choices.empty()) {
+    std::string listing;
+    for (const std::string& choice : completion.choices)
+      listing += fmt::format("{}{}", listing.empty() ? "" : "  ", choice);
+    print_above(listing + "\n");
+    return CC_NORM;  // print_above has drawn the line again
+  }
+  std::size_t replace = std::min(completion.replace_bytes, before.size());
+  if (replace > 0)
+    ::el_deletestr(editor_.get(),
+                   static_cast<int>(utf8_characters(before.substr(before.size() - replace))));
+  if (::el_insertstr(editor_.get(), completion.insert.c_str()) != 0) return CC_ERROR;
+  return CC_REFRESH;
 }
 
 void LineEditor::end_of_input() {
@@ -146,16 +246,26 @@ void LineEditor::restart_line() {
   ::el_set(editor_.get(), EL_UNBUFFERED, 1);
 }
 
-int LineEditor::rows_above_cursor() const {
+int LineEditor::columns() const {
   int columns = 0;
   if (::el_get(editor_.get(), EL_GETTC, "co", &columns, nullptr) != 0 || columns <= 0) return 0;
-  const LineInfoW* line = ::el_wline(editor_.get());
-  int width = static_cast<int>(prompt_.size());
-  for (const wchar_t* c = line->buffer; c < line->cursor; ++c) {
+  return columns;
+}
+
+int LineEditor::cells(const wchar_t* begin, const wchar_t* end) const {
+  int width = 0;
+  for (const wchar_t* c = begin; c < end; ++c) {
     int cells = ::wcwidth(*c);
     width += cells < 0 ? 2 : cells;  // libedit shows control characters as ^X
   }
-  return width / columns;
+  return width;
+}
+
+int LineEditor::rows_above_cursor() const {
+  int columns = this->columns();
+  if (columns <= 0) return 0;
+  const LineInfoW* line = ::el_wline(editor_.get());
+  return (static_cast<int>(prompt_.size()) + cells(line->buffer, line->cursor)) / columns;
 }
 
 void LineEditor::print_above(std::string_view text) {
@@ -169,8 +279,12 @@ void LineEditor::print_above(std::string_view text) {
 }
 
 void LineEditor::resize() {
+  // EL_REFRESH draws from where the line starts without clearing: clear first, or every resize
+  // leaves another copy of prompt and draft. Rows are counted at the old width, as drawn (a
+  // terminal that re-wraps lines on resize may keep a stray row; one that does not, none).
+  int rows = rows_above_cursor();
   ::el_resize(editor_.get());
-  ::el_set(editor_.get(), EL_REFRESH);
+  redraw_from(rows);
 }
 
 }  // namespace mux

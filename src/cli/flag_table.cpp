@@ -132,6 +132,8 @@ void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
   add_client_flags(flags, options.common, options.link);
   flags.text("--nick", options.nick, "Name to take right after connecting (sends /nick NAME)",
              "NAME");
+  flags.switch_flag("--timestamps", options.timestamps,
+                    "Prefix each line shown with the local time (HH:MM:SS)");
 }
 
 void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
