@@ -22,6 +22,7 @@
 #include "chat/chat_protocol.hpp"
 #include "chat/line_editor.hpp"
 #include "chat/room_roster.hpp"
+#include "core/byte_stream.hpp"
 #include "core/event_loop.hpp"
 #include "core/line_framer.hpp"
 #include "core/net.hpp"
@@ -71,11 +72,11 @@ void write_stdout(std::string_view text) {
 // One chat client: the server connection, stdin, and the screen, in one event loop.
 class ChatClient {
  public:
-  ChatClient(const ChatClientOptions& options, Fd socket)
-      : server_(
-            format_endpoint(options.common.host, client_port(options.link, options.common.port))),
-        socket_(std::move(socket)),
-        writer_(loop_, socket_.get(), [this](int error) { connection_failed(error); }),
+  ChatClient(const ChatClientOptions& options, ClientLink link)
+      : server_(std::move(link.server)),
+        socket_(std::move(link.socket)),
+        stream_(std::move(link.stream)),
+        writer_(loop_, *stream_, [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps) {
@@ -108,21 +109,31 @@ class ChatClient {
   // --- the server's side ---
 
   void on_socket(std::uint32_t events) {
-    if (events & EPOLLOUT) writer_.on_writable();
-    if (loop_.stopping() || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
-    ssize_t n = ::read(socket_.get(), read_buffer_.data(), read_buffer_.size());
-    if (n > 0) {
-      std::string_view bytes(read_buffer_.data(), static_cast<std::size_t>(n));
-      incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
-      flush_shown();
-      rearm_quiet_timer(bytes.back() != '\n');
-      return;
+    if (events & EPOLLOUT) {
+      if (shutdown_pending_) return half_close();
+      writer_.on_writable();
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-    flush_shown();
-    if (n < 0) return connection_failed(errno);
-    server_closed();
+    if (loop_.stopping() || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    // A TLS stream may hold decrypted input that epoll will not announce: read it all now.
+    do {
+      IoResult result = stream_->read(read_buffer_.data(), read_buffer_.size());
+      if (result.blocked()) return;
+      if (result.ok()) {
+        if (result.bytes == 0) continue;
+        std::string_view bytes(read_buffer_.data(), result.bytes);
+        incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
+        flush_shown();
+        rearm_quiet_timer(bytes.back() != '\n');
+        continue;
+      }
+      incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
+      flush_shown();
+      // A TLS failure carries its own reason (an alert: "the server requires a client
+      // certificate"), which says more than the errno.
+      if (result.status == IoResult::Status::failed)
+        return connection_failed(result.error, result.detail);
+      return server_closed();
+    } while (!loop_.stopping() && stream_->has_buffered_input());
   }
 
   // The server's orderly close. Only after our own half-close, with no notice that it ended the
@@ -202,9 +213,10 @@ class ChatClient {
 
   // A reset or a failed write: bytes we sent may have been thrown away unread (a server that
   // closes with input pending resets), so this is a failure even after our half-close.
-  void connection_failed(int error) {
+  void connection_failed(int error, const std::string& detail = {}) {
     if (loop_.stopping()) return;
-    std::string what = fmt::format("connection to {}: {}", server_, std::strerror(error));
+    std::string what = fmt::format("connection to {}: {}", server_,
+                                   detail.empty() ? std::strerror(error) : detail);
     if (end_reason_) what += fmt::format(" (the server ended the session: {})", *end_reason_);
     fail(std::move(what));
   }
@@ -270,14 +282,27 @@ class ChatClient {
     loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
     writer_.when_drained([this] {
       if (loop_.stopping()) return;
-      if (::shutdown(socket_.get(), SHUT_WR) < 0) return connection_failed(errno);
-      half_closed_ = true;
-      loop_.add_timer(kCloseWait, [this] {
-        fail(
-            fmt::format("{} did not close the connection within {} s of the end of input, so "
-                        "delivery of the last lines is unconfirmed",
-                        server_, kCloseWait.count() / 1000));
-      });
+      half_close();
+    });
+  }
+
+  // Ends our sending side (TLS: close_notify, then FIN), so the server sees us leave cleanly.
+  void half_close() {
+    IoResult result = stream_->shutdown_write();
+    if (result.blocked()) {
+      shutdown_pending_ = true;
+      loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
+      return;
+    }
+    if (shutdown_pending_) loop_.modify(socket_.get(), EPOLLIN);
+    shutdown_pending_ = false;
+    if (!result.ok()) return connection_failed(result.error, result.detail);
+    half_closed_ = true;
+    loop_.add_timer(kCloseWait, [this] {
+      fail(
+          fmt::format("{} did not close the connection within {} s of the end of input, so "
+                      "delivery of the last lines is unconfirmed",
+                      server_, kCloseWait.count() / 1000));
     });
   }
 
@@ -302,6 +327,7 @@ class ChatClient {
   EventLoop loop_;
   std::string server_;
   Fd socket_;
+  std::unique_ptr<ByteStream> stream_;  // plain TCP or TLS on socket_
   SocketWriter writer_;
   LineFramer incoming_{kMaxLine};
   LineFramer typed_{kMaxLine};
@@ -316,6 +342,7 @@ class ChatClient {
   bool input_watched_ = false;
   bool input_done_ = false;
   bool half_closed_ = false;
+  bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   int status_ = 0;
   std::optional<std::string> end_reason_;  // a notice said the server ended the session
   std::string failure_;                    // why the run failed, for the error line
@@ -331,7 +358,9 @@ int run_chat_client(const ChatClientOptions& options) {
     fmt::print(stderr, "* connected to {} from {}\n", peer_address(link.socket.get()),
                local_address(link.socket.get()));
   }
-  ChatClient client(options, std::move(link.socket));
+  if (options.common.verbose && !link.session.empty())
+    fmt::print(stderr, "* TLS: {}\n", link.session);
+  ChatClient client(options, std::move(link));
   return client.run();
 }
 

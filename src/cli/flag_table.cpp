@@ -41,6 +41,27 @@ void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve) {
                "a serving mode", {{"single", ServeMode::single}, {"fork", ServeMode::fork}});
 }
 
+// TLS on both clients. Any --tls-* flag implies --tls; there is no switch that skips
+// verification: a self-signed server is trusted by --tls-ca or pinned by --tls-pin.
+void add_client_tls_flags(FlagSet& flags, ClientLinkOptions& link) {
+  flags.switch_flag("--tls", link.tls,
+                    "Speak TLS and verify the server against the system's trusted CAs");
+  flags.text("--tls-ca", link.tls_config.ca_file,
+             "Trust the CAs in this PEM file instead of the system's (implies --tls)", "FILE",
+             ValueKind::path);
+  flags.text("--tls-server-name", link.tls_config.server_name,
+             "Check this name in the certificate instead of --host (implies --tls)", "NAME");
+  flags.text("--tls-pin", link.tls_config.pin,
+             "Accept exactly the server certificate with this SHA-256 fingerprint "
+             "(sha256:AB:CD:..., as openssl x509 -fingerprint -sha256 prints; implies --tls)",
+             "FINGERPRINT");
+  flags.text("--tls-cert", link.tls_config.cert_file,
+             "Present this PEM client certificate (mutual TLS); needs --tls-key", "FILE",
+             ValueKind::path);
+  flags.text("--tls-key", link.tls_config.key_file,
+             "The PEM private key of the client --tls-cert (unencrypted)", "FILE", ValueKind::path);
+}
+
 void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link) {
   FlagSpec& host = flags.text(
       "--host", common.host,
@@ -61,6 +82,7 @@ void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& 
                  "handshake) within this long",
                  {std::chrono::milliseconds{100}, std::chrono::hours{1}});
   add_verbosity_flags(flags, common, false);
+  add_client_tls_flags(flags, link);
 }
 
 // TLS, tokens and address filters: the same on both servers.

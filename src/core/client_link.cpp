@@ -1,5 +1,6 @@
 #include "core/client_link.hpp"
 
+#include <cerrno>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -8,6 +9,15 @@
 #include "core/net.hpp"
 
 namespace mux {
+
+namespace {
+
+std::string describe_timeout(std::chrono::milliseconds timeout) {
+  if (timeout.count() % 1000 == 0) return fmt::format("{} s", timeout.count() / 1000);
+  return fmt::format("{} ms", timeout.count());
+}
+
+}  // namespace
 
 std::uint16_t client_port(const ClientLinkOptions& options, std::uint16_t port) {
   return options.port_in_host.value_or(port);
@@ -28,6 +38,10 @@ ClientLink open_client_link(const std::string& host, std::uint16_t port,
   }
   std::unique_ptr<TlsStream> stream = tls->make_stream(link.socket.get());
   IoResult result = complete_handshake(*stream, options.connect_timeout);
+  if (result.error == ETIMEDOUT)
+    throw std::runtime_error(
+        fmt::format("TLS with {}: no TLS handshake within {} (a plaintext port?)", link.server,
+                    describe_timeout(options.connect_timeout)));
   if (!result.ok())
     throw std::runtime_error(fmt::format("TLS with {}: {}", link.server, result.describe()));
   link.session = stream->describe_session();

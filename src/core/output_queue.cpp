@@ -108,6 +108,11 @@ SocketWriter::SocketWriter(EventLoop& loop, int fd, ErrorHandler on_error)
       on_error_(std::move(on_error)),
       self_(std::make_shared<SocketWriter*>(this)) {}
 
+SocketWriter::SocketWriter(EventLoop& loop, ByteStream& stream, ErrorHandler on_error)
+    : SocketWriter(loop, stream.fd(), std::move(on_error)) {
+  stream_ = &stream;
+}
+
 SocketWriter::~SocketWriter() {
   *self_ = nullptr;
 }
@@ -134,7 +139,15 @@ void SocketWriter::schedule_flush() {
 void SocketWriter::flush() {
   if (failed_ || fd_ < 0) return;
   int error = 0;
-  switch (queue_.write_to(fd_, error)) {
+  OutputQueue::Status status = OutputQueue::Status::drained;
+  if (stream_ != nullptr) {
+    IoResult failure;
+    status = queue_.write_to(*stream_, failure);
+    error = failure.error;
+  } else {
+    status = queue_.write_to(fd_, error);
+  }
+  switch (status) {
     case OutputQueue::Status::drained:
       set_want_writable(false);
       if (on_drained_) std::exchange(on_drained_, nullptr)();

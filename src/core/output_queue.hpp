@@ -65,6 +65,8 @@ class SocketWriter {
   using ErrorHandler = std::function<void(int error)>;
 
   SocketWriter(EventLoop& loop, int fd, ErrorHandler on_error);
+  // Writes through `stream` (TLS or plain, on `stream.fd()`), which must outlive the writer.
+  SocketWriter(EventLoop& loop, ByteStream& stream, ErrorHandler on_error);
   SocketWriter(const SocketWriter&) = delete;
   SocketWriter& operator=(const SocketWriter&) = delete;
   ~SocketWriter();
@@ -89,6 +91,7 @@ class SocketWriter {
 
   EventLoop& loop_;
   int fd_;
+  ByteStream* stream_ = nullptr;  // null: plain writev on fd_
   ErrorHandler on_error_;
   OutputQueue queue_;
   std::function<void()> on_drained_;

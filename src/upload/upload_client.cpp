@@ -24,12 +24,12 @@ int run_upload_client(const UploadClientOptions& options) {
   std::optional<std::uint64_t> size = source.size;
   ClientLink link = open_client_link(options.common.host,
                                      client_port(options.link, options.common.port), options.link);
-  Fd socket = std::move(link.socket);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
     std::string amount = size ? fmt::format("{} bytes", *size) : "a stream of unknown length";
     fmt::print(stderr, "connected to {}; sending {} as \"{}\"\n", server, amount, name);
+    if (!link.session.empty()) fmt::print(stderr, "TLS: {}\n", link.session);
   }
   ProgressDisplay::Style style = ProgressDisplay::Style::lines;
   if (options.common.quiet) {
@@ -39,7 +39,8 @@ int run_upload_client(const UploadClientOptions& options) {
   }
   ProgressDisplay progress(style, size, stdout);
   UploadSender sender(std::move(source), options.file == "-" ? "standard input" : options.file,
-                      std::move(header), std::move(socket), server, progress);
+                      std::move(header), std::move(link.socket), std::move(link.stream), server,
+                      progress);
   sender.set_stall_timeout(std::chrono::seconds{options.timeout});
   UploadSender::Result result = sender.run();
   progress.finish(format_upload_summary(result.bytes, result.seconds, result.hash));

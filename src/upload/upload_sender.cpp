@@ -1,6 +1,7 @@
 #include "upload/upload_sender.hpp"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,11 +37,13 @@ std::string printable(std::string_view text) {
 }  // namespace
 
 UploadSender::UploadSender(UploadSource source, std::string source_label, std::string header_line,
-                           Fd socket, std::string server, ProgressDisplay& progress)
+                           Fd socket, std::unique_ptr<ByteStream> stream, std::string server,
+                           ProgressDisplay& progress)
     : source_(std::move(source)),
       source_label_(std::move(source_label)),
       header_line_(std::move(header_line)),
       socket_(std::move(socket)),
+      stream_(std::move(stream)),
       server_(std::move(server)),
       progress_(progress),
       started_(EventLoop::Clock::now()) {}
@@ -72,30 +75,28 @@ UploadSender::Result UploadSender::run() {
 void UploadSender::on_socket(std::uint32_t events) {
   // Readable while still sending means the server answered early: usually an ERR refusal.
   if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) read_reply();
-  if (sending_ && !loop_.stopping() && (events & EPOLLOUT) != 0) send_more();
-}
-
-bool UploadSender::send_header() {
-  while (header_sent_ < header_line_.size()) {
-    // MSG_MORE: the header rides in the same segment as the first bytes of the file.
-    ssize_t n = ::send(socket_.get(), header_line_.data() + header_sent_,
-                       header_line_.size() - header_sent_, MSG_NOSIGNAL | MSG_MORE);
-    if (n >= 0) {
-      header_sent_ += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) on_send_error(errno);
-    return false;
+  if (loop_.stopping() || (events & EPOLLOUT) == 0) return;
+  if (shutdown_pending_) {
+    half_close();
+  } else if (sending_) {
+    send_more();
   }
-  return true;
 }
 
 void UploadSender::send_more() {
-  if (!send_header()) return;
   for (int calls = 0; calls < kMaxSendsPerWakeup; ++calls) {
+    // The header and the first bytes of the file go out in one writev: one segment (one TLS
+    // record) for both, as the server reads them.
+    iovec chunks[2];
+    int count = 0;
+    std::size_t header_left = header_line_.size() - header_sent_;
+    if (header_left > 0)
+      chunks[count++] = {const_cast<char*>(header_line_.data() + header_sent_), header_left};
     std::optional<std::string_view> chunk = reader_->front();
-    if (!chunk) {
+    if (chunk) {
+      chunk->remove_prefix(chunk_sent_);
+      chunks[count++] = {const_cast<char*>(chunk->data()), chunk->size()};
+    } else if (header_left == 0) {
       if (reader_->at_end()) {
         finish_sending();
       } else {
@@ -103,28 +104,28 @@ void UploadSender::send_more() {
       }
       return;
     }
-    chunk->remove_prefix(chunk_sent_);
-    ssize_t n = ::send(socket_.get(), chunk->data(), chunk->size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      sent_ += static_cast<std::uint64_t>(n);
-      chunk_sent_ += static_cast<std::size_t>(n);
-      last_progress_ = EventLoop::Clock::now();
-      if (static_cast<std::size_t>(n) == chunk->size()) {
-        reader_->pop_front();
-        chunk_sent_ = 0;
-      }
-      progress_.update(sent_, elapsed_seconds());
-      // A known size ends with its last byte: the server may reply OK before the reader has
-      // even said it is done.
-      if (source_.size && sent_ == *source_.size) {
-        finish_sending();
-        return;
-      }
-      continue;
+    IoResult result = stream_->writev(chunks, count);
+    if (result.blocked()) return;
+    if (!result.ok()) return on_send_error(result);
+    std::size_t written = result.bytes;
+    std::size_t to_header = std::min(written, header_left);
+    header_sent_ += to_header;
+    written -= to_header;
+    if (written == 0) continue;
+    sent_ += written;
+    chunk_sent_ += written;
+    last_progress_ = EventLoop::Clock::now();
+    if (written == chunk->size()) {  // chunk was what remained of the front chunk
+      reader_->pop_front();
+      chunk_sent_ = 0;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) on_send_error(errno);
-    return;
+    progress_.update(sent_, elapsed_seconds());
+    // A known size ends with its last byte: the server may reply OK before the reader has
+    // even said it is done.
+    if (source_.size && sent_ == *source_.size) {
+      finish_sending();
+      return;
+    }
   }
 }
 
@@ -150,9 +151,16 @@ void UploadSender::on_chunk_ready() {
 void UploadSender::finish_sending() {
   sending_ = false;
   final_hash_ = reader_->hash_hex();
-  ::shutdown(socket_.get(), SHUT_WR);
-  loop_.modify(socket_.get(), EPOLLIN);
   last_progress_ = EventLoop::Clock::now();  // the reply gets the whole stall timeout
+  half_close();
+}
+
+// The end of the upload: TLS close_notify then FIN, or just FIN, as the server reads it.
+void UploadSender::half_close() {
+  IoResult result = stream_->shutdown_write();
+  shutdown_pending_ = result.blocked();
+  if (!result.ok() && !result.blocked()) return on_send_error(result);
+  loop_.modify(socket_.get(), shutdown_pending_ ? EPOLLIN | EPOLLOUT : EPOLLIN);
 }
 
 void UploadSender::check_progress() {
@@ -171,20 +179,18 @@ void UploadSender::check_progress() {
   }
 }
 
-void UploadSender::on_send_error(int error) {
+void UploadSender::on_send_error(const IoResult& error) {
   // A server that refuses an upload replies ERR and closes: the reason is already here.
   read_reply();
-  if (!loop_.stopping()) {
-    fail(fmt::format("send to {}: {}", server_, std::generic_category().message(error)));
-  }
+  if (!loop_.stopping()) fail(fmt::format("send to {}: {}", server_, error.describe()));
 }
 
 void UploadSender::read_reply() {
   char buffer[kMaxReplyLine];
   while (!loop_.stopping()) {
-    ssize_t n = ::recv(socket_.get(), buffer, sizeof buffer, 0);
-    if (n > 0) {
-      reply_text_.append(buffer, static_cast<std::size_t>(n));
+    IoResult result = stream_->read(buffer, sizeof buffer);
+    if (result.ok()) {
+      reply_text_.append(buffer, result.bytes);
       std::size_t newline = reply_text_.find('\n');
       if (newline != std::string::npos) {
         check_reply(reply_text_.substr(0, newline));
@@ -193,13 +199,12 @@ void UploadSender::read_reply() {
       }
       continue;
     }
-    if (n == 0) {
+    if (result.status == IoResult::Status::end_of_stream) {
       fail(fmt::format("{} closed the connection without a reply", server_));
       return;
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    fail(fmt::format("connection to {}: {}", server_, std::generic_category().message(errno)));
+    if (result.blocked()) return;
+    fail(fmt::format("connection to {}: {}", server_, result.describe()));
   }
 }
 

@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include "core/byte_stream.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "upload/chunk_reader.hpp"
@@ -28,8 +31,9 @@ class UploadSender {
   };
 
   // `server` ("127.0.0.1:5000") and `source_label` (the path) only name things in errors.
+  // `stream` moves the bytes over `socket` (plain TCP, or TLS with its handshake done).
   UploadSender(UploadSource source, std::string source_label, std::string header_line, Fd socket,
-               std::string server, ProgressDisplay& progress);
+               std::unique_ptr<ByteStream> stream, std::string server, ProgressDisplay& progress);
 
   // Gives up (run() throws) when sending makes no progress, or the reply does not come, for this
   // long; zero: never. Default 30 s.
@@ -42,11 +46,11 @@ class UploadSender {
  private:
   void on_socket(std::uint32_t events);
   void send_more();
-  bool send_header();
   void wait_for_chunk();
   void on_chunk_ready();
   void finish_sending();
-  void on_send_error(int error);
+  void half_close();
+  void on_send_error(const IoResult& error);
   void read_reply();
   void check_reply(const std::string& line);
   void fail(std::string message);
@@ -60,6 +64,7 @@ class UploadSender {
   std::string header_line_;
   std::size_t header_sent_ = 0;
   Fd socket_;
+  std::unique_ptr<ByteStream> stream_;
   std::string server_;
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
@@ -72,6 +77,7 @@ class UploadSender {
   std::string final_hash_;
   std::string reply_text_;
   bool sending_ = true;
+  bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   std::optional<std::string> failure_;
 };
 

@@ -13,7 +13,8 @@ SUBCOMMANDS = ["chat-server", "chat-client", "upload-server", "upload-client"]
 SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 # How both clients reach their server (core/client_link.hpp).
-CLIENT_LINK_FLAGS = ["--connect-timeout"]
+CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
+                     "--tls-cert", "--tls-key"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
