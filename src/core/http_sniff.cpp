@@ -1,5 +1,6 @@
 #include "core/http_sniff.hpp"
 
+#include <algorithm>
 #include <array>
 #include <string>
 
@@ -36,12 +37,29 @@ std::string_view match_method(std::string_view prefix, bool& partial) {
   return {};
 }
 
+// Whether `prefix` starts with "host:" in any case; `partial` when it is still too short to tell.
+bool starts_with_host_header(std::string_view prefix, bool& partial) {
+  constexpr std::string_view kHost = "host:";
+  std::size_t compared = std::min(prefix.size(), kHost.size());
+  for (std::size_t i = 0; i < compared; ++i) {
+    char c = prefix[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != kHost[i]) return false;
+  }
+  partial = compared < kHost.size();
+  return !partial;
+}
+
 }  // namespace
 
 HttpSniff sniff_http_request(std::string_view prefix) {
+  bool host_partial = false;
+  if (starts_with_host_header(prefix, host_partial)) return HttpSniff::http_header;
   bool partial = false;
   std::string_view method = match_method(prefix, partial);
-  if (method.empty()) return partial ? HttpSniff::need_more : HttpSniff::not_http;
+  if (method.empty()) {
+    return partial || host_partial ? HttpSniff::need_more : HttpSniff::not_http;
+  }
   std::size_t newline = prefix.find('\n');
   std::string_view line = prefix.substr(0, newline);
   if (line.size() >= kMaxHttpRequestLine) return HttpSniff::not_http;
@@ -74,20 +92,11 @@ HttpSniff sniff_http_request(std::string_view prefix) {
 }
 
 bool looks_like_http_request(std::string_view line) {
-  constexpr std::string_view kHost = "host:";
-  if (line.size() >= kHost.size()) {
-    bool host = true;
-    for (std::size_t i = 0; i < kHost.size() && host; ++i) {
-      char c = line[i];
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-      host = c == kHost[i];
-    }
-    if (host) return true;
-  }
   if (line.size() >= kMaxHttpRequestLine) return false;
   std::string terminated(line);
   terminated += '\n';
-  return sniff_http_request(terminated) == HttpSniff::http_request;
+  HttpSniff sniff = sniff_http_request(terminated);
+  return sniff == HttpSniff::http_request || sniff == HttpSniff::http_header;
 }
 
 }  // namespace mux

@@ -12,7 +12,8 @@ namespace mux {
 enum class HttpSniff {
   not_http,     // the stream cannot start with an HTTP/1.x request line
   need_more,    // it might: the first line is not complete yet
-  http_request  // the first line is an HTTP/1.x request line
+  http_request,  // the first line is an HTTP/1.x request line
+  http_header    // the stream starts with a `Host:` header (a request seen from its second line)
 };
 
 // The longest first line examined; a longer one is not taken for a request line.
@@ -23,13 +24,13 @@ inline constexpr std::size_t kMaxHttpRequestLine = 4096;
 // OPTIONS TRACE PATCH (upper case), TARGET is one or more bytes that are neither space nor a
 // control character, and D is one decimal digit. Anything else - "GET" followed by other text,
 // a line without the version, a first line longer than kMaxHttpRequestLine - is not HTTP.
+// A stream that starts with "Host:" in any case is an HTTP header (http_header): what a line
+// protocol sees when the request line was eaten by something else, and what redis refuses too.
 // `prefix` is the start of the stream as received so far.
 HttpSniff sniff_http_request(std::string_view prefix);
 
 // For a protocol of lines (chat-server checks a client's first line): `line` is one complete line
-// without its '\n'. True when it is a request line by the rule above, or when it starts with
-// "Host:" in any case (a request's usual second line, and what redis checks for as well: a line
-// protocol may see the headers one at a time).
+// without its '\n'. True when it is a request line or a Host header by the rules above.
 bool looks_like_http_request(std::string_view line);
 
 }  // namespace mux

@@ -72,24 +72,26 @@ void Logger::writer_thread() {
   while (true) {
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (queue_.empty() && stopping_) return;
-    std::deque<std::string> batch;
-    batch.swap(queue_);
-    queued_bytes_ = 0;
-    std::size_t dropped = std::exchange(dropped_, 0);
-    writing_ = true;
-    lock.unlock();
+    // Every allocation and free of this thread happens while it holds the mutex, which
+    // before_fork() takes: a fork never snapshots this thread inside the allocator. glibc's malloc
+    // has its own fork handlers, but the sanitizers' allocators in g++ 12 do not, and a child
+    // forked mid-malloc deadlocked there on its first allocation.
     std::string joined;
-    for (const std::string& line : batch)
+    for (const std::string& line : queue_)
       joined += line;
-    if (dropped > 0) {
+    queue_.clear();
+    queued_bytes_ = 0;
+    if (std::size_t dropped = std::exchange(dropped_, 0); dropped > 0) {
       joined += fmt::format("{} ({} log lines dropped: stdout was not keeping up)\n",
                             log_timestamp(), dropped);
     }
-    write_all(joined);
+    writing_ = true;
+    lock.unlock();
+    write_all(joined);  // only write(2): a stalled stdout never holds the mutex
     lock.lock();
     writing_ = false;
     idle_.notify_all();
-  }
+  }  // `joined` is freed here, under the mutex
 }
 
 void Logger::flush() {
@@ -108,9 +110,10 @@ void Logger::after_fork_parent() {
 
 void Logger::after_fork_child() {
   if (!thread_.joinable() || synchronous_) return;
-  // The thread does not exist here. Lines queued by the parent are the parent's to write.
-  queue_.clear();
-  queued_bytes_ = 0;
+  // The thread does not exist here. Lines queued by the parent are the parent's to write; they
+  // are left where they are, never read again: freeing them would write to every heap page they
+  // sit on, and each such page would become a private copy in every child (a parent that logged
+  // a burst of connections just before forking made its children 2-3 times larger).
   synchronous_ = true;
   mutex_.unlock();
   // thread_ still names the parent's thread; the child leaves through _exit() and never runs

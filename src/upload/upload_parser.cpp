@@ -55,6 +55,10 @@ void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
          fmt::format("refused: an HTTP {} request is not an upload", method));
     return;
   }
+  if (http == HttpSniff::http_header) {
+    fail(step, UploadFailure::http_request, "refused: an HTTP Host header is not an upload");
+    return;
+  }
   if (could_be_magic(held_) || http == HttpSniff::need_more) {
     if (held_.size() < kMaxDetectBytes) return;  // need more bytes to tell
   }

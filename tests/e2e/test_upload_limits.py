@@ -307,6 +307,12 @@ class UploadLimitsBase(unittest.TestCase):
             sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
             sock.shutdown(socket.SHUT_WR)
             self.assertEqual(read_all(sock), b"ERR refused: an HTTP GET request is not an upload\n")
+        # A request seen from its second line on (its request line eaten by a proxy or a
+        # line protocol in between) is refused by its Host header, in any case.
+        with server.connect() as sock:
+            sock.sendall(b"hOST: 127.0.0.1\r\nContent-Length: 11\r\n\r\necho pwned\n")
+            sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(read_all(sock), b"ERR refused: an HTTP Host header is not an upload\n")
         self.assertEqual(os.listdir(self.out), [])
 
     def test_a_raw_upload_that_starts_with_get_is_still_saved(self):

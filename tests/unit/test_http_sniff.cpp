@@ -45,6 +45,21 @@ TEST_CASE("text that merely starts like a request is not HTTP") {
   }
 }
 
+TEST_CASE("a stream that starts with a Host header, in any case, is HTTP") {
+  for (const char* text : {"Host:", "host: a\n", "HOST:127.0.0.1:5000\r\n", "hOsT: x"}) {
+    CAPTURE(text);
+    CHECK(sniff_http_request(text) == HttpSniff::http_header);
+  }
+  for (const char* text : {"", "H", "h", "ho", "HOS", "Host"}) {
+    CAPTURE(text);
+    CHECK(sniff_http_request(text) == HttpSniff::need_more);
+  }
+  for (const char* text : {"Hosting: x\n", " Host: x\n", "Host x\n", "Hos\n", "hosts\n"}) {
+    CAPTURE(text);
+    CHECK(sniff_http_request(text) == HttpSniff::not_http);
+  }
+}
+
 TEST_CASE("a first line longer than the limit is not HTTP") {
   std::string line = "GET /" + std::string(mux::kMaxHttpRequestLine, 'a');
   CHECK(sniff_http_request(line) == HttpSniff::not_http);
