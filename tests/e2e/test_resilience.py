@@ -70,14 +70,28 @@ class OutOfFileDescriptors(unittest.TestCase):
 
     LIMIT = 32
 
-    def setUp(self):
-        # Known bug, open: after this path a UBSan build reports "member call on address ...
-        # which does not point to an object of type 'ByteStream'" (an invalid vptr when a
-        # connection's stream is destroyed at exit). The plain build runs these tests; the
-        # sanitizer pass skips them until the cause is found, so the report is not hidden
-        # inside a passing suite.
-        if muxtest.built_with_sanitizers():
-            self.skipTest("known UBSan report on the out-of-fds path (invalid vptr), open bug")
+    def own_errors(self, server):
+        """The server's stderr lines, less UBSan's own false reports of a process out of fds.
+
+        UBSan checks a virtual call's object by asking whether the vtable's memory is readable,
+        and it asks by writing that memory into a pipe it opens for the purpose: with every fd
+        in use the pipe cannot be made, and the check reports "invalid vptr" followed by
+        "<memory cannot be printed>" for a perfectly valid object (strace shows the pipe2()
+        failing with EMFILE just before each report; with a free fd the same calls pass). Only
+        that exact three-line report is set aside; anything else, and every ASan report, counts."""
+        lines, kept, i = server.stderr_lines, [], 0
+        while i < len(lines):
+            if (muxtest.built_with_sanitizers() and i + 2 < len(lines)
+                    and re.search(r"runtime error: (member call on|member access within|downcast "
+                                  r"of) address 0x[0-9a-f]+ which does not point to an object "
+                                  r"of type '\w+'$", lines[i])
+                    and lines[i + 1].endswith("note: object has invalid vptr")
+                    and lines[i + 2] == "<memory cannot be printed>"):
+                i += 3
+                continue
+            kept.append(lines[i])
+            i += 1
+        return kept
 
     def exhaust(self, server, connect_one):
         """Opens connections until one is dropped unanswered; returns the ones that were served."""
@@ -121,7 +135,7 @@ class OutOfFileDescriptors(unittest.TestCase):
         member = Member(server)
         self.addCleanup(member.sock.close)
         self.assertEqual(server.stop(), 0)
-        self.assertEqual(server.stderr_lines, [])
+        self.assertEqual(self.own_errors(server), [])
 
     def test_upload_server(self):
         server = Server("upload-server", "--max-clients", "1000", preexec_fn=limit_fds(self.LIMIT))
@@ -155,7 +169,7 @@ class OutOfFileDescriptors(unittest.TestCase):
             sock.shutdown(socket.SHUT_WR)
             self.assertRegex(LineReader(sock).expect_eof().decode(), r"^OK 2 [0-9a-f]{32}\n$")
         self.assertEqual(server.stop(), 0)
-        self.assertEqual(server.stderr_lines, [])
+        self.assertEqual(self.own_errors(server), [])
 
 
 class StuckForkChild(unittest.TestCase):
