@@ -52,10 +52,14 @@ std::string format_bytes(std::uint64_t bytes) {
 
 std::string format_rate(double bytes_per_second) {
   if (!std::isfinite(bytes_per_second) || bytes_per_second < 0) bytes_per_second = 0;
-  if (bytes_per_second >= 1e9) return fmt::format("{:.2f} GB/s", bytes_per_second / 1e9);
-  if (bytes_per_second >= 1e6) return fmt::format("{:.1f} MB/s", bytes_per_second / 1e6);
-  if (bytes_per_second >= 1e3) return fmt::format("{:.1f} kB/s", bytes_per_second / 1e3);
-  return fmt::format("{:.0f} B/s", bytes_per_second);
+  static constexpr const char* kUnits[] = {"B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"};
+  if (bytes_per_second < 1024) return fmt::format("{:.0f} B/s", bytes_per_second);
+  std::size_t unit = 0;
+  while (bytes_per_second >= 1024 && unit + 1 < std::size(kUnits)) {
+    bytes_per_second /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {}", bytes_per_second, kUnits[unit]);
 }
 
 std::string format_duration(double seconds) {

@@ -1,4 +1,4 @@
-// Sizes and rates as people type and read them: "64K", "1MiB", "2.5 MB/s".
+// Sizes and rates as people type and read them: "64K", "1MiB", "2.5 MiB/s".
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,8 @@ std::optional<std::uint64_t> parse_size(std::string_view text);
 
 // "512 B", "1.5 KiB", "100.0 MiB"
 std::string format_bytes(std::uint64_t bytes);
-// "12.3 MB/s", "1.21 GB/s" (decimal, as network rates are usually read)
+// "12.3 MiB/s", "1.2 GiB/s": binary, like format_bytes, so a size and a rate side by side are in
+// one unit system
 std::string format_rate(double bytes_per_second);
 // "3 s", "1 min 05 s", "2 h 03 min"
 std::string format_duration(double seconds);

@@ -53,6 +53,10 @@ UploadSender::Result UploadSender::run() {
               [this](std::uint32_t events) { on_socket(events); });
   if (progress_.style() == ProgressDisplay::Style::terminal) {
     loop_.add_periodic(kRedrawInterval, [this] { progress_.redraw(elapsed_seconds()); });
+    loop_.on_signal(SIGWINCH, [this] {
+      progress_.refit();
+      progress_.redraw(elapsed_seconds());
+    });
   }
   last_progress_ = EventLoop::Clock::now();
   if (stall_timeout_.count() > 0)

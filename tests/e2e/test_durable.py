@@ -226,7 +226,7 @@ class SingleLoopDurableTests(DurableTestBase):
         out, err = client.communicate(timeout=60)
         pv.wait(TIMEOUT)
         self.assertEqual(client.returncode, 0, err)
-        self.assertEqual(first.strip(), "Sent 10 MB")
+        self.assertEqual(first.strip(), "Sent 10 MiB")
         self.assertTrue(pv_running_at_first_progress, "progress only after the input ended")
         summary = out.decode().strip().splitlines()[-1]
         self.assertRegex(summary, rf"^Sent {40 * MIB} bytes in [0-9.]+ s \(.+\), "

@@ -155,12 +155,12 @@ class UploadTests:
         server = self.server()
         code, out, err = self.client(server, self.big_file, "--name", "big copy.bin")
         self.assertConfirmed(code, out, err, self.big_file)
-        self.assertEqual(out.splitlines()[:10], [f"Sent {n} MB" for n in range(10, 101, 10)])
+        self.assertEqual(out.splitlines()[:10], [f"Sent {n} MiB" for n in range(10, 101, 10)])
         self.assertEqual(self.saved(), ["big copy.bin"])
         saved = os.path.join(self.out, "big copy.bin")
         self.assertEqual(sha256(saved), sha256(self.big_file))
         self.assertEqual(xxh128(saved), xxh128(self.big_file))
-        match = server.wait_for_log(RECEIVED + r" \([0-9.]+ [kMG]?B/s\)$")
+        match = server.wait_for_log(RECEIVED + r" \([0-9.]+ (?:[KMGT]i)?B/s\)$")
         self.assertEqual(match.group(1), str(100 * MIB))
         self.assertEqual(match.group(2), "1")
 
@@ -405,7 +405,7 @@ class UploadTests:
         code, out, err = self.client(server, path, "-v", "--name", "v.bin")
         self.assertEqual(code, 0)
         self.assertEqual(err, f'connected to {muxtest.HOST}:{server.port}; sending {11 * MIB} bytes as "v.bin"\n')
-        self.assertEqual(out.splitlines()[0], "Sent 10 MB")
+        self.assertEqual(out.splitlines()[0], "Sent 10 MiB")
         self.assertEqual(self.saved(), ["q.bin", "v.bin"])
 
     def test_discarding_server_counts_and_hashes(self):

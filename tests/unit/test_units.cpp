@@ -77,10 +77,11 @@ TEST_CASE("format_bytes") {
 TEST_CASE("format_rate") {
   CHECK(format_rate(0) == "0 B/s");
   CHECK(format_rate(999) == "999 B/s");
-  CHECK(format_rate(1000) == "1.0 kB/s");
-  CHECK(format_rate(12345) == "12.3 kB/s");
-  CHECK(format_rate(12.3e6) == "12.3 MB/s");
-  CHECK(format_rate(1.21e9) == "1.21 GB/s");
+  CHECK(format_rate(1023) == "1023 B/s");
+  CHECK(format_rate(1024) == "1.0 KiB/s");
+  CHECK(format_rate(12.5 * 1024) == "12.5 KiB/s");
+  CHECK(format_rate(12.3 * 1024 * 1024) == "12.3 MiB/s");
+  CHECK(format_rate(1.5 * 1024 * 1024 * 1024) == "1.5 GiB/s");
   CHECK(format_rate(-5) == "0 B/s");
   CHECK(format_rate(1.0 / 0.0) == "0 B/s");
 }
