@@ -20,6 +20,7 @@
 #include "chat/local_member.hpp"
 #include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
+#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
@@ -37,6 +38,7 @@ constexpr std::chrono::milliseconds kShutdownTimeout{3000};
 constexpr std::chrono::milliseconds kChildExitGrace{1000};
 
 const char* signal_name(int signo) {
+  if (signo == SIGHUP) return "SIGHUP";
   return signo == SIGINT ? "SIGINT" : "SIGTERM";
 }
 
@@ -66,6 +68,7 @@ class ChatServer final : public MemberOwner {
         listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
                   admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
     context_.stream_factory = stream_factory();
+    if (tls_) reload_tls_on_hangup(hangup_, *tls_);
     if (options_.serve == ServeMode::fork) {
       // A child whose client has left exits within moments; until it is reaped its process still
       // counts here (newcomers past this wait in the backlog), but its client slot is free.
@@ -77,8 +80,8 @@ class ChatServer final : public MemberOwner {
   }
 
   int run() {
-    logger_.info("listening on {} (serve {})", local_address(listener_.fd()),
-                 to_string(options_.serve));
+    logger_.announce("listening on {} (serve {})", local_address(listener_.fd()),
+                     to_string(options_.serve));
     logger_.info(
         "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
         "keepalive {}",
@@ -96,13 +99,14 @@ class ChatServer final : public MemberOwner {
       logger_.info(
           "TLS: {}{}", tls_->describe_certificate(),
           options_.access.tls.client_ca_file.empty() ? "" : ", client certificates required");
-      // New connections get the reloaded certificate; open ones keep theirs.
-      loop_.on_signal(SIGHUP, [this] { reload_tls(); });
     }
     if (!options_.access.addresses.empty())
       logger_.info("--allow/--deny: refusing other addresses");
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
+    loop_.on_signal(SIGHUP, [this] {
+      if (hangup_.on_hangup() == Hangup::Action::shut_down) shut_down(SIGHUP);
+    });
     listener_.resume();
     loop_.run();
     members_.clear();
@@ -146,15 +150,6 @@ class ChatServer final : public MemberOwner {
     if (!tls_) return nullptr;
     return
         [tls = tls_.get()](int fd) -> std::unique_ptr<ByteStream> { return tls->make_stream(fd); };
-  }
-
-  void reload_tls() {
-    std::string failure = tls_->reload();
-    if (failure.empty()) {
-      logger_.info("SIGHUP: TLS certificate reloaded: {}", tls_->describe_certificate());
-    } else {
-      logger_.info("SIGHUP: TLS reload failed, keeping the old certificate: {}", failure);
-    }
   }
 
   AdmissionPolicy admission_policy() {
@@ -254,6 +249,7 @@ class ChatServer final : public MemberOwner {
   const ChatServerOptions& options_;
   Logger& logger_;
   std::unique_ptr<TlsServerContext> tls_;  // null without --tls-cert
+  Hangup hangup_{logger_};  // SIGHUP: reload hooks, or shut down when the terminal is gone
   EventLoop loop_;
   SessionContext context_;
   // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
@@ -271,6 +267,7 @@ class ChatServer final : public MemberOwner {
 }  // namespace
 
 int run_chat_server(const ChatServerOptions& options) {
+  block_server_signals();
   ignore_sigpipe();
   raise_fd_limit();
   Logger logger(options.common.verbosity());

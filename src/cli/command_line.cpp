@@ -1,5 +1,7 @@
 #include "cli/command_line.hpp"
 
+#include "core/interrupted.hpp"
+
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
@@ -69,8 +71,14 @@ std::vector<std::string> wrap(const std::string& text, std::size_t width) {
     start = end + 1;
     std::string& line = lines.back();
     bool fits = line.empty() || line.size() + 1 + word.size() <= width;
-    if (fits || word.front() == '-') {
+    if (fits) {
       line += (line.empty() ? "" : " ") + word;
+    } else if (word.front() == '-' && line.find(' ') != std::string::npos) {
+      // Take the word before along, so the continuation line starts with it, not with '-'.
+      std::size_t last_space = line.rfind(' ');
+      std::string carried = line.substr(last_space + 1) + " " + word;
+      line.erase(last_space);
+      lines.push_back(std::move(carried));
     } else {
       lines.push_back(word);
     }
@@ -326,6 +334,10 @@ int CommandLine::run() {
   if (subcommand == nullptr) return kExitUsage;
   try {
     return subcommand->run();
+  } catch (const Interrupted& interrupted) {
+    std::fflush(stdout);
+    fmt::print(stderr, "mux: error: {}\n", interrupted.what());
+    return interrupted.exit_status();
   } catch (const std::exception& error) {
     std::fflush(stdout);
     fmt::print(stderr, "mux: error: {}\n", error.what());

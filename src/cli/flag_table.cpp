@@ -36,6 +36,15 @@ void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve) {
              "HOST", ValueKind::host);
   flags.port("--port", common.port, "TCP port to listen on (0 picks a free port, printed)");
   add_verbosity_flags(flags, common, true);
+  flags
+      .choice("--log-level", common.log_level,
+              "Least severe lines logged: error (as -q), warning, info, debug (as -v)",
+              "a log level",
+              {{"error", Verbosity::quiet},
+               {"warning", Verbosity::warnings},
+               {"info", Verbosity::normal},
+               {"debug", Verbosity::verbose}})
+      .exclusive("verbosity");
   flags.choice("--serve", serve,
                "single: every client in one event loop; fork: a process per client",
                "a serving mode", {{"single", ServeMode::single}, {"fork", ServeMode::fork}});

@@ -50,6 +50,9 @@ pid_t fork_child(std::initializer_list<int> keep, Logger* logger,
   sigemptyset(&none);
   ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
   ::signal(SIGCHLD, SIG_DFL);
+  // A hangup reaches the whole process group; what it means is the parent's to decide (it
+  // reloads, or shuts down and ends its children in an orderly way).
+  ::signal(SIGHUP, SIG_IGN);
   int status = 1;
   try {
     status = body();

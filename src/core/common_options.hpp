@@ -15,9 +15,10 @@ struct CommonOptions {
   std::uint16_t port = 5000;
   bool verbose = false;
   bool quiet = false;
+  Verbosity log_level = Verbosity::normal;  // --log-level (servers); -q and -v override it
 
   [[nodiscard]] Verbosity verbosity() const noexcept {
-    return quiet ? Verbosity::quiet : (verbose ? Verbosity::verbose : Verbosity::normal);
+    return quiet ? Verbosity::quiet : (verbose ? Verbosity::verbose : log_level);
   }
 };
 

@@ -2,11 +2,14 @@
 
 #include "core/threads.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <utility>
 
@@ -17,16 +20,39 @@ std::string log_timestamp() {
   std::time_t seconds = std::chrono::system_clock::to_time_t(now);
   auto millis =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm local{};
-  ::localtime_r(&seconds, &local);
+  std::tm utc{};
+  ::gmtime_r(&seconds, &utc);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &local);
-  return fmt::format("{}.{:03}", text, millis);
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03}+00:00", text, millis);
 }
 
-Logger::Logger(Verbosity verbosity, int fd) : verbosity_(verbosity), fd_(fd) {
-  if (verbosity_ == Verbosity::quiet) return;  // nothing will ever be written
+bool is_journal_stream(int fd, const char* journal_stream) {
+  if (journal_stream == nullptr || *journal_stream == '\0') return false;
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  char tail = 0;
+  if (std::sscanf(journal_stream, "%llu:%llu%c", &device, &inode, &tail) != 2) return false;
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return false;
+  return static_cast<unsigned long long>(status.st_dev) == device &&
+         static_cast<unsigned long long>(status.st_ino) == inode;
+}
+
+Logger::Logger(Verbosity verbosity, int fd, const char* journal_stream)
+    : verbosity_(verbosity), fd_(fd) {
+  to_journal_ = is_journal_stream(
+      fd_, journal_stream != nullptr ? journal_stream : std::getenv("JOURNAL_STREAM"));
   thread_ = start_thread_without_signals([this] { writer_thread(); });
+}
+
+std::string Logger::format_line(Level level, std::string_view text) const {
+  static constexpr const char* kTags[] = {"error: ", "warning: ", "", ""};
+  // syslog priorities journald reads from a line's start: err, warning, info, debug.
+  static constexpr int kPriorities[] = {3, 4, 6, 7};
+  auto index = static_cast<std::size_t>(level);
+  if (to_journal_) return fmt::format("<{}>{}{}\n", kPriorities[index], kTags[index], text);
+  return fmt::format("{} {}{}\n", log_timestamp(), kTags[index], text);
 }
 
 Logger::~Logger() {
@@ -49,8 +75,8 @@ void Logger::write_all(std::string_view text) const {
   }
 }
 
-void Logger::write_line(std::string_view text) {
-  std::string line = fmt::format("{} {}\n", log_timestamp(), text);
+void Logger::write_line(Level level, std::string_view text) {
+  std::string line = format_line(level, text);
   if (synchronous_ || !thread_.joinable()) {
     write_all(line);
     return;
@@ -82,8 +108,8 @@ void Logger::writer_thread() {
     queue_.clear();
     queued_bytes_ = 0;
     if (std::size_t dropped = std::exchange(dropped_, 0); dropped > 0) {
-      joined += fmt::format("{} ({} log lines dropped: stdout was not keeping up)\n",
-                            log_timestamp(), dropped);
+      joined += format_line(
+          Level::warning, fmt::format("{} log lines dropped: stdout was not keeping up", dropped));
     }
     writing_ = true;
     lock.unlock();
@@ -101,7 +127,12 @@ void Logger::flush() {
 }
 
 void Logger::before_fork() {
-  if (thread_.joinable() && !synchronous_) mutex_.lock();
+  if (!thread_.joinable() || synchronous_) return;
+  std::unique_lock lock(mutex_);
+  // The parent's lines about this client (its connection) go out before the child's own.
+  idle_.wait_for(lock, std::chrono::milliseconds(kForkFlushMillis),
+                 [this] { return queue_.empty() && !writing_; });
+  lock.release();  // stays locked across fork(); after_fork_* unlock it
 }
 
 void Logger::after_fork_parent() {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <optional>
@@ -34,8 +35,10 @@ void send_line(int fd, const std::string& line) {
 }  // namespace
 
 ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                             const UploadLimits& limits, const UploadAdmission& admission)
+                             const UploadLimits& limits, const UploadAdmission& admission,
+                             Hangup& hangup)
     : logger_(logger),
+      hangup_(hangup),
       output_dir_(output_dir),
       limits_(limits),
       children_(loop_, logger,
@@ -44,9 +47,7 @@ ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory*
                     : ChildSupervisor::default_max_children(kBytesPerUploadChild)),
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
-                [this](Admitted client) { admit(std::move(client)); }) {
-  if (admission.on_sighup) loop_.on_signal(SIGHUP, admission.on_sighup);
-}
+                [this](Admitted client) { admit(std::move(client)); }) {}
 
 void ForkingServer::run() {
   children_.on_reaped([this] {
@@ -59,6 +60,9 @@ void ForkingServer::run() {
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
   loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
   logger_.detail("at most {} upload processes at once", children_.max_children());
+  loop_.on_signal(SIGHUP, [this] {
+    if (hangup_.on_hangup() == Hangup::Action::shut_down) begin_shutdown();
+  });
   listener_.resume();
   loop_.run();
 }
@@ -120,15 +124,16 @@ void ForkingServer::spawn_child(Waiting waiting) {
   int socket_fd = client.fd.get();
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
   try {
-    pid_t pid = children_.spawn(
+    children_.spawn(
         {socket_fd, dir_fd},
         [&] {
+          // Logged by the child, so it comes before the child's own lines about this client.
+          logger_.detail("[Client {}] served by process {}", waiting.number, ::getpid());
           return serve_one_upload(std::move(client.fd), client.peer, waiting.number, logger_,
                                   output_dir_, limits_);
         },
         [this](pid_t child, int status) { on_child_exit(child, status); },
         std::move(client.ticket));
-    logger_.detail("[Client {}] served by process {}", waiting.number, pid);
   } catch (const std::system_error& error) {
     logger_.info("[Client {}] {} refused: {}", waiting.number, client.peer, error.what());
     send_line(socket_fd, format_err_reply("server busy: cannot start a process"));

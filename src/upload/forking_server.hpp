@@ -16,6 +16,7 @@
 
 #include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
+#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
 #include "upload/upload_session.hpp"
@@ -28,7 +29,7 @@ class OutputDirectory;
 class ForkingServer {
  public:
   ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                const UploadLimits& limits, const UploadAdmission& admission);
+                const UploadLimits& limits, const UploadAdmission& admission, Hangup& hangup);
   // Serves until SIGINT/SIGTERM and every child has exited.
   void run();
 
@@ -52,6 +53,7 @@ class ForkingServer {
 
   EventLoop loop_;
   Logger& logger_;
+  Hangup& hangup_;  // SIGHUP: reload hooks (TLS), or shut down when the terminal is gone
   const OutputDirectory* output_dir_;
   UploadLimits limits_;
   std::unordered_map<int, Waiting> waiting_;  // by fd

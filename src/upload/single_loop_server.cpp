@@ -12,8 +12,10 @@ constexpr std::chrono::seconds kShutdownFinalWait{1};
 }  // namespace
 
 SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                                   const UploadLimits& limits, const UploadAdmission& admission)
+                                   const UploadLimits& limits, const UploadAdmission& admission,
+                                   Hangup& hangup)
     : logger_(logger),
+      hangup_(hangup),
       connections_(loop_, kUploadReadBufferSize),
       committer_(output_dir != nullptr ? std::optional<Committer>(std::in_place, loop_, *output_dir)
                                        : std::nullopt),
@@ -26,12 +28,14 @@ SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDire
                 [this](Admitted accepted) { start_session(std::move(accepted)); }) {
   configure_for_uploads(connections_);
   connections_.stream_factory = limits.stream_factory;
-  if (admission.on_sighup) loop_.on_signal(SIGHUP, admission.on_sighup);
 }
 
 void SingleLoopServer::run() {
   loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
   loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
+  loop_.on_signal(SIGHUP, [this] {
+    if (hangup_.on_hangup() == Hangup::Action::shut_down) begin_shutdown();
+  });
   listener_.resume();
   loop_.run();
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/event_loop.hpp"
+#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
 #include "upload/upload_session.hpp"
@@ -23,7 +24,7 @@ class OutputDirectory;
 class SingleLoopServer {
  public:
   SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                   const UploadLimits& limits, const UploadAdmission& admission);
+                   const UploadLimits& limits, const UploadAdmission& admission, Hangup& hangup);
   // Serves until SIGINT/SIGTERM and the shutdown grace are over.
   void run();
 
@@ -36,6 +37,7 @@ class SingleLoopServer {
 
   EventLoop loop_;
   Logger& logger_;
+  Hangup& hangup_;  // SIGHUP: reload hooks (TLS), or shut down when the terminal is gone
   ConnectionContext connections_;
   std::optional<Committer> committer_;  // with --output-dir; before the sessions that use it
   UploadContext context_;

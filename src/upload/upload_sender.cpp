@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "core/interrupted.hpp"
+#include "core/units.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_protocol.hpp"
 
@@ -61,8 +63,8 @@ UploadSender::Result UploadSender::run() {
   last_progress_ = EventLoop::Clock::now();
   if (stall_timeout_.count() > 0)
     loop_.add_periodic(kProgressCheckInterval, [this] { check_progress(); });
-  loop_.on_signal(SIGINT, [this] { fail("interrupted"); });
-  loop_.on_signal(SIGTERM, [this] { fail("interrupted"); });
+  loop_.on_signal(SIGINT, [this] { interrupt(SIGINT); });
+  loop_.on_signal(SIGTERM, [this] { interrupt(SIGTERM); });
   reader_.emplace(source_.file.get(), source_.offset, source_.size);
   loop_.watch(reader_->ready_fd(), EPOLLIN, [this](std::uint32_t) { on_chunk_ready(); });
   loop_.run();
@@ -71,6 +73,7 @@ UploadSender::Result UploadSender::run() {
   if (failure_) {
     if (sending_ && !source_.size) reset_connection();
     progress_.clear();
+    if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
     throw std::runtime_error(*failure_);
   }
   return Result{sent_, final_hash_, elapsed_seconds()};
@@ -232,6 +235,17 @@ void UploadSender::check_reply(const std::string& line) {
   } else {
     loop_.stop();  // confirmed
   }
+}
+
+void UploadSender::interrupt(int signo) {
+  if (loop_.stopping()) return;
+  interrupted_by_ = signo;
+  // How far it got, so the person knows what a retry has to send again.
+  std::string total = source_.size ? fmt::format(" of {}", format_bytes(*source_.size)) : "";
+  fail(fmt::format(
+      "interrupted by {} after sending {}{} to {} in {}; the server keeps nothing "
+      "of an incomplete upload",
+      signal_name(signo), format_bytes(sent_), total, server_, format_duration(elapsed_seconds())));
 }
 
 void UploadSender::fail(std::string message) {

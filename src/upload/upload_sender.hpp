@@ -56,6 +56,7 @@ class UploadSender {
   void fail(std::string message);
   void reset_connection();
   void check_progress();
+  void interrupt(int signo);
   [[nodiscard]] double elapsed_seconds() const;
 
   EventLoop loop_;
@@ -79,6 +80,7 @@ class UploadSender {
   bool sending_ = true;
   bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   std::optional<std::string> failure_;
+  int interrupted_by_ = 0;  // the signal that stopped the upload, if one did
 };
 
 }  // namespace mux

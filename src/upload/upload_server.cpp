@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 
+#include "core/hangup.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
 #include "upload/forking_server.hpp"
@@ -16,6 +17,7 @@
 namespace mux {
 
 int run_upload_server(const UploadServerOptions& options) {
+  block_server_signals();
   ignore_sigpipe();
   // Past RLIMIT_FSIZE a write must fail that one upload with EFBIG, not kill the whole server.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -25,11 +27,10 @@ int run_upload_server(const UploadServerOptions& options) {
   // Certificate errors stop the start before the port is taken.
   std::unique_ptr<TlsServerContext> tls = make_server_tls(options.access);
   Fd listener = listen_tcp(options.common.host, options.common.port);
-  // Printed even with -q, and before the logger starts: scripts and tests read the port here.
-  fmt::print("{} listening on {} (serve {})\n", log_timestamp(), local_address(listener.get()),
-             to_string(options.serve));
-  std::fflush(stdout);
   Logger logger(options.common.verbosity());
+  // Printed even with -q: scripts and tests read the port here.
+  logger.announce("listening on {} (serve {})", local_address(listener.get()),
+                  to_string(options.serve));
   const OutputDirectory* dir = output_dir ? &*output_dir : nullptr;
   if (dir != nullptr) {
     // Left by a server (or a fork-mode child) that was killed before it could clean up.
@@ -49,22 +50,14 @@ int run_upload_server(const UploadServerOptions& options) {
     };
   }
   UploadAdmission admission{options.max_clients, options.max_per_address,
-                            make_address_check(options.access), nullptr};
-  if (tls) {
-    // New connections get the reloaded certificate; open ones (and running children) keep theirs.
-    admission.on_sighup = [context = tls.get(), &logger] {
-      std::string failure = context->reload();
-      if (failure.empty()) {
-        logger.info("SIGHUP: TLS certificate reloaded: {}", context->describe_certificate());
-      } else {
-        logger.info("SIGHUP: TLS reload failed, keeping the old certificate: {}", failure);
-      }
-    };
-  }
+                            make_address_check(options.access)};
+  Hangup hangup(logger);
+  // Children already running keep the certificate they were forked with.
+  if (tls) reload_tls_on_hangup(hangup, *tls);
   if (options.serve == ServeMode::fork) {
-    ForkingServer(std::move(listener), logger, dir, limits, admission).run();
+    ForkingServer(std::move(listener), logger, dir, limits, admission, hangup).run();
   } else {
-    SingleLoopServer(std::move(listener), logger, dir, limits, admission).run();
+    SingleLoopServer(std::move(listener), logger, dir, limits, admission, hangup).run();
   }
   logger.info("stopped");
   return 0;

@@ -88,7 +88,6 @@ struct UploadAdmission {
   std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
   std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
   std::function<bool(const sockaddr*, socklen_t)> allowed{};  // --allow / --deny; null: everyone
-  std::function<void()> on_sighup{};  // reloads the TLS certificate; null: SIGHUP left alone
 };
 // Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no);
 // past --max-per-address they are accepted and read "ERR server busy: ...".

@@ -388,13 +388,13 @@ class ChatServerCases:
 class SingleModeTests(ChatServerCases, unittest.TestCase):
     MODE = "single"
 
-    def test_verbose_logs_each_line_and_quiet_logs_nothing(self):
+    def test_verbose_logs_each_line_and_quiet_logs_only_the_listening_line(self):
         server = self.start("-v")
         a = self.join(server)
         b = self.join(server, a)
         a.send("for the log\n")
         self.assertEqual(b.line(), "[Client 1]: for the log")
-        server.wait_for_log(r"\d\d:\d\d:\d\d\.\d{3} \[Client 1\]: for the log$")
+        server.wait_for_log(r"\d\d:\d\d:\d\d\.\d{3}\+00:00 \[Client 1\]: for the log$")
 
         port = _free_port()
         quiet = muxtest.subprocess.Popen(
@@ -406,7 +406,8 @@ class SingleModeTests(ChatServerCases, unittest.TestCase):
         self.assertEqual(LineReader(sock).line(), "* welcome, you are Client 1 (type /help for commands)")
         quiet.send_signal(signal.SIGTERM)
         out, err = quiet.communicate(timeout=muxtest.DEFAULT_TIMEOUT)
-        self.assertEqual((quiet.returncode, out, err), (0, b"", b""))
+        self.assertEqual((quiet.returncode, err), (0, b""))
+        self.assertRegex(out.decode(), rf"\A\S+ listening on 127\.0\.0\.1:{port} \(serve single\)\n\Z")
 
     def test_address_in_use_is_a_clear_error(self):
         server = self.start()

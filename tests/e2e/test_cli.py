@@ -16,13 +16,13 @@ COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
                      "--tls-cert", "--tls-key"]
 FLAGS = {
-    "chat-server": COMMON_FLAGS + ["--serve", "--max-clients", "--max-line", "--max-queue",
+    "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout",
                                    "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny"],
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps"],
-    "upload-server": COMMON_FLAGS + ["--serve", "--output-dir", "--sync", "--max-size",
+    "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
                                      "--tls-client-ca", "--allow", "--deny"],

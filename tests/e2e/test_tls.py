@@ -177,12 +177,13 @@ class ChatTlsTests(unittest.TestCase):
             self.assertRegex(LineReader(before).line(), WELCOME)
             shutil.copy(PKI.path("server2.key"), key)  # no longer matches the certificate
             server.signal(signal.SIGHUP)
-            server.wait_for_log(r"SIGHUP: TLS reload failed, keeping the old certificate: "
-                                rf"--tls-key {re.escape(key)}: does not match the certificate")
+            server.wait_for_log(r"error: SIGHUP: could not reload the TLS certificate: "
+                                rf"--tls-key {re.escape(key)}: does not match the certificate in "
+                                rf"{re.escape(cert)}; still using the old one$")
             self.assertEqual(peer_fingerprint(tls_connect(server.port)), PKI.fingerprint("server"))
             shutil.copy(PKI.path("server2.pem"), cert)
             server.signal(signal.SIGHUP)
-            server.wait_for_log(r"SIGHUP: TLS certificate reloaded")
+            server.wait_for_log(r"SIGHUP: reloaded the TLS certificate: ")
             self.assertEqual(peer_fingerprint(tls_connect(server.port)), PKI.fingerprint("server2"))
             before.sendall(b"/who\n")  # the connection made before the reload still works
             self.assertRegex(LineReader(before).line(), r"^\* ")

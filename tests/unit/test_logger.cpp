@@ -19,11 +19,11 @@
 
 namespace {
 
-// "2026-11-29 17:30:00.123 " (the log's timestamp and its space) stripped, or nullopt. By hand,
-// not with std::regex: g++ 12 under -O2 -fsanitize=address warns inside <regex> (a false
+// "2026-11-29T17:30:00.123+00:00 " (the log's UTC timestamp and its space) stripped, or nullopt. By
+// hand, not with std::regex: g++ 12 under -O2 -fsanitize=address warns inside <regex> (a false
 // -Wmaybe-uninitialized), which -Werror turns into a failed CI build.
 std::optional<std::string> without_timestamp(const std::string& line) {
-  const std::string shape = "dddd-dd-dd dd:dd:dd.ddd ";
+  const std::string shape = "dddd-dd-ddTdd:dd:dd.ddd+00:00 ";
   if (line.size() < shape.size()) return std::nullopt;
   for (std::size_t i = 0; i < shape.size(); ++i) {
     bool digit = std::isdigit(static_cast<unsigned char>(line[i])) != 0;
@@ -53,12 +53,13 @@ std::optional<std::size_t> numbered_line(const std::string& line) {
   return number->first;
 }
 
-// "(N log lines dropped: stdout was not keeping up)": N.
+// "warning: N log lines dropped: stdout was not keeping up": N.
 std::optional<std::size_t> dropped_notice(const std::string& line) {
+  const std::string tag = "warning: ";
   std::optional<std::string> text = without_timestamp(line);
-  if (!text || !text->starts_with("(")) return std::nullopt;
-  auto number = leading_number(text->substr(1));
-  if (!number || number->second != " log lines dropped: stdout was not keeping up)")
+  if (!text || !text->starts_with(tag)) return std::nullopt;
+  auto number = leading_number(text->substr(tag.size()));
+  if (!number || number->second != " log lines dropped: stdout was not keeping up")
     return std::nullopt;
   return number->first;
 }
