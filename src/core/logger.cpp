@@ -84,11 +84,13 @@ void Logger::write_line(Level level, std::string_view text) {
   {
     std::lock_guard lock(mutex_);
     if (queued_bytes_ + line.size() > kMaxQueuedBytes) {
-      ++dropped_;
-      return;
+      // The first drop wakes the writer too: the count must come out even if nothing else is
+      // ever logged (an oversized line into an empty queue, or the last lines before exit).
+      if (dropped_++ != 0) return;
+    } else {
+      queued_bytes_ += line.size();
+      queue_.push_back(std::move(line));
     }
-    queued_bytes_ += line.size();
-    queue_.push_back(std::move(line));
   }
   wake_.notify_one();
 }
@@ -96,8 +98,8 @@ void Logger::write_line(Level level, std::string_view text) {
 void Logger::writer_thread() {
   std::unique_lock lock(mutex_);
   while (true) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty() && stopping_) return;
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || dropped_ != 0; });
+    if (queue_.empty() && dropped_ == 0 && stopping_) return;
     // Every allocation and free of this thread happens while it holds the mutex, which
     // before_fork() takes: a fork never snapshots this thread inside the allocator. glibc's malloc
     // has its own fork handlers, but the sanitizers' allocators in g++ 12 do not, and a child
@@ -123,7 +125,7 @@ void Logger::writer_thread() {
 void Logger::flush() {
   if (!thread_.joinable() || synchronous_) return;
   std::unique_lock lock(mutex_);
-  idle_.wait(lock, [this] { return queue_.empty() && !writing_; });
+  idle_.wait(lock, [this] { return queue_.empty() && dropped_ == 0 && !writing_; });
 }
 
 void Logger::before_fork() {
@@ -131,7 +133,7 @@ void Logger::before_fork() {
   std::unique_lock lock(mutex_);
   // The parent's lines about this client (its connection) go out before the child's own.
   idle_.wait_for(lock, std::chrono::milliseconds(kForkFlushMillis),
-                 [this] { return queue_.empty() && !writing_; });
+                 [this] { return queue_.empty() && dropped_ == 0 && !writing_; });
   lock.release();  // stays locked across fork(); after_fork_* unlock it
 }
 

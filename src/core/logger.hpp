@@ -6,7 +6,9 @@
 // Levels: error, warning, info, debug (-q is error, -v is debug, --log-level picks any).
 // The event loop only appends to a bounded in-memory queue; a background thread does the
 // writing, so a stalled terminal or a full pipe on stdout never blocks the loop. If the queue
-// overflows, lines are dropped and counted, and the count is logged once writing resumes.
+// overflows, lines are dropped and counted, and the count is logged once writing resumes, even
+// when no other line follows (the writer wakes for the count alone; flush() and the destructor
+// wait for it).
 // Before fork() the queue is flushed (for a bounded time) so a fork-mode child's lines come
 // after the parent's earlier lines about the same client; after fork() the child writes
 // synchronously (it has no thread), which only ever blocks that one child.
@@ -69,7 +71,7 @@ class Logger {
   // True when lines go to the journal (no timestamps, <N> priority prefixes).
   [[nodiscard]] bool to_journal() const noexcept { return to_journal_; }
 
-  // Blocks until everything queued so far has been written.
+  // Blocks until everything queued so far, and the count of lines dropped, has been written.
   void flush();
 
   // fork() support: call before_fork() right before fork(), and after_fork_parent() or

@@ -72,39 +72,9 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-}  // namespace
-
-TEST_CASE("logger: a stalled stdout drops lines, counts them and says so once it resumes") {
-  int ends[2];
-  REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
-  mux::Fd read_end(ends[0]);
-  mux::Fd write_end(ends[1]);
-  // Nobody reads the pipe yet: the writer thread blocks once it is full, the queue fills to
-  // kMaxQueuedBytes and the rest is dropped. 24 MiB of lines is several times both.
-  constexpr std::size_t kLines = 200000;
-  const std::string padding(90, 'p');
-  std::string output;
-  std::thread reader;
-  {
-    mux::Logger logger(mux::Verbosity::normal, write_end.get());
-    for (std::size_t i = 0; i < kLines; ++i)
-      logger.info("line {} {}", i, padding);
-    reader = std::thread([&] {
-      char buffer[65536];
-      ssize_t n = 0;
-      while ((n = ::read(read_end.get(), buffer, sizeof buffer)) > 0)
-        output.append(buffer, static_cast<std::size_t>(n));
-    });
-    logger.flush();
-    logger.info("after the stall");
-  }  // the destructor writes what is queued and joins the writer thread
-  write_end.reset();
-  reader.join();
-
-  std::vector<std::string> lines = split_lines(output);
-  REQUIRE(lines.size() >= 2);
-  CHECK(lines.back().ends_with(" after the stall"));
-  lines.pop_back();
+// What a stalled stdout produced: every line logged with logger.info("line {} ppp..."), in
+// order, with gaps counted exactly by the notices. Returns how many notices there were.
+std::size_t check_numbered_with_drops(const std::vector<std::string>& lines, std::size_t logged) {
   // Kept lines keep their order, and a notice right after a kept line counts exactly the lines
   // missing before the next kept one.
   std::size_t next = 0;       // the number the next kept line has if nothing was dropped
@@ -125,9 +95,105 @@ TEST_CASE("logger: a stalled stdout drops lines, counts them and says so once it
       ++notices;
     }
   }
-  CHECK(next + announced == kLines);  // drops after the last kept line are announced too
-  CHECK(notices >= 1);
-  CHECK(kept < kLines);
-  INFO("kept ", kept, " of ", kLines, " in ", notices, " notices");
+  CHECK(next + announced == logged);  // drops after the last kept line are announced too
+  CHECK(kept < logged);
+  INFO("kept ", kept, " of ", logged, " in ", notices, " notices");
   CHECK(kept > 0);
+  return notices;
+}
+
+// A pipe nobody reads until start() is called; then a thread reads it to the end.
+class StalledPipe {
+ public:
+  StalledPipe() {
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+    read_end_ = mux::Fd(ends[0]);
+    write_end_ = mux::Fd(ends[1]);
+  }
+  int write_fd() const { return write_end_.get(); }
+  void start_reading() {
+    reader_ = std::thread([this] {
+      char buffer[65536];
+      ssize_t n = 0;
+      while ((n = ::read(read_end_.get(), buffer, sizeof buffer)) > 0)
+        output_.append(buffer, static_cast<std::size_t>(n));
+    });
+  }
+  // Closes the write end (the logger must be gone) and returns everything that was written.
+  std::vector<std::string> finish() {
+    write_end_.reset();
+    reader_.join();
+    return split_lines(output_);
+  }
+
+ private:
+  mux::Fd read_end_;
+  mux::Fd write_end_;
+  std::thread reader_;
+  std::string output_;
+};
+
+// Nobody reads the pipe at first: the writer thread blocks once it is full, the queue fills to
+// kMaxQueuedBytes and the rest is dropped. 24 MiB of lines is several times both.
+constexpr std::size_t kStallLines = 200000;
+const std::string kPadding(90, 'p');
+
+}  // namespace
+
+TEST_CASE("logger: a stalled stdout drops lines, counts them and says so once it resumes") {
+  StalledPipe pipe;
+  {
+    mux::Logger logger(mux::Verbosity::normal, pipe.write_fd());
+    for (std::size_t i = 0; i < kStallLines; ++i)
+      logger.info("line {} {}", i, kPadding);
+    pipe.start_reading();
+    logger.flush();
+    logger.info("after the stall");
+  }  // the destructor writes what is queued and joins the writer thread
+  std::vector<std::string> lines = pipe.finish();
+  REQUIRE(lines.size() >= 2);
+  CHECK(lines.back().ends_with(" after the stall"));
+  lines.pop_back();
+  CHECK(check_numbered_with_drops(lines, kStallLines) >= 1);
+}
+
+TEST_CASE("logger: the drop count comes out at exit although no line follows the drops") {
+  StalledPipe pipe;
+  {
+    mux::Logger logger(mux::Verbosity::normal, pipe.write_fd());
+    for (std::size_t i = 0; i < kStallLines; ++i)
+      logger.info("line {} {}", i, kPadding);
+    pipe.start_reading();
+  }  // exit: the last lines logged were dropped, and nothing was logged after them
+  std::vector<std::string> lines = pipe.finish();
+  REQUIRE(!lines.empty());
+  CHECK(dropped_notice(lines.back()).has_value());  // the last lines were the dropped ones
+  CHECK(check_numbered_with_drops(lines, kStallLines) >= 1);
+}
+
+TEST_CASE("logger: a line longer than the whole queue is dropped and counted at once") {
+  const std::string huge(mux::Logger::kMaxQueuedBytes + 1, 'x');
+  SUBCASE("flush() returns once the count itself is written, before any later line") {
+    StalledPipe pipe;
+    pipe.start_reading();
+    {
+      mux::Logger logger(mux::Verbosity::normal, pipe.write_fd());
+      logger.info("{}", huge);
+      logger.flush();
+      logger.info("after");
+    }
+    std::vector<std::string> lines = pipe.finish();
+    REQUIRE(lines.size() == 2);
+    CHECK(dropped_notice(lines[0]) == std::optional<std::size_t>(1));
+    CHECK(lines[1].ends_with(" after"));
+  }
+  SUBCASE("with nothing logged after it, the count comes out at exit") {
+    StalledPipe pipe;
+    pipe.start_reading();
+    { mux::Logger(mux::Verbosity::normal, pipe.write_fd()).info("{}", huge); }
+    std::vector<std::string> lines = pipe.finish();
+    REQUIRE(lines.size() == 1);
+    CHECK(dropped_notice(lines[0]) == std::optional<std::size_t>(1));
+  }
 }
