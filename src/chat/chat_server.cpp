@@ -24,6 +24,7 @@
 #include "core/listener.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
+#include "core/service_manager.hpp"
 #include "core/units.hpp"
 
 namespace mux {
@@ -65,8 +66,9 @@ class ChatServer final : public MemberOwner {
         context_(loop_, options.max_line, options.max_queue),
         room_(logger, options.max_line, client_limits(options)),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
-        listener_(loop_, listen_tcp(options.common.host, options.common.port), logger,
-                  admission_policy(), [this](Admitted client) { admit(std::move(client)); }) {
+        listener_(loop_, take_listener(options.common.host, options.common.port, socket_activated_),
+                  logger, admission_policy(),
+                  [this](Admitted client) { admit(std::move(client)); }) {
     context_.stream_factory = stream_factory();
     if (tls_) reload_tls_on_hangup(hangup_, *tls_);
     if (options_.serve == ServeMode::fork) {
@@ -80,8 +82,8 @@ class ChatServer final : public MemberOwner {
   }
 
   int run() {
-    logger_.announce("listening on {} (serve {})", local_address(listener_.fd()),
-                     to_string(options_.serve));
+    logger_.announce("listening on {} (serve {}{})", local_address(listener_.fd()),
+                     to_string(options_.serve), activation_note(socket_activated_));
     logger_.info(
         "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
         "keepalive {}",
@@ -108,6 +110,7 @@ class ChatServer final : public MemberOwner {
       if (hangup_.on_hangup() == Hangup::Action::shut_down) shut_down(SIGHUP);
     });
     listener_.resume();
+    notify_ready(fmt::format("listening on {}", local_address(listener_.fd())));
     loop_.run();
     members_.clear();
     if (children_) children_->wait_all(kChildExitGrace);
@@ -237,6 +240,7 @@ class ChatServer final : public MemberOwner {
     }
     stopping_ = true;
     logger_.info("shutting down ({}): closing {} clients", signal_name(signo), room_.size());
+    notify_stopping(fmt::format("shutting down ({})", signal_name(signo)));
     listener_.close();
     room_.close_all();
     if (members_.empty()) loop_.stop();
@@ -260,7 +264,8 @@ class ChatServer final : public MemberOwner {
   std::optional<ChildSupervisor> children_;
   // Declared after the loop and the room: members unwatch their fds and leave on destruction.
   std::unordered_map<ChatMember*, std::unique_ptr<ChatMember>> members_;
-  Listener listener_;  // after everything its callbacks use
+  bool socket_activated_ = false;  // the listener came from systemd (LISTEN_FDS)
+  Listener listener_;              // after everything its callbacks use
   bool stopping_ = false;
 };
 

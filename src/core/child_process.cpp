@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/logger.hpp"
+#include "core/service_manager.hpp"
 
 namespace mux {
 namespace {
@@ -53,6 +54,8 @@ pid_t fork_child(std::initializer_list<int> keep, Logger* logger,
   // A hangup reaches the whole process group; what it means is the parent's to decide (it
   // reloads, or shuts down and ends its children in an orderly way).
   ::signal(SIGHUP, SIG_IGN);
+  // Only the parent speaks for the service (READY, STOPPING); the listener it got is closed here.
+  forget_service_manager();
   int status = 1;
   try {
     status = body();

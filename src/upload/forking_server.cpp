@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/logger.hpp"
+#include "core/service_manager.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_store.hpp"
 
@@ -164,6 +165,7 @@ void ForkingServer::remove_temporary_files_of(pid_t pid, int status) {
 void ForkingServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  notify_stopping("shutting down");
   listener_.close();
   std::vector<int> idle;
   for (const auto& entry : waiting_)

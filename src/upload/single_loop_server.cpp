@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "core/logger.hpp"
+#include "core/service_manager.hpp"
 
 namespace mux {
 namespace {
@@ -71,6 +72,7 @@ void SingleLoopServer::on_session_finished(UploadSession& session) {
 void SingleLoopServer::begin_shutdown() {
   if (shutting_down_) return;  // a second signal does not cut the grace short for anyone
   shutting_down_ = true;
+  notify_stopping("shutting down");
   listener_.close();
   std::vector<UploadSession*> idle;
   std::size_t in_flight = 0;

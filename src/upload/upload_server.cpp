@@ -10,6 +10,7 @@
 #include "core/hangup.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
+#include "core/service_manager.hpp"
 #include "upload/forking_server.hpp"
 #include "upload/single_loop_server.hpp"
 #include "upload/upload_store.hpp"
@@ -26,11 +27,12 @@ int run_upload_server(const UploadServerOptions& options) {
   if (!options.output_dir.empty()) output_dir.emplace(options.output_dir, options.sync);
   // Certificate errors stop the start before the port is taken.
   std::unique_ptr<TlsServerContext> tls = make_server_tls(options.access);
-  Fd listener = listen_tcp(options.common.host, options.common.port);
+  bool socket_activated = false;
+  Fd listener = take_listener(options.common.host, options.common.port, socket_activated);
   Logger logger(options.common.verbosity());
   // Printed even with -q: scripts and tests read the port here.
-  logger.announce("listening on {} (serve {})", local_address(listener.get()),
-                  to_string(options.serve));
+  logger.announce("listening on {} (serve {}{})", local_address(listener.get()),
+                  to_string(options.serve), activation_note(socket_activated));
   const OutputDirectory* dir = output_dir ? &*output_dir : nullptr;
   if (dir != nullptr) {
     // Left by a server (or a fork-mode child) that was killed before it could clean up.
@@ -54,6 +56,8 @@ int run_upload_server(const UploadServerOptions& options) {
   Hangup hangup(logger);
   // Children already running keep the certificate they were forked with.
   if (tls) reload_tls_on_hangup(hangup, *tls);
+  // The socket already queues connections; the loop takes them as soon as it runs.
+  notify_ready(fmt::format("listening on {}", local_address(listener.get())));
   if (options.serve == ServeMode::fork) {
     ForkingServer(std::move(listener), logger, dir, limits, admission, hangup).run();
   } else {
