@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 import unittest
 
 import muxtest
@@ -15,8 +17,13 @@ MAN_PAGE = os.environ.get(
 
 REQUIRED_SECTIONS = [
     "NAME", "SYNOPSIS", "DESCRIPTION", "CHAT-SERVER", "CHAT-CLIENT", "UPLOAD-SERVER",
-    "UPLOAD-CLIENT", "PROTOCOL", "SIGNALS", "EXIT STATUS", "EXAMPLES", "SEE ALSO",
+    "UPLOAD-CLIENT", "PROTOCOL", "LISTEN ADDRESS", "SIGNALS", "RUNNING UNDER SYSTEMD",
+    "EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO",
 ]
+ENVIRONMENT = ["LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID",
+               "NOTIFY_SOCKET", "EDITRC", "HOME"]
+README = os.path.join(os.path.dirname(MAN_PAGE), "..", "README.md")
+COMPLETION_DIR = os.environ.get("MUX_COMPLETION_DIR", "")
 REQUIRED_EXAMPLES = ["mux chat-server --port 5000", "mux upload-client --file test-file.txt"]
 SEE_ALSO = ["nc(1)", "ncat(1)", "socat(1)", "iperf3(1)", "xxhsum(1)", "epoll(7)"]
 
@@ -194,6 +201,95 @@ class ManPageTest(unittest.TestCase):
         status = "\n".join(self.sections["EXIT STATUS"])
         for code in ["0", "1", "2"]:
             self.assertRegex(status, rf"(?m)^\.TP\n\.B {code}$")
+
+
+class EnvironmentFilesAndListenAddressTest(unittest.TestCase):
+    """The sections a person reads before running mux as a service or on a network."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(MAN_PAGE, encoding="utf-8") as page:
+            cls.sections = sections(page.read())
+        with open(README, encoding="utf-8") as readme:
+            cls.readme = readme.read()
+
+    def section_text(self, name):
+        return " ".join(render_lines(self.sections[name]).split())
+
+    def test_environment_names_every_variable_mux_reads(self):
+        items = [unroff(line) for index, line in enumerate(self.sections["ENVIRONMENT"])
+                 if index > 0 and self.sections["ENVIRONMENT"][index - 1] == ".TP"]
+        named = {word.strip(",") for item in items for word in item.split()[1:]}
+        for variable in ENVIRONMENT:
+            self.assertIn(variable, named)
+
+    def test_files_names_what_mux_reads_writes_and_installs(self):
+        files = unroff("\n".join(self.sections["FILES"]))
+        for fragment in ["~/.editrc", "DIR /.mux-upload- PID - N .part", "mux-chat.service",
+                         "mux-chat.socket", "mux-upload.service", "mux-upload.socket",
+                         "/var/lib/mux-upload", "share/bash-completion/completions/mux",
+                         "share/zsh/vendor-completions/_mux", "LICENSE", "NEWS.md"]:
+            self.assertIn(fragment, files)
+
+    def test_the_temporary_upload_file_is_named_as_files_says(self):
+        """.mux-upload-PID-N.part, from the outside: a real server, a half-sent upload."""
+        out = tempfile.mkdtemp(prefix="mux-man-e2e-")
+        self.addCleanup(shutil.rmtree, out, True)
+        with muxtest.Server("upload-server", "--output-dir", out) as server:
+            with server.connect() as sock:
+                sock.sendall(b"MUXUP/1 1000 half.bin\n" + b"h" * 10)
+                deadline = time.monotonic() + muxtest.DEFAULT_TIMEOUT
+                while not os.listdir(out):
+                    self.assertLess(time.monotonic(), deadline, "no temporary file appeared")
+                    time.sleep(0.02)
+                self.assertEqual(os.listdir(out), [f".mux-upload-{server.proc.pid}-1.part"])
+
+    def test_listen_address_says_what_listening_everywhere_exposes(self):
+        for text in [" ".join(unroff("\n".join(self.sections["LISTEN ADDRESS"])).split()),
+                     " ".join(self.readme.split())]:
+            for fragment in ["127.0.0.1", "this machine only", "0.0.0.0", "::", "--tls-cert",
+                             "--tls-client-ca", "--allow", "--deny", "readable"]:
+                self.assertIn(fragment, text.replace("This machine only", "this machine only"))
+
+    def test_examples_create_the_output_directory_first(self):
+        """Every example runs as written on a fresh machine: --output-dir DIR needs DIR."""
+        blocks = re.findall(r"```sh\n(.*?)```", self.readme, re.S)
+        blocks.append(unroff("\n".join(self.sections["EXAMPLES"])))
+        for block in blocks:
+            block = "\n".join(re.sub(r"\s+#.*", "", line) for line in block.splitlines())
+            made = set(re.findall(r"mkdir -p (\S+)", block))
+            for directory in re.findall(r"--output-dir (\S+)", block):
+                if directory.startswith("DIR") or directory.startswith("$"):
+                    continue
+                self.assertIn(directory, made, block)
+            for file in re.findall(r"--file (\S+)", block):
+                if file != "-":
+                    self.assertRegex(block, rf"> {re.escape(file)}\b|{re.escape(file)} <", block)
+
+    def test_readme_lists_every_test_suite(self):
+        e2e = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(e2e)):
+            match = re.match(r"^test_(\w+)\.py$", name)
+            if match:
+                self.assertIn(f"| e2e-{match.group(1)} |", self.readme,
+                              f"README.md's table of test suites has no line for e2e-{match.group(1)}")
+
+    @unittest.skipUnless(COMPLETION_DIR, "MUX_COMPLETION_DIR not set (run through meson test)")
+    def test_the_bash_completion_offers_every_documented_flag(self):
+        for sub in subcommands():
+            with self.subTest(subcommand=sub):
+                script = ("source \"$1\"; COMP_WORDS=(mux \"$2\" --); COMP_CWORD=2; _mux; "
+                          "printf '%s\\n' \"${COMPREPLY[@]}\"")
+                result = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash",
+                                         os.path.join(COMPLETION_DIR, "mux"), sub],
+                                        capture_output=True, text=True, timeout=30)
+                offered = {word for word in result.stdout.split() if word.startswith("--")}
+                documented = {option.flag for option in options_of(sub)}
+                self.assertEqual(offered, documented)
+
+
+def render_lines(lines):
+    return unroff("\n".join(line for line in lines if not line.startswith(".")))
 
 
 if __name__ == "__main__":
