@@ -1,5 +1,7 @@
 #include "chat/chat_client.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,9 +40,8 @@ constexpr std::size_t kMaxLine = 1 << 20;
 constexpr std::size_t kMaxUnsent = 1 << 20;
 // Like the server: a line the server left unterminated is shown once it has been quiet this long.
 constexpr std::chrono::milliseconds kQuietTime{100};
-// After sending everything and half-closing, how long to wait for the server to close its side.
-// Its close is the proof that it read everything we sent: without it, delivery is unconfirmed.
-constexpr std::chrono::milliseconds kCloseWait{3000};
+// After the end of input, how often to look whether the server is still taking our bytes.
+constexpr std::chrono::milliseconds kConfirmCheck{250};
 constexpr const char* kPrompt = "> ";
 
 enum class InputKind {
@@ -79,7 +80,8 @@ class ChatClient {
         writer_(loop_, *stream_, [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
         kind_(input_kind()),
-        timestamps_(options.timestamps) {
+        timestamps_(options.timestamps),
+        confirm_timeout_(options.confirm_timeout) {
     if (!options.nick.empty()) writer_.send(fmt::format("/nick {}\n", options.nick));
   }
 
@@ -279,6 +281,7 @@ class ChatClient {
     if (input_done_) return;
     input_done_ = true;
     pause_input();
+    await_confirmation();
     loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
     writer_.when_drained([this] {
       if (loop_.stopping()) return;
@@ -298,12 +301,43 @@ class ChatClient {
     shutdown_pending_ = false;
     if (!result.ok()) return connection_failed(result.error, result.detail);
     half_closed_ = true;
-    loop_.add_timer(kCloseWait, [this] {
+  }
+
+  // From the end of input until the server's close (its proof that it read everything we sent):
+  // give up after --confirm-timeout without progress. Progress is our unsent bytes going down,
+  // in our queue or the kernel's (a server reading slowly, as flow control does, is still
+  // reading); once all are taken, only its close counts.
+  void await_confirmation() {
+    last_unsent_ = unsent_bytes();
+    last_progress_ = EventLoop::Clock::now();
+    loop_.add_periodic(kConfirmCheck, [this] {
+      std::size_t unsent = unsent_bytes();
+      auto now = EventLoop::Clock::now();
+      if (unsent < last_unsent_) {
+        last_unsent_ = unsent;
+        last_progress_ = now;
+        return;
+      }
+      if (now - last_progress_ < confirm_timeout_) return;
+      double seconds = std::chrono::duration<double>(confirm_timeout_).count();
+      if (unsent > 0) {
+        return fail(
+            fmt::format("{} took none of our last {} bytes for {:g} s, so they were not "
+                        "delivered (see --confirm-timeout)",
+                        server_, unsent, seconds));
+      }
       fail(
-          fmt::format("{} did not close the connection within {} s of the end of input, so "
-                      "delivery of the last lines is unconfirmed",
-                      server_, kCloseWait.count() / 1000));
+          fmt::format("{} did not close the connection within {:g} s of the end of input, so "
+                      "delivery of the last lines is unconfirmed (see --confirm-timeout)",
+                      server_, seconds));
     });
+  }
+
+  // Bytes written but not yet acknowledged by the server's host: our queue plus the socket's.
+  [[nodiscard]] std::size_t unsent_bytes() const {
+    int in_kernel = 0;
+    if (::ioctl(socket_.get(), SIOCOUTQ, &in_kernel) < 0 || in_kernel < 0) in_kernel = 0;
+    return writer_.queued() + static_cast<std::size_t>(in_kernel);
   }
 
   void interrupted(int signo) {
@@ -342,6 +376,9 @@ class ChatClient {
   bool input_watched_ = false;
   bool input_done_ = false;
   bool half_closed_ = false;
+  std::chrono::milliseconds confirm_timeout_;
+  std::size_t last_unsent_ = 0;
+  EventLoop::Clock::time_point last_progress_;
   bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   int status_ = 0;
   std::optional<std::string> end_reason_;  // a notice said the server ended the session

@@ -1,6 +1,7 @@
 // `mux chat-client`: stdin and the socket multiplexed in one event loop.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "core/client_link.hpp"
@@ -13,6 +14,9 @@ struct ChatClientOptions {
   ClientLinkOptions link;   // connect timeout, TLS, token
   std::string nick;         // empty: keep the server's default name
   bool timestamps = false;  // prefix received lines with the local time, HH:MM:SS
+  // After the end of input: how long without progress to wait for the server's close, the
+  // proof that it read everything (exit 1 without it).
+  std::chrono::milliseconds confirm_timeout{10'000};
 };
 
 int run_chat_client(const ChatClientOptions& options);

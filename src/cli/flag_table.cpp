@@ -165,6 +165,10 @@ void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
              "NAME");
   flags.switch_flag("--timestamps", options.timestamps,
                     "Prefix each line shown with the local time (HH:MM:SS)");
+  flags.duration("--confirm-timeout", options.confirm_timeout,
+                 "After the end of input, give up (exit 1) when the server has neither taken "
+                 "more of our lines nor closed the connection for this long",
+                 {std::chrono::milliseconds{100}, std::chrono::hours{1}});
 }
 
 void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {

@@ -16,8 +16,8 @@ TIMEOUT = muxtest.DEFAULT_TIMEOUT
 RUNS = 30
 
 
-def run_client(port, data):
-    return muxtest.run_mux("chat-client", "--port", str(port), input=data, timeout=TIMEOUT)
+def run_client(port, data, *args):
+    return muxtest.run_mux("chat-client", "--port", str(port), *args, input=data, timeout=TIMEOUT)
 
 
 def error_lines(stderr):
@@ -93,8 +93,10 @@ class ForkModeTests(ExitStatusCases, unittest.TestCase):
 class HandRolledServer:
     """A listener whose one connection is handled by `behaviour(conn)` in a thread."""
 
-    def __init__(self, behaviour):
+    def __init__(self, behaviour, receive_buffer=None):
         self.listener = socket.socket()
+        if receive_buffer:  # inherited by the accepted socket: a small window
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.listener.bind((muxtest.HOST, 0))
         self.listener.listen()
         self.port = self.listener.getsockname()[1]
@@ -121,8 +123,8 @@ def read_to_end(conn):
 
 
 class AgainstServersThatDoNotConfirm(unittest.TestCase):
-    def serve(self, behaviour):
-        server = HandRolledServer(behaviour)
+    def serve(self, behaviour, **options):
+        server = HandRolledServer(behaviour, **options)
         self.addCleanup(server.close)
         return server
 
@@ -149,11 +151,28 @@ class AgainstServersThatDoNotConfirm(unittest.TestCase):
 
         server = self.serve(read_and_hold)
         self.addCleanup(done.set)
-        result = run_client(server.port, b"hello\n")
+        result = run_client(server.port, b"hello\n", "--confirm-timeout", "1s")
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr, (
-            f"mux: error: 127.0.0.1:{server.port} did not close the connection within 3 s of the end "
-            "of input, so delivery of the last lines is unconfirmed\n").encode())
+            f"mux: error: 127.0.0.1:{server.port} did not close the connection within 1 s of the end "
+            "of input, so delivery of the last lines is unconfirmed (see --confirm-timeout)\n").encode())
+
+    def test_a_server_that_stops_reading_leaves_the_rest_undelivered(self):
+        done = threading.Event()
+
+        def read_a_little_and_hold(conn):
+            conn.recv(1)
+            done.wait(TIMEOUT)
+
+        server = self.serve(read_a_little_and_hold, receive_buffer=4096)
+        self.addCleanup(done.set)
+        # All of it is read from stdin (under the client's 1 MiB queue), little of it gets into
+        # the server's small window: the rest stays queued or unacknowledged on the client's side.
+        result = run_client(server.port, b"y" * 200000 + b"\n", "--confirm-timeout", "1s")
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stderr.decode(),
+                         rf"^mux: error: 127\.0\.0\.1:{server.port} took none of our last \d+ bytes for 1 s, "
+                         r"so they were not delivered \(see --confirm-timeout\)\n$")
 
     def test_a_close_before_the_end_of_input_is_a_failure(self):
         def close_at_once(conn):

@@ -21,7 +21,7 @@ FLAGS = {
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout",
                                    "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny"],
-    "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps"],
+    "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
