@@ -36,13 +36,16 @@ std::optional<Cidr> Cidr::parse(std::string_view text) {
   if (auto slash = text.find('/'); slash != std::string_view::npos) {
     address_text = text.substr(0, slash);
     std::string_view digits = text.substr(slash + 1);
-    int value = -1;
-    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-    if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() ||
-        digits.size() > 3)
+    // 1 to 3 decimal digits: from_chars alone would also take "-0".
+    if (digits.empty() || digits.size() > 3 ||
+        digits.find_first_not_of("0123456789") != std::string_view::npos)
       return std::nullopt;
+    int value = -1;
+    std::from_chars(digits.data(), digits.data() + digits.size(), value);
     prefix = value;
   }
+  // inet_pton reads a C string: a NUL inside would end the address early and pass the rest.
+  if (address_text.find('\0') != std::string_view::npos) return std::nullopt;
   std::string address(address_text);
   Cidr cidr;
   in_addr v4{};

@@ -33,6 +33,11 @@ namespace flag_values {
 void check_one_input(const std::uint8_t* data, std::size_t size);
 }
 
+// --allow / --deny address ranges: parsing, normal form, containment.
+namespace cidr {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+
 struct Target {
   std::string_view name;
   CheckFunction check;
@@ -44,6 +49,7 @@ inline constexpr std::array kTargets = {
     Target{"upload_header", &upload_header::check_one_input},
     Target{"flag_values", &flag_values::check_one_input},
     Target{"upload_parser", &upload_parser::check_one_input},
+    Target{"cidr", &cidr::check_one_input},
 };
 
 }  // namespace mux::fuzz

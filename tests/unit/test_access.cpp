@@ -81,10 +81,13 @@ TEST_CASE("cidr: parsing normalises and refuses what is not an address range") {
   CHECK(mux::Cidr::parse("::/0")->to_string() == "::/0");
   for (const char* bad :
        {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0/8",
-        "example.org", "10.0.0.0/ 8", "10.0.0.0/08x", "1.2.3.4 ", "10.0.0.0/0008"}) {
+        "example.org", "10.0.0.0/ 8", "10.0.0.0/08x", "1.2.3.4 ", "10.0.0.0/0008", "10.0.0.0/-0",
+        "10.0.0.0/+8"}) {
     CAPTURE(bad);
     CHECK_FALSE(mux::Cidr::parse(bad));
   }
+  // A NUL would end inet_pton's reading early (the fuzzer's reference refuses it).
+  CHECK_FALSE(mux::Cidr::parse(std::string_view("10.0.0.1\0junk", 13)));
 }
 
 TEST_CASE("cidr: matching IPv4, IPv6 and v4-mapped peers") {
