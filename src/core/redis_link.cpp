@@ -1,0 +1,392 @@
+#include "core/redis_link.hpp"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <sys/epoll.h>
+
+#include <charconv>
+#include <stdexcept>
+#include <unordered_map>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace mux {
+
+std::string RedisUrl::describe() const {
+  bool v6 = host.find(':') != std::string::npos;
+  return fmt::format("{}{}{}:{}/{}", v6 ? "[" : "", host, v6 ? "]" : "", port, db);
+}
+
+namespace {
+
+template <class Number>
+bool parse_number(std::string_view text, Number& out) {
+  if (text.empty()) return false;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+[[noreturn]] void bad_url(std::string_view text, std::string_view why) {
+  throw std::invalid_argument(fmt::format("'{}' is not a Redis URL: {}", text, why));
+}
+
+}  // namespace
+
+RedisUrl parse_redis_url(std::string_view text) {
+  constexpr std::string_view kScheme = "redis://";
+  if (text.substr(0, kScheme.size()) != kScheme) {
+    if (text.substr(0, 9) == "rediss://")
+      bad_url(text, "TLS to Redis (rediss://) is not supported");
+    bad_url(text, "it must start with redis://");
+  }
+  std::string_view rest = text.substr(kScheme.size());
+  RedisUrl url;
+  if (std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view user_info = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    // redis://:PASSWORD@ (the Redis 5 form) or redis://default:PASSWORD@ (an ACL user of 6+).
+    std::size_t colon = user_info.find(':');
+    if (colon == std::string_view::npos) bad_url(text, "a password goes after a ':' (:PASSWORD@)");
+    std::string_view user = user_info.substr(0, colon);
+    if (!user.empty() && user != "default") bad_url(text, "only the default user is supported");
+    url.password = std::string(user_info.substr(colon + 1));
+    if (url.password.empty()) bad_url(text, "empty password");
+  }
+  std::string_view address = rest;
+  if (std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    address = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && (!parse_number(db, url.db) || url.db > 1'000'000))
+      bad_url(text, "the database after '/' must be a number");
+  }
+  std::string_view port;
+  if (!address.empty() && address.front() == '[') {
+    std::size_t close = address.find(']');
+    if (close == std::string_view::npos) bad_url(text, "missing ']' after an IPv6 address");
+    url.host = std::string(address.substr(1, close - 1));
+    std::string_view after = address.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') bad_url(text, "expected ':PORT' after ']'");
+      port = after.substr(1);
+      if (port.empty()) bad_url(text, "empty port");
+    }
+  } else {
+    std::size_t colon = address.rfind(':');
+    if (colon != std::string_view::npos) {
+      if (address.find(':') != colon) bad_url(text, "write an IPv6 address as [ADDRESS]");
+      port = address.substr(colon + 1);
+      if (port.empty()) bad_url(text, "empty port");
+      address = address.substr(0, colon);
+    }
+    url.host = std::string(address);
+  }
+  if (url.host.empty()) bad_url(text, "no host");
+  if (!port.empty() && (!parse_number(port, url.port) || url.port == 0))
+    bad_url(text, "the port must be a number from 1 to 65535");
+  return url;
+}
+
+namespace {
+
+RedisValue copy_reply(const redisReply& reply) {
+  RedisValue value;
+  switch (reply.type) {
+    case REDIS_REPLY_INTEGER:
+      value.type = RedisValue::Type::integer;
+      value.integer = reply.integer;
+      break;
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+      value.type = reply.type == REDIS_REPLY_STRING   ? RedisValue::Type::string
+                   : reply.type == REDIS_REPLY_STATUS ? RedisValue::Type::status
+                                                      : RedisValue::Type::error;
+      value.text.assign(reply.str, reply.len);
+      break;
+    case REDIS_REPLY_ARRAY:
+      value.type = RedisValue::Type::array;
+      value.elements.reserve(reply.elements);
+      for (std::size_t i = 0; i < reply.elements; ++i)
+        value.elements.push_back(copy_reply(*reply.element[i]));
+      break;
+    default:
+      break;  // nil
+  }
+  return value;
+}
+
+// hiredis frees a context itself when the connection fails; we free it only while we still own it.
+struct AsyncContextFree {
+  void operator()(redisAsyncContext* context) const noexcept { redisAsyncFree(context); }
+};
+
+}  // namespace
+
+// One hiredis async connection registered with the loop. Owned by RedisLink; reports a failure
+// through `on_failure` from a deferred call (never from inside hiredis), and only once.
+class RedisConnection {
+ public:
+  using Failure = std::function<void(const std::string& why)>;
+
+  RedisConnection(EventLoop& loop, const RedisUrl& url, Failure on_failure)
+      : loop_(loop), on_failure_(std::move(on_failure)) {
+    context_.reset(redisAsyncConnect(url.host.c_str(), url.port));
+    if (!context_) {
+      report(fmt::format("{}: out of memory", url.describe()));
+      return;
+    }
+    if (context_->err != 0) {
+      std::string why = context_->errstr;
+      context_.reset();
+      report(fmt::format("{}: {}", url.describe(), why));
+      return;
+    }
+    address_ = url.describe();
+    redisAsyncContext& context = *context_;
+    context.data = this;
+    context.ev.data = this;
+    context.ev.addRead = [](void* self) {
+      static_cast<RedisConnection*>(self)->want(EPOLLIN, true);
+    };
+    context.ev.delRead = [](void* self) {
+      static_cast<RedisConnection*>(self)->want(EPOLLIN, false);
+    };
+    context.ev.addWrite = [](void* self) {
+      static_cast<RedisConnection*>(self)->want(EPOLLOUT, true);
+    };
+    context.ev.delWrite = [](void* self) {
+      static_cast<RedisConnection*>(self)->want(EPOLLOUT, false);
+    };
+    context.ev.cleanup = [](void* self) { static_cast<RedisConnection*>(self)->released(); };
+    redisAsyncSetConnectCallback(&context, [](const redisAsyncContext* ac, int status) {
+      if (status != REDIS_OK && ac->data != nullptr)
+        static_cast<RedisConnection*>(ac->data)->lost(ac->c.errstr);
+    });
+    redisAsyncSetDisconnectCallback(&context, [](const redisAsyncContext* ac, int) {
+      if (ac->data != nullptr)
+        static_cast<RedisConnection*>(ac->data)->lost(ac->c.err != 0 ? ac->c.errstr : "closed");
+    });
+    fd_ = context.c.fd;
+    // The connect completes on the first writable event.
+    interest_ = EPOLLOUT;
+    loop_.watch(fd_, interest_, [this](std::uint32_t events) { handle(events); });
+  }
+
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  ~RedisConnection() {
+    *alive_ = false;
+    if (!context_) return;
+    // Freeing calls the pending reply callbacks with no reply; they must not reach us.
+    context_->data = nullptr;
+    if (loop_.watching(fd_)) loop_.unwatch(fd_);
+    context_->ev.cleanup = nullptr;
+    context_.reset();
+  }
+
+  bool send(const std::vector<std::string>& args, RedisLink::ReplyCallback on_reply) {
+    if (!context_ || failed_) return false;
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    argv.reserve(args.size());
+    lengths.reserve(args.size());
+    for (const std::string& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    std::uint64_t id = next_id_++;
+    int status = redisAsyncCommandArgv(context_.get(), &RedisConnection::reply_trampoline,
+                                       reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)),
+                                       static_cast<int>(args.size()), argv.data(), lengths.data());
+    if (status != REDIS_OK) return false;
+    if (on_reply) pending_.emplace(id, std::move(on_reply));
+    return true;
+  }
+
+  // Every message and the subscription's confirmations go to `on_message` (kSubscriptionId).
+  bool subscribe(const std::string& channel, RedisLink::ReplyCallback on_message) {
+    if (!context_ || failed_) return false;
+    pending_[kSubscriptionId] = std::move(on_message);
+    const char* argv[] = {"SUBSCRIBE", channel.data()};
+    std::size_t lengths[] = {9, channel.size()};
+    return redisAsyncCommandArgv(
+               context_.get(), &RedisConnection::reply_trampoline,
+               reinterpret_cast<void*>(static_cast<std::uintptr_t>(kSubscriptionId)), 2, argv,
+               lengths) == REDIS_OK;
+  }
+
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
+
+ private:
+  static constexpr std::uint64_t kSubscriptionId = 1;
+
+  static void reply_trampoline(redisAsyncContext* ac, void* reply, void* privdata) {
+    if (ac->data == nullptr) return;
+    auto& self = *static_cast<RedisConnection*>(ac->data);
+    auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(privdata));
+    auto it = self.pending_.find(id);
+    if (it == self.pending_.end()) return;
+    if (reply == nullptr) return;  // lost: lost() hands every pending callback a null reply
+    RedisValue value = copy_reply(*static_cast<redisReply*>(reply));
+    if (id == kSubscriptionId) {
+      it->second(&value);
+      return;
+    }
+    RedisLink::ReplyCallback callback = std::move(it->second);
+    self.pending_.erase(it);
+    callback(&value);
+  }
+
+  void want(std::uint32_t bit, bool on) {
+    interest_ = on ? (interest_ | bit) : (interest_ & ~bit);
+    if (loop_.watching(fd_)) loop_.modify(fd_, interest_);
+  }
+
+  void handle(std::uint32_t events) {
+    // Errors and hang-ups are found by reading (or, while connecting, by the connect check).
+    if (context_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0)
+      redisAsyncHandleRead(context_.get());
+    if (context_ && (events & EPOLLOUT) != 0) redisAsyncHandleWrite(context_.get());
+  }
+
+  // hiredis is freeing the context (a failure it found); it is no longer ours to free.
+  void released() {
+    if (loop_.watching(fd_)) loop_.unwatch(fd_);
+    redisAsyncContext* context = context_.release();
+    if (!failed_) lost(context->c.err != 0 ? context->c.errstr : "connection closed");
+  }
+
+  void lost(const char* why) {
+    if (failed_) return;
+    failed_ = true;
+    report(fmt::format("{}: {}", address_, why != nullptr && *why != '\0' ? why : "lost"));
+  }
+
+  void report(std::string why) {
+    failed_ = true;
+    // Pending callbacks hear of the loss too, after hiredis is done with the context.
+    auto callbacks = std::exchange(pending_, {});
+    std::weak_ptr<bool> alive = alive_;
+    loop_.defer([alive, callbacks = std::move(callbacks), why = std::move(why),
+                 on_failure = on_failure_]() mutable {
+      for (auto& [id, callback] : callbacks) {
+        if (id != kSubscriptionId && callback) callback(nullptr);
+      }
+      if (auto flag = alive.lock(); flag && *flag) on_failure(why);
+    });
+  }
+
+  EventLoop& loop_;
+  Failure on_failure_;
+  std::unique_ptr<redisAsyncContext, AsyncContextFree> context_;
+  std::unordered_map<std::uint64_t, RedisLink::ReplyCallback> pending_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::string address_;
+  std::uint64_t next_id_ = kSubscriptionId + 1;
+  int fd_ = -1;
+  std::uint32_t interest_ = 0;
+  bool failed_ = false;
+};
+
+RedisLink::RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers)
+    : loop_(loop),
+      url_(std::move(url)),
+      channel_(std::move(channel)),
+      handlers_(std::move(handlers)) {}
+
+RedisLink::~RedisLink() {
+  loop_.cancel_timer(retry_timer_);
+  loop_.cancel_timer(connect_timer_);
+  loop_.cancel_timer(ping_timer_);
+}
+
+void RedisLink::start() {
+  connect();
+}
+
+void RedisLink::connect() {
+  retry_timer_ = 0;
+  ready_count_ = 0;
+  ping_outstanding_ = false;
+  auto on_failure = [this](const std::string& why) { fail(why); };
+  commands_ = std::make_unique<RedisConnection>(loop_, url_, on_failure);
+  subscriber_ = std::make_unique<RedisConnection>(loop_, url_, on_failure);
+  connect_timer_ = loop_.add_timer(kConnectTimeout, [this] {
+    connect_timer_ = 0;
+    fail(fmt::format("{}: no answer within {} ms", url_.describe(), kConnectTimeout.count()));
+  });
+  auto check_setup = [this](std::string_view step) {
+    return [this, step](const RedisValue* reply) {
+      if (reply == nullptr) return;  // the failure is reported by the connection
+      if (reply->is_error()) fail(fmt::format("{}: {}: {}", url_.describe(), step, reply->text));
+    };
+  };
+  for (RedisConnection* connection : {commands_.get(), subscriber_.get()}) {
+    if (!url_.password.empty()) connection->send({"AUTH", url_.password}, check_setup("AUTH"));
+  }
+  if (url_.db != 0) commands_->send({"SELECT", std::to_string(url_.db)}, check_setup("SELECT"));
+  commands_->send({"PING"}, [this](const RedisValue* reply) {
+    if (reply != nullptr && !reply->is_error()) connection_ready();
+  });
+  subscriber_->subscribe(channel_, [this](const RedisValue* reply) {
+    if (reply == nullptr || reply->type != RedisValue::Type::array || reply->elements.size() < 3)
+      return;
+    const std::string& kind = reply->elements[0].text;
+    if (kind == "subscribe") {
+      connection_ready();
+    } else if (kind == "message" && handlers_.message) {
+      handlers_.message(reply->elements[2].text);
+    }
+  });
+}
+
+void RedisLink::connection_ready() {
+  if (++ready_count_ < 2) return;
+  loop_.cancel_timer(std::exchange(connect_timer_, 0));
+  up_ = true;
+  last_failure_.clear();
+  next_retry_ = kFirstRetry;
+  ping_timer_ = loop_.add_periodic(std::chrono::milliseconds(1000), [this] { check_alive(); });
+  if (handlers_.up) handlers_.up();
+}
+
+void RedisLink::check_alive() {
+  if (ping_outstanding_) {
+    if (EventLoop::Clock::now() - ping_sent_ >= kStallTimeout)
+      fail(fmt::format("{}: no reply for {} ms", url_.describe(), kStallTimeout.count()));
+    return;
+  }
+  ping_outstanding_ = true;
+  ping_sent_ = EventLoop::Clock::now();
+  commands_->send({"PING"}, [this](const RedisValue* reply) {
+    if (reply != nullptr) ping_outstanding_ = false;
+  });
+}
+
+void RedisLink::fail(const std::string& why) {
+  if (retry_timer_ != 0) return;  // already failed; the retry is scheduled
+  bool was_up = std::exchange(up_, false);
+  last_failure_ = why;
+  loop_.cancel_timer(std::exchange(connect_timer_, 0));
+  loop_.cancel_timer(std::exchange(ping_timer_, 0));
+  // Destroying a connection frees its context; hiredis may be on the stack, so defer it.
+  std::shared_ptr<RedisConnection> old_commands(std::move(commands_));
+  std::shared_ptr<RedisConnection> old_subscriber(std::move(subscriber_));
+  loop_.defer([old_commands, old_subscriber] {});
+  retry_timer_ = loop_.add_timer(next_retry_, [this] { connect(); });
+  next_retry_ = std::min(next_retry_ * 2, kMaxRetry);
+  if (was_up && handlers_.down) handlers_.down(why);
+}
+
+bool RedisLink::command(const std::vector<std::string>& args, ReplyCallback on_reply) {
+  if (!up_ || !commands_) return false;
+  return commands_->send(args, std::move(on_reply));
+}
+
+bool RedisLink::publish(std::string_view payload) {
+  return command({"PUBLISH", channel_, std::string(payload)});
+}
+
+}  // namespace mux

@@ -1,0 +1,106 @@
+// RedisLink: one logical link to a Redis server, driven by mux's EventLoop through hiredis's async
+// adapter hooks (no hand-written RESP parser, no thread). It owns two hiredis connections: one for
+// commands and one subscribed to a single pub/sub channel (a subscribed Redis connection takes no
+// other commands). The link is "up" once both are connected, authenticated (AUTH), on the right
+// database (SELECT) and subscribed; while it is down it reconnects with a capped backoff. Its owner
+// (the chat room's Redis bus) calls command()/publish() and gets up/down/message callbacks, always
+// from the loop and never from inside a hiredis call.
+//
+// Liveness: a PING on the command connection every second; no answer for kStallTimeout counts as
+// a lost link (a stopped Redis keeps its sockets open). Host names are resolved by hiredis with a
+// blocking getaddrinfo when connecting: give an address (or a name in /etc/hosts).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/event_loop.hpp"
+
+namespace mux {
+
+// redis://[:PASSWORD@]HOST[:PORT][/DB]; HOST may be [v6]. Port defaults to 6379, DB to 0.
+struct RedisUrl {
+  std::string host;
+  std::uint16_t port = 6379;
+  std::string password;
+  std::uint32_t db = 0;
+
+  // "HOST:PORT/DB", never the password (for logs and messages).
+  [[nodiscard]] std::string describe() const;
+};
+
+// Throws std::invalid_argument saying what is wrong with `text`.
+RedisUrl parse_redis_url(std::string_view text);
+
+// A reply, copied out of hiredis's reply tree so nothing of hiredis leaks to callers.
+struct RedisValue {
+  enum class Type { nil, integer, string, status, error, array };
+  Type type = Type::nil;
+  long long integer = 0;
+  std::string text;  // string, status and error replies
+  std::vector<RedisValue> elements;
+
+  [[nodiscard]] bool is_error() const noexcept { return type == Type::error; }
+};
+
+class RedisConnection;
+
+class RedisLink {
+ public:
+  // Null when the link was lost before the reply came.
+  using ReplyCallback = std::function<void(const RedisValue* reply)>;
+  struct Handlers {
+    std::function<void()> up;                          // connected, subscribed
+    std::function<void(const std::string& why)> down;  // lost (only after an up)
+    std::function<void(std::string_view payload)> message;
+  };
+
+  static constexpr std::chrono::milliseconds kConnectTimeout{3000};
+  static constexpr std::chrono::milliseconds kStallTimeout{3000};
+  static constexpr std::chrono::milliseconds kFirstRetry{100};
+  static constexpr std::chrono::milliseconds kMaxRetry{2000};
+
+  RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers);
+  RedisLink(const RedisLink&) = delete;
+  RedisLink& operator=(const RedisLink&) = delete;
+  ~RedisLink();
+
+  // Starts connecting; retries on its own from then on.
+  void start();
+  [[nodiscard]] bool up() const noexcept { return up_; }
+  // Sends a command (binary-safe arguments). False, and no callback, when the link is down.
+  bool command(const std::vector<std::string>& args, ReplyCallback on_reply = {});
+  bool publish(std::string_view payload);
+  // Why the last attempt failed (empty when up or never tried).
+  [[nodiscard]] const std::string& last_failure() const noexcept { return last_failure_; }
+  [[nodiscard]] const RedisUrl& url() const noexcept { return url_; }
+
+ private:
+  void connect();
+  void connection_ready();
+  void fail(const std::string& why);
+  void check_alive();
+
+  EventLoop& loop_;
+  RedisUrl url_;
+  std::string channel_;
+  Handlers handlers_;
+  std::unique_ptr<RedisConnection> commands_;
+  std::unique_ptr<RedisConnection> subscriber_;
+  EventLoop::TimerId retry_timer_ = 0;
+  EventLoop::TimerId connect_timer_ = 0;
+  EventLoop::TimerId ping_timer_ = 0;
+  std::chrono::milliseconds next_retry_ = kFirstRetry;
+  EventLoop::Clock::time_point ping_sent_{};
+  bool ping_outstanding_ = false;
+  int ready_count_ = 0;
+  bool up_ = false;
+  std::string last_failure_;
+};
+
+}  // namespace mux
