@@ -1,6 +1,7 @@
 #include "chat/chat_room.hpp"
 
 #include <algorithm>
+#include <ctime>
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
@@ -18,6 +19,34 @@ constexpr std::string_view kUploadHeaderStart = "MUXUP/1 ";
 // A client over its command rate hears about it at most this often.
 constexpr std::chrono::seconds kCommandNoticeInterval{1};
 
+// What every client is told when the other servers sharing the room go out of reach, and back.
+constexpr std::string_view kOthersUnreachable =
+    "* the other servers are out of reach: only this server's clients hear you for now\n";
+constexpr std::string_view kOthersBack = "* the other servers are back: the room is whole again\n";
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Replayed history: each line marked with when it was said (UTC), so it cannot pass for live.
+std::string format_history(const std::vector<HistoryEntry>& history) {
+  std::string out;
+  for (const HistoryEntry& entry : history) {
+    auto seconds = static_cast<std::time_t>(entry.unix_seconds);
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &utc);
+    out += '[';
+    out += stamp;
+    out += "] ";
+    chat::notice::append_relay(out, entry.name, entry.text);
+  }
+  return out;
+}
+
 std::chrono::milliseconds round_up_ms(TokenBucket::Clock::duration duration) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration);
   return ms.count() < 1 ? std::chrono::milliseconds(1) : ms;
@@ -29,25 +58,63 @@ ChatRoom::ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits, Cl
 
 void ChatRoom::join(ChatMember& member, std::string_view origin) {
   flush_relay();
+  member.id_ = ++next_member_id_;
   member.join_number_ = ++arrivals_;
-  member.name_ = fmt::format("Client {}", member.join_number_);
   member.has_nick_ = false;
   member.lines_seen_ = 0;
+  member.early_lines_.clear();
   Clock::time_point now = clock_();
   member.rates_.emplace(ChatMember::Rates{
       TokenBucket(limits_.line_rate, limits_.line_burst, now),
       TokenBucket(limits_.byte_rate, limits_.byte_burst, now),
       TokenBucket(limits_.command_rate, limits_.command_burst, now), std::nullopt, std::nullopt});
+  by_id_[member.id_] = &member;
+  if (bus_ == nullptr || !bus_->connected()) {
+    admit(member, origin, ++highest_number_, {history_.begin(), history_.end()});
+    return;
+  }
+  // The number comes from the room-wide counter: one round trip before the welcome.
+  member.admitting_ = true;
+  bus_->admit(history_limit_, [this, id = member.id_, origin = std::string(origin)](
+                                  std::optional<RoomBus::Admission> admission) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end() || !it->second->admitting_) return;
+    if (admission) {
+      admit(*it->second, origin, admission->number, admission->history);
+    } else {
+      admit(*it->second, origin, ++highest_number_, {history_.begin(), history_.end()});
+    }
+  });
+}
+
+void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t number,
+                     const std::vector<HistoryEntry>& history) {
+  flush_relay();
+  member.admitting_ = false;
+  highest_number_ = std::max(highest_number_, number);
+  member.name_ = fmt::format("Client {}", number);
   member.in_room_ = true;
   who_cache_.reset();
   member.slot_ = members_.size();
   members_.push_back(&member);
   logger_.info("{} joined from {}", member.name_, origin);
   send_to(member, chat::notice::welcome(member.name_));
+  if (bus_ != nullptr && !bus_reachable_) send_to(member, std::string(kOthersUnreachable));
+  if (history_limit_ != 0 && !history.empty()) send_to(member, format_history(history));
   if (members_.size() <= kAnnounceUpTo) broadcast(chat::notice::joined(member.name_), &member);
+  publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
+  // What it sent while it waited, in order, as if it had just arrived.
+  auto early = std::exchange(member.early_lines_, {});
+  for (auto& [text, cut] : early)
+    receive_line(member, text, cut);
+  if (!early.empty()) end_of_input();
 }
 
 void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut) {
+  if (sender.admitting_) {
+    if (sender.early_lines_.size() < kMaxEarlyLines) sender.early_lines_.emplace_back(text, cut);
+    return;
+  }
   if (!sender.in_room_) return;
   if (sender.lines_seen_++ == 0 && refuse_other_protocol(sender, text)) return;
   Clock::time_point now = clock_();
@@ -64,6 +131,9 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   if (relay_sender_ != &sender) flush_relay();
   relay_sender_ = &sender;
   chat::notice::append_relay(relay_text_, sender.name_, command.text);
+  if (history_limit_ != 0) remember(sender.name_, command.text);
+  if (bus_ != nullptr)
+    publish({chat::RoomEventKind::message, sender.name_, std::string(command.text), {}, false});
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
 }
 
@@ -175,20 +245,53 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
   if (problem) return send_to(member, chat::notice::nick_invalid(nick, *problem));
   if (member.has_nick_ && member.name_ == nick)
     return send_to(member, chat::notice::nick_unchanged(nick));
+  if (!nick_free_here(member, nick)) return;
   std::string key = nick_rules_.look_alike_key(nick);
-  auto taken = taken_nicks_.find(key);
+  bool own_look_alike = member.has_nick_ && nick_rules_.look_alike_key(member.name_) == key;
+  if (bus_ == nullptr || !bus_->connected() || own_look_alike) return apply_rename(member, nick);
+  // Room-wide: the nick must also be free on every other server (claimed in Redis).
+  bus_->claim_nick(
+      key, [this, id = member.id_, nick = std::string(nick), key](std::optional<bool> claimed) {
+        auto it = by_id_.find(id);
+        if (it == by_id_.end() || !it->second->in_room_) {
+          if (claimed.value_or(false) && !taken_nicks_.contains(key)) bus_->release_nick(key);
+          return;
+        }
+        ChatMember& claimer = *it->second;
+        if (claimed.has_value() && !*claimed) {
+          logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
+          return send_to(claimer, chat::notice::nick_taken(nick));
+        }
+        // Another client here may have taken it while the claim travelled.
+        if (nick_free_here(claimer, nick)) apply_rename(claimer, nick);
+      });
+}
+
+bool ChatRoom::nick_free_here(ChatMember& member, std::string_view nick) {
+  auto taken = taken_nicks_.find(nick_rules_.look_alike_key(nick));
   // A member may change its own nick into a look-alike of itself (case, accents).
-  if (taken != taken_nicks_.end() && taken->second != &member) {
-    if (chat::fold_nick(taken->second->name_) == chat::fold_nick(nick))
-      return send_to(member, chat::notice::nick_taken(nick));
-    return send_to(member, chat::notice::nick_look_alike(nick, taken->second->name_));
+  if (taken == taken_nicks_.end() || taken->second == &member) return true;
+  if (chat::fold_nick(taken->second->name_) == chat::fold_nick(nick)) {
+    send_to(member, chat::notice::nick_taken(nick));
+  } else {
+    send_to(member, chat::notice::nick_look_alike(nick, taken->second->name_));
   }
-  if (member.has_nick_) taken_nicks_.erase(nick_rules_.look_alike_key(member.name_));
+  return false;
+}
+
+void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
+  std::string key = nick_rules_.look_alike_key(nick);
+  if (member.has_nick_) {
+    std::string old_key = nick_rules_.look_alike_key(member.name_);
+    taken_nicks_.erase(old_key);
+    if (bus_ != nullptr && old_key != key) bus_->release_nick(old_key);
+  }
   taken_nicks_[std::move(key)] = &member;
   std::string old_name = std::exchange(member.name_, std::string(nick));
   member.has_nick_ = true;
   who_cache_.reset();
   logger_.info("{} is now {}", old_name, member.name_);
+  publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
   std::string text = chat::notice::renamed(old_name, member.name_);
   if (members_.size() <= kAnnounceUpTo) {
     broadcast(std::move(text), nullptr);
@@ -198,6 +301,12 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
 }
 
 void ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
+  if (member.admitting_) {
+    member.admitting_ = false;
+    by_id_.erase(member.id_);
+    logger_.info("a client left while joining ({})", reason);
+    return;
+  }
   if (!member.in_room_) return;
   flush_relay();  // its last messages go out before the notice that it left
   remove(member);
@@ -206,6 +315,7 @@ void ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow)
   if (!closing_ && (too_slow || members_.size() < kAnnounceUpTo)) {
     broadcast(chat::notice::left(member.name_, too_slow), nullptr);
   }
+  publish({chat::RoomEventKind::left, member.name_, std::string(reason), {}, too_slow});
 }
 
 void ChatRoom::remove(ChatMember& member) {
@@ -215,8 +325,13 @@ void ChatRoom::remove(ChatMember& member) {
   last->slot_ = member.slot_;
   members_.pop_back();
   member.in_room_ = false;
+  by_id_.erase(member.id_);
   who_cache_.reset();
-  if (member.has_nick_) taken_nicks_.erase(nick_rules_.look_alike_key(member.name_));
+  if (member.has_nick_) {
+    std::string key = nick_rules_.look_alike_key(member.name_);
+    taken_nicks_.erase(key);
+    if (bus_ != nullptr) bus_->release_nick(key);
+  }
   if (relay_sender_ == &member) relay_sender_ = nullptr;
 }
 
@@ -227,6 +342,9 @@ void ChatRoom::close_all() {
   // close_after_output() makes each member leave (removing itself) once it is done; work on a
   // copy so the removals cannot disturb the walk.
   std::vector<ChatMember*> everyone = members_;
+  for (auto& [id, member] : by_id_) {
+    if (member->admitting_) everyone.push_back(member);
+  }
   for (ChatMember* member : everyone) {
     leave(*member, "server shutting down", false);
     member->close_after_output();
@@ -243,6 +361,12 @@ const Block& ChatRoom::who_list() {
   names.reserve(ordered.size());
   for (const ChatMember* member : ordered)
     names.emplace_back(member->name_);
+  // The other servers' members follow, by name (their arrival order is not known here).
+  std::vector<std::string> remote;
+  if (bus_ != nullptr && bus_reachable_) remote = bus_->remote_names();
+  std::sort(remote.begin(), remote.end());
+  for (const std::string& name : remote)
+    names.emplace_back(name);
   who_cache_ = make_block(chat::notice::who(names));
   return who_cache_;
 }
@@ -261,6 +385,71 @@ void ChatRoom::broadcast(const Block& block, const ChatMember* except) {
   for (ChatMember* member : members_) {
     if (member != except) member->deliver(block);
   }
+}
+
+void ChatRoom::remember(std::string_view name, std::string_view text) {
+  history_.push_back({unix_now(), std::string(name), std::string(text)});
+  while (history_.size() > history_limit_)
+    history_.pop_front();
+}
+
+void ChatRoom::publish(chat::RoomEvent event) {
+  if (bus_ != nullptr) bus_->publish(event);
+}
+
+void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
+  if (closing_) return;
+  who_cache_.reset();
+  std::size_t everyone = members_.size() + (bus_ != nullptr ? bus_->remote_names().size() : 0);
+  for (const chat::RoomEvent& event : events) {
+    switch (event.kind) {
+      case chat::RoomEventKind::message:
+        // Remote lines go to every local member; they never share a block with a local sender's.
+        if (relay_sender_ != nullptr) flush_relay();
+        chat::notice::append_relay(relay_text_, event.name, event.text);
+        if (history_limit_ != 0) remember(event.name, event.text);
+        if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
+        break;
+      case chat::RoomEventKind::joined:
+        logger_.info("{} joined on another server", event.name);
+        if (everyone <= kAnnounceUpTo) broadcast(chat::notice::joined(event.name), nullptr);
+        break;
+      case chat::RoomEventKind::left:
+        logger_.info("{} left on another server ({})", event.name, log_field(event.text));
+        if (event.too_slow || everyone < kAnnounceUpTo)
+          broadcast(chat::notice::left(event.name, event.too_slow), nullptr);
+        break;
+      case chat::RoomEventKind::renamed:
+        logger_.info("{} is now {} (on another server)", event.name, event.text);
+        if (everyone <= kAnnounceUpTo)
+          broadcast(chat::notice::renamed(event.name, event.text), nullptr);
+        break;
+    }
+  }
+  flush_relay();
+}
+
+void ChatRoom::bus_reachable(bool reachable) {
+  if (reachable == bus_reachable_) return;
+  bus_reachable_ = reachable;
+  who_cache_.reset();
+  if (!closing_) broadcast(std::string(reachable ? kOthersBack : kOthersUnreachable), nullptr);
+}
+
+std::vector<std::string> ChatRoom::local_names() const {
+  std::vector<std::string> names;
+  names.reserve(members_.size());
+  for (const ChatMember* member : members_)
+    names.push_back(member->name_);
+  return names;
+}
+
+std::vector<std::string> ChatRoom::local_nick_keys() const {
+  std::vector<std::string> keys;
+  keys.reserve(taken_nicks_.size());
+  for (const auto& [key, member] : taken_nicks_)
+    keys.push_back(key);
+  return keys;
 }
 
 }  // namespace mux

@@ -4,7 +4,14 @@
 // single mode a member is a client socket in this process (LocalMember), in fork mode it is the
 // parent's end of the socketpair to the child serving that client (ChildLink). The server owns
 // the room and the members; members call receive_line/end_of_input/leave as their input arrives.
+//
+// With a RoomBus (--redis) the room is shared with other servers: local events are published,
+// remote ones applied (ChatRoom::apply_remote), client numbers and nicks are room-wide, and /who
+// adds the other servers' members. A newcomer then waits for its number (one round trip) before it
+// is welcomed; lines it sends meanwhile are kept (up to kMaxEarlyLines) and handled after.
 #pragma once
+
+#include <deque>
 
 #include <chrono>
 #include <cstddef>
@@ -18,6 +25,7 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/nick_rules.hpp"
+#include "chat/room_bus.hpp"
 #include "core/output_queue.hpp"
 #include "core/rate_limit.hpp"
 
@@ -70,11 +78,14 @@ class ChatMember {
   };
 
   std::string name_;
+  std::uint64_t id_ = 0;           // this room's handle for it in asynchronous answers
   std::uint64_t join_number_ = 0;  // orders /who by arrival
-  std::uint64_t lines_seen_ = 0;   // its first line is checked for other protocols
-  std::size_t slot_ = 0;           // index in ChatRoom::members_
+  std::vector<std::pair<std::string, bool>> early_lines_;  // sent while waiting to be admitted
+  std::uint64_t lines_seen_ = 0;  // its first line is checked for other protocols
+  std::size_t slot_ = 0;          // index in ChatRoom::members_
   std::optional<Rates> rates_;
   bool in_room_ = false;
+  bool admitting_ = false;  // waiting for the bus's answer to join
   bool has_nick_ = false;
 };
 
@@ -93,6 +104,8 @@ class ChatRoom {
   // many members: in a bigger room each one would cost a delivery to thousands of clients (N^2
   // for N arrivals) and the notices would drown the conversation. They are always logged.
   static constexpr std::size_t kAnnounceUpTo = 1000;
+  // Lines a newcomer may send before the bus has admitted it; more are dropped.
+  static constexpr std::size_t kMaxEarlyLines = 64;
 
   using Clock = TokenBucket::Clock;
   using ClockSource = std::function<Clock::time_point()>;
@@ -115,7 +128,28 @@ class ChatRoom {
 
   [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
 
+  // --history N: the last N messages are replayed to each newcomer (0: off).
+  void set_history(std::size_t limit) { history_limit_ = limit; }
+  // Shares the room with other servers; null (the default) keeps it to this server.
+  void set_bus(RoomBus* bus) { bus_ = bus; }
+  // From the bus: events that happened on another server.
+  void apply_remote(const std::vector<chat::RoomEvent>& events);
+  // From the bus: the other servers' member list changed without events (a re-sync).
+  void remote_members_changed() { who_cache_.reset(); }
+  // From the bus: the other servers went out of reach, or came back.
+  void bus_reachable(bool reachable);
+  // This server's members and claimed nick keys (the bus re-publishes them after a reconnect).
+  [[nodiscard]] std::vector<std::string> local_names() const;
+  [[nodiscard]] std::vector<std::string> local_nick_keys() const;
+
  private:
+  void admit(ChatMember& member, std::string_view origin, std::uint64_t number,
+             const std::vector<HistoryEntry>& history);
+  // False (and the member told why) when another member here holds `nick` or a look-alike.
+  bool nick_free_here(ChatMember& member, std::string_view nick);
+  void remember(std::string_view name, std::string_view text);
+  void publish(chat::RoomEvent event);
+  void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
   bool charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now);
   // Charges a command; false when it is over the command rate and must not run.
@@ -144,6 +178,15 @@ class ChatRoom {
   // block per request, not a sort of the whole room.
   Block who_cache_;
   std::uint64_t arrivals_ = 0;
+  std::uint64_t next_member_id_ = 0;
+  // Without the bus, "Client N" counts on from the highest number seen here.
+  std::uint64_t highest_number_ = 0;
+  // Members waiting for the bus (admission) or with a claim in flight, by id_.
+  std::unordered_map<std::uint64_t, ChatMember*> by_id_;
+  RoomBus* bus_ = nullptr;
+  bool bus_reachable_ = true;
+  std::size_t history_limit_ = 0;
+  std::deque<HistoryEntry> history_;  // the last history_limit_ messages, oldest first
   bool closing_ = false;
   // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.
   ChatMember* relay_sender_ = nullptr;

@@ -18,6 +18,7 @@
 #include "chat/client_session.hpp"
 #include "chat/fork_relay.hpp"
 #include "chat/local_member.hpp"
+#include "chat/redis_room_bus.hpp"
 #include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
 #include "core/hangup.hpp"
@@ -71,6 +72,14 @@ class ChatServer final : public MemberOwner {
                   [this](Admitted client) { admit(std::move(client)); }) {
     context_.stream_factory = stream_factory();
     if (tls_) reload_tls_on_hangup(hangup_, *tls_);
+    room_.set_history(static_cast<std::size_t>(options.history));
+    if (!options.redis_url.empty()) {
+      // In fork mode too the parent holds the room, so it alone talks to Redis.
+      bus_ = std::make_unique<RedisRoomBus>(
+          loop_, logger_, room_, parse_redis_url(options.redis_url), options.room,
+          static_cast<std::size_t>(options.history), static_cast<std::size_t>(options.max_line));
+      room_.set_bus(bus_.get());
+    }
     if (options_.serve == ServeMode::fork) {
       // A child whose client has left exits within moments; until it is reaped its process still
       // counts here (newcomers past this wait in the backlog), but its client slot is free.
@@ -109,6 +118,10 @@ class ChatServer final : public MemberOwner {
     loop_.on_signal(SIGHUP, [this] {
       if (hangup_.on_hangup() == Hangup::Action::shut_down) shut_down(SIGHUP);
     });
+    if (options_.history != 0)
+      logger_.info("history: the last {} messages {}", options_.history,
+                   bus_ ? "in Redis, shared by the room" : "in memory, until this server stops");
+    if (bus_) bus_->start();
     listener_.resume();
     notify_ready(fmt::format("listening on {}", local_address(listener_.fd())));
     loop_.run();
@@ -123,7 +136,7 @@ class ChatServer final : public MemberOwner {
     if (it == members_.end()) return;
     loop_.retire(std::move(it->second));
     members_.erase(it);
-    if (stopping_ && members_.empty()) loop_.stop();
+    stop_when_done();
   }
 
  private:
@@ -243,11 +256,23 @@ class ChatServer final : public MemberOwner {
     notify_stopping(fmt::format("shutting down ({})", signal_name(signo)));
     listener_.close();
     room_.close_all();
-    if (members_.empty()) loop_.stop();
+    if (bus_) {
+      // The other servers hear who left and that this server is gone before the loop stops.
+      bus_done_ = false;
+      bus_->finish([this] {
+        bus_done_ = true;
+        stop_when_done();
+      });
+    }
+    stop_when_done();
     loop_.add_timer(kShutdownTimeout, [this] {
       if (!members_.empty()) logger_.info("{} clients did not close in time", members_.size());
       loop_.stop();
     });
+  }
+
+  void stop_when_done() {
+    if (stopping_ && members_.empty() && bus_done_) loop_.stop();
   }
 
   const ChatServerOptions& options_;
@@ -259,6 +284,8 @@ class ChatServer final : public MemberOwner {
   // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
   ForkFanOut fan_out_{loop_};
   ChatRoom room_;
+  std::unique_ptr<RedisRoomBus> bus_;  // with --redis; after the room it calls, before members
+  bool bus_done_ = true;
   std::uint64_t max_clients_;
   // Fork mode only. Children exit once their link closes; whatever is left at the end is killed.
   std::optional<ChildSupervisor> children_;

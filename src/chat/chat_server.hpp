@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/access_options.hpp"
 #include "core/common_options.hpp"
@@ -27,6 +28,11 @@ struct ChatServerOptions {
   std::uint64_t command_burst = 50;
   std::uint64_t flood_timeout_seconds = 10;
   ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
+  // --redis URL: share the room with every server on the same Redis and --room (empty: alone).
+  std::string redis_url;
+  std::string room = "lobby";
+  // --history N: messages replayed to a newcomer (0: off).
+  std::uint64_t history = 0;
 };
 
 int run_chat_server(const ChatServerOptions& options);

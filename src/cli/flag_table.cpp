@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <stdexcept>
+
+#include "chat/room_event.hpp"
 #include "core/cidr.hpp"
 #include "core/net.hpp"
+#include "core/redis_link.hpp"
 
 namespace mux {
 namespace {
@@ -120,6 +124,37 @@ void add_server_access_flags(FlagSet& flags, ServerAccessOptions& access) {
                  });
 }
 
+// Issue 12: one room across servers through Redis, and history for late joiners.
+void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
+  flags
+      .text("--redis", options.redis_url,
+            "Share the room with every chat-server on this Redis "
+            "(redis://[:PASSWORD@]HOST[:PORT][/DB])",
+            "URL")
+      .assign = [&options](const std::string& text) -> std::string {
+    try {
+      (void)parse_redis_url(text);
+    } catch (const std::invalid_argument& error) {
+      return error.what();
+    }
+    options.redis_url = text;
+    return {};
+  };
+  flags
+      .text("--room", options.room,
+            "With --redis: the room's name; servers with the same name share it", "NAME")
+      .assign = [&options](const std::string& text) -> std::string {
+    if (!chat::valid_server_id(text))
+      return fmt::format("'{}' is not a room name (1 to 64 of A-Z a-z 0-9 . _ -)", text);
+    options.room = text;
+    return {};
+  };
+  flags.count("--history", options.history,
+              "Messages replayed to a client that joins (0: off); kept in memory, or in a Redis "
+              "stream with --redis",
+              {0, 10'000});
+}
+
 void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
   add_server_flags(flags, options.common, options.serve);
   flags.count("--max-clients", options.max_clients,
@@ -157,6 +192,7 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
               "Seconds a client may keep sending over its rates before it is disconnected",
               {1, 86'400}, "SECONDS");
   add_server_access_flags(flags, options.access);
+  add_chat_room_flags(flags, options);
 }
 
 void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {

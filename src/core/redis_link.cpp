@@ -378,6 +378,7 @@ void RedisLink::fail(const std::string& why) {
   retry_timer_ = loop_.add_timer(next_retry_, [this] { connect(); });
   next_retry_ = std::min(next_retry_ * 2, kMaxRetry);
   if (was_up && handlers_.down) handlers_.down(why);
+  if (!was_up && handlers_.attempt_failed) handlers_.attempt_failed(why);
 }
 
 bool RedisLink::command(const std::vector<std::string>& args, ReplyCallback on_reply) {

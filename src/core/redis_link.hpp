@@ -58,6 +58,7 @@ class RedisLink {
     std::function<void()> up;                          // connected, subscribed
     std::function<void(const std::string& why)> down;  // lost (only after an up)
     std::function<void(std::string_view payload)> message;
+    std::function<void(const std::string& why)> attempt_failed;  // a connect that did not succeed
   };
 
   static constexpr std::chrono::milliseconds kConnectTimeout{3000};

@@ -1,0 +1,88 @@
+// RedisRoomBus: shares one ChatRoom with every chat-server started with the same --redis and
+// --room. Owns the RedisLink; the ChatServer owns the bus and the room, and the room calls the
+// bus through RoomBus. Everything the servers share lives under the key prefix mux:room:<NAME>:
+//   events          pub/sub channel: batches of RoomEvents (chat/room_event.hpp), one Redis
+//                   message per loop batch; each server ignores its own (by server id)
+//   clients         INCR counter: the N of "Client N", room-wide
+//   nick:<key>      the server id holding a nick (by look-alike key); claimed by a Lua script
+//                   that also takes over nicks of servers that stopped refreshing their presence
+//   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
+//   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
+//   history         stream of messages (XADD MAXLEN ~ --history), read on join (XREVRANGE)
+// Every kHeartbeat each server refreshes its presence and reads everyone else's: a server gone
+// for kPresenceTtl (SIGKILL, a cut cable) is dropped and its members leave for everyone.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "chat/room_bus.hpp"
+#include "core/event_loop.hpp"
+#include "core/redis_link.hpp"
+
+namespace mux {
+
+class ChatRoom;
+class Logger;
+
+class RedisRoomBus final : public RoomBus {
+ public:
+  static constexpr std::chrono::milliseconds kHeartbeat{1000};
+  static constexpr std::chrono::milliseconds kPresenceTtl{4000};
+  // A batch's events are published at the latest at this size.
+  static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+
+  RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
+               const std::string& room_name, std::size_t history_limit, std::size_t max_line);
+  RedisRoomBus(const RedisRoomBus&) = delete;
+  RedisRoomBus& operator=(const RedisRoomBus&) = delete;
+  ~RedisRoomBus() override;
+
+  void start();
+  // Shutdown: publishes what is pending, withdraws this server's presence, then calls `done`
+  // (at once when Redis is out of reach).
+  void finish(std::function<void()> done);
+
+  [[nodiscard]] bool connected() const override { return link_.up(); }
+  void publish(const chat::RoomEvent& event) override;
+  void admit(std::size_t history, AdmitCallback done) override;
+  void claim_nick(const std::string& key, ClaimCallback done) override;
+  void release_nick(const std::string& key) override;
+  [[nodiscard]] std::vector<std::string> remote_names() const override;
+
+ private:
+  void on_up();
+  void on_down(const std::string& why);
+  void on_attempt_failed(const std::string& why);
+  void on_message(std::string_view payload);
+  void flush();
+  void heartbeat();
+  void apply_presence(const RedisValue& reply);
+  [[nodiscard]] std::string key(std::string_view suffix) const {
+    return prefix_ + std::string(suffix);
+  }
+
+  EventLoop& loop_;
+  Logger& logger_;
+  ChatRoom& room_;
+  std::string server_id_;
+  std::string room_name_;
+  std::string prefix_;  // mux:room:<NAME>:
+  std::size_t history_limit_;
+  std::size_t max_line_;
+  RedisLink link_;
+  std::string batch_;  // this loop batch's encoded events
+  bool flush_scheduled_ = false;
+  // The other servers' members, by server id.
+  std::unordered_map<std::string, std::vector<std::string>> remote_;
+  EventLoop::TimerId heartbeat_timer_ = 0;
+  bool reachable_ = true;      // as last told to the room
+  bool told_failure_ = false;  // one log line per outage, not one per attempt
+  bool finishing_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace mux

@@ -1,0 +1,53 @@
+// RoomBus: what a ChatRoom needs from the other servers sharing its room — a way to send them
+// this server's events, the room-wide client counter, room-wide nick claims, the members on the
+// other servers, and the shared history. The room calls it; an implementation (RedisRoomBus)
+// calls back into the room (ChatRoom::apply_remote and friends). Without --redis there is none.
+// Every answer is asynchronous; a callback gets nullopt when the other servers could not answer
+// (out of reach), and the room then carries on on its own.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "chat/room_event.hpp"
+
+namespace mux {
+
+// One line of history: when (UTC seconds), who, what.
+struct HistoryEntry {
+  std::int64_t unix_seconds = 0;
+  std::string name;
+  std::string text;
+};
+
+class RoomBus {
+ public:
+  struct Admission {
+    std::uint64_t number = 0;           // from the room-wide counter
+    std::vector<HistoryEntry> history;  // oldest first
+  };
+  using AdmitCallback = std::function<void(std::optional<Admission>)>;
+  using ClaimCallback = std::function<void(std::optional<bool> claimed)>;
+
+  RoomBus() = default;
+  RoomBus(const RoomBus&) = delete;
+  RoomBus& operator=(const RoomBus&) = delete;
+  virtual ~RoomBus() = default;
+
+  // True while the other servers can be reached.
+  [[nodiscard]] virtual bool connected() const = 0;
+  // A local event for the other servers (events of one loop batch travel together).
+  virtual void publish(const chat::RoomEvent& event) = 0;
+  // A newcomer's number, and the last `history` messages when history > 0.
+  virtual void admit(std::size_t history, AdmitCallback done) = 0;
+  // Claims the nick look-alike `key` room-wide for this server.
+  virtual void claim_nick(const std::string& key, ClaimCallback done) = 0;
+  virtual void release_nick(const std::string& key) = 0;
+  // The names on the other servers, in no particular order.
+  [[nodiscard]] virtual std::vector<std::string> remote_names() const = 0;
+};
+
+}  // namespace mux

@@ -1,0 +1,143 @@
+#include "chat/room_event.hpp"
+
+#include <charconv>
+
+#include "chat/chat_protocol.hpp"
+
+namespace mux::chat {
+namespace {
+
+constexpr std::string_view kHeader = "MUXROOM1 ";
+
+void append_field(std::string& out, std::string_view field) {
+  out += ' ';
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+}
+
+// Reads " <len>:<bytes>" at `at`; nullopt when it is not there or too long.
+std::optional<std::string_view> read_field(std::string_view payload, std::size_t& at) {
+  if (at >= payload.size() || payload[at] != ' ') return std::nullopt;
+  ++at;
+  std::size_t colon = payload.find(':', at);
+  if (colon == std::string_view::npos || colon == at || colon - at > 6) return std::nullopt;
+  std::size_t length = 0;
+  auto [end, error] = std::from_chars(payload.data() + at, payload.data() + colon, length);
+  if (error != std::errc() || end != payload.data() + colon || length > kMaxFieldBytes)
+    return std::nullopt;
+  at = colon + 1;
+  if (payload.size() - at < length) return std::nullopt;
+  std::string_view field = payload.substr(at, length);
+  at += length;
+  return field;
+}
+
+bool is_default_name(std::string_view name) {
+  constexpr std::string_view kPrefix = "Client ";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return false;
+  std::string_view digits = name.substr(kPrefix.size());
+  if (digits.empty() || digits.size() > 20 || digits.front() == '0') return false;
+  for (char c : digits)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+}  // namespace
+
+bool valid_server_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxServerIdBytes) return false;
+  for (char c : id) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool acceptable_remote_name(std::string_view name) {
+  return is_default_name(name) || !nick_problem(name).has_value();
+}
+
+void encode_room_event(std::string& out, std::string_view server_id, const RoomEvent& event) {
+  if (out.empty()) {
+    out += kHeader;
+    out += server_id;
+    out += '\n';
+  }
+  out += static_cast<char>(event.kind);
+  append_field(out, event.name);
+  switch (event.kind) {
+    case RoomEventKind::message:
+      append_field(out, event.text);
+      append_field(out, "");
+      break;
+    case RoomEventKind::joined:
+      append_field(out, "");
+      append_field(out, "");
+      break;
+    case RoomEventKind::left:
+      append_field(out, event.text);
+      append_field(out, event.too_slow ? "1" : "0");
+      break;
+    case RoomEventKind::renamed:
+      append_field(out, event.text);
+      append_field(out, event.reason);
+      break;
+  }
+  out += '\n';
+}
+
+std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text) {
+  if (payload.substr(0, kHeader.size()) != kHeader) return std::nullopt;
+  std::size_t newline = payload.find('\n');
+  if (newline == std::string_view::npos) return std::nullopt;
+  RoomBatch batch;
+  batch.server_id = std::string(payload.substr(kHeader.size(), newline - kHeader.size()));
+  if (!valid_server_id(batch.server_id)) return std::nullopt;
+  std::size_t at = newline + 1;
+  while (at < payload.size()) {
+    char kind = payload[at++];
+    auto name = read_field(payload, at);
+    if (!name) return std::nullopt;
+    auto second = read_field(payload, at);
+    if (!second) return std::nullopt;
+    auto third = read_field(payload, at);
+    if (!third) return std::nullopt;
+    if (at >= payload.size() || payload[at] != '\n') return std::nullopt;
+    ++at;
+    if (!acceptable_remote_name(*name)) return std::nullopt;
+    RoomEvent event;
+    event.name = std::string(*name);
+    switch (kind) {
+      case 'm': {
+        bool cut = second->size() > max_text;
+        event.kind = RoomEventKind::message;
+        event.text = sanitize(second->substr(0, max_text), cut);
+        if (event.text.empty()) continue;
+        break;
+      }
+      case 'j':
+        event.kind = RoomEventKind::joined;
+        break;
+      case 'l':
+        if (*third != "0" && *third != "1") return std::nullopt;
+        event.kind = RoomEventKind::left;
+        event.text = sanitize(second->substr(0, 200), second->size() > 200);
+        event.too_slow = *third == "1";
+        break;
+      case 'r':
+        if (!acceptable_remote_name(*second)) return std::nullopt;
+        event.kind = RoomEventKind::renamed;
+        event.text = std::string(*second);
+        event.reason = sanitize(third->substr(0, 200), third->size() > 200);
+        break;
+      default:
+        return std::nullopt;
+    }
+    batch.events.push_back(std::move(event));
+  }
+  return batch;
+}
+
+}  // namespace mux::chat

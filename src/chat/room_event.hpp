@@ -1,0 +1,51 @@
+// RoomEvent: what happens in a chat room, as data (a message, a join, a leave, a rename), and the
+// wire format that carries a batch of them between chat-servers sharing a room (through Redis
+// pub/sub, see chat/redis_room_bus.hpp). Pure functions, no I/O; unit tested and fuzzable.
+//
+// Wire format (one Redis message), length-prefixed so no byte of a nick or text can break it:
+//   MUXROOM1 <server-id>\n            server-id: 1 to 64 of [0-9A-Za-z._-]
+//   then per event: <kind> <len>:<bytes> <len>:<bytes> <len>:<bytes>\n
+//     m  name, text, ""          a message
+//     j  name, "", ""            joined
+//     l  name, reason, "0"|"1"   left; "1" when it was disconnected for being too slow
+//     r  old name, new name, reason
+// Lengths are decimal, at most kMaxFieldBytes. A message that breaks any rule is dropped whole.
+// Names and texts are peer input from another machine: decode_room_events sanitizes texts with
+// the chat sanitizer and refuses names that are not a valid nick or "Client N".
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mux::chat {
+
+enum class RoomEventKind : char { message = 'm', joined = 'j', left = 'l', renamed = 'r' };
+
+struct RoomEvent {
+  RoomEventKind kind = RoomEventKind::message;
+  std::string name;    // who (the old name for renamed)
+  std::string text;    // the message, the reason (left), or the new name (renamed)
+  std::string reason;  // renamed: why (empty for /nick)
+  bool too_slow = false;
+};
+
+struct RoomBatch {
+  std::string server_id;
+  std::vector<RoomEvent> events;
+};
+
+inline constexpr std::size_t kMaxFieldBytes = 64 * 1024;
+inline constexpr std::size_t kMaxServerIdBytes = 64;
+
+[[nodiscard]] bool valid_server_id(std::string_view id);
+// Appends the header when `out` is empty, then the event.
+void encode_room_event(std::string& out, std::string_view server_id, const RoomEvent& event);
+// Nullopt when the payload is malformed; texts are cut at `max_text` bytes.
+std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text);
+// A name another server may use: a valid nick or "Client N".
+[[nodiscard]] bool acceptable_remote_name(std::string_view name);
+
+}  // namespace mux::chat

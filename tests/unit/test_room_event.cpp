@@ -1,0 +1,42 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "chat/room_event.hpp"
+
+using namespace mux::chat;
+
+TEST_CASE("room events: a batch round-trips, whatever bytes the fields hold") {
+  std::string wire;
+  encode_room_event(wire, "srv-1", {RoomEventKind::message, "alice", "a 3:b\n c", {}, false});
+  encode_room_event(wire, "srv-1", {RoomEventKind::joined, "Client 12", {}, {}, false});
+  encode_room_event(wire, "srv-1", {RoomEventKind::left, "bob", "quit", {}, true});
+  encode_room_event(wire, "srv-1", {RoomEventKind::renamed, "Client 12", "carol", "", false});
+  CHECK(wire.rfind("MUXROOM1 srv-1\nm 5:alice 8:a 3:b\n c 0:\n", 0) == 0);
+  auto batch = decode_room_events(wire, 4096);
+  REQUIRE(batch);
+  CHECK(batch->server_id == "srv-1");
+  REQUIRE(batch->events.size() == 4);
+  CHECK(batch->events[0].text == "a 3:b^J c");  // sanitized on arrival
+  CHECK(batch->events[1].kind == RoomEventKind::joined);
+  CHECK(batch->events[1].name == "Client 12");
+  CHECK(batch->events[2].too_slow);
+  CHECK(batch->events[3].text == "carol");
+}
+
+TEST_CASE("room events: texts are cut at max_text, malformed payloads refused whole") {
+  std::string wire;
+  encode_room_event(wire, "s", {RoomEventKind::message, "eve", "0123456789", {}, false});
+  auto batch = decode_room_events(wire, 4);
+  REQUIRE(batch);
+  CHECK(batch->events[0].text == "0123");
+  for (std::string bad :
+       {"", "MUXROOM1 s", "MUXROOM2 s\n", "MUXROOM1 bad id\n", "MUXROOM1 s\nm 3:eve 9:short 0:\n",
+        "MUXROOM1 s\nm 3:eve 2:hi\n", "MUXROOM1 s\nm 3:eve 2:hi 0:", "MUXROOM1 s\nx 3:eve 0: 0:\n",
+        "MUXROOM1 s\nl 3:eve 0: 1:2\n", "MUXROOM1 s\nj 8:Client 0 0: 0:\n",
+        "MUXROOM1 s\nj 4:a\x1b[m 0: 0:\n", "MUXROOM1 s\nr 3:eve 3:a b 0:\n",
+        "MUXROOM1 s\nm 3:eve 99999999:x 0:\n", "MUXROOM1 s\nm -1:e 0: 0:\n"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(decode_room_events(bad, 4096));
+  }
+}
