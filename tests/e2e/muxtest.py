@@ -43,22 +43,27 @@ class Server:
 
     def __init__(self, subcommand, *args, host=HOST, cwd=None, env=None, preexec_fn=None):
         self.args = [MUX, subcommand, "--host", host, "--port", "0", *args]
-        self.proc = subprocess.Popen(
+        self.collect(subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            cwd=cwd, env=env, preexec_fn=preexec_fn)
+            cwd=cwd, env=env, preexec_fn=preexec_fn))
+        match = self.wait_for_log(r"listening on (\S+):(\d+)")
+        self.port = int(match.group(2))
+        self.host = host
+
+    def collect(self, proc):
+        """Takes `proc` (stdout and stderr pipes) as this server and collects its lines; for a
+        subclass that starts the process its own way (socket activation, a wrapper)."""
+        self.proc = proc
         self.stdout_lines = []
         self.raw_stdout = []  # the same lines as bytes: proves no raw control byte reached the log
         self.stderr_lines = []
         self._cond = threading.Condition()
         self._readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stdout, self.stdout_lines), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr, self.stderr_lines), daemon=True),
         ]
         for reader in self._readers:
             reader.start()
-        match = self.wait_for_log(r"listening on (\S+):(\d+)")
-        self.port = int(match.group(2))
-        self.host = host
 
     def _pump(self, stream, lines):
         for raw in iter(stream.readline, b""):
@@ -123,6 +128,25 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class ServerCases:
+    """Mixin for cases run once per serve mode: a subclass sets MODE (and SUBCOMMAND when it is
+    not chat-server). start() runs the server and, at cleanup, checks it ends cleanly: status 0
+    and nothing on stderr, which is also where the sanitizers report, from the server and from
+    fork-mode children alike."""
+
+    SUBCOMMAND = "chat-server"
+    MODE = "single"
+
+    def start(self, *args):
+        server = Server(self.SUBCOMMAND, "--serve", self.MODE, *args)
+        self.addCleanup(self.assert_clean_exit, server)
+        return server
+
+    def assert_clean_exit(self, server):
+        self.assertEqual(server.stop(), 0, server.stdout_lines[-20:])
+        self.assertEqual(server.stderr_lines, [])
 
 
 def connect(port, host=HOST, timeout=DEFAULT_TIMEOUT):

@@ -118,17 +118,7 @@ class Dripper:
         self.thread.join()
 
 
-class AdmissionCases:
-    MODE = "single"
-
-    def start(self, *args):
-        server = Server("chat-server", "--serve", self.MODE, *args)
-        self.addCleanup(self.assert_clean_exit, server)
-        return server
-
-    def assert_clean_exit(self, server):
-        self.assertEqual(server.stop(), 0, server.stdout_lines[-20:])
-
+class AdmissionCases(muxtest.ServerCases):
     def keep(self, socks):
         for sock in socks:
             self.addCleanup(sock.close)

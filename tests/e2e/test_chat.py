@@ -63,21 +63,8 @@ class Client:
         self.sock.close()
 
 
-class ChatServerCases:
+class ChatServerCases(muxtest.ServerCases):
     """The cases shared by both serving modes; subclasses set MODE."""
-
-    MODE = "single"
-
-    def start(self, *args):
-        server = Server("chat-server", "--serve", self.MODE, *args)
-        self.addCleanup(self.assert_clean_exit, server)
-        return server
-
-    def assert_clean_exit(self, server):
-        """Every test ends with a clean shutdown: status 0 and nothing on stderr (which is also
-        where the sanitizers report, from the server and from fork-mode children alike)."""
-        self.assertEqual(server.stop(), 0)
-        self.assertEqual(server.stderr_lines, [])
 
     def join(self, server, *others):
         """Connects a client; every client in `others` sees its join notice."""

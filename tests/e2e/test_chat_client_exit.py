@@ -10,7 +10,7 @@ import threading
 import unittest
 
 import muxtest
-from muxtest import LineReader, Server
+from muxtest import LineReader
 
 TIMEOUT = muxtest.DEFAULT_TIMEOUT
 RUNS = 30
@@ -25,17 +25,7 @@ def error_lines(stderr):
     return lines
 
 
-class ExitStatusCases:
-    MODE = "single"
-
-    def start(self, *args):
-        server = Server("chat-server", "--serve", self.MODE, *args)
-        self.addCleanup(self.assert_clean_exit, server)
-        return server
-
-    def assert_clean_exit(self, server):
-        self.assertEqual(server.stop(), 0, server.stdout_lines[-20:])
-
+class ExitStatusCases(muxtest.ServerCases):
     def hold_the_only_slot(self, server):
         holder = server.connect()
         self.addCleanup(holder.close)

@@ -16,7 +16,7 @@ import time
 import unittest
 
 import muxtest
-from muxtest import LineReader, Server
+from muxtest import LineReader
 
 WELCOME = re.compile(rb"^\* welcome, you are (Client \d+) \(type /help for commands\)$")
 TIMEOUT = muxtest.DEFAULT_TIMEOUT
@@ -114,20 +114,10 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-class HostileChatCases:
+class HostileChatCases(muxtest.ServerCases):
     """The cases shared by both serving modes; subclasses set MODE."""
 
-    MODE = "single"
     STORM_ROOM = 500
-
-    def start(self, *args):
-        server = Server("chat-server", "--serve", self.MODE, *args)
-        self.addCleanup(self.assert_clean_exit, server)
-        return server
-
-    def assert_clean_exit(self, server):
-        self.assertEqual(server.stop(), 0)
-        self.assertEqual(server.stderr_lines, [])
 
     def join(self, server, *others):
         client = Client(server)

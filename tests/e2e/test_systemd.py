@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -37,16 +36,8 @@ class ActivatedServer(muxtest.Server):
         self.args = command
         self.port = port
         self.host = muxtest.HOST
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
-        self.stdout_lines, self.raw_stdout, self.stderr_lines = [], [], []
-        self._cond = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        self.collect(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL))
         self.wait_for_log(rf"Listening on {re.escape(muxtest.HOST)}:{port} as 3", stream="stderr")
 
 
