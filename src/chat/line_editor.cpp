@@ -70,9 +70,11 @@ LineEditor::LineEditor(std::string prompt, LineHandler on_line)
   ::el_set(editor, EL_HIST, ::history, history_.get());
   ::el_set(editor, EL_SIGNAL, 0);  // signals come through the client's event loop
   ::el_set(editor, EL_GETCFN, &LineEditor::next_char_of);
-  // Before ~/.editrc, so a user's own binding of Tab wins.
-  ::el_set(editor, EL_ADDFN, "mux-complete-nick", "Complete the nick before the cursor",
-           &LineEditor::complete_of);
+  // Before ~/.editrc, so a user's own binding of Tab wins. The wide form: the narrow el_set
+  // copies name and help with wcsdup and never frees them (LeakSanitizer fails every run);
+  // libedit keeps these pointers, and literals live for ever.
+  ::el_wset(editor, EL_ADDFN, L"mux-complete-nick", L"Complete the nick before the cursor",
+            &LineEditor::complete_of);
   ::el_set(editor, EL_BIND, "^I", "mux-complete-nick", nullptr);
   ::el_source(editor, nullptr);        // ~/.editrc: the user's own bindings (vi mode, ...)
   ::el_set(editor, EL_UNBUFFERED, 1);  // raw mode, prompt shown, one key per el_gets
