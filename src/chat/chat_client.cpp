@@ -77,11 +77,14 @@ class ChatClient {
       : server_(std::move(link.server)),
         socket_(std::move(link.socket)),
         stream_(std::move(link.stream)),
+        link_token_(std::move(link.token)),
         writer_(loop_, *stream_, [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps),
         confirm_timeout_(options.confirm_timeout) {
+    // The token goes first: a server with --token-file reads it before anything else.
+    if (!link_token_.empty()) writer_.send(fmt::format("/token {}\n", link_token_));
     if (!options.nick.empty()) writer_.send(fmt::format("/nick {}\n", options.nick));
   }
 
@@ -362,6 +365,7 @@ class ChatClient {
   std::string server_;
   Fd socket_;
   std::unique_ptr<ByteStream> stream_;  // plain TCP or TLS on socket_
+  std::string link_token_;              // --token-file's first token, sent as /token first
   SocketWriter writer_;
   LineFramer incoming_{kMaxLine};
   LineFramer typed_{kMaxLine};

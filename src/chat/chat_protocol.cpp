@@ -148,6 +148,7 @@ std::optional<std::string_view> session_end_reason(std::string_view line) {
       "* server full",
       "* not allowed",
       "* server shutting down",
+      "* unauthorized",  // chat/chat_access.hpp: a wrong or missing /token line
       "* this is a chat server, not an upload server: upload refused",
   };
   static constexpr std::string_view kStarts[] = {"* server full: ", "* excess flood: "};

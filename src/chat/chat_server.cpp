@@ -13,6 +13,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "chat/chat_access.hpp"
 #include "chat/chat_protocol.hpp"
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
@@ -64,6 +65,7 @@ class ChatServer final : public MemberOwner {
       : options_(options),
         logger_(logger),
         tls_(make_server_tls(options.access)),
+        tokens_(load_server_tokens(options.access)),
         context_(loop_, options.max_line, options.max_queue),
         room_(logger, options.max_line, client_limits(options)),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
@@ -79,6 +81,12 @@ class ChatServer final : public MemberOwner {
           loop_, logger_, room_, parse_redis_url(options.redis_url), options.room,
           static_cast<std::size_t>(options.history), static_cast<std::size_t>(options.max_line));
       room_.set_bus(bus_.get());
+    }
+    access_.logger = &logger_;
+    if (tokens_.required()) {
+      throttle_.emplace();
+      access_.tokens = &tokens_;
+      access_.throttle = &*throttle_;
     }
     if (options_.serve == ServeMode::fork) {
       // A child whose client has left exits within moments; until it is reaped its process still
@@ -111,6 +119,8 @@ class ChatServer final : public MemberOwner {
           "TLS: {}{}", tls_->describe_certificate(),
           options_.access.tls.client_ca_file.empty() ? "" : ", client certificates required");
     }
+    if (tokens_.required())
+      logger_.info("--token-file: {} token(s); clients send /token SECRET first", tokens_.size());
     if (!options_.access.addresses.empty())
       logger_.info("--allow/--deny: refusing other addresses");
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
@@ -176,6 +186,7 @@ class ChatServer final : public MemberOwner {
     policy.refuse_when_full = true;
     policy.refusal_message = refusal_line;
     policy.allowed = make_address_check(options_.access);
+    policy.refusal_stream = stream_factory();  // TLS: the refusal goes out inside TLS
     policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
     return policy;
   }
@@ -196,11 +207,12 @@ class ChatServer final : public MemberOwner {
   }
 
   void admit_local(Admitted client) {
-    auto member = std::make_unique<LocalMember>(context_, std::move(client.fd),
-                                                std::move(client.ticket), room_, *this);
-    ChatMember& joined = *member;
-    members_.emplace(&joined, std::move(member));
-    room_.join(joined, client.peer);
+    auto member =
+        std::make_unique<LocalMember>(context_, std::move(client.fd), std::move(client.ticket),
+                                      room_, *this, access_, client.peer);
+    LocalMember& joining = *member;
+    members_.emplace(&joining, std::move(member));
+    joining.start();  // joins once through the handshake and the token check
   }
 
   void admit_forked(Admitted client) {
@@ -217,7 +229,8 @@ class ChatServer final : public MemberOwner {
           [&] {
             // The TLS handshake happens here, in the child, never in the parent's loop.
             return serve_client_in_child(std::move(client.fd), std::move(child_end),
-                                         options_.max_line, options_.max_queue, stream_factory());
+                                         options_.max_line, options_.max_queue, stream_factory(),
+                                         access_);
           },
           [this](pid_t child, int status) {
             if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
@@ -227,18 +240,20 @@ class ChatServer final : public MemberOwner {
     } catch (const std::system_error& error) {
       return refuse(std::move(client), error.what());
     }
-    auto member = std::make_unique<ChildLink>(context_, fan_out_, std::move(parent_end), pid,
-                                              std::move(client.ticket), room_, *this);
-    ChatMember& joined = *member;
-    members_.emplace(&joined, std::move(member));
-    room_.join(joined, fmt::format("{} (pid {})", client.peer, pid));
+    // The child says when its client is through the handshake and the token check: it joins then.
+    auto member = std::make_unique<ChildLink>(
+        context_, fan_out_, std::move(parent_end), pid, std::move(client.ticket), room_, *this,
+        fmt::format("{} (pid {})", client.peer, pid), &logger_);
+    ChatMember& joining = *member;
+    members_.emplace(&joining, std::move(member));
   }
 
   // Admitted but cannot be served (no process, no socketpair): told the server is full, closed.
   void refuse(Admitted client, const std::string& why) {
     logger_.info("refused {}: {}", client.peer, why);
-    auto member = std::make_unique<LocalMember>(context_, std::move(client.fd),
-                                                std::move(client.ticket), room_, *this);
+    auto member =
+        std::make_unique<LocalMember>(context_, std::move(client.fd), std::move(client.ticket),
+                                      room_, *this, access_, client.peer);
     member->deliver(make_block(chat::notice::server_full()));
     member->close_after_output();
     ChatMember* key = member.get();
@@ -277,7 +292,10 @@ class ChatServer final : public MemberOwner {
 
   const ChatServerOptions& options_;
   Logger& logger_;
-  std::unique_ptr<TlsServerContext> tls_;  // null without --tls-cert
+  std::unique_ptr<TlsServerContext> tls_;    // null without --tls-cert
+  AccessTokens tokens_;                      // empty without --token-file
+  std::optional<FailureThrottle> throttle_;  // with --token-file; shared with fork-mode children
+  ChatAccess access_;
   Hangup hangup_{logger_};  // SIGHUP: reload hooks, or shut down when the terminal is gone
   EventLoop loop_;
   SessionContext context_;

@@ -63,6 +63,8 @@ class ClientSession final : private Connection::Owner {
     virtual void on_leave(std::string_view reason, bool too_slow) = 0;
     // The socket is done with (called once, after on_leave): the listener may retire the session.
     virtual void on_closed() = 0;
+    // The TLS handshake finished (never called for plain TCP, which is ready at once).
+    virtual void on_ready() {}
 
    protected:
     ~Listener() = default;
@@ -90,6 +92,8 @@ class ClientSession final : private Connection::Owner {
   void release_reading();
 
   [[nodiscard]] int fd() const noexcept { return connection_.fd(); }
+  // False until the TLS handshake is done (plain TCP: true from the start).
+  [[nodiscard]] bool ready() const noexcept { return connection_.ready(); }
 
  private:
   // Connection::Owner
@@ -97,6 +101,7 @@ class ClientSession final : private Connection::Owner {
   void on_end_of_input() override;
   void on_closed(std::string_view reason) override;
   void on_high_water(std::size_t queued) override;
+  void on_ready() override { listener_.on_ready(); }
 
   void deliver_line(std::string_view raw, bool cut);
   void flush_quiet_line();

@@ -102,7 +102,8 @@ void ForkFanOut::flush() {
 }
 
 ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid,
-                     AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner)
+                     AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner, std::string origin,
+                     Logger* logger)
     : context_(context),
       fan_out_(fan_out),
       link_(std::move(link)),
@@ -121,7 +122,9 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
                   close(fmt::format("lost its process: {}", std::strerror(error)));
                 });
               }),
-      slot_(fan_out.attach(*this)) {
+      slot_(fan_out.attach(*this)),
+      origin_(std::move(origin)),
+      logger_(logger) {
   context_.loop.watch(link_.get(), EPOLLIN,
                       [this](std::uint32_t events) { handle_events(events); });
 }
@@ -276,9 +279,17 @@ void ChildLink::handle_record(std::string_view record) {
     case 'C':
       room_.receive_line(*this, body, true);
       return;
+    case 'R':
+      if (!joined_ && !closing_) {
+        joined_ = true;
+        room_.join(*this, origin_);
+      }
+      return;
     case 'Q':
       // Answers to its last lines are queued by now; once they are down the link the child may
       // close the client (it waits for the link's end to know).
+      if (!joined_ && logger_ != nullptr && !body.empty())
+        logger_->info("{} left before joining ({})", origin_, body.substr(1));
       if (!body.empty()) room_.leave(*this, body.substr(1), body.front() == '1');
       close_after_output();
       return;
@@ -303,21 +314,62 @@ namespace {
 // The child's side: one ClientSession whose lines go up the link and whose output comes down it.
 class ChildRelay final : private ClientSession::Listener {
  public:
-  ChildRelay(SessionContext& context, Fd client, Fd link)
+  ChildRelay(SessionContext& context, Fd client, Fd link, const ChatAccess& access)
       : context_(context),
+        access_(access),
         link_(std::move(link)),
         link_writer_(context.loop, link_.get(),
                      [this](int) { session_.finish("server went away"); }),
         session_(context, std::move(client), *this) {
     context_.loop.watch(link_.get(), EPOLLIN,
                         [this](std::uint32_t events) { handle_link(events); });
+    peer_ = address_without_port(peer_address(session_.fd()));
+    join_if_through();
   }
   ChildRelay(const ChildRelay&) = delete;
   ChildRelay& operator=(const ChildRelay&) = delete;
-  ~ChildRelay() { context_.loop.unwatch(link_.get()); }
+  ~ChildRelay() {
+    context_.loop.cancel_timer(refusal_timer_);
+    context_.loop.unwatch(link_.get());
+  }
 
  private:
+  void on_ready() override { join_if_through(); }
+
+  // Tells the parent the client may join: the handshake is done and the token, if one is
+  // required, was right (see chat/chat_access.hpp).
+  void join_if_through() {
+    if (joined_ || refused_ || !session_.ready()) return;
+    if (access_.tokens_required() && !token_accepted_) return;
+    joined_ = true;
+    link_writer_.send(std::string_view("R\n"));
+  }
+
+  void refuse(std::string reason) {
+    refused_ = true;
+    session_.hold_reading();
+    auto delay = access_.throttle->record_failure(peer_, FailureThrottle::Clock::now());
+    refusal_timer_ = context_.loop.add_timer(delay, [this, reason = std::move(reason)] {
+      refusal_timer_ = 0;
+      session_.send(make_block(std::string(chat::kUnauthorized)));
+      session_.finish(reason);  // the Q record tells the parent, which logs it with the address
+    });
+  }
+
   void on_line(std::string_view text, bool cut) override {
+    bool first = !seen_line_;
+    seen_line_ = true;
+    if (!joined_) {
+      if (refused_) return;
+      std::optional<std::string_view> token = chat::token_of_line(text);
+      if (token && access_.tokens_required() && access_.tokens->accepts(*token)) {
+        token_accepted_ = true;
+        return join_if_through();
+      }
+      return refuse(token ? "unauthorized: wrong token" : "unauthorized: no /token line first");
+    }
+    // A client with a token, talking to a server that needs none: its token is not a message.
+    if (first && chat::token_of_line(text)) return;
     pending_ += cut ? 'C' : 'L';
     pending_ += text;
     pending_ += '\n';
@@ -377,11 +429,18 @@ class ChildRelay final : private ClientSession::Listener {
   static constexpr std::size_t kLinkHighWater = 256 * 1024;
 
   SessionContext& context_;
+  const ChatAccess& access_;
   Fd link_;
   SocketWriter link_writer_;
   std::string pending_;
   ClientSession session_;
+  std::string peer_;  // the client's address, the throttle's key
+  EventLoop::TimerId refusal_timer_ = 0;
   bool held_ = false;
+  bool joined_ = false;
+  bool refused_ = false;
+  bool token_accepted_ = false;
+  bool seen_line_ = false;
 };
 
 }  // namespace
@@ -398,7 +457,7 @@ Fd renumber_low(Fd fd) {
 }  // namespace
 
 int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue,
-                          StreamFactory make_stream) {
+                          StreamFactory make_stream, const ChatAccess& access) {
   client = renumber_low(std::move(client));
   link = renumber_low(std::move(link));
   // Ctrl-C at a terminal signals the whole process group; the parent tells each child when to
@@ -408,7 +467,7 @@ int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t 
   EventLoop loop;
   SessionContext context(loop, max_line, max_queue);
   context.stream_factory = std::move(make_stream);
-  ChildRelay relay(context, std::move(client), std::move(link));
+  ChildRelay relay(context, std::move(client), std::move(link), access);
   loop.run();
   return 0;
 }

@@ -9,6 +9,8 @@
 //   L<text>          a line from the client
 //   C<text>          a line cut at --max-line
 //   Q<0|1><reason>   the client is leaving; 1 when it was too slow
+//   R                the client is through the TLS handshake and the token check: it joins now
+//                    (before R the parent's room does not know it; lines come only after R)
 // The child closes the link and exits once the client's socket is closed.
 #pragma once
 
@@ -21,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "chat/chat_access.hpp"
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 #include "core/admission.hpp"
@@ -72,8 +75,11 @@ class ForkFanOut {
 // The parent's side of one child: a room member whose deliveries go down the link.
 class ChildLink final : public ChatMember {
  public:
+  // `origin` names the client in the room's log; `logger` tells of a client that left before
+  // joining (a failed handshake, a wrong token).
   ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_t pid,
-            AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner);
+            AdmissionTicket ticket, ChatRoom& room, MemberOwner& owner, std::string origin = {},
+            Logger* logger = nullptr);
   ChildLink(const ChildLink&) = delete;
   ChildLink& operator=(const ChildLink&) = delete;
   ~ChildLink() override;
@@ -112,14 +118,19 @@ class ChildLink final : public ChatMember {
   std::uint32_t slot_;
   EventLoop::TimerId pause_timer_ = 0;
   std::chrono::steady_clock::time_point paused_until_{};
+  std::string origin_;
+  Logger* logger_;
   bool closing_ = false;
   bool closed_ = false;
+  bool joined_ = false;  // the child sent R
 };
 
 // The body of the child: serves `client` until it is gone, relaying over `link`. Returns the
 // child's exit status.
 // `make_stream` is the server's stream factory (TLS), null for plain TCP.
+// `access` says whether a token is required (checked here, in the child; the throttle's table is
+// shared with the parent and the other children).
 int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t max_queue,
-                          StreamFactory make_stream = nullptr);
+                          StreamFactory make_stream = nullptr, const ChatAccess& access = {});
 
 }  // namespace mux

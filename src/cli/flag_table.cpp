@@ -68,6 +68,10 @@ void add_client_tls_flags(FlagSet& flags, ClientLinkOptions& link) {
              "Accept exactly the server certificate with this SHA-256 fingerprint "
              "(sha256:AB:CD:..., as openssl x509 -fingerprint -sha256 prints; implies --tls)",
              "FINGERPRINT");
+  flags.text(
+      "--token-file", link.token_file,
+      "Present the first token in FILE (mode 600): chat sends /token, uploads a token= field",
+      "FILE", ValueKind::path);
   flags.text("--tls-cert", link.tls_config.cert_file,
              "Present this PEM client certificate (mutual TLS); needs --tls-key", "FILE",
              ValueKind::path);
@@ -107,6 +111,9 @@ void add_server_access_flags(FlagSet& flags, ServerAccessOptions& access) {
              "FILE", ValueKind::path);
   flags.text("--tls-client-ca", access.tls.client_ca_file,
              "Require client certificates signed by a CA in this PEM file (mutual TLS)", "FILE",
+             ValueKind::path);
+  flags.text("--token-file", access.token_file,
+             "Require one of the tokens in FILE (one a line; mode 600) from every client", "FILE",
              ValueKind::path);
   flags.repeated("--allow", "Accept clients only from this address range (repeatable)", "CIDR",
                  [&access](const std::string& text) -> std::string {

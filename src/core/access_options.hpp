@@ -18,7 +18,7 @@ namespace mux {
 
 struct ServerAccessOptions {
   TlsServerConfig tls;      // TLS is on when tls.cert_file is set
-  std::string token_file;   // clients must present one of these tokens (not wired up yet)
+  std::string token_file;   // clients must present one of these tokens
   AddressFilter addresses;  // --allow / --deny
 
   [[nodiscard]] bool tls_enabled() const noexcept { return !tls.cert_file.empty(); }

@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 
@@ -114,6 +117,74 @@ bool AccessTokens::accepts(std::string_view presented) const {
   for (const auto& known : digests_)
     matched |= CRYPTO_memcmp(known.data(), digest.data(), digest.size()) == 0 ? 1 : 0;
   return matched != 0;
+}
+
+namespace {
+
+std::uint64_t address_key(std::string_view address) {
+  // FNV-1a: spreads addresses over the slots; 0 is kept for "empty".
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (char c : address) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ULL;
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+std::int64_t milliseconds_of(FailureThrottle::Clock::time_point now) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+}
+
+}  // namespace
+
+FailureThrottle::FailureThrottle() {
+  void* mapping = ::mmap(nullptr, sizeof(Slot) * kSlots, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED)
+    throw std::system_error(errno, std::generic_category(), "token failure table");
+  slots_ = static_cast<Slot*>(mapping);  // zero-filled: every slot empty
+}
+
+FailureThrottle::~FailureThrottle() {
+  ::munmap(slots_, sizeof(Slot) * kSlots);
+}
+
+std::chrono::milliseconds FailureThrottle::record_failure(std::string_view address,
+                                                          Clock::time_point now) {
+  std::uint64_t key = address_key(address);
+  Slot& slot = slots_[key % kSlots];
+  std::atomic_ref<std::uint64_t> slot_key(slot.key);
+  std::atomic_ref<std::uint64_t> failures(slot.failures);
+  std::atomic_ref<std::int64_t> last(slot.last_ms);
+  std::int64_t now_ms = milliseconds_of(now);
+  auto forget_after = std::chrono::duration_cast<std::chrono::milliseconds>(kForgetAfter).count();
+  if (slot_key.load() != key || now_ms - last.load() >= forget_after) {
+    slot_key.store(key);
+    failures.store(0);
+  }
+  std::uint64_t count = failures.fetch_add(1) + 1;
+  last.store(now_ms);
+  std::chrono::milliseconds delay = kFirstDelay;
+  for (std::uint64_t i = 1; i < count && delay < kMaxDelay; ++i)
+    delay *= 2;
+  return std::min(delay, std::chrono::milliseconds(kMaxDelay));
+}
+
+std::uint32_t FailureThrottle::failures(std::string_view address, Clock::time_point now) const {
+  std::uint64_t key = address_key(address);
+  Slot& slot = slots_[key % kSlots];
+  auto forget_after = std::chrono::duration_cast<std::chrono::milliseconds>(kForgetAfter).count();
+  if (std::atomic_ref<std::uint64_t>(slot.key).load() != key ||
+      milliseconds_of(now) - std::atomic_ref<std::int64_t>(slot.last_ms).load() >= forget_after)
+    return 0;
+  return static_cast<std::uint32_t>(std::atomic_ref<std::uint64_t>(slot.failures).load());
+}
+
+std::string address_without_port(const std::string& peer) {
+  // Peers are written by format_endpoint: "HOST:PORT", IPv6 in brackets, so the port is always
+  // after the last colon.
+  std::size_t colon = peer.rfind(':');
+  return colon == std::string::npos ? peer : peer.substr(0, colon);
 }
 
 }  // namespace mux

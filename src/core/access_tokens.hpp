@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -42,5 +43,47 @@ class AccessTokens {
  private:
   std::vector<std::array<std::uint8_t, 32>> digests_;
 };
+
+// Slows down guessing: each failed token from one address delays the refusal (the reply and the
+// close) longer — 250 ms, doubling with every failure up to kMaxDelay — so a guesser gets a few
+// tries a second at first and one every 8 s soon after, while a person who mistyped once barely
+// notices. Failures are forgotten kForgetAfter after the last one.
+//
+// The table lives in a shared anonymous mapping made before any fork, so fork-mode children (one
+// per client, each checking its own client's token) count into the same table as the parent. It
+// is a fixed array of kSlots entries indexed by a hash of the address: memory is bounded however
+// many addresses guess (two addresses sharing a slot reset each other's count, which only makes
+// the delay shorter, never a client wait without bound). Owned by a server; the key is the
+// client's IP address without its port.
+class FailureThrottle {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  FailureThrottle();  // throws std::system_error when the mapping cannot be made
+  FailureThrottle(const FailureThrottle&) = delete;
+  FailureThrottle& operator=(const FailureThrottle&) = delete;
+  ~FailureThrottle();
+
+  // Counts one failure from `address` at `now`; returns how long to wait before answering it.
+  std::chrono::milliseconds record_failure(std::string_view address, Clock::time_point now);
+  // Failures counted for `address` (0 once forgotten).
+  [[nodiscard]] std::uint32_t failures(std::string_view address, Clock::time_point now) const;
+
+  static constexpr std::chrono::milliseconds kFirstDelay{250};
+  static constexpr std::chrono::milliseconds kMaxDelay{8000};
+  static constexpr std::chrono::minutes kForgetAfter{10};
+  static constexpr std::size_t kSlots = 4096;
+
+ private:
+  struct Slot {
+    std::uint64_t key;       // hash of the address; 0: empty
+    std::uint64_t failures;  // accessed through std::atomic_ref (children update it too)
+    std::int64_t last_ms;    // steady clock, milliseconds (the same clock in every process)
+  };
+  Slot* slots_ = nullptr;
+};
+
+// "127.0.0.1:40000" -> "127.0.0.1", "[::1]:40000" -> "[::1]": the per-address key of a peer.
+std::string address_without_port(const std::string& peer);
 
 }  // namespace mux

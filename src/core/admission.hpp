@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "core/byte_stream.hpp"
+
 namespace mux {
 
 class Listener;
@@ -38,6 +40,10 @@ struct AdmissionPolicy {
   bool refuse_when_full = false;
   // What a refused client is told: one line with its '\n'; empty closes without a word.
   std::function<std::string(Refusal)> refusal_message;
+  // How a refused client is spoken to: null is plain TCP. A TLS server sets its factory, so the
+  // refusal goes out after the handshake, inside TLS, and ends with close_notify; plaintext
+  // written into a TLS socket would only read as a protocol error.
+  std::function<std::unique_ptr<ByteStream>(int fd)> refusal_stream;
   // The --allow / --deny hook; null admits every address.
   std::function<bool(const sockaddr* address, socklen_t length)> allowed;
   // The owner's own gate (children running, shutting down): false leaves newcomers waiting in

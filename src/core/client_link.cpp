@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/access_tokens.hpp"
 #include "core/connector.hpp"
 #include "core/net.hpp"
 
@@ -29,6 +30,7 @@ ClientLink open_client_link(const std::string& host, std::uint16_t port,
   std::unique_ptr<TlsClientContext> tls;
   if (options.wants_tls()) tls = std::make_unique<TlsClientContext>(options.tls_config, host);
   ClientLink link;
+  if (!options.token_file.empty()) link.token = read_token_file(options.token_file).front();
   link.server = format_endpoint(host, port);
   link.socket = connect_within(host, port, options.connect_timeout);
   set_nodelay(link.socket.get());

@@ -38,13 +38,15 @@ struct ClientLink {
   std::unique_ptr<ByteStream> stream;  // plain TCP or TLS, handshake done
   std::string server;                  // "127.0.0.1:5000", for messages
   std::string session;                 // "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" for plain TCP
+  std::string token;                   // the first token of --token-file, or ""
 };
 
 // The port to use: the one in --host, else --port.
 [[nodiscard]] std::uint16_t client_port(const ClientLinkOptions& options, std::uint16_t port);
 
-// Connects and (with TLS) completes the handshake. Throws std::runtime_error (TlsConfigError for
-// a bad --tls-* file) whose message names the address and says why, for "mux: error: ...".
+// Reads --token-file, connects and (with TLS) completes the handshake. Throws std::runtime_error
+// (TlsConfigError for a bad --tls-* file) whose message names the address and says why, for "mux:
+// error: ...".
 ClientLink open_client_link(const std::string& host, std::uint16_t port,
                             const ClientLinkOptions& options);
 

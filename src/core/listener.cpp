@@ -10,6 +10,7 @@ namespace mux {
 namespace {
 
 constexpr std::chrono::seconds kTripLogInterval{1};
+constexpr std::chrono::seconds kRefusalHandshakeTimeout{3};
 
 }  // namespace
 
@@ -18,11 +19,12 @@ class Listener::RefusedClient final : private Connection::Owner {
  public:
   RefusedClient(Listener& listener, Fd socket, const std::string& message)
       : listener_(listener), connection_(listener.refusal_context_, std::move(socket), *this) {
-    if (!message.empty()) connection_.send(message);
-    connection_.close_gracefully();
+    if (!message.empty()) connection_.send(message);  // TLS: written once the handshake is done
+    if (connection_.ready()) connection_.close_gracefully();
   }
 
  private:
+  void on_ready() override { connection_.close_gracefully(); }
   void on_data(std::string_view) override {}
   void on_end_of_input() override {}
   void on_closed(std::string_view) override { listener_.forget_refused(*this); }
@@ -46,6 +48,9 @@ Listener::Listener(EventLoop& loop, Fd listening_socket, Logger& logger, Admissi
       refusal_context_(loop, 4096) {
   counts_->listener = this;
   refusal_context_.reads_per_wakeup = 4;
+  refusal_context_.stream_factory = policy_.refusal_stream;
+  // A refused TLS client gets a short handshake: it is only there to be told why it is refused.
+  refusal_context_.handshake_timeout = kRefusalHandshakeTimeout;
 }
 
 Listener::~Listener() {
@@ -140,7 +145,8 @@ void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
   // Past the bound the message gets one try and the socket closes at once (a client still
   // sending may then see a reset instead): a refusal flood holds no fds or memory of its own.
   if (refused_.size() >= kMaxRefusing) {
-    if (!message.empty())
+    // Over TLS there is no one-try message: the handshake would have to be waited for.
+    if (!message.empty() && !policy_.refusal_stream)
       (void)::send(accepted.fd.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     return;
   }

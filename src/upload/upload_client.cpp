@@ -24,10 +24,10 @@ int run_upload_client(const UploadClientOptions& options) {
   // Before connecting: a bad path must not cost the server a connection.
   UploadSource source = open_upload_source(options.file);
   std::string name = options.name.empty() ? source.default_name : options.name;
-  std::string header = format_header_line(source.size, name);
   std::optional<std::uint64_t> size = source.size;
   ClientLink link = open_client_link(options.common.host,
                                      client_port(options.link, options.common.port), options.link);
+  std::string header = format_header_line(source.size, name, link.token);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.

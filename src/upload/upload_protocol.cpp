@@ -96,9 +96,11 @@ HeaderParse parse_header_line(std::string_view line) {
   return HeaderParse{std::move(header), {}};
 }
 
-std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name) {
-  if (!size) return fmt::format("{}- {}\n", kUploadMagic, percent_encode(name));
-  return fmt::format("{}{} {}\n", kUploadMagic, *size, percent_encode(name));
+std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
+                               std::string_view token) {
+  std::string size_text = size ? std::to_string(*size) : std::string("-");
+  std::string fields = token.empty() ? std::string() : fmt::format(" token={}", token);
+  return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
 }
 
 std::string percent_encode(std::string_view text) {

@@ -43,7 +43,9 @@ struct HeaderParse {
 // twice, makes the header bad.
 HeaderParse parse_header_line(std::string_view line);
 // The header line a client sends, '\n' included; a size of nullopt sends `-` (unknown length).
-std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name);
+// A non-empty `token` (--token-file: printable, no spaces) goes in a `token=` field.
+std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
+                               std::string_view token = {});
 
 // Leaves A-Z a-z 0-9 - . _ ~ as they are and writes every other byte as %XX, so a name never
 // contains a space, a newline or a byte a terminal would interpret.

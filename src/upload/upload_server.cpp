@@ -51,8 +51,18 @@ int run_upload_server(const UploadServerOptions& options) {
       return context->make_stream(fd);
     };
   }
+  // The token table is shared with fork-mode children: they check tokens, the count is common.
+  AccessTokens tokens = load_server_tokens(options.access);
+  std::optional<FailureThrottle> throttle;
+  if (tokens.required()) {
+    throttle.emplace();
+    limits.tokens = &tokens;
+    limits.throttle = &*throttle;
+    logger.info("--token-file: {} token(s); uploads need a token= header field", tokens.size());
+  }
   UploadAdmission admission{options.max_clients, options.max_per_address,
                             make_address_check(options.access)};
+  admission.refusal_stream = limits.stream_factory;  // TLS: refusals go out inside TLS
   Hangup hangup(logger);
   // Children already running keep the certificate they were forked with.
   if (tls) reload_tls_on_hangup(hangup, *tls);

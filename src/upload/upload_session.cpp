@@ -40,6 +40,7 @@ AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
   AdmissionPolicy policy = AdmissionPolicy::wait_for_room(std::move(has_room));
   policy.max_per_address = static_cast<std::size_t>(admission.max_per_address);
   policy.allowed = admission.allowed;
+  policy.refusal_stream = admission.refusal_stream;
   policy.refusal_message = [](Refusal refusal) {
     switch (refusal) {
       case Refusal::too_many_from_address:
@@ -77,6 +78,7 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
 
 UploadSession::~UploadSession() {
   context_.loop.cancel_timer(header_timer_);
+  context_.loop.cancel_timer(refusal_timer_);
   release_reservation();
 }
 
@@ -166,6 +168,13 @@ void UploadSession::act_on(const UploadStep& step) {
 }
 
 void UploadSession::start(const UploadStart& start) {
+  const AccessTokens* tokens = context_.limits.tokens;
+  if (tokens != nullptr && tokens->required()) {
+    const std::string* token = start.header ? start.header->field("token") : nullptr;
+    if (!start.header) return refuse_unauthorized("a raw upload, but a token is required");
+    if (token == nullptr) return refuse_unauthorized("no token= in the header");
+    if (!tokens->accepts(*token)) return refuse_unauthorized("wrong token");
+  }
   if (start.header) {
     const UploadHeader& header = *start.header;
     name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
@@ -352,6 +361,25 @@ void UploadSession::fail(const std::string& reason) {
   reply_and_close(format_err_reply(reason));
 }
 
+// Nothing of the upload is read or stored; after the address's delay (longer with each failure,
+// see FailureThrottle) the client reads `ERR unauthorized` and the connection closes.
+void UploadSession::refuse_unauthorized(std::string why) {
+  phase_ = Phase::closing;
+  context_.loop.cancel_timer(std::exchange(header_timer_, 0));
+  connection_->set_idle_timeout(std::chrono::milliseconds{0});
+  connection_->pause_reading();
+  auto delay = context_.limits.throttle->record_failure(address_without_port(peer_),
+                                                        FailureThrottle::Clock::now());
+  context_.logger.info("{} unauthorized: {}; answering in {} ms", client_label(), why,
+                       delay.count());
+  refusal_timer_ = context_.loop.add_timer(delay, [this] {
+    refusal_timer_ = 0;
+    connection_->send(format_err_reply("unauthorized"));
+    connection_->resume_reading();  // what the client still sends is read and discarded
+    connection_->close_gracefully();
+  });
+}
+
 void UploadSession::reply_and_close(const std::string& line) {
   phase_ = Phase::closing;
   context_.loop.cancel_timer(std::exchange(header_timer_, 0));
@@ -366,6 +394,7 @@ void UploadSession::finish() {
   if (phase_ == Phase::finished) return;
   phase_ = Phase::finished;
   context_.loop.cancel_timer(std::exchange(header_timer_, 0));
+  context_.loop.cancel_timer(std::exchange(refusal_timer_, 0));
   release_reservation();
   file_.reset();
   on_finished_(*this);  // may hand this session to loop.retire(): nothing may follow

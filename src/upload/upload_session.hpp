@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/access_tokens.hpp"
 #include "core/admission.hpp"
 #include "core/connection.hpp"
 #include "core/event_loop.hpp"
@@ -62,6 +63,11 @@ struct UploadLimits {
   // How each connection's bytes move: null is plain TCP, --tls-cert makes it TLS (the handshake
   // runs inside the session's Connection, so in fork mode inside the child).
   StreamFactory stream_factory{};
+  // --token-file: every upload's header must carry `token=` with one of these (raw uploads are
+  // refused); a failure is answered `ERR unauthorized` after the throttle's delay for its
+  // address. Null (or empty) when no token is required. Owned by run_upload_server.
+  const AccessTokens* tokens = nullptr;
+  FailureThrottle* throttle = nullptr;
 };
 
 // What every session of one server (or of one fork-mode child) shares.
@@ -88,6 +94,7 @@ struct UploadAdmission {
   std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
   std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
   std::function<bool(const sockaddr*, socklen_t)> allowed{};  // --allow / --deny; null: everyone
+  StreamFactory refusal_stream{};  // TLS servers: refused clients are told inside TLS
 };
 // Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no);
 // past --max-per-address they are accepted and read "ERR server busy: ...".
@@ -141,6 +148,7 @@ class UploadSession final : private Connection::Owner {
   void on_committed(CommitResult result);
   void log_received();
   void fail(const std::string& reason);
+  void refuse_unauthorized(std::string why);
   void reply_and_close(const std::string& line);
   void finish();
 
@@ -167,6 +175,7 @@ class UploadSession final : private Connection::Owner {
   CommitTicket commit_ticket_;    // cancels the commit's callback if this session goes first
   bool connection_lost_ = false;  // it broke while committing: log the outcome, reply to no one
   EventLoop::TimerId header_timer_ = 0;
+  EventLoop::TimerId refusal_timer_ = 0;  // a wrong token's delayed ERR unauthorized
 };
 
 }  // namespace mux

@@ -14,19 +14,19 @@ SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 # How both clients reach their server (core/client_link.hpp).
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
-                     "--tls-cert", "--tls-key"]
+                     "--tls-cert", "--tls-key", "--token-file"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout",
                                    "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
-                                   "--redis", "--room", "--history"],
+                                   "--redis", "--room", "--history", "--token-file"],
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
-                                     "--tls-client-ca", "--allow", "--deny"],
+                                     "--tls-client-ca", "--allow", "--deny", "--token-file"],
     "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"],
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.

@@ -189,3 +189,26 @@ TEST_CASE("tokens: unusable files say why and where") {
   CHECK(load_error(long_token.path) ==
         "--token-file " + long_token.path + ": line 1: longer than 512 characters");
 }
+
+TEST_CASE("tokens: failures from one address double the delay, up to a bound, then are forgotten") {
+  mux::FailureThrottle throttle;
+  auto now = mux::FailureThrottle::Clock::now();
+  using std::chrono::milliseconds;
+  CHECK(throttle.record_failure("127.0.0.2", now) == milliseconds(250));
+  CHECK(throttle.record_failure("127.0.0.2", now) == milliseconds(500));
+  CHECK(throttle.record_failure("127.0.0.2", now) == milliseconds(1000));
+  CHECK(throttle.record_failure("127.0.0.3", now) == milliseconds(250));  // its own count
+  for (int i = 0; i < 100; ++i)
+    throttle.record_failure("127.0.0.2", now);
+  CHECK(throttle.record_failure("127.0.0.2", now) == mux::FailureThrottle::kMaxDelay);
+  CHECK(throttle.failures("127.0.0.2", now) == 104);
+  auto later = now + mux::FailureThrottle::kForgetAfter;
+  CHECK(throttle.failures("127.0.0.2", later) == 0);
+  CHECK(throttle.record_failure("127.0.0.2", later) == milliseconds(250));
+}
+
+TEST_CASE("tokens: the throttle's key is the address without its port") {
+  CHECK(mux::address_without_port("127.0.0.1:40000") == "127.0.0.1");
+  CHECK(mux::address_without_port("[::1]:40000") == "[::1]");
+  CHECK(mux::address_without_port("[2001:db8::1]:5") == "[2001:db8::1]");
+}
