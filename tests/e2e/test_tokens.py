@@ -7,6 +7,7 @@ Other loopback addresses (127.0.0.2, ...) stand for other machines."""
 
 import os
 import re
+import select
 import socket
 import subprocess
 import tempfile
@@ -262,13 +263,20 @@ class TlsRefusalsTest(unittest.TestCase):
     def test_token_over_tls_with_s_client(self):
         with Server("chat-server", *test_tls.PKI.server_flags(), "--token-file",
                     token_file()) as server:
-            result = subprocess.run(
+            client = subprocess.Popen(
                 ["openssl", "s_client", "-quiet", "-CAfile", test_tls.PKI.ca, "-connect",
                  f"127.0.0.1:{server.port}"],
-                input=b"/token alpha-123\n/quit\n", capture_output=True,
-                timeout=muxtest.DEFAULT_TIMEOUT)
-            self.assertRegex(result.stdout.decode().splitlines()[0], WELCOME)
-
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.addCleanup(client.wait, muxtest.DEFAULT_TIMEOUT)
+            self.addCleanup(client.kill)
+            client.stdin.write(b"/token alpha-123\n")
+            client.stdin.flush()
+            # The server's log says when the member joined; then its welcome is on s_client's
+            # stdout (read with a deadline: select on the pipe).
+            server.wait_for_log(r"Client \d+ joined from 127\.0\.0\.1:")
+            ready, _, _ = select.select([client.stdout], [], [], muxtest.DEFAULT_TIMEOUT)
+            self.assertTrue(ready, "no welcome from the server through s_client")
+            self.assertRegex(client.stdout.readline().decode().rstrip("\n"), WELCOME)
 
 if __name__ == "__main__":
     muxtest.main()
