@@ -202,8 +202,19 @@ class StuckForkChild(unittest.TestCase):
         readers = [threading.Thread(target=read_all, args=(talker,)) for talker in talkers]
         for thread in readers:
             thread.start()
-        for talker in talkers:
-            talker.send("".join(f"{talker.name} {number:03d} {text}\n" for number in range(count)))
+        # In rounds that every reader finishes before the next: an honest reader then never
+        # falls --max-queue behind (a reader thread slowed by the others would be dropped as too
+        # slow too, and in fork mode its process killed as stuck), while the stopped child's link
+        # takes everything and overflows after about six rounds.
+        per_round = 50
+        for first in range(0, count, per_round):
+            for talker in talkers:
+                talker.send("".join(f"{talker.name} {number:03d} {text}\n"
+                                    for number in range(first, min(first + per_round, count))))
+            sent = (len(talkers) - 1) * min(first + per_round, count)
+            wait_until(lambda sent=sent: all(len(received[t.name]) >= sent for t in talkers)
+                       or not all(thread.is_alive() for thread in readers),
+                       f"every reader has the lines of round {first // per_round + 1}", timeout=60)
         for thread in readers:
             thread.join(70)
             self.assertFalse(thread.is_alive())
