@@ -118,7 +118,15 @@ void UploadSender::send_more() {
     std::size_t to_header = std::min(written, header_left);
     header_sent_ += to_header;
     written -= to_header;
-    if (written == 0) continue;
+    if (written == 0) {
+      // An empty file is complete with its header: the server replies OK at once, possibly
+      // before the reader has said it is at the end.
+      if (header_sent_ == header_line_.size() && source_.size && sent_ == *source_.size) {
+        finish_sending();
+        return;
+      }
+      continue;
+    }
     sent_ += written;
     chunk_sent_ += written;
     last_progress_ = EventLoop::Clock::now();
