@@ -220,6 +220,7 @@ void RedisRoomBus::on_message(std::string_view payload) {
     return;
   }
   if (batch->server_id == server_id_) return;
+  ++batches_seen_[batch->server_id];
   std::vector<std::string>& names = remote_[batch->server_id];
   for (const chat::RoomEvent& event : batch->events) {
     auto found = std::find(names.begin(), names.end(), event.name);
@@ -243,13 +244,15 @@ void RedisRoomBus::on_message(std::string_view payload) {
 void RedisRoomBus::heartbeat() {
   link_.command({"EVAL", kHeartbeatScript, "2", key("servers"), key("members:") + server_id_,
                  server_id_, std::to_string(kPresenceTtl.count()), key("members:")},
-                [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+                [this, alive = std::weak_ptr<bool>(alive_),
+                 batches_then = batches_seen_](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
-                    apply_presence(*reply);
+                    apply_presence(*reply, batches_then);
                 });
 }
 
-void RedisRoomBus::apply_presence(const RedisValue& reply) {
+void RedisRoomBus::apply_presence(
+    const RedisValue& reply, const std::unordered_map<std::string, std::uint64_t>& batches_then) {
   std::unordered_map<std::string, std::vector<std::string>> live;
   for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
     std::vector<std::string>& names = live[reply.elements[i].text];
@@ -265,6 +268,16 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
     for (const std::string& name : names)
       gone.push_back({chat::RoomEventKind::left, name, "server gone", {}, false});
   }
+  // A live server whose events arrived after this reply was asked for: those events are newer
+  // than the member list read here (it could lack a member who just joined), so its list as
+  // the events built it stays. The next heartbeat, with no event in between, corrects any drift.
+  for (auto& [id, names] : live) {
+    auto known = remote_.find(id);
+    auto then = batches_then.find(id);
+    std::uint64_t before = then == batches_then.end() ? 0 : then->second;
+    if (known != remote_.end() && batches_seen_[id] != before) names = known->second;
+  }
+  std::erase_if(batches_seen_, [&live](const auto& entry) { return !live.contains(entry.first); });
   remote_ = std::move(live);
   if (!gone.empty()) room_.apply_remote(gone);
   room_.remote_members_changed();

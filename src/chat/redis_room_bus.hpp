@@ -60,7 +60,9 @@ class RedisRoomBus final : public RoomBus {
   void on_message(std::string_view payload);
   void flush();
   void heartbeat();
-  void apply_presence(const RedisValue& reply);
+  // `batches_then`: batches_seen_ when the heartbeat was sent (see apply_presence).
+  void apply_presence(const RedisValue& reply,
+                      const std::unordered_map<std::string, std::uint64_t>& batches_then);
   [[nodiscard]] std::string key(std::string_view suffix) const {
     return prefix_ + std::string(suffix);
   }
@@ -78,6 +80,9 @@ class RedisRoomBus final : public RoomBus {
   bool flush_scheduled_ = false;
   // The other servers' members, by server id.
   std::unordered_map<std::string, std::vector<std::string>> remote_;
+  // Room messages received per remote server: a presence reply is older than the events that
+  // came on the subscription after it was asked for (two connections, no order between them).
+  std::unordered_map<std::string, std::uint64_t> batches_seen_;
   EventLoop::TimerId heartbeat_timer_ = 0;
   bool reachable_ = true;      // as last told to the room
   bool told_failure_ = false;  // one log line per outage, not one per attempt
