@@ -22,6 +22,7 @@
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/logger.hpp"
+#include "temp_dir.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/upload_session.hpp"
 #include "upload/upload_store.hpp"
@@ -38,35 +39,7 @@ std::string ok_for(const std::string& bytes) {
   return "OK " + std::to_string(bytes.size()) + " " + hash_of(bytes) + "\n";
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = "/tmp/mux-session-test-XXXXXX";
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() {
-    for (const std::string& name : entries())
-      ::unlink((path + "/" + name).c_str());
-    ::rmdir(path.c_str());
-  }
-  [[nodiscard]] std::set<std::string> entries() const {
-    std::set<std::string> names;
-    DIR* dir = ::opendir(path.c_str());
-    while (dirent* entry = ::readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") names.insert(name);
-    }
-    ::closedir(dir);
-    return names;
-  }
-  [[nodiscard]] std::string read(const std::string& name) const {
-    std::ifstream in(path + "/" + name, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-};
+using TempDir = mux::testing::TempDir;
 
 class Harness {
  public:

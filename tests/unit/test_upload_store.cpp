@@ -18,42 +18,12 @@
 #include <vector>
 
 #include "core/event_loop.hpp"
+#include "temp_dir.hpp"
 #include "upload/upload_store.hpp"
 
 namespace {
 
-struct StoreDir {
-  std::string path;
-  StoreDir() {
-    std::string pattern = "/tmp/mux-store-test-XXXXXX";
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~StoreDir() {
-    for (const std::string& name : entries())
-      ::unlink((path + "/" + name).c_str());
-    ::rmdir(path.c_str());
-  }
-  [[nodiscard]] std::set<std::string> entries() const {
-    std::set<std::string> names;
-    DIR* dir = ::opendir(path.c_str());
-    while (dirent* entry = ::readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") names.insert(name);
-    }
-    ::closedir(dir);
-    return names;
-  }
-  void write(const std::string& name, const std::string& text) const {
-    std::ofstream(path + "/" + name, std::ios::binary) << text;
-  }
-  [[nodiscard]] std::string read(const std::string& name) const {
-    std::ifstream in(path + "/" + name, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-};
+using StoreDir = mux::testing::TempDir;
 
 std::string save(const mux::OutputDirectory& dir, const std::string& name,
                  const std::string& text) {
