@@ -111,10 +111,13 @@ std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t
   return lines;
 }
 
-std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash) {
+std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
+                                  std::string_view saved_name) {
   double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
-  return fmt::format("Sent {} bytes in {:.3f} s ({}), verified {}", bytes, seconds,
-                     format_rate(rate), hash);
+  std::string summary = fmt::format("Sent {} bytes in {:.3f} s ({}), verified {}", bytes, seconds,
+                                    format_rate(rate), hash);
+  if (!saved_name.empty()) summary += fmt::format(", saved as {}", saved_name);
+  return summary;
 }
 
 ProgressDisplay::ProgressDisplay(Style style, std::optional<std::uint64_t> total, std::FILE* out)

@@ -41,8 +41,9 @@ std::string format_progress_line(const ProgressSnapshot& snapshot, std::size_t w
 // "Sent 10 MiB", "Sent 20 MiB"...: one line for each 10 MiB step passed going from `before` to
 // `after` bytes.
 std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t after);
-// "Sent <bytes> bytes in <seconds> s (<IEC rate>), verified <hash>"
-std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash);
+// "Sent <bytes> bytes in <seconds> s (<IEC rate>), verified <hash>[, saved as <name>]"
+std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
+                                  std::string_view saved_name = {});
 
 class ProgressDisplay {
  public:

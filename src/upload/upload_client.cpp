@@ -27,7 +27,8 @@ int run_upload_client(const UploadClientOptions& options) {
   std::optional<std::uint64_t> size = source.size;
   ClientLink link = open_client_link(options.common.host,
                                      client_port(options.link, options.common.port), options.link);
-  std::string header = format_header_line(source.size, name, link.token);
+  // reply-name=1: the summary can say where the server saved the file.
+  std::string header = format_header_line(source.size, name, link.token, true);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
@@ -49,7 +50,7 @@ int run_upload_client(const UploadClientOptions& options) {
   UploadSender::Result result = sender.run();
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  progress.finish(format_upload_summary(result.bytes, seconds, result.hash));
+  progress.finish(format_upload_summary(result.bytes, seconds, result.hash, result.saved_name));
   return 0;
 }
 

@@ -49,13 +49,41 @@ HeaderParse header_error(std::string reason) {
   return HeaderParse{std::nullopt, std::move(reason)};
 }
 
-}  // namespace
-
-const std::string* UploadHeader::field(std::string_view key) const {
+const std::string* find_field(const ProtocolFields& fields, std::string_view key) {
   for (const auto& [field_key, value] : fields) {
     if (field_key == key) return &value;
   }
   return nullptr;
+}
+
+// Splits `rest` (the text after a header's name or a reply's hash, each field preceded by one
+// space) into `fields`. Returns an empty string, or why it is not a list of fields: a field
+// without '=', with an empty key, or a key given twice. Positions, not the text: the fields are
+// peer-controlled and the reason reaches a log line.
+std::string parse_fields(std::string_view rest, ProtocolFields& fields) {
+  std::size_t position = 0;
+  while (!rest.empty()) {
+    if (rest.front() != ' ') return fmt::format("field {} is not key=value", position + 1);
+    rest.remove_prefix(1);
+    ++position;
+    std::size_t space = rest.find(' ');
+    std::string_view field = rest.substr(0, space);
+    rest.remove_prefix(field.size());
+    std::size_t equals = field.find('=');
+    if (equals == std::string_view::npos || equals == 0) {
+      return fmt::format("field {} is not key=value", position);
+    }
+    std::string_view key = field.substr(0, equals);
+    if (find_field(fields, key) != nullptr) return fmt::format("field {} repeats a key", position);
+    fields.emplace_back(std::string(key), std::string(field.substr(equals + 1)));
+  }
+  return {};
+}
+
+}  // namespace
+
+const std::string* UploadHeader::field(std::string_view key) const {
+  return find_field(fields, key);
 }
 
 HeaderParse parse_header_line(std::string_view line) {
@@ -76,30 +104,18 @@ HeaderParse parse_header_line(std::string_view line) {
   rest.remove_prefix(space + 1);
   space = rest.find(' ');
   header.name = percent_decode(rest.substr(0, space));
-  std::size_t position = 0;
-  while (space != std::string_view::npos) {
-    rest.remove_prefix(space + 1);
-    ++position;
-    space = rest.find(' ');
-    std::string_view field = rest.substr(0, space);
-    std::size_t equals = field.find('=');
-    // Positions, not the text: the field is peer-controlled and the reason reaches a log line.
-    if (equals == std::string_view::npos || equals == 0) {
-      return header_error(fmt::format("field {} is not key=value", position));
-    }
-    std::string_view key = field.substr(0, equals);
-    if (header.field(key) != nullptr) {
-      return header_error(fmt::format("field {} repeats a key", position));
-    }
-    header.fields.emplace_back(std::string(key), std::string(field.substr(equals + 1)));
+  rest.remove_prefix(space == std::string_view::npos ? rest.size() : space);
+  if (std::string error = parse_fields(rest, header.fields); !error.empty()) {
+    return header_error(std::move(error));
   }
   return HeaderParse{std::move(header), {}};
 }
 
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
-                               std::string_view token) {
+                               std::string_view token, bool want_saved_name) {
   std::string size_text = size ? std::to_string(*size) : std::string("-");
   std::string fields = token.empty() ? std::string() : fmt::format(" token={}", token);
+  if (want_saved_name) fields += fmt::format(" {}=1", kReplyNameField);
   return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
 }
 
@@ -152,8 +168,10 @@ std::string raw_upload_name(std::uint64_t client_number) {
   return fmt::format("upload-{}.bin", client_number);
 }
 
-std::string format_ok_reply(std::uint64_t bytes, std::string_view hash) {
-  return fmt::format("OK {} {}\n", bytes, hash);
+std::string format_ok_reply(std::uint64_t bytes, std::string_view hash,
+                            std::string_view saved_name) {
+  if (saved_name.empty()) return fmt::format("OK {} {}\n", bytes, hash);
+  return fmt::format("OK {} {} name={}\n", bytes, hash, percent_encode(saved_name));
 }
 
 std::string format_err_reply(std::string_view reason) {
@@ -166,19 +184,27 @@ std::string format_err_reply(std::string_view reason) {
 
 std::optional<UploadReply> parse_reply_line(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line == "ERR") return UploadReply{false, 0, {}, {}};
-  if (line.substr(0, 4) == "ERR ") return UploadReply{false, 0, {}, std::string(line.substr(4))};
+  if (line == "ERR") return UploadReply{false, 0, {}, {}, std::nullopt};
+  if (line.substr(0, 4) == "ERR ")
+    return UploadReply{false, 0, {}, std::string(line.substr(4)), std::nullopt};
   if (line.substr(0, 3) != "OK ") return std::nullopt;
   std::string_view rest = line.substr(3);
   std::size_t space = rest.find(' ');
   if (space == std::string_view::npos) return std::nullopt;
   std::optional<std::uint64_t> bytes = parse_decimal(rest.substr(0, space));
-  std::string_view hash = rest.substr(space + 1);
+  rest.remove_prefix(space + 1);
+  std::string_view hash = rest.substr(0, rest.find(' '));
   bool hex = hash.size() == 32 && std::all_of(hash.begin(), hash.end(), [](char c) {
                return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
              });
   if (!bytes || !hex) return std::nullopt;
-  return UploadReply{true, *bytes, std::string(hash), {}};
+  ProtocolFields fields;
+  if (!parse_fields(rest.substr(hash.size()), fields).empty()) return std::nullopt;
+  UploadReply reply{true, *bytes, std::string(hash), {}, std::nullopt};
+  if (const std::string* name = find_field(fields, "name"); name != nullptr) {
+    reply.saved_name = percent_decode(*name);
+  }
+  return reply;
 }
 
 }  // namespace mux

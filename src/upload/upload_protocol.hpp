@@ -1,8 +1,9 @@
 // MUXUP/1, the upload wire protocol, as pure functions shared by upload-server and upload-client:
 // the optional header line `MUXUP/1 <size> <name>[ <key>=<value>]...\n` (size `-`: a stream of
 // unknown length), the percent-encoding of the name, the
-// reply `OK <bytes> <xxh3-128 hex>\n` / `ERR <reason>\n`, and the rules that turn a name a
-// client chose into a file name that is safe to create. No I/O here, so it is unit-tested alone.
+// reply `OK <bytes> <xxh3-128 hex>[ <key>=<value>]...\n` / `ERR <reason>\n`, and the rules that
+// turn a name a client chose into a file name that is safe to create. No I/O here, so it is
+// unit-tested alone.
 #pragma once
 
 #include <cstddef>
@@ -22,12 +23,19 @@ inline constexpr std::size_t kMaxHeaderLine = 4096;
 // Longest file name the server creates; leaves room for a ".N" suffix within NAME_MAX (255).
 inline constexpr std::size_t kMaxStoredName = 200;
 
+// `key=value` fields after a header's name or a reply's hash, in order, as sent (no decoding).
+using ProtocolFields = std::vector<std::pair<std::string, std::string>>;
+
+// The header field by which a client asks for the saved name in the OK reply (`reply-name=1`).
+// Only on request, so a client older than the field never sees a reply it would refuse.
+inline constexpr std::string_view kReplyNameField = "reply-name";
+
 struct UploadHeader {
   std::optional<std::uint64_t> size;  // nullopt: `-`, the upload ends at the client's half-close
   std::string name;                   // percent-decoded, not yet sanitized
   // The key=value fields after the name, in order, as sent (no decoding). Unknown keys are
   // collected and ignored, so a newer client can add fields an older server does not know.
-  std::vector<std::pair<std::string, std::string>> fields;
+  ProtocolFields fields;
 
   // The value of field `key`, or nullptr when the header has none.
   [[nodiscard]] const std::string* field(std::string_view key) const;
@@ -43,9 +51,10 @@ struct HeaderParse {
 // twice, makes the header bad.
 HeaderParse parse_header_line(std::string_view line);
 // The header line a client sends, '\n' included; a size of nullopt sends `-` (unknown length).
-// A non-empty `token` (--token-file: printable, no spaces) goes in a `token=` field.
+// A non-empty `token` (--token-file: printable, no spaces) goes in a `token=` field;
+// `want_saved_name` adds `reply-name=1`.
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
-                               std::string_view token = {});
+                               std::string_view token = {}, bool want_saved_name = false);
 
 // Leaves A-Z a-z 0-9 - . _ ~ as they are and writes every other byte as %XX, so a name never
 // contains a space, a newline or a byte a terminal would interpret.
@@ -66,9 +75,15 @@ struct UploadReply {
   std::uint64_t bytes = 0;  // OK only
   std::string hash;         // OK only: 32 lowercase hex digits
   std::string reason;       // ERR only
+  // OK only: the `name=` field, percent-decoded: the name the server saved the file under (in
+  // its --output-dir), sent when the header asked with reply-name=1. Other fields are ignored,
+  // so a newer server can add fields an older client does not know.
+  std::optional<std::string> saved_name;
 };
 
-std::string format_ok_reply(std::uint64_t bytes, std::string_view hash);
+// A non-empty `saved_name` goes in a `name=` field, percent-encoded.
+std::string format_ok_reply(std::uint64_t bytes, std::string_view hash,
+                            std::string_view saved_name = {});
 std::string format_err_reply(std::string_view reason);
 // Parses one reply line without its '\n'; nullopt when it is neither a valid OK nor an ERR.
 std::optional<UploadReply> parse_reply_line(std::string_view line);

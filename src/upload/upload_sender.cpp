@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/interrupted.hpp"
+#include "core/sanitize.hpp"
 #include "core/units.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_protocol.hpp"
@@ -76,7 +77,7 @@ UploadSender::Result UploadSender::run() {
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
     throw std::runtime_error(*failure_);
   }
-  return Result{sent_, final_hash_, elapsed_seconds()};
+  return Result{sent_, final_hash_, elapsed_seconds(), saved_name_};
 }
 
 void UploadSender::on_socket(std::uint32_t events) {
@@ -241,6 +242,8 @@ void UploadSender::check_reply(const std::string& line) {
                     "with XXH3-128 {}",
                     server_, reply->bytes, reply->hash, sent_, final_hash_));
   } else {
+    // The name is the server's text: shown to a person, so no control or bidi characters.
+    if (reply->saved_name) saved_name_ = sanitized(*reply->saved_name);
     loop_.stop();  // confirmed
   }
 }

@@ -28,6 +28,9 @@ class UploadSender {
     std::uint64_t bytes = 0;
     std::string hash;
     double seconds = 0;
+    // Where the server saved the file (its reply's name=, made safe for a terminal); empty when
+    // the server did not say (it discards, or it predates the field).
+    std::string saved_name;
   };
 
   // `server` ("127.0.0.1:5000") and `source_label` (the path) only name things in errors.
@@ -76,6 +79,7 @@ class UploadSender {
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
   bool waiting_for_chunk_ = false;
   std::string final_hash_;
+  std::string saved_name_;  // from the OK reply, sanitized
   std::string reply_text_;
   bool sending_ = true;
   bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable

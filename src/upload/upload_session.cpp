@@ -178,6 +178,8 @@ void UploadSession::start(const UploadStart& start) {
   if (start.header) {
     const UploadHeader& header = *start.header;
     name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
+    const std::string* reply_name = header.field(kReplyNameField);
+    reply_with_name_ = reply_name != nullptr && *reply_name == "1";
     context_.logger.detail("{} header: {} bytes, name \"{}\"", client_label(),
                            header.size ? fmt::to_string(*header.size) : "unknown number of", name_);
   } else {
@@ -334,7 +336,8 @@ void UploadSession::on_committed(CommitResult result) {
     finish();
     return;
   }
-  reply_and_close(format_ok_reply(parser_.received(), hash_.hex()));
+  reply_and_close(format_ok_reply(parser_.received(), hash_.hex(),
+                                  reply_with_name_ ? result.saved_as : std::string()));
 }
 
 void UploadSession::log_received() {

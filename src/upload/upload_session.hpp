@@ -165,6 +165,7 @@ class UploadSession final : private Connection::Owner {
   Phase phase_ = Phase::receiving;
   UploadParser parser_;
   std::string name_;
+  bool reply_with_name_ = false;        // the header asked for the saved name in OK (reply-name=1)
   std::uint64_t stored_ = 0;            // body bytes hashed (and written, with --output-dir)
   std::uint64_t reserved_ = 0;          // the file's allocated end (fallocate), >= stored_ or 0
   std::uint64_t next_space_check_ = 0;  // --min-free: statvfs again once the data reaches this

@@ -62,7 +62,7 @@ class UploadInterruptTest(unittest.TestCase):
                     try:
                         # The header arrives from inside the send loop, where the signals are handled.
                         self.assertTrue(server.received.wait(muxtest.DEFAULT_TIMEOUT))
-                        self.assertEqual(server.header, b"MUXUP/1 67108864 big.bin")
+                        self.assertEqual(server.header, b"MUXUP/1 67108864 big.bin reply-name=1")
                         proc.send_signal(signo)
                         out, err = proc.communicate(timeout=muxtest.DEFAULT_TIMEOUT)
                     finally:

@@ -230,7 +230,7 @@ class SingleLoopDurableTests(DurableTestBase):
         self.assertTrue(pv_running_at_first_progress, "progress only after the input ended")
         summary = out.decode().strip().splitlines()[-1]
         self.assertRegex(summary, rf"^Sent {40 * MIB} bytes in [0-9.]+ s \(.+\), "
-                                  rf"verified {xxh128(source)}$")
+                                  rf"verified {xxh128(source)}, saved as piped\.bin$")
         server.wait_for_log(r'header: unknown number of bytes, name "piped.bin"')
         server.wait_for_log(r"Saved \[Client 1\] upload as .*/piped\.bin$")
         with open(source, "rb") as f:

@@ -192,7 +192,7 @@ class ManPageTest(unittest.TestCase):
 
     def test_protocol_and_exit_status_contents(self):
         text = " ".join(render(MAN_PAGE).split())
-        for fragment in ["[NAME]: TEXT", "MUXUP/1 size name[ key=value]...\\n", "OK bytes hash\\n", "ERR reason\\n",
+        for fragment in ["[NAME]: TEXT", "MUXUP/1 size name[ key=value]...\\n", "OK bytes hash\\n", "OK bytes hash name=saved\\n", "reply-name=1", "ERR reason\\n",
                          "/nick NAME", "/who", "/help", "/quit", "* server full",
                          "* server shutting down", "listening on HOST:PORT (serve mode)",
                          "Received bytes bytes from [Client N] address in seconds s (rate)",

@@ -140,12 +140,18 @@ class UploadTestBase(unittest.TestCase):
                 self.fail(f"fewer than {count} completed uploads logged: {server.stdout_lines[-10:]}")
             time.sleep(0.02)
 
-    def assertConfirmed(self, code, out, err, path):
+    def assertConfirmed(self, code, out, err, path, saved_as=""):
+        """The client's summary confirms `path`; `saved_as` is the name the server reported
+        (default: the file's own name), None for a server that discards."""
         self.assertEqual(code, 0, f"stdout={out!r} stderr={err!r}")
         self.assertEqual(err, "")
         size = os.path.getsize(path)
         summary = out.strip().splitlines()[-1]
-        self.assertRegex(summary, rf"^Sent {size} bytes in [0-9.]+ s \(.+\), verified {xxh128(path)}$")
+        if saved_as == "":
+            saved_as = os.path.basename(path)
+        saved = "" if saved_as is None else f", saved as {re.escape(saved_as)}"
+        self.assertRegex(summary,
+                         rf"^Sent {size} bytes in [0-9.]+ s \(.+\), verified {xxh128(path)}{saved}$")
 
 
 class UploadTests:
@@ -154,7 +160,7 @@ class UploadTests:
     def test_100_mib_upload_is_saved_byte_identical(self):
         server = self.server()
         code, out, err = self.client(server, self.big_file, "--name", "big copy.bin")
-        self.assertConfirmed(code, out, err, self.big_file)
+        self.assertConfirmed(code, out, err, self.big_file, saved_as="big copy.bin")
         self.assertEqual(out.splitlines()[:10], [f"Sent {n} MiB" for n in range(10, 101, 10)])
         self.assertEqual(self.saved(), ["big copy.bin"])
         saved = os.path.join(self.out, "big copy.bin")
@@ -195,7 +201,8 @@ class UploadTests:
         data = os.urandom(MIB + 5)
         code, out, err = self.client(server, "-", "--name", "notes.tar", input=data)
         self.assertEqual(code, 0, err)
-        self.assertRegex(out, rf"Sent {len(data)} bytes in .*, verified {xxh128_of_bytes(data)}\n$")
+        self.assertRegex(out, rf"Sent {len(data)} bytes in .*, verified {xxh128_of_bytes(data)}, "
+                              rf"saved as notes\.tar\n$")
         self.assertEqual(self.saved(), ["notes.tar"])
         self.assertEqual(self.read_saved("notes.tar"), data)
 
@@ -234,7 +241,7 @@ class UploadTests:
                          {first, second})
         # And a third, later, does not overwrite either.
         path = self.make_file("same.txt", 1000)
-        self.assertConfirmed(*self.client(server, path), path)
+        self.assertConfirmed(*self.client(server, path), path, saved_as="same.txt.2")
         self.assertEqual(self.saved(), ["same.txt", "same.txt.1", "same.txt.2"])
 
     def test_a_stalled_client_does_not_delay_another(self):
@@ -393,7 +400,8 @@ class UploadTests:
         path = self.make_file("empty.txt", 0)
         code, out, err = self.client(server, path)
         self.assertConfirmed(code, out, err, path)
-        self.assertRegex(out, rf"^Sent 0 bytes in [0-9.]+ s \(0 B/s\), verified {xxh128(path)}\n$")
+        self.assertRegex(out, rf"^Sent 0 bytes in [0-9.]+ s \(0 B/s\), verified {xxh128(path)}, "
+                              rf"saved as empty\.txt\n$")
         self.assertEqual(self.saved(), ["empty.txt"])
         self.assertEqual(self.read_saved("empty.txt"), b"")
         # The OK for an empty file can come before the client's reader has said it is at the
@@ -416,8 +424,27 @@ class UploadTests:
     def test_discarding_server_counts_and_hashes(self):
         server = self.server(output_dir=False)
         code, out, err = self.client(server, self.big_file)
-        self.assertConfirmed(code, out, err, self.big_file)
+        self.assertConfirmed(code, out, err, self.big_file, saved_as=None)
         self.assertEqual(self.saved(), [])
+
+    def test_the_saved_name_is_replied_only_when_asked(self):
+        server = self.server()
+        data = b"named"
+        ok = f"OK 5 {xxh128_of_bytes(data)}"
+        # An ncat user or an older client: the reply stays exactly OK <bytes> <hash>.
+        self.assertEqual(raw_exchange(server.port, b"MUXUP/1 5 a%20b.txt\n" + data), ok + "\n")
+        # Asked for: the name it was saved under, percent-encoded like the header's.
+        self.assertEqual(raw_exchange(server.port, b"MUXUP/1 5 a%20b.txt reply-name=1\n" + data),
+                         ok + " name=a%20b.txt.1\n")
+        # Sanitized and made unique before it is told: the reply names the file that exists.
+        self.assertEqual(raw_exchange(server.port, b"MUXUP/1 5 ../.x reply-name=1\n" + data),
+                         ok + " name=x\n")
+        self.assertEqual(self.saved(), ["a b.txt", "a b.txt.1", "x"])
+        # A server that discards has no name to tell.
+        discarding = self.server(output_dir=False)
+        self.assertEqual(raw_exchange(discarding.port, b"MUXUP/1 5 a reply-name=1\n" + data),
+                         ok + "\n")
+        self.assertEqual(self.saved(), ["a b.txt", "a b.txt.1", "x"])
 
     def test_ipv6_loopback(self):
         server = self.server(host="::1")
@@ -596,7 +623,7 @@ class ForkUploadTests(UploadTests, UploadTestBase):
                 sock.sendall(b"MUXUP/1 100 x\nshort")
         for _ in range(5):
             path = self.make_file("f.bin", 1000)
-            self.assertConfirmed(*self.client(server, path), path)
+            self.assertConfirmed(*self.client(server, path), path, saved_as=None)
         self.wait_received(server, 45)
         server.wait_for_log(r"\[Client 50\] .*: incomplete")
         deadline = time.monotonic() + TIMEOUT

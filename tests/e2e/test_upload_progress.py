@@ -153,7 +153,7 @@ class InAPipe(unittest.TestCase):
         lines = out.decode().splitlines()
         self.assertEqual(lines[:2], ["Sent 10 MiB", "Sent 20 MiB"])
         self.assertNotIn("\x1b", out.decode())
-        match = re.fullmatch(r"Sent (\d+) bytes in ([0-9.]+) s \(([0-9.]+) ((?:[KMG]i)?B)/s\), verified [0-9a-f]{32}",
+        match = re.fullmatch(r"Sent (\d+) bytes in ([0-9.]+) s \(([0-9.]+) ((?:[KMG]i)?B)/s\), verified [0-9a-f]{32}, saved as stdin",
                              lines[2])
         self.assertIsNotNone(match, lines)
         self.assertEqual(len(lines), 3)

@@ -136,11 +136,15 @@ void check_reply(std::string_view line) {
   FUZZ_CHECK(reply->hash.size() == 32 &&
                  reply->hash.find_first_not_of("0123456789abcdef") == std::string::npos,
              printable(line));
-  std::string sent = format_ok_reply(reply->bytes, reply->hash);
+  std::string saved_name = reply->saved_name.value_or("");
+  std::string sent = format_ok_reply(reply->bytes, reply->hash, saved_name);
+  FUZZ_CHECK(sent.find('\n') == sent.size() - 1, printable(sent));
   std::optional<UploadReply> again =
       parse_reply_line(std::string_view(sent).substr(0, sent.size() - 1));
   FUZZ_CHECK(again && again->ok && again->bytes == reply->bytes && again->hash == reply->hash,
              printable(sent));
+  // The name survives the trip whatever its bytes (an empty one is not sent at all).
+  FUZZ_CHECK(again->saved_name.value_or("") == saved_name, printable(sent));
 }
 
 }  // namespace

@@ -83,6 +83,8 @@ TEST_CASE("the summary line") {
         "Sent 1000 bytes in 2.000 s (500 B/s), verified abc");
   CHECK(mux::format_upload_summary(100 * kMiB, 2.0, "abc") ==
         "Sent 104857600 bytes in 2.000 s (50.0 MiB/s), verified abc");
+  CHECK(mux::format_upload_summary(1000, 2.0, "abc", "notes.txt.1") ==
+        "Sent 1000 bytes in 2.000 s (500 B/s), verified abc, saved as notes.txt.1");
 }
 
 TEST_CASE("when not a terminal, steps are printed as they are passed and no escape codes") {

@@ -128,6 +128,45 @@ TEST_CASE("replies are formatted and parsed") {
   CHECK(err->reason == "too large: 10 bytes");
   REQUIRE(parse_reply_line("ERR"));
   CHECK(parse_reply_line("ERR")->reason.empty());
+  CHECK_FALSE(ok->saved_name);
+}
+
+TEST_CASE("an OK reply may carry the saved name, and fields a client does not know") {
+  std::string hash = "b5e9c1ad071b3e7fc779cfaa5e523818";
+  CHECK(mux::format_ok_reply(5, hash, "a b.txt.1") == "OK 5 " + hash + " name=a%20b.txt.1\n");
+  CHECK(mux::format_ok_reply(5, hash, "") == "OK 5 " + hash + "\n");
+
+  std::optional<mux::UploadReply> named = parse_reply_line("OK 5 " + hash + " name=a%20b.txt.1");
+  REQUIRE(named);
+  CHECK(named->bytes == 5);
+  CHECK(named->hash == hash);
+  REQUIRE(named->saved_name);
+  CHECK(*named->saved_name == "a b.txt.1");
+
+  // A newer server's fields are ignored, before or after the name.
+  std::optional<mux::UploadReply> newer =
+      parse_reply_line("OK 5 " + hash + " took=3ms name=x.bin zone=eu\r");
+  REQUIRE(newer);
+  REQUIRE(newer->saved_name);
+  CHECK(*newer->saved_name == "x.bin");
+  std::optional<mux::UploadReply> unnamed = parse_reply_line("OK 5 " + hash + " took=3ms");
+  REQUIRE(unnamed);
+  CHECK_FALSE(unnamed->saved_name);
+
+  for (std::string tail : {" ", "  name=x", " name", " =x", " name=x name=y", " name=x "}) {
+    CAPTURE(tail);
+    CHECK_FALSE(parse_reply_line("OK 5 " + hash + tail));
+  }
+}
+
+TEST_CASE("the header asks for the saved name only when told to") {
+  CHECK(mux::format_header_line(5, "a", {}, true) == "MUXUP/1 5 a reply-name=1\n");
+  CHECK(mux::format_header_line(5, "a", "s3cret", true) ==
+        "MUXUP/1 5 a token=s3cret reply-name=1\n");
+  mux::HeaderParse parsed = mux::parse_header_line("MUXUP/1 5 a token=s3cret reply-name=1");
+  REQUIRE(parsed.header);
+  REQUIRE(parsed.header->field(mux::kReplyNameField));
+  CHECK(*parsed.header->field(mux::kReplyNameField) == "1");
 }
 
 TEST_CASE("malformed replies are rejected") {
