@@ -411,8 +411,12 @@ class ForkUploadLimits(UploadLimitsBase):
         print(f"\n  {len(socks)} idle sockets: no process, parent PSS {parent} B; busy children "
               f"PSS avg {sum(per_child) // len(per_child)} B max {max(per_child)} B",
               file=sys.stderr)
+        # A child's PSS is its stack, its buffers' touched pages and its share of the parent's
+        # heap; the parent's later writes (the next accepts and forks) turn shared heap pages
+        # into the child's own, so it is 130-380 KB depending on scheduling (more on a loaded
+        # machine). The bound catches a child that touches a whole buffer or copies the heap.
         if not sanitized:
-            self.assertLess(sum(per_child) // len(per_child), 300 * 1024)
+            self.assertLess(sum(per_child) // len(per_child), 512 * 1024)
         honest = self.make_file("honest.bin", 1000)
         code, out, err = self.upload(server, honest)
         self.assertEqual(code, 0, err)
