@@ -40,6 +40,18 @@ constexpr std::chrono::milliseconds kShutdownTimeout{3000};
 // After that, fork-mode children still running get this long to exit before SIGKILL.
 constexpr std::chrono::milliseconds kChildExitGrace{1000};
 
+// --redis-tls-* configure a rediss:// link; given for anything else they would silently do nothing.
+void check_redis_tls_flags(const ChatServerOptions& options) {
+  const TlsClientConfig& tls = options.redis_tls;
+  const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
+                      : !tls.server_name.empty() ? "--redis-tls-server-name"
+                      : !tls.cert_file.empty()   ? "--redis-tls-cert"
+                      : !tls.key_file.empty()    ? "--redis-tls-key"
+                                                 : nullptr;
+  if (given != nullptr && (options.redis_url.empty() || !parse_redis_url(options.redis_url).tls))
+    throw std::invalid_argument(fmt::format("{}: needs --redis rediss://... (TLS)", given));
+}
+
 const char* signal_name(int signo) {
   if (signo == SIGHUP) return "SIGHUP";
   return signo == SIGINT ? "SIGINT" : "SIGTERM";
@@ -75,11 +87,13 @@ class ChatServer final : public MemberOwner {
     context_.stream_factory = stream_factory();
     if (tls_) reload_tls_on_hangup(hangup_, *tls_);
     room_.set_history(static_cast<std::size_t>(options.history));
+    check_redis_tls_flags(options);
     if (!options.redis_url.empty()) {
       // In fork mode too the parent holds the room, so it alone talks to Redis.
-      bus_ = std::make_unique<RedisRoomBus>(
-          loop_, logger_, room_, parse_redis_url(options.redis_url), options.room,
-          static_cast<std::size_t>(options.history), static_cast<std::size_t>(options.max_line));
+      bus_ = std::make_unique<RedisRoomBus>(loop_, logger_, room_,
+                                            parse_redis_url(options.redis_url), options.redis_tls,
+                                            options.room, static_cast<std::size_t>(options.history),
+                                            static_cast<std::size_t>(options.max_line));
       room_.set_bus(bus_.get());
     }
     access_.logger = &logger_;

@@ -30,6 +30,8 @@ struct ChatServerOptions {
   ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
   // --redis URL: share the room with every server on the same Redis and --room (empty: alone).
   std::string redis_url;
+  // --redis-tls-*: how a rediss:// server is verified (and who we are to it).
+  TlsClientConfig redis_tls;
   std::string room = "lobby";
   // --history N: messages replayed to a newcomer (0: off).
   std::uint64_t history = 0;

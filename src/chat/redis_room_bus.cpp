@@ -87,8 +87,8 @@ std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t
 }  // namespace
 
 RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
-                           const std::string& room_name, std::size_t history_limit,
-                           std::size_t max_line)
+                           const TlsClientConfig& tls, const std::string& room_name,
+                           std::size_t history_limit, std::size_t max_line)
     : loop_(loop),
       logger_(logger),
       room_(room),
@@ -101,7 +101,8 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, Redi
           loop, std::move(url), prefix_ + "events",
           RedisLink::Handlers{[this] { on_up(); }, [this](const std::string& why) { on_down(why); },
                               [this](std::string_view payload) { on_message(payload); },
-                              [this](const std::string& why) { on_attempt_failed(why); }}) {}
+                              [this](const std::string& why) { on_attempt_failed(why); }},
+          tls) {}
 
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;

@@ -35,8 +35,10 @@ class RedisRoomBus final : public RoomBus {
   // A batch's events are published at the latest at this size.
   static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 
+  // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
-               const std::string& room_name, std::size_t history_limit, std::size_t max_line);
+               const TlsClientConfig& tls, const std::string& room_name, std::size_t history_limit,
+               std::size_t max_line);
   RedisRoomBus(const RedisRoomBus&) = delete;
   RedisRoomBus& operator=(const RedisRoomBus&) = delete;
   ~RedisRoomBus() override;

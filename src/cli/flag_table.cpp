@@ -136,7 +136,7 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
   flags
       .text("--redis", options.redis_url,
             "Share the room with every chat-server on this Redis "
-            "(redis://[:PASSWORD@]HOST[:PORT][/DB])",
+            "(redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]; rediss:// for TLS)",
             "URL")
       .assign = [&options](const std::string& text) -> std::string {
     try {
@@ -147,6 +147,19 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
     options.redis_url = text;
     return {};
   };
+  // TLS to Redis (rediss://): verified like chat-client's --tls; no switch skips verification.
+  flags.text("--redis-tls-ca", options.redis_tls.ca_file,
+             "With rediss://: trust the CAs in this PEM file instead of the system's", "FILE",
+             ValueKind::path);
+  flags.text("--redis-tls-server-name", options.redis_tls.server_name,
+             "With rediss://: check this name in Redis's certificate instead of the URL's host",
+             "NAME");
+  flags.text("--redis-tls-cert", options.redis_tls.cert_file,
+             "With rediss://: present this PEM client certificate; needs --redis-tls-key", "FILE",
+             ValueKind::path);
+  flags.text("--redis-tls-key", options.redis_tls.key_file,
+             "With rediss://: the PEM private key of --redis-tls-cert (unencrypted)", "FILE",
+             ValueKind::path);
   flags
       .text("--room", options.room,
             "With --redis: the room's name; servers with the same name share it", "NAME")

@@ -11,11 +11,14 @@
 
 #include <fmt/format.h>
 
+#include "core/redis_tls_bridge.hpp"
+
 namespace mux {
 
 std::string RedisUrl::describe() const {
   bool v6 = host.find(':') != std::string::npos;
-  return fmt::format("{}{}{}:{}/{}", v6 ? "[" : "", host, v6 ? "]" : "", port, db);
+  return fmt::format("{}{}{}:{}/{}{}", v6 ? "[" : "", host, v6 ? "]" : "", port, db,
+                     tls ? " (TLS)" : "");
 }
 
 namespace {
@@ -31,26 +34,51 @@ bool parse_number(std::string_view text, Number& out) {
   throw std::invalid_argument(fmt::format("'{}' is not a Redis URL: {}", text, why));
 }
 
+// %XX escapes in the user and password, so that ':', '@' and '/' can be part of them.
+std::string percent_decode(std::string_view text, std::string_view url) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    unsigned value = 0;
+    if (i + 3 > text.size() ||
+        std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16).ptr !=
+            text.data() + i + 3)
+      bad_url(url, "'%' must be followed by two hex digits");
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
 }  // namespace
 
 RedisUrl parse_redis_url(std::string_view text) {
   constexpr std::string_view kScheme = "redis://";
-  if (text.substr(0, kScheme.size()) != kScheme) {
-    if (text.substr(0, 9) == "rediss://")
-      bad_url(text, "TLS to Redis (rediss://) is not supported");
-    bad_url(text, "it must start with redis://");
-  }
-  std::string_view rest = text.substr(kScheme.size());
+  constexpr std::string_view kTlsScheme = "rediss://";
   RedisUrl url;
+  std::string_view rest;
+  if (text.substr(0, kScheme.size()) == kScheme) {
+    rest = text.substr(kScheme.size());
+  } else if (text.substr(0, kTlsScheme.size()) == kTlsScheme) {
+    rest = text.substr(kTlsScheme.size());
+    url.tls = true;
+  } else {
+    bad_url(text, "it must start with redis:// or rediss:// (TLS)");
+  }
   if (std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view user_info = rest.substr(0, at);
     rest = rest.substr(at + 1);
-    // redis://:PASSWORD@ (the Redis 5 form) or redis://default:PASSWORD@ (an ACL user of 6+).
+    // redis://:PASSWORD@ (AUTH PASSWORD) or redis://USER:PASSWORD@ (AUTH USER PASSWORD, Redis 6+).
     std::size_t colon = user_info.find(':');
     if (colon == std::string_view::npos) bad_url(text, "a password goes after a ':' (:PASSWORD@)");
-    std::string_view user = user_info.substr(0, colon);
-    if (!user.empty() && user != "default") bad_url(text, "only the default user is supported");
-    url.password = std::string(user_info.substr(colon + 1));
+    url.user = percent_decode(user_info.substr(0, colon), text);
+    // The default user is what a one-argument AUTH means, and Redis 5 knows no other form.
+    if (url.user == "default") url.user.clear();
+    url.password = percent_decode(user_info.substr(colon + 1), text);
     if (url.password.empty()) bad_url(text, "empty password");
   }
   std::string_view address = rest;
@@ -129,9 +157,25 @@ class RedisConnection {
  public:
   using Failure = std::function<void(const std::string& why)>;
 
-  RedisConnection(EventLoop& loop, const RedisUrl& url, Failure on_failure)
+  // `relays` and `tls` are set for rediss:// only: hiredis then connects to a TLS bridge.
+  RedisConnection(EventLoop& loop, const RedisUrl& url, Failure on_failure,
+                  ConnectionContext* relays, const TlsClientContext* tls)
       : loop_(loop), on_failure_(std::move(on_failure)) {
-    context_.reset(redisAsyncConnect(url.host.c_str(), url.port));
+    if (relays != nullptr && tls != nullptr) {
+      try {
+        bridge_ =
+            std::make_unique<RedisTlsBridge>(*relays, *tls, url.host, url.port, url.describe(),
+                                             [this](const std::string& why) { lost(why); });
+        context_.reset(redisAsyncConnectUnix(bridge_->path().c_str()));
+        if (context_ && context_->err == 0) bridge_->accept_local();
+      } catch (const std::system_error& error) {
+        context_.reset();
+        report(fmt::format("{}: {}", url.describe(), error.what()));
+        return;
+      }
+    } else {
+      context_.reset(redisAsyncConnect(url.host.c_str(), url.port));
+    }
     if (!context_) {
       report(fmt::format("{}: out of memory", url.describe()));
       return;
@@ -264,6 +308,13 @@ class RedisConnection {
     report(fmt::format("{}: {}", address_, why != nullptr && *why != '\0' ? why : "lost"));
   }
 
+  // The TLS bridge's reason already names the address.
+  void lost(const std::string& why) {
+    if (failed_) return;
+    failed_ = true;
+    report(why);
+  }
+
   void report(std::string why) {
     failed_ = true;
     // Pending callbacks hear of the loss too, after hiredis is done with the context.
@@ -280,6 +331,8 @@ class RedisConnection {
 
   EventLoop& loop_;
   Failure on_failure_;
+  // Declared before the context: destroyed after hiredis has let go of its end.
+  std::unique_ptr<RedisTlsBridge> bridge_;
   std::unique_ptr<redisAsyncContext, AsyncContextFree> context_;
   std::unordered_map<std::uint64_t, RedisLink::ReplyCallback> pending_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -290,11 +343,36 @@ class RedisConnection {
   bool failed_ = false;
 };
 
-RedisLink::RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers)
+namespace {
+
+// TlsClientContext names the client's own flags in its errors (--tls-ca FILE: ...); here they
+// were given as --redis-tls-*.
+std::unique_ptr<TlsClientContext> make_redis_tls(const TlsClientConfig& config,
+                                                 const std::string& host) {
+  try {
+    return std::make_unique<TlsClientContext>(config, host);
+  } catch (const TlsConfigError& error) {
+    std::string message = error.what();
+    for (std::size_t at = 0; (at = message.find("--tls-", at)) != std::string::npos; at += 12)
+      message.replace(at, 6, "--redis-tls-");
+    throw TlsConfigError(message);
+  }
+}
+
+}  // namespace
+
+RedisLink::RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers,
+                     const TlsClientConfig& tls)
     : loop_(loop),
       url_(std::move(url)),
       channel_(std::move(channel)),
-      handlers_(std::move(handlers)) {}
+      handlers_(std::move(handlers)) {
+  if (url_.tls) {
+    tls_ = make_redis_tls(tls, url_.host);
+    relays_ = std::make_unique<ConnectionContext>(loop_, 64 * 1024);
+    relays_->handshake_timeout = kConnectTimeout;
+  }
+}
 
 RedisLink::~RedisLink() {
   loop_.cancel_timer(retry_timer_);
@@ -311,8 +389,9 @@ void RedisLink::connect() {
   ready_count_ = 0;
   ping_outstanding_ = false;
   auto on_failure = [this](const std::string& why) { fail(why); };
-  commands_ = std::make_unique<RedisConnection>(loop_, url_, on_failure);
-  subscriber_ = std::make_unique<RedisConnection>(loop_, url_, on_failure);
+  commands_ = std::make_unique<RedisConnection>(loop_, url_, on_failure, relays_.get(), tls_.get());
+  subscriber_ =
+      std::make_unique<RedisConnection>(loop_, url_, on_failure, relays_.get(), tls_.get());
   connect_timer_ = loop_.add_timer(kConnectTimeout, [this] {
     connect_timer_ = 0;
     fail(fmt::format("{}: no answer within {} ms", url_.describe(), kConnectTimeout.count()));
@@ -324,7 +403,12 @@ void RedisLink::connect() {
     };
   };
   for (RedisConnection* connection : {commands_.get(), subscriber_.get()}) {
-    if (!url_.password.empty()) connection->send({"AUTH", url_.password}, check_setup("AUTH"));
+    if (url_.password.empty()) continue;
+    if (url_.user.empty()) {
+      connection->send({"AUTH", url_.password}, check_setup("AUTH"));
+    } else {
+      connection->send({"AUTH", url_.user, url_.password}, check_setup("AUTH"));
+    }
   }
   if (url_.db != 0) commands_->send({"SELECT", std::to_string(url_.db)}, check_setup("SELECT"));
   commands_->send({"PING"}, [this](const RedisValue* reply) {

@@ -9,6 +9,11 @@
 // Liveness: a PING on the command connection every second; no answer for kStallTimeout counts as
 // a lost link (a stopped Redis keeps its sockets open). Host names are resolved by hiredis with a
 // blocking getaddrinfo when connecting: give an address (or a name in /etc/hosts).
+//
+// rediss:// (TLS): hiredis 0.14 has no TLS, so each hiredis connection talks through a
+// RedisTlsBridge (core/redis_tls_bridge.hpp) that relays its bytes over mux's own TlsStream,
+// verified like chat-client's --tls (trust store or --redis-tls-ca, the host's name or
+// --redis-tls-server-name, optional client certificate).
 #pragma once
 
 #include <chrono>
@@ -19,18 +24,23 @@
 #include <string_view>
 #include <vector>
 
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
+#include "core/tls_context.hpp"
 
 namespace mux {
 
-// redis://[:PASSWORD@]HOST[:PORT][/DB]; HOST may be [v6]. Port defaults to 6379, DB to 0.
+// redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]; HOST may be [v6]. Port defaults to 6379, DB to
+// 0; USER and PASSWORD may hold %XX escapes (for ':', '@', '/'). rediss:// means TLS.
 struct RedisUrl {
   std::string host;
   std::uint16_t port = 6379;
+  std::string user;  // an ACL user (Redis 6+); empty: AUTH with the password alone
   std::string password;
   std::uint32_t db = 0;
+  bool tls = false;
 
-  // "HOST:PORT/DB", never the password (for logs and messages).
+  // "HOST:PORT/DB", never the user or password (for logs and messages).
   [[nodiscard]] std::string describe() const;
 };
 
@@ -66,7 +76,10 @@ class RedisLink {
   static constexpr std::chrono::milliseconds kFirstRetry{100};
   static constexpr std::chrono::milliseconds kMaxRetry{2000};
 
-  RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers);
+  // `tls` is used with a rediss:// URL only; a bad file in it throws TlsConfigError naming the
+  // --redis-tls-* flag.
+  RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers,
+            const TlsClientConfig& tls = {});
   RedisLink(const RedisLink&) = delete;
   RedisLink& operator=(const RedisLink&) = delete;
   ~RedisLink();
@@ -91,6 +104,8 @@ class RedisLink {
   RedisUrl url_;
   std::string channel_;
   Handlers handlers_;
+  std::unique_ptr<TlsClientContext> tls_;      // rediss:// only
+  std::unique_ptr<ConnectionContext> relays_;  // the TLS bridges' connections (rediss:// only)
   std::unique_ptr<RedisConnection> commands_;
   std::unique_ptr<RedisConnection> subscriber_;
   EventLoop::TimerId retry_timer_ = 0;

@@ -42,12 +42,15 @@ def resp(*args):
 class Redis:
     """A throw-away redis-server on 127.0.0.1 (no persistence)."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, extra=(), password=None):
+        """`extra`: more redis-server flags (TLS, requirepass); `password`: what command() sends
+        in AUTH first."""
         self.port = port or free_port()
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="mux-redis-")
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + SLOW
         while True:
@@ -67,8 +70,15 @@ class Redis:
     def command(self, *args):
         """Sends one command; returns the first line of the reply (enough for these tests)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=SLOW) as sock:
-            sock.sendall(resp(*args))
+            sock.sendall((resp("AUTH", self.password) if self.password else b"") + resp(*args))
             reply = b""
+            if self.password:  # skip AUTH's +OK
+                while b"\r\n" not in reply:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+                reply = reply.split(b"\r\n", 1)[1]
             while b"\r\n" not in reply:
                 chunk = sock.recv(65536)
                 if not chunk:
@@ -376,7 +386,8 @@ class HistoryInMemory(unittest.TestCase):
 class Flags(unittest.TestCase):
     def test_bad_values_are_usage_errors(self):
         for args in (["--redis", "localhost:6379"], ["--redis", "redis://h:0"],
-                     ["--redis", "rediss://h:1"], ["--room", "a b"], ["--room", ""],
+                     ["--redis", "rediss://"], ["--redis", "redis://:p%4@h"],
+                     ["--room", "a b"], ["--room", ""],
                      ["--history", "10001"]):
             result = muxtest.run_mux("chat-server", "--port", "0", *args)
             self.assertEqual(result.returncode, 2, args)

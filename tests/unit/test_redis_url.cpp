@@ -27,6 +27,7 @@ TEST_CASE("redis URL: password, database, IPv6") {
   CHECK(url.db == 3);
   CHECK(url.describe() == "10.0.0.1:6380/3");  // never the password
   url = parse_redis_url("redis://default:pw@[::1]:6390/");
+  CHECK(url.user.empty());  // the default user: a one-argument AUTH
   CHECK(url.password == "pw");
   CHECK(url.host == "::1");
   CHECK(url.port == 6390);
@@ -35,11 +36,30 @@ TEST_CASE("redis URL: password, database, IPv6") {
   CHECK(parse_redis_url("redis://[::1]").port == 6379);
 }
 
+TEST_CASE("redis URL: ACL user, escapes, TLS") {
+  RedisUrl url = parse_redis_url("redis://chat:p%40ss%3Aw%2frd@h:1");
+  CHECK(url.user == "chat");
+  CHECK(url.password == "p@ss:w/rd");
+  CHECK_FALSE(url.tls);
+  CHECK(url.describe() == "h:1/0");
+  url = parse_redis_url("rediss://:pw@redis.example/2");
+  CHECK(url.tls);
+  CHECK(url.user.empty());
+  CHECK(url.host == "redis.example");
+  CHECK(url.port == 6379);
+  CHECK(url.db == 2);
+  CHECK(url.describe() == "redis.example:6379/2 (TLS)");
+}
+
 TEST_CASE("redis URL: refusals") {
   for (const char* bad : {"",
                           "127.0.0.1:6379",
                           "http://x:1",
-                          "rediss://h:1",
+                          "rediss://",
+                          "redis:/h",
+                          "redis://:p%4@h:1",
+                          "redis://:p%zz@h:1",
+                          "redis://:p%@h:1",
                           "redis://",
                           "redis://:6379",
                           "redis://h:0",
@@ -53,7 +73,7 @@ TEST_CASE("redis URL: refusals") {
                           "redis://[::1",
                           "redis://[::1]x",
                           "redis://pw@h:1",
-                          "redis://user:pw@h:1",
+                          "redis://user:@h:1",
                           "redis://:@h:1",
                           "redis://h:1/99999999999"}) {
     CAPTURE(bad);

@@ -1,0 +1,173 @@
+"""End-to-end tests of the ways in to a guarded Redis: a password in the --redis URL (requirepass),
+an ACL user, and TLS (rediss://, --redis-tls-*) against a real redis-server built with TLS
+(Debian's is), certificates made at run time by the openssl CLI (test_tls.Pki). A refused or
+unverifiable Redis is logged once and the local room keeps working, as for an unreachable one."""
+
+import os
+import shutil
+import subprocess
+import unittest
+
+import muxtest
+import test_tls
+from muxtest import Server
+from test_redis import REDIS_SERVER, SLOW, UNREACHABLE, Client, Redis, chat_server, free_port
+
+PKI = None
+
+
+def setUpModule():
+    global PKI
+    if REDIS_SERVER is not None:
+        PKI = test_tls.Pki()
+
+
+def tearDownModule():
+    if PKI is not None:
+        shutil.rmtree(PKI.dir, ignore_errors=True)
+
+
+def tls_redis(*extra, password="s3cret"):
+    """A redis-server that takes TLS only on its port (the plain port is for the test's own
+    commands), with requirepass."""
+    tls_port = free_port()
+    redis = Redis(extra=["--tls-port", str(tls_port), "--tls-cert-file", PKI.path("server.pem"),
+                         "--tls-key-file", PKI.path("server.key"), "--tls-ca-cert-file", PKI.ca,
+                         "--requirepass", password, *extra], password=password)
+    redis.tls_port = tls_port
+    return redis
+
+
+class Guarded(unittest.TestCase):
+    def setUp(self):
+        self.servers = []
+        self.clients = []
+        self.redis = None
+
+    def tearDown(self):
+        for client in self.clients:
+            client.close()
+        for server in self.servers:
+            server.stop()
+        if self.redis:
+            self.redis.close()
+
+    def connected(self, url, *args):
+        server = chat_server(url, *args)
+        self.servers.append(server)
+        return server
+
+    def refused(self, url, *args):
+        server = Server("chat-server", "--redis", url, "--room", "test", *args)
+        self.servers.append(server)
+        server.wait_for_log(r"redis: cannot reach .*; retrying", timeout=SLOW)
+        return server
+
+    def client(self, server):
+        client = Client(server)
+        self.clients.append(client)
+        return client
+
+    def assert_shared(self, a, b):
+        one, two = self.client(a), self.client(b)
+        one.skip_to(f"* {two.name} joined")
+        two.send("across\n")
+        one.skip_to(f"[{two.name}]: across")
+
+    def assert_local_room_works(self, server, reason):
+        """One log line with `reason`; clients are told once and still hear each other."""
+        self.assertEqual(server.log_count(r"redis: cannot reach"), 1)
+        self.assertEqual(server.log_count(reason), 1)
+        one = self.client(server)
+        one.expect(UNREACHABLE)
+        two = self.client(server)
+        two.expect(UNREACHABLE)
+        one.expect(f"* {two.name} joined")
+        two.send("still here\n")
+        one.expect(f"[{two.name}]: still here")
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class Password(Guarded):
+    def test_password_in_the_url(self):
+        self.redis = Redis(extra=["--requirepass", "p@ss:w/rd"], password="p@ss:w/rd")
+        url = f"redis://:p%40ss%3Aw%2Frd@127.0.0.1:{self.redis.port}"
+        self.assert_shared(self.connected(url), self.connected(url.replace(":p", "default:p", 1)))
+
+    def test_wrong_password_keeps_the_local_room(self):
+        self.redis = Redis(extra=["--requirepass", "right"], password="right")
+        server = self.refused(f"redis://:wrong@127.0.0.1:{self.redis.port}")
+        self.assert_local_room_works(server, r"AUTH: WRONGPASS")
+        self.assertEqual(server.log_count("wrong"), 0)  # the password is never logged
+
+    def test_acl_user(self):
+        self.redis = Redis(password=None)
+        self.assertEqual(self.redis.command("ACL", "SETUSER", "chat", "on", ">pw", "~mux:*",
+                                            "&mux:*", "+@all"), b"+OK")
+        url = f"redis://chat:pw@127.0.0.1:{self.redis.port}"
+        self.assert_shared(self.connected(url), self.connected(url))
+        server = self.refused(f"redis://nobody:pw@127.0.0.1:{self.redis.port}")
+        self.assertEqual(server.log_count(r"AUTH: WRONGPASS"), 1)
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class Tls(Guarded):
+    def test_two_servers_share_a_room_over_tls(self):
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        ca = ["--redis-tls-ca", PKI.ca]
+        a = self.connected(f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}", *ca)
+        b = self.connected(f"rediss://:s3cret@localhost:{self.redis.tls_port}", *ca)
+        self.assertEqual(a.log_count(r"redis: connected to 127\.0\.0\.1:\d+/0 \(TLS\)$"), 1)
+        self.assertEqual(b.log_count(r"redis: connected to localhost:\d+/0 \(TLS\)$"), 1)
+        self.assert_shared(a, b)
+
+    def test_untrusted_certificate_keeps_the_local_room(self):
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        # No --redis-tls-ca: the system's trust store, which knows nothing of the test CA.
+        server = self.refused(f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}")
+        self.assert_local_room_works(server, r"TLS: handshake failed: the certificate is not signed "
+                                             r"by a trusted CA")
+
+    def test_wrong_name_keeps_the_local_room(self):
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        server = self.refused(f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}",
+                              "--redis-tls-ca", PKI.ca, "--redis-tls-server-name", "other.test")
+        self.assert_local_room_works(
+            server, r"TLS: handshake failed: the certificate is not for host name 'other\.test'")
+
+    def test_client_certificate(self):
+        self.redis = tls_redis("--tls-auth-clients", "yes")
+        url = f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}"
+        ca = ["--redis-tls-ca", PKI.ca]
+        self.refused(url, *ca)
+        with_cert = ca + ["--redis-tls-cert", PKI.path("client.pem"),
+                          "--redis-tls-key", PKI.path("client.key")]
+        self.assert_shared(self.connected(url, *with_cert), self.connected(url, *with_cert))
+
+    def test_plain_url_on_the_tls_port_is_refused(self):
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        server = self.refused(f"redis://:s3cret@127.0.0.1:{self.redis.tls_port}")
+        self.assertEqual(server.log_count(r"redis: cannot reach"), 1)
+
+    def test_flag_errors(self):
+        missing = os.path.join(PKI.dir, "missing.pem")
+        cases = [
+            (["--redis", "redis://127.0.0.1:1", "--redis-tls-ca", PKI.ca],
+             "mux: error: --redis-tls-ca: needs --redis rediss://... (TLS)"),
+            (["--redis-tls-server-name", "x"],
+             "mux: error: --redis-tls-server-name: needs --redis rediss://... (TLS)"),
+            (["--redis", "rediss://127.0.0.1:1", "--redis-tls-ca", missing],
+             f"mux: error: --redis-tls-ca {missing}: "),
+            (["--redis", "rediss://127.0.0.1:1", "--redis-tls-cert", PKI.path("client.pem")],
+             "mux: error: --redis-tls-cert and --redis-tls-key: "),
+        ]
+        for args, message in cases:
+            result = muxtest.run_mux("chat-server", "--port", "0", *args)
+            self.assertEqual(result.returncode, 1, args)
+            lines = result.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith(message), lines)
+
+
+if __name__ == "__main__":
+    muxtest.main()
