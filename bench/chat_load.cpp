@@ -123,6 +123,12 @@ struct Options {
   int connect_window = 1000;    // connects in flight at once
   bool await_greeting = false;  // a connect is in flight until its first byte arrives
   pid_t server_pid = 0;         // idle: whose memory to measure
+  // Rooms shared by several servers (chat-server --redis): client i connects to the i-th port
+  // of "--port P1,P2,..." round robin; the other servers' CPU and the broker's are reported too.
+  std::vector<std::uint16_t> more_ports;
+  std::vector<pid_t> more_server_pids;
+  pid_t broker_pid = 0;           // its CPU over the measured phase
+  std::uint16_t broker_port = 0;  // a Redis on 127.0.0.1: INFO counters over the phase
 };
 
 void usage() {
@@ -130,7 +136,8 @@ void usage() {
       "usage: chat_load --mode burst|latency|idle --port P [--host 127.0.0.1] [--clients N]\n"
       "       [--senders S] [--lines M] [--rate R] [--duration SEC] [--line-bytes B]\n"
       "       [--timeout SEC] [--setup-timeout SEC] [--settle-ms MS] [--connect-window W]\n"
-      "       [--server-pid PID] [--await-greeting 0|1]\n"
+      "       [--server-pid PID] [--await-greeting 0|1] [--broker-pid PID --broker-port P]\n"
+      "--port P1,P2 and --server-pid A,B: several servers sharing one room (round robin).\n"
       "--await-greeting 1 with a small window paces connects to servers with a short listen\n"
       "backlog (ncat listens with a backlog of 10 and greets every newcomer).\n",
       stderr);
@@ -144,6 +151,19 @@ T parse_number(std::string_view flag, std::string_view text) {
     fail(fmt::format("{}: not a number: '{}'", flag, text));
   }
   return value;
+}
+
+// "A,B,C": returns A, appends B and C to `rest`.
+template <class T>
+T parse_first_of_list(std::string_view flag, std::string_view text, std::vector<T>& rest) {
+  std::size_t comma = text.find(',');
+  T first = parse_number<T>(flag, text.substr(0, comma));
+  while (comma != std::string_view::npos) {
+    text = text.substr(comma + 1);
+    comma = text.find(',');
+    rest.push_back(parse_number<T>(flag, text.substr(0, comma)));
+  }
+  return first;
 }
 
 Options parse_options(int argc, char** argv) {
@@ -161,7 +181,7 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--host")
       options.host = value;
     else if (flag == "--port")
-      options.port = parse_number<std::uint16_t>(flag, value);
+      options.port = parse_first_of_list(flag, value, options.more_ports);
     else if (flag == "--clients")
       options.clients = parse_number<int>(flag, value);
     else if (flag == "--senders")
@@ -183,7 +203,11 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--connect-window")
       options.connect_window = parse_number<int>(flag, value);
     else if (flag == "--server-pid")
-      options.server_pid = parse_number<pid_t>(flag, value);
+      options.server_pid = parse_first_of_list(flag, value, options.more_server_pids);
+    else if (flag == "--broker-pid")
+      options.broker_pid = parse_number<pid_t>(flag, value);
+    else if (flag == "--broker-port")
+      options.broker_port = parse_number<std::uint16_t>(flag, value);
     else if (flag == "--await-greeting")
       options.await_greeting = value == "1";
     else
@@ -323,6 +347,51 @@ std::uint64_t tree_cpu_ns(pid_t root) {
   return total;
 }
 
+// Redis's own counters (INFO over a blocking loopback connection, outside any timed window):
+// commands processed and PUBLISH calls. Zeros when it cannot be asked.
+struct BrokerCounters {
+  std::uint64_t commands = 0;
+  std::uint64_t publishes = 0;
+  std::uint64_t in_bytes = 0;   // from the servers
+  std::uint64_t out_bytes = 0;  // to them (each PUBLISH once per subscribed server)
+};
+
+BrokerCounters broker_counters(std::uint16_t port) {
+  BrokerCounters counters;
+  socklen_t length = 0;
+  sockaddr_storage address = loopback_address("127.0.0.1", port, length);
+  mux::Fd sock(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+  timeval timeout{2, 0};
+  ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (!sock || ::connect(sock.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0)
+    return counters;
+  std::string_view request = "*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n";
+  if (::send(sock.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size()))
+    return counters;
+  std::string reply;
+  char buffer[16384];
+  std::size_t wanted = 0;  // header + bulk length + CRLF, once the header is in
+  while (wanted == 0 || reply.size() < wanted) {
+    ssize_t got = ::recv(sock.get(), buffer, sizeof buffer, 0);
+    if (got <= 0) return counters;
+    reply.append(buffer, static_cast<std::size_t>(got));
+    std::size_t end = reply.find("\r\n");
+    if (wanted == 0 && end != std::string::npos && reply[0] == '$')
+      wanted = end + 2 + std::strtoull(reply.c_str() + 1, nullptr, 10) + 2;
+  }
+  auto field = [&reply](std::string_view name) -> std::uint64_t {
+    std::size_t at = reply.find(name);
+    return at == std::string::npos ? 0
+                                   : std::strtoull(reply.c_str() + at + name.size(), nullptr, 10);
+  };
+  counters.commands = field("total_commands_processed:");
+  counters.publishes = field("cmdstat_publish:calls=");
+  counters.in_bytes = field("total_net_input_bytes:");
+  counters.out_bytes = field("total_net_output_bytes:");
+  return counters;
+}
+
 struct Client {
   mux::Fd fd;
   bool connecting = false;
@@ -340,6 +409,9 @@ class ChatLoad {
  public:
   explicit ChatLoad(Options options) : options_(std::move(options)) {
     address_ = loopback_address(options_.host, options_.port, address_length_);
+    addresses_.push_back(address_);
+    for (std::uint16_t port : options_.more_ports)
+      addresses_.push_back(loopback_address(options_.host, port, address_length_));
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) fail_errno("epoll_create1");
     clients_.resize(static_cast<std::size_t>(options_.clients));
@@ -359,12 +431,14 @@ class ChatLoad {
         "\"setup_s\":{:.3f},\"probes\":{},",
         options_.clients, connected_count(), connect_seconds, setup_seconds, probes_sent_);
     bool ok = false;
+    SharedRoomSample shared_before = sample_shared_room();
     if (options_.mode == "burst")
       ok = run_burst();
     else if (options_.mode == "latency")
       ok = run_latency();
     else
       ok = run_idle(before);
+    add_shared_room_json(shared_before, sample_shared_room());
     json_ += fmt::format("\"disconnected\":{}", closed_count());
     return ok;
   }
@@ -377,13 +451,14 @@ class ChatLoad {
 
   void start_connect(std::size_t index) {
     Client& client = clients_[index];
+    const sockaddr_storage& address = addresses_[index % addresses_.size()];
     client.fd.reset(
-        ::socket(address_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+        ::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!client.fd) fail_errno("socket");
     int one = 1;
     ::setsockopt(client.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc =
-        ::connect(client.fd.get(), reinterpret_cast<const sockaddr*>(&address_), address_length_);
+        ::connect(client.fd.get(), reinterpret_cast<const sockaddr*>(&address), address_length_);
     if (rc != 0 && errno != EINPROGRESS) fail_errno("connect");
     client.connecting = true;
     epoll_event event{};
@@ -811,7 +886,47 @@ class ChatLoad {
         std::count_if(clients_.begin(), clients_.end(), [](const Client& c) { return c.closed; }));
   }
 
+  // --- several servers and their broker (--port P1,P2, --broker-pid, --broker-port) ------------
+
+  struct SharedRoomSample {
+    Clock::time_point when = Clock::now();
+    std::uint64_t other_servers_cpu_ns = 0;
+    std::uint64_t broker_cpu_ns = 0;
+    BrokerCounters broker;
+  };
+
+  SharedRoomSample sample_shared_room() const {
+    SharedRoomSample sample;
+    for (pid_t pid : options_.more_server_pids)
+      sample.other_servers_cpu_ns += tree_cpu_ns(pid);
+    if (options_.broker_pid > 0) sample.broker_cpu_ns = process_cpu_ns(options_.broker_pid);
+    if (options_.broker_port != 0) sample.broker = broker_counters(options_.broker_port);
+    return sample;
+  }
+
+  void add_shared_room_json(const SharedRoomSample& a, const SharedRoomSample& b) {
+    if (options_.more_server_pids.empty() && options_.broker_pid <= 0 && options_.broker_port == 0)
+      return;
+    double seconds = std::chrono::duration<double>(b.when - a.when).count();
+    auto publishes = static_cast<double>(b.broker.publishes - a.broker.publishes);
+    double broker_cpu = static_cast<double>(b.broker_cpu_ns - a.broker_cpu_ns) / 1e9;
+    json_ += fmt::format(
+        "\"servers\":{},\"phase_s\":{:.6f},\"other_servers_cpu_s\":{:.6f},"
+        "\"broker_cpu_s\":{:.6f},\"broker_busy_share\":{:.4f},\"broker_commands\":{},"
+        "\"broker_publishes\":{},\"broker_publishes_per_s\":{:.1f},"
+        "\"broker_us_per_publish\":{:.3f},\"broker_in_bytes_per_s\":{:.0f},"
+        "\"broker_out_bytes_per_s\":{:.0f},",
+        1 + options_.more_ports.size(), seconds,
+        static_cast<double>(b.other_servers_cpu_ns - a.other_servers_cpu_ns) / 1e9, broker_cpu,
+        seconds > 0 ? broker_cpu / seconds : 0.0, b.broker.commands - a.broker.commands,
+        b.broker.publishes - a.broker.publishes, seconds > 0 ? publishes / seconds : 0.0,
+        publishes > 0 ? broker_cpu * 1e6 / publishes : 0.0,
+        seconds > 0 ? static_cast<double>(b.broker.in_bytes - a.broker.in_bytes) / seconds : 0.0,
+        seconds > 0 ? static_cast<double>(b.broker.out_bytes - a.broker.out_bytes) / seconds : 0.0);
+  }
+
   Options options_;
+  std::vector<sockaddr_storage> addresses_;  // one per server port
   sockaddr_storage address_{};
   socklen_t address_length_ = 0;
   mux::Fd epoll_;
