@@ -11,7 +11,8 @@ import unittest
 import muxtest
 import test_tls
 from muxtest import Server
-from test_redis import REDIS_SERVER, SLOW, UNREACHABLE, Client, Redis, chat_server, free_port
+from test_redis import (BACK, REDIS_SERVER, SLOW, UNREACHABLE, Client, Redis, chat_server,
+                        free_port)
 
 PKI = None
 
@@ -27,11 +28,11 @@ def tearDownModule():
         shutil.rmtree(PKI.dir, ignore_errors=True)
 
 
-def tls_redis(*extra, password="s3cret"):
-    """A redis-server that takes TLS only on its port (the plain port is for the test's own
+def tls_redis(*extra, password="s3cret", port=None, tls_port=None):
+    """A redis-server that takes TLS on its TLS port (the plain port is for the test's own
     commands), with requirepass."""
-    tls_port = free_port()
-    redis = Redis(extra=["--tls-port", str(tls_port), "--tls-cert-file", PKI.path("server.pem"),
+    tls_port = tls_port or free_port()
+    redis = Redis(port=port, extra=["--tls-port", str(tls_port), "--tls-cert-file", PKI.path("server.pem"),
                          "--tls-key-file", PKI.path("server.key"), "--tls-ca-cert-file", PKI.ca,
                          "--requirepass", password, *extra], password=password)
     redis.tls_port = tls_port
@@ -120,6 +121,25 @@ class Tls(Guarded):
         self.assertEqual(a.log_count(r"redis: connected to 127\.0\.0\.1:\d+/0 \(TLS\)$"), 1)
         self.assertEqual(b.log_count(r"redis: connected to localhost:\d+/0 \(TLS\)$"), 1)
         self.assert_shared(a, b)
+
+    def test_tls_redis_killed_and_restarted(self):
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        url = f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}"
+        a = self.connected(url, "--redis-tls-ca", PKI.ca)
+        b = self.connected(url, "--redis-tls-ca", PKI.ca)
+        one, two = self.client(a), self.client(b)
+        one.skip_to(f"* {two.name} joined")
+        port, tls_port = self.redis.port, self.redis.tls_port
+        self.redis.close()
+        one.expect(UNREACHABLE)
+        two.skip_to(UNREACHABLE)
+        a.wait_for_log(r"redis: lost 127\.0\.0\.1:\d+/0 \(TLS\): .*TLS: ", timeout=SLOW)
+        self.redis = tls_redis("--tls-auth-clients", "no", port=port, tls_port=tls_port)
+        one.expect(BACK, timeout=SLOW)
+        two.skip_to(BACK, timeout=SLOW)
+        b.wait_for_log(r"redis: connected to", start=1)
+        one.send("over TLS again\n")
+        two.skip_to(f"[{one.name}]: over TLS again")
 
     def test_untrusted_certificate_keeps_the_local_room(self):
         self.redis = tls_redis("--tls-auth-clients", "no")
