@@ -122,6 +122,15 @@ class Tls(Guarded):
         self.assertEqual(b.log_count(r"redis: connected to localhost:\d+/0 \(TLS\)$"), 1)
         self.assert_shared(a, b)
 
+    def test_fork_mode_over_tls(self):
+        # The parent holds the bridges; each client's child closes every descriptor it inherits.
+        self.redis = tls_redis("--tls-auth-clients", "no")
+        url = f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}"
+        a = self.connected(url, "--redis-tls-ca", PKI.ca, "--serve", "fork")
+        b = self.connected(url, "--redis-tls-ca", PKI.ca)
+        self.assert_shared(a, b)
+        self.assert_shared(b, a)
+
     def test_tls_redis_killed_and_restarted(self):
         self.redis = tls_redis("--tls-auth-clients", "no")
         url = f"rediss://:s3cret@127.0.0.1:{self.redis.tls_port}"
