@@ -145,8 +145,8 @@ void RedisRoomBus::on_up() {
 }
 
 void RedisRoomBus::on_down(const std::string& why) {
-  logger_.info("redis: lost {}: {}; the room goes on here, reconnecting", link_.url().describe(),
-               why);
+  // `why` names the address already ("127.0.0.1:6379/0: no reply for 3000 ms").
+  logger_.info("redis: lost {}; the room goes on here, reconnecting", why);
   told_failure_ = true;
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   batch_.clear();
