@@ -4,6 +4,7 @@ an ACL user, and TLS (rediss://, --redis-tls-*) against a real redis-server buil
 unverifiable Redis is logged once and the local room keeps working, as for an unreachable one."""
 
 import os
+import re
 import shutil
 import subprocess
 import unittest
@@ -92,8 +93,14 @@ class Guarded(unittest.TestCase):
 class Password(Guarded):
     def test_password_in_the_url(self):
         self.redis = Redis(extra=["--requirepass", "p@ss:w/rd"], password="p@ss:w/rd")
-        url = f"redis://:p%40ss%3Aw%2Frd@127.0.0.1:{self.redis.port}"
+        url = f"redis://:p%40ss%3Aw%2Frd@127.0.0.1:{self.redis.port}/3"
         self.assert_shared(self.connected(url), self.connected(url.replace(":p", "default:p", 1)))
+        # The room's keys are in database 3 and nowhere else.
+        keyspace = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis.port), "--no-auth-warning",
+             "-a", "p@ss:w/rd", "INFO", "keyspace"], capture_output=True, text=True,
+            timeout=SLOW).stdout
+        self.assertEqual(re.findall(r"^db\d+", keyspace, re.M), ["db3"])
 
     def test_wrong_password_keeps_the_local_room(self):
         self.redis = Redis(extra=["--requirepass", "right"], password="right")
