@@ -209,6 +209,7 @@ void EventLoop::dispatch_batch(int ready) {
     IoHandler& handler = watches_[static_cast<std::size_t>(fd)].handler;
     IoHandler running = std::move(handler);
     handler = nullptr;
+    undispatched_ = ready - i - 1;
     running(events_[static_cast<std::size_t>(i)].events);
     // Put the handler back unless it was unwatched (or replaced by a new watch) meanwhile.
     if (watching(fd) && watches_[static_cast<std::size_t>(fd)].generation == generation &&
@@ -216,6 +217,7 @@ void EventLoop::dispatch_batch(int ready) {
       watches_[static_cast<std::size_t>(fd)].handler = std::move(running);
     }
   }
+  undispatched_ = -1;
 }
 
 void EventLoop::run_due_timers() {

@@ -71,6 +71,10 @@ class EventLoop {
   // Runs at most one batch, waiting at most `timeout` (tests drive the loop step by step).
   void run_once(std::chrono::milliseconds timeout);
   void stop() noexcept { stopping_ = true; }
+  // True while the handler of a batch's last event runs: no later event of the batch can add to
+  // what it queues. Writers use it to write at once instead of when the batch ends (timers,
+  // deferred callbacks and code outside run() keep the end-of-batch coalescing).
+  [[nodiscard]] bool in_last_event_of_batch() const noexcept { return undispatched_ == 0; }
   [[nodiscard]] bool stopping() const noexcept { return stopping_; }
 
  private:
@@ -107,6 +111,8 @@ class EventLoop {
   TimerId next_timer_id_ = 1;
   std::vector<epoll_event> events_;
   bool stopping_ = false;
+  // Events of the current batch after the one being dispatched; -1 outside dispatch.
+  int undispatched_ = -1;
   Fd post_fd_;  // eventfd: readable while posted_ holds callbacks
   std::mutex post_mutex_;
   std::vector<Callback> posted_;  // guarded by post_mutex_
