@@ -143,16 +143,7 @@ ChildLink::~ChildLink() {
 void ChildLink::deliver(const Block& block) {
   if (closed_) return;
   // Bytes already queued must go first: while there are any, the writer takes the rest too.
-  if (writer_.queued() == 0) {
-    // From the batch's last event with nothing waiting in the fan-out: nothing later in the
-    // batch could join this write, so write now rather than walk the links again at its end
-    // (as Connection::send does in single mode). This only reads the link's memory.
-    if (!fan_out_.pending() && context_.loop.in_last_event_of_batch()) {
-      const Block* const one[] = {&block};
-      return write_batch(one);
-    }
-    return fan_out_.add(slot_, block);
-  }
+  if (writer_.queued() == 0) return fan_out_.add(slot_, block);
   writer_.send(block);
   enforce_queue_limit();
 }
