@@ -57,6 +57,11 @@ Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<By
                       [this](std::uint32_t events) { handle_events(events); });
   if (!opening.ok() && !opening.blocked())
     close_now(fmt::format("handshake failed: {}", opening.describe()));
+  // A TLS handshake that finished before this object existed (the client's first line came with
+  // its Finished, read ahead into the stream) leaves input epoll will never report: take it once
+  // the owner is built.
+  else if (opening.ok())
+    read_buffered_input_later();
 }
 
 Connection::Connection(ConnectionContext& context, Fd socket, Owner& owner)
@@ -121,10 +126,14 @@ void Connection::drive_handshake() {
   write_now();  // what the owner sent meanwhile
   if (state_ == State::closed) return;
   owner_.on_ready();
-  if (wants_to_read() && stream_->has_buffered_input())
-    defer_while_alive([](Connection& connection) {
-      if (connection.wants_to_read()) connection.read_input();
-    });
+  read_buffered_input_later();
+}
+
+void Connection::read_buffered_input_later() {
+  if (!wants_to_read() || !stream_->has_buffered_input()) return;
+  defer_while_alive([](Connection& connection) {
+    if (connection.wants_to_read()) connection.read_input();
+  });
 }
 
 void Connection::read_input() {

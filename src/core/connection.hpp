@@ -148,6 +148,9 @@ class Connection {
 
   void handle_events(std::uint32_t events);
   void drive_handshake();
+  // Reads, on the next loop turn, input the stream already holds (decrypted or read ahead):
+  // epoll reports only what is still in the socket.
+  void read_buffered_input_later();
   void read_input();
   void discard_input();
   void schedule_flush();

@@ -277,6 +277,42 @@ class TlsRefusalsTest(unittest.TestCase):
             ready, _, _ = select.select([client.stdout], [], [], muxtest.DEFAULT_TIMEOUT)
             self.assertTrue(ready, "no welcome from the server through s_client")
             self.assertRegex(client.stdout.readline().decode().rstrip("\n"), WELCOME)
+            client.stdin.close()
+            client.stdout.close()
+
+    def test_a_token_that_arrives_with_the_handshake_is_read_at_once(self):
+        # s_client sends the piped line right behind its Finished; when the server's handshake
+        # call reads both (its flight written, the answer already there: common with many
+        # clients on 2 cores), the line waits inside OpenSSL where epoll cannot see it. It must
+        # still be read now, not when the client closes. Sixteen at once make that case happen.
+        for serve in ("single", "fork"):
+            with self.subTest(serve=serve), \
+                    Server("chat-server", "--serve", serve, *test_tls.PKI.server_flags(),
+                           "--token-file", token_file()) as server:
+                clients = [subprocess.Popen(
+                    ["openssl", "s_client", "-quiet", "-CAfile", test_tls.PKI.ca, "-connect",
+                     f"127.0.0.1:{server.port}"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    for _ in range(16)]
+                try:
+                    for client in clients:
+                        client.stdin.write(b"/token alpha-123\n")
+                        client.stdin.flush()
+                    # Every client stays connected: a welcome can only come from reading the
+                    # token while the connection is open.
+                    deadline = time.monotonic() + muxtest.DEFAULT_TIMEOUT
+                    for client in clients:
+                        left = max(0.0, deadline - time.monotonic())
+                        ready, _, _ = select.select([client.stdout], [], [], left)
+                        self.assertTrue(ready, "a client got no welcome while connected")
+                        self.assertRegex(client.stdout.readline().decode().rstrip("\n"), WELCOME)
+                    self.assertEqual(server.log_count(r"Client \d+ joined from 127\.0\.0\.1:"), 16)
+                finally:
+                    for client in clients:
+                        client.kill()
+                        client.wait(muxtest.DEFAULT_TIMEOUT)
+                        client.stdin.close()
+                        client.stdout.close()
 
 if __name__ == "__main__":
     muxtest.main()
