@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <system_error>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -80,8 +81,23 @@ std::vector<std::string> read_token_file(const std::string& path) {
         "--token-file {}: group or others can access it (mode {:04o}); run: chmod 600 {}", path,
         status.st_mode & 07777, path));
   std::string content = read_whole(path, file.get());
+  TokenFileParse parsed = parse_token_file(content);
+  if (parsed.problem) {
+    if (parsed.problem->line == 0)
+      throw TokenFileError(fmt::format("--token-file {}: {}", path, parsed.problem->what));
+    throw TokenFileError(fmt::format("--token-file {}: line {}: {}", path, parsed.problem->line,
+                                     parsed.problem->what));
+  }
+  return std::move(parsed.tokens);
+}
 
-  std::vector<std::string> tokens;
+TokenFileParse parse_token_file(std::string_view content) {
+  auto refuse = [](std::size_t line, std::string what) {
+    return TokenFileParse{{}, TokenFileProblem{line, std::move(what)}};
+  };
+  if (content.size() > AccessTokens::kMaxFileBytes)
+    return refuse(0, fmt::format("larger than {} bytes", AccessTokens::kMaxFileBytes));
+  TokenFileParse parsed;
   std::size_t line_number = 0;
   std::string_view rest = content;
   while (!rest.empty()) {
@@ -91,16 +107,14 @@ std::vector<std::string> read_token_file(const std::string& path) {
     rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
     if (line.empty() || line.front() == '#') continue;
     if (line.size() > AccessTokens::kMaxTokenLength)
-      throw TokenFileError(fmt::format("--token-file {}: line {}: longer than {} characters", path,
-                                       line_number, AccessTokens::kMaxTokenLength));
+      return refuse(line_number,
+                    fmt::format("longer than {} characters", AccessTokens::kMaxTokenLength));
     if (!printable_without_spaces(line))
-      throw TokenFileError(
-          fmt::format("--token-file {}: line {}: a token is printable ASCII without spaces", path,
-                      line_number));
-    tokens.emplace_back(line);
+      return refuse(line_number, "a token is printable ASCII without spaces");
+    parsed.tokens.emplace_back(line);
   }
-  if (tokens.empty()) throw TokenFileError(fmt::format("--token-file {}: no token in it", path));
-  return tokens;
+  if (parsed.tokens.empty()) return refuse(0, "no token in it");
+  return parsed;
 }
 
 AccessTokens::AccessTokens(const std::vector<std::string>& tokens) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -21,9 +22,26 @@ class TokenFileError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Why a token file's content is unusable: the first bad line (1-based), or 0 for the whole file.
+struct TokenFileProblem {
+  std::size_t line = 0;
+  std::string what;  // "longer than 512 characters", "no token in it", ...
+};
+
+// The parse of a token file's bytes, apart from the file itself (pure: unit tested and fuzzed).
+// Lines end at \n; spaces and tabs around a line and a \r before its \n are dropped; blank lines
+// and lines starting with # are skipped; every other line is one token. Either `tokens` holds
+// them all, in file order (at least one), or `problem` says what is wrong and `tokens` is empty.
+struct TokenFileParse {
+  std::vector<std::string> tokens;
+  std::optional<TokenFileProblem> problem;
+};
+TokenFileParse parse_token_file(std::string_view content);
+
 // Tokens are 1..kMaxTokenLength printable ASCII characters without spaces (they travel inside the
-// upload header and after "/token " on a chat line). Blank lines and lines starting with # are
-// skipped. Throws TokenFileError naming the file (and the line) when it is unusable.
+// upload header and after "/token " on a chat line). Reads the file (refused when group or others
+// may access it) and parses it with parse_token_file. Throws TokenFileError naming the file (and
+// the line) when it is unusable.
 std::vector<std::string> read_token_file(const std::string& path);
 
 class AccessTokens {

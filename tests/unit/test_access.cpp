@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/access_tokens.hpp"
 #include "core/cidr.hpp"
@@ -79,10 +82,9 @@ TEST_CASE("cidr: parsing normalises and refuses what is not an address range") {
   CHECK(mux::Cidr::parse("2001:db8::1/32")->to_string() == "2001:db8::/32");
   CHECK(mux::Cidr::parse("::1")->to_string() == "::1/128");
   CHECK(mux::Cidr::parse("::/0")->to_string() == "::/0");
-  for (const char* bad :
-       {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0/8",
-        "example.org", "10.0.0.0/ 8", "10.0.0.0/08x", "1.2.3.4 ", "10.0.0.0/0008", "10.0.0.0/-0",
-        "10.0.0.0/+8"}) {
+  for (const char* bad : {"", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/-1",
+                          "10.0.0.0/8/8", "10.0.0/8", "example.org", "10.0.0.0/ 8", "10.0.0.0/08x",
+                          "1.2.3.4 ", "10.0.0.0/0008", "10.0.0.0/-0", "10.0.0.0/+8"}) {
     CAPTURE(bad);
     CHECK_FALSE(mux::Cidr::parse(bad));
   }
@@ -188,6 +190,43 @@ TEST_CASE("tokens: unusable files say why and where") {
   TempFile long_token(std::string(mux::AccessTokens::kMaxTokenLength + 1, 'x') + "\n", 0600);
   CHECK(load_error(long_token.path) ==
         "--token-file " + long_token.path + ": line 1: longer than 512 characters");
+}
+
+TEST_CASE("tokens: the parse of a file's bytes, without the file") {
+  using mux::parse_token_file;
+  auto tokens_of = [](std::string_view content) {
+    mux::TokenFileParse parsed = parse_token_file(content);
+    REQUIRE_FALSE(parsed.problem);
+    return parsed.tokens;
+  };
+  CHECK(tokens_of("a") == std::vector<std::string>{"a"});  // no final newline needed
+  CHECK(tokens_of(" \ta-1\t \r\n\r\n# note\n  #also a note\nb#c\nb#c\n") ==
+        std::vector<std::string>{"a-1", "b#c", "b#c"});  // # only at the start; duplicates kept
+  std::string longest(mux::AccessTokens::kMaxTokenLength, '~');
+  CHECK(tokens_of("!\n" + longest + "\n") == std::vector<std::string>{"!", longest});
+
+  auto problem_of = [](std::string_view content) {
+    mux::TokenFileParse parsed = parse_token_file(content);
+    REQUIRE(parsed.problem);
+    CHECK(parsed.tokens.empty());
+    return std::pair(parsed.problem->line, parsed.problem->what);
+  };
+  const std::string not_printable = "a token is printable ASCII without spaces";
+  CHECK(problem_of("") == std::pair<std::size_t, std::string>(0, "no token in it"));
+  CHECK(problem_of("\n \r\n#x\n") == std::pair<std::size_t, std::string>(0, "no token in it"));
+  CHECK(problem_of("ok\n\nbad token\nok\n") ==
+        std::pair<std::size_t, std::string>(3, not_printable));
+  CHECK(problem_of("\ra") ==
+        std::pair<std::size_t, std::string>(1, not_printable));  // \r only at the end
+  CHECK(problem_of("a\rb") == std::pair<std::size_t, std::string>(1, not_printable));
+  CHECK(problem_of(std::string_view("a\0b", 3)) ==
+        std::pair<std::size_t, std::string>(1, not_printable));
+  CHECK(problem_of("caf\xC3\xA9") == std::pair<std::size_t, std::string>(1, not_printable));
+  CHECK(problem_of("a\x7F") == std::pair<std::size_t, std::string>(1, not_printable));
+  CHECK(problem_of("x\n" + longest + "~") ==
+        std::pair<std::size_t, std::string>(2, "longer than 512 characters"));
+  std::string huge(mux::AccessTokens::kMaxFileBytes + 1, '#');
+  CHECK(problem_of(huge) == std::pair<std::size_t, std::string>(0, "larger than 1048576 bytes"));
 }
 
 TEST_CASE("tokens: failures from one address double the delay, up to a bound, then are forgotten") {
