@@ -398,18 +398,21 @@ int hex_value(char c) {
   return -1;
 }
 
-std::optional<Fingerprint> parse_hex(const std::string& text) {
-  std::string digits;
-  for (char c : text) {
-    if (c == ':') continue;
-    if (hex_value(c) < 0) return std::nullopt;
-    digits += c;
-  }
+// Either 64 digits, or 32 pairs joined by single colons as openssl prints them: a stray,
+// doubled or misplaced colon is a sign of a damaged copy, so it is refused, not skipped.
+std::optional<Fingerprint> parse_hex(std::string_view text) {
   Fingerprint result{};
-  if (digits.size() != result.size() * 2) return std::nullopt;
-  for (std::size_t i = 0; i < result.size(); ++i)
-    result[i] =
-        static_cast<std::uint8_t>(hex_value(digits[2 * i]) * 16 + hex_value(digits[2 * i + 1]));
+  bool with_colons = text.size() == result.size() * 3 - 1;
+  if (!with_colons && text.size() != result.size() * 2) return std::nullopt;
+  std::size_t stride = with_colons ? 3 : 2;
+  for (std::size_t i = 0; i < result.size(); ++i) {
+    std::size_t at = i * stride;
+    if (with_colons && i > 0 && text[at - 1] != ':') return std::nullopt;
+    int high = hex_value(text[at]);
+    int low = hex_value(text[at + 1]);
+    if (high < 0 || low < 0) return std::nullopt;
+    result[i] = static_cast<std::uint8_t>(high * 16 + low);
+  }
   return result;
 }
 
@@ -422,10 +425,16 @@ int base64_value(char c) {
   return -1;
 }
 
-std::optional<Fingerprint> parse_base64(std::string text) {
-  while (!text.empty() && text.back() == '=')
-    text.pop_back();
-  if (text.size() != 43) return std::nullopt;  // 32 bytes = 42.67 base64 digits
+// 32 bytes are 43 base64 digits, the last carrying 4 bits (its other 2 must be zero), and one
+// '=' of padding that may be left out. One alphabet per text, standard or URL-safe. So every
+// fingerprint has exactly four base64 spellings, and no two texts that differ mean one pin by
+// accident of bits that are thrown away.
+std::optional<Fingerprint> parse_base64(std::string_view text) {
+  if (text.size() == 44 && text.back() == '=') text.remove_suffix(1);
+  if (text.size() != 43) return std::nullopt;
+  if (text.find_first_of("+/") != std::string_view::npos &&
+      text.find_first_of("-_") != std::string_view::npos)
+    return std::nullopt;
   Fingerprint result{};
   std::uint32_t bits = 0;
   int bit_count = 0;
@@ -433,15 +442,15 @@ std::optional<Fingerprint> parse_base64(std::string text) {
   for (char c : text) {
     int value = base64_value(c);
     if (value < 0) return std::nullopt;
-    bits = (bits << 6) | static_cast<std::uint32_t>(value);
+    bits = ((bits << 6) | static_cast<std::uint32_t>(value)) & 0xFFFFu;
     bit_count += 6;
     if (bit_count >= 8) {
       bit_count -= 8;
-      if (out == result.size()) return std::nullopt;
       result[out++] = static_cast<std::uint8_t>(bits >> bit_count);
     }
   }
-  if (out != result.size()) return std::nullopt;
+  // 43 * 6 = 258 bits: 32 bytes and 2 left over, which canonical base64 leaves zero.
+  if (out != result.size() || bit_count != 2 || (bits & 0x3u) != 0) return std::nullopt;
   return result;
 }
 
@@ -451,7 +460,7 @@ std::optional<Fingerprint> parse_fingerprint(const std::string& text) {
   constexpr std::string_view prefix = "sha256:";
   if (text.size() <= prefix.size() || strncasecmp(text.c_str(), prefix.data(), prefix.size()) != 0)
     return std::nullopt;
-  std::string value = text.substr(prefix.size());
+  std::string_view value = std::string_view(text).substr(prefix.size());
   if (auto hex = parse_hex(value)) return hex;
   return parse_base64(value);
 }

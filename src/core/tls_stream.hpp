@@ -35,8 +35,9 @@ using Fingerprint = std::array<std::uint8_t, 32>;
 
 // "sha256:AB:CD:..." as openssl prints it; what an error shows and what --tls-pin accepts back.
 std::string format_fingerprint(const Fingerprint& fingerprint);
-// Accepts "sha256:" followed by 64 hex digits (colons between bytes allowed) or the base64 of the
-// 32 bytes (SSH style, padding optional). nullopt when it is neither.
+// Accepts "sha256:" (any case) followed by 64 hex digits, bare or as 32 colon-separated pairs
+// (any case), or by the canonical base64 of the 32 bytes (SSH style; standard or URL-safe
+// alphabet; its one '=' optional). nullopt when it is none of these; fuzzed in tests/fuzz/.
 std::optional<Fingerprint> parse_fingerprint(const std::string& text);
 
 class TlsStream final : public ByteStream {

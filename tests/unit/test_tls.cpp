@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -340,6 +342,20 @@ TEST_CASE("tls: fingerprints parse as hex with or without colons and as base64")
   CHECK_FALSE(mux::parse_fingerprint("sha256:zz" + bare.substr(8)));
   CHECK_FALSE(mux::parse_fingerprint("sha256:"));
   CHECK_FALSE(mux::parse_fingerprint(""));
+  // Colons only between the pairs, all 31 of them, one each.
+  std::string lower = printed.substr(7);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) { return std::tolower(c); });
+  CHECK(mux::parse_fingerprint("sha256:" + lower) == bytes);
+  CHECK_FALSE(mux::parse_fingerprint(printed + ":"));
+  CHECK_FALSE(mux::parse_fingerprint("sha256::" + printed.substr(7)));
+  CHECK_FALSE(mux::parse_fingerprint("sha256:" + bare.substr(6, 2) + "::" + bare.substr(8)));
+  CHECK_FALSE(mux::parse_fingerprint("sha256:0:1" + printed.substr(9)));  // a colon inside a pair
+  // base64: one '=' at most, one alphabet, and the 2 spare bits of the last digit zero.
+  CHECK(mux::parse_fingerprint("sha256:_w" + std::string(41, 'A')) ==
+        mux::parse_fingerprint("sha256:/w" + std::string(41, 'A') + "="));
+  CHECK_FALSE(mux::parse_fingerprint("sha256:AQgPFh0kKzI5QEdOVVxjanF4f4aNlJuiqbC3vsXM09o=="));
+  CHECK_FALSE(mux::parse_fingerprint("sha256:AQgPFh0kKzI5QEdOVVxjanF4f4aNlJuiqbC3vsXM09p"));
+  CHECK_FALSE(mux::parse_fingerprint("sha256:+_" + std::string(41, 'A')));
 }
 
 TEST_CASE("tls: a plaintext peer on either side is named as such") {
