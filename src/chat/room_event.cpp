@@ -22,6 +22,8 @@ std::optional<std::string_view> read_field(std::string_view payload, std::size_t
   ++at;
   std::size_t colon = payload.find(':', at);
   if (colon == std::string_view::npos || colon == at || colon - at > 6) return std::nullopt;
+  // One spelling per length (no leading zeros), so a batch has exactly one encoding.
+  if (payload[at] == '0' && colon - at > 1) return std::nullopt;
   std::size_t length = 0;
   auto [end, error] = std::from_chars(payload.data() + at, payload.data() + colon, length);
   if (error != std::errc() || end != payload.data() + colon || length > kMaxFieldBytes)
@@ -111,6 +113,7 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
     event.name = std::string(*name);
     switch (kind) {
       case 'm': {
+        if (!third->empty()) return std::nullopt;
         bool cut = second->size() > max_text;
         event.kind = RoomEventKind::message;
         event.text = sanitize(second->substr(0, max_text), cut);
@@ -118,6 +121,7 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
         break;
       }
       case 'j':
+        if (!second->empty() || !third->empty()) return std::nullopt;
         event.kind = RoomEventKind::joined;
         break;
       case 'l':

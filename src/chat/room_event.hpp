@@ -9,7 +9,8 @@
 //     j  name, "", ""            joined
 //     l  name, reason, "0"|"1"   left; "1" when it was disconnected for being too slow
 //     r  old name, new name, reason
-// Lengths are decimal, at most kMaxFieldBytes. A message that breaks any rule is dropped whole.
+// Lengths are decimal without leading zeros, at most kMaxFieldBytes; the fields shown "" are
+// empty. A message that breaks any rule is dropped whole (fuzzed: tests/fuzz/room_event.cpp).
 // Names and texts are peer input from another machine: decode_room_events sanitizes texts with
 // the chat sanitizer and refuses names that are not a valid nick or "Client N".
 #pragma once

@@ -30,12 +30,27 @@ TEST_CASE("room events: texts are cut at max_text, malformed payloads refused wh
   auto batch = decode_room_events(wire, 4);
   REQUIRE(batch);
   CHECK(batch->events[0].text == "0123");
-  for (std::string bad :
-       {"", "MUXROOM1 s", "MUXROOM2 s\n", "MUXROOM1 bad id\n", "MUXROOM1 s\nm 3:eve 9:short 0:\n",
-        "MUXROOM1 s\nm 3:eve 2:hi\n", "MUXROOM1 s\nm 3:eve 2:hi 0:", "MUXROOM1 s\nx 3:eve 0: 0:\n",
-        "MUXROOM1 s\nl 3:eve 0: 1:2\n", "MUXROOM1 s\nj 8:Client 0 0: 0:\n",
-        "MUXROOM1 s\nj 4:a\x1b[m 0: 0:\n", "MUXROOM1 s\nr 3:eve 3:a b 0:\n",
-        "MUXROOM1 s\nm 3:eve 99999999:x 0:\n", "MUXROOM1 s\nm -1:e 0: 0:\n"}) {
+  for (std::string bad : {"",
+                          "MUXROOM1 s",
+                          "MUXROOM2 s\n",
+                          "MUXROOM1 bad id\n",
+                          "MUXROOM1 s\nm 3:eve 9:short 0:\n",
+                          "MUXROOM1 s\nm 3:eve 2:hi\n",
+                          "MUXROOM1 s\nm 3:eve 2:hi 0:",
+                          "MUXROOM1 s\nx 3:eve 0: 0:\n",
+                          "MUXROOM1 s\nl 3:eve 0: 1:2\n",
+                          "MUXROOM1 s\nj 8:Client 0 0: 0:\n",
+                          "MUXROOM1 s\nj 4:a\x1b[m 0: 0:\n",
+                          "MUXROOM1 s\nr 3:eve 3:a b 0:\n",
+                          "MUXROOM1 s\nm 3:eve 99999999:x 0:\n",
+                          "MUXROOM1 s\nm -1:e 0: 0:\n",
+                          "MUXROOM1 s\nm 03:eve 2:hi 0:\n",
+                          "MUXROOM1 s\nm 3:eve 2:hi 00:\n",
+                          "MUXROOM1 s\nm 3:eve 2:hi 1:x\n",
+                          "MUXROOM1 s\nj 3:eve 1:x 0:\n",
+                          "MUXROOM1 s\nj 3:eve 0: 1:x\n",
+                          "MUXROOM1 s\nm 3:eve 65537:x 0:\n",
+                          "MUXROOM1 s\nm 3:eve 2:hi 0:\nj 3:bob 0: 0:"}) {
     CAPTURE(bad);
     CHECK_FALSE(decode_room_events(bad, 4096));
   }
