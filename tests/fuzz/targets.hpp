@@ -38,6 +38,19 @@ namespace cidr {
 void check_one_input(const std::uint8_t* data, std::size_t size);
 }
 
+// --token-file contents: the parse, its error lines, and AccessTokens' constant-time compare.
+namespace token_file {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+// --tls-pin values: hex and base64 spellings of a SHA-256 fingerprint, against a reference.
+namespace tls_pin {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+// The shared-room wire format (MUXROOM1) between chat-servers: decode, encode, truncation.
+namespace room_event {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+
 struct Target {
   std::string_view name;
   CheckFunction check;
@@ -50,6 +63,9 @@ inline constexpr std::array kTargets = {
     Target{"flag_values", &flag_values::check_one_input},
     Target{"upload_parser", &upload_parser::check_one_input},
     Target{"cidr", &cidr::check_one_input},
+    Target{"token_file", &token_file::check_one_input},
+    Target{"tls_pin", &tls_pin::check_one_input},
+    Target{"room_event", &room_event::check_one_input},
 };
 
 }  // namespace mux::fuzz
