@@ -7,9 +7,12 @@ started with --port 0 and the port is read from that line, so tests never race f
 
 import os
 import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -157,6 +160,24 @@ def connect(port, host=HOST, timeout=DEFAULT_TIMEOUT):
     return sock
 
 
+def connect_from(source, port, timeout=DEFAULT_TIMEOUT):
+    """A client socket bound to the loopback address `source` (another "machine")."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect((HOST, port))
+    return sock
+
+
+def raise_fd_limit(wanted):
+    """Raises this process's soft RLIMIT_NOFILE towards `wanted` (at most the hard limit);
+    returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def connect_retrying(port, host=HOST, timeout=DEFAULT_TIMEOUT):
     """Connects, retrying while the port refuses (a server started with -q, or with a fixed port,
     prints no `listening on` line to wait for)."""
@@ -226,6 +247,71 @@ class LineReader:
 def run_mux(*args, input=None, timeout=DEFAULT_TIMEOUT, env=None):
     """Runs `mux args...` to completion; returns CompletedProcess with text output."""
     return subprocess.run([MUX, *args], input=input, capture_output=True, timeout=timeout, env=env)
+
+
+def xxh128(path):
+    """The XXH3-128 of a file as upload-server and upload-client print it (by xxhsum)."""
+    out = subprocess.run(["xxhsum", "-H2", path], check=True, capture_output=True, text=True).stdout
+    return out.split()[0].split("_")[-1]
+
+
+def xxh128_of_bytes(data):
+    out = subprocess.run(["xxhsum", "-H2", "-"], input=data, check=True,
+                         capture_output=True).stdout.decode()
+    return out.split()[0].split("_")[-1]
+
+
+class UploadCase(unittest.TestCase):
+    """Base of the upload-server test classes: a scratch directory with an empty output directory
+    (self.out), the servers started through upload_server() stopped at the end with nothing on
+    their stderr (a sanitizer report would land there), files of random bytes, and upload-client
+    runs. SERVE is the serve mode of the subclass."""
+    SERVE = "single"
+    WORK_PREFIX = "mux-upload-test-"
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix=self.WORK_PREFIX)
+        self.out = os.path.join(self.work, "out")
+        os.mkdir(self.out)
+        self.servers = []
+
+    def tearDown(self):
+        self.stop_servers()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def stop_servers(self):
+        for server in self.servers:
+            server.stop()
+            server.proc.stdout.close()
+            server.proc.stderr.close()
+            # Nothing in these tests is a server error.
+            self.assertEqual(server.stderr_lines, [])
+
+    def upload_server(self, *args, **kwargs):
+        """`mux upload-server --serve SERVE args...` (kwargs go to Server), stopped by tearDown."""
+        server = Server("upload-server", "--serve", self.SERVE, *args, **kwargs)
+        self.servers.append(server)
+        return server
+
+    def make_file(self, name, size):
+        path = os.path.join(self.work, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        return path
+
+    def saved(self):
+        """Everything in the output directory, hidden temporary files included."""
+        return sorted(os.listdir(self.out))
+
+    def read_saved(self, name):
+        with open(os.path.join(self.out, name), "rb") as f:
+            return f.read()
+
+    def upload_client(self, server, path, *args, input=None, timeout=60, host=HOST):
+        """Runs upload-client to completion; returns (exit status, stdout, stderr) as text."""
+        result = run_mux("upload-client", "--host", host, "--port", str(server.port),
+                         "--file", path, *args, input=input, timeout=timeout)
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 def main():

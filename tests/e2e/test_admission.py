@@ -5,8 +5,6 @@ faces thousands of idle sockets, with the process count and PSS read from /proc.
 
 import os
 import re
-import resource
-import socket
 import subprocess
 import sys
 import threading
@@ -21,22 +19,6 @@ PER_ADDRESS_REFUSAL = b"* server full: too many connections from your address\n"
 SERVER_FULL = b"* server full\n"
 # The per-address cap mux uses when no flag is given (man page, LIMITS AND TIMEOUTS).
 DEFAULT_PER_ADDRESS = 32
-
-
-def raise_fd_limit(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def connect_from(source, port, timeout=muxtest.DEFAULT_TIMEOUT):
-    """A client socket bound to the loopback address `source` (another "machine")."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.bind((source, 0))
-    sock.connect((muxtest.HOST, port))
-    return sock
 
 
 def welcome(sock, timeout=muxtest.DEFAULT_TIMEOUT):
@@ -125,13 +107,13 @@ class AdmissionCases(muxtest.ServerCases):
         return socks
 
     def test_slowloris_from_other_addresses_does_not_lock_out_an_honest_client(self):
-        raise_fd_limit(1024)
+        muxtest.raise_fd_limit(1024)
         server = self.start()  # the defaults are what protects
         # Idle from 127.0.0.2, more than the per-address cap.
-        idle = self.keep([connect_from("127.0.0.2", server.port)
+        idle = self.keep([muxtest.connect_from("127.0.0.2", server.port)
                           for _ in range(DEFAULT_PER_ADDRESS + 8)])
         # Dripping one byte at a time from 127.0.0.3, up to the cap.
-        drippers = self.keep([connect_from("127.0.0.3", server.port)
+        drippers = self.keep([muxtest.connect_from("127.0.0.3", server.port)
                               for _ in range(DEFAULT_PER_ADDRESS)])
         dripper = Dripper(drippers, 0.05)
         self.addCleanup(dripper.stop)
@@ -140,8 +122,8 @@ class AdmissionCases(muxtest.ServerCases):
             self.assertEqual(LineReader(sock).expect_eof(), PER_ADDRESS_REFUSAL)
         # The honest client from 127.0.0.1 is served within seconds.
         start = time.monotonic()
-        a = self.keep([connect_from("127.0.0.1", server.port)])[0]
-        b = self.keep([connect_from("127.0.0.1", server.port)])[0]
+        a = self.keep([muxtest.connect_from("127.0.0.1", server.port)])[0]
+        b = self.keep([muxtest.connect_from("127.0.0.1", server.port)])[0]
         _, a_name = welcome(a, timeout=5)
         b_reader, _ = welcome(b, timeout=5)
         a.sendall(b"hello from an honest client\n")
@@ -155,20 +137,20 @@ class AdmissionCases(muxtest.ServerCases):
     def test_per_address_cap_crossed_from_outside(self):
         server = self.start("--max-per-address", "3")
         server.wait_for_log(r"limits: .*, 3 per address, keepalive 60 s")
-        admitted = self.keep([connect_from("127.0.0.2", server.port) for _ in range(3)])
+        admitted = self.keep([muxtest.connect_from("127.0.0.2", server.port) for _ in range(3)])
         for sock in admitted:
             welcome(sock)
-        refused = self.keep([connect_from("127.0.0.2", server.port)])[0]
+        refused = self.keep([muxtest.connect_from("127.0.0.2", server.port)])[0]
         self.assertEqual(LineReader(refused).expect_eof(), PER_ADDRESS_REFUSAL)
         server.wait_for_log(r"refused 127\.0\.0\.2:\d+: too many connections from this address \(3\)")
         # Another address is not affected.
-        welcome(self.keep([connect_from("127.0.0.3", server.port)])[0])
+        welcome(self.keep([muxtest.connect_from("127.0.0.3", server.port)])[0])
         # A slot frees when one leaves (in fork mode once its process is reaped).
         admitted[0].sendall(b"/quit\n")
         LineReader(admitted[0]).expect_eof()
 
         def admitted_again():
-            sock = connect_from("127.0.0.2", server.port)
+            sock = muxtest.connect_from("127.0.0.2", server.port)
             self.addCleanup(sock.close)
             line = LineReader(sock).line()
             return WELCOME.match(line) is not None
@@ -177,10 +159,10 @@ class AdmissionCases(muxtest.ServerCases):
 
     def test_refusals_are_logged_at_most_once_a_second(self):
         server = self.start("--max-per-address", "1")
-        welcome(self.keep([connect_from("127.0.0.2", server.port)])[0])
+        welcome(self.keep([muxtest.connect_from("127.0.0.2", server.port)])[0])
         count = 60
         for _ in range(count):
-            sock = connect_from("127.0.0.2", server.port)
+            sock = muxtest.connect_from("127.0.0.2", server.port)
             self.assertEqual(LineReader(sock).expect_eof(), PER_ADDRESS_REFUSAL)
             sock.close()
         pattern = r"refused 127\.0\.0\.2:\d+: too many connections from this address \(1\)"
@@ -197,8 +179,8 @@ class AdmissionCases(muxtest.ServerCases):
 
     def test_half_sent_line_is_bounded_in_time(self):
         server = self.start()
-        writer = self.keep([connect_from("127.0.0.1", server.port)])[0]
-        reader_sock = self.keep([connect_from("127.0.0.1", server.port)])[0]
+        writer = self.keep([muxtest.connect_from("127.0.0.1", server.port)])[0]
+        reader_sock = self.keep([muxtest.connect_from("127.0.0.1", server.port)])[0]
         _, writer_name = welcome(writer)
         reader, _ = welcome(reader_sock)
         # One byte every 20 ms never leaves the 100 ms quiet time: only the line's age ends it.
@@ -219,7 +201,7 @@ class AdmissionCases(muxtest.ServerCases):
             with self.subTest(keepalive=flag):
                 server = Server("chat-server", "--serve", self.MODE, "--keepalive", flag)
                 try:
-                    sock = connect_from("127.0.0.1", server.port)
+                    sock = muxtest.connect_from("127.0.0.1", server.port)
                     welcome(sock)
                     out = subprocess.run(
                         ["ss", "-tnoH", "state", "established", f"( sport = :{server.port} )"],
@@ -245,18 +227,18 @@ class ForkModeTests(AdmissionCases, unittest.TestCase):
     def test_thousands_of_idle_sockets_cost_bounded_children_and_memory(self):
         sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
         per_source = 500
-        if raise_fd_limit(len(sources) * per_source + 200) < len(sources) * per_source + 100:
+        if muxtest.raise_fd_limit(len(sources) * per_source + 200) < len(sources) * per_source + 100:
             self.skipTest("fd limit too low for 2000 sockets")
         server = self.start()
         socks = []
         for source in sources:
-            socks += [connect_from(source, server.port) for _ in range(per_source)]
+            socks += [muxtest.connect_from(source, server.port) for _ in range(per_source)]
         self.keep(socks)
         expected_children = len(sources) * DEFAULT_PER_ADDRESS
         wait_until(lambda: len(child_pids(server.proc.pid)) == expected_children, timeout=90,
                    what=f"{expected_children} children")
         # An honest client from another address still gets in at once.
-        honest = self.keep([connect_from("127.0.0.1", server.port)])[0]
+        honest = self.keep([muxtest.connect_from("127.0.0.1", server.port)])[0]
         welcome(honest, timeout=5)
         children = child_pids(server.proc.pid)
         self.assertEqual(len(children), expected_children + 1)
@@ -271,7 +253,7 @@ class ForkModeTests(AdmissionCases, unittest.TestCase):
 
     def test_max_clients_bounds_the_children(self):
         server = self.start("--max-clients", "20", "--max-per-address", "0")
-        socks = self.keep([connect_from("127.0.0.2", server.port) for _ in range(60)])
+        socks = self.keep([muxtest.connect_from("127.0.0.2", server.port) for _ in range(60)])
         wait_until(lambda: len(child_pids(server.proc.pid)) == 20, what="20 children")
         for sock in socks[20:]:
             self.assertEqual(LineReader(sock).expect_eof(), SERVER_FULL)

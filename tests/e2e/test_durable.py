@@ -4,10 +4,8 @@ pipe (`MUXUP/1 - name`) with no scratch copy anywhere, and same-name uploads in 
 The real binary on loopback; strace shows the order of the syscalls that matter.
 """
 
-import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -15,23 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 import muxtest
 
 MIB = 1 << 20
 TIMEOUT = muxtest.DEFAULT_TIMEOUT
-
-
-def xxh128(path):
-    out = subprocess.run(["xxhsum", "-H2", path], check=True, capture_output=True, text=True).stdout
-    return out.split()[0].split("_")[-1]
-
-
-def xxh128_of_bytes(data):
-    out = subprocess.run(["xxhsum", "-H2", "-"], input=data, check=True,
-                         capture_output=True).stdout.decode()
-    return out.split()[0].split("_")[-1]
 
 
 def upload_raw(port, data, name, size_field=None):
@@ -43,41 +29,11 @@ def upload_raw(port, data, name, size_field=None):
         return muxtest.LineReader(sock).expect_eof(TIMEOUT).decode()
 
 
-class DurableTestBase(unittest.TestCase):
-    SERVE = "single"
-
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="mux-durable-test-")
-        self.out = os.path.join(self.work, "out")
-        os.mkdir(self.out)
-        self.servers = []
-
-    def tearDown(self):
-        for server in self.servers:
-            server.stop()
-            server.proc.stdout.close()
-            server.proc.stderr.close()
-            self.assertEqual(server.stderr_lines, [])
-        shutil.rmtree(self.work, ignore_errors=True)
+class DurableTestBase(muxtest.UploadCase):
+    WORK_PREFIX = "mux-durable-test-"
 
     def server(self, *args):
-        server = muxtest.Server("upload-server", "--serve", self.SERVE, "--output-dir", self.out,
-                                *args)
-        self.servers.append(server)
-        return server
-
-    def make_file(self, name, size):
-        path = os.path.join(self.work, name)
-        with open(path, "wb") as f:
-            f.write(os.urandom(size))
-        return path
-
-    def saved(self):
-        return sorted(os.listdir(self.out))
-
-    def read_saved(self, name):
-        with open(os.path.join(self.out, name), "rb") as f:
-            return f.read()
+        return self.upload_server("--output-dir", self.out, *args)
 
 
 class StracedServer:
@@ -151,7 +107,7 @@ class SingleLoopDurableTests(DurableTestBase):
         reply = upload_raw(server.port, data, "precious.bin")
         server.proc.kill()  # the instant OK arrived: no chance to tidy up
         server.proc.wait(TIMEOUT)
-        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         self.assertEqual(self.saved(), ["precious.bin"])
         self.assertEqual(self.read_saved("precious.bin"), data)
         self.servers.remove(server)
@@ -165,7 +121,7 @@ class SingleLoopDurableTests(DurableTestBase):
         data = os.urandom(20 * MIB)
         reply = upload_raw(traced.port, data, "durable.bin")
         lines = traced.finish()
-        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         text = "\n".join(lines)
         datasync = completed(lines, r"fdatasync\(")
         rename = completed(lines, r'renameat2\(.*"durable\.bin", RENAME_NOREPLACE')
@@ -194,7 +150,7 @@ class SingleLoopDurableTests(DurableTestBase):
         data = os.urandom(10 * MIB)
         reply = upload_raw(traced.port, data, "fast.bin")
         lines = traced.finish()
-        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         self.assertEqual(started(lines, r"fdatasync\(|\bfsync\(|sync_file_range\("), [],
                          "\n".join(lines))
         self.assertEqual(self.read_saved("fast.bin"), data)
@@ -230,7 +186,7 @@ class SingleLoopDurableTests(DurableTestBase):
         self.assertTrue(pv_running_at_first_progress, "progress only after the input ended")
         summary = out.decode().strip().splitlines()[-1]
         self.assertRegex(summary, rf"^Sent {40 * MIB} bytes in [0-9.]+ s \(.+\), "
-                                  rf"verified {xxh128(source)}, saved as piped\.bin$")
+                                  rf"verified {muxtest.xxh128(source)}, saved as piped\.bin$")
         server.wait_for_log(r'header: unknown number of bytes, name "piped.bin"')
         server.wait_for_log(r"Saved \[Client 1\] upload as .*/piped\.bin$")
         with open(source, "rb") as f:
@@ -245,9 +201,9 @@ class SingleLoopDurableTests(DurableTestBase):
         server = self.server()
         data = os.urandom(3 * MIB + 5)
         self.assertEqual(upload_raw(server.port, data, "s.bin", size_field="-"),
-                         f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+                         f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         self.assertEqual(upload_raw(server.port, b"", "empty.bin", size_field="-"),
-                         f"OK 0 {xxh128_of_bytes(b'')}\n")
+                         f"OK 0 {muxtest.xxh128_of_bytes(b'')}\n")
         self.assertEqual(self.read_saved("s.bin"), data)
         self.assertEqual(self.read_saved("empty.bin"), b"")
 
@@ -294,7 +250,7 @@ class SingleLoopDurableTests(DurableTestBase):
         server = self.server()
         data = b"not for the link target"
         self.assertEqual(upload_raw(server.port, data, "link.txt"),
-                         f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+                         f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         self.assertEqual(self.read_saved("link.txt.2"), data)
         self.assertTrue(os.path.islink(os.path.join(self.out, "link.txt")))
         with open(outside, "rb") as f:
@@ -308,7 +264,7 @@ class SingleLoopDurableTests(DurableTestBase):
         pid = server.proc.pid
         batch_cpu, batch_wall = [], []
         request = b"MUXUP/1 1 same.txt\nx"
-        expected = f"OK 1 {xxh128_of_bytes(b'x')}\n".encode()
+        expected = f"OK 1 {muxtest.xxh128_of_bytes(b'x')}\n".encode()
         for start in range(0, total, batch):
             cpu0, wall0 = process_cpu(pid), time.monotonic()
             for _ in range(batch):
@@ -362,7 +318,7 @@ class ForkDurableTests(DurableTestBase):
         data = os.urandom(9 * MIB)
         reply = upload_raw(traced.port, data, "forked.bin")
         lines = traced.finish()
-        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         text = "\n".join(lines)
         datasync = completed(lines, r"fdatasync\(")
         dirsync = completed(lines, r"\bfsync\(")
@@ -377,7 +333,7 @@ class ForkDurableTests(DurableTestBase):
         for n in range(count):
             data = f"copy {n}".encode()
             self.assertEqual(upload_raw(server.port, data, "f.txt"),
-                             f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+                             f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         expected = ["f.txt"] + [f"f.txt.{n}" for n in range(1, count)]
         self.assertEqual(sorted(self.saved()), sorted(expected))
         contents = {self.read_saved(name) for name in expected}

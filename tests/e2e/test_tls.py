@@ -224,29 +224,22 @@ class UploadTlsTests(unittest.TestCase):
 
 
 class AddressFilterTests(unittest.TestCase):
-    def connect_from(self, source, port):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(muxtest.DEFAULT_TIMEOUT)
-        sock.bind((source, 0))
-        sock.connect((muxtest.HOST, port))
-        return sock
-
     def test_chat_deny_and_allow(self):
         for serve in ("single", "fork"):
             with self.subTest(serve=serve), Server(
                     "chat-server", "--serve", serve, "--allow", "127.0.0.0/8", "--deny",
                     "127.0.0.2") as server:
-                refused = LineReader(self.connect_from("127.0.0.2", server.port))
+                refused = LineReader(muxtest.connect_from("127.0.0.2", server.port))
                 self.assertEqual(refused.line(), "* not allowed")
                 refused.expect_eof()
-                self.assertRegex(LineReader(self.connect_from("127.0.0.3", server.port)).line(),
+                self.assertRegex(LineReader(muxtest.connect_from("127.0.0.3", server.port)).line(),
                                  WELCOME)
 
     def test_upload_allow_only(self):
         with Server("upload-server", "--allow", "127.0.0.3/32", "--allow", "::1") as server:
-            refused = self.connect_from("127.0.0.2", server.port)
+            refused = muxtest.connect_from("127.0.0.2", server.port)
             self.assertEqual(LineReader(refused).line(), "ERR refused: address not allowed")
-            allowed = self.connect_from("127.0.0.3", server.port)
+            allowed = muxtest.connect_from("127.0.0.3", server.port)
             allowed.sendall(b"MUXUP/1 3 a.txt\nabc")
             self.assertRegex(LineReader(allowed).line(), r"^OK 3 [0-9a-f]{32}$")
 

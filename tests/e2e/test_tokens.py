@@ -46,11 +46,6 @@ def token_file(name="tokens"):
     return os.path.join(TOKENS, name)
 
 
-def connect_from(port, source):
-    return socket.create_connection((muxtest.HOST, port), timeout=muxtest.DEFAULT_TIMEOUT,
-                                    source_address=(source, 0))
-
-
 class ChatTokenTest(unittest.TestCase):
     def server(self, serve, *extra):
         server = Server("chat-server", "--serve", serve, "--token-file", token_file(), *extra)
@@ -89,7 +84,7 @@ class ChatTokenTest(unittest.TestCase):
     def check_refused(self, serve, first_line, reason):
         server = self.server(serve)
         watcher, watcher_lines, _ = self.joined(server.port)
-        sock = connect_from(server.port, "127.0.0.2")
+        sock = muxtest.connect_from("127.0.0.2", server.port)
         self.addCleanup(sock.close)
         sock.sendall(first_line)
         self.assertEqual(LineReader(sock).expect_eof(), b"* unauthorized\n")
@@ -113,14 +108,14 @@ class ChatTokenTest(unittest.TestCase):
     def test_repeated_failures_from_one_address_are_slowed_down(self):
         server = self.server("single")
         for expected_ms in (250, 500, 1000):
-            sock = connect_from(server.port, "127.0.0.2")
+            sock = muxtest.connect_from("127.0.0.2", server.port)
             sock.sendall(b"/token guess\n")
             self.assertEqual(LineReader(sock).expect_eof(), b"* unauthorized\n")
             sock.close()
             server.wait_for_log(rf"127\.0\.0\.2:\d+: unauthorized: wrong token; answering in "
                                 rf"{expected_ms} ms$")
         # Another address has its own count.
-        sock = connect_from(server.port, "127.0.0.3")
+        sock = muxtest.connect_from("127.0.0.3", server.port)
         sock.sendall(b"/token guess\n")
         self.assertEqual(LineReader(sock).expect_eof(), b"* unauthorized\n")
         sock.close()
@@ -130,7 +125,7 @@ class ChatTokenTest(unittest.TestCase):
         server = self.server("fork")
         elapsed = []
         for _ in range(3):
-            sock = connect_from(server.port, "127.0.0.4")
+            sock = muxtest.connect_from("127.0.0.4", server.port)
             started = time.monotonic()
             sock.sendall(b"/token guess\n")
             self.assertEqual(LineReader(sock).expect_eof(), b"* unauthorized\n")
@@ -209,7 +204,7 @@ class UploadTokenTest(unittest.TestCase):
             server.wait_for_log(rf"\[Client \d+\] 127\.0\.0\.1:\d+ unauthorized: {why}; "
                                 r"answering in \d+ ms$")
         # A raw upload cannot carry a token: refused while tokens are required.
-        sock = connect_from(server.port, "127.0.0.3")
+        sock = muxtest.connect_from("127.0.0.3", server.port)
         self.addCleanup(sock.close)
         sock.sendall(b"raw bytes without a header\n" * 100)
         sock.shutdown(socket.SHUT_WR)

@@ -26,19 +26,6 @@ TIMEOUT = muxtest.DEFAULT_TIMEOUT
 RECEIVED = r"Received (\d+) bytes from \[Client (\d+)\] \S+ in [0-9.]+ s"
 
 
-def xxh128(path):
-    """XXH3-128 of a file as `xxhsum -H2` prints it."""
-    out = subprocess.run(["xxhsum", "-H2", path], check=True, capture_output=True, text=True).stdout
-    return out.split()[0]
-
-
-def xxh128_of_bytes(data):
-    with tempfile.NamedTemporaryFile() as f:
-        f.write(data)
-        f.flush()
-        return xxh128(f.name)
-
-
 def sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,9 +64,7 @@ def zombie_children(pid):
     return zombies
 
 
-class UploadTestBase(unittest.TestCase):
-    SERVE = "single"
-
+class UploadTestBase(muxtest.UploadCase):
     @classmethod
     def setUpClass(cls):
         cls.data_dir = tempfile.mkdtemp(prefix="mux-upload-data-")
@@ -91,46 +76,9 @@ class UploadTestBase(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.data_dir, ignore_errors=True)
 
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="mux-upload-test-")
-        self.out = os.path.join(self.work, "out")
-        os.mkdir(self.out)
-        self.servers = []
-
-    def tearDown(self):
-        for server in self.servers:
-            server.stop()
-            server.proc.stdout.close()
-            server.proc.stderr.close()
-            # Nothing in these tests is a server error (and a sanitizer report would land here).
-            self.assertEqual(server.stderr_lines, [])
-        shutil.rmtree(self.work, ignore_errors=True)
-
     def server(self, *args, output_dir=True, preexec_fn=None, host=muxtest.HOST):
         extra = ["--output-dir", self.out] if output_dir else []
-        server = muxtest.Server("upload-server", "--serve", self.SERVE, *extra, *args,
-                                preexec_fn=preexec_fn, host=host)
-        self.servers.append(server)
-        return server
-
-    def make_file(self, name, size):
-        path = os.path.join(self.work, name)
-        with open(path, "wb") as f:
-            f.write(os.urandom(size))
-        return path
-
-    def client(self, server, path, *args, input=None, timeout=60, host=muxtest.HOST):
-        result = muxtest.run_mux("upload-client", "--host", host, "--port", str(server.port),
-                                 "--file", path, *args, input=input, timeout=timeout)
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-    def saved(self):
-        """Everything in the output directory, hidden temporary files included."""
-        return sorted(os.listdir(self.out))
-
-    def read_saved(self, name):
-        with open(os.path.join(self.out, name), "rb") as f:
-            return f.read()
+        return self.upload_server(*extra, *args, preexec_fn=preexec_fn, host=host)
 
     def wait_received(self, server, count, timeout=TIMEOUT):
         """Waits until `count` uploads were logged as completed."""
@@ -151,7 +99,7 @@ class UploadTestBase(unittest.TestCase):
             saved_as = os.path.basename(path)
         saved = "" if saved_as is None else f", saved as {re.escape(saved_as)}"
         self.assertRegex(summary,
-                         rf"^Sent {size} bytes in [0-9.]+ s \(.+\), verified {xxh128(path)}{saved}$")
+                         rf"^Sent {size} bytes in [0-9.]+ s \(.+\), verified {muxtest.xxh128(path)}{saved}$")
 
 
 class UploadTests:
@@ -159,13 +107,13 @@ class UploadTests:
 
     def test_100_mib_upload_is_saved_byte_identical(self):
         server = self.server()
-        code, out, err = self.client(server, self.big_file, "--name", "big copy.bin")
+        code, out, err = self.upload_client(server, self.big_file, "--name", "big copy.bin")
         self.assertConfirmed(code, out, err, self.big_file, saved_as="big copy.bin")
         self.assertEqual(out.splitlines()[:10], [f"Sent {n} MiB" for n in range(10, 101, 10)])
         self.assertEqual(self.saved(), ["big copy.bin"])
         saved = os.path.join(self.out, "big copy.bin")
         self.assertEqual(sha256(saved), sha256(self.big_file))
-        self.assertEqual(xxh128(saved), xxh128(self.big_file))
+        self.assertEqual(muxtest.xxh128(saved), muxtest.xxh128(self.big_file))
         match = server.wait_for_log(RECEIVED + r" \([0-9.]+ (?:[KMGT]i)?B/s\)$")
         self.assertEqual(match.group(1), str(100 * MIB))
         self.assertEqual(match.group(2), "1")
@@ -174,14 +122,14 @@ class UploadTests:
         server = self.server()
         data = os.urandom(3 * MIB + 17)
         reply = raw_exchange(server.port, data)
-        self.assertEqual(reply, f"OK {len(data)} {xxh128_of_bytes(data)}\n")
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
         self.wait_received(server, 1)
         self.assertEqual(self.saved(), ["upload-1.bin"])
         self.assertEqual(self.read_saved("upload-1.bin"), data)
 
     def test_tiny_raw_stream_that_looks_like_the_start_of_a_header(self):
         server = self.server()
-        self.assertEqual(raw_exchange(server.port, b"MUXUP/1"), f"OK 7 {xxh128_of_bytes(b'MUXUP/1')}\n")
+        self.assertEqual(raw_exchange(server.port, b"MUXUP/1"), f"OK 7 {muxtest.xxh128_of_bytes(b'MUXUP/1')}\n")
         self.wait_received(server, 1)
         self.assertEqual(self.read_saved("upload-1.bin"), b"MUXUP/1")
 
@@ -194,14 +142,14 @@ class UploadTests:
                            check=True, timeout=TIMEOUT)
         self.wait_received(server, 1)
         self.assertEqual(self.saved(), ["upload-1.bin"])
-        self.assertEqual(xxh128(os.path.join(self.out, "upload-1.bin")), xxh128(path))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "upload-1.bin")), muxtest.xxh128(path))
 
     def test_stdin_is_uploaded_under_the_given_name(self):
         server = self.server()
         data = os.urandom(MIB + 5)
-        code, out, err = self.client(server, "-", "--name", "notes.tar", input=data)
+        code, out, err = self.upload_client(server, "-", "--name", "notes.tar", input=data)
         self.assertEqual(code, 0, err)
-        self.assertRegex(out, rf"Sent {len(data)} bytes in .*, verified {xxh128_of_bytes(data)}, "
+        self.assertRegex(out, rf"Sent {len(data)} bytes in .*, verified {muxtest.xxh128_of_bytes(data)}, "
                               rf"saved as notes\.tar\n$")
         self.assertEqual(self.saved(), ["notes.tar"])
         self.assertEqual(self.read_saved("notes.tar"), data)
@@ -233,15 +181,15 @@ class UploadTests:
         finally:
             a.close()
             b.close()
-        self.assertEqual(replies, [f"OK {MIB} {xxh128_of_bytes(first)}\n",
-                                   f"OK {MIB} {xxh128_of_bytes(second)}\n"])
+        self.assertEqual(replies, [f"OK {MIB} {muxtest.xxh128_of_bytes(first)}\n",
+                                   f"OK {MIB} {muxtest.xxh128_of_bytes(second)}\n"])
         self.wait_received(server, 2)
         self.assertEqual(self.saved(), ["same.txt", "same.txt.1"])
         self.assertEqual({self.read_saved("same.txt"), self.read_saved("same.txt.1")},
                          {first, second})
         # And a third, later, does not overwrite either.
         path = self.make_file("same.txt", 1000)
-        self.assertConfirmed(*self.client(server, path), path, saved_as="same.txt.2")
+        self.assertConfirmed(*self.upload_client(server, path), path, saved_as="same.txt.2")
         self.assertEqual(self.saved(), ["same.txt", "same.txt.1", "same.txt.2"])
 
     def test_a_stalled_client_does_not_delay_another(self):
@@ -250,12 +198,12 @@ class UploadTests:
         try:
             stalled.sendall(b"MUXUP/1 1000 stalled.bin\n" + b"s" * 400)
             path = self.make_file("quick.bin", 5 * MIB)
-            self.assertConfirmed(*self.client(server, path, timeout=TIMEOUT), path)
+            self.assertConfirmed(*self.upload_client(server, path, timeout=TIMEOUT), path)
             self.assertEqual(self.saved()[-1], "quick.bin")
             stalled.sendall(b"s" * 600)
             stalled.shutdown(socket.SHUT_WR)
             # Everything the stalled client ever got: one OK, so nothing came while it waited.
-            self.assertEqual(read_reply(stalled), f"OK 1000 {xxh128_of_bytes(b's' * 1000)}\n")
+            self.assertEqual(read_reply(stalled), f"OK 1000 {muxtest.xxh128_of_bytes(b's' * 1000)}\n")
         finally:
             stalled.close()
         self.wait_received(server, 2)
@@ -284,16 +232,16 @@ class UploadTests:
         self.assertEqual(self.saved(), [])
         # The server goes on.
         path = self.make_file("after.bin", 1000)
-        self.assertConfirmed(*self.client(server, path), path)
+        self.assertConfirmed(*self.upload_client(server, path), path)
         self.assertEqual(self.saved(), ["after.bin"])
 
     def test_max_size(self):
         server = self.server("--max-size", "1M")
         exact = self.make_file("exact.bin", MIB)
-        self.assertConfirmed(*self.client(server, exact), exact)
+        self.assertConfirmed(*self.upload_client(server, exact), exact)
 
         too_big = self.make_file("too-big.bin", 20 * MIB)
-        code, out, err = self.client(server, too_big)
+        code, out, err = self.upload_client(server, too_big)
         self.assertEqual(code, 1, out)
         self.assertEqual(err, f"mux: error: {muxtest.HOST}:{server.port} refused the upload: "
                               f"too large: {20 * MIB} bytes, the limit is {MIB}\n")
@@ -310,12 +258,12 @@ class UploadTests:
                  ".hidden": "hidden", "..": "upload-5.bin"}
         for name in names:
             path = self.make_file("payload", 100)
-            code, out, err = self.client(server, path, "--name", name)
+            code, out, err = self.upload_client(server, path, "--name", name)
             self.assertEqual(code, 0, err)
         reply = raw_exchange(server.port, b"MUXUP/1 5 \nempty")  # an empty name
-        self.assertEqual(reply, f"OK 5 {xxh128_of_bytes(b'empty')}\n")
+        self.assertEqual(reply, f"OK 5 {muxtest.xxh128_of_bytes(b'empty')}\n")
         reply = raw_exchange(server.port, b"MUXUP/1 5 %2E%2E%2F%2E%2E%2Fevil%00\nevil!")
-        self.assertEqual(reply, f"OK 5 {xxh128_of_bytes(b'evil!')}\n")
+        self.assertEqual(reply, f"OK 5 {muxtest.xxh128_of_bytes(b'evil!')}\n")
         self.wait_received(server, 7)
         self.assertEqual(self.saved(), sorted(list(names.values()) + ["upload-6.bin", "evil_"]))
         self.assertEqual(sorted(os.listdir(self.work)), ["out", "payload"])
@@ -343,14 +291,14 @@ class UploadTests:
 
         server = self.server(preexec_fn=limit_file_size)
         too_big = self.make_file("too-big.bin", 3 * MIB)
-        code, out, err = self.client(server, too_big)
+        code, out, err = self.upload_client(server, too_big)
         self.assertEqual(code, 1, out)
         self.assertEqual(err, f"mux: error: {muxtest.HOST}:{server.port} refused the upload: "
                               "disk error: File too large\n")
         server.wait_for_log(r"\[Client 1\] .*: incomplete \(disk error: File too large\)")
         self.assertEqual(self.saved(), [])
         small = self.make_file("small.bin", MIB)
-        self.assertConfirmed(*self.client(server, small), small)
+        self.assertConfirmed(*self.upload_client(server, small), small)
         self.assertEqual(self.saved(), ["small.bin"])
         self.assertIsNone(server.proc.poll())
 
@@ -369,7 +317,7 @@ class UploadTests:
                 late.connect((muxtest.HOST, server.port))
             finishing.sendall(b"hing!")
             finishing.shutdown(socket.SHUT_WR)
-            self.assertEqual(read_reply(finishing), f"OK 10 {xxh128_of_bytes(b'finishing!')}\n")
+            self.assertEqual(read_reply(finishing), f"OK 10 {muxtest.xxh128_of_bytes(b'finishing!')}\n")
             self.assertEqual(read_reply(abandoned, timeout=15), "ERR shutting down\n")
             self.assertEqual(server.wait(timeout=15), 0)
             self.assertGreater(time.monotonic() - started, 3)  # the grace was given
@@ -388,7 +336,7 @@ class UploadTests:
         reset.close()
         server.wait_for_log(r"\[Client 2\] .*closed without sending anything")
         path = self.make_file("real.bin", 1000)
-        self.assertConfirmed(*self.client(server, path), path)
+        self.assertConfirmed(*self.upload_client(server, path), path)
         self.wait_received(server, 1)
         # Both ended (logged above) as no upload at all: neither received nor incomplete.
         self.assertEqual(server.log_count(r"Received"), 1)
@@ -398,24 +346,24 @@ class UploadTests:
     def test_an_empty_file(self):
         server = self.server()
         path = self.make_file("empty.txt", 0)
-        code, out, err = self.client(server, path)
+        code, out, err = self.upload_client(server, path)
         self.assertConfirmed(code, out, err, path)
-        self.assertRegex(out, rf"^Sent 0 bytes in [0-9.]+ s \(0 B/s\), verified {xxh128(path)}, "
+        self.assertRegex(out, rf"^Sent 0 bytes in [0-9.]+ s \(0 B/s\), verified {muxtest.xxh128(path)}, "
                               rf"saved as empty\.txt\n$")
         self.assertEqual(self.saved(), ["empty.txt"])
         self.assertEqual(self.read_saved("empty.txt"), b"")
         # The OK for an empty file can come before the client's reader has said it is at the
         # end; the soak run caught the client calling that OK premature. Again and again:
         for attempt in range(20):
-            code, out, err = self.client(server, path)
+            code, out, err = self.upload_client(server, path)
             self.assertEqual((code, err), (0, ""), f"attempt {attempt + 2}")
 
     def test_quiet_and_verbose_client(self):
         server = self.server()
         path = self.make_file("q.bin", 11 * MIB)
-        code, out, err = self.client(server, path, "-q")
+        code, out, err = self.upload_client(server, path, "-q")
         self.assertEqual((code, out, err), (0, "", ""))
-        code, out, err = self.client(server, path, "-v", "--name", "v.bin")
+        code, out, err = self.upload_client(server, path, "-v", "--name", "v.bin")
         self.assertEqual(code, 0)
         self.assertEqual(err, f'connected to {muxtest.HOST}:{server.port}; sending {11 * MIB} bytes as "v.bin"\n')
         self.assertEqual(out.splitlines()[0], "Sent 10 MiB")
@@ -423,14 +371,14 @@ class UploadTests:
 
     def test_discarding_server_counts_and_hashes(self):
         server = self.server(output_dir=False)
-        code, out, err = self.client(server, self.big_file)
+        code, out, err = self.upload_client(server, self.big_file)
         self.assertConfirmed(code, out, err, self.big_file, saved_as=None)
         self.assertEqual(self.saved(), [])
 
     def test_the_saved_name_is_replied_only_when_asked(self):
         server = self.server()
         data = b"named"
-        ok = f"OK 5 {xxh128_of_bytes(data)}"
+        ok = f"OK 5 {muxtest.xxh128_of_bytes(data)}"
         # An ncat user or an older client: the reply stays exactly OK <bytes> <hash>.
         self.assertEqual(raw_exchange(server.port, b"MUXUP/1 5 a%20b.txt\n" + data), ok + "\n")
         # Asked for: the name it was saved under, percent-encoded like the header's.
@@ -449,7 +397,7 @@ class UploadTests:
     def test_ipv6_loopback(self):
         server = self.server(host="::1")
         path = self.make_file("six.bin", 1000)
-        self.assertConfirmed(*self.client(server, path, host="::1"), path)
+        self.assertConfirmed(*self.upload_client(server, path, host="::1"), path)
         server.wait_for_log(r"Received 1000 bytes from \[Client 1\] \[::1\]:\d+ in ")
 
     def test_max_clients_makes_the_next_upload_wait(self):
@@ -463,8 +411,8 @@ class UploadTests:
                 second.shutdown(socket.SHUT_WR)
                 first.sendall(b"st")
                 first.shutdown(socket.SHUT_WR)
-                self.assertEqual(read_reply(first), f"OK 4 {xxh128_of_bytes(b'fist')}\n")
-                self.assertEqual(read_reply(second), f"OK 6 {xxh128_of_bytes(b'second')}\n")
+                self.assertEqual(read_reply(first), f"OK 4 {muxtest.xxh128_of_bytes(b'fist')}\n")
+                self.assertEqual(read_reply(second), f"OK 6 {muxtest.xxh128_of_bytes(b'second')}\n")
         finally:
             first.close()
         self.wait_received(server, 2)
@@ -536,10 +484,10 @@ class ClientVerificationTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertEqual(err, f"mux: error: verification failed: {muxtest.HOST}:{port} received 5 "
                               "bytes with XXH3-128 00000000000000000000000000000000, sent 5 bytes "
-                              f"with XXH3-128 {xxh128_of_bytes(b'hello')}\n")
+                              f"with XXH3-128 {muxtest.xxh128_of_bytes(b'hello')}\n")
 
     def test_wrong_count_is_a_verification_failure(self):
-        port = self.fake_server(f"OK 4 {xxh128_of_bytes(b'hello')}\n".encode())
+        port = self.fake_server(f"OK 4 {muxtest.xxh128_of_bytes(b'hello')}\n".encode())
         code, err = self.run_client(port)
         self.assertEqual(code, 1)
         self.assertTrue(err.startswith("mux: error: verification failed:"), err)
@@ -615,7 +563,7 @@ class ForkUploadTests(UploadTests, UploadTestBase):
         server = self.server(output_dir=False)
         pid = server.proc.pid
         data = b"z" * 5000
-        expected = f"OK 5000 {xxh128_of_bytes(data)}\n"
+        expected = f"OK 5000 {muxtest.xxh128_of_bytes(data)}\n"
         for _ in range(40):
             self.assertEqual(raw_exchange(server.port, data), expected)
         for _ in range(10):  # and some that end badly
@@ -623,7 +571,7 @@ class ForkUploadTests(UploadTests, UploadTestBase):
                 sock.sendall(b"MUXUP/1 100 x\nshort")
         for _ in range(5):
             path = self.make_file("f.bin", 1000)
-            self.assertConfirmed(*self.client(server, path), path, saved_as=None)
+            self.assertConfirmed(*self.upload_client(server, path), path, saved_as=None)
         self.wait_received(server, 45)
         server.wait_for_log(r"\[Client 50\] .*: incomplete")
         deadline = time.monotonic() + TIMEOUT

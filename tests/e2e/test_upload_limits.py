@@ -4,7 +4,6 @@ a header plus one byte claims no disk, --min-free. Both serve modes."""
 
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -13,7 +12,6 @@ import sys
 import tempfile
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import muxtest  # noqa: E402
@@ -52,22 +50,6 @@ def dead_pid():
 
 
 PER_ADDRESS_REFUSAL = b"ERR server busy: too many connections from your address\n"
-
-
-def raise_fd_limit(wanted):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def connect_from(source, port, timeout=TIMEOUT):
-    """A client socket bound to the loopback address `source` (another "machine")."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.bind((source, 0))
-    sock.connect((muxtest.HOST, port))
-    return sock
 
 
 def child_pids(pid):
@@ -158,34 +140,24 @@ class TmpfsMount:
         os.rmdir(self.path)
 
 
-class UploadLimitsBase(unittest.TestCase):
-    SERVE = "single"
+class UploadLimitsBase(muxtest.UploadCase):
+    WORK_PREFIX = "mux-upload-limits-"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="mux-upload-limits-")
-        self.out = os.path.join(self.work, "out")
-        os.mkdir(self.out)
-        self.servers = []
+        super().setUp()
         self.mounts = []
         self.sockets = []
 
     def tearDown(self):
         for sock in self.sockets:
             sock.close()
-        for server in self.servers:
-            server.stop()
-            server.proc.stdout.close()
-            server.proc.stderr.close()
-            self.assertEqual(server.stderr_lines, [])
+        self.stop_servers()
         for mount in self.mounts:
             mount.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def server(self, *args, out=None, env=None):
-        server = muxtest.Server("upload-server", "--serve", self.SERVE, "-v",
-                                "--output-dir", out or self.out, *args, env=env)
-        self.servers.append(server)
-        return server
+        return self.upload_server("-v", "--output-dir", out or self.out, *args, env=env)
 
     def tmpfs(self, size):
         mount = TmpfsMount(size)
@@ -200,22 +172,12 @@ class UploadLimitsBase(unittest.TestCase):
         self.sockets.append(sock)
         return sock
 
-    def make_file(self, name, size):
-        path = os.path.join(self.work, name)
-        with open(path, "wb") as f:
-            f.write(os.urandom(size))
-        return path
-
-    def upload(self, server, path, *args):
-        result = muxtest.run_mux("upload-client", "--port", str(server.port), "--file", path,
-                                 *args, timeout=60)
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
 
     def test_slowloris_from_other_addresses_does_not_delay_an_honest_upload(self):
-        raise_fd_limit(400)
+        muxtest.raise_fd_limit(400)
         server = self.server()
-        idle = [connect_from("127.0.0.2", server.port) for _ in range(40)]
-        dripping = [connect_from("127.0.0.3", server.port) for _ in range(20)]
+        idle = [muxtest.connect_from("127.0.0.2", server.port) for _ in range(40)]
+        dripping = [muxtest.connect_from("127.0.0.3", server.port) for _ in range(20)]
         self.sockets += idle + dripping
         dripper = Dripper(dripping, b"MUXUP/1 100 drip\n", 0.2)
         self.addCleanup(dripper.stop)
@@ -224,7 +186,7 @@ class UploadLimitsBase(unittest.TestCase):
             self.assertEqual(read_all(sock), PER_ADDRESS_REFUSAL)
         honest = self.make_file("honest.bin", 4 * MIB)
         started = time.monotonic()
-        code, out, err = self.upload(server, honest)
+        code, out, err = self.upload_client(server, honest)
         elapsed = time.monotonic() - started
         self.assertEqual(code, 0, f"stdout={out!r} stderr={err!r}")
         self.assertLess(elapsed, 5)
@@ -235,8 +197,8 @@ class UploadLimitsBase(unittest.TestCase):
 
     def test_the_header_must_arrive_in_time(self):
         server = self.server("--header-timeout", "1")
-        silent = connect_from("127.0.0.2", server.port)
-        slow = connect_from("127.0.0.3", server.port)
+        silent = muxtest.connect_from("127.0.0.2", server.port)
+        slow = muxtest.connect_from("127.0.0.3", server.port)
         self.sockets += [silent, slow]
         slow.sendall(b"MUXUP/1 5")  # and never the rest of the line
         started = time.monotonic()
@@ -346,7 +308,7 @@ class UploadLimitsBase(unittest.TestCase):
         wait_until(lambda: len([n for n in os.listdir(disk) if n.endswith(".part")]) == 6,
                    "six temporary files")
         honest = self.make_file("honest.bin", 40 * MIB)
-        code, out, err = self.upload(server, honest)
+        code, out, err = self.upload_client(server, honest)
         self.assertEqual(code, 0, f"stdout={out!r} stderr={err!r}")
         self.assertEqual(os.path.getsize(os.path.join(disk, "honest.bin")), 40 * MIB)
         usage = shutil.disk_usage(disk)
@@ -355,7 +317,7 @@ class UploadLimitsBase(unittest.TestCase):
     def test_min_free_refuses_an_upload_below_it(self):
         server = self.server("--min-free", "1000T")
         path = self.make_file("small.bin", 1000)
-        code, out, err = self.upload(server, path)
+        code, out, err = self.upload_client(server, path)
         self.assertEqual(code, 1)
         self.assertRegex(err, r"refused the upload: disk full: less than 1000\.0 TiB free")
         server.wait_for_log(r"\[Client 1\] .* refused: .* free in .*, --min-free is 1000\.0 TiB$")
@@ -365,7 +327,7 @@ class UploadLimitsBase(unittest.TestCase):
         disk = self.tmpfs("48m")
         server = self.server("--min-free", "24M", out=disk)
         path = self.make_file("big.bin", 40 * MIB)
-        code, out, err = self.upload(server, path)
+        code, out, err = self.upload_client(server, path)
         self.assertEqual(code, 1)
         self.assertIn("refused the upload: disk full: less than 24.0 MiB free", err)
         server.wait_for_log(r"\[Client 1\] .* stopped: .* free in .*, --min-free is 24\.0 MiB$")
@@ -382,7 +344,7 @@ class ForkUploadLimits(UploadLimitsBase):
     def test_thousands_of_idle_sockets_cost_no_process(self):
         sources = [f"127.0.1.{n}" for n in range(1, 51)]
         per_source = 30  # under the per-address cap: every one is admitted
-        if raise_fd_limit(len(sources) * per_source + 200) < len(sources) * per_source + 100:
+        if muxtest.raise_fd_limit(len(sources) * per_source + 200) < len(sources) * per_source + 100:
             self.skipTest("fd limit too low for 1500 sockets")
         # meson test sets MALLOC_PERTURB_, which fills every malloc'd block and so makes memory
         # resident that a real server never touches; memory is measured without it.
@@ -390,7 +352,7 @@ class ForkUploadLimits(UploadLimitsBase):
         server = self.server(env=env)
         socks = []
         for source in sources:
-            socks += [connect_from(source, server.port) for _ in range(per_source)]
+            socks += [muxtest.connect_from(source, server.port) for _ in range(per_source)]
         self.sockets += socks
         wait_until(lambda: server.log_count(r"\[Client \d+\] .* connected$") == len(socks),
                    "every connection admitted")
@@ -401,7 +363,7 @@ class ForkUploadLimits(UploadLimitsBase):
             self.assertLess(parent, 32 * MIB)
         # Uploads that did send bytes get processes, each small while it waits for more.
         # (A hundred of them, so the pages of the binary are shared as in a busy server.)
-        busy = [connect_from(f"127.0.2.{n % 4 + 1}", server.port) for n in range(100)]
+        busy = [muxtest.connect_from(f"127.0.2.{n % 4 + 1}", server.port) for n in range(100)]
         self.sockets += busy
         for sock in busy:
             sock.sendall(b"MUXUP/1 1000000 part\nxyz")
@@ -418,12 +380,12 @@ class ForkUploadLimits(UploadLimitsBase):
         if not sanitized:
             self.assertLess(sum(per_child) // len(per_child), 512 * 1024)
         honest = self.make_file("honest.bin", 1000)
-        code, out, err = self.upload(server, honest)
+        code, out, err = self.upload_client(server, honest)
         self.assertEqual(code, 0, err)
 
     def test_max_clients_bounds_the_processes(self):
         server = self.server("--max-clients", "5", "--max-per-address", "0")
-        socks = [connect_from("127.0.0.2", server.port) for _ in range(12)]
+        socks = [muxtest.connect_from("127.0.0.2", server.port) for _ in range(12)]
         self.sockets += socks
         for sock in socks:
             sock.sendall(b"MUXUP/1 1000 x\nabc")
@@ -443,7 +405,7 @@ class ForkUploadLimits(UploadLimitsBase):
         self.assertEqual(os.listdir(self.out), [])
         # The server goes on.
         path = self.make_file("after.bin", 1000)
-        code, out, err = self.upload(server, path)
+        code, out, err = self.upload_client(server, path)
         self.assertEqual(code, 0, err)
         self.assertEqual(os.listdir(self.out), ["after.bin"])
 
