@@ -327,7 +327,9 @@ class ChatServerCases(muxtest.ServerCases):
         for index, client in enumerate(clients[1:], start=1):
             notices = 150 - index - 1  # joins after this one
             got = client.lines(notices + 1)
-            self.assertEqual(got[-1], "[Client 1]: to all")
+            # The joins after its own, in order, then the broadcast: nothing lost or reordered.
+            self.assertEqual(got, [f"* Client {n} joined" for n in range(index + 2, 151)]
+                             + ["[Client 1]: to all"])
 
     def test_random_garbage_from_many_clients_is_survived(self):
         server = self.start("--max-line", "64", "--max-per-address", "0")
