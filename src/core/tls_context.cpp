@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "core/fd.hpp"
+#include "core/tls_memory.hpp"
 
 namespace mux {
 
@@ -54,6 +55,9 @@ int refuse_passphrase(char* /*buffer*/, int /*size*/, int /*rwflag*/, void* aske
 }
 
 UniqueSslCtx new_context(const SSL_METHOD* method) {
+  // Before the first SSL_CTX nothing in mux has made OpenSSL allocate, so the slots can still be
+  // installed (see tls_memory.hpp: idle TLS connections then cost what they keep, not 19 KiB).
+  (void)install_tls_buffer_slots();
   UniqueSslCtx context(SSL_CTX_new(method));
   if (!context) throw TlsConfigError("TLS: " + openssl_reason());
   SSL_CTX* ctx = context.get();
@@ -108,6 +112,13 @@ UniqueSslCtx build_server_context(const TlsServerConfig& config) {
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   static constexpr unsigned char kSessionContext[] = "mux";
   SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  // TLS 1.3: AES-128-GCM first, and the server's order decides (OpenSSL clients offer AES-256
+  // first). As strong as this needs, ~10% faster in bulk, and its SHA-256 transcript state is
+  // 200 bytes smaller than SHA-384's in every connection (10,000 idle clients: 2 MB).
+  SSL_CTX_set_ciphersuites(ctx,
+                           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                           "TLS_CHACHA20_POLY1305_SHA256");
+  SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
   load_certificate_and_key(ctx, config.cert_file, config.key_file);
   if (!config.client_ca_file.empty()) {
     check_readable("--tls-client-ca", config.client_ca_file);
