@@ -18,6 +18,12 @@
 // multi-byte marker could be cut by an ncat prefix, one byte cannot. Notices (`* ...`,
 // `<announce> ...`) contain none of the markers.
 //
+// --tls 1 speaks TLS to the server (mux chat-server --tls-cert ...) with OpenSSL: each client is
+// connected once its handshake is done, and every byte goes through SSL_read / SSL_write. With
+// --tls-ca FILE the server's chain is verified against that CA; without it nothing is verified.
+// That switch exists only here, in a load generator talking to a server it started itself on
+// loopback; mux's own clients offer pinning instead.
+//
 // Output: one JSON object on stdout. Diagnostics on stderr. Loopback addresses only; every phase
 // has a deadline, and alarm() ends the process if the loop itself ever hangs.
 #include <arpa/inet.h>
@@ -52,6 +58,8 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "core/fd.hpp"
 
@@ -129,6 +137,8 @@ struct Options {
   std::vector<pid_t> more_server_pids;
   pid_t broker_pid = 0;           // its CPU over the measured phase
   std::uint16_t broker_port = 0;  // a Redis on 127.0.0.1: INFO counters over the phase
+  bool tls = false;               // speak TLS (OpenSSL) to the server
+  std::string tls_ca;             // verify the server's chain against this CA ("": no check)
 };
 
 void usage() {
@@ -137,6 +147,7 @@ void usage() {
       "       [--senders S] [--lines M] [--rate R] [--duration SEC] [--line-bytes B]\n"
       "       [--timeout SEC] [--setup-timeout SEC] [--settle-ms MS] [--connect-window W]\n"
       "       [--server-pid PID] [--await-greeting 0|1] [--broker-pid PID --broker-port P]\n"
+      "       [--tls 0|1] [--tls-ca FILE]\n"
       "--port P1,P2 and --server-pid A,B: several servers sharing one room (round robin).\n"
       "--await-greeting 1 with a small window paces connects to servers with a short listen\n"
       "backlog (ncat listens with a backlog of 10 and greets every newcomer).\n",
@@ -210,6 +221,10 @@ Options parse_options(int argc, char** argv) {
       options.broker_port = parse_number<std::uint16_t>(flag, value);
     else if (flag == "--await-greeting")
       options.await_greeting = value == "1";
+    else if (flag == "--tls")
+      options.tls = value == "1";
+    else if (flag == "--tls-ca")
+      options.tls_ca = value;
     else
       fail(fmt::format("unknown flag {}", flag));
   }
@@ -392,8 +407,30 @@ BrokerCounters broker_counters(std::uint16_t port) {
   return counters;
 }
 
+struct SslFree {
+  void operator()(SSL* ssl) const noexcept { SSL_free(ssl); }
+};
+struct SslContextFree {
+  void operator()(SSL_CTX* context) const noexcept { SSL_CTX_free(context); }
+};
+
+// The last OpenSSL error queued on this thread, for a one-line failure.
+std::string ssl_error_text(int ssl_error) {
+  unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code != 0) {
+    char text[256];
+    ERR_error_string_n(code, text, sizeof text);
+    return text;
+  }
+  if (ssl_error == SSL_ERROR_SYSCALL) return errno != 0 ? std::strerror(errno) : "unexpected EOF";
+  return fmt::format("SSL error {}", ssl_error);
+}
+
 struct Client {
   mux::Fd fd;
+  std::unique_ptr<SSL, SslFree> ssl;  // --tls: freed before the socket closes
+  bool handshaking = false;           // --tls: TCP connected, TLS handshake under way
   bool connecting = false;
   bool connected = false;
   bool closed = false;
@@ -416,6 +453,7 @@ class ChatLoad {
     if (!epoll_) fail_errno("epoll_create1");
     clients_.resize(static_cast<std::size_t>(options_.clients));
     read_buffer_.resize(256 * 1024);
+    if (options_.tls) make_tls_context();
   }
 
   bool run() {
@@ -447,6 +485,54 @@ class ChatLoad {
   [[nodiscard]] const std::string& json() const noexcept { return json_; }
 
  private:
+  // --- TLS -------------------------------------------------------------------------------------
+
+  void make_tls_context() {
+    tls_.reset(SSL_CTX_new(TLS_client_method()));
+    if (!tls_) fail("SSL_CTX_new: " + ssl_error_text(0));
+    SSL_CTX_set_min_proto_version(tls_.get(), TLS1_2_VERSION);
+    // Partial writes: a 128 KiB burst goes out record by record as the socket takes it; the
+    // queued string may grow (and move) between a blocked write and its retry.
+    SSL_CTX_set_mode(tls_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                     SSL_MODE_RELEASE_BUFFERS);
+    if (options_.tls_ca.empty()) {
+      SSL_CTX_set_verify(tls_.get(), SSL_VERIFY_NONE, nullptr);  // a load generator, see top
+    } else {
+      if (SSL_CTX_load_verify_locations(tls_.get(), options_.tls_ca.c_str(), nullptr) != 1)
+        fail(fmt::format("--tls-ca {}: {}", options_.tls_ca, ssl_error_text(0)));
+      SSL_CTX_set_verify(tls_.get(), SSL_VERIFY_PEER, nullptr);
+    }
+  }
+
+  void start_handshake(std::size_t index) {
+    Client& client = clients_[index];
+    client.ssl.reset(SSL_new(tls_.get()));
+    if (!client.ssl || SSL_set_fd(client.ssl.get(), client.fd.get()) != 1)
+      fail("SSL_new: " + ssl_error_text(0));
+    SSL_set_connect_state(client.ssl.get());
+    client.handshaking = true;
+    drive_handshake(index);
+  }
+
+  void drive_handshake(std::size_t index) {
+    Client& client = clients_[index];
+    ERR_clear_error();
+    int rc = SSL_do_handshake(client.ssl.get());
+    if (rc == 1) {
+      client.handshaking = false;
+      mark_connected(index);
+      read_client(index);  // the server's first bytes may have come with its last flight
+      return;
+    }
+    int error = SSL_get_error(client.ssl.get(), rc);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+      set_writable_interest(index, error == SSL_ERROR_WANT_WRITE);
+      return;
+    }
+    fail(fmt::format("TLS handshake of client {}: {}", index, ssl_error_text(error)));
+  }
+
   // --- connecting -------------------------------------------------------------------------------
 
   void start_connect(std::size_t index) {
@@ -478,9 +564,14 @@ class ChatLoad {
       fail(fmt::format("connect client {}: {}", index, std::strerror(error)));
     }
     client.connecting = false;
-    client.connected = true;
-    ++in_connected_;
     set_writable_interest(index, false);
+    if (tls_) return start_handshake(index);
+    mark_connected(index);
+  }
+
+  void mark_connected(std::size_t index) {
+    clients_[index].connected = true;
+    ++in_connected_;
   }
 
   void connect_all() {
@@ -534,16 +625,63 @@ class ChatLoad {
         if ((fired & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) finish_connect(index);
         continue;
       }
+      if (client.handshaking) {
+        drive_handshake(index);
+        continue;
+      }
       if ((fired & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) read_client(index);
       if ((fired & EPOLLOUT) != 0 && !client.closed) write_client(index);
     }
     return ready;
   }
 
+  // Bytes from the socket or, with --tls, decrypted records: >0 bytes, 0 end, -1 errno set
+  // (EAGAIN: nothing now). A TLS read that needs the socket writable waits for EPOLLOUT.
+  ssize_t receive(std::size_t index, bool& more_buffered) {
+    Client& client = clients_[index];
+    more_buffered = false;
+    if (!client.ssl) return ::recv(client.fd.get(), read_buffer_.data(), read_buffer_.size(), 0);
+    ERR_clear_error();
+    int got = SSL_read(client.ssl.get(), read_buffer_.data(),
+                       static_cast<int>(std::min<std::size_t>(read_buffer_.size(), INT32_MAX)));
+    if (got > 0) {
+      // SSL_read returns one record at a time: keep reading until OpenSSL asks for the socket.
+      more_buffered = true;
+      return got;
+    }
+    int error = SSL_get_error(client.ssl.get(), got);
+    if (error == SSL_ERROR_ZERO_RETURN) return 0;
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+      if (error == SSL_ERROR_WANT_WRITE) set_writable_interest(index, true);
+      errno = EAGAIN;
+      return -1;
+    }
+    if (error == SSL_ERROR_SYSCALL && got == 0) return 0;  // EOF without close_notify
+    if (error != SSL_ERROR_SYSCALL) errno = EPROTO;
+    ERR_clear_error();
+    return -1;
+  }
+
+  ssize_t transmit(std::size_t index, const char* data, std::size_t size) {
+    Client& client = clients_[index];
+    if (!client.ssl) return ::send(client.fd.get(), data, size, MSG_NOSIGNAL);
+    ERR_clear_error();
+    int sent =
+        SSL_write(client.ssl.get(), data, static_cast<int>(std::min<std::size_t>(size, INT32_MAX)));
+    if (sent > 0) return sent;
+    int error = SSL_get_error(client.ssl.get(), sent);
+    // Either want: retry on the next writable event (TLS 1.3 without renegotiation never needs
+    // the socket readable to write after the handshake).
+    errno = (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) ? EAGAIN : EPIPE;
+    ERR_clear_error();
+    return -1;
+  }
+
   void read_client(std::size_t index) {
     Client& client = clients_[index];
     for (;;) {
-      ssize_t got = ::recv(client.fd.get(), read_buffer_.data(), read_buffer_.size(), 0);
+      bool more_buffered = false;
+      ssize_t got = receive(index, more_buffered);
       if (got > 0) {
         std::int64_t received_at = options_.mode == "latency" ? now_ns() : 0;
         bytes_received_ += static_cast<std::uint64_t>(got);
@@ -554,7 +692,8 @@ class ChatLoad {
         last_receive_ = Clock::now();
         consume(client, std::string_view(read_buffer_.data(), static_cast<std::size_t>(got)),
                 received_at);
-        if (static_cast<std::size_t>(got) < read_buffer_.size()) return;
+        if (!more_buffered && static_cast<std::size_t>(got) < read_buffer_.size()) return;
+        if (client.closed) return;
         continue;
       }
       if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -574,6 +713,7 @@ class ChatLoad {
   void close_client(std::size_t index) {
     Client& client = clients_[index];
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, client.fd.get(), nullptr);
+    client.ssl.reset();
     client.fd.reset();
     client.closed = true;
   }
@@ -653,8 +793,8 @@ class ChatLoad {
   void write_client(std::size_t index) {
     Client& client = clients_[index];
     while (client.out_offset < client.out.size()) {
-      ssize_t sent = ::send(client.fd.get(), client.out.data() + client.out_offset,
-                            client.out.size() - client.out_offset, MSG_NOSIGNAL);
+      ssize_t sent = transmit(index, client.out.data() + client.out_offset,
+                              client.out.size() - client.out_offset);
       if (sent > 0) {
         client.out_offset += static_cast<std::size_t>(sent);
         continue;
@@ -930,6 +1070,7 @@ class ChatLoad {
   sockaddr_storage address_{};
   socklen_t address_length_ = 0;
   mux::Fd epoll_;
+  std::unique_ptr<SSL_CTX, SslContextFree> tls_;  // --tls; outlives every client's SSL
   std::vector<Client> clients_;
   std::vector<epoll_event> events_;
   std::vector<char> read_buffer_;
