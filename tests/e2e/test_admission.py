@@ -84,11 +84,22 @@ class Dripper:
         self.socks = socks
         self.interval = interval
         self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.longest_gap = 0.0  # between two rounds of sends, since reset_gap()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def reset_gap(self):
+        with self.lock:
+            self.longest_gap = 0.0
+
     def _run(self):
+        last = time.monotonic()
         while not self.stopping.wait(self.interval):
+            now = time.monotonic()
+            with self.lock:
+                self.longest_gap = max(self.longest_gap, now - last)
+            last = now
             for sock in self.socks:
                 try:
                     sock.send(b"x")
@@ -186,11 +197,19 @@ class AdmissionCases(muxtest.ServerCases):
         # One byte every 20 ms never leaves the 100 ms quiet time: only the line's age ends it.
         dripper = Dripper([writer], 0.02)
         self.addCleanup(dripper.stop)
-        start = time.monotonic()
         prefix = f"[{writer_name}]: "
-        while not (line := reader.line(timeout=9)).startswith(prefix):
-            pass
-        elapsed = time.monotonic() - start
+        # On a loaded machine the dripper thread itself can sleep past the 100 ms quiet time:
+        # the server then rightly flushes the partial line as quiet. Such a round says nothing
+        # of the age limit; the next line starts a fresh round (at most three).
+        for _ in range(3):
+            start = time.monotonic()
+            while not (line := reader.line(timeout=9)).startswith(prefix):
+                pass
+            elapsed = time.monotonic() - start
+            if elapsed <= 4 and dripper.longest_gap >= 0.09:
+                dripper.reset_gap()
+                continue
+            break
         text = line[len(prefix):]
         self.assertTrue(text and set(text) == {"x"}, line)
         self.assertGreater(elapsed, 4)
