@@ -13,7 +13,7 @@ import muxtest
 import test_tls
 from muxtest import Server
 from test_redis import (BACK, REDIS_SERVER, SLOW, UNREACHABLE, Client, Redis, chat_server,
-                        free_port)
+                        free_port, local_room_still_works)
 
 PKI = None
 
@@ -80,13 +80,7 @@ class Guarded(unittest.TestCase):
         """One log line with `reason`; clients are told once and still hear each other."""
         self.assertEqual(server.log_count(r"redis: cannot reach"), 1)
         self.assertEqual(server.log_count(reason), 1)
-        one = self.client(server)
-        one.expect(UNREACHABLE)
-        two = self.client(server)
-        two.expect(UNREACHABLE)
-        one.expect(f"* {two.name} joined")
-        two.send("still here\n")
-        one.expect(f"[{two.name}]: still here")
+        local_room_still_works(lambda: self.client(server))
 
 
 @unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
