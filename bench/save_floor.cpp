@@ -2,7 +2,7 @@
 // loopback TCP can do when both ends hash the bytes, as mux does: one sender and one receiver,
 // each a single thread in its own process (and its own session, so its own scheduling group, as
 // bench/run starts mux's client and server). The sender preads 1 MiB chunks of the file from the
-// page cache, hashes each (XXH3-128, the same runtime-dispatched code mux uses) and sends it; the
+// page cache, hashes each (XXH3-128 through mux's own ContentHash) and sends it; the
 // receiver recvs 1 MiB, hashes it and writes it into a new file. At the sender's half-close the
 // receiver replies with its hash and the sender compares. No header, no event loop, no progress,
 // no reservation, no rename, no read-ahead thread: the difference between mux and this is what
@@ -13,10 +13,6 @@
 //                                         agree; DST must not exist (it is left for the caller)
 //
 // Loopback only.
-#define XXH_DISPATCH_DISABLE_REPLACE 1
-#include <xxh_x86dispatch.h>
-#include <xxhash.h>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -37,6 +33,7 @@
 #include <vector>
 
 #include "core/fd.hpp"
+#include "upload/content_hash.hpp"
 
 namespace {
 
@@ -45,30 +42,6 @@ constexpr std::size_t kChunk = 1 << 20;  // what mux's client and server use
 [[noreturn]] void fail(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
 }
-
-class Hash {
- public:
-  Hash() : state_(XXH3_createState()) {
-    if (state_ == nullptr) throw std::bad_alloc();
-    XXH3_128bits_reset(state_);
-  }
-  Hash(const Hash&) = delete;
-  Hash& operator=(const Hash&) = delete;
-  ~Hash() { XXH3_freeState(state_); }
-  void update(const char* data, std::size_t length) {
-    XXH3_128bits_update_dispatch(state_, data, length);
-  }
-  [[nodiscard]] std::string hex() const {
-    XXH128_hash_t hash = XXH3_128bits_digest(state_);
-    char text[33];
-    std::snprintf(text, sizeof text, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
-                  static_cast<unsigned long long>(hash.low64));
-    return text;
-  }
-
- private:
-  XXH3_state_t* state_;
-};
 
 void send_all(int fd, const char* data, std::size_t length) {
   while (length > 0) {
@@ -90,7 +63,7 @@ int receive(mux::Fd listener, const char* output) {
   mux::Fd file(::open(output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!file) fail(output);
   std::vector<char> buffer(kChunk);
-  Hash hash;
+  mux::ContentHash hash;
   while (true) {
     ssize_t got = ::recv(socket.get(), buffer.data(), buffer.size(), 0);
     if (got < 0 && errno == EINTR) continue;
@@ -127,7 +100,7 @@ int send_file(int port, const char* source) {
     fail("connect");
   }
   std::vector<char> buffer(kChunk);
-  Hash hash;
+  mux::ContentHash hash;
   for (std::uint64_t done = 0; done < size;) {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, size - done));
     ssize_t got = ::pread(file.get(), buffer.data(), want, static_cast<off_t>(done));
