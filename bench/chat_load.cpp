@@ -62,6 +62,8 @@
 #include <openssl/ssl.h>
 
 #include "core/fd.hpp"
+#include "core/tls_context.hpp"
+#include "core/tls_stream.hpp"
 
 namespace {
 
@@ -407,13 +409,6 @@ BrokerCounters broker_counters(std::uint16_t port) {
   return counters;
 }
 
-struct SslFree {
-  void operator()(SSL* ssl) const noexcept { SSL_free(ssl); }
-};
-struct SslContextFree {
-  void operator()(SSL_CTX* context) const noexcept { SSL_CTX_free(context); }
-};
-
 // The last OpenSSL error queued on this thread, for a one-line failure.
 std::string ssl_error_text(int ssl_error) {
   unsigned long code = ERR_get_error();
@@ -429,8 +424,8 @@ std::string ssl_error_text(int ssl_error) {
 
 struct Client {
   mux::Fd fd;
-  std::unique_ptr<SSL, SslFree> ssl;  // --tls: freed before the socket closes
-  bool handshaking = false;           // --tls: TCP connected, TLS handshake under way
+  mux::UniqueSsl ssl;        // --tls: freed before the socket closes
+  bool handshaking = false;  // --tls: TCP connected, TLS handshake under way
   bool connecting = false;
   bool connected = false;
   bool closed = false;
@@ -1070,7 +1065,7 @@ class ChatLoad {
   sockaddr_storage address_{};
   socklen_t address_length_ = 0;
   mux::Fd epoll_;
-  std::unique_ptr<SSL_CTX, SslContextFree> tls_;  // --tls; outlives every client's SSL
+  mux::UniqueSslCtx tls_;  // --tls; outlives every client's SSL
   std::vector<Client> clients_;
   std::vector<epoll_event> events_;
   std::vector<char> read_buffer_;
