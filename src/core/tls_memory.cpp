@@ -39,7 +39,6 @@ void* BufferSlots::take() {
   } else {
     return nullptr;
   }
-  ++in_use_;
   return base_ + std::size_t{slot} * slot_size_;
 }
 
@@ -47,7 +46,6 @@ void BufferSlots::give_back(void* pointer) {
   auto offset = static_cast<std::size_t>(static_cast<char*>(pointer) - base_);
   auto slot = static_cast<std::uint32_t>(offset / slot_size_);
   std::lock_guard lock(mutex_);
-  --in_use_;
   if (ready_.size() < kept_ready_) {
     ready_.push_back(slot);
     return;
@@ -59,7 +57,8 @@ void BufferSlots::give_back(void* pointer) {
 
 std::size_t BufferSlots::in_use() const {
   std::lock_guard lock(mutex_);
-  return in_use_;
+  // Every slot ever handed out is in use, ready or empty.
+  return never_used_ - ready_.size() - empty_.size();
 }
 
 std::size_t BufferSlots::ready() const {

@@ -57,7 +57,6 @@ class BufferSlots {
   std::uint32_t never_used_ = 0;      // slots [never_used_, slots_) were never touched
   std::vector<std::uint32_t> ready_;  // freed, pages still resident: reused first (LIFO)
   std::vector<std::uint32_t> empty_;  // freed, pages given back
-  std::size_t in_use_ = 0;
 };
 
 // OpenSSL allocations of at least this size, or of exactly one page, go to slots.
