@@ -1,4 +1,4 @@
-"""The folder dependencies DESIGN.md fixes, checked on the sources: main -> cli -> chat, upload ->
+"""The folder dependencies ARCHITECTURE.md fixes, checked on the sources: main -> cli -> chat, upload ->
 core. Only cli/ includes CLI11; chat/ and upload/ never include cli/; core/ includes nothing of
 chat/, upload/ or cli/; chat/ and upload/ do not include each other."""
 
