@@ -263,6 +263,18 @@ class RedisConnection {
 
   [[nodiscard]] bool failed() const noexcept { return failed_; }
 
+  // The link gives this connection up (a stall, a failed setup step): every callback still
+  // waiting hears of it with a null reply, from a deferred call, so no caller waits forever.
+  void abandon() {
+    failed_ = true;
+    auto callbacks = std::exchange(pending_, {});
+    loop_.defer([callbacks = std::move(callbacks)]() mutable {
+      for (auto& [id, callback] : callbacks) {
+        if (id != kSubscriptionId && callback) callback(nullptr);
+      }
+    });
+  }
+
  private:
   static constexpr std::uint64_t kSubscriptionId = 1;
 
@@ -387,6 +399,7 @@ void RedisLink::start() {
 void RedisLink::connect() {
   retry_timer_ = 0;
   ready_count_ = 0;
+  subscribed_ = false;
   ping_outstanding_ = false;
   auto on_failure = [this](const std::string& why) { fail(why); };
   commands_ = std::make_unique<RedisConnection>(loop_, url_, on_failure, relays_.get(), tls_.get());
@@ -414,20 +427,25 @@ void RedisLink::connect() {
   commands_->send({"PING"}, [this](const RedisValue* reply) {
     if (reply != nullptr && !reply->is_error()) connection_ready();
   });
+  // Redis is a peer like any other: a confirmation that comes twice, or one for another channel,
+  // counts once or not at all (each extra one used to add a PING timer that outlived the link).
   subscriber_->subscribe(channel_, [this](const RedisValue* reply) {
     if (reply == nullptr || reply->type != RedisValue::Type::array || reply->elements.size() < 3)
       return;
     const std::string& kind = reply->elements[0].text;
     if (kind == "subscribe") {
+      if (subscribed_ || reply->elements[1].text != channel_) return;
+      subscribed_ = true;
       connection_ready();
-    } else if (kind == "message" && handlers_.message) {
+    } else if (kind == "message" && subscribed_ && handlers_.message) {
+      if (reply->elements[2].type != RedisValue::Type::string) return;
       handlers_.message(reply->elements[2].text);
     }
   });
 }
 
 void RedisLink::connection_ready() {
-  if (++ready_count_ < 2) return;
+  if (up_ || ++ready_count_ < 2) return;
   loop_.cancel_timer(std::exchange(connect_timer_, 0));
   up_ = true;
   last_failure_.clear();
@@ -437,6 +455,7 @@ void RedisLink::connection_ready() {
 }
 
 void RedisLink::check_alive() {
+  if (!up_ || !commands_) return;
   if (ping_outstanding_) {
     if (EventLoop::Clock::now() - ping_sent_ >= kStallTimeout)
       fail(fmt::format("{}: no reply for {} ms", url_.describe(), kStallTimeout.count()));
@@ -455,6 +474,9 @@ void RedisLink::fail(const std::string& why) {
   last_failure_ = why;
   loop_.cancel_timer(std::exchange(connect_timer_, 0));
   loop_.cancel_timer(std::exchange(ping_timer_, 0));
+  // A stalled Redis still holds the replies of a join or a nick claim: fail them now.
+  if (commands_) commands_->abandon();
+  if (subscriber_) subscriber_->abandon();
   // Destroying a connection frees its context; hiredis may be on the stack, so defer it.
   std::shared_ptr<RedisConnection> old_commands(std::move(commands_));
   std::shared_ptr<RedisConnection> old_subscriber(std::move(subscriber_));

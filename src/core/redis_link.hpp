@@ -115,6 +115,7 @@ class RedisLink {
   EventLoop::Clock::time_point ping_sent_{};
   bool ping_outstanding_ = false;
   int ready_count_ = 0;
+  bool subscribed_ = false;  // this attempt's subscription confirmed (a repeat is ignored)
   bool up_ = false;
   std::string last_failure_;
 };

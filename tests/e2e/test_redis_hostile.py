@@ -1,0 +1,212 @@
+"""Redis as an untrusted peer (issue 21, D-findings): chat-server must survive a hostile or stalled
+Redis in both serve modes. The normal paths use a real redis-server on a free loopback port; the
+hostile replies come from FakeRedis, a small RESP server in this file that answers what mux asks
+and replays the sequences a hostile server could send (a stock redis-server never sends them)."""
+
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import muxtest
+from muxtest import LineReader
+from test_redis import REDIS_SERVER, SLOW, UNREACHABLE, WELCOME, Client, Redis, free_port, resp
+
+CHANNEL = "mux:room:test:events"
+
+
+def bulk(value):
+    value = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class FakeRedis:
+    """A RESP server on 127.0.0.1 that answers chat-server's commands. `duplicate_subscribe`:
+    how many times each SUBSCRIBE is confirmed (Redis sends one). drop() closes every connection
+    and stops listening, so the link is lost and every reconnect is refused."""
+
+    def __init__(self, duplicate_subscribe=1, extra_after_subscribe=b""):
+        self.duplicate_subscribe = duplicate_subscribe
+        self.extra_after_subscribe = extra_after_subscribe
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.connections = []
+        self.subscribes = 0
+        self.lock = threading.Lock()
+        self.counter = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while self.running:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _commands(conn):
+        """Yields each command (a list of bytes) sent on `conn` until it closes."""
+        buffer = b""
+
+        def need(count):
+            nonlocal buffer
+            while len(buffer) < count:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buffer += chunk
+
+        def line():
+            nonlocal buffer
+            while b"\r\n" not in buffer:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buffer += chunk
+            head, _, buffer = buffer.partition(b"\r\n")
+            return head
+
+        while True:
+            head = line()
+            assert head.startswith(b"*"), head
+            args = []
+            for _ in range(int(head[1:])):
+                length = int(line()[1:])
+                need(length + 2)
+                args.append(buffer[:length])
+                buffer = buffer[length + 2:]
+            yield args
+
+    def _serve(self, conn):
+        try:
+            for args in self._commands(conn):
+                name = args[0].upper()
+                if name == b"SUBSCRIBE":
+                    confirm = b"*3\r\n" + bulk("subscribe") + bulk(args[1]) + b":1\r\n"
+                    with self.lock:
+                        self.subscribes += 1
+                    conn.sendall(confirm * self.duplicate_subscribe + self.extra_after_subscribe)
+                elif name == b"PING":
+                    conn.sendall(b"+PONG\r\n")
+                elif name == b"INCR":
+                    with self.lock:
+                        self.counter += 1
+                        conn.sendall(b":%d\r\n" % self.counter)
+                elif name in (b"EVAL", b"XREVRANGE"):
+                    conn.sendall(b"*0\r\n")
+                elif name in (b"AUTH", b"SELECT"):
+                    conn.sendall(b"+OK\r\n")
+                else:
+                    conn.sendall(b":0\r\n")
+        except (EOFError, OSError):
+            pass
+
+    def drop(self):
+        """Closes every connection and the listener: the link is lost, reconnects are refused."""
+        self.running = False
+        self.listener.close()
+        with self.lock:
+            for conn in self.connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+
+    def close(self):
+        if self.running:
+            self.drop()
+
+
+class HostileRedisCases(muxtest.ServerCases):
+    def start_with(self, url, *args):
+        server = self.start("--redis", url, "--room", "test", *args)
+        server.wait_for_log(r"redis: connected to", timeout=SLOW)
+        return server
+
+    def client(self, server):
+        client = Client(server)
+        self.addCleanup(client.close)
+        return client
+
+    def test_d6_repeated_subscribe_confirmations_then_link_lost(self):
+        # Three confirmations for one SUBSCRIBE, then stray subscription replies: each extra
+        # confirmation used to start another PING timer that survived the link, and the first
+        # tick after the link dropped called into a connection that no longer existed (SIGSEGV).
+        stray = (b"*3\r\n" + bulk("subscribe") + bulk("another-channel") + b":2\r\n"
+                 + b"*3\r\n" + bulk("message") + bulk(CHANNEL) + b":7\r\n"
+                 + b"*2\r\n" + bulk("message") + bulk(CHANNEL)
+                 + b"*3\r\n" + bulk("pong") + bulk("") + bulk(""))
+        fake = FakeRedis(duplicate_subscribe=3, extra_after_subscribe=stray)
+        self.addCleanup(fake.close)
+        server = self.start_with(fake.url)
+        first = self.client(server)
+        time.sleep(2.5)  # a few PING periods with the extra timers (if any) running
+        fake.drop()
+        first.expect(UNREACHABLE)
+        time.sleep(4)  # several PING periods with the link down
+        self.assertIsNone(server.proc.poll(), server.stdout_lines[-20:])
+        late = self.client(server)
+        late.expect(UNREACHABLE)
+        first.expect(f"* {late.name} joined")
+        late.send("alive\n")
+        first.expect(f"[{late.name}]: alive")
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class RealRedisCases(HostileRedisCases):
+    def real_redis(self):
+        redis = Redis()
+        self.addCleanup(redis.close)
+        return redis
+
+    def test_d5_joiners_during_a_stall_are_welcomed(self):
+        # A Redis that stops answering (a slow Lua script, SIGSTOP) for longer than the stall
+        # timeout: the clients that joined meanwhile used to wait forever for their number.
+        redis = self.real_redis()
+        server = self.start_with(redis.url)
+        first = self.client(server)
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            joiners = []
+            for _ in range(5):
+                sock = server.connect()
+                self.addCleanup(sock.close)
+                joiners.append(LineReader(sock))
+                time.sleep(0.2)
+            started = time.monotonic()
+            for reader in joiners:
+                self.assertRegex(reader.line(SLOW), WELCOME)
+            waited = time.monotonic() - started
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        # Within the stall timeout (3 s) and one PING period, not after Redis came back.
+        self.assertLess(waited, 6)
+        first.skip_to(UNREACHABLE)
+        first.skip_to("* the other servers are back: the room is whole again", timeout=3 * SLOW)
+
+
+class SingleFake(RealRedisCases, unittest.TestCase):
+    MODE = "single"
+
+
+class ForkFake(RealRedisCases, unittest.TestCase):
+    MODE = "fork"
+
+
+if __name__ == "__main__":
+    muxtest.main()
