@@ -90,10 +90,10 @@ class ChatServer final : public MemberOwner {
     check_redis_tls_flags(options);
     if (!options.redis_url.empty()) {
       // In fork mode too the parent holds the room, so it alone talks to Redis.
-      bus_ = std::make_unique<RedisRoomBus>(loop_, logger_, room_,
-                                            parse_redis_url(options.redis_url), options.redis_tls,
-                                            options.room, static_cast<std::size_t>(options.history),
-                                            static_cast<std::size_t>(options.max_line));
+      bus_ = std::make_unique<RedisRoomBus>(
+          loop_, logger_, room_, parse_redis_url(options.redis_url), options.redis_tls,
+          options.room, static_cast<std::size_t>(options.history),
+          static_cast<std::size_t>(options.max_line), remote_limits(options));
       room_.set_bus(bus_.get());
     }
     access_.logger = &logger_;
@@ -164,6 +164,12 @@ class ChatServer final : public MemberOwner {
   }
 
  private:
+  // Lines from the other servers get each sender the same limits as a local client.
+  static chat::RemoteLimits remote_limits(const ChatServerOptions& options) {
+    ClientLimits limits = client_limits(options);
+    return {limits.line_rate, limits.line_burst, limits.byte_rate, limits.byte_burst};
+  }
+
   static ClientLimits client_limits(const ChatServerOptions& options) {
     ClientLimits limits;
     limits.line_rate = static_cast<double>(options.line_rate);

@@ -88,7 +88,8 @@ std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t
 
 RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
                            const TlsClientConfig& tls, const std::string& room_name,
-                           std::size_t history_limit, std::size_t max_line)
+                           std::size_t history_limit, std::size_t max_line,
+                           chat::RemoteLimits limits)
     : loop_(loop),
       logger_(logger),
       room_(room),
@@ -102,7 +103,8 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, Redi
           RedisLink::Handlers{[this] { on_up(); }, [this](const std::string& why) { on_down(why); },
                               [this](std::string_view payload) { on_message(payload); },
                               [this](const std::string& why) { on_attempt_failed(why); }},
-          tls) {}
+          tls),
+      flood_gate_(limits) {}
 
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
@@ -214,6 +216,17 @@ void RedisRoomBus::flush() {
 }
 
 void RedisRoomBus::on_message(std::string_view payload) {
+  if (payload.size() > kMaxMessageBytes) {
+    // One line per second at most: whoever sends them could otherwise flood the log instead.
+    ++oversized_dropped_;
+    auto now = EventLoop::Clock::now();
+    if (now - oversized_logged_ >= std::chrono::seconds(1)) {
+      logger_.info("redis: dropped an oversized room message ({} bytes; {} since the last report)",
+                   payload.size(), std::exchange(oversized_dropped_, 0));
+      oversized_logged_ = now;
+    }
+    return;
+  }
   std::optional<chat::RoomBatch> batch = chat::decode_room_events(payload, max_line_);
   if (!batch) {
     logger_.info("redis: dropped a malformed room message ({} bytes): \"{}\"", payload.size(),
@@ -239,10 +252,25 @@ void RedisRoomBus::on_message(std::string_view payload) {
         break;
     }
   }
-  room_.apply_remote(batch->events);
+  drop_floods(*batch);
+  if (!batch->events.empty()) room_.apply_remote(batch->events);
+}
+
+void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
+  auto now = chat::RemoteFloodGate::Clock::now();
+  std::erase_if(batch.events, [&](const chat::RoomEvent& event) {
+    std::size_t bytes = event.name.size() + event.text.size() + 1;
+    auto verdict = flood_gate_.admit(batch.server_id, event.name, bytes, now);
+    if (verdict == chat::RemoteFloodGate::Verdict::first_drop) {
+      logger_.info("redis: {} on server {} sends too fast: dropping its lines", event.name,
+                   batch.server_id);
+    }
+    return verdict != chat::RemoteFloodGate::Verdict::pass;
+  });
 }
 
 void RedisRoomBus::heartbeat() {
+  flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
   link_.command({"EVAL", kHeartbeatScript, "2", key("servers"), key("members:") + server_id_,
                  server_id_, std::to_string(kPresenceTtl.count()), key("members:")},
                 [this, alive = std::weak_ptr<bool>(alive_),

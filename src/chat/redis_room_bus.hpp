@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
 #include "core/event_loop.hpp"
 #include "core/redis_link.hpp"
@@ -34,11 +35,14 @@ class RedisRoomBus final : public RoomBus {
   static constexpr std::chrono::milliseconds kPresenceTtl{4000};
   // A batch's events are published at the latest at this size.
   static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+  // No chat-server publishes more than a batch and its last event (three fields): a bigger
+  // message on the channel was written by something else and is dropped unread.
+  static constexpr std::size_t kMaxMessageBytes = kMaxBatchBytes + 4 * chat::kMaxFieldBytes;
 
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
                const TlsClientConfig& tls, const std::string& room_name, std::size_t history_limit,
-               std::size_t max_line);
+               std::size_t max_line, chat::RemoteLimits limits);
   RedisRoomBus(const RedisRoomBus&) = delete;
   RedisRoomBus& operator=(const RedisRoomBus&) = delete;
   ~RedisRoomBus() override;
@@ -60,6 +64,8 @@ class RedisRoomBus final : public RoomBus {
   void on_down(const std::string& why);
   void on_attempt_failed(const std::string& why);
   void on_message(std::string_view payload);
+  // The events that pass the remote flood control (a flood's first drop is logged).
+  void drop_floods(chat::RoomBatch& batch);
   void flush();
   void heartbeat();
   // `batches_then`: batches_seen_ when the heartbeat was sent (see apply_presence).
@@ -78,6 +84,9 @@ class RedisRoomBus final : public RoomBus {
   std::size_t history_limit_;
   std::size_t max_line_;
   RedisLink link_;
+  chat::RemoteFloodGate flood_gate_;
+  std::size_t oversized_dropped_ = 0;  // since the last log line about them
+  EventLoop::Clock::time_point oversized_logged_{};
   std::string batch_;  // this loop batch's encoded events
   bool flush_scheduled_ = false;
   // The other servers' members, by server id.

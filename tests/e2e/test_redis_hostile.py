@@ -199,6 +199,32 @@ class RealRedisCases(HostileRedisCases):
         first.skip_to(UNREACHABLE)
         first.skip_to("* the other servers are back: the room is whole again", timeout=3 * SLOW)
 
+    def test_d2_one_huge_publish_disconnects_nobody(self):
+        # One 20 MB PUBLISH of valid-looking events on the room's channel (anyone with access to
+        # Redis can send it): it used to be queued whole to every reader, over --max-queue.
+        redis = self.real_redis()
+        server = self.start_with(redis.url)
+        readers = [self.client(server) for _ in range(3)]
+        line = b"m 3:Eve 1000:" + b"x" * 1000 + b" 0:\n"
+        payload = b"MUXROOM1 evil-1\n" + line * (20 * 1024 * 1024 // len(line))
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=SLOW) as sock:
+            sock.sendall(resp("PUBLISH", CHANNEL, payload))
+            self.assertEqual(LineReader(sock).line(SLOW), ":1\r")
+        server.wait_for_log(r"redis: dropped an oversized room message", timeout=SLOW)
+        # Many messages within the size limit from one name, as fast as Redis takes them: the
+        # name's flood control keeps what reaches the readers to its burst, as for a local client.
+        medium = b"MUXROOM1 evil-2\n" + line * 300
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=SLOW) as sock:
+            sock.sendall(resp("PUBLISH", CHANNEL, medium) * 60)
+            reader = LineReader(sock)
+            self.assertEqual([reader.line(SLOW) for _ in range(60)], [":1\r"] * 60)
+        time.sleep(1)  # the readers read nothing meanwhile
+        readers[0].send("still here\n")
+        for reader in readers[1:]:
+            reader.skip_to(f"[{readers[0].name}]: still here")
+        self.assertLessEqual(server.log_count(r"left \(too slow"), 0)
+        server.wait_for_log(r"redis: Eve on server evil-2 sends too fast", timeout=SLOW)
+
 
 class SingleFake(RealRedisCases, unittest.TestCase):
     MODE = "single"
