@@ -263,6 +263,9 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
               "Seconds the server may take no data, or not reply after the last byte, before "
               "giving up; 0: never",
               {0, 86'400}, "SECONDS");
+  flags.size("--limit-rate", options.limit_rate,
+             "Send at most this many bytes per second (500K, 10M; default: unlimited)",
+             {1 * KiB, 1024 * TiB});
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ int run_upload_client(const UploadClientOptions& options) {
                       std::move(header), std::move(link.socket), std::move(link.stream), server,
                       progress);
   sender.set_stall_timeout(std::chrono::seconds{options.timeout});
+  sender.set_rate_limit(options.limit_rate);
   UploadSender::Result result = sender.run();
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

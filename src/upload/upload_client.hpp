@@ -16,6 +16,7 @@ struct UploadClientOptions {
   std::string name;        // empty: the file's basename
   std::uint64_t timeout =
       30;  // seconds without progress (sending, or awaiting the reply); 0: never
+  std::uint64_t limit_rate = 0;  // --limit-rate: bytes per second at most; 0: unlimited
 };
 
 int run_upload_client(const UploadClientOptions& options);

@@ -27,6 +27,7 @@ constexpr std::size_t kMaxReplyLine = 4096;
 constexpr std::chrono::milliseconds kRedrawInterval{100};
 // How often a stalled send or a missing reply is looked for.
 constexpr std::chrono::milliseconds kProgressCheckInterval{250};
+constexpr double kMinRateBurst = 1460;
 
 // Text from the server ends up on a terminal: no control bytes.
 std::string printable(std::string_view text) {
@@ -50,6 +51,17 @@ UploadSender::UploadSender(UploadSource source, std::string source_label, std::s
       server_(std::move(server)),
       progress_(progress),
       started_(EventLoop::Clock::now()) {}
+
+void UploadSender::set_rate_limit(std::uint64_t bytes_per_second) {
+  if (bytes_per_second == 0) {
+    rate_limit_.reset();
+    return;
+  }
+  // A tenth of a second of burst keeps the rate smooth at any scale; at least one TCP segment's
+  // worth, so a tiny rate still sends whole segments rather than a byte at a time.
+  double rate = static_cast<double>(bytes_per_second);
+  rate_limit_.emplace(rate, std::max(rate / 10, kMinRateBurst), TokenBucket::Clock::now());
+}
 
 UploadSender::Result UploadSender::run() {
   loop_.watch(socket_.get(), EPOLLIN | EPOLLOUT,
@@ -101,8 +113,12 @@ void UploadSender::send_more() {
     if (header_left > 0)
       chunks[count++] = {const_cast<char*>(header_line_.data() + header_sent_), header_left};
     std::optional<std::string_view> chunk = reader_->front();
-    if (chunk) {
+    std::size_t allowance = rate_allowance();
+    if (chunk && allowance == 0 && header_left == 0) return pause_for_rate();
+    if (chunk && allowance > 0) {
       chunk->remove_prefix(chunk_sent_);
+      // Only what the bucket allows: the rest of the chunk stays for the next turn.
+      if (chunk->size() > allowance) *chunk = chunk->substr(0, allowance);
       chunks[count++] = {const_cast<char*>(chunk->data()), chunk->size()};
     } else if (header_left == 0) {
       if (reader_->at_end()) {
@@ -131,7 +147,8 @@ void UploadSender::send_more() {
     sent_ += written;
     chunk_sent_ += written;
     last_progress_ = EventLoop::Clock::now();
-    if (written == chunk->size()) {  // chunk was what remained of the front chunk
+    if (rate_limit_) rate_limit_->take(static_cast<double>(written), TokenBucket::Clock::now());
+    if (chunk_sent_ == reader_->front()->size()) {  // the front chunk is all sent
       reader_->pop_front();
       chunk_sent_ = 0;
     }
@@ -143,6 +160,31 @@ void UploadSender::send_more() {
       return;
     }
   }
+}
+
+std::size_t UploadSender::rate_allowance() {
+  if (!rate_limit_) return SIZE_MAX;
+  double level = rate_limit_->level(TokenBucket::Clock::now());
+  return level < 1 ? 0 : static_cast<std::size_t>(level);
+}
+
+// The loop's timer, not a sleep: the reply (an early ERR), signals and redraws are still served.
+void UploadSender::pause_for_rate() {
+  rate_paused_ = true;
+  loop_.modify(socket_.get(), EPOLLIN);
+  // Wait for a quarter of the burst rather than the first byte: fewer, larger sends.
+  auto wait = rate_limit_->time_until(rate_limit_->burst() / 4, TokenBucket::Clock::now());
+  auto delay = std::chrono::ceil<std::chrono::milliseconds>(wait);
+  loop_.add_timer(std::max(delay, std::chrono::milliseconds{1}),
+                  [this] { resume_after_rate_pause(); });
+}
+
+void UploadSender::resume_after_rate_pause() {
+  rate_paused_ = false;
+  if (!sending_ || loop_.stopping() || waiting_for_chunk_) return;
+  last_progress_ = EventLoop::Clock::now();  // the pause was ours, not the server's
+  loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
+  send_more();
 }
 
 void UploadSender::wait_for_chunk() {
@@ -160,6 +202,7 @@ void UploadSender::on_chunk_ready() {
   reader_->clear_ready();
   if (!waiting_for_chunk_ || !sending_ || loop_.stopping()) return;
   waiting_for_chunk_ = false;
+  if (rate_paused_) return;  // the rate timer turns EPOLLOUT back on
   loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
   send_more();
 }
@@ -180,7 +223,7 @@ void UploadSender::half_close() {
 }
 
 void UploadSender::check_progress() {
-  if (waiting_for_chunk_) {  // our own disk is slow, not the server
+  if (waiting_for_chunk_ || rate_paused_) {  // our own disk or --limit-rate, not the server
     last_progress_ = EventLoop::Clock::now();
     return;
   }

@@ -15,6 +15,7 @@
 #include "core/byte_stream.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
+#include "core/rate_limit.hpp"
 #include "upload/chunk_reader.hpp"
 #include "upload/upload_source.hpp"
 
@@ -41,6 +42,9 @@ class UploadSender {
   // Gives up (run() throws) when sending makes no progress, or the reply does not come, for this
   // long; zero: never. Default 30 s.
   void set_stall_timeout(std::chrono::seconds timeout) noexcept { stall_timeout_ = timeout; }
+  // --limit-rate: at most this many bytes of the file per second (a token bucket refilled by the
+  // loop's clock, with a tenth of a second of burst); 0: as fast as the link goes.
+  void set_rate_limit(std::uint64_t bytes_per_second);
 
   // Sends everything and waits for the reply. Returns only when the server confirmed the byte
   // count and the hash; throws std::runtime_error with a message for people otherwise.
@@ -50,6 +54,9 @@ class UploadSender {
   void on_socket(std::uint32_t events);
   void send_more();
   void wait_for_chunk();
+  [[nodiscard]] std::size_t rate_allowance();
+  void pause_for_rate();
+  void resume_after_rate_pause();
   void on_chunk_ready();
   void finish_sending();
   void half_close();
@@ -78,6 +85,8 @@ class UploadSender {
   std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
   bool waiting_for_chunk_ = false;
+  std::optional<TokenBucket> rate_limit_;  // --limit-rate; none: unlimited
+  bool rate_paused_ = false;               // EPOLLOUT off until the bucket refills
   std::string final_hash_;
   std::string saved_name_;  // from the OK reply, sanitized
   std::string reply_text_;

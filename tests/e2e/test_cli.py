@@ -15,6 +15,8 @@ COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet"]
 # How both clients reach their server (core/client_link.hpp).
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
                      "--tls-cert", "--tls-key", "--token-file"]
+# Interrupted uploads (test_resume.py).
+RESUME_CLIENT_FLAGS = ["--limit-rate"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
@@ -28,7 +30,8 @@ FLAGS = {
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
                                      "--tls-client-ca", "--allow", "--deny", "--token-file"],
-    "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"],
+    "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"]
+    + RESUME_CLIENT_FLAGS,
 }
 # What each subcommand needs besides the flag under test, so that flag is the only problem.
 REQUIRED_ARGS = {"upload-client": ["--file", "/dev/null"]}
