@@ -50,6 +50,7 @@ Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<By
   IoResult opening = stream_->handshake();
   if (opening.ok()) {
     state_ = State::open;
+    handshake_done_ = true;
   } else if (opening.blocked()) {
     arm_phase_timer(context_.handshake_timeout, "handshake timed out");
   }
@@ -121,6 +122,7 @@ void Connection::drive_handshake() {
   if (result.blocked()) return update_interest();
   if (!result.ok()) return close_now(fmt::format("handshake failed: {}", result.describe()));
   state_ = State::open;
+  handshake_done_ = true;
   context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
   update_interest();
   write_now();  // what the owner sent meanwhile

@@ -134,7 +134,9 @@ class Connection {
 
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
   [[nodiscard]] std::size_t queued() const noexcept { return queue_.bytes(); }
-  [[nodiscard]] bool ready() const noexcept { return state_ != State::handshaking; }
+  // The opening handshake completed (plain TCP: at once). False for good once it failed, even
+  // though the connection is then closed rather than handshaking.
+  [[nodiscard]] bool ready() const noexcept { return handshake_done_; }
   [[nodiscard]] bool closed() const noexcept { return state_ == State::closed; }
   [[nodiscard]] bool closing() const noexcept {
     return state_ == State::draining || state_ == State::lingering || state_ == State::closed;
@@ -184,6 +186,7 @@ class Connection {
   bool input_ended_ = false;
   bool flush_scheduled_ = false;
   bool shutdown_pending_ = false;  // shutdown_write() would block (TLS close_notify)
+  bool handshake_done_ = false;
 };
 
 }  // namespace mux
