@@ -12,6 +12,9 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
+#include <vector>
+
+#include <fmt/ranges.h>
 
 #include "chat/chat_access.hpp"
 #include "chat/chat_protocol.hpp"
@@ -335,6 +338,19 @@ class ChatServer final : public MemberOwner {
 };
 
 }  // namespace
+
+std::string check_chat_server(const ChatServerOptions& options) {
+  std::vector<std::string> checked;
+  if (make_server_tls(options.access)) checked.emplace_back("TLS certificate and key");
+  if (load_server_tokens(options.access).required()) checked.emplace_back("--token-file");
+  check_redis_tls_flags(options);
+  if (!options.redis_url.empty()) {
+    RedisUrl url = parse_redis_url(options.redis_url);
+    if (url.tls) (void)make_redis_tls(options.redis_tls, url.host);
+    checked.emplace_back(url.tls ? "--redis URL and its TLS settings" : "--redis URL");
+  }
+  return fmt::format("{}", fmt::join(checked, ", "));
+}
 
 int run_chat_server(const ChatServerOptions& options) {
   block_server_signals();

@@ -39,4 +39,9 @@ struct ChatServerOptions {
 
 int run_chat_server(const ChatServerOptions& options);
 
+// --check: loads what run_chat_server() would (TLS certificate and key, token file, the --redis
+// URL and its TLS files) without listening or connecting to Redis. Returns what was checked;
+// throws as run_chat_server() would at start-up.
+std::string check_chat_server(const ChatServerOptions& options);
+
 }  // namespace mux

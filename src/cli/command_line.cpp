@@ -1,6 +1,12 @@
 #include "cli/command_line.hpp"
 
+#include "cli/config_file.hpp"
+#include "core/fd.hpp"
 #include "core/interrupted.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -105,6 +111,26 @@ void append_rows(std::string& help, const std::vector<std::pair<std::string, std
       help += fmt::format("  {:{}}  {}\n", "", width, line);
   }
   std::replace(help.begin(), help.end(), '\x01', ' ');
+}
+
+// Reads all of the --config file into `text`; returns why it could not, or "".
+std::string read_config_file(const std::string& path, std::string& text) {
+  // A config file is a few hundred bytes; the bound keeps a wrong path (a disk image, a pipe
+  // that never ends) from being read whole.
+  constexpr std::size_t kMaxConfigBytes = 1 << 20;
+  Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (!file) return std::strerror(errno);
+  struct stat status {};
+  if (::fstat(file.get(), &status) == 0 && S_ISDIR(status.st_mode)) return std::strerror(EISDIR);
+  char buffer[4096];
+  while (true) {
+    ssize_t got = ::read(file.get(), buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return std::strerror(errno);
+    if (got == 0) return {};
+    text.append(buffer, static_cast<std::size_t>(got));
+    if (text.size() > kMaxConfigBytes) return "larger than 1 MiB (not a config file?)";
+  }
 }
 
 }  // namespace
@@ -309,6 +335,8 @@ int CommandLine::check_parsed(const std::vector<std::string>& argv, std::ostream
                        "missing subcommand: chat-server, chat-client, upload-server or "
                        "upload-client");
   }
+  std::vector<const FlagSpec*> from_file;
+  if (int status = apply_config(*subcommand, from_file, err); status >= 0) return status;
   // Flags of one exclusive group (-v, -q, ...): name the first two as given.
   const CLI::App* sub = app.get_subcommands().front();
   std::unordered_map<std::string, const FlagSpec*> first_of_group;
@@ -322,16 +350,134 @@ int CommandLine::check_parsed(const std::vector<std::string>& argv, std::ostream
     }
   }
   for (const auto& [option, spec] : parser_->specs) {
-    if (spec->is_required && option->count() == 0 &&
+    bool in_file = std::find(from_file.begin(), from_file.end(), spec) != from_file.end();
+    if (spec->is_required && option->count() == 0 && !in_file &&
         sub->get_option_no_throw(spec->long_name) == option)
       return usage_error(err, fmt::format("{} is required", spec->long_name));
   }
   return -1;
 }
 
+int CommandLine::apply_config(const Subcommand& subcommand, std::vector<const FlagSpec*>& from_file,
+                              std::ostream& err) const {
+  const std::string& path = options_.config_file;
+  if (path.empty()) return -1;
+  std::string text;
+  std::string why = read_config_file(path, text);
+  if (!why.empty()) return usage_error(err, fmt::format("--config {}: {}", path, why));
+  ConfigParse parsed = parse_config_text(text);
+  if (!parsed.error.empty())
+    return usage_error(err, fmt::format("{}:{}: {}", path, parsed.error_line, parsed.error));
+
+  // What the command line gave: those flags, and every flag of their exclusive groups, are not
+  // taken from the file (flags on the command line win).
+  const CLI::App* sub = parser_->app.get_subcommands().front();
+  std::vector<const FlagSpec*> on_command_line;
+  std::vector<std::string> groups_on_command_line;
+  for (const CLI::Option* option : sub->parse_order()) {
+    const FlagSpec* spec = parser_->specs.at(option);
+    on_command_line.push_back(spec);
+    if (!spec->exclusive_group.empty()) groups_on_command_line.push_back(spec->exclusive_group);
+  }
+  auto contains = [](const auto& list, const auto& value) {
+    return std::find(list.begin(), list.end(), value) != list.end();
+  };
+  std::vector<std::string> names;
+  for (const FlagSpec& spec : subcommand.flags.specs()) {
+    if (spec.long_name != "--config" && spec.long_name != "--check")
+      names.push_back(spec.long_name.substr(2));
+  }
+  std::unordered_map<const FlagSpec*, std::size_t> first_line;
+  std::unordered_map<std::string, const ConfigSetting*> group_setter;
+  for (const ConfigSetting& setting : parsed.settings) {
+    auto fail = [&](const std::string& why) {
+      return usage_error(err, fmt::format("{}:{}: {}", path, setting.line, why));
+    };
+    if (setting.name == "config" || setting.name == "check")
+      return fail(fmt::format("'{}' is a command-line flag only, not a setting", setting.name));
+    const FlagSpec* spec =
+        contains(names, setting.name) ? subcommand.flags.find("--" + setting.name) : nullptr;
+    if (spec == nullptr) {
+      std::string suggestion = closest(setting.name, names);
+      if (!suggestion.empty())
+        return fail(
+            fmt::format("unknown setting '{}' (did you mean '{}'?)", setting.name, suggestion));
+      std::vector<std::string> owners;
+      for (const Subcommand& other : table_) {
+        if (&other != &subcommand && other.flags.find("--" + setting.name) != nullptr)
+          owners.push_back(other.name);
+      }
+      if (!owners.empty())
+        return fail(fmt::format("unknown setting '{}' ({} takes no such setting; {} does)",
+                                setting.name, subcommand.name, fmt::join(owners, " and ")));
+      return fail(fmt::format("unknown setting '{}'", setting.name));
+    }
+    auto [earlier, first] = first_line.emplace(spec, setting.line);
+    if (!first && !spec->repeatable)
+      return fail(
+          fmt::format("'{}' is set twice (first on line {}); only a repeatable flag's "
+                      "setting may repeat",
+                      setting.name, earlier->second));
+    if (!spec->exclusive_group.empty()) {
+      auto [other, inserted] = group_setter.emplace(spec->exclusive_group, &setting);
+      if (!inserted && other->second->name != setting.name)
+        return fail(fmt::format("'{}' and '{}' (line {}) cannot be used together", setting.name,
+                                other->second->name, other->second->line));
+    }
+    // A value is checked even when the command line overrides it (a bad file must not wait for
+    // the day the flag leaves the command line to be noticed): it is assigned, then the command
+    // line's value again. A repeatable flag's values add up, so an overridden one is not checked.
+    bool overridden =
+        contains(on_command_line, spec) ||
+        (!spec->exclusive_group.empty() && contains(groups_on_command_line, spec->exclusive_group));
+    if (!spec->takes_value()) {
+      static const std::vector<std::string> kTrue = {"true", "yes", "on", "1"};
+      static const std::vector<std::string> kFalse = {"false", "no", "off", "0"};
+      bool on = contains(kTrue, setting.value);
+      if (!on && !contains(kFalse, setting.value))
+        return fail(
+            fmt::format("{}: '{}' is not true or false (a switch: true, false, yes, no, "
+                        "on, off, 1 or 0)",
+                        setting.name, setting.value));
+      if (!overridden) *spec->switch_value = on;
+    } else if (setting.value.empty()) {
+      return fail(fmt::format("{}: needs a value ({})", setting.name, spec->type_name));
+    } else if (!overridden || !spec->repeatable) {
+      std::string why = spec->assign(setting.value);
+      if (!why.empty()) return fail(fmt::format("{}: {}", setting.name, why));
+      if (overridden) reassign_from_command_line(*spec);
+    }
+    if (!overridden) from_file.push_back(spec);
+  }
+  return -1;
+}
+
+void CommandLine::reassign_from_command_line(const FlagSpec& spec) const {
+  for (const auto& [option, each] : parser_->specs) {
+    // Exclusive groups: the flag given may be another of the group, which was not disturbed.
+    if (each == &spec && option->count() > 0) (void)spec.assign(option->results().back());
+  }
+}
+
+int CommandLine::run_check(const Subcommand& subcommand) const {
+  try {
+    std::string checked = subcommand.check();
+    std::string source =
+        options_.config_file.empty() ? std::string("flags") : "flags and " + options_.config_file;
+    fmt::print("mux {}: configuration ok ({}{}{})\n", subcommand.name, source,
+               checked.empty() ? "" : "; loaded ", checked);
+    return kExitSuccess;
+  } catch (const std::exception& error) {
+    std::fflush(stdout);
+    fmt::print(stderr, "mux: error: {}\n", error.what());
+    return kExitUsage;
+  }
+}
+
 int CommandLine::run() {
   const Subcommand* subcommand = chosen();
   if (subcommand == nullptr) return kExitUsage;
+  if (options_.check) return run_check(*subcommand);
   try {
     return subcommand->run();
   } catch (const Interrupted& interrupted) {

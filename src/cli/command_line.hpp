@@ -30,6 +30,8 @@ class CommandLine {
   // Help or version that cannot be written to `out` is a failure (status 1), not a success.
   int parse(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err);
   // Runs the parsed subcommand; runtime errors become `mux: error: ...` on stderr and status 1.
+  // With --check, only validates (see Subcommand::check): "configuration ok" on stdout and 0, or
+  // the error and 2.
   int run();
 
   [[nodiscard]] const ChatServerOptions& chat_server() const noexcept {
@@ -56,6 +58,13 @@ class CommandLine {
 
   int usage_error(std::ostream& err, const std::string& message) const;
   int check_parsed(const std::vector<std::string>& argv, std::ostream& err) const;
+  // Applies the --config file's settings that the command line did not give; adds each flag it
+  // set to `from_file`. Returns -1, or the usage error's status (the error names FILE:LINE).
+  int apply_config(const Subcommand& subcommand, std::vector<const FlagSpec*>& from_file,
+                   std::ostream& err) const;
+  // Stores again the value the command line gave `spec` (a file's value was just checked).
+  void reassign_from_command_line(const FlagSpec& spec) const;
+  int run_check(const Subcommand& subcommand) const;
   [[nodiscard]] const Subcommand* chosen() const;
   [[nodiscard]] std::string unknown_flag_message(const std::string& typed) const;
 

@@ -268,6 +268,18 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
              {1 * KiB, 1024 * TiB});
 }
 
+// Every subcommand: settings from a file (cli/config_file.hpp; applied by CommandLine, below the
+// command line) and a dry run.
+void add_config_flags(FlagSet& flags, AllOptions& options) {
+  flags.text("--config", options.config_file,
+             "Read settings from FILE: one 'name = value' a line, names as the long flags "
+             "without '--'; flags given here win over the file",
+             "FILE", ValueKind::path);
+  flags.switch_flag("--check", options.check,
+                    "Check the flags, the --config file, the TLS and token files and the output "
+                    "directory, then exit (0: ok, 2: not) without serving or connecting");
+}
+
 }  // namespace
 
 std::vector<Subcommand> make_subcommands(AllOptions& options) {
@@ -277,22 +289,30 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[0].is_server = true;
   add_chat_server_flags(table[0].flags, options.chat_server);
   table[0].run = [&options] { return run_chat_server(options.chat_server); };
+  table[0].check = [&options] { return check_chat_server(options.chat_server); };
 
   table[1].name = "chat-client";
   table[1].summary = "Chat from a terminal or a pipe";
   add_chat_client_flags(table[1].flags, options.chat_client);
   table[1].run = [&options] { return run_chat_client(options.chat_client); };
+  table[1].check = [&options] {
+    return check_client_link(options.chat_client.common.host, options.chat_client.link);
+  };
 
   table[2].name = "upload-server";
   table[2].summary = "Receive uploads: one event loop, or a process per client";
   table[2].is_server = true;
   add_upload_server_flags(table[2].flags, options.upload_server);
   table[2].run = [&options] { return run_upload_server(options.upload_server); };
+  table[2].check = [&options] { return check_upload_server(options.upload_server); };
 
   table[3].name = "upload-client";
   table[3].summary = "Send a file and verify what the server received";
   add_upload_client_flags(table[3].flags, options.upload_client);
   table[3].run = [&options] { return run_upload_client(options.upload_client); };
+  table[3].check = [&options] { return check_upload_client(options.upload_client); };
+  for (Subcommand& subcommand : table)
+    add_config_flags(subcommand.flags, options);
   return table;
 }
 

@@ -24,6 +24,9 @@ struct AllOptions {
   ChatClientOptions chat_client;
   UploadServerOptions upload_server;
   UploadClientOptions upload_client;
+  // Every subcommand's --config FILE and --check (only one subcommand is parsed per run).
+  std::string config_file;
+  bool check = false;
 };
 
 struct Subcommand {
@@ -32,6 +35,10 @@ struct Subcommand {
   bool is_server = false;
   FlagSet flags;  // refers into the AllOptions the table was made from
   std::function<int()> run;
+  // --check: validates what run() would load (TLS files, token file, output directory) without
+  // serving or connecting. Returns what was checked, for the "configuration ok" line; throws
+  // (std::exception) to say what is wrong.
+  std::function<std::string()> check;
 };
 
 // The table, bound to `options` (which must outlive it and stay where it is).

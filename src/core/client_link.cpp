@@ -4,6 +4,9 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <vector>
 
 #include "core/access_tokens.hpp"
 #include "core/connector.hpp"
@@ -22,6 +25,19 @@ std::string describe_timeout(std::chrono::milliseconds timeout) {
 
 std::uint16_t client_port(const ClientLinkOptions& options, std::uint16_t port) {
   return options.port_in_host.value_or(port);
+}
+
+std::string check_client_link(const std::string& host, const ClientLinkOptions& options) {
+  std::vector<std::string> checked;
+  if (options.wants_tls()) {
+    (void)TlsClientContext(options.tls_config, host);
+    checked.emplace_back("TLS settings");
+  }
+  if (!options.token_file.empty()) {
+    (void)read_token_file(options.token_file);
+    checked.emplace_back("--token-file");
+  }
+  return fmt::format("{}", fmt::join(checked, ", "));
 }
 
 ClientLink open_client_link(const std::string& host, std::uint16_t port,

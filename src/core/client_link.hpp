@@ -50,4 +50,9 @@ struct ClientLink {
 ClientLink open_client_link(const std::string& host, std::uint16_t port,
                             const ClientLinkOptions& options);
 
+// --check: loads what open_client_link() would (the --tls-* files, --token-file) without
+// connecting. Returns what was checked ("TLS files, token file"; "" when nothing); throws as
+// open_client_link() does.
+std::string check_client_link(const std::string& host, const ClientLinkOptions& options);
+
 }  // namespace mux

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "core/logger.hpp"
+#include "core/service_manager.hpp"
 #include "core/tls_context.hpp"
 
 namespace mux {
@@ -50,10 +51,10 @@ Hangup::Action Hangup::on_hangup() {
     logger_.info("SIGHUP: the terminal went away");
     return Action::shut_down;
   }
-  if (hooks_.empty()) {
-    logger_.info("SIGHUP: nothing to reload; still serving");
-    return Action::reloaded;
-  }
+  // Under systemd: `systemctl reload` waits from RELOADING=1 until READY=1, so it returns once
+  // the hooks below have run, failed or not.
+  notify_reloading();
+  if (hooks_.empty()) logger_.info("SIGHUP: nothing to reload; still serving");
   for (const Hook& hook : hooks_) {
     try {
       std::string now_in_use = hook.reload();
@@ -65,6 +66,7 @@ Hangup::Action Hangup::on_hangup() {
                     error.what());
     }
   }
+  notify_reloaded();
   return Action::reloaded;
 }
 

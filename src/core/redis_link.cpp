@@ -355,8 +355,6 @@ class RedisConnection {
   bool failed_ = false;
 };
 
-namespace {
-
 // TlsClientContext names the client's own flags in its errors (--tls-ca FILE: ...); here they
 // were given as --redis-tls-*.
 std::unique_ptr<TlsClientContext> make_redis_tls(const TlsClientConfig& config,
@@ -370,8 +368,6 @@ std::unique_ptr<TlsClientContext> make_redis_tls(const TlsClientConfig& config,
     throw TlsConfigError(message);
   }
 }
-
-}  // namespace
 
 RedisLink::RedisLink(EventLoop& loop, RedisUrl url, std::string channel, Handlers handlers,
                      const TlsClientConfig& tls)

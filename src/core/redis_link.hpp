@@ -47,6 +47,11 @@ struct RedisUrl {
 // Throws std::invalid_argument saying what is wrong with `text`.
 RedisUrl parse_redis_url(std::string_view text);
 
+// The TLS context for a rediss:// link to `host`; TlsConfigError messages name the --redis-tls-*
+// flags. Also what chat-server --check loads.
+std::unique_ptr<TlsClientContext> make_redis_tls(const TlsClientConfig& config,
+                                                 const std::string& host);
+
 // A reply, copied out of hiredis's reply tree so nothing of hiredis leaks to callers.
 struct RedisValue {
   enum class Type { nil, integer, string, status, error, array };

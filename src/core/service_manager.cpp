@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -74,6 +76,23 @@ void notify_ready(std::string_view status) {
   notify(fmt::format("READY=1\nSTATUS={}", status));
 #else
   (void)status;
+#endif
+}
+
+void notify_reloading() {
+#ifdef MUX_HAVE_LIBSYSTEMD
+  // MONOTONIC_USEC tells systemd which reload this is (it must be CLOCK_MONOTONIC, now).
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  auto usec = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000U +
+              static_cast<std::uint64_t>(now.tv_nsec) / 1000U;
+  notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}", usec));
+#endif
+}
+
+void notify_reloaded() {
+#ifdef MUX_HAVE_LIBSYSTEMD
+  notify("READY=1");
 #endif
 }
 

@@ -32,6 +32,12 @@ inline const char* activation_note(bool activated) {
 // `systemctl start` returns) only now. No-op outside systemd (NOTIFY_SOCKET unset).
 void notify_ready(std::string_view status);
 
+// sd_notify("RELOADING=1\nMONOTONIC_USEC=<now>") as a SIGHUP reload begins, and
+// sd_notify("READY=1") once it is over: systemd (253 and later) keeps `systemctl reload` waiting
+// in between, so it returns after the reload rather than as soon as the signal is sent.
+void notify_reloading();
+void notify_reloaded();
+
 // sd_notify("STOPPING=1"): the shutdown is graceful and under way.
 void notify_stopping(std::string_view status);
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "core/client_link.hpp"
 #include "core/net.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_protocol.hpp"
@@ -15,6 +16,18 @@
 #include "upload/upload_source.hpp"
 
 namespace mux {
+
+std::string check_upload_client(const UploadClientOptions& options) {
+  std::string checked;
+  // stdin is not read: the data to send is not there yet when a unit or script checks.
+  if (options.file != "-") {
+    (void)open_upload_source(options.file);
+    checked = fmt::format("--file {}", options.file);
+  }
+  std::string link = check_client_link(options.common.host, options.link);
+  if (!link.empty()) checked += (checked.empty() ? "" : ", ") + link;
+  return checked;
+}
 
 int run_upload_client(const UploadClientOptions& options) {
   // The summary's time is the whole operation as the person waited for it: opening, connecting,

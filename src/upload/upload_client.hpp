@@ -21,4 +21,8 @@ struct UploadClientOptions {
 
 int run_upload_client(const UploadClientOptions& options);
 
+// --check: opens --file (unless it is stdin) and loads the --tls-* and --token-file files,
+// without connecting. Returns what was checked; throws as run_upload_client() would.
+std::string check_upload_client(const UploadClientOptions& options);
+
 }  // namespace mux

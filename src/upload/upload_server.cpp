@@ -1,11 +1,14 @@
 #include "upload/upload_server.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <csignal>
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "core/hangup.hpp"
 #include "core/logger.hpp"
@@ -16,6 +19,18 @@
 #include "upload/upload_store.hpp"
 
 namespace mux {
+
+std::string check_upload_server(const UploadServerOptions& options) {
+  std::vector<std::string> checked;
+  if (make_server_tls(options.access)) checked.emplace_back("TLS certificate and key");
+  if (load_server_tokens(options.access).required()) checked.emplace_back("--token-file");
+  if (!options.output_dir.empty()) {
+    // Creates and removes a probe file: writable by this user, not merely present.
+    OutputDirectory dir(options.output_dir, options.sync);
+    checked.push_back(fmt::format("--output-dir {} (writable)", dir.path()));
+  }
+  return fmt::format("{}", fmt::join(checked, ", "));
+}
 
 int run_upload_server(const UploadServerOptions& options) {
   block_server_signals();

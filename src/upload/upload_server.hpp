@@ -26,4 +26,9 @@ struct UploadServerOptions {
 
 int run_upload_server(const UploadServerOptions& options);
 
+// --check: loads what run_upload_server() would (TLS certificate and key, token file) and proves
+// --output-dir writable, without listening. Returns what was checked; throws as
+// run_upload_server() would at start-up.
+std::string check_upload_server(const UploadServerOptions& options);
+
 }  // namespace mux

@@ -51,12 +51,22 @@ class InstallTest(unittest.TestCase):
         found = sorted(os.path.relpath(os.path.join(root, name), self.prefix)
                        for root, _, names in os.walk(self.destdir) for name in names)
         unit_dir = self.option["systemdunitdir"] or "lib/systemd/system"
-        self.assertEqual(found, sorted([
+        # <sysconfdir>/mux: etc/mux under the prefix, or /etc/mux when sysconfdir is absolute.
+        sysconf = self.option["sysconfdir"]
+        conf_root = self.destdir + (sysconf if os.path.isabs(sysconf)
+                                    else os.path.join(self.option["prefix"], sysconf))
+        configs = [os.path.relpath(os.path.join(conf_root, "mux", name), self.prefix)
+                   for name in ["chat-default.conf", "upload-default.conf"]]
+        self.assertEqual(found, sorted(configs + [
             "bin/mux",
             os.path.join(unit_dir, "mux-chat.service"),
             os.path.join(unit_dir, "mux-chat.socket"),
             os.path.join(unit_dir, "mux-upload.service"),
             os.path.join(unit_dir, "mux-upload.socket"),
+            os.path.join(unit_dir, "mux-chat@.service"),
+            os.path.join(unit_dir, "mux-chat@.socket"),
+            os.path.join(unit_dir, "mux-upload@.service"),
+            os.path.join(unit_dir, "mux-upload@.socket"),
             "share/bash-completion/completions/mux",
             "share/doc/mux/LICENSE",
             "share/doc/mux/NEWS.md",
@@ -67,6 +77,10 @@ class InstallTest(unittest.TestCase):
             self.assertTrue(f.readline().startswith("MIT License"))  # as meson.build declares
         with open(os.path.join(self.installed(unit_dir), "mux-chat.service")) as f:
             self.assertIn(f"\nExecStart={self.option['prefix']}/bin/mux chat-server ", f.read())
+        with open(os.path.join(self.installed(unit_dir), "mux-chat@.service")) as f:
+            self.assertIn(f"\nExecStart={self.option['prefix']}/bin/mux chat-server --config "
+                          f"{os.path.normpath(conf_root[len(self.destdir):])}/mux/chat-%i.conf\n",
+                          f.read())
 
     def test_the_binary_is_stripped_and_runs(self):
         binary = self.installed("bin/mux")

@@ -166,6 +166,40 @@ class NotifyTest(unittest.TestCase):
                         self.assertEqual(server.wait(), 0)
                         self.assertTrue(notify.nothing_more())
 
+    def test_sighup_sends_reloading_then_ready(self):
+        """`systemctl reload` waits from RELOADING=1 (with the monotonic time it began) until
+        READY=1; both from the main process, in both serve modes, and again on a second SIGHUP."""
+        for sub in SERVERS:
+            for mode in ["single", "fork"]:
+                with self.subTest(subcommand=sub, serve=mode):
+                    notify = NotifySocket()
+                    self.addCleanup(notify.close)
+                    env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+                    with muxtest.Server(sub, "--serve", mode, env=env) as server:
+                        self.assertTrue(notify.receive()[0].startswith("READY=1\n"))
+                        for round_number in range(2):
+                            lines_before = len(server.stdout_lines)
+                            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                            server.signal(signal.SIGHUP)
+                            message, pid = notify.receive()
+                            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                            match = re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=(\d+)", message)
+                            self.assertIsNotNone(match, message)
+                            self.assertLessEqual(before, int(match.group(1)))
+                            self.assertLessEqual(int(match.group(1)), after)
+                            self.assertEqual(pid, server.proc.pid)
+                            message, pid = notify.receive()
+                            self.assertEqual((message, pid), ("READY=1", server.proc.pid))
+                            # The reload itself happened, once per SIGHUP.
+                            server.wait_for_log(r"SIGHUP: nothing to reload; still serving",
+                                                start=lines_before)
+                            self.assertEqual(server.log_count(r"SIGHUP: nothing to reload"),
+                                             round_number + 1)
+                        server.signal(signal.SIGTERM)
+                        self.assertTrue(notify.receive()[0].startswith("STOPPING=1\n"))
+                        self.assertEqual(server.wait(), 0)
+                        self.assertTrue(notify.nothing_more())
+
     def test_no_notify_socket_means_no_notification_and_no_error(self):
         with muxtest.Server("chat-server", env={k: v for k, v in os.environ.items()
                                                  if k != "NOTIFY_SOCKET"}) as server:
@@ -177,15 +211,18 @@ class NotifyTest(unittest.TestCase):
 @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is absent")
 class UnitFilesTest(unittest.TestCase):
     UNITS = ["mux-chat.service", "mux-chat.socket", "mux-upload.service", "mux-upload.socket"]
+    TEMPLATES = ["mux-chat@.service", "mux-chat@.socket", "mux-upload@.service",
+                 "mux-upload@.socket"]
 
     def setUp(self):
         # ExecStart names the installed binary; point it at the one under test.
         self.dir = tempfile.mkdtemp(prefix="mux-units-e2e-")
         self.addCleanup(shutil.rmtree, self.dir, True)
-        for name in self.UNITS:
+        for name in self.UNITS + self.TEMPLATES:
             with open(os.path.join(UNIT_DIR, name)) as f:
                 text = f.read()
-            text = re.sub(r"^ExecStart=\S+/mux ", f"ExecStart={muxtest.MUX} ", text, flags=re.M)
+            text = re.sub(r"^(ExecStart|ExecStartPre|ExecReload)=\S+/mux ",
+                          rf"\1={muxtest.MUX} ", text, flags=re.M)
             with open(os.path.join(self.dir, name), "w") as f:
                 f.write(text)
 
@@ -195,8 +232,45 @@ class UnitFilesTest(unittest.TestCase):
                                 capture_output=True, text=True, timeout=60)
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
 
+    def test_systemd_analyze_verify_finds_nothing_in_the_templates(self):
+        """A template is verified as an instance (room1; the sockets as port 7001), which systemd
+        reads from the template file beside it."""
+        instances = []
+        for name in self.TEMPLATES:
+            instance = "7001" if name.endswith(".socket") else "room1"
+            path = os.path.join(self.dir, name.replace("@.", f"@{instance}."))
+            os.symlink(os.path.join(self.dir, name), path)
+            instances.append(path)
+        result = subprocess.run(["systemd-analyze", "verify", "--man=no", *instances],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
+
+    def test_templates_read_their_instance_config_and_check_it_first(self):
+        for kind in ["chat", "upload"]:
+            with self.subTest(kind=kind):
+                with open(os.path.join(self.dir, f"mux-{kind}@.service")) as f:
+                    text = f.read()
+                # <sysconfdir>/mux/...: /etc/mux with --prefix /usr (the Debian package).
+                match = re.search(rf"--config (/\S*/mux/{kind}-%i\.conf)", text)
+                self.assertIsNotNone(match, text)
+                config = f"--config {match.group(1)}"
+                lines = [line for line in text.splitlines()
+                         if line.startswith(("ExecStart", "ExecReload"))]
+                output_dir = " --output-dir ${STATE_DIRECTORY}" if kind == "upload" else ""
+                command = f"{muxtest.MUX} {kind}-server {config}{output_dir}"
+                self.assertEqual(lines, [f"ExecStartPre={command} --check",
+                                         f"ExecStart={command}",
+                                         f"ExecReload={command} --check",
+                                         "ExecReload=/bin/kill -HUP $MAINPID"])
+                self.assertIn("\nUser=mux\n", text)
+                with open(os.path.join(self.dir, f"mux-{kind}@.socket")) as f:
+                    self.assertIn("\nListenStream=127.0.0.1:%i\n", f.read())
+        with open(os.path.join(self.dir, "mux-upload@.service")) as f:
+            self.assertIn("\nStateDirectory=mux-upload-%i\n", f.read())
+
     def test_services_are_sandboxed(self):
-        for name in ["mux-chat.service", "mux-upload.service"]:
+        for name in ["mux-chat.service", "mux-upload.service", "mux-chat@.service",
+                     "mux-upload@.service"]:
             with self.subTest(unit=name):
                 with open(os.path.join(self.dir, name)) as f:
                     text = f.read()

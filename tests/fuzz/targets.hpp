@@ -51,6 +51,11 @@ namespace room_event {
 void check_one_input(const std::uint8_t* data, std::size_t size);
 }
 
+// --config FILE text: settings, line numbers, refusals, the normal form.
+namespace config_file {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+
 struct Target {
   std::string_view name;
   CheckFunction check;
@@ -66,6 +71,7 @@ inline constexpr std::array kTargets = {
     Target{"token_file", &token_file::check_one_input},
     Target{"tls_pin", &tls_pin::check_one_input},
     Target{"room_event", &room_event::check_one_input},
+    Target{"config_file", &config_file::check_one_input},
 };
 
 }  // namespace mux::fuzz
