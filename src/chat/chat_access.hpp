@@ -7,9 +7,11 @@
 // the FailureThrottle's delay for that address, with "* unauthorized" and a close; the room never
 // sees the client: no join notice, not in /who. Without --token-file a first "/token ..." line is
 // swallowed, so a client configured with a token still works against a server that needs none.
-// Shared by LocalMember (single mode) and the fork-mode child (ChildRelay); owned by the server.
+// Each client goes through it with a TokenGate (chat/token_gate.hpp), in LocalMember (single mode)
+// and the fork-mode child (ChildRelay); owned by the server.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string_view>
 
@@ -22,6 +24,8 @@ struct ChatAccess {
   const AccessTokens* tokens = nullptr;  // null or empty: no token required
   FailureThrottle* throttle = nullptr;   // set whenever tokens are required
   Logger* logger = nullptr;              // for clients that leave before joining
+  // --auth-timeout: handshake and token must be done within this (zero: no deadline).
+  std::chrono::milliseconds auth_timeout{10'000};
 
   [[nodiscard]] bool tokens_required() const noexcept {
     return tokens != nullptr && tokens->required();

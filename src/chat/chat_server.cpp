@@ -100,6 +100,9 @@ class ChatServer final : public MemberOwner {
       room_.set_bus(bus_.get());
     }
     access_.logger = &logger_;
+    access_.auth_timeout = options.auth_timeout;
+    // The gate's deadline covers the handshake too; the connection's own one must not be shorter.
+    context_.handshake_timeout = std::max(context_.handshake_timeout, options.auth_timeout);
     if (tokens_.required()) {
       throttle_.emplace();
       access_.tokens = &tokens_;

@@ -1,6 +1,7 @@
 // `mux chat-server`: group chat over TCP. Every line a client sends goes to every other client.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -28,6 +29,8 @@ struct ChatServerOptions {
   std::uint64_t command_burst = 50;
   std::uint64_t flood_timeout_seconds = 10;
   ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
+  // --auth-timeout: the TLS handshake and the token must be done within this (issue 21 B4).
+  std::chrono::milliseconds auth_timeout{10'000};
   // --redis URL: share the room with every server on the same Redis and --room (empty: alone).
   std::string redis_url;
   // --redis-tls-*: how a rediss:// server is verified (and who we are to it).

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
@@ -14,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "chat/token_gate.hpp"
 #include "core/net.hpp"
 
 namespace mux {
@@ -316,60 +318,36 @@ class ChildRelay final : private ClientSession::Listener {
  public:
   ChildRelay(SessionContext& context, Fd client, Fd link, const ChatAccess& access)
       : context_(context),
-        access_(access),
         link_(std::move(link)),
         link_writer_(context.loop, link_.get(),
                      [this](int) { session_.finish("server went away"); }),
-        session_(context, std::move(client), *this) {
+        session_(context, std::move(client), *this),
+        // The child has no log of its own: the reason goes up in the Q record, and the parent
+        // logs it with the client's address.
+        gate_(context.loop, access, peer_address(session_.fd()), gate_hooks()) {
     context_.loop.watch(link_.get(), EPOLLIN,
                         [this](std::uint32_t events) { handle_link(events); });
-    peer_ = address_without_port(peer_address(session_.fd()));
-    join_if_through();
+    if (session_.ready()) gate_.handshake_done();
   }
   ChildRelay(const ChildRelay&) = delete;
   ChildRelay& operator=(const ChildRelay&) = delete;
-  ~ChildRelay() {
-    context_.loop.cancel_timer(refusal_timer_);
-    context_.loop.unwatch(link_.get());
-  }
+  ~ChildRelay() { context_.loop.unwatch(link_.get()); }
 
  private:
-  void on_ready() override { join_if_through(); }
-
-  // Tells the parent the client may join: the handshake is done and the token, if one is
-  // required, was right (see chat/chat_access.hpp).
-  void join_if_through() {
-    if (joined_ || refused_ || !session_.ready()) return;
-    if (access_.tokens_required() && !token_accepted_) return;
-    joined_ = true;
-    link_writer_.send(std::string_view("R\n"));
+  TokenGate::Hooks gate_hooks() {
+    TokenGate::Hooks hooks;
+    // Tells the parent the client may join (see chat/chat_access.hpp).
+    hooks.join = [this] { link_writer_.send(std::string_view("R\n")); };
+    hooks.hold_reading = [this] { session_.hold_reading(); };
+    hooks.send = [this](std::string_view text) { session_.send(make_block(std::string(text))); };
+    hooks.finish = [this](std::string_view reason) { session_.finish(reason); };
+    return hooks;
   }
 
-  void refuse(std::string reason) {
-    refused_ = true;
-    session_.hold_reading();
-    auto delay = access_.throttle->record_failure(peer_, FailureThrottle::Clock::now());
-    refusal_timer_ = context_.loop.add_timer(delay, [this, reason = std::move(reason)] {
-      refusal_timer_ = 0;
-      session_.send(make_block(std::string(chat::kUnauthorized)));
-      session_.finish(reason);  // the Q record tells the parent, which logs it with the address
-    });
-  }
+  void on_ready() override { gate_.handshake_done(); }
 
   void on_line(std::string_view text, bool cut) override {
-    bool first = !seen_line_;
-    seen_line_ = true;
-    if (!joined_) {
-      if (refused_) return;
-      std::optional<std::string_view> token = chat::token_of_line(text);
-      if (token && access_.tokens_required() && access_.tokens->accepts(*token)) {
-        token_accepted_ = true;
-        return join_if_through();
-      }
-      return refuse(token ? "unauthorized: wrong token" : "unauthorized: no /token line first");
-    }
-    // A client with a token, talking to a server that needs none: its token is not a message.
-    if (first && chat::token_of_line(text)) return;
+    if (gate_.take_line(text)) return;
     pending_ += cut ? 'C' : 'L';
     pending_ += text;
     pending_ += '\n';
@@ -429,18 +407,12 @@ class ChildRelay final : private ClientSession::Listener {
   static constexpr std::size_t kLinkHighWater = 256 * 1024;
 
   SessionContext& context_;
-  const ChatAccess& access_;
   Fd link_;
   SocketWriter link_writer_;
   std::string pending_;
   ClientSession session_;
-  std::string peer_;  // the client's address, the throttle's key
-  EventLoop::TimerId refusal_timer_ = 0;
+  TokenGate gate_;  // after the session and the link its hooks use
   bool held_ = false;
-  bool joined_ = false;
-  bool refused_ = false;
-  bool token_accepted_ = false;
-  bool seen_line_ = false;
 };
 
 }  // namespace
@@ -467,6 +439,7 @@ int serve_client_in_child(Fd client, Fd link, std::size_t max_line, std::size_t 
   EventLoop loop;
   SessionContext context(loop, max_line, max_queue);
   context.stream_factory = std::move(make_stream);
+  context.handshake_timeout = std::max(context.handshake_timeout, access.auth_timeout);
   ChildRelay relay(context, std::move(client), std::move(link), access);
   loop.run();
   return 0;

@@ -212,6 +212,10 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
               "Seconds a client may keep sending over its rates before it is disconnected",
               {1, 86'400}, "SECONDS");
   add_server_access_flags(flags, options.access);
+  flags.duration("--auth-timeout", options.auth_timeout,
+                 "A client not through the TLS handshake and the token (--token-file) within "
+                 "this is closed",
+                 {std::chrono::milliseconds{100}, std::chrono::hours{1}});
   add_chat_room_flags(flags, options);
 }
 

@@ -21,7 +21,7 @@ FLAGS = {
     "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
-                                   "--command-rate", "--command-burst", "--flood-timeout",
+                                   "--command-rate", "--command-burst", "--flood-timeout", "--auth-timeout",
                                    "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
                                    "--redis", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
                                    "--redis-tls-key", "--room", "--history", "--token-file"],
