@@ -214,6 +214,15 @@ class ChatServer final : public MemberOwner {
     policy.allowed = make_address_check(options_.access);
     policy.refusal_stream = stream_factory();  // TLS: the refusal goes out inside TLS
     policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
+    if (tls_ || tokens_.required()) {
+      // Clients still in the handshake or before their token get a budget of their own; at the
+      // cap the oldest of them is shed for a newcomer (see AdmissionPolicy).
+      policy.max_unauthenticated =
+          static_cast<std::size_t>(std::max<std::uint64_t>(64, max_clients_ / 8));
+      policy.max_unauthenticated_per_address = static_cast<std::size_t>(
+          options_.max_per_address == 0 ? 0
+                                        : std::max<std::uint64_t>(8, options_.max_per_address / 2));
+    }
     return policy;
   }
 

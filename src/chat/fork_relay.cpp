@@ -129,6 +129,8 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
       logger_(logger) {
   context_.loop.watch(link_.get(), EPOLLIN,
                       [this](std::uint32_t events) { handle_events(events); });
+  // Shed while its child still waits for the handshake or the token: the child finishes it.
+  ticket_.on_shed([this] { close_after_output(); });
 }
 
 ChildLink::~ChildLink() {
@@ -284,6 +286,7 @@ void ChildLink::handle_record(std::string_view record) {
     case 'R':
       if (!joined_ && !closing_) {
         joined_ = true;
+        ticket_.authenticated();
         room_.join(*this, origin_);
       }
       return;

@@ -28,7 +28,9 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
         access_(access),
         origin_(std::move(origin)),
         session_(context, std::move(socket), *this),
-        gate_(context.loop, access, origin_, gate_hooks()) {}
+        gate_(context.loop, access, origin_, gate_hooks()) {
+    ticket_.on_shed([this] { gate_.shed("shed for a newcomer: not authenticated yet"); });
+  }
 
   // Joins now if nothing is left to wait for (plain TCP, no token); called once the server
   // keeps the member.
@@ -46,7 +48,10 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
  private:
   TokenGate::Hooks gate_hooks() {
     TokenGate::Hooks hooks;
-    hooks.join = [this] { room_.join(*this, origin_); };
+    hooks.join = [this] {
+      ticket_.authenticated();
+      room_.join(*this, origin_);
+    };
     hooks.hold_reading = [this] { session_.hold_reading(); };
     hooks.send = [this](std::string_view text) { session_.send(make_block(std::string(text))); };
     hooks.finish = [this](std::string_view reason) { session_.finish(reason); };

@@ -13,12 +13,17 @@ TokenGate::TokenGate(EventLoop& loop, const ChatAccess& access, std::string orig
   if (access_.auth_timeout.count() > 0) {
     deadline_timer_ = loop_.add_timer(access_.auth_timeout, [this] {
       deadline_timer_ = 0;
-      if (joined_ || refused_) return;
-      refused_ = true;
-      hooks_.hold_reading();
-      hooks_.finish(fmt::format("not authenticated within {} ms", access_.auth_timeout.count()));
+      shed(fmt::format("not authenticated within {} ms", access_.auth_timeout.count()));
     });
   }
+}
+
+void TokenGate::shed(std::string reason) {
+  if (joined_ || refused_) return;
+  refused_ = true;
+  loop_.cancel_timer(std::exchange(deadline_timer_, 0));
+  hooks_.hold_reading();
+  hooks_.finish(reason);
 }
 
 TokenGate::~TokenGate() {

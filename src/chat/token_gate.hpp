@@ -37,6 +37,8 @@ class TokenGate {
   // A line from the client. True when the gate took it (before joining, or a "/token" line);
   // false when it is for the room.
   bool take_line(std::string_view text);
+  // Closes a client not through yet, without a word (its deadline, or shed to make room).
+  void shed(std::string reason);
   // The server told the client to go (full, shutdown): it never joins.
   void closing() noexcept { refused_ = true; }
 

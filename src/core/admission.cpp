@@ -35,12 +35,59 @@ std::string address_key(const sockaddr* address, socklen_t length) {
   return std::string(1, static_cast<char>(address->sa_family));  // unix sockets: one bucket
 }
 
-AdmissionTicket::AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key)
+namespace {
+
+// Takes `pending` out of the unauthenticated counts (once).
+void uncount(AdmissionCounts& counts, Unauthenticated& pending) noexcept {
+  if (!pending.counted) return;
+  pending.counted = false;
+  --counts.unauthenticated;
+  if (pending.address != nullptr && --pending.address->second == 0)
+    counts.unauthenticated_per_address.erase(
+        counts.unauthenticated_per_address.find(pending.address->first));
+  pending.address = nullptr;
+}
+
+}  // namespace
+
+bool AdmissionCounts::shed_oldest_unauthenticated() {
+  for (Unauthenticated& pending : unauthenticated_order) {
+    if (!pending.counted || !pending.shed) continue;
+    uncount(*this, pending);
+    // The owner closes it (its ticket, and so this entry, goes later).
+    std::function<void()> shed = std::exchange(pending.shed, {});
+    shed();
+    return true;
+  }
+  return false;
+}
+
+AdmissionTicket::AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key,
+                                 bool unauthenticated)
     : counts_(std::move(counts)) {
   ++counts_->total;
+  if (unauthenticated) {
+    auto [entry, added] = counts_->unauthenticated_per_address.try_emplace(address_key, 0);
+    ++entry->second;
+    ++counts_->unauthenticated;
+    pending_ = counts_->unauthenticated_order.insert(counts_->unauthenticated_order.end(),
+                                                     Unauthenticated{{}, &*entry, true});
+    has_pending_ = true;
+  }
   auto [entry, added] = counts_->per_address.try_emplace(std::move(address_key), 0);
   ++entry->second;
   address_ = &*entry;
+}
+
+void AdmissionTicket::authenticated() noexcept {
+  if (!counts_ || !has_pending_) return;
+  uncount(*counts_, *pending_);
+  counts_->unauthenticated_order.erase(pending_);
+  has_pending_ = false;
+}
+
+void AdmissionTicket::on_shed(std::function<void()> shed) {
+  if (counts_ && has_pending_ && pending_->counted) pending_->shed = std::move(shed);
 }
 
 AdmissionTicket& AdmissionTicket::operator=(AdmissionTicket&& other) noexcept {
@@ -48,12 +95,15 @@ AdmissionTicket& AdmissionTicket::operator=(AdmissionTicket&& other) noexcept {
     release();
     counts_ = std::move(other.counts_);
     address_ = std::exchange(other.address_, nullptr);
+    pending_ = std::exchange(other.pending_, {});
+    has_pending_ = std::exchange(other.has_pending_, false);
   }
   return *this;
 }
 
 void AdmissionTicket::release() noexcept {
   if (!counts_) return;
+  authenticated();  // leaves the unauthenticated budget (and its order) too
   std::shared_ptr<AdmissionCounts> counts = std::move(counts_);
   counts_ = nullptr;
   --counts->total;

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -49,6 +50,13 @@ struct AdmissionPolicy {
   // The owner's own gate (children running, shutting down): false leaves newcomers waiting in
   // the backlog until the owner calls Listener::resume().
   std::function<bool()> has_room;
+  // Connections not yet authenticated (TLS handshake, token), in total and from one address:
+  // their own small budget (sshd's MaxStartups idea), so sockets that never authenticate cannot
+  // take the authenticated clients' slots. Past the total, or at max_connections, the oldest
+  // unauthenticated connection is shed for the newcomer; past the per-address one the newcomer
+  // is refused. 0: no separate budget (every connection counts as authenticated at once).
+  std::size_t max_unauthenticated = 0;
+  std::size_t max_unauthenticated_per_address = 0;
 
   // No caps of the Listener's own: newcomers wait in the backlog while `has_room` says no.
   static AdmissionPolicy wait_for_room(std::function<bool()> has_room) {
@@ -58,20 +66,38 @@ struct AdmissionPolicy {
   }
 };
 
+// One unauthenticated connection, in arrival order: how its owner closes it when it is shed.
+struct Unauthenticated {
+  std::function<void()> shed;  // set by the owner (AdmissionTicket::on_shed); may stay empty
+  std::pair<const std::string, std::size_t>* address = nullptr;  // in unauthenticated_per_address
+  bool counted = true;  // false once shed or authenticated: no longer in the counts
+};
+
 // The counts behind one Listener's tickets; shared so tickets may outlive their Listener.
 struct AdmissionCounts {
   std::size_t total = 0;
   std::unordered_map<std::string, std::size_t> per_address;  // raw address bytes -> count
-  Listener* listener = nullptr;                              // told when a slot frees
+  std::size_t unauthenticated = 0;
+  std::unordered_map<std::string, std::size_t> unauthenticated_per_address;
+  std::list<Unauthenticated> unauthenticated_order;  // oldest first
+  Listener* listener = nullptr;                      // told when a slot frees
+
+  // Sheds the oldest unauthenticated connection that can be shed: false when there is none.
+  bool shed_oldest_unauthenticated();
 };
 
 // One admitted connection's slots. Move-only; an empty ticket holds nothing.
 class AdmissionTicket {
  public:
   AdmissionTicket() = default;
-  AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key);
+  // `unauthenticated`: also counts against the unauthenticated budget until authenticated().
+  AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key,
+                  bool unauthenticated = false);
   AdmissionTicket(AdmissionTicket&& other) noexcept
-      : counts_(std::move(other.counts_)), address_(std::exchange(other.address_, nullptr)) {}
+      : counts_(std::move(other.counts_)),
+        address_(std::exchange(other.address_, nullptr)),
+        pending_(std::exchange(other.pending_, {})),
+        has_pending_(std::exchange(other.has_pending_, false)) {}
   AdmissionTicket& operator=(AdmissionTicket&& other) noexcept;
   AdmissionTicket(const AdmissionTicket&) = delete;
   AdmissionTicket& operator=(const AdmissionTicket&) = delete;
@@ -79,6 +105,10 @@ class AdmissionTicket {
 
   // Gives the slots back now.
   void release() noexcept;
+  // The connection is through its handshake and token: it leaves the unauthenticated budget.
+  void authenticated() noexcept;
+  // How to close this connection if it is shed while still unauthenticated.
+  void on_shed(std::function<void()> shed);
   [[nodiscard]] bool holds() const noexcept { return counts_ != nullptr; }
 
  private:
@@ -86,6 +116,8 @@ class AdmissionTicket {
   // The address's entry in counts_->per_address (unordered_map nodes never move): 8 bytes per
   // connection instead of a copy of the key.
   std::pair<const std::string, std::size_t>* address_ = nullptr;
+  std::list<Unauthenticated>::iterator pending_{};  // valid while has_pending_
+  bool has_pending_ = false;
 };
 
 // The bytes that identify a peer's address for the per-address cap.

@@ -115,14 +115,27 @@ void Listener::admit(Acceptor::Accepted accepted) {
   const sockaddr* address = accepted.address.get();
   if (policy_.allowed && !policy_.allowed(address, accepted.address.length))
     return refuse(std::move(accepted), Refusal::not_allowed);
-  if (at_global_cap()) return refuse(std::move(accepted), Refusal::server_full);
   std::string key = address_key(address, accepted.address.length);
+  bool budget = policy_.max_unauthenticated != 0;
+  if (budget && policy_.max_unauthenticated_per_address != 0) {
+    auto it = counts_->unauthenticated_per_address.find(key);
+    if (it != counts_->unauthenticated_per_address.end() &&
+        it->second >= policy_.max_unauthenticated_per_address)
+      return refuse(std::move(accepted), Refusal::too_many_from_address);
+  }
   if (policy_.max_per_address != 0) {
     auto it = counts_->per_address.find(key);
     if (it != counts_->per_address.end() && it->second >= policy_.max_per_address)
       return refuse(std::move(accepted), Refusal::too_many_from_address);
   }
-  AdmissionTicket ticket(counts_, std::move(key));
+  // Full, or the unauthenticated budget spent: the oldest connection still not authenticated
+  // makes room (an honest client authenticates in moments, a slot holder never does).
+  if (at_global_cap() || (budget && counts_->unauthenticated >= policy_.max_unauthenticated)) {
+    if (!budget || !counts_->shed_oldest_unauthenticated())
+      return refuse(std::move(accepted), Refusal::server_full);
+    trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
+  }
+  AdmissionTicket ticket(counts_, std::move(key), budget);
   on_connection_(Admitted{std::move(accepted.fd), std::move(accepted.peer), accepted.address,
                           std::move(ticket)});
 }

@@ -70,7 +70,15 @@ class Listener {
     std::size_t swallowed = 0;
     EventLoop::TimerId summary_timer = 0;
   };
-  enum Trip : std::size_t { kFull, kPerAddress, kNotAllowed, kWaiting, kOutOfFds, kTripKinds };
+  enum Trip : std::size_t {
+    kFull,
+    kPerAddress,
+    kNotAllowed,
+    kWaiting,
+    kOutOfFds,
+    kShed,
+    kTripKinds
+  };
 
   void accept_pending();
   void admit(Acceptor::Accepted accepted);

@@ -48,11 +48,7 @@ class AuthDeadlineCases(muxtest.ServerCases):
         sources = [f"127.0.0.{n}" for n in range(2, 6)]  # 4 "machines", 5 sockets each
         started = time.monotonic()
         idle = self.idle_sockets(server, 20, sources)
-        time.sleep(0.3)
-        # Full of silent sockets: a token holder is turned away...
-        _, _, first = self.honest(server)
-        self.assertEqual(first, "* server full")
-        # ...until the deadline closes them, without a word.
+        # Full of silent sockets: the deadline closes them all, without a word.
         for sock in idle:
             self.assertEqual(LineReader(sock).expect_eof(timeout=5), b"")
         # Their slots come back once the server's close is done (at most its 0.5 s linger).
@@ -65,6 +61,26 @@ class AuthDeadlineCases(muxtest.ServerCases):
         self.assertLess(time.monotonic() - started, 4)
         server.wait_for_log(
             r"127\.0\.0\.2:\d+ (\(pid \d+\) )?left before joining \(not authenticated within 1000 ms\)")
+
+    def test_b4_slot_holders_are_shed_for_token_holders(self):
+        # Silent sockets fill --max-clients long before their deadline: each token holder that
+        # comes sheds the oldest of them at once, and 10 honest clients all get in while the
+        # attacker keeps its sockets open.
+        server = self.start("--token-file", self.tokens, "--max-clients", "30")
+        sources = [f"127.0.0.{n}" for n in range(2, 10)]
+        idle = self.idle_sockets(server, 30, sources)
+        time.sleep(0.3)
+        started = time.monotonic()
+        for _ in range(10):
+            _, _, first = self.honest(server)
+            self.assertRegex(first, WELCOME)
+        self.assertLess(time.monotonic() - started, 5)
+        # The ten oldest silent sockets were closed, without a word; the rest still wait.
+        for sock in idle[:10]:
+            self.assertEqual(LineReader(sock).expect_eof(timeout=5), b"")
+        for sock in idle[10:]:
+            LineReader(sock).expect_nothing(0.05)
+        server.wait_for_log(r"shed the oldest unauthenticated connection for 127\.0\.0\.1:\d+")
 
     def test_b4_tls_handshake_counts_against_the_deadline(self):
         # A connection that never starts its TLS handshake is closed at the same deadline.
