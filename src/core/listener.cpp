@@ -115,8 +115,9 @@ void Listener::admit(Acceptor::Accepted accepted) {
   const sockaddr* address = accepted.address.get();
   if (policy_.allowed && !policy_.allowed(address, accepted.address.length))
     return refuse(std::move(accepted), Refusal::not_allowed);
-  std::string key = address_key(address, accepted.address.length);
   bool budget = policy_.max_unauthenticated != 0;
+  if (at_global_cap() && !budget) return refuse(std::move(accepted), Refusal::server_full);
+  std::string key = address_key(address, accepted.address.length);
   if (budget && policy_.max_unauthenticated_per_address != 0) {
     auto it = counts_->unauthenticated_per_address.find(key);
     if (it != counts_->unauthenticated_per_address.end() &&
@@ -130,8 +131,8 @@ void Listener::admit(Acceptor::Accepted accepted) {
   }
   // Full, or the unauthenticated budget spent: the oldest connection still not authenticated
   // makes room (an honest client authenticates in moments, a slot holder never does).
-  if (at_global_cap() || (budget && counts_->unauthenticated >= policy_.max_unauthenticated)) {
-    if (!budget || !counts_->shed_oldest_unauthenticated())
+  if (budget && (at_global_cap() || counts_->unauthenticated >= policy_.max_unauthenticated)) {
+    if (!counts_->shed_oldest_unauthenticated())
       return refuse(std::move(accepted), Refusal::server_full);
     trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
   }
