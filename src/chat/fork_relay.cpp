@@ -129,8 +129,12 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
       logger_(logger) {
   context_.loop.watch(link_.get(), EPOLLIN,
                       [this](std::uint32_t events) { handle_events(events); });
-  // Shed while its child still waits for the handshake or the token: the child finishes it.
-  ticket_.on_shed([this] { close_after_output(); });
+  // Shed while its child still waits for the handshake or the token: the child has nothing to
+  // finish, and a graceful close would keep its process (and its pid slot) through the linger.
+  ticket_.on_shed([this] {
+    ::kill(pid_, SIGKILL);
+    close_after_output();
+  });
 }
 
 ChildLink::~ChildLink() {
