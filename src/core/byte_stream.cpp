@@ -40,6 +40,18 @@ class PlainStream final : public ByteStream {
     }
   }
 
+  IoResult peek(char* data, std::size_t size) override {
+    for (;;) {
+      ssize_t got = ::recv(fd_, data, size, MSG_PEEK | MSG_DONTWAIT);
+      if (got > 0) return IoResult::moved(static_cast<std::size_t>(got));
+      if (got == 0) return IoResult::end();
+      if (errno == EINTR) continue;
+      wants_ = EPOLLIN;
+      if (retry_later(errno)) return IoResult::blocked_on();
+      return IoResult::failure(errno);
+    }
+  }
+
   IoResult writev(const iovec* chunks, int count) override {
     if (count > IOV_MAX) count = IOV_MAX;
     for (;;) {
@@ -64,7 +76,6 @@ class PlainStream final : public ByteStream {
   }
 
   [[nodiscard]] std::uint32_t wants() const override { return wants_; }
-  [[nodiscard]] const char* kind() const noexcept override { return "tcp"; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
 
  private:

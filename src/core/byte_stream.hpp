@@ -8,6 +8,7 @@
 
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -50,6 +51,12 @@ class ByteStream {
   // Drives the opening handshake; `done` once application bytes can flow. Plain TCP has none.
   virtual IoResult handshake() = 0;
   virtual IoResult read(char* data, std::size_t size) = 0;
+  // Like read(), but the bytes stay in the socket for the next read (MSG_PEEK). Only plain TCP
+  // can: a TLS stream cannot peek at application bytes before its handshake, so it fails with
+  // EOPNOTSUPP (the fork-mode upload parent peeks before any handshake, on a plain stream).
+  virtual IoResult peek(char* /*data*/, std::size_t /*size*/) {
+    return IoResult::failure(EOPNOTSUPP);
+  }
   virtual IoResult writev(const iovec* chunks, int count) = 0;
   // Ends our sending direction after what was written: FIN for TCP, close_notify then FIN for TLS.
   // would_block means call again when wants() is ready.
@@ -59,10 +66,6 @@ class ByteStream {
   // Input already taken off the socket and held inside the stream (TLS records decrypted ahead):
   // readable now even though epoll will not say so.
   [[nodiscard]] virtual bool has_buffered_input() const { return false; }
-  // Gives back per-connection buffers while the connection idles (OpenSSL keeps 16-34 KiB).
-  virtual void release_buffers() {}
-  // "tcp" or "tls": for logs.
-  [[nodiscard]] virtual const char* kind() const noexcept = 0;
   [[nodiscard]] virtual int fd() const noexcept = 0;
 };
 

@@ -99,6 +99,8 @@ void Connection::handle_events(std::uint32_t events) {
   if (write_wants_ != 0 && (events & (write_wants_ | kTrouble))) {
     if (shutdown_pending_) {
       start_shutdown();
+    } else if (batch_blocked_) {
+      on_batch_writable();
     } else {
       write_now();
     }
@@ -124,6 +126,8 @@ void Connection::drive_handshake() {
   state_ = State::open;
   handshake_done_ = true;
   context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
+  // Closed during the handshake with output queued: that output is all that is left to do.
+  if (close_after_handshake_) return close_gracefully();
   update_interest();
   write_now();  // what the owner sent meanwhile
   if (state_ == State::closed) return;
@@ -142,7 +146,14 @@ void Connection::read_input() {
   ReadBuffer& buffer = context_.read_buffer;
   int reads = 0;
   for (;;) {
-    IoResult result = stream_->read(buffer.data(), buffer.size());
+    IoResult result = peeking_ ? stream_->peek(buffer.data(), buffer.size())
+                               : stream_->read(buffer.data(), buffer.size());
+    if (result.ok() && peeking_) {
+      // The bytes stay in the socket: level-triggered, it would report them again at once.
+      pause_reading();
+      owner_.on_data(std::string_view(buffer.data(), result.bytes));
+      return;
+    }
     if (result.ok()) {
       if (idle_timeout_.count() > 0) last_input_ = EventLoop::Clock::now();
       owner_.on_data(std::string_view(buffer.data(), result.bytes));
@@ -167,6 +178,7 @@ void Connection::read_input() {
       owner_.on_end_of_input();
       return;
     }
+    failure_ = result;
     return close_now(fmt::format("connection error: {}", result.describe()));
   }
 }
@@ -183,7 +195,9 @@ void Connection::discard_input() {
 }
 
 void Connection::send(Block block) {
-  if (state_ == State::closed || state_ == State::lingering || shutdown_pending_) return;
+  if (state_ == State::closed || state_ == State::lingering || shutdown_pending_ ||
+      shutdown_requested_ || output_shut_)
+    return;
   queue_.push(std::move(block));
   if (high_water_ != 0 && queue_.bytes() > high_water_) {
     // Over the mark counts only what the kernel would not take: write now before judging.
@@ -221,19 +235,92 @@ void Connection::write_now() {
   IoResult failure;
   switch (queue_.write_to(*stream_, failure)) {
     case OutputQueue::Status::drained:
-      if (write_wants_ != 0) {
+      // A blocked batch keeps waiting for the socket: the owner writes next.
+      if (write_wants_ != 0 && !batch_blocked_) {
         write_wants_ = 0;
         update_interest();
       }
-      if (state_ == State::draining) start_shutdown();
+      if (output_shut_) {
+        if (state_ == State::draining) start_lingering();
+        return;
+      }
+      if (state_ == State::draining || shutdown_requested_) start_shutdown();
       return;
     case OutputQueue::Status::blocked:
       write_wants_ = stream_->wants();
       update_interest();
       return;
     case OutputQueue::Status::failed:
+      failure_ = failure;
       return close_now(fmt::format("write failed: {}", failure.describe()));
   }
+}
+
+IoResult Connection::send_batch(std::span<const iovec> chunks) {
+  if (state_ == State::handshaking) return IoResult::blocked_on();  // on_ready() tells when
+  // Closed by a failure: that failure is the reason this write cannot go.
+  if (state_ == State::closed && failure_.status == IoResult::Status::failed) return failure_;
+  if (state_ != State::open || shutdown_requested_ || output_shut_)
+    return IoResult::failure(EPIPE, "the connection is closing");
+  // (A batch that blocked before is simply tried again: the stream says if it still would.)
+  if (!queue_.empty()) {
+    batch_blocked_ = true;
+    return IoResult::blocked_on();
+  }
+  std::size_t total = 0;
+  for (const iovec& chunk : chunks)
+    total += chunk.iov_len;
+  IoResult result = stream_->writev(chunks.data(), static_cast<int>(chunks.size()));
+  if (result.ok() && result.bytes == total) return result;
+  if (result.ok() || result.blocked()) {
+    // A short count means the socket is full, whatever the stream last waited for.
+    batch_blocked_ = true;
+    write_wants_ = result.blocked() ? stream_->wants() : static_cast<std::uint32_t>(EPOLLOUT);
+    update_interest();
+  }
+  return result;
+}
+
+void Connection::on_batch_writable() {
+  if (!queue_.empty()) {
+    write_now();  // queued output goes first; the batch waits while it is blocked
+    if (state_ == State::closed || !queue_.empty()) return;
+  }
+  batch_blocked_ = false;
+  owner_.on_writable();
+  if (state_ == State::closed) return;
+  // The owner had nothing more to write, or all of it went: stop asking for writability.
+  if (!batch_blocked_ && !shutdown_pending_ && queue_.empty() && write_wants_ != 0) {
+    write_wants_ = 0;
+    update_interest();
+  }
+}
+
+void Connection::shutdown_output() {
+  if (state_ != State::open && state_ != State::handshaking) return;
+  if (shutdown_requested_ || output_shut_) return;
+  shutdown_requested_ = true;
+  write_now();  // drained at once: shuts down now (after the handshake otherwise)
+}
+
+void Connection::read_pending() {
+  if (wants_to_read()) read_input();
+}
+
+void Connection::set_peeking(bool on) {
+  peeking_ = on;
+  if (on) resume_reading();
+}
+
+Fd Connection::release_socket() {
+  if (state_ == State::closed) return Fd();
+  state_ = State::closed;
+  context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
+  context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
+  queue_.clear();
+  context_.loop.unwatch(socket_.get());
+  stream_.reset();
+  return std::move(socket_);
 }
 
 void Connection::pause_reading() {
@@ -253,7 +340,11 @@ void Connection::resume_reading() {
 }
 
 void Connection::close_gracefully() {
-  if (state_ == State::handshaking) return close_now({});
+  if (state_ == State::handshaking) {
+    if (queue_.empty()) return close_now({});
+    close_after_handshake_ = true;  // the handshake deadline still bounds it
+    return;
+  }
   if (state_ != State::open) return;
   state_ = State::draining;
   context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
@@ -272,7 +363,9 @@ void Connection::start_shutdown() {
   shutdown_pending_ = false;
   write_wants_ = 0;
   if (!result.ok()) return close_now(fmt::format("connection error: {}", result.describe()));
-  start_lingering();
+  output_shut_ = true;
+  if (state_ == State::draining) return start_lingering();
+  update_interest();  // a half-close that keeps reading: no more waiting to write
 }
 
 void Connection::start_lingering() {
@@ -294,6 +387,14 @@ void Connection::close_now(std::string reason) {
   defer_while_alive([reason = std::move(reason)](Connection& connection) {
     connection.owner_.on_closed(reason);
   });
+}
+
+void Connection::abort(std::string reason) {
+  if (state_ == State::closed) return;
+  // With a zero linger, close() sends a reset and drops what the kernel still holds.
+  linger abortive{1, 0};
+  (void)::setsockopt(socket_.get(), SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+  close_now(std::move(reason));
 }
 
 void Connection::arm_phase_timer(std::chrono::milliseconds delay, const char* reason) {

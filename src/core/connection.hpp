@@ -1,14 +1,18 @@
-// Connection: one client or outbound socket, as every subcommand sees it. Owns the socket (Fd),
+// Connection: the one endpoint of every subcommand, inbound or outbound. Owns the socket (Fd),
 // the ByteStream that moves its bytes (plain TCP or TLS), its EventLoop registration, its
 // OutputQueue and its timers (handshake / close deadlines and the idle deadline). It reports
-// what happens to an Owner (the chat session, the upload session, the Redis link...) and offers
-// send, flow control (pause/resume reading), graceful close (drain, half-close, bounded linger
-// reading and discarding until the peer's EOF, close) and immediate close.
+// what happens to an Owner (the chat session, the upload session, a client, the Redis link...)
+// and offers send (queued, or a batch written in place), flow control (pause/resume reading), a
+// peek, a half-close that keeps reading, graceful close (drain, half-close, bounded linger
+// reading and discarding until the peer's EOF, close), immediate close and abortive close (RST).
+// Whatever the stream's blocked calls wait for (wants(): a TLS read may need the socket writable)
+// and a shutdown that would block are handled here, once, for every owner.
 //
 // Who calls it: servers create one per accepted socket (with a stream from their StreamFactory,
-// so TLS is "a different factory"), clients per outbound link (Connector). The owner keeps it
-// alive and, once told on_closed(), hands it to EventLoop::retire() — never deletes it inside a
-// callback.
+// so TLS is "a different factory"); clients one per outbound link, from the socket a Connector
+// (or connect_within / open_client_link) connected and a plain or TLS client stream. The owner
+// keeps it alive and, once told on_closed(), hands it to EventLoop::retire() — never deletes it
+// inside a callback.
 //
 // Memory: an idle connection holds no buffer. Reads land in the ConnectionContext's read buffer,
 // shared by every connection of one loop; the output queue is empty (no heap) while idle.
@@ -19,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -92,6 +97,8 @@ class Connection {
     virtual void on_high_water(std::size_t /*queued*/) {}
     // No input arrived for the idle timeout.
     virtual void on_idle() {}
+    // The socket takes output again after send_batch() took less than it was given.
+    virtual void on_writable() {}
 
    protected:
     ~Owner() = default;
@@ -114,6 +121,27 @@ class Connection {
   void send(std::string_view bytes) { send(make_block(std::string(bytes))); }
   // Writes what is queued now instead of at the end of the batch.
   void flush();
+  // Writes `chunks` now, in one writev, without copying them into the queue: for bulk senders
+  // that keep their own buffers (upload-client's file chunks). Returns what the stream took.
+  // When it took less than everything (a full socket), on_writable() says when to go on. While
+  // queued output waits (it goes first) or the handshake runs, nothing is written: would_block.
+  // A failed write does not close: the owner may still read_pending() the peer's last words.
+  IoResult send_batch(std::span<const iovec> chunks);
+
+  // Half-close that keeps reading: writes what is queued, then ends our sending side (FIN, or
+  // close_notify then FIN), retried when a TLS shutdown would block; input still reaches
+  // on_data() and on_end_of_input(). Later sends are ignored.
+  void shutdown_output();
+  // Reads what is waiting now instead of at the next readiness event (a sender whose write failed
+  // takes the reply the peer sent before closing).
+  void read_pending();
+  // Peek mode: input is reported to on_data() but stays in the socket (MSG_PEEK; plain TCP only),
+  // and reading pauses after each report. The fork-mode upload parent looks for a first byte
+  // before it hands the socket to a child with release_socket().
+  void set_peeking(bool on);
+  // Hands the socket back (to a child process): unwatched, timers cancelled, queued output
+  // dropped, no on_closed(). The connection is closed afterwards.
+  [[nodiscard]] Fd release_socket();
 
   // Flow control: while paused nothing is read, so the kernel's receive buffer fills and TCP
   // pushes back on the sender.
@@ -122,10 +150,15 @@ class Connection {
 
   // Stops reading, writes what is queued, half-closes, reads and discards until the peer's EOF
   // (so unread input cannot turn our close into a reset that destroys the last reply), closes.
-  // Each phase is bounded by the context's drain / linger timeouts.
+  // Each phase is bounded by the context's drain / linger timeouts. During the handshake: closes
+  // at once when nothing is queued; otherwise the handshake may still finish (within its
+  // deadline) so that what is queued goes out inside it (a TLS client told ERR timeout).
   void close_gracefully();
   // Closes now; queued output is dropped. `reason` goes to on_closed().
   void close_now(std::string reason);
+  // Closes now with a reset (SO_LINGER 0) instead of a FIN, so the peer cannot take what it got
+  // for a complete stream (upload-client's stream of unknown length cut short).
+  void abort(std::string reason);
 
   // on_high_water() when more than `bytes` are still queued after a write attempt (0: never).
   void set_high_water_mark(std::size_t bytes) noexcept { high_water_ = bytes; }
@@ -143,7 +176,12 @@ class Connection {
   }
   [[nodiscard]] bool reading_paused() const noexcept { return paused_; }
   [[nodiscard]] bool input_ended() const noexcept { return input_ended_; }
+  // Our sending side has been shut down (shutdown_output(), or a graceful close past its drain).
+  [[nodiscard]] bool output_shut_down() const noexcept { return output_shut_; }
   [[nodiscard]] const ByteStream* stream() const noexcept { return stream_.get(); }
+  // The read or write failure that closed the connection (status done when none did): clients
+  // word their own message from it ("connection to HOST:PORT: Connection reset by peer").
+  [[nodiscard]] const IoResult& failure() const noexcept { return failure_; }
 
  private:
   enum class State : std::uint8_t { handshaking, open, draining, lingering, closed };
@@ -157,6 +195,7 @@ class Connection {
   void discard_input();
   void schedule_flush();
   void write_now();
+  void on_batch_writable();
   void start_shutdown();
   void start_lingering();
   void update_interest();
@@ -172,6 +211,7 @@ class Connection {
   Fd socket_;
   std::unique_ptr<ByteStream> stream_;
   OutputQueue queue_;
+  IoResult failure_;
   // Shared with deferred callbacks so a connection destroyed before the batch ends is not touched.
   std::shared_ptr<Connection*> self_;
   std::size_t high_water_ = 0;
@@ -185,8 +225,13 @@ class Connection {
   bool paused_ = false;
   bool input_ended_ = false;
   bool flush_scheduled_ = false;
-  bool shutdown_pending_ = false;  // shutdown_write() would block (TLS close_notify)
+  bool shutdown_pending_ = false;    // shutdown_write() would block (TLS close_notify)
   bool handshake_done_ = false;
+  bool shutdown_requested_ = false;  // shutdown_output(): shut down once the queue is written
+  bool output_shut_ = false;         // shutdown_write() is done
+  bool batch_blocked_ = false;       // send_batch() took less: on_writable() when it can go on
+  bool peeking_ = false;
+  bool close_after_handshake_ = false;  // close_gracefully() with output queued, mid-handshake
 };
 
 }  // namespace mux

@@ -155,16 +155,24 @@ void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
       trip(kNotAllowed, fmt::format("refused {}: address not allowed", accepted.peer));
       break;
   }
-  std::string message = policy_.refusal_message ? policy_.refusal_message(refusal) : std::string();
+  say_and_close(std::move(accepted.fd),
+                policy_.refusal_message ? policy_.refusal_message(refusal) : std::string());
+}
+
+void Listener::turn_away(Fd socket, const std::string& message) {
+  say_and_close(std::move(socket), message);
+}
+
+void Listener::say_and_close(Fd socket, const std::string& message) {
   // Past the bound the message gets one try and the socket closes at once (a client still
   // sending may then see a reset instead): a refusal flood holds no fds or memory of its own.
   if (refused_.size() >= kMaxRefusing) {
     // Over TLS there is no one-try message: the handshake would have to be waited for.
     if (!message.empty() && !policy_.refusal_stream)
-      (void)::send(accepted.fd.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      (void)::send(socket.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     return;
   }
-  auto client = std::make_unique<RefusedClient>(*this, std::move(accepted.fd), message);
+  auto client = std::make_unique<RefusedClient>(*this, std::move(socket), message);
   RefusedClient* key = client.get();
   refused_.emplace(key, std::move(client));
 }

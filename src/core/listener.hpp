@@ -55,12 +55,15 @@ class Listener {
   void resume();
   // Stops accepting for good and closes the listening socket (shutdown).
   void close();
+  // Closes a connection the owner took but will not serve, with a last line said the way a
+  // refusal is (inside TLS when the policy's refusal_stream says so, within the refusals' cap
+  // and deadlines): the fork-mode upload parent's ERR timeout and ERR server busy.
+  void turn_away(Fd socket, const std::string& message);
 
   [[nodiscard]] int fd() const noexcept { return acceptor_.fd(); }
   // Admitted connections whose tickets are still held.
   [[nodiscard]] std::size_t connections() const noexcept { return counts_->total; }
   [[nodiscard]] std::size_t refusing() const noexcept { return refused_.size(); }
-  [[nodiscard]] const AdmissionPolicy& policy() const noexcept { return policy_; }
 
  private:
   class RefusedClient;
@@ -85,6 +88,7 @@ class Listener {
   [[nodiscard]] bool owner_has_room() const;
   [[nodiscard]] bool at_global_cap() const;
   void refuse(Acceptor::Accepted accepted, Refusal refusal);
+  void say_and_close(Fd socket, const std::string& message);
   void forget_refused(RefusedClient& client);
   void set_watching(bool on);
   void trip(Trip kind, const std::string& line);

@@ -304,15 +304,6 @@ bool TlsStream::has_buffered_input() const {
   return deferred_failure_.has_value() || SSL_has_pending(ssl_.get()) == 1;
 }
 
-void TlsStream::release_buffers() {
-  if (pending_write_ == 0) {
-    staging_.clear();
-    staging_.shrink_to_fit();
-  }
-  // Fails harmlessly (keeps them) when a record is half read or half written.
-  SSL_free_buffers(ssl_.get());
-}
-
 std::string TlsStream::describe_session() const {
   const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_.get());
   return fmt::format("{} {}", SSL_get_version(ssl_.get()),

@@ -53,8 +53,6 @@ class TlsStream final : public ByteStream {
   IoResult shutdown_write() override;
   [[nodiscard]] std::uint32_t wants() const override { return wants_; }
   [[nodiscard]] bool has_buffered_input() const override;
-  void release_buffers() override;
-  [[nodiscard]] const char* kind() const noexcept override { return "tls"; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
 
   [[nodiscard]] bool handshake_done() const noexcept { return handshake_done_; }

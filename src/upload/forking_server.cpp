@@ -1,7 +1,6 @@
 #include "upload/forking_server.hpp"
 
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,13 +26,49 @@ constexpr std::chrono::seconds kChildKillDelay = kShutdownGrace + std::chrono::s
 // become resident only as data arrives, and data is already there when it is forked.
 constexpr std::size_t kBytesPerUploadChild = 2 << 20;
 
-// One line, one non-blocking send: the socket is fresh, so its send buffer is empty, and no
-// input is pending (it never became readable), so closing right after cannot cause a reset.
-void send_line(int fd, const std::string& line) {
-  (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
 }  // namespace
+
+class ForkingServer::Waiting final : private Connection::Owner {
+ public:
+  Waiting(ForkingServer& server, Admitted client, std::uint64_t number)
+      : server_(server),
+        peer_(std::move(client.peer)),
+        ticket_(std::move(client.ticket)),
+        number_(number),
+        connection_(server.waiting_context_, std::move(client.fd), *this) {
+    connection_.set_peeking(true);
+    if (server.limits_.header_timeout.count() > 0) {
+      deadline_ = server.loop_.add_timer(server.limits_.header_timeout, [this] {
+        deadline_ = 0;
+        server_.on_header_timeout(*this);
+      });
+    }
+  }
+  Waiting(const Waiting&) = delete;
+  Waiting& operator=(const Waiting&) = delete;
+  ~Waiting() { server_.loop_.cancel_timer(deadline_); }
+
+  // The socket, no longer watched here; empty once given away or closed.
+  Fd take_socket() {
+    server_.loop_.cancel_timer(std::exchange(deadline_, 0));
+    return connection_.release_socket();
+  }
+  AdmissionTicket& ticket() noexcept { return ticket_; }
+  [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
+  [[nodiscard]] std::uint64_t number() const noexcept { return number_; }
+
+ private:
+  void on_data(std::string_view) override { server_.on_first_bytes(*this); }
+  void on_end_of_input() override { server_.on_gone(*this); }
+  void on_closed(std::string_view) override { server_.on_gone(*this); }
+
+  ForkingServer& server_;
+  std::string peer_;
+  AdmissionTicket ticket_;
+  std::uint64_t number_;
+  EventLoop::TimerId deadline_ = 0;
+  Connection connection_;
+};
 
 ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
                              const UploadLimits& limits, const UploadAdmission& admission,
@@ -49,6 +84,8 @@ ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory*
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
                 [this](Admitted client) { admit(std::move(client)); }) {}
+
+ForkingServer::~ForkingServer() = default;
 
 void ForkingServer::run() {
   children_.on_reaped([this] {
@@ -76,68 +113,57 @@ bool ForkingServer::has_room() const {
 void ForkingServer::admit(Admitted client) {
   std::uint64_t number = next_client_number_++;
   logger_.detail("[Client {}] {} connected", number, client.peer);
-  int fd = client.fd.get();
-  Waiting waiting{std::move(client), number, 0};
-  if (limits_.header_timeout.count() > 0) {
-    waiting.deadline =
-        loop_.add_timer(limits_.header_timeout, [this, fd] { on_header_timeout(fd); });
-  }
-  waiting_.emplace(fd, std::move(waiting));
-  loop_.watch(fd, EPOLLIN | EPOLLRDHUP, [this, fd](std::uint32_t) { on_readable(fd); });
+  auto waiting = std::make_unique<Waiting>(*this, std::move(client), number);
+  Waiting* key = waiting.get();
+  waiting_.emplace(key, std::move(waiting));
 }
 
-std::optional<ForkingServer::Waiting> ForkingServer::take_waiting(int fd) {
-  auto it = waiting_.find(fd);
-  if (it == waiting_.end()) return std::nullopt;
-  Waiting waiting = std::move(it->second);
+void ForkingServer::drop(Waiting& waiting) {
+  auto it = waiting_.find(&waiting);
+  if (it == waiting_.end()) return;
+  loop_.retire(std::move(it->second));
   waiting_.erase(it);
-  loop_.unwatch(fd);
-  loop_.cancel_timer(waiting.deadline);
-  return waiting;
-}
-
-void ForkingServer::on_readable(int fd) {
-  std::optional<Waiting> waiting = take_waiting(fd);
-  if (!waiting) return;
-  char byte = 0;
-  ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (peeked <= 0) {
-    // Closed (or reset) before sending anything: not an upload, and not worth a process.
-    logger_.detail("[Client {}] {} closed without sending anything", waiting->number,
-                   waiting->client.peer);
-  } else {
-    spawn_child(std::move(*waiting));
-  }
   if (!shutting_down_ && has_room()) listener_.resume();
 }
 
-void ForkingServer::on_header_timeout(int fd) {
-  std::optional<Waiting> waiting = take_waiting(fd);
-  if (!waiting) return;
+void ForkingServer::on_first_bytes(Waiting& waiting) {
+  spawn_child(waiting);
+  drop(waiting);
+}
+
+void ForkingServer::on_gone(Waiting& waiting) {
+  // Closed (or reset) before sending anything: not an upload, and not worth a process.
+  logger_.detail("[Client {}] {} closed without sending anything", waiting.number(),
+                 waiting.peer());
+  drop(waiting);
+}
+
+void ForkingServer::on_header_timeout(Waiting& waiting) {
   std::string reason = header_timeout_reason(limits_);
-  logger_.detail("[Client {}] {} sent nothing: {}", waiting->number, waiting->client.peer, reason);
-  send_line(fd, format_err_reply(reason));
-  if (!shutting_down_ && has_room()) listener_.resume();
+  logger_.detail("[Client {}] {} sent nothing: {}", waiting.number(), waiting.peer(), reason);
+  listener_.turn_away(waiting.take_socket(), format_err_reply(reason));
+  drop(waiting);
 }
 
-void ForkingServer::spawn_child(Waiting waiting) {
-  Admitted& client = waiting.client;
-  int socket_fd = client.fd.get();
+void ForkingServer::spawn_child(Waiting& waiting) {
+  Fd socket = waiting.take_socket();
+  int socket_fd = socket.get();
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
+  std::uint64_t number = waiting.number();
   try {
     children_.spawn(
         {socket_fd, dir_fd},
         [&] {
           // Logged by the child, so it comes before the child's own lines about this client.
-          logger_.detail("[Client {}] served by process {}", waiting.number, ::getpid());
-          return serve_one_upload(std::move(client.fd), client.peer, waiting.number, logger_,
-                                  output_dir_, limits_);
+          logger_.detail("[Client {}] served by process {}", number, ::getpid());
+          return serve_one_upload(std::move(socket), waiting.peer(), number, logger_, output_dir_,
+                                  limits_);
         },
         [this](pid_t child, int status) { on_child_exit(child, status); },
-        std::move(client.ticket));
+        std::move(waiting.ticket()));
   } catch (const std::system_error& error) {
-    logger_.info("[Client {}] {} refused: {}", waiting.number, client.peer, error.what());
-    send_line(socket_fd, format_err_reply("server busy: cannot start a process"));
+    logger_.info("[Client {}] {} refused: {}", number, waiting.peer(), error.what());
+    listener_.turn_away(std::move(socket), format_err_reply("server busy: cannot start a process"));
   }
   // The parent's copy of the socket closes here; the child has its own.
 }
@@ -167,11 +193,10 @@ void ForkingServer::begin_shutdown() {
   shutting_down_ = true;
   notify_stopping("shutting down");
   listener_.close();
-  std::vector<int> idle;
-  for (const auto& entry : waiting_)
-    idle.push_back(entry.first);
-  for (int fd : idle)
-    take_waiting(fd);  // never sent a byte: just closed
+  // Never sent a byte: just closed.
+  for (auto& entry : waiting_)
+    loop_.retire(std::move(entry.second));
+  waiting_.clear();
   logger_.info("shutting down: {} upload process(es) running", children_.count());
   if (children_.count() == 0) {
     loop_.stop();

@@ -1,10 +1,12 @@
 // ForkingServer: `upload-server --serve fork`. The parent owns the event loop, the listening
 // socket, the connections admitted but not yet readable, and (through a ChildSupervisor) the
-// child processes. A connection gets a process only once its first bytes have arrived: until
-// then it costs the parent one fd and a few bytes, and it is closed with ERR timeout when the
-// header timeout passes, so idle sockets cannot become processes. Each child serves one upload
-// (serve_one_upload) in its own fresh loop; the supervisor reaps it and the parent removes the
-// temporary file of a child that died without cleaning up. Created and run by
+// child processes. A connection gets a process only once its first bytes have arrived (a
+// Connection peeks at them and gives the socket back for the child): until then it costs the
+// parent one fd and a few bytes, and it is turned away with ERR timeout when the header timeout
+// passes, so idle sockets cannot become processes. The parent's ERR lines go out through the
+// Listener's refusal path, so on a TLS port they are said inside TLS, never in the clear. Each
+// child serves one upload (serve_one_upload) in its own fresh loop; the supervisor reaps it and the
+// parent removes the temporary file of a child that died without cleaning up. Created and run by
 // run_upload_server().
 #pragma once
 
@@ -15,6 +17,7 @@
 #include <unordered_map>
 
 #include "core/child_supervisor.hpp"
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/hangup.hpp"
 #include "core/listener.hpp"
@@ -30,22 +33,23 @@ class ForkingServer {
  public:
   ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
                 const UploadLimits& limits, const UploadAdmission& admission, Hangup& hangup);
+  ForkingServer(const ForkingServer&) = delete;
+  ForkingServer& operator=(const ForkingServer&) = delete;
+  ~ForkingServer();
   // Serves until SIGINT/SIGTERM and every child has exited.
   void run();
 
  private:
   // An admitted connection waiting for its first bytes before it gets a process.
-  struct Waiting {
-    Admitted client;
-    std::uint64_t number = 0;
-    EventLoop::TimerId deadline = 0;
-  };
+  class Waiting;
 
   void admit(Admitted client);
-  void on_readable(int fd);
-  void on_header_timeout(int fd);
-  std::optional<Waiting> take_waiting(int fd);
-  void spawn_child(Waiting waiting);
+  void on_first_bytes(Waiting& waiting);
+  void on_gone(Waiting& waiting);
+  void on_header_timeout(Waiting& waiting);
+  // Forgets `waiting` (destroyed after the batch: it may be inside its own callback).
+  void drop(Waiting& waiting);
+  void spawn_child(Waiting& waiting);
   void on_child_exit(pid_t pid, int status);
   void remove_temporary_files_of(pid_t pid, int status);
   void begin_shutdown();
@@ -56,7 +60,10 @@ class ForkingServer {
   Hangup& hangup_;  // SIGHUP: reload hooks (TLS), or shut down when the terminal is gone
   const OutputDirectory* output_dir_;
   UploadLimits limits_;
-  std::unordered_map<int, Waiting> waiting_;  // by fd
+  // The waiting connections' shared state: plain TCP (the TLS handshake runs in the child), and
+  // a read buffer of one page, as they are only peeked at.
+  ConnectionContext waiting_context_{loop_, 4096};
+  std::unordered_map<Waiting*, std::unique_ptr<Waiting>> waiting_;
   ChildSupervisor children_;
   Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;

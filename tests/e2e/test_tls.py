@@ -206,6 +206,29 @@ class UploadTlsTests(unittest.TestCase):
     def test_header_upload_fork(self):
         self.check_header_upload("fork")
 
+    def check_header_timeout_is_told_inside_tls(self, serve):
+        # A client that stays silent past --header-timeout and only then starts TLS reads the
+        # ERR line inside TLS. (In fork mode the PARENT answers, as the client never sent a byte
+        # that would have earned it a process: it once wrote the line in the clear, which broke
+        # the client's handshake.)
+        with Server("upload-server", "-v", "--serve", serve, "--header-timeout", "1",
+                    *PKI.server_flags()) as server:
+            raw = socket.create_connection((muxtest.HOST, server.port),
+                                           timeout=muxtest.DEFAULT_TIMEOUT)
+            time.sleep(1.5)
+            context = ssl.create_default_context(cafile=PKI.ca)
+            sock = context.wrap_socket(raw, server_hostname="localhost")
+            self.assertEqual(LineReader(sock).expect_eof(),
+                             b"ERR timeout: no header within 1 s\n")
+            sock.close()
+            server.wait_for_log(r"\[Client 1\] .* sent nothing: timeout: no header within 1 s$")
+
+    def test_header_timeout_is_told_inside_tls_single(self):
+        self.check_header_timeout_is_told_inside_tls("single")
+
+    def test_header_timeout_is_told_inside_tls_fork(self):
+        self.check_header_timeout_is_told_inside_tls("fork")
+
     def test_socat_raw_upload(self):
         with Server("upload-server", *PKI.server_flags()) as server:
             result = subprocess.run(

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -335,7 +336,6 @@ class SlowHandshakeStream final : public mux::ByteStream {
   }
   [[nodiscard]] std::uint32_t wants() const override { return EPOLLIN; }
   [[nodiscard]] bool has_buffered_input() const override { return !buffered_.empty(); }
-  [[nodiscard]] const char* kind() const noexcept override { return "test"; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
 
  private:
@@ -588,5 +588,96 @@ TEST_CASE("Connection: a context's stream factory makes every connection's strea
   RecordingOwner owner;
   mux::Connection connection(context, std::move(pair.ours), owner);
   CHECK(made_for == std::vector<int>{fd});
-  CHECK(std::string(connection.stream()->kind()) == "tcp");
+  CHECK(connection.stream()->fd() == fd);
+}
+
+TEST_CASE(
+    "Connection: peeking reports input that stays in the socket, then gives the socket back") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop, 4096);
+  TcpPair pair = tcp_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.set_peeking(true);
+  REQUIRE(::send(pair.theirs.get(), "first", 5, 0) == 5);
+  CHECK(run_until(loop, [&] { return owner.data == "first"; }));
+  CHECK(connection.reading_paused());  // reported once, not again at every loop turn
+  loop.run_once(20ms);
+  CHECK(owner.data == "first");
+  mux::Fd socket = connection.release_socket();
+  REQUIRE(socket.valid());
+  CHECK(connection.closed());
+  CHECK(read_some(socket.get()) == "first");  // the peeked bytes were left for the next reader
+  loop.run_once(20ms);
+  CHECK_FALSE(owner.closed_reason.has_value());  // given away, not closed
+}
+
+TEST_CASE("Connection: shutdown_output half-closes after the queue and keeps reading") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  TcpPair pair = tcp_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.send("last words\n");
+  connection.shutdown_output();
+  connection.send("ignored\n");
+  int error = 0;
+  CHECK(read_to_end(pair.theirs.get(), error) == "last words\n");
+  CHECK(error == 0);
+  CHECK(connection.output_shut_down());
+  REQUIRE(::send(pair.theirs.get(), "reply\n", 6, 0) == 6);
+  ::shutdown(pair.theirs.get(), SHUT_WR);
+  CHECK(run_until(loop, [&] { return owner.ended; }));
+  CHECK(owner.data == "reply\n");
+}
+
+TEST_CASE("Connection: send_batch writes in place and says when a full socket takes more") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  struct BatchOwner : RecordingOwner {
+    std::function<void()> writable;
+    void on_writable() override { writable(); }
+  } owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  std::string big(1 << 20, 'x');
+  std::string head = "head:";
+  std::array<iovec, 2> chunks{iovec{head.data(), head.size()}, iovec{big.data(), big.size()}};
+  mux::IoResult first = connection.send_batch(chunks);
+  REQUIRE(first.ok());
+  REQUIRE(first.bytes < head.size() + big.size());  // a socketpair takes far less than 1 MiB
+  CHECK(connection.send_batch(chunks).blocked());   // nothing goes while it is full
+  // Once the reader makes room, on_writable() and the rest goes from there.
+  std::string tail = "tail";
+  std::optional<mux::IoResult> second;
+  owner.writable = [&] {
+    std::array<iovec, 1> rest{iovec{tail.data(), tail.size()}};
+    second = connection.send_batch(rest);
+  };
+  std::size_t drained = 0;
+  CHECK(run_until(loop, [&] {
+    drained += read_some(pair.theirs.get()).size();
+    return second.has_value();
+  }));
+  REQUIRE(second->ok());
+  CHECK(second->bytes == tail.size());
+  CHECK(run_until(loop, [&] {
+    drained += read_some(pair.theirs.get()).size();
+    return drained == first.bytes + tail.size();
+  }));
+}
+
+TEST_CASE("Connection: abort closes with a reset") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  TcpPair pair = tcp_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.send("never sent\n");
+  connection.abort("cut short");
+  int error = 0;
+  CHECK(read_to_end(pair.theirs.get(), error).empty());
+  CHECK(error == ECONNRESET);
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(*owner.closed_reason == "cut short");
 }
