@@ -1,8 +1,6 @@
 #include "upload/upload_sender.hpp"
 
-#include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -46,8 +44,7 @@ UploadSender::UploadSender(UploadSource source, std::string source_label, std::s
     : source_(std::move(source)),
       source_label_(std::move(source_label)),
       header_line_(std::move(header_line)),
-      socket_(std::move(socket)),
-      stream_(std::move(stream)),
+      connection_(connections_, std::move(socket), std::move(stream), *this),
       server_(std::move(server)),
       progress_(progress),
       started_(EventLoop::Clock::now()) {}
@@ -64,8 +61,6 @@ void UploadSender::set_rate_limit(std::uint64_t bytes_per_second) {
 }
 
 UploadSender::Result UploadSender::run() {
-  loop_.watch(socket_.get(), EPOLLIN | EPOLLOUT,
-              [this](std::uint32_t events) { on_socket(events); });
   if (progress_.style() == ProgressDisplay::Style::terminal) {
     loop_.add_periodic(kRedrawInterval, [this] { progress_.redraw(elapsed_seconds()); });
     loop_.on_signal(SIGWINCH, [this] {
@@ -80,11 +75,15 @@ UploadSender::Result UploadSender::run() {
   loop_.on_signal(SIGTERM, [this] { interrupt(SIGTERM); });
   reader_.emplace(source_.file.get(), source_.offset, source_.size);
   loop_.watch(reader_->ready_fd(), EPOLLIN, [this](std::uint32_t) { on_chunk_ready(); });
+  loop_.defer([this] { send_more(); });
   loop_.run();
   loop_.unwatch(reader_->ready_fd());
-  loop_.unwatch(socket_.get());
   if (failure_) {
-    if (sending_ && !source_.size) reset_connection();
+    // The server ends a stream of unknown length at the half-close and saves what it got: a
+    // stream cut short by an error or a signal must end with a reset instead, so it is not taken
+    // for a complete one. (Only a sender killed outright still ends with an orderly close; the
+    // hash check is what catches that: no OK is ever accepted for it.)
+    if (sending_ && !source_.size) connection_.abort("cut short");
     progress_.clear();
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
     throw std::runtime_error(*failure_);
@@ -92,18 +91,8 @@ UploadSender::Result UploadSender::run() {
   return Result{sent_, final_hash_, elapsed_seconds(), saved_name_};
 }
 
-void UploadSender::on_socket(std::uint32_t events) {
-  // Readable while still sending means the server answered early: usually an ERR refusal.
-  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) read_reply();
-  if (loop_.stopping() || (events & EPOLLOUT) == 0) return;
-  if (shutdown_pending_) {
-    half_close();
-  } else if (sending_) {
-    send_more();
-  }
-}
-
 void UploadSender::send_more() {
+  if (!sending_ || rate_paused_ || loop_.stopping()) return;
   for (int calls = 0; calls < kMaxSendsPerWakeup; ++calls) {
     // The header and the first bytes of the file go out in one writev: one segment (one TLS
     // record) for both, as the server reads them.
@@ -128,8 +117,9 @@ void UploadSender::send_more() {
       }
       return;
     }
-    IoResult result = stream_->writev(chunks, count);
-    if (result.blocked()) return;
+    std::size_t wanted = chunks[0].iov_len + (count > 1 ? chunks[1].iov_len : 0);
+    IoResult result = connection_.send_batch(std::span<const iovec>(chunks, count));
+    if (result.blocked()) return;  // on_writable() goes on
     if (!result.ok()) return on_send_error(result);
     std::size_t written = result.bytes;
     std::size_t to_header = std::min(written, header_left);
@@ -159,7 +149,11 @@ void UploadSender::send_more() {
       finish_sending();
       return;
     }
+    if (written + to_header < wanted) return;  // the socket is full: on_writable() goes on
   }
+  // Calls per wakeup used up: the rest after the loop's turn (progress, an early reply), which
+  // a zero timer gives it (deferred work would run before any event).
+  loop_.add_timer(std::chrono::milliseconds{0}, [this] { send_more(); });
 }
 
 std::size_t UploadSender::rate_allowance() {
@@ -171,7 +165,6 @@ std::size_t UploadSender::rate_allowance() {
 // The loop's timer, not a sleep: the reply (an early ERR), signals and redraws are still served.
 void UploadSender::pause_for_rate() {
   rate_paused_ = true;
-  loop_.modify(socket_.get(), EPOLLIN);
   // Wait for a quarter of the burst rather than the first byte: fewer, larger sends.
   auto wait = rate_limit_->time_until(rate_limit_->burst() / 4, TokenBucket::Clock::now());
   auto delay = std::chrono::ceil<std::chrono::milliseconds>(wait);
@@ -183,7 +176,6 @@ void UploadSender::resume_after_rate_pause() {
   rate_paused_ = false;
   if (!sending_ || loop_.stopping() || waiting_for_chunk_) return;
   last_progress_ = EventLoop::Clock::now();  // the pause was ours, not the server's
-  loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
   send_more();
 }
 
@@ -193,17 +185,15 @@ void UploadSender::wait_for_chunk() {
     fail(fmt::format("{}: {}", source_label_, why));
     return;
   }
-  // Nothing to send until the reader signals: stop asking for EPOLLOUT, or the loop would spin.
+  // Nothing to send until the reader signals (the connection stops asking for writability).
   waiting_for_chunk_ = true;
-  loop_.modify(socket_.get(), EPOLLIN);
 }
 
 void UploadSender::on_chunk_ready() {
   reader_->clear_ready();
   if (!waiting_for_chunk_ || !sending_ || loop_.stopping()) return;
   waiting_for_chunk_ = false;
-  if (rate_paused_) return;  // the rate timer turns EPOLLOUT back on
-  loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
+  if (rate_paused_) return;  // the rate timer goes on
   send_more();
 }
 
@@ -211,15 +201,9 @@ void UploadSender::finish_sending() {
   sending_ = false;
   final_hash_ = reader_->hash_hex();
   last_progress_ = EventLoop::Clock::now();  // the reply gets the whole stall timeout
-  half_close();
-}
-
-// The end of the upload: TLS close_notify then FIN, or just FIN, as the server reads it.
-void UploadSender::half_close() {
-  IoResult result = stream_->shutdown_write();
-  shutdown_pending_ = result.blocked();
-  if (!result.ok() && !result.blocked()) return on_send_error(result);
-  loop_.modify(socket_.get(), shutdown_pending_ ? EPOLLIN | EPOLLOUT : EPOLLIN);
+  // The end of the upload: TLS close_notify then FIN, or just FIN, as the server reads it; the
+  // reply is still read.
+  connection_.shutdown_output();
 }
 
 void UploadSender::check_progress() {
@@ -240,31 +224,31 @@ void UploadSender::check_progress() {
 
 void UploadSender::on_send_error(const IoResult& error) {
   // A server that refuses an upload replies ERR and closes: the reason is already here.
-  read_reply();
+  connection_.read_pending();
   if (!loop_.stopping()) fail(fmt::format("send to {}: {}", server_, error.describe()));
 }
 
-void UploadSender::read_reply() {
-  char buffer[kMaxReplyLine];
-  while (!loop_.stopping()) {
-    IoResult result = stream_->read(buffer, sizeof buffer);
-    if (result.ok()) {
-      reply_text_.append(buffer, result.bytes);
-      std::size_t newline = reply_text_.find('\n');
-      if (newline != std::string::npos) {
-        check_reply(reply_text_.substr(0, newline));
-      } else if (reply_text_.size() > kMaxReplyLine) {
-        fail(fmt::format("{} sent something that is not a MUXUP/1 reply", server_));
-      }
-      continue;
-    }
-    if (result.status == IoResult::Status::end_of_stream) {
-      fail(fmt::format("{} closed the connection without a reply", server_));
-      return;
-    }
-    if (result.blocked()) return;
-    fail(fmt::format("connection to {}: {}", server_, result.describe()));
+// Readable while still sending means the server answered early: usually an ERR refusal.
+void UploadSender::on_data(std::string_view bytes) {
+  if (loop_.stopping()) return;
+  reply_text_.append(bytes);
+  std::size_t newline = reply_text_.find('\n');
+  if (newline != std::string::npos) {
+    check_reply(reply_text_.substr(0, newline));
+  } else if (reply_text_.size() > kMaxReplyLine) {
+    fail(fmt::format("{} sent something that is not a MUXUP/1 reply", server_));
   }
+}
+
+void UploadSender::on_end_of_input() {
+  fail(fmt::format("{} closed the connection without a reply", server_));
+}
+
+void UploadSender::on_closed(std::string_view reason) {
+  const IoResult& failure = connection_.failure();
+  fail(fmt::format(
+      "connection to {}: {}", server_,
+      failure.status == IoResult::Status::failed ? failure.describe() : std::string(reason)));
 }
 
 void UploadSender::check_reply(const std::string& line) {
@@ -306,16 +290,6 @@ void UploadSender::fail(std::string message) {
   if (loop_.stopping()) return;  // the first failure is the one worth telling
   failure_ = std::move(message);
   loop_.stop();
-}
-
-void UploadSender::reset_connection() {
-  // The server ends a stream of unknown length at the half-close and saves what it got: a stream
-  // cut short by an error or a signal must end with a reset instead, so it is not taken for a
-  // complete one. (Only a sender killed outright still ends with an orderly close; the hash
-  // check is what catches that: no OK is ever accepted for it.)
-  linger abort{1, 0};
-  (void)::setsockopt(socket_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
-  socket_.reset();
 }
 
 double UploadSender::elapsed_seconds() const {

@@ -1,18 +1,19 @@
 // UploadSender: one upload seen from upload-client: the MUXUP/1 header, the file (or the stream)
 // in large chunks hashed as they go out, the half-close, and the server's reply checked against
-// the byte count and the XXH3-128 computed here. Owns its event loop, the socket and the running
-// hash; created by run_upload_client() once the source is open and the connection is up.
+// the byte count and the XXH3-128 computed here. Owns its event loop, the Connection (the chunks
+// go out with send_batch(), straight from the reader's buffers) and the running hash; created by
+// run_upload_client() once the source is open and the connection is up.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
-#include <vector>
-
-#include <memory>
+#include <string_view>
 
 #include "core/byte_stream.hpp"
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/rate_limit.hpp"
@@ -23,7 +24,7 @@ namespace mux {
 
 class ProgressDisplay;
 
-class UploadSender {
+class UploadSender final : private Connection::Owner {
  public:
   struct Result {
     std::uint64_t bytes = 0;
@@ -51,7 +52,10 @@ class UploadSender {
   Result run();
 
  private:
-  void on_socket(std::uint32_t events);
+  void on_data(std::string_view bytes) override;
+  void on_end_of_input() override;
+  void on_closed(std::string_view reason) override;
+  void on_writable() override { send_more(); }
   void send_more();
   void wait_for_chunk();
   [[nodiscard]] std::size_t rate_allowance();
@@ -59,12 +63,9 @@ class UploadSender {
   void resume_after_rate_pause();
   void on_chunk_ready();
   void finish_sending();
-  void half_close();
   void on_send_error(const IoResult& error);
-  void read_reply();
   void check_reply(const std::string& line);
   void fail(std::string message);
-  void reset_connection();
   void check_progress();
   void interrupt(int signo);
   [[nodiscard]] double elapsed_seconds() const;
@@ -74,8 +75,9 @@ class UploadSender {
   std::string source_label_;
   std::string header_line_;
   std::size_t header_sent_ = 0;
-  Fd socket_;
-  std::unique_ptr<ByteStream> stream_;
+  // Only the reply is read: one line.
+  ConnectionContext connections_{loop_, 4096};
+  Connection connection_;
   std::string server_;
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
@@ -86,12 +88,11 @@ class UploadSender {
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
   bool waiting_for_chunk_ = false;
   std::optional<TokenBucket> rate_limit_;  // --limit-rate; none: unlimited
-  bool rate_paused_ = false;               // EPOLLOUT off until the bucket refills
+  bool rate_paused_ = false;               // nothing is sent until the bucket refills
   std::string final_hash_;
   std::string saved_name_;  // from the OK reply, sanitized
   std::string reply_text_;
   bool sending_ = true;
-  bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   std::optional<std::string> failure_;
   int interrupted_by_ = 0;  // the signal that stopped the upload, if one did
 };
