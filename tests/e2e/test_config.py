@@ -16,7 +16,6 @@ import muxtest
 from muxtest import LineReader, Server
 
 WELCOME = re.compile(r"^\* welcome, you are Client \d+ ")
-TRY = re.compile(r"^Try 'mux [a-z-]+ --help' for more information\.$")
 
 
 class ConfigCase(unittest.TestCase):
@@ -112,12 +111,6 @@ class ErrorTest(ConfigCase):
         ("nick = ada\n", "upload-client",
          "1: unknown setting 'nick' (upload-client takes no such setting; chat-client does)"),
         ("colour = blue\n", "chat-client", "1: unknown setting 'colour'"),
-        ("port = 70000\n", "upload-server", "1: port: '70000' is not a port number (0-65535)"),
-        ("max-line = 2M\n", "chat-server", "1: max-line: 2M is above the maximum of 1M"),
-        ("serve = threads\n", "chat-server",
-         "1: serve: 'threads' is not a serving mode (single or fork)"),
-        ("allow = 127.0.0.1\nallow = nowhere\n", "upload-server",
-         "2: allow: 'nowhere' is not an address or CIDR range"),
         ("port =\n", "chat-server", "1: port: needs a value (PORT)"),
         ("timestamps = maybe\n", "chat-client",
          "1: timestamps: 'maybe' is not true or false (a switch: true, false, yes, no, on, off, "
@@ -139,19 +132,43 @@ class ErrorTest(ConfigCase):
                 self.assertEqual(self.usage_error(sub, "--config", path),
                                  f"mux: error: {path}:{message}")
 
-    def test_the_hint_line_follows(self):
+    # (file text, subcommand, line, flag, value): a bad value is refused for the reason the
+    # command line gives for `--flag value`, after FILE:LINE: and the setting's name.
+    VALUE_CASES = [
+        ("port = 70000\n", "upload-server", 1, "port", "70000"),
+        ("max-line = 2M\n", "chat-server", 1, "max-line", "2M"),
+        ("max-line = lots\n", "chat-server", 1, "max-line", "lots"),
+        ("serve = threads\n", "chat-server", 1, "serve", "threads"),
+        ("allow = 127.0.0.1\nallow = nowhere\n", "upload-server", 2, "allow", "nowhere"),
+        ("connect-timeout = soon\n", "chat-client", 1, "connect-timeout", "soon"),
+        ("timeout = -1\n", "upload-client", 1, "timeout", "-1"),
+    ]
+
+    def test_a_bad_value_is_refused_as_on_the_command_line(self):
+        for text, sub, line, flag, value in self.VALUE_CASES:
+            with self.subTest(setting=text):
+                path = self.write("bad.conf", text)
+                extra = ["--file", "/dev/null"] if sub == "upload-client" else []
+                on_command_line = self.usage_error(sub, *extra, f"--{flag}={value}")
+                prefix = f"mux: error: --{flag}: "
+                self.assertTrue(on_command_line.startswith(prefix), on_command_line)
+                self.assertEqual(self.usage_error(sub, *extra, "--config", path),
+                                 f"mux: error: {path}:{line}: {flag}: "
+                                 + on_command_line[len(prefix):])
+
+    def test_one_error_line(self):
+        """The FILE:LINE error is the only error line (a usage hint may follow it)."""
         path = self.write("bad.conf", "max-lines = 5\n")
         result = muxtest.run_mux("chat-server", "--config", path)
         lines = result.stderr.decode().splitlines()
-        self.assertEqual(len(lines), 2, lines)
-        self.assertRegex(lines[1], TRY)
+        self.assertEqual([line for line in lines if line.startswith("mux: error: ")], lines[:1])
+        self.assertLessEqual(len(lines), 2, lines)
 
     def test_a_bad_value_is_reported_even_when_the_command_line_overrides_it(self):
         path = self.write("bad.conf", "max-line = lots\n")
-        self.assertEqual(
-            self.usage_error("chat-server", "--max-line", "1K", "--config", path),
-            f"mux: error: {path}:1: max-line: 'lots' is not a size (a whole number of bytes, "
-            "optionally followed by K, M, G or T: 64K, 1MiB, 2G)")
+        self.assertTrue(
+            self.usage_error("chat-server", "--max-line", "1K", "--config", path).startswith(
+                f"mux: error: {path}:1: max-line: 'lots' "))
 
     def test_a_file_that_cannot_be_read(self):
         missing = os.path.join(self.dir, "missing.conf")

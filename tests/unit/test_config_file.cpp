@@ -49,6 +49,16 @@ struct ConfigFixture {
     return command_line.parse(args, out, err);
   }
 
+  // Status 2 and a first line on stderr that starts with `prefix` (the reason after it is the
+  // flag's own wording, tested with the flags).
+  void expect_error_prefix(const std::vector<std::string>& args, const std::string& prefix) {
+    CHECK(parse(args) == mux::kExitUsage);
+    CHECK(out.str().empty());
+    std::string first = err.str().substr(0, err.str().find('\n'));
+    INFO("error line: ", first);
+    CHECK(first.rfind(prefix, 0) == 0);
+  }
+
   // Status 2 and exactly this first line on stderr.
   void expect_error(const std::vector<std::string>& args, const std::string& line) {
     CHECK(parse(args) == mux::kExitUsage);
@@ -159,10 +169,9 @@ TEST_CASE_FIXTURE(ConfigFixture, "config: the command line wins over the file") 
 
 TEST_CASE_FIXTURE(ConfigFixture, "config: a bad value is an error even when overridden") {
   TempConfig file("port = 7001\nmax-line = lots\n");
-  expect_error({"chat-server", "--max-line", "1K", "--config", file.path},
-               "mux: error: " + file.path +
-                   ":2: max-line: 'lots' is not a size (a whole number of bytes, optionally "
-                   "followed by K, M, G or T: 64K, 1MiB, 2G)");
+  expect_error_prefix({"chat-server", "--max-line", "1K", "--config", file.path},
+                      "mux: error: " + file.path + ":2: max-line: 'lots' ");
+  CHECK(err.str().find("is not a size") != std::string::npos);
 }
 
 TEST_CASE_FIXTURE(ConfigFixture,
@@ -227,25 +236,25 @@ TEST_CASE_FIXTURE(ConfigFixture, "config: every error names the file and the lin
   }
   SUBCASE("a bad value") {
     TempConfig file("port = 70000\n");
-    expect_error({"chat-server", "--config", file.path},
-                 "mux: error: " + file.path + ":1: port: '70000' is not a port number (0-65535)");
+    expect_error_prefix({"chat-server", "--config", file.path},
+                        "mux: error: " + file.path + ":1: port: '70000' is not a port number");
   }
   SUBCASE("a value out of range") {
     TempConfig file("max-line = 2M\n");
-    expect_error({"chat-server", "--config", file.path},
-                 "mux: error: " + file.path + ":1: max-line: 2M is above the maximum of 1M");
+    expect_error_prefix({"chat-server", "--config", file.path},
+                        "mux: error: " + file.path + ":1: max-line: ");
+    CHECK(err.str().find("2M") != std::string::npos);
+    CHECK(err.str().find("1M") != std::string::npos);
   }
   SUBCASE("a bad choice") {
     TempConfig file("serve = threads\n");
-    expect_error(
-        {"upload-server", "--config", file.path},
-        "mux: error: " + file.path + ":1: serve: 'threads' is not a serving mode (single or fork)");
+    expect_error_prefix({"upload-server", "--config", file.path},
+                        "mux: error: " + file.path + ":1: serve: 'threads' is not a serving mode");
   }
   SUBCASE("a bad repeated value") {
     TempConfig file("allow = 10.0.0.0/8\nallow = nowhere\n");
-    expect_error(
-        {"chat-server", "--config", file.path},
-        "mux: error: " + file.path + ":2: allow: 'nowhere' is not an address or CIDR range");
+    expect_error_prefix({"chat-server", "--config", file.path},
+                        "mux: error: " + file.path + ":2: allow: 'nowhere' ");
   }
   SUBCASE("no value") {
     TempConfig file("port =\n");
