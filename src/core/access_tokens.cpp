@@ -152,7 +152,8 @@ std::int64_t milliseconds_of(FailureThrottle::Clock::time_point now) {
 }  // namespace
 
 FailureThrottle::FailureThrottle() {
-  void* mapping = ::mmap(nullptr, sizeof(Slot) * kSlots, PROT_READ | PROT_WRITE,
+  // One more slot than the addresses use: the count of all failures in the current second.
+  void* mapping = ::mmap(nullptr, sizeof(Slot) * (kSlots + 1), PROT_READ | PROT_WRITE,
                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mapping == MAP_FAILED)
     throw std::system_error(errno, std::generic_category(), "token failure table");
@@ -160,7 +161,7 @@ FailureThrottle::FailureThrottle() {
 }
 
 FailureThrottle::~FailureThrottle() {
-  ::munmap(slots_, sizeof(Slot) * kSlots);
+  ::munmap(slots_, sizeof(Slot) * (kSlots + 1));
 }
 
 std::chrono::milliseconds FailureThrottle::record_failure(std::string_view address,
@@ -181,7 +182,22 @@ std::chrono::milliseconds FailureThrottle::record_failure(std::string_view addre
   std::chrono::milliseconds delay = kFirstDelay;
   for (std::uint64_t i = 1; i < count && delay < kMaxDelay; ++i)
     delay *= 2;
-  return std::min(delay, std::chrono::milliseconds(kMaxDelay));
+  return std::max(std::min(delay, std::chrono::milliseconds(kMaxDelay)), global_delay(now_ms));
+}
+
+std::chrono::milliseconds FailureThrottle::global_delay(std::int64_t now_ms) {
+  // A fixed one-second window: racing processes may reset it twice or lose a count, which only
+  // moves the threshold by a failure or two.
+  Slot& slot = slots_[kSlots];
+  std::atomic_ref<std::uint64_t> window(slot.key);
+  std::atomic_ref<std::uint64_t> failures(slot.failures);
+  auto second = static_cast<std::uint64_t>(now_ms / 1000) + 1;  // 0 stays "empty"
+  if (window.load() != second) {
+    window.store(second);
+    failures.store(0);
+  }
+  if (failures.fetch_add(1) + 1 <= kGlobalFreePerSecond) return std::chrono::milliseconds(0);
+  return kMaxDelay;
 }
 
 std::uint32_t FailureThrottle::failures(std::string_view address, Clock::time_point now) const {

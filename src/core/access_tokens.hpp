@@ -65,7 +65,8 @@ class AccessTokens {
 // Slows down guessing: each failed token from one address delays the refusal (the reply and the
 // close) longer — 250 ms, doubling with every failure up to kMaxDelay — so a guesser gets a few
 // tries a second at first and one every 8 s soon after, while a person who mistyped once barely
-// notices. Failures are forgotten kForgetAfter after the last one.
+// notices. Failures are forgotten kForgetAfter after the last one. Past kGlobalFreePerSecond
+// failures a second from all addresses together, each one waits kMaxDelay.
 //
 // The table lives in a shared anonymous mapping made before any fork, so fork-mode children (one
 // per client, each checking its own client's token) count into the same table as the parent. It
@@ -91,8 +92,14 @@ class FailureThrottle {
   static constexpr std::chrono::milliseconds kMaxDelay{8000};
   static constexpr std::chrono::minutes kForgetAfter{10};
   static constexpr std::size_t kSlots = 4096;
+  // Failures from all addresses together: past this many in one second, every failure waits
+  // kMaxDelay, so guessing from many addresses is slowed as well (each waiting guess also holds
+  // a slot of the servers' unauthenticated budget).
+  static constexpr std::uint64_t kGlobalFreePerSecond = 20;
 
  private:
+  std::chrono::milliseconds global_delay(std::int64_t now_ms);
+
   struct Slot {
     std::uint64_t key;       // hash of the address; 0: empty
     std::uint64_t failures;  // accessed through std::atomic_ref (children update it too)

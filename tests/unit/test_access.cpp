@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "core/access_tokens.hpp"
 #include "core/cidr.hpp"
 
@@ -244,6 +246,18 @@ TEST_CASE("tokens: failures from one address double the delay, up to a bound, th
   auto later = now + mux::FailureThrottle::kForgetAfter;
   CHECK(throttle.failures("127.0.0.2", later) == 0);
   CHECK(throttle.record_failure("127.0.0.2", later) == milliseconds(250));
+}
+
+TEST_CASE("tokens: failures from many addresses are slowed down together") {
+  mux::FailureThrottle throttle;
+  auto now = mux::FailureThrottle::Clock::now();
+  using std::chrono::milliseconds;
+  for (std::uint64_t i = 0; i < mux::FailureThrottle::kGlobalFreePerSecond; ++i)
+    CHECK(throttle.record_failure(fmt::format("10.0.{}.{}", i / 256, i % 256), now) ==
+          milliseconds(250));
+  // A fresh address, but too many failures this second: it waits as long as a repeat offender.
+  CHECK(throttle.record_failure("10.1.0.1", now) == mux::FailureThrottle::kMaxDelay);
+  CHECK(throttle.record_failure("10.1.0.2", now + std::chrono::seconds(2)) == milliseconds(250));
 }
 
 TEST_CASE("tokens: the throttle's key is the address without its port") {
