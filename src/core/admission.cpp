@@ -30,7 +30,9 @@ std::string address_key(const sockaddr* address, socklen_t length) {
     // A v4-mapped address (a dual-stack listener) is the same machine as its IPv4 form.
     if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
       return std::string(reinterpret_cast<const char*>(&v6->sin6_addr) + 12, 4);
-    return std::string(reinterpret_cast<const char*>(&v6->sin6_addr), sizeof v6->sin6_addr);
+    // One IPv6 host is routinely given a whole /64 (SLAAC, privacy addresses): counted by it,
+    // not by each of its 2^64 addresses.
+    return std::string(reinterpret_cast<const char*>(&v6->sin6_addr), 8);
   }
   return std::string(1, static_cast<char>(address->sa_family));  // unix sockets: one bucket
 }

@@ -33,7 +33,7 @@ const char* describe(Refusal refusal) noexcept;
 struct AdmissionPolicy {
   // Connections at once; 0: no cap here (the owner's has_room may still say no).
   std::size_t max_connections = 0;
-  // Connections at once from one address (IPv4, or IPv6 /128; v4-mapped counts as IPv4); 0: none.
+  // Connections at once from one address (IPv4, or IPv6 /64; v4-mapped counts as IPv4); 0: none.
   std::size_t max_per_address = 0;
   // At max_connections: true accepts newcomers and refuses them with a message, false leaves
   // them waiting in the kernel's backlog until a slot frees. Per-address and not-allowed

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "core/access_tokens.hpp"
+#include "core/admission.hpp"
 #include "core/cidr.hpp"
 
 namespace {
@@ -258,6 +259,27 @@ TEST_CASE("tokens: failures from many addresses are slowed down together") {
   // A fresh address, but too many failures this second: it waits as long as a repeat offender.
   CHECK(throttle.record_failure("10.1.0.1", now) == mux::FailureThrottle::kMaxDelay);
   CHECK(throttle.record_failure("10.1.0.2", now + std::chrono::seconds(2)) == milliseconds(250));
+}
+
+namespace {
+std::string key_of(const char* text) {
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  if (::inet_pton(AF_INET6, text, &v6.sin6_addr) == 1)
+    return mux::address_key(reinterpret_cast<const sockaddr*>(&v6), sizeof v6);
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  REQUIRE(::inet_pton(AF_INET, text, &v4.sin_addr) == 1);
+  return mux::address_key(reinterpret_cast<const sockaddr*>(&v4), sizeof v4);
+}
+}  // namespace
+
+TEST_CASE("admission: the per-address key is the IPv4 address, or the IPv6 /64") {
+  CHECK(key_of("2001:db8::1") == key_of("2001:db8::ffff:1"));  // one host's /64
+  CHECK(key_of("2001:db8::1") != key_of("2001:db8:0:1::1"));   // the next /64
+  CHECK(key_of("127.0.0.2") != key_of("127.0.0.3"));
+  CHECK(key_of("::ffff:127.0.0.2") == key_of("127.0.0.2"));  // v4-mapped is IPv4
+  CHECK(key_of("::ffff:127.0.0.2") != key_of("::ffff:127.0.0.3"));
 }
 
 TEST_CASE("tokens: the throttle's key is the address without its port") {
