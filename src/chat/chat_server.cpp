@@ -251,12 +251,14 @@ class ChatServer final : public MemberOwner {
   }
 
   void admit_forked(Admitted client) {
-    int ends[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) < 0) {
-      return refuse(std::move(client), fmt::format("socketpair: {}", std::strerror(errno)));
+    SocketPair link;
+    try {
+      link = make_socket_pair();
+    } catch (const std::system_error& error) {
+      return refuse(std::move(client), error.what());
     }
-    Fd parent_end(ends[0]);
-    Fd child_end(ends[1]);
+    Fd parent_end = std::move(link.first);
+    Fd child_end = std::move(link.second);
     pid_t pid = 0;
     try {
       pid = children_->spawn(

@@ -157,28 +157,11 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
                           fmt::format("listen on {}", format_endpoint(host, port)));
 }
 
-Fd connect_tcp(const std::string& host, std::uint16_t port) {
-  AddrinfoList list = resolve(host, port, false);
-  int last_error = EADDRNOTAVAIL;
-  for (addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
-    Fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
-    if (!fd) {
-      last_error = errno;
-      continue;
-    }
-    int rc;
-    do {
-      rc = ::connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) {
-      last_error = errno;
-      continue;
-    }
-    set_nonblocking(fd.get());
-    return fd;
-  }
-  throw std::system_error(last_error, std::generic_category(),
-                          fmt::format("connect to {}", format_endpoint(host, port)));
+SocketPair make_socket_pair() {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) < 0)
+    throw std::system_error(errno, std::generic_category(), "socketpair");
+  return {Fd(ends[0]), Fd(ends[1])};
 }
 
 void set_nodelay(int fd) {

@@ -31,8 +31,13 @@ std::optional<HostAndPort> split_host_port(const std::string& text, std::string&
 
 // Binds and listens on the first address `host` resolves to. Port 0 picks a free port.
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
-// Connects (blocking, trying each resolved address) and returns a non-blocking socket.
-Fd connect_tcp(const std::string& host, std::uint16_t port);
+// Two connected non-blocking CLOEXEC Unix stream sockets: the fork modes' parent-child link.
+// Throws std::system_error ("socketpair: Too many open files").
+struct SocketPair {
+  Fd first;
+  Fd second;
+};
+SocketPair make_socket_pair();
 
 void set_nodelay(int fd);
 

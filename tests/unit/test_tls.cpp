@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/byte_stream.hpp"
+#include "core/connector.hpp"
 #include "core/fd.hpp"
 #include "core/net.hpp"
 #include "core/output_queue.hpp"
@@ -208,13 +209,13 @@ TEST_CASE("tls: many small chunks and large ones through a tiny socket buffer ar
   CHECK(received == expected);
 }
 
-TEST_CASE("tls: over TCP loopback with the blocking helper the clients use") {
+TEST_CASE("tls: over TCP loopback with the connect helper the clients use") {
   TlsServerContext server_context(server_config());
   TlsClientContext client_context(client_config(), "localhost");
   mux::Fd listener = mux::listen_tcp("127.0.0.1", 0);
   std::string address = mux::local_address(listener.get());
   auto port = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
-  mux::Fd client_fd = mux::connect_tcp("127.0.0.1", port);
+  mux::Fd client_fd = mux::connect_within("127.0.0.1", port, std::chrono::seconds{5});
   mux::Acceptor acceptor(std::move(listener));
   std::optional<mux::Acceptor::Accepted> accepted;
   bool dropped = false;
