@@ -1,8 +1,5 @@
 #include "chat/chat_client.hpp"
 
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +22,7 @@
 #include "chat/line_editor.hpp"
 #include "chat/room_roster.hpp"
 #include "core/byte_stream.hpp"
+#include "core/connection.hpp"
 #include "core/event_loop.hpp"
 #include "core/line_framer.hpp"
 #include "core/net.hpp"
@@ -71,25 +69,22 @@ void write_stdout(std::string_view text) {
 }
 
 // One chat client: the server connection, stdin, and the screen, in one event loop.
-class ChatClient {
+class ChatClient final : private Connection::Owner {
  public:
   ChatClient(const ChatClientOptions& options, ClientLink link)
       : server_(std::move(link.server)),
-        socket_(std::move(link.socket)),
-        stream_(std::move(link.stream)),
+        connection_(connections_, std::move(link.socket), std::move(link.stream), *this),
         link_token_(std::move(link.token)),
-        writer_(loop_, *stream_, [this](int error) { connection_failed(error); }),
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps),
         confirm_timeout_(options.confirm_timeout) {
     // The token goes first: a server with --token-file reads it before anything else.
-    if (!link_token_.empty()) writer_.send(fmt::format("/token {}\n", link_token_));
-    if (!options.nick.empty()) writer_.send(fmt::format("/nick {}\n", options.nick));
+    if (!link_token_.empty()) connection_.send(fmt::format("/token {}\n", link_token_));
+    if (!options.nick.empty()) connection_.send(fmt::format("/nick {}\n", options.nick));
   }
 
   int run() {
-    loop_.watch(socket_.get(), EPOLLIN, [this](std::uint32_t events) { on_socket(events); });
     loop_.on_signal(SIGINT, [this] { interrupted(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { interrupted(SIGTERM); });
     if (kind_ == InputKind::terminal) {
@@ -113,32 +108,35 @@ class ChatClient {
  private:
   // --- the server's side ---
 
-  void on_socket(std::uint32_t events) {
-    if (events & EPOLLOUT) {
-      if (shutdown_pending_) return half_close();
-      writer_.on_writable();
+  void on_data(std::string_view bytes) override {
+    if (loop_.stopping() || bytes.empty()) return;
+    incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
+    flush_shown();
+    rearm_quiet_timer(bytes.back() != '\n');
+  }
+
+  void on_end_of_input() override {
+    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
+    flush_shown();
+    server_closed();
+  }
+
+  void on_closed(std::string_view reason) override {
+    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
+    flush_shown();
+    // A TLS failure carries its own reason (an alert: "the server requires a client
+    // certificate"), which says more than the errno.
+    const IoResult& failure = connection_.failure();
+    connection_failed(failure.status == IoResult::Status::failed ? failure.describe()
+                                                                 : std::string(reason));
+  }
+
+  // Our queue went out after a write had to wait: stdin may be read again.
+  void on_writable() override {
+    if (waiting_for_drain_ && connection_.queued() == 0) {
+      waiting_for_drain_ = false;
+      resume_input();
     }
-    if (loop_.stopping() || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
-    // A TLS stream may hold decrypted input that epoll will not announce: read it all now.
-    do {
-      IoResult result = stream_->read(read_buffer_.data(), read_buffer_.size());
-      if (result.blocked()) return;
-      if (result.ok()) {
-        if (result.bytes == 0) continue;
-        std::string_view bytes(read_buffer_.data(), result.bytes);
-        incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
-        flush_shown();
-        rearm_quiet_timer(bytes.back() != '\n');
-        continue;
-      }
-      incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-      flush_shown();
-      // A TLS failure carries its own reason (an alert: "the server requires a client
-      // certificate"), which says more than the errno.
-      if (result.status == IoResult::Status::failed)
-        return connection_failed(result.error, result.detail);
-      return server_closed();
-    } while (!loop_.stopping() && stream_->has_buffered_input());
   }
 
   // The server's orderly close. Only after our own half-close, with no notice that it ended the
@@ -146,7 +144,7 @@ class ChatClient {
   // before closing; a server that drops unread bytes resets the connection instead).
   void server_closed() {
     if (end_reason_) return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
-    if (!half_closed_) {
+    if (!connection_.output_shut_down()) {
       return fail(fmt::format("connection to {} closed by the server{}", server_,
                               input_done_ ? " before all input was sent" : ""));
     }
@@ -218,10 +216,9 @@ class ChatClient {
 
   // A reset or a failed write: bytes we sent may have been thrown away unread (a server that
   // closes with input pending resets), so this is a failure even after our half-close.
-  void connection_failed(int error, const std::string& detail = {}) {
+  void connection_failed(const std::string& why) {
     if (loop_.stopping()) return;
-    std::string what = fmt::format("connection to {}: {}", server_,
-                                   detail.empty() ? std::strerror(error) : detail);
+    std::string what = fmt::format("connection to {}: {}", server_, why);
     if (end_reason_) what += fmt::format(" (the server ended the session: {})", *end_reason_);
     fail(std::move(what));
   }
@@ -261,9 +258,10 @@ class ChatClient {
     typed_.feed(std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
                 [this](std::string_view line, bool) { typed_line(line); });
     if (input_done_) return;
-    if (writer_.queued() > kMaxUnsent) {
+    connection_.flush();  // what the kernel takes now does not count against the limit
+    if (connection_.queued() > kMaxUnsent) {
       pause_input();
-      writer_.when_drained([this] { resume_input(); });
+      waiting_for_drain_ = true;  // on_writable() resumes
     } else if (kind_ == InputKind::file) {
       input_watched_ = false;
       resume_input();
@@ -275,7 +273,7 @@ class ChatClient {
     if (line == "exit" || line == "/quit") return end_of_input();
     std::string message(line);
     message += '\n';
-    writer_.send(make_block(std::move(message)));
+    connection_.send(make_block(std::move(message)));
     show_own_line(line);
   }
 
@@ -286,24 +284,9 @@ class ChatClient {
     pause_input();
     await_confirmation();
     loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
-    writer_.when_drained([this] {
-      if (loop_.stopping()) return;
-      half_close();
-    });
-  }
-
-  // Ends our sending side (TLS: close_notify, then FIN), so the server sees us leave cleanly.
-  void half_close() {
-    IoResult result = stream_->shutdown_write();
-    if (result.blocked()) {
-      shutdown_pending_ = true;
-      loop_.modify(socket_.get(), EPOLLIN | EPOLLOUT);
-      return;
-    }
-    if (shutdown_pending_) loop_.modify(socket_.get(), EPOLLIN);
-    shutdown_pending_ = false;
-    if (!result.ok()) return connection_failed(result.error, result.detail);
-    half_closed_ = true;
+    // What was typed goes first, then our sending side ends (TLS: close_notify, then FIN), so
+    // the server sees us leave cleanly; its lines are still read until it closes.
+    connection_.shutdown_output();
   }
 
   // From the end of input until the server's close (its proof that it read everything we sent):
@@ -337,11 +320,7 @@ class ChatClient {
   }
 
   // Bytes written but not yet acknowledged by the server's host: our queue plus the socket's.
-  [[nodiscard]] std::size_t unsent_bytes() const {
-    int in_kernel = 0;
-    if (::ioctl(socket_.get(), SIOCOUTQ, &in_kernel) < 0 || in_kernel < 0) in_kernel = 0;
-    return writer_.queued() + static_cast<std::size_t>(in_kernel);
-  }
+  [[nodiscard]] std::size_t unsent_bytes() const { return connection_.unacknowledged(); }
 
   void interrupted(int signo) {
     status_ = 128 + signo;
@@ -363,10 +342,9 @@ class ChatClient {
 
   EventLoop loop_;
   std::string server_;
-  Fd socket_;
-  std::unique_ptr<ByteStream> stream_;  // plain TCP or TLS on socket_
-  std::string link_token_;              // --token-file's first token, sent as /token first
-  SocketWriter writer_;
+  ConnectionContext connections_{loop_, kReadBytes};
+  Connection connection_;   // plain TCP or TLS, its handshake done by open_client_link
+  std::string link_token_;  // --token-file's first token, sent as /token first
   LineFramer incoming_{kMaxLine};
   LineFramer typed_{kMaxLine};
   std::vector<char> read_buffer_;
@@ -379,11 +357,10 @@ class ChatClient {
   EventLoop::TimerId pump_timer_ = 0;
   bool input_watched_ = false;
   bool input_done_ = false;
-  bool half_closed_ = false;
+  bool waiting_for_drain_ = false;  // stdin paused until the queue is written
   std::chrono::milliseconds confirm_timeout_;
   std::size_t last_unsent_ = 0;
   EventLoop::Clock::time_point last_progress_;
-  bool shutdown_pending_ = false;  // a TLS close_notify waits for the socket to be writable
   int status_ = 0;
   std::optional<std::string> end_reason_;  // a notice said the server ended the session
   std::string failure_;                    // why the run failed, for the error line

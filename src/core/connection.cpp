@@ -1,5 +1,7 @@
 #include "core/connection.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -239,6 +241,8 @@ void Connection::write_now() {
       if (write_wants_ != 0 && !batch_blocked_) {
         write_wants_ = 0;
         update_interest();
+        if (state_ == State::open && !shutdown_requested_) owner_.on_writable();
+        if (state_ == State::closed) return;
       }
       if (output_shut_) {
         if (state_ == State::draining) start_lingering();
@@ -321,6 +325,12 @@ Fd Connection::release_socket() {
   context_.loop.unwatch(socket_.get());
   stream_.reset();
   return std::move(socket_);
+}
+
+std::size_t Connection::unacknowledged() const noexcept {
+  int in_kernel = 0;
+  if (!socket_ || ::ioctl(socket_.get(), SIOCOUTQ, &in_kernel) < 0 || in_kernel < 0) in_kernel = 0;
+  return queue_.bytes() + static_cast<std::size_t>(in_kernel);
 }
 
 void Connection::pause_reading() {

@@ -97,7 +97,8 @@ class Connection {
     virtual void on_high_water(std::size_t /*queued*/) {}
     // No input arrived for the idle timeout.
     virtual void on_idle() {}
-    // The socket takes output again after send_batch() took less than it was given.
+    // The socket takes output again: a send_batch() that took less than it was given may go on,
+    // or what was queued is all written after a write had to wait.
     virtual void on_writable() {}
 
    protected:
@@ -167,6 +168,9 @@ class Connection {
 
   [[nodiscard]] int fd() const noexcept { return socket_.get(); }
   [[nodiscard]] std::size_t queued() const noexcept { return queue_.bytes(); }
+  // Bytes sent but not yet acknowledged by the peer's host: the queue plus the kernel's send
+  // queue (SIOCOUTQ). A client waiting for its last lines to be taken watches this go down.
+  [[nodiscard]] std::size_t unacknowledged() const noexcept;
   // The opening handshake completed (plain TCP: at once). False for good once it failed, even
   // though the connection is then closed rather than handshaking.
   [[nodiscard]] bool ready() const noexcept { return handshake_done_; }
@@ -225,7 +229,7 @@ class Connection {
   bool paused_ = false;
   bool input_ended_ = false;
   bool flush_scheduled_ = false;
-  bool shutdown_pending_ = false;    // shutdown_write() would block (TLS close_notify)
+  bool shutdown_pending_ = false;  // shutdown_write() would block (TLS close_notify)
   bool handshake_done_ = false;
   bool shutdown_requested_ = false;  // shutdown_output(): shut down once the queue is written
   bool output_shut_ = false;         // shutdown_write() is done
