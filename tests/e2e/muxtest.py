@@ -5,6 +5,7 @@ Every server subcommand logs `listening on HOST:PORT (...)` as its first line; s
 started with --port 0 and the port is read from that line, so tests never race for a port.
 """
 
+import atexit
 import os
 import re
 import resource
@@ -20,6 +21,25 @@ import unittest
 MUX = os.environ.get("MUX", os.path.join(os.path.dirname(__file__), "..", "..", "build", "mux"))
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = float(os.environ.get("MUX_TEST_TIMEOUT", "10"))
+
+# Every process a test started through Server or track(): whatever is still running when the
+# test program ends (a test failed between starting it and registering its cleanup) is killed
+# then, so no server outlives its suite.
+_started = []
+
+
+def track(proc):
+    """Registers `proc` to be killed at exit if it is still running then; returns it."""
+    _started.append(proc)
+    return proc
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def built_with_sanitizers():
@@ -49,14 +69,18 @@ class Server:
         self.collect(subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             cwd=cwd, env=env, preexec_fn=preexec_fn))
-        match = self.wait_for_log(r"listening on (\S+):(\d+)")
+        try:
+            match = self.wait_for_log(r"listening on (\S+):(\d+)")
+        except BaseException:
+            self.stop()  # nobody holds this server yet to stop it
+            raise
         self.port = int(match.group(2))
         self.host = host
 
     def collect(self, proc):
         """Takes `proc` (stdout and stderr pipes) as this server and collects its lines; for a
         subclass that starts the process its own way (socket activation, a wrapper)."""
-        self.proc = proc
+        self.proc = track(proc)
         self.stdout_lines = []
         self.raw_stdout = []  # the same lines as bytes: proves no raw control byte reached the log
         self.stderr_lines = []

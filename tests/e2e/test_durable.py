@@ -42,12 +42,12 @@ class StracedServer:
     def __init__(self, out_dir, serve, *args, syscalls):
         fd, self.trace = tempfile.mkstemp(prefix="mux-durable-strace-", suffix=".txt")
         os.close(fd)
-        self.proc = subprocess.Popen(
+        self.proc = muxtest.track(subprocess.Popen(
             ["strace", "-f", "-qq", "-s", "80", "-e", "trace=" + ",".join(syscalls),
              "-o", self.trace, muxtest.MUX, "upload-server", "--host", muxtest.HOST,
              "--port", "0", "--serve", serve, "--output-dir", out_dir, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env=muxtest.env_for_ptrace())
+            env=muxtest.env_for_ptrace()))
         line = self.proc.stdout.readline().decode()
         match = re.search(r"listening on \S+:(\d+)", line)
         if not match:

@@ -60,10 +60,10 @@ class Redis:
         self.port = port or free_port()
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="mux-redis-")
-        self.proc = subprocess.Popen(
+        self.proc = muxtest.track(subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
         deadline = time.monotonic() + SLOW
         while True:
             try:
@@ -160,7 +160,11 @@ def chat_server(redis_url=None, *args, room="test"):
     extra = ["--redis", redis_url, "--room", room] if redis_url else []
     server = Server("chat-server", *extra, *args)
     if redis_url:
-        server.wait_for_log(r"redis: connected to", timeout=SLOW)
+        try:
+            server.wait_for_log(r"redis: connected to", timeout=SLOW)
+        except BaseException:
+            server.stop()  # not yet in any test's list of servers to stop
+            raise
     return server
 
 
@@ -172,11 +176,15 @@ class SharedRoom(unittest.TestCase):
         self.clients = []
 
     def tearDown(self):
-        for client in self.clients:
-            client.close()
-        for server in self.servers:
-            server.stop()
-        self.redis.close()
+        try:
+            for client in self.clients:
+                client.close()
+        finally:
+            try:
+                for server in self.servers:
+                    server.stop()
+            finally:
+                self.redis.close()
 
     def server(self, *args, url=None, room="test"):
         server = chat_server(url or self.redis.url, *args, room=room)

@@ -47,12 +47,16 @@ class Guarded(unittest.TestCase):
         self.redis = None
 
     def tearDown(self):
-        for client in self.clients:
-            client.close()
-        for server in self.servers:
-            server.stop()
-        if self.redis:
-            self.redis.close()
+        try:
+            for client in self.clients:
+                client.close()
+        finally:
+            try:
+                for server in self.servers:
+                    server.stop()
+            finally:
+                if self.redis:
+                    self.redis.close()
 
     def connected(self, url, *args):
         server = chat_server(url, *args)
