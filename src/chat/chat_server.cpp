@@ -127,13 +127,13 @@ class ChatServer final : public MemberOwner {
         max_clients_, options_.max_line, format_bytes(options_.max_queue),
         options_.max_per_address == 0 ? std::string("no limit")
                                       : std::to_string(options_.max_per_address),
-        options_.keepalive == 0 ? std::string("off") : fmt::format("{} s", options_.keepalive));
+        keepalive_seconds() == 0 ? std::string("off") : fmt::format("{} s", keepalive_seconds()));
     logger_.info(
         "per client: {} lines/s (burst {}), {}/s (burst {}), {} commands/s (burst {}), "
-        "flood timeout {} s",
+        "flood timeout {:g} s",
         options_.line_rate, options_.line_burst, format_bytes(options_.byte_rate),
         format_bytes(options_.byte_burst), options_.command_rate, options_.command_burst,
-        options_.flood_timeout_seconds);
+        static_cast<double>(options_.flood_timeout.count()) / 1000);
     if (tls_) {
       logger_.info(
           "TLS: {}{}", tls_->describe_certificate(),
@@ -184,8 +184,14 @@ class ChatServer final : public MemberOwner {
     limits.byte_burst = static_cast<double>(options.byte_burst);
     limits.command_rate = static_cast<double>(options.command_rate);
     limits.command_burst = static_cast<double>(options.command_burst);
-    limits.flood_timeout = std::chrono::seconds(options.flood_timeout_seconds);
+    limits.flood_timeout = options.flood_timeout;
     return limits;
+  }
+
+  // TCP keepalive counts in whole seconds; a nonzero --keepalive under one second is one.
+  std::int64_t keepalive_seconds() const {
+    auto ms = options_.keepalive.count();
+    return ms == 0 ? 0 : std::max<std::int64_t>((ms + 999) / 1000, 1);
   }
 
   std::uint64_t default_max_clients() const {
@@ -228,10 +234,10 @@ class ChatServer final : public MemberOwner {
 
   void admit(Admitted client) {
     set_nodelay(client.fd.get());
-    if (options_.keepalive != 0) {
+    if (keepalive_seconds() != 0) {
       // Probes start at half the time; three unanswered ones, spread over the other half, end it.
-      int idle = static_cast<int>(std::max<std::uint64_t>(options_.keepalive / 2, 1));
-      int interval = static_cast<int>(std::max<std::uint64_t>(options_.keepalive / 6, 1));
+      int idle = static_cast<int>(std::max<std::int64_t>(keepalive_seconds() / 2, 1));
+      int interval = static_cast<int>(std::max<std::int64_t>(keepalive_seconds() / 6, 1));
       set_keepalive(client.fd.get(), idle, interval, 3);
     }
     if (children_) {

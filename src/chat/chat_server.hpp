@@ -18,8 +18,8 @@ struct ChatServerOptions {
   std::uint64_t max_queue = 1 << 20;
   // One address holding many idle connections must not lock out the others.
   std::uint64_t max_per_address = 32;
-  // Seconds until TCP keepalive gives up on a silent peer (0: off).
-  std::uint64_t keepalive = 60;
+  // Until TCP keepalive gives up on a silent peer (0: off; counted in whole seconds).
+  std::chrono::milliseconds keepalive{60'000};
   // Per-client flow control (ClientLimits in chat_room.hpp has the same defaults).
   std::uint64_t line_rate = 100;
   std::uint64_t line_burst = 1000;
@@ -27,7 +27,7 @@ struct ChatServerOptions {
   std::uint64_t byte_burst = 512 * 1024;
   std::uint64_t command_rate = 10;
   std::uint64_t command_burst = 50;
-  std::uint64_t flood_timeout_seconds = 10;
+  std::chrono::milliseconds flood_timeout{10'000};
   ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
   // --auth-timeout: the TLS handshake and the token must be done within this (issue 21 B4).
   std::chrono::milliseconds auth_timeout{10'000};

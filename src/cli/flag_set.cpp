@@ -94,7 +94,7 @@ FlagSpec& FlagSet::add(const std::string& names, std::string help, std::string t
 }
 
 FlagSpec& FlagSet::repeated(const std::string& names, std::string help, std::string type_name,
-                           std::function<std::string(const std::string&)> add_one) {
+                            std::function<std::string(const std::string&)> add_one) {
   FlagSpec& spec = add(names, std::move(help), std::move(type_name), ValueKind::text);
   spec.repeatable = true;
   spec.assign = std::move(add_one);
@@ -173,7 +173,7 @@ FlagSpec& FlagSet::size(const std::string& names, std::uint64_t& value, std::str
 
 FlagSpec& FlagSet::duration(const std::string& names, std::chrono::milliseconds& value,
                             std::string help, DurationBounds bounds) {
-  FlagSpec& spec = add(names, std::move(help), "TIME", ValueKind::duration);
+  FlagSpec& spec = add(names, std::move(help), "DURATION", ValueKind::duration);
   spec.default_text = format_duration_flag(value);
   spec.limits_text = fmt::format("{} to {}", format_duration_flag(bounds.minimum),
                                  format_duration_flag(bounds.maximum));

@@ -8,6 +8,7 @@
 #include "core/cidr.hpp"
 #include "core/net.hpp"
 #include "core/redis_link.hpp"
+#include "core/tls_stream.hpp"
 
 namespace mux {
 namespace {
@@ -64,10 +65,17 @@ void add_client_tls_flags(FlagSet& flags, ClientLinkOptions& link) {
              ValueKind::path);
   flags.text("--tls-server-name", link.tls_config.server_name,
              "Check this name in the certificate instead of --host (implies --tls)", "NAME");
-  flags.text("--tls-pin", link.tls_config.pin,
-             "Accept exactly the server certificate with this SHA-256 fingerprint "
-             "(sha256:AB:CD:..., as openssl x509 -fingerprint -sha256 prints; implies --tls)",
-             "FINGERPRINT");
+  flags
+      .text("--tls-pin", link.tls_config.pin,
+            "Accept exactly the server certificate with this SHA-256 fingerprint "
+            "(sha256:AB:CD:..., as openssl x509 -fingerprint -sha256 prints; implies --tls)",
+            "FINGERPRINT")
+      .assign = [&link](const std::string& text) -> std::string {
+    if (!parse_fingerprint(text))
+      return fmt::format("'{}' is not a pin: expected {}", text, kPinForms);
+    link.tls_config.pin = text;
+    return {};
+  };
   flags.text(
       "--token-file", link.token_file,
       "Present the first token in FILE (mode 600): chat sends /token, uploads a token= field",
@@ -77,6 +85,40 @@ void add_client_tls_flags(FlagSet& flags, ClientLinkOptions& link) {
              ValueKind::path);
   flags.text("--tls-key", link.tls_config.key_file,
              "The PEM private key of the client --tls-cert (unencrypted)", "FILE", ValueKind::path);
+}
+
+// A client certificate is a pair: one half alone is a mistake in the command line.
+std::string check_client_tls(const ClientLinkOptions& link) {
+  const TlsClientConfig& tls = link.tls_config;
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return "--tls-cert and --tls-key: a client certificate needs both";
+  return {};
+}
+
+std::string check_server_tls(const ServerAccessOptions& access) {
+  const TlsServerConfig& tls = access.tls;
+  if (tls.cert_file.empty()) {
+    if (!tls.key_file.empty()) return "--tls-key needs --tls-cert (TLS is off without it)";
+    if (!tls.client_ca_file.empty())
+      return "--tls-client-ca needs --tls-cert (TLS is off without it)";
+    return {};
+  }
+  if (tls.key_file.empty()) return fmt::format("--tls-cert {}: needs --tls-key too", tls.cert_file);
+  return {};
+}
+
+std::string check_redis_tls(const ChatServerOptions& options) {
+  const TlsClientConfig& tls = options.redis_tls;
+  const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
+                      : !tls.server_name.empty() ? "--redis-tls-server-name"
+                      : !tls.cert_file.empty()   ? "--redis-tls-cert"
+                      : !tls.key_file.empty()    ? "--redis-tls-key"
+                                                 : nullptr;
+  if (given != nullptr && (options.redis_url.empty() || !parse_redis_url(options.redis_url).tls))
+    return fmt::format("{}: needs --redis rediss://... (TLS)", given);
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return "--redis-tls-cert and --redis-tls-key: a client certificate needs both";
+  return {};
 }
 
 void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link) {
@@ -184,10 +226,10 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
               kMaxClientsBounds);
   flags.count("--max-per-address", options.max_per_address,
               "Most clients connected at once from one IP address; 0: no limit", {0, 10'000'000});
-  flags.count("--keepalive", options.keepalive,
-              "Seconds until a vanished client (no answer to TCP keepalive probes) is dropped; "
-              "0: off",
-              {0, 86'400}, "SECONDS");
+  flags.duration("--keepalive", options.keepalive,
+                 "How long until a vanished client (no answer to TCP keepalive probes) is "
+                 "dropped; 0: off",
+                 {std::chrono::milliseconds{0}, std::chrono::hours{24}});
   flags.size("--max-line", options.max_line, "Longest line relayed; longer lines are cut",
              {1, 1 * MiB});
   flags.size("--max-queue", options.max_queue,
@@ -208,9 +250,9 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
               {1, 1'000'000'000});
   flags.count("--command-burst", options.command_burst,
               "Commands one client may send at once above --command-rate", {1, 1'000'000'000});
-  flags.count("--flood-timeout", options.flood_timeout_seconds,
-              "Seconds a client may keep sending over its rates before it is disconnected",
-              {1, 86'400}, "SECONDS");
+  flags.duration("--flood-timeout", options.flood_timeout,
+                 "How long a client may keep sending over its rates before it is disconnected",
+                 {std::chrono::seconds{1}, std::chrono::hours{24}});
   add_server_access_flags(flags, options.access);
   flags.duration("--auth-timeout", options.auth_timeout,
                  "A client not through the TLS handshake and the token (--token-file) within "
@@ -247,13 +289,13 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
              {0, 1024 * TiB});
   flags.count("--max-per-address", options.max_per_address,
               "Most connections at once from one IP address; 0: no limit", {0, 10'000'000});
-  flags.count("--header-timeout", options.header_timeout,
-              "Seconds from connecting until the header (or a raw upload's first bytes) must "
-              "have arrived; 0: never",
-              {0, 86'400}, "SECONDS");
-  flags.count("--idle-timeout", options.idle_timeout,
-              "Seconds an upload may bring no data before it ends with ERR timeout; 0: never",
-              {0, 86'400}, "SECONDS");
+  flags.duration("--header-timeout", options.header_timeout,
+                 "How long from connecting until the header (or a raw upload's first bytes) must "
+                 "have arrived; 0: never",
+                 {std::chrono::milliseconds{0}, std::chrono::hours{24}});
+  flags.duration("--idle-timeout", options.idle_timeout,
+                 "How long an upload may bring no data before it ends with ERR timeout; 0: never",
+                 {std::chrono::milliseconds{0}, std::chrono::hours{24}});
   add_server_access_flags(flags, options.access);
 }
 
@@ -263,10 +305,10 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
   add_client_flags(flags, options.common, options.link);
   flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
              "NAME");
-  flags.count("--timeout", options.timeout,
-              "Seconds the server may take no data, or not reply after the last byte, before "
-              "giving up; 0: never",
-              {0, 86'400}, "SECONDS");
+  flags.duration("--timeout", options.timeout,
+                 "How long the server may take no data, or not reply after the last byte, before "
+                 "giving up; 0: never",
+                 {std::chrono::milliseconds{0}, std::chrono::hours{24}});
   flags.size("--limit-rate", options.limit_rate,
              "Send at most this many bytes per second (500K, 10M; default: unlimited)",
              {1 * KiB, 1024 * TiB});
@@ -292,12 +334,17 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[0].summary = "Group chat: every line a client sends goes to every other client";
   table[0].is_server = true;
   add_chat_server_flags(table[0].flags, options.chat_server);
+  table[0].check = [&options] {
+    std::string why = check_server_tls(options.chat_server.access);
+    return why.empty() ? check_redis_tls(options.chat_server) : why;
+  };
   table[0].run = [&options] { return run_chat_server(options.chat_server); };
   table[0].check = [&options] { return check_chat_server(options.chat_server); };
 
   table[1].name = "chat-client";
   table[1].summary = "Chat from a terminal or a pipe";
   add_chat_client_flags(table[1].flags, options.chat_client);
+  table[1].check = [&options] { return check_client_tls(options.chat_client.link); };
   table[1].run = [&options] { return run_chat_client(options.chat_client); };
   table[1].check = [&options] {
     return check_client_link(options.chat_client.common.host, options.chat_client.link);
@@ -307,12 +354,14 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[2].summary = "Receive uploads: one event loop, or a process per client";
   table[2].is_server = true;
   add_upload_server_flags(table[2].flags, options.upload_server);
+  table[2].check = [&options] { return check_server_tls(options.upload_server.access); };
   table[2].run = [&options] { return run_upload_server(options.upload_server); };
   table[2].check = [&options] { return check_upload_server(options.upload_server); };
 
   table[3].name = "upload-client";
   table[3].summary = "Send a file and verify what the server received";
   add_upload_client_flags(table[3].flags, options.upload_client);
+  table[3].check = [&options] { return check_client_tls(options.upload_client.link); };
   table[3].run = [&options] { return run_upload_client(options.upload_client); };
   table[3].check = [&options] { return check_upload_client(options.upload_client); };
   for (Subcommand& subcommand : table)

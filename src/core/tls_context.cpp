@@ -217,10 +217,7 @@ TlsClientContext::TlsClientContext(TlsClientConfig config, std::string host)
   if (!config_.pin.empty()) {
     pin_ = parse_fingerprint(config_.pin);
     if (!pin_)
-      throw TlsConfigError(
-          fmt::format("--tls-pin {}: expected sha256: and 64 hex digits (or base64), as printed by "
-                      "openssl x509 -noout -fingerprint -sha256",
-                      config_.pin));
+      throw TlsConfigError(fmt::format("--tls-pin {}: expected {}", config_.pin, kPinForms));
   }
   if (!config_.ca_file.empty()) {
     check_readable("--tls-ca", config_.ca_file);

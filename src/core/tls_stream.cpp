@@ -167,8 +167,34 @@ TlsStream::TlsStream(int fd, UniqueSsl ssl, std::optional<Fingerprint> pin)
 
 TlsStream::~TlsStream() = default;
 
+std::optional<IoResult> TlsStream::refuse_plaintext_client() {
+  unsigned char first = 0;
+  ssize_t got = ::recv(fd_, &first, 1, MSG_PEEK);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    wants_ = EPOLLIN;
+    return IoResult::blocked_on();
+  }
+  first_byte_seen_ = true;
+  // 0x16 opens a TLS handshake record; a set high bit, an SSLv2-style hello. The end of input or
+  // an error is OpenSSL's to report.
+  if (got != 1 || first == 0x16 || (first & 0x80) != 0) return std::nullopt;
+  // One attempt, never blocking: the socket is fresh, so the line fits in its buffer. What the
+  // client already sent is read away, so the close that follows is a FIN the line arrives
+  // before, not a reset that could destroy it.
+  (void)::send(fd_, kTlsPortHint.data(), kTlsPortHint.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  char discard[4096];
+  for (int reads = 0; reads < 4; ++reads) {
+    if (::recv(fd_, discard, sizeof discard, MSG_DONTWAIT) <= 0) break;
+  }
+  return IoResult::failure(EPROTO,
+                           fmt::format("{}; told it to connect with --tls)", kPlaintextClient));
+}
+
 IoResult TlsStream::handshake() {
   if (handshake_done_) return IoResult::moved(0);
+  if (!first_byte_seen_ && SSL_is_server(ssl_.get())) {
+    if (std::optional<IoResult> refused = refuse_plaintext_client()) return *refused;
+  }
   ERR_clear_error();
   errno = 0;
   int ret = SSL_do_handshake(ssl_.get());
@@ -357,6 +383,12 @@ std::string TlsStream::describe_failure(int ssl_error, int saved_errno, bool in_
         if (!SSL_is_server(ssl_.get()) && SSL_get_certificate(ssl_.get()) == nullptr)
           return "the server requires a client certificate (--tls-cert and --tls-key)";
         break;
+      case SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE:
+        // What a plaintext mux upload-server answers to a ClientHello.
+        if (!SSL_is_server(ssl_.get()) && in_handshake)
+          return "the server answered the TLS hello with an 'unexpected message' alert (a "
+                 "plaintext port? connect without --tls)";
+        break;
       case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
         return "the client sent no certificate (--tls-client-ca requires one)";
       case SSL_R_CERTIFICATE_VERIFY_FAILED:
@@ -446,6 +478,10 @@ std::optional<Fingerprint> parse_base64(std::string_view text) {
 }
 
 }  // namespace
+
+const char* const kPinForms =
+    "sha256: and 64 hex digits (or base64), as printed by openssl x509 -noout -fingerprint "
+    "-sha256";
 
 std::optional<Fingerprint> parse_fingerprint(const std::string& text) {
   constexpr std::string_view prefix = "sha256:";

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/byte_stream.hpp"
 
@@ -39,6 +40,15 @@ std::string format_fingerprint(const Fingerprint& fingerprint);
 // (any case), or by the canonical base64 of the 32 bytes (SSH style; standard or URL-safe
 // alphabet; its one '=' optional). nullopt when it is none of these; fuzzed in tests/fuzz/.
 std::optional<Fingerprint> parse_fingerprint(const std::string& text);
+// What parse_fingerprint takes, for "expected ..." in errors.
+extern const char* const kPinForms;
+
+// What a TLS server answers, in plaintext, to a client whose first byte cannot start a TLS
+// record: one line a person (or a line client) can read before the connection closes.
+inline constexpr std::string_view kTlsPortHint = "mux: this port speaks TLS; connect with --tls\n";
+// The start of the failure a server's handshake reports then ("handshake failed: " before it).
+inline constexpr std::string_view kPlaintextClient =
+    "the peer does not speak TLS (a plaintext client";
 
 class TlsStream final : public ByteStream {
  public:
@@ -70,6 +80,9 @@ class TlsStream final : public ByteStream {
  private:
   // Maps an OpenSSL return value to would_block (setting wants_) or a described failure.
   IoResult blocked_or_failed(int ret, bool in_handshake);
+  // Servers, before OpenSSL reads anything: a first byte that cannot start a TLS record gets the
+  // kTlsPortHint line and a failure; nullopt lets the handshake go on.
+  std::optional<IoResult> refuse_plaintext_client();
   std::string describe_failure(int ssl_error, int saved_errno, bool in_handshake);
 
   UniqueSsl ssl_;
@@ -83,6 +96,7 @@ class TlsStream final : public ByteStream {
   std::uint32_t wants_;
   bool handshake_done_ = false;
   bool close_notify_sent_ = false;
+  bool first_byte_seen_ = false;  // servers: whether the client's first byte was looked at
 };
 
 // Runs `stream.handshake()` to completion with poll(), for clients that have nothing else to do

@@ -59,7 +59,7 @@ int run_upload_client(const UploadClientOptions& options) {
   UploadSender sender(std::move(source), options.file == "-" ? "standard input" : options.file,
                       std::move(header), std::move(link.socket), std::move(link.stream), server,
                       progress);
-  sender.set_stall_timeout(std::chrono::seconds{options.timeout});
+  sender.set_stall_timeout(options.timeout);
   sender.set_rate_limit(options.limit_rate);
   UploadSender::Result result = sender.run();
   double seconds =

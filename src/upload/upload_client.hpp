@@ -14,8 +14,8 @@ struct UploadClientOptions {
   ClientLinkOptions link;  // connect timeout, TLS, token
   std::string file;        // "-" reads stdin
   std::string name;        // empty: the file's basename
-  std::uint64_t timeout =
-      30;  // seconds without progress (sending, or awaiting the reply); 0: never
+  // Without progress (sending, or awaiting the reply); 0: never.
+  std::chrono::milliseconds timeout{30'000};
   std::uint64_t limit_rate = 0;  // --limit-rate: bytes per second at most; 0: unlimited
 };
 

@@ -18,6 +18,18 @@ bool could_be_magic(std::string_view prefix) {
   return prefix.substr(0, n) == kUploadMagic.substr(0, n);
 }
 
+// A TLS record header for a handshake (0x16, version 3.x, a length) whose message is a
+// ClientHello (type 1): six bytes no text and hardly any file starts with.
+constexpr std::size_t kTlsHelloPrefix = 6;
+
+bool could_be_tls_hello(std::string_view prefix) {
+  auto byte = [&prefix](std::size_t at) { return static_cast<unsigned char>(prefix[at]); };
+  if (prefix.empty() || byte(0) != 0x16) return false;
+  if (prefix.size() > 1 && byte(1) != 0x03) return false;
+  if (prefix.size() > 2 && byte(2) > 0x04) return false;
+  return prefix.size() < kTlsHelloPrefix || byte(5) == 0x01;
+}
+
 }  // namespace
 
 UploadStep UploadParser::feed(std::string_view bytes) {
@@ -46,6 +58,11 @@ void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
       held_.assign(after_header);
       step.held = take_body(held_, step);
     }
+    return;
+  }
+  if (could_be_tls_hello(held_)) {
+    if (held_.size() < kTlsHelloPrefix) return;  // need more bytes to tell
+    fail(step, UploadFailure::tls_hello, "refused: a TLS ClientHello on a plaintext port");
     return;
   }
   HttpSniff http = sniff_http_request(held_);

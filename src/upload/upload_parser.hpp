@@ -25,6 +25,7 @@ enum class UploadFailure {
   too_large,     // announced or sent more than --max-size
   incomplete,    // ended before the announced size arrived
   http_request,  // the first line was an HTTP request line (see core/http_sniff.hpp)
+  tls_hello,     // the first bytes were a TLS ClientHello: a TLS client on a plaintext port
 };
 
 // What one feed() or end_of_input() produced. Act on it in member order: start, then store

@@ -12,6 +12,7 @@
 
 #include "core/interrupted.hpp"
 #include "core/sanitize.hpp"
+#include "core/tls_stream.hpp"
 #include "core/units.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_protocol.hpp"
@@ -212,13 +213,13 @@ void UploadSender::check_progress() {
     return;
   }
   if (EventLoop::Clock::now() - last_progress_ < stall_timeout_) return;
+  double stall_seconds = static_cast<double>(stall_timeout_.count()) / 1000;
   if (sending_) {
     std::string sent = source_.size ? fmt::format("{} of {} bytes sent", sent_, *source_.size)
                                     : fmt::format("{} bytes sent", sent_);
-    fail(fmt::format("{} took no data for {} s ({}); giving up", server_, stall_timeout_.count(),
-                     sent));
+    fail(fmt::format("{} took no data for {:g} s ({}); giving up", server_, stall_seconds, sent));
   } else {
-    fail(fmt::format("no reply from {} within {} s", server_, stall_timeout_.count()));
+    fail(fmt::format("no reply from {} within {:g} s", server_, stall_seconds));
   }
 }
 
@@ -253,7 +254,13 @@ void UploadSender::on_closed(std::string_view reason) {
 
 void UploadSender::check_reply(const std::string& line) {
   std::optional<UploadReply> reply = parse_reply_line(line);
-  if (!reply) {
+  if (!reply && line.starts_with("* welcome, you are ")) {
+    // A chat-server greets every newcomer before it sends anything: the wrong port.
+    fail(
+        fmt::format("{} is a chat-server, not an upload-server (it sent a chat welcome)", server_));
+  } else if (!reply && line + '\n' == kTlsPortHint) {
+    fail(fmt::format("{} speaks TLS on this port; connect with --tls", server_));
+  } else if (!reply) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
                      printable(line)));
   } else if (!reply->ok) {

@@ -42,7 +42,7 @@ class UploadSender final : private Connection::Owner {
 
   // Gives up (run() throws) when sending makes no progress, or the reply does not come, for this
   // long; zero: never. Default 30 s.
-  void set_stall_timeout(std::chrono::seconds timeout) noexcept { stall_timeout_ = timeout; }
+  void set_stall_timeout(std::chrono::milliseconds timeout) noexcept { stall_timeout_ = timeout; }
   // --limit-rate: at most this many bytes of the file per second (a token bucket refilled by the
   // loop's clock, with a tenth of a second of burst); 0: as fast as the link goes.
   void set_rate_limit(std::uint64_t bytes_per_second);
@@ -82,7 +82,7 @@ class UploadSender final : private Connection::Owner {
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
   std::uint64_t sent_ = 0;
-  std::chrono::seconds stall_timeout_{30};
+  std::chrono::milliseconds stall_timeout_{30'000};
   EventLoop::Clock::time_point last_progress_;
   std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent

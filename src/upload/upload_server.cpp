@@ -56,9 +56,8 @@ int run_upload_server(const UploadServerOptions& options) {
       logger.info("removed {} stale temporary file(s) from {}", stale, dir->path());
     }
   }
-  UploadLimits limits{options.max_size, options.min_free,
-                      std::chrono::seconds{options.header_timeout},
-                      std::chrono::seconds{options.idle_timeout}, nullptr};
+  UploadLimits limits{options.max_size, options.min_free, options.header_timeout,
+                      options.idle_timeout, nullptr};
   if (tls) {
     logger.info("TLS: {}{}", tls->describe_certificate(),
                 options.access.tls.client_ca_file.empty() ? "" : ", client certificates required");

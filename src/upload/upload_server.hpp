@@ -1,6 +1,7 @@
 // `mux upload-server`: receives many uploads at once, verified with XXH3-128.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -19,9 +20,11 @@ struct UploadServerOptions {
   std::uint64_t max_clients = 0;   // 0: as many as RLIMIT_NOFILE allows once raised
   std::uint64_t min_free = 0;      // refuse uploads while the output filesystem has less; 0: off
   std::uint64_t max_per_address = 32;  // connections at once from one IP address; 0: no limit
-  std::uint64_t header_timeout = 10;   // seconds from connecting to a complete header; 0: never
-  std::uint64_t idle_timeout = 60;     // seconds without a byte before ERR timeout; 0: never
-  ServerAccessOptions access;          // --tls-*, --token-file, --allow, --deny
+  // From connecting to a complete header; 0: never.
+  std::chrono::milliseconds header_timeout{10'000};
+  // Without a byte before ERR timeout; 0: never.
+  std::chrono::milliseconds idle_timeout{60'000};
+  ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
 };
 
 int run_upload_server(const UploadServerOptions& options);

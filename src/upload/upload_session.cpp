@@ -134,7 +134,12 @@ void UploadSession::on_closed(std::string_view reason) {
       context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
                            parser_.received(), client_label(), elapsed_seconds(),
                            reason.empty() ? "connection lost" : reason);
-    } else {  // reset before sending a byte: not an upload either
+    } else if (reason.starts_with("handshake failed: ")) {
+      // Bytes came, but not an upload: a plaintext client on a TLS port, a failed handshake.
+      context_.logger.info("{} {}", client_label(), reason);
+    } else if (!reason.empty()) {
+      context_.logger.detail("{} closed before an upload began: {}", client_label(), reason);
+    } else {  // ended before sending a byte: not an upload either
       context_.logger.detail("{} closed without sending anything", client_label());
     }
   }
@@ -158,6 +163,7 @@ void UploadSession::act_on(const UploadStep& step) {
   if (step.failure == UploadFailure::http_request) {
     context_.logger.info("{} refused: its first line is an HTTP request line", client_label());
   }
+  if (step.failure == UploadFailure::tls_hello) return refuse_tls_client();
   if (step.failure != UploadFailure::none) {
     fail(step.reason);
     return;
@@ -381,6 +387,20 @@ void UploadSession::refuse_unauthorized(std::string why) {
     connection_->resume_reading();  // what the client still sends is read and discarded
     connection_->close_gracefully();
   });
+}
+
+// A TLS client on this plaintext port: an ERR line would only be a garbled record to it, so it
+// is answered in its own language, a fatal TLS alert, which its TLS stack reports at once
+// (instead of waiting for --header-timeout). Nothing is saved.
+void UploadSession::refuse_tls_client() {
+  context_.logger.info(
+      "{} refused: it speaks TLS and this port does not (start the server with "
+      "--tls, or connect without it)",
+      client_label());
+  // A TLS record (version 3.1, which every TLS version accepts in an alert before the hello is
+  // answered): alert level 2 (fatal), description 10 (unexpected_message).
+  static constexpr char kUnexpectedMessageAlert[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x0a};
+  reply_and_close(std::string(kUnexpectedMessageAlert, sizeof kUnexpectedMessageAlert));
 }
 
 void UploadSession::reply_and_close(const std::string& line) {

@@ -149,6 +149,7 @@ class UploadSession final : private Connection::Owner {
   void log_received();
   void fail(const std::string& reason);
   void refuse_unauthorized(std::string why);
+  void refuse_tls_client();
   void reply_and_close(const std::string& line);
   void finish();
 

@@ -280,6 +280,34 @@ class UsageErrorTest(CliTestCase):
             with self.subTest(args=args):
                 self.assertUsageError(args, expected)
 
+    def test_every_time_flag_takes_one_duration_syntax(self):
+        """Issue 24: 500ms, 10s, 1m, 1h and a bare number (seconds) on every time flag; the same
+        refusal wording on each."""
+        time_flags = {"chat-server": ["--keepalive", "--flood-timeout"],
+                      "chat-client": ["--connect-timeout", "--confirm-timeout"],
+                      "upload-server": ["--header-timeout", "--idle-timeout"],
+                      "upload-client": ["--connect-timeout", "--timeout"]}
+        not_a_duration = ("is not a duration (seconds, or a whole number followed by ms, s, m or h: "
+                          "500ms, 30s, 5m)")
+        for sub, flags in time_flags.items():
+            extra = REQUIRED_ARGS.get(sub, [])
+            for flag in flags:
+                with self.subTest(subcommand=sub, flag=flag):
+                    self.assertUsageError([sub, *extra, flag, "1.5m"],
+                                          f"mux: error: {flag}: '1.5m' {not_a_duration}")
+                    self.assertUsageError([sub, *extra, flag, "2d"],
+                                          f"mux: error: {flag}: '2d' {not_a_duration}")
+                    self.assertUsageError([sub, *extra, flag, "25h"],
+                                          f"mux: error: {flag}: 25h is above the maximum of "
+                                          f"{'1h' if flag in ('--connect-timeout', '--confirm-timeout') else '24h'}")
+                    help_text = mux(sub, "--help")[1]
+                    self.assertRegex(help_text, rf"{flag} DURATION=\S+")
+        # And they are taken: a server started with each form is listening.
+        for args in (["upload-server", "--header-timeout", "1500ms", "--idle-timeout", "1m"],
+                     ["chat-server", "--keepalive", "2m", "--flood-timeout", "10"]):
+            with self.subTest(args=args), muxtest.Server(*args) as server:
+                self.assertTrue(server.port > 0)
+
     def test_bad_max_clients(self):
         for sub in SERVERS:
             with self.subTest(subcommand=sub):

@@ -120,9 +120,29 @@ class ChatClientTlsTest(ClientTlsCase):
             result, re.escape(f"TLS with {self.address}: the certificate does not match "
                               f"--tls-pin (its fingerprint is sha256:{actual})"))
 
-    def test_bad_pin_text_is_refused_before_connecting(self):
-        result = self.chat(self.server.port, "--tls-pin", "md5:00")
-        self.assert_one_error(result, re.escape("--tls-pin md5:00: expected sha256:") + ".*")
+    def test_bad_pin_text_is_a_usage_error(self):
+        for sub in ("chat-client", "upload-client"):
+            result = muxtest.run_mux(sub, "--port", str(self.server.port), "--file", "-",
+                                     "--tls-pin", "md5:00", input=b"") if sub == "upload-client" \
+                else self.chat(self.server.port, "--tls-pin", "md5:00")
+            self.assertEqual(result.returncode, 2, result.stderr)
+            lines = result.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 2, lines)
+            self.assertRegex(lines[0], "^" + re.escape("mux: error: --tls-pin: 'md5:00' is not a pin: "
+                                                       "expected sha256:"))
+            self.assertEqual(lines[1], f"Try 'mux {sub} --help' for more information.")
+
+    def test_client_certificate_without_key_is_a_usage_error(self):
+        for sub, extra in (("chat-client", []), ("upload-client", ["--file", "-"])):
+            for flag, path in (("--tls-cert", pki().path("client.pem")),
+                               ("--tls-key", pki().path("client.key"))):
+                with self.subTest(sub=sub, flag=flag):
+                    result = muxtest.run_mux(sub, "--port", str(self.server.port), *extra,
+                                             "--tls-ca", pki().ca, flag, path, input=b"")
+                    self.assertEqual(result.returncode, 2, result.stderr)
+                    self.assertEqual(result.stderr.decode(),
+                                     "mux: error: --tls-cert and --tls-key: a client certificate "
+                                     f"needs both\nTry 'mux {sub} --help' for more information.\n")
 
     def test_missing_ca_file(self):
         result = self.chat(self.server.port, "--tls-ca", "/nonexistent/ca.pem")
@@ -140,10 +160,13 @@ class TlsRefusalTest(ClientTlsCase):
                     result = muxtest.run_mux("upload-client", "--file", "/etc/hostname",
                                              "--port", str(server.port), "--tls",
                                              "--connect-timeout", "3")
+                # chat-server's plaintext welcome, upload-server's TLS alert: both at once.
+                why = (r"the peer does not speak TLS \(a plaintext port or client\?\)"
+                       if sub == "chat-server" else
+                       re.escape("the server answered the TLS hello with an 'unexpected "
+                                 "message' alert (a plaintext port? connect without --tls)"))
                 self.assert_one_error(
-                    result, re.escape(f"TLS with 127.0.0.1:{server.port}: ") +
-                    r"(the peer does not speak TLS \(a plaintext port or client\?\)"
-                    r"|no TLS handshake within 3 s \(a plaintext port\?\))")
+                    result, re.escape(f"TLS with 127.0.0.1:{server.port}: ") + why)
 
     def test_expired_certificate(self):
         expired = ["--tls-cert", pki().path("expired.pem"), "--tls-key", pki().path("expired.key")]
@@ -240,6 +263,63 @@ class NcatPeerTest(ClientTlsCase):
         self.assertRegex(lines.line(), r"^<announce> already connected: ")  # ncat tells all
         self.assertEqual(lines.line(), f"{user} hello ncat")
         self.assertEqual(lines.line(), f"<announce> {user} is disconnected.")
+
+
+class ProtocolMixTest(ClientTlsCase):
+    """Issue 24: every mix of TLS and plaintext, and of chat and upload, is named on both sides
+    at once, and nothing is saved."""
+
+    HINT = b"mux: this port speaks TLS; connect with --tls\n"
+
+    def test_tls_client_on_a_plaintext_upload_port_gets_an_alert_and_nothing_is_saved(self):
+        out = tempfile.mkdtemp(prefix="mux-mix-")
+        self.addCleanup(shutil.rmtree, out, True)
+        for serve in ("single", "fork"):
+            with self.subTest(serve=serve), \
+                    Server("upload-server", "--serve", serve, "--output-dir", out) as server:
+                started = time.monotonic()
+                s_client = subprocess.run(
+                    ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}"],
+                    stdin=subprocess.DEVNULL, capture_output=True, timeout=muxtest.DEFAULT_TIMEOUT)
+                elapsed = time.monotonic() - started
+                self.assertNotEqual(s_client.returncode, 0)
+                self.assertIn(b"alert unexpected message", s_client.stderr)
+                self.assertLess(elapsed, 3)  # not --header-timeout's 10 s
+                server.wait_for_log(r"\[Client \d+\] 127\.0\.0\.1:\d+ refused: it speaks TLS "
+                                    r"and this port does not \(start the server with --tls, or "
+                                    r"connect without it\)$")
+                with self.assertRaisesRegex(Exception, "UNEXPECTED_MESSAGE|unexpected message"):
+                    test_tls.tls_connect(server.port)
+            self.assertEqual(os.listdir(out), [])
+
+    def test_plaintext_client_on_a_tls_port_reads_one_line(self):
+        for sub in ("chat-server", "upload-server"):
+            for serve in ("single", "fork"):
+                with self.subTest(server=sub, serve=serve), \
+                        Server(sub, "--serve", serve, *pki().server_flags()) as server:
+                    sock = server.connect()
+                    sock.sendall(b"hello in plaintext\n")
+                    self.assertEqual(LineReader(sock).expect_eof(), self.HINT)
+                    sock.close()
+                    # Logged at the default level, and never as "without sending anything".
+                    server.wait_for_log(r"handshake failed: the peer does not speak TLS \(a "
+                                        r"plaintext client; told it to connect with --tls\)")
+                    self.assertEqual(server.log_count("without sending anything"), 0)
+
+    def test_upload_client_without_tls_on_a_tls_port(self):
+        with Server("upload-server", *pki().server_flags()) as server:
+            result = muxtest.run_mux("upload-client", "--file", "/etc/hostname",
+                                     "--port", str(server.port))
+            self.assert_one_error(result, re.escape(
+                f"127.0.0.1:{server.port} speaks TLS on this port; connect with --tls"))
+
+    def test_upload_client_on_a_chat_port(self):
+        with Server("chat-server") as server:
+            result = muxtest.run_mux("upload-client", "--file", "/etc/hostname",
+                                     "--port", str(server.port))
+            self.assert_one_error(result, re.escape(
+                f"127.0.0.1:{server.port} is a chat-server, not an upload-server (it sent a chat "
+                "welcome)"))
 
 
 if __name__ == "__main__":

@@ -232,10 +232,12 @@ class TlsRefusalsTest(unittest.TestCase):
         with Server("chat-server", *test_tls.PKI.server_flags(), "--deny", "127.0.0.1") as server:
             result = self.s_client(server.port)
             self.assertEqual(result.stdout, b"* not allowed\n")
-            # A plaintext client on the same port gets no plaintext refusal (nor anything else).
+            # A plaintext client on the same port gets no plaintext refusal, only the line that
+            # says the port speaks TLS (issue 24), which every plaintext client reads.
             sock = muxtest.connect(server.port)
             sock.sendall(b"hello\n")
-            self.assertEqual(LineReader(sock).expect_eof(), b"")
+            self.assertEqual(LineReader(sock).expect_eof(),
+                             b"mux: this port speaks TLS; connect with --tls\n")
             sock.close()
 
     def test_per_address_cap_on_a_tls_upload_port(self):

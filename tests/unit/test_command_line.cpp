@@ -356,3 +356,62 @@ TEST_CASE("--max-clients is read as decimal, as --port is") {
     CHECK(parsed == 10);
   }
 }
+
+// Issue 24: one duration syntax for every time flag: a bare number is seconds, or ms, s, m, h.
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: every time flag takes the same durations") {
+  using std::chrono::milliseconds;
+  SUBCASE("chat-server") {
+    REQUIRE(parse({"chat-server", "--keepalive", "2m", "--flood-timeout", "1500ms"}) == -1);
+    CHECK(command_line.chat_server().keepalive == milliseconds{120'000});
+    CHECK(command_line.chat_server().flood_timeout == milliseconds{1500});
+  }
+  SUBCASE("upload-server") {
+    REQUIRE(parse({"upload-server", "--header-timeout", "1500ms", "--idle-timeout", "1m"}) == -1);
+    CHECK(command_line.upload_server().header_timeout == milliseconds{1500});
+    CHECK(command_line.upload_server().idle_timeout == milliseconds{60'000});
+  }
+  SUBCASE("upload-client") {
+    REQUIRE(parse({"upload-client", "--file", "-", "--timeout", "1h", "--connect-timeout",
+                   "250ms"}) == -1);
+    CHECK(command_line.upload_client().timeout == milliseconds{3'600'000});
+    CHECK(command_line.upload_client().link.connect_timeout == milliseconds{250});
+  }
+  SUBCASE("a bare number is seconds, 0 turns a timeout off") {
+    REQUIRE(parse({"upload-server", "--header-timeout", "7", "--idle-timeout", "0"}) == -1);
+    CHECK(command_line.upload_server().header_timeout == milliseconds{7000});
+    CHECK(command_line.upload_server().idle_timeout == milliseconds{0});
+  }
+  SUBCASE("the same refusals everywhere") {
+    expect_usage_error({"chat-server", "--keepalive", "2 m"},
+                       "--keepalive: '2 m' is not a duration");
+    expect_usage_error({"upload-server", "--idle-timeout", "1.5s"},
+                       "--idle-timeout: '1.5s' is not a duration");
+  }
+  SUBCASE("bounds") {
+    expect_usage_error({"chat-server", "--flood-timeout", "500ms"},
+                       "--flood-timeout: 500ms is below the minimum of 1s");
+    expect_usage_error({"upload-server", "--header-timeout", "25h"},
+                       "--header-timeout: 25h is above the maximum of 24h");
+  }
+}
+
+TEST_CASE_FIXTURE(CommandLineFixture, "command line: flags that need each other are usage errors") {
+  SUBCASE("server --tls-cert alone") {
+    expect_usage_error({"chat-server", "--tls-cert", "c.pem"}, "--tls-cert c.pem: needs --tls-key");
+  }
+  SUBCASE("server --tls-key alone") {
+    expect_usage_error({"upload-server", "--tls-key", "k.pem"}, "--tls-key needs --tls-cert");
+  }
+  SUBCASE("client --tls-key alone") {
+    expect_usage_error({"chat-client", "--tls-key", "k.pem"}, "a client certificate needs both");
+  }
+  SUBCASE("a bad pin") {
+    expect_usage_error({"upload-client", "--file", "-", "--tls-pin", "sha1:00"},
+                       "--tls-pin: 'sha1:00' is not a pin");
+  }
+  SUBCASE("--redis-tls-ca without rediss://") {
+    expect_usage_error({"chat-server", "--redis-tls-ca", "ca.pem"},
+                       "--redis-tls-ca: needs --redis rediss://");
+  }
+  CHECK(err.str().find("Try 'mux ") != std::string::npos);
+}

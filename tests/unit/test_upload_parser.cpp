@@ -225,3 +225,35 @@ TEST_CASE("nothing at all is not an upload; bytes after the end change nothing")
   CHECK_FALSE(done.end_of_input().complete);
   CHECK(done.state() == UploadParser::State::done);
 }
+
+TEST_CASE("a TLS ClientHello on the plaintext port is refused, nothing started") {
+  // A record header (handshake, TLS 1.0 record version, length 0x200) and ClientHello type 1.
+  std::string hello("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+  Outcome out = parse(hello, false);
+  CHECK(out.failure == UploadFailure::tls_hello);
+  CHECK(out.starts == 0);
+  CHECK(out.body.empty());
+  CHECK(out.reason == "refused: a TLS ClientHello on a plaintext port");
+}
+
+TEST_CASE("bytes that only begin like a TLS record are a raw upload") {
+  SUBCASE("not a ClientHello (handshake type 2)") {
+    std::string data("\x16\x03\x01\x00\x10\x02rest", 10);
+    Outcome out = parse(data);
+    CHECK(out.failure == UploadFailure::none);
+    CHECK(out.raw);
+    CHECK(out.body == data);
+  }
+  SUBCASE("fewer bytes than it takes to tell, then EOF") {
+    std::string data("\x16\x03\x01", 3);
+    Outcome out = parse(data);
+    CHECK(out.raw);
+    CHECK(out.complete);
+    CHECK(out.body == data);
+  }
+  SUBCASE("0x16 followed by text") {
+    Outcome out = parse("\x16hello");
+    CHECK(out.raw);
+    CHECK(out.body == "\x16hello");
+  }
+}
