@@ -369,10 +369,11 @@ class HostileChatCases(muxtest.ServerCases):
             f.write(b"password=hunter2\n" * 1000)
         result = subprocess.run([muxtest.MUX, "upload-client", "--port", str(server.port),
                                  "--file", path], capture_output=True, timeout=30)
-        # The client sees the welcome line where a MUXUP/1 reply belongs and gives up; if its
-        # header got there first, the server refused it.
+        # The client sees the welcome line where a MUXUP/1 reply belongs and names the server
+        # for what it is; if its header got there first, the server refused it.
         self.assertEqual(result.returncode, 1)
-        self.assertIn(b"sent something that is not a MUXUP/1 reply", result.stderr)
+        self.assertIn(b"is a chat-server, not an upload-server (it sent a chat welcome)",
+                      result.stderr)
         match = server.wait_for_log(r"(Client \d+) left \((refused: an upload \(MUXUP/1 header\), "
                                     r"not a chat client|closed by client)\)")
         name = match.group(1)

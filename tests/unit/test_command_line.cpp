@@ -381,15 +381,19 @@ TEST_CASE_FIXTURE(CommandLineFixture, "command line: every time flag takes the s
     CHECK(command_line.upload_server().header_timeout == milliseconds{7000});
     CHECK(command_line.upload_server().idle_timeout == milliseconds{0});
   }
-  SUBCASE("the same refusals everywhere") {
+  SUBCASE("the same refusal on a chat flag") {
     expect_usage_error({"chat-server", "--keepalive", "2 m"},
                        "--keepalive: '2 m' is not a duration");
+  }
+  SUBCASE("the same refusal on an upload flag") {
     expect_usage_error({"upload-server", "--idle-timeout", "1.5s"},
                        "--idle-timeout: '1.5s' is not a duration");
   }
-  SUBCASE("bounds") {
+  SUBCASE("below the minimum") {
     expect_usage_error({"chat-server", "--flood-timeout", "500ms"},
                        "--flood-timeout: 500ms is below the minimum of 1s");
+  }
+  SUBCASE("above the maximum") {
     expect_usage_error({"upload-server", "--header-timeout", "25h"},
                        "--header-timeout: 25h is above the maximum of 24h");
   }

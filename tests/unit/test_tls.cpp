@@ -368,7 +368,13 @@ TEST_CASE("tls: a plaintext peer on either side is named as such") {
             static_cast<ssize_t>(hello.size()));
     IoResult result = server->handshake();
     REQUIRE(result.status == IoResult::Status::failed);
-    CHECK(result.describe() == "the peer does not speak TLS (a plaintext port or client?)");
+    CHECK(result.describe() ==
+          "the peer does not speak TLS (a plaintext client; told it to connect with --tls)");
+    // It was told so in one plaintext line it can read.
+    char told[128] = {};
+    ssize_t got = ::read(sockets.client.get(), told, sizeof told);
+    CHECK(std::string(told, got > 0 ? static_cast<std::size_t>(got) : 0) ==
+          "mux: this port speaks TLS; connect with --tls\n");
   }
   SUBCASE("a TLS client on a plaintext server") {
     TlsClientContext client_context(client_config(), "localhost");
