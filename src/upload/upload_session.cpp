@@ -137,7 +137,7 @@ void UploadSession::on_closed(std::string_view reason) {
     } else if (reason.starts_with("handshake failed: ")) {
       // Bytes came, but not an upload: a plaintext client on a TLS port, a failed handshake.
       context_.logger.info("{} {}", client_label(), reason);
-    } else if (!reason.empty()) {
+    } else if (reason.starts_with("handshake")) {  // a TLS handshake that timed out
       context_.logger.detail("{} closed before an upload began: {}", client_label(), reason);
     } else {  // ended before sending a byte: not an upload either
       context_.logger.detail("{} closed without sending anything", client_label());
