@@ -355,8 +355,8 @@ int CommandLine::check_parsed(const std::vector<std::string>& argv, std::ostream
         sub->get_option_no_throw(spec->long_name) == option)
       return usage_error(err, fmt::format("{} is required", spec->long_name));
   }
-  if (subcommand->check) {
-    std::string why = subcommand->check();
+  if (subcommand->usage_check) {
+    std::string why = subcommand->usage_check();
     if (!why.empty()) return usage_error(err, why);
   }
   return -1;

@@ -334,7 +334,7 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[0].summary = "Group chat: every line a client sends goes to every other client";
   table[0].is_server = true;
   add_chat_server_flags(table[0].flags, options.chat_server);
-  table[0].check = [&options] {
+  table[0].usage_check = [&options] {
     std::string why = check_server_tls(options.chat_server.access);
     return why.empty() ? check_redis_tls(options.chat_server) : why;
   };
@@ -344,7 +344,7 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[1].name = "chat-client";
   table[1].summary = "Chat from a terminal or a pipe";
   add_chat_client_flags(table[1].flags, options.chat_client);
-  table[1].check = [&options] { return check_client_tls(options.chat_client.link); };
+  table[1].usage_check = [&options] { return check_client_tls(options.chat_client.link); };
   table[1].run = [&options] { return run_chat_client(options.chat_client); };
   table[1].check = [&options] {
     return check_client_link(options.chat_client.common.host, options.chat_client.link);
@@ -354,14 +354,14 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   table[2].summary = "Receive uploads: one event loop, or a process per client";
   table[2].is_server = true;
   add_upload_server_flags(table[2].flags, options.upload_server);
-  table[2].check = [&options] { return check_server_tls(options.upload_server.access); };
+  table[2].usage_check = [&options] { return check_server_tls(options.upload_server.access); };
   table[2].run = [&options] { return run_upload_server(options.upload_server); };
   table[2].check = [&options] { return check_upload_server(options.upload_server); };
 
   table[3].name = "upload-client";
   table[3].summary = "Send a file and verify what the server received";
   add_upload_client_flags(table[3].flags, options.upload_client);
-  table[3].check = [&options] { return check_client_tls(options.upload_client.link); };
+  table[3].usage_check = [&options] { return check_client_tls(options.upload_client.link); };
   table[3].run = [&options] { return run_upload_client(options.upload_client); };
   table[3].check = [&options] { return check_upload_client(options.upload_client); };
   for (Subcommand& subcommand : table)

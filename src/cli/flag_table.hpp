@@ -36,7 +36,7 @@ struct Subcommand {
   FlagSet flags;  // refers into the AllOptions the table was made from
   // Mistakes between flags (--tls-cert without --tls-key), checked after parsing: the reason, or
   // "". A usage error like any bad value: exit 2 with the "Try ... --help" line.
-  std::function<std::string()> check;
+  std::function<std::string()> usage_check;
   std::function<int()> run;
   // --check: validates what run() would load (TLS files, token file, output directory) without
   // serving or connecting. Returns what was checked, for the "configuration ok" line; throws
