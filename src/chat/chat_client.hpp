@@ -1,4 +1,4 @@
-// `mux chat-client`: stdin and the socket multiplexed in one event loop.
+// `mux chat-client`: stdin and the server's Connection multiplexed in one event loop.
 #pragma once
 
 #include <chrono>

@@ -44,7 +44,6 @@ class ChildSupervisor {
   [[nodiscard]] bool has_room() const noexcept { return children_.size() < max_children_; }
   [[nodiscard]] std::size_t count() const noexcept { return children_.size(); }
   [[nodiscard]] std::size_t max_children() const noexcept { return max_children_; }
-  [[nodiscard]] bool running(pid_t pid) const { return children_.contains(pid); }
 
   // Called after every reaping pass that reaped at least one child (resume accepting, stop the
   // loop once the last child of a shutdown is gone).

@@ -1,8 +1,8 @@
 // ClientLink: how chat-client and upload-client reach their server — the connect with a deadline
 // (core's non-blocking Connector), then, with --tls, the TLS handshake under the same deadline.
 // The options are filled in by cli/ from the client flags; the clients get back the socket and
-// the ByteStream to talk through, and never see whether it is TLS. Callers: run_chat_client,
-// run_upload_client.
+// the ByteStream, wrap both in a Connection, and never see whether it is TLS. Callers:
+// run_chat_client, run_upload_client.
 #pragma once
 
 #include <chrono>

@@ -444,7 +444,6 @@ void RedisLink::connection_ready() {
   if (up_ || ++ready_count_ < 2) return;
   loop_.cancel_timer(std::exchange(connect_timer_, 0));
   up_ = true;
-  last_failure_.clear();
   next_retry_ = kFirstRetry;
   ping_timer_ = loop_.add_periodic(std::chrono::milliseconds(1000), [this] { check_alive(); });
   if (handlers_.up) handlers_.up();
@@ -467,7 +466,6 @@ void RedisLink::check_alive() {
 void RedisLink::fail(const std::string& why) {
   if (retry_timer_ != 0) return;  // already failed; the retry is scheduled
   bool was_up = std::exchange(up_, false);
-  last_failure_ = why;
   loop_.cancel_timer(std::exchange(connect_timer_, 0));
   loop_.cancel_timer(std::exchange(ping_timer_, 0));
   // A stalled Redis still holds the replies of a join or a nick claim: fail them now.

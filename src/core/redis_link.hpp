@@ -95,8 +95,6 @@ class RedisLink {
   // Sends a command (binary-safe arguments). False, and no callback, when the link is down.
   bool command(const std::vector<std::string>& args, ReplyCallback on_reply = {});
   bool publish(std::string_view payload);
-  // Why the last attempt failed (empty when up or never tried).
-  [[nodiscard]] const std::string& last_failure() const noexcept { return last_failure_; }
   [[nodiscard]] const RedisUrl& url() const noexcept { return url_; }
 
  private:
@@ -122,7 +120,6 @@ class RedisLink {
   int ready_count_ = 0;
   bool subscribed_ = false;  // this attempt's subscription confirmed (a repeat is ignored)
   bool up_ = false;
-  std::string last_failure_;
 };
 
 }  // namespace mux
