@@ -296,6 +296,10 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
   flags.duration("--idle-timeout", options.idle_timeout,
                  "How long an upload may bring no data before it ends with ERR timeout; 0: never",
                  {std::chrono::milliseconds{0}, std::chrono::hours{24}});
+  flags.size("--min-rate", options.min_rate,
+             "Bytes per second an upload must bring, measured over 30 s (header and body), or "
+             "it ends with ERR timeout; 0: off",
+             {0, 1 * GiB});
   add_server_access_flags(flags, options.access);
 }
 

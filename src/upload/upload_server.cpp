@@ -58,6 +58,7 @@ int run_upload_server(const UploadServerOptions& options) {
   }
   UploadLimits limits{options.max_size, options.min_free, options.header_timeout,
                       options.idle_timeout, nullptr};
+  limits.min_rate = options.min_rate;
   if (tls) {
     logger.info("TLS: {}{}", tls->describe_certificate(),
                 options.access.tls.client_ca_file.empty() ? "" : ", client certificates required");

@@ -24,7 +24,8 @@ struct UploadServerOptions {
   std::chrono::milliseconds header_timeout{10'000};
   // Without a byte before ERR timeout; 0: never.
   std::chrono::milliseconds idle_timeout{60'000};
-  ServerAccessOptions access;  // --tls-*, --token-file, --allow, --deny
+  std::uint64_t min_rate = 16;  // bytes/s over 30 s below which an upload ends; 0: off
+  ServerAccessOptions access;   // --tls-*, --token-file, --allow, --deny
 };
 
 int run_upload_server(const UploadServerOptions& options);

@@ -74,10 +74,21 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
       on_header_timeout();
     });
   }
+  if (context_.limits.min_rate != 0)
+    rate_timer_ = context_.loop.add_periodic(kRateWindow, [this] { check_rate(); });
+}
+
+void UploadSession::check_rate() {
+  if (phase_ != Phase::receiving) return;
+  std::uint64_t brought = bytes_seen_ - std::exchange(bytes_at_window_, bytes_seen_);
+  if (brought >= context_.limits.min_rate * static_cast<std::uint64_t>(kRateWindow.count())) return;
+  fail(fmt::format("timeout: {} bytes in {} s, below --min-rate {} bytes/s", brought,
+                   kRateWindow.count(), context_.limits.min_rate));
 }
 
 UploadSession::~UploadSession() {
   context_.loop.cancel_timer(header_timer_);
+  context_.loop.cancel_timer(rate_timer_);
   context_.loop.cancel_timer(refusal_timer_);
   release_reservation();
 }
@@ -102,6 +113,7 @@ void UploadSession::abort(std::string_view reason) {
 void UploadSession::on_data(std::string_view bytes) {
   if (phase_ != Phase::receiving) return;
   last_data_ = EventLoop::Clock::now();
+  bytes_seen_ += bytes.size();
   act_on(parser_.feed(bytes));
   UploadParser::State state = parser_.state();
   if (state != UploadParser::State::detecting && state != UploadParser::State::header) {

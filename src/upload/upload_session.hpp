@@ -68,7 +68,14 @@ struct UploadLimits {
   // address. Null (or empty) when no token is required. Owned by run_upload_server.
   const AccessTokens* tokens = nullptr;
   FailureThrottle* throttle = nullptr;
+  // --min-rate: an upload that brings fewer bytes than this per second over a kRateWindow
+  // (header and body alike) ends with ERR timeout, so a drip below --idle-timeout cannot hold
+  // a slot for ever; 0: off.
+  std::uint64_t min_rate = 0;
 };
+
+// The window --min-rate is measured over.
+inline constexpr std::chrono::seconds kRateWindow{30};
 
 // What every session of one server (or of one fork-mode child) shares.
 struct UploadContext {
@@ -144,6 +151,7 @@ class UploadSession final : private Connection::Owner {
   [[nodiscard]] std::uint64_t reserved_ahead() const noexcept;
   void release_reservation();
   void on_reservation_idle();
+  void check_rate();
   void complete();
   void on_committed(CommitResult result);
   void log_received();
@@ -177,6 +185,9 @@ class UploadSession final : private Connection::Owner {
   CommitTicket commit_ticket_;    // cancels the commit's callback if this session goes first
   bool connection_lost_ = false;  // it broke while committing: log the outcome, reply to no one
   EventLoop::TimerId header_timer_ = 0;
+  EventLoop::TimerId rate_timer_ = 0;     // --min-rate: every kRateWindow
+  std::uint64_t bytes_seen_ = 0;          // everything read, header included
+  std::uint64_t bytes_at_window_ = 0;     // bytes_seen_ when the current window began
   EventLoop::TimerId refusal_timer_ = 0;  // a wrong token's delayed ERR unauthorized
 };
 

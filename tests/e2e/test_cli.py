@@ -28,7 +28,7 @@ FLAGS = {
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
-                                     "--header-timeout", "--idle-timeout", "--tls-cert", "--tls-key",
+                                     "--header-timeout", "--idle-timeout", "--min-rate", "--tls-cert", "--tls-key",
                                      "--tls-client-ca", "--allow", "--deny", "--token-file"],
     "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"]
     + RESUME_CLIENT_FLAGS,
