@@ -72,6 +72,7 @@ Connection::Connection(ConnectionContext& context, Fd socket, Owner& owner)
 
 Connection::~Connection() {
   *self_ = nullptr;
+  context_.loop.cancel_flush(*this);
   context_.loop.cancel_timer(phase_timer_);
   context_.loop.cancel_timer(idle_timer_);
   if (socket_) context_.loop.unwatch(socket_.get());
@@ -208,23 +209,17 @@ void Connection::send(Block block) {
       owner_.on_high_water(queue_.bytes());
     return;
   }
-  // Sent from the batch's last event: nothing later in the batch can add to the queue, so write
-  // now, while the connection is still in the cache, instead of walking every receiver a second
-  // time when the batch ends. A broadcast to N clients at a quiet moment (one event per batch)
-  // costs one pass and no deferred callback per receiver; under load (many events per batch)
-  // sends still coalesce into one writev per receiver per batch.
-  if (write_wants_ == 0 && context_.loop.in_last_event_of_batch()) return write_now();
+  // Never written here, even from a batch's last event: one handler may send to the same
+  // connection several times (a broadcast, then a notice; several joins from one accept
+  // event), and each write would be a syscall and a TCP segment of its own. The batch's end
+  // writes everything this connection got in one writev.
   schedule_flush();
 }
 
 void Connection::schedule_flush() {
   // While a write is blocked the writable event flushes; before the handshake nothing can go.
-  if (flush_scheduled_ || write_wants_ != 0 || state_ == State::handshaking) return;
-  flush_scheduled_ = true;
-  defer_while_alive([](Connection& connection) {
-    connection.flush_scheduled_ = false;
-    connection.write_now();
-  });
+  if (write_wants_ != 0 || state_ == State::handshaking) return;
+  context_.loop.flush_at_batch_end(*this);
 }
 
 void Connection::flush() {
@@ -232,6 +227,8 @@ void Connection::flush() {
 }
 
 void Connection::write_now() {
+  // Whatever is queued goes now: nothing is left for the batch's end to write.
+  context_.loop.cancel_flush(*this);
   if (state_ != State::open && state_ != State::draining) return;
   if (shutdown_pending_) return;
   IoResult failure;
@@ -390,6 +387,7 @@ void Connection::close_now(std::string reason) {
   state_ = State::closed;
   context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
   context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
+  context_.loop.cancel_flush(*this);
   queue_.clear();
   context_.loop.unwatch(socket_.get());
   stream_.reset();

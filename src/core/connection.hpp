@@ -77,7 +77,7 @@ struct ConnectionContext {
   std::chrono::milliseconds linger_timeout{500};
 };
 
-class Connection {
+class Connection final : private EventLoop::Flushable {
  public:
   class Owner {
    public:
@@ -116,8 +116,9 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   ~Connection();
 
-  // Queues bytes; written when the current batch ends (many sends, one writev) or when the
-  // handshake completes. Ignored once closing has passed the drain.
+  // Queues bytes; written when the current batch ends (many sends, one writev: the loop's flush
+  // list, see EventLoop::flush_at_batch_end) or when the handshake completes. Ignored once
+  // closing has passed the drain.
   void send(Block block);
   void send(std::string_view bytes) { send(make_block(std::string(bytes))); }
   // Writes what is queued now instead of at the end of the batch.
@@ -198,6 +199,7 @@ class Connection {
   void read_input();
   void discard_input();
   void schedule_flush();
+  void on_batch_end() override { write_now(); }
   void write_now();
   void on_batch_writable();
   void start_shutdown();
@@ -228,7 +230,6 @@ class Connection {
   State state_ = State::handshaking;
   bool paused_ = false;
   bool input_ended_ = false;
-  bool flush_scheduled_ = false;
   bool shutdown_pending_ = false;  // shutdown_write() would block (TLS close_notify)
   bool handshake_done_ = false;
   bool shutdown_requested_ = false;  // shutdown_output(): shut down once the queue is written

@@ -166,7 +166,7 @@ void EventLoop::run_posted() {
 }
 
 int EventLoop::next_timeout_ms(std::chrono::milliseconds cap) const {
-  if (!deferred_.empty()) return 0;
+  if (!deferred_.empty() || !flush_list_.empty()) return 0;
   if (timer_queue_.empty()) return static_cast<int>(cap.count());
   auto wait = timer_queue_.begin()->first - Clock::now();
   if (wait <= Clock::duration::zero()) return 0;
@@ -209,7 +209,6 @@ void EventLoop::dispatch_batch(int ready) {
     IoHandler& handler = watches_[static_cast<std::size_t>(fd)].handler;
     IoHandler running = std::move(handler);
     handler = nullptr;
-    undispatched_ = ready - i - 1;
     running(events_[static_cast<std::size_t>(i)].events);
     // Put the handler back unless it was unwatched (or replaced by a new watch) meanwhile.
     if (watching(fd) && watches_[static_cast<std::size_t>(fd)].generation == generation &&
@@ -217,7 +216,6 @@ void EventLoop::dispatch_batch(int ready) {
       watches_[static_cast<std::size_t>(fd)].handler = std::move(running);
     }
   }
-  undispatched_ = -1;
 }
 
 void EventLoop::run_due_timers() {
@@ -244,8 +242,12 @@ void EventLoop::run_due_timers() {
 }
 
 void EventLoop::finish_batch() {
-  // Deferred work may defer more (a flush that fails closes its connection): drain until quiet.
-  while (!deferred_.empty()) {
+  // Writers first: what the batch queued goes out now, one write per writer. Deferred work may
+  // queue more or defer more (a closing connection tells its owner, who tells the room, which
+  // tells everyone): repeat until quiet.
+  for (;;) {
+    flush_list_.drain([](Flushable& writer) { writer.on_batch_end(); });
+    if (deferred_.empty()) break;
     std::vector<Callback> batch;
     batch.swap(deferred_);
     for (Callback& callback : batch)

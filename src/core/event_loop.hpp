@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/fd.hpp"
+#include "core/flush_list.hpp"
 
 namespace mux {
 
@@ -28,6 +29,24 @@ class EventLoop {
   using Callback = std::function<void()>;
   using TimerId = std::uint64_t;
   using Clock = std::chrono::steady_clock;
+
+  // A writer that coalesces its output per batch (Connection, SocketWriter): it asks for
+  // flush_at_batch_end() on every send, and the loop calls on_batch_end() once when the batch's
+  // events and timers are done: one write per writer per batch however many sends it got.
+  class Flushable {
+   public:
+    virtual void on_batch_end() = 0;
+
+   protected:
+    Flushable() = default;
+    ~Flushable() = default;
+    Flushable(const Flushable&) = delete;
+    Flushable& operator=(const Flushable&) = delete;
+
+   private:
+    friend class EventLoop;
+    FlushList<Flushable>::Entry flush_entry_;
+  };
 
   EventLoop();
   EventLoop(const EventLoop&) = delete;
@@ -55,6 +74,11 @@ class EventLoop {
 
   // Runs `callback` once the current batch of events has been dispatched.
   void defer(Callback callback);
+  // Calls writer.on_batch_end() once when this batch ends (before its deferred callbacks; again
+  // after them if they flush_at_batch_end() anew), however often it is asked. Costs no allocation.
+  // A writer being destroyed, or one that wrote on its own, calls cancel_flush().
+  void flush_at_batch_end(Flushable& writer) { flush_list_.add(writer, writer.flush_entry_); }
+  void cancel_flush(Flushable& writer) noexcept { flush_list_.remove(writer.flush_entry_); }
   // The one member another thread may call: runs `callback` on the loop's thread at its next turn
   // (an eventfd wakes the loop). A helper thread hands its results back this way. Callbacks still
   // pending when the loop is destroyed are destroyed without running.
@@ -71,10 +95,6 @@ class EventLoop {
   // Runs at most one batch, waiting at most `timeout` (tests drive the loop step by step).
   void run_once(std::chrono::milliseconds timeout);
   void stop() noexcept { stopping_ = true; }
-  // True while the handler of a batch's last event runs: no later event of the batch can add to
-  // what it queues. Writers use it to write at once instead of when the batch ends (timers,
-  // deferred callbacks and code outside run() keep the end-of-batch coalescing).
-  [[nodiscard]] bool in_last_event_of_batch() const noexcept { return undispatched_ == 0; }
   [[nodiscard]] bool stopping() const noexcept { return stopping_; }
 
  private:
@@ -106,13 +126,12 @@ class EventLoop {
   std::vector<IoHandler> retired_handlers_;
   std::vector<std::shared_ptr<void>> retired_;
   std::vector<Callback> deferred_;
+  FlushList<Flushable> flush_list_;  // writers to flush when the batch ends
   std::set<std::pair<Clock::time_point, TimerId>> timer_queue_;  // ordered by deadline, then id
   std::unordered_map<TimerId, Timer> timers_;
   TimerId next_timer_id_ = 1;
   std::vector<epoll_event> events_;
   bool stopping_ = false;
-  // Events of the current batch after the one being dispatched; -1 outside dispatch.
-  int undispatched_ = -1;
   Fd post_fd_;  // eventfd: readable while posted_ holds callbacks
   std::mutex post_mutex_;
   std::vector<Callback> posted_;  // guarded by post_mutex_

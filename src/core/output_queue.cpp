@@ -103,10 +103,7 @@ OutputQueue::Status OutputQueue::write_to(ByteStream& stream, IoResult& failure)
 }
 
 SocketWriter::SocketWriter(EventLoop& loop, int fd, ErrorHandler on_error)
-    : loop_(loop),
-      fd_(fd),
-      on_error_(std::move(on_error)),
-      self_(std::make_shared<SocketWriter*>(this)) {}
+    : loop_(loop), fd_(fd), on_error_(std::move(on_error)) {}
 
 SocketWriter::SocketWriter(EventLoop& loop, ByteStream& stream, ErrorHandler on_error)
     : SocketWriter(loop, stream.fd(), std::move(on_error)) {
@@ -114,7 +111,7 @@ SocketWriter::SocketWriter(EventLoop& loop, ByteStream& stream, ErrorHandler on_
 }
 
 SocketWriter::~SocketWriter() {
-  *self_ = nullptr;
+  loop_.cancel_flush(*this);
 }
 
 void SocketWriter::send(Block block) {
@@ -124,19 +121,14 @@ void SocketWriter::send(Block block) {
 }
 
 void SocketWriter::schedule_flush() {
-  if (flush_scheduled_) return;
   // While EPOLLOUT is armed the kernel buffer is full: the writable event will flush.
   if (loop_.interest(fd_) & EPOLLOUT) return;
-  flush_scheduled_ = true;
-  loop_.defer([token = self_] {
-    if (SocketWriter* writer = *token) {
-      writer->flush_scheduled_ = false;
-      writer->flush();
-    }
-  });
+  loop_.flush_at_batch_end(*this);
 }
 
 void SocketWriter::flush() {
+  // Everything queued is written now: nothing is left for the batch's end.
+  loop_.cancel_flush(*this);
   if (failed_ || fd_ < 0) return;
   int error = 0;
   OutputQueue::Status status = OutputQueue::Status::drained;
@@ -174,6 +166,7 @@ void SocketWriter::set_want_writable(bool want) {
 }
 
 void SocketWriter::detach() noexcept {
+  loop_.cancel_flush(*this);
   queue_.clear();
   on_drained_ = nullptr;
   fd_ = -1;

@@ -13,11 +13,12 @@
 #include <string_view>
 #include <vector>
 
+#include "core/event_loop.hpp"
+
 struct iovec;
 
 namespace mux {
 
-class EventLoop;
 class ByteStream;
 struct IoResult;
 
@@ -59,7 +60,7 @@ class OutputQueue {
 
 // Owns the output side of one watched fd. The owner keeps the watch (and the fd) and forwards
 // EPOLLOUT to on_writable(); the writer adds and removes EPOLLOUT on the watch as needed.
-class SocketWriter {
+class SocketWriter final : private EventLoop::Flushable {
  public:
   // Called once when a write fails (peer reset, EPIPE); the owner usually closes the connection.
   using ErrorHandler = std::function<void(int error)>;
@@ -87,6 +88,7 @@ class SocketWriter {
 
  private:
   void schedule_flush();
+  void on_batch_end() override { flush(); }
   void set_want_writable(bool want);
 
   EventLoop& loop_;
@@ -95,9 +97,6 @@ class SocketWriter {
   ErrorHandler on_error_;
   OutputQueue queue_;
   std::function<void()> on_drained_;
-  // Shared with the deferred flush so a writer destroyed before the batch ends is not touched.
-  std::shared_ptr<SocketWriter*> self_;
-  bool flush_scheduled_ = false;
   bool failed_ = false;
 };
 

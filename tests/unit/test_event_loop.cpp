@@ -433,3 +433,100 @@ TEST_CASE("EventLoop: stop() from a timer ends run()") {
   CHECK(stopped_by_timer);
   CHECK_FALSE(guard.fired);
 }
+
+namespace {
+
+// A writer as Connection and SocketWriter are: asks for the batch's end on every send.
+struct CountingWriter final : mux::EventLoop::Flushable {
+  mux::EventLoop& loop;
+  std::vector<std::string>& order;
+  std::string name;
+  int flushes = 0;
+  CountingWriter(mux::EventLoop& event_loop, std::vector<std::string>& log, std::string label)
+      : loop(event_loop), order(log), name(std::move(label)) {}
+  CountingWriter(const CountingWriter&) = delete;
+  CountingWriter& operator=(const CountingWriter&) = delete;
+  ~CountingWriter() { loop.cancel_flush(*this); }
+  void send() {
+    order.push_back("send " + name);
+    loop.flush_at_batch_end(*this);
+  }
+  void on_batch_end() override {
+    ++flushes;
+    order.push_back("flush " + name);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("EventLoop: a writer asked in several events of a batch is flushed once, at its end") {
+  mux::EventLoop loop;
+  mux::Fd first = readable_fd();
+  mux::Fd second = readable_fd();
+  std::vector<std::string> order;
+  CountingWriter a(loop, order, "a");
+  CountingWriter b(loop, order, "b");
+  // Both events send to a (twice in the last one) and b once: what a test of the last event
+  // writing at once would turn into three writes for a.
+  loop.watch(first.get(), EPOLLIN, [&](std::uint32_t) { a.send(); });
+  loop.watch(second.get(), EPOLLIN, [&](std::uint32_t) {
+    a.send();
+    b.send();
+    a.send();
+  });
+  loop.add_timer(0ms, [&] { b.send(); });
+  loop.run_once(1000ms);
+  CHECK(a.flushes == 1);
+  CHECK(b.flushes == 1);
+  CHECK(order == std::vector<std::string>{"send a", "send a", "send b", "send a", "send b",
+                                          "flush a", "flush b"});
+  loop.unwatch(first.get());
+  loop.unwatch(second.get());
+  // Nothing asked: the next batch flushes nothing.
+  loop.run_once(0ms);
+  CHECK(a.flushes == 1);
+}
+
+TEST_CASE("EventLoop: the flush comes before deferred callbacks and again for what they send") {
+  mux::EventLoop loop;
+  mux::Fd fd = readable_fd();
+  std::vector<std::string> order;
+  CountingWriter a(loop, order, "a");
+  CountingWriter b(loop, order, "b");
+  loop.watch(fd.get(), EPOLLIN, [&](std::uint32_t) {
+    a.send();
+    // As a client leaving from a deferred call tells the room, which tells everyone.
+    loop.defer([&] {
+      order.emplace_back("deferred");
+      a.send();
+      b.send();
+    });
+  });
+  loop.run_once(1000ms);
+  CHECK(order == std::vector<std::string>{"send a", "flush a", "deferred", "send a", "send b",
+                                          "flush a", "flush b"});
+  loop.unwatch(fd.get());
+}
+
+TEST_CASE(
+    "EventLoop: a cancelled or destroyed writer is not flushed; a pending flush never waits") {
+  mux::EventLoop loop;
+  HangGuard guard(loop, 10s);
+  std::vector<std::string> order;
+  CountingWriter kept(loop, order, "kept");
+  CountingWriter cancelled(loop, order, "cancelled");
+  {
+    CountingWriter gone(loop, order, "gone");
+    gone.send();
+  }
+  cancelled.send();
+  kept.send();
+  loop.cancel_flush(cancelled);
+  // Asked outside any batch, with no fd ready and no timer: run_once must not sleep its timeout.
+  auto start = Clock::now();
+  loop.run_once(5000ms);
+  CHECK(Clock::now() - start < 2s);
+  CHECK(kept.flushes == 1);
+  CHECK(cancelled.flushes == 0);
+  CHECK_FALSE(guard.fired);
+}
