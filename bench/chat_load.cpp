@@ -364,6 +364,27 @@ std::uint64_t tree_cpu_ns(pid_t root) {
   return total;
 }
 
+// TCP segments this machine has sent so far (/proc/net/snmp, Tcp: OutSegs): every socket on the
+// machine, the server's deliveries and the clients' ACKs alike. The delta over a measured phase,
+// per delivery, shows how many lines the server coalesced into each write (loopback only, so the
+// rest of the machine adds little unless another load runs). 0 when unreadable.
+std::uint64_t tcp_out_segments() {
+  std::ifstream in("/proc/net/snmp");
+  std::string header;
+  std::string values;
+  while (std::getline(in, header) && std::getline(in, values)) {
+    if (header.rfind("Tcp:", 0) != 0) continue;
+    std::istringstream names(header);
+    std::istringstream numbers(values);
+    std::string name;
+    std::string number;
+    while (names >> name && numbers >> number) {
+      if (name == "OutSegs") return std::strtoull(number.c_str(), nullptr, 10);
+    }
+  }
+  return 0;
+}
+
 // Redis's own counters (INFO over a blocking loopback connection, outside any timed window):
 // commands processed and PUBLISH calls. Zeros when it cannot be asked.
 struct BrokerCounters {
@@ -923,6 +944,7 @@ class ChatLoad {
     auto period = std::chrono::duration<double>(1.0 / options_.rate);
     std::uint64_t server_cpu_at_start = tree_cpu_ns(options_.server_pid);
     std::uint64_t own_cpu_at_start = process_cpu_ns(::getpid());
+    std::uint64_t segments_at_start = tcp_out_segments();
     auto start = Clock::now();
     std::vector<Clock::time_point> next_send(static_cast<std::size_t>(options_.senders));
     for (std::size_t s = 0; s < next_send.size(); ++s) {
@@ -955,9 +977,10 @@ class ChatLoad {
     }
     // What one line costs the server: the fanout to every receiver (and, in fork mode, the
     // relay through the parent). At R lines/s that share of a core is queueing the lines wait in.
-    auto server_cpu =
-        static_cast<double>(tree_cpu_ns(options_.server_pid) - server_cpu_at_start) / 1e9;
+    std::uint64_t server_cpu_now = tree_cpu_ns(options_.server_pid);
+    auto server_cpu = static_cast<double>(server_cpu_now - server_cpu_at_start) / 1e9;
     auto own_cpu = static_cast<double>(process_cpu_ns(::getpid()) - own_cpu_at_start) / 1e9;
+    std::uint64_t segments = tcp_out_segments() - segments_at_start;
     double active = seconds_since(start);
     std::vector<std::int64_t> sorted = latencies_ns_;
     std::sort(sorted.begin(), sorted.end());
@@ -972,13 +995,14 @@ class ChatLoad {
         "\"delivered\":{},\"unparsed\":{},\"complete\":{},\"p50_ms\":{:.3f},"
         "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f},"
         "\"server_cpu_s\":{:.6f},\"server_cpu_ms_per_line\":{:.3f},\"server_busy_share\":{:.3f},"
-        "\"generator_cpu_s\":{:.6f},",
+        "\"generator_cpu_s\":{:.6f},\"tcp_out_segments\":{},\"server_cpu_since_start_s\":{:.6f},",
         options_.senders, options_.rate, options_.duration, sent, expected, latencies_ns_.size(),
         latency_unparsed_, complete ? "true" : "false", percentile(0.50), percentile(0.90),
         percentile(0.99), percentile(0.999),
         sorted.empty() ? 0.0 : static_cast<double>(sorted.back()) / 1e6, server_cpu,
         sent > 0 ? server_cpu * 1e3 / static_cast<double>(sent) : 0.0,
-        active > 0 ? server_cpu / active : 0.0, own_cpu);
+        active > 0 ? server_cpu / active : 0.0, own_cpu, segments,
+        static_cast<double>(server_cpu_now) / 1e9);
     return complete && !sorted.empty();
   }
 
