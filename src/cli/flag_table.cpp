@@ -300,6 +300,9 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
              "Bytes per second an upload must bring, measured over 30 s (header and body), or "
              "it ends with ERR timeout; 0: off",
              {0, 1 * GiB});
+  flags.duration("--keep-partial", options.keep_partial,
+                 "How long an interrupted upload is kept for its uploader to resume",
+                 {std::chrono::seconds{1}, std::chrono::hours{24 * 365}});
   add_server_access_flags(flags, options.access);
 }
 
@@ -313,6 +316,8 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
                  "How long the server may take no data, or not reply after the last byte, before "
                  "giving up; 0: never",
                  {std::chrono::milliseconds{0}, std::chrono::hours{24}});
+  flags.switch_flag("--no-resume", options.no_resume,
+                    "Start over even when the server kept part of an earlier, interrupted try");
   flags.size("--limit-rate", options.limit_rate,
              "Send at most this many bytes per second (500K, 10M; default: unlimited)",
              {1 * KiB, 1024 * TiB});

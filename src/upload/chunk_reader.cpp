@@ -20,12 +20,14 @@ constexpr std::size_t kSlots = 4;
 
 }  // namespace
 
-ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::uint64_t> size)
+ChunkReader::ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::uint64_t> size,
+                         ContentHash prefix)
     : file_fd_(file_fd),
       offset_(offset),
       size_(size),
       ready_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       stop_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      hash_(std::move(prefix)),
       slots_(kSlots) {
   if (!ready_ || !stop_) throw std::system_error(errno, std::generic_category(), "eventfd");
   for (Slot& slot : slots_)

@@ -32,7 +32,10 @@ class ChunkReader {
  public:
   // Reads `size` bytes of `file_fd` from `offset`; with no size, reads the stream `file_fd` until
   // its end. The fd must outlive the reader.
-  ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::uint64_t> size);
+  // `prefix` is the hash of what came before `offset` (a resumed upload), so hash_hex() covers
+  // the whole file.
+  ChunkReader(int file_fd, std::uint64_t offset, std::optional<std::uint64_t> size,
+              ContentHash prefix = ContentHash());
   ChunkReader(const ChunkReader&) = delete;
   ChunkReader& operator=(const ChunkReader&) = delete;
   ~ChunkReader();  // stops the thread and waits for it

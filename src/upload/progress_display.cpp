@@ -112,10 +112,11 @@ std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t
 }
 
 std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
-                                  std::string_view saved_name) {
+                                  std::string_view saved_name, std::optional<std::uint64_t> whole) {
   double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
   std::string summary = fmt::format("Sent {} bytes in {:.3f} s ({}), verified {}", bytes, seconds,
                                     format_rate(rate), hash);
+  if (whole) summary += fmt::format(" of all {} bytes", *whole);
   if (!saved_name.empty()) summary += fmt::format(", saved as {}", saved_name);
   return summary;
 }
@@ -166,6 +167,20 @@ void ProgressDisplay::clear() {
   fmt::print(out_, "\r{}", kClearToEndOfLine);
   std::fflush(out_);
   line_drawn_ = false;
+}
+
+void ProgressDisplay::note(std::string_view text) {
+  clear();
+  if (style_ == Style::silent) return;
+  fmt::print(out_, "{}\n", text);
+  std::fflush(out_);
+}
+
+void ProgressDisplay::start_at(std::uint64_t sent, double elapsed) {
+  sent_ = sent;
+  last_movement_ = elapsed;
+  samples_.clear();
+  samples_.emplace_back(elapsed, sent);
 }
 
 void ProgressDisplay::finish(std::string_view summary) {

@@ -42,8 +42,11 @@ std::string format_progress_line(const ProgressSnapshot& snapshot, std::size_t w
 // `after` bytes.
 std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t after);
 // "Sent <bytes> bytes in <seconds> s (<IEC rate>), verified <hash>[, saved as <name>]"
+// A resumed upload (`whole` bytes in all, of which `bytes` were sent this run) says so:
+// "..., verified <hash> of all <whole> bytes[, saved as <name>]".
 std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
-                                  std::string_view saved_name = {});
+                                  std::string_view saved_name = {},
+                                  std::optional<std::uint64_t> whole = std::nullopt);
 
 class ProgressDisplay {
  public:
@@ -57,6 +60,10 @@ class ProgressDisplay {
   void redraw(double elapsed);
   // Terminal: measures the width again (SIGWINCH); the next redraw fits it.
   void refit();
+  // A line for the person before the progress ("Resumed at 760.0 MiB of 2.0 GiB").
+  void note(std::string_view text);
+  // A resumed upload: the progress starts at `sent` bytes (not counted in the rate).
+  void start_at(std::uint64_t sent, double elapsed);
   // Clears the terminal line (if drawn) and prints the summary.
   void finish(std::string_view summary);
   // Clears the terminal line so an error message starts on a clean line.

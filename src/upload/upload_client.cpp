@@ -6,11 +6,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <optional>
 
 #include "core/client_link.hpp"
 #include "core/net.hpp"
 #include "upload/progress_display.hpp"
+#include "upload/upload_key.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_sender.hpp"
 #include "upload/upload_source.hpp"
@@ -40,8 +42,24 @@ int run_upload_client(const UploadClientOptions& options) {
   std::optional<std::uint64_t> size = source.size;
   ClientLink link = open_client_link(options.common.host,
                                      client_port(options.link, options.common.port), options.link);
+  // A named file can resume (a stream cannot: its bytes are gone once sent); its key says, on a
+  // later run, that the server's partial upload is ours.
+  std::optional<UploadKey> key;
+  if (source.size && options.file != "-") {
+    try {
+      key = upload_key_for(
+          fmt::format("{}:{}", options.common.host, client_port(options.link, options.common.port)),
+          source.file.get(), name);
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "mux: warning: {}; this upload cannot resume\n", error.what());
+    }
+  }
   // reply-name=1: the summary can say where the server saved the file.
-  std::string header = format_header_line(source.size, name, link.token, true);
+  // Only a key from an earlier try asks what the server kept: a first try sends at once, as to
+  // any server.
+  bool ask = key && key->reused && !options.no_resume;
+  std::string header =
+      format_header_line(source.size, name, link.token, true, key ? key->key : std::string(), ask);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
@@ -61,10 +79,20 @@ int run_upload_client(const UploadClientOptions& options) {
                       progress);
   sender.set_stall_timeout(options.timeout);
   sender.set_rate_limit(options.limit_rate);
+  if (key) {
+    sender.set_resume(ask ? UploadSender::ResumeMode::resume : UploadSender::ResumeMode::fresh);
+  } else if (options.common.verbose && !size) {
+    fmt::print(stderr, "a stream from {} cannot resume if it is interrupted\n",
+               options.file == "-" ? "standard input" : options.file);
+  }
   UploadSender::Result result = sender.run();
+  if (key) forget_upload_key(*key);  // confirmed: the next upload of this file is a new one
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  progress.finish(format_upload_summary(result.bytes, seconds, result.hash, result.saved_name));
+  std::optional<std::uint64_t> whole;
+  if (result.resumed_at > 0) whole = result.resumed_at + result.bytes;
+  progress.finish(
+      format_upload_summary(result.bytes, seconds, result.hash, result.saved_name, whole));
   return 0;
 }
 

@@ -38,6 +38,7 @@ UploadStep UploadParser::feed(std::string_view bytes) {
   any_bytes_ = true;
   if (state_ == State::detecting) detect(bytes, step);
   if (state_ == State::header) bytes = consume_header(bytes, step);
+  if (state_ == State::resume_line) bytes = consume_resume_line(bytes, step);
   if (state_ == State::body) step.body = take_body(bytes, step);
   return step;
 }
@@ -54,6 +55,7 @@ void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
     std::string rest = held_.substr(kUploadMagic.size());
     held_.clear();
     std::string_view after_header = consume_header(rest, step);
+    if (state_ == State::resume_line) after_header = consume_resume_line(after_header, step);
     if (state_ == State::body) {
       held_.assign(after_header);
       step.held = take_body(held_, step);
@@ -106,8 +108,35 @@ std::string_view UploadParser::consume_header(std::string_view bytes, UploadStep
          fmt::format("too large: {} bytes, the limit is {}", *size, max_size_));
     return {};
   }
+  bool resumable = asks_resume_offer(*parsed.header);
   start_body(step, std::move(parsed.header));
-  if (expected_ == 0) {
+  if (resumable) {
+    state_ = State::resume_line;
+  } else if (expected_ == 0) {
+    state_ = State::done;
+    step.complete = true;
+  }
+  return bytes.substr(newline + 1);
+}
+
+std::string_view UploadParser::consume_resume_line(std::string_view bytes, UploadStep& step) {
+  std::size_t newline = bytes.find('\n');
+  std::size_t line_part = newline == std::string_view::npos ? bytes.size() : newline;
+  if (resume_line_.size() + line_part >= kMaxFromLine) {
+    fail(step, UploadFailure::bad_header, "bad header: the FROM line is too long");
+    return {};
+  }
+  resume_line_.append(bytes.substr(0, line_part));
+  if (newline == std::string_view::npos) return {};
+  std::optional<std::uint64_t> from = parse_resume_from(resume_line_);
+  if (!from || *from > *expected_) {
+    fail(step, UploadFailure::bad_header, "bad header: not a FROM <offset> line");
+    return {};
+  }
+  received_ = *from;
+  step.resume_from = *from;
+  state_ = State::body;
+  if (received_ == *expected_) {
     state_ = State::done;
     step.complete = true;
   }
@@ -156,6 +185,10 @@ UploadStep UploadParser::end_of_input() {
     case State::header:
       fail(step, UploadFailure::bad_header,
            "bad header: the connection ended inside the header line");
+      return step;
+    case State::resume_line:
+      fail(step, UploadFailure::incomplete,
+           fmt::format("incomplete: only 0 of {} bytes arrived", *expected_));
       return step;
     case State::body:
       break;

@@ -34,6 +34,10 @@ struct UploadStep {
   std::optional<UploadStart> start;
   std::string_view held;  // body bytes held back while detecting (valid until the next call)
   std::string_view body;  // body bytes within the input just fed
+  // A header asking for a resume offer (`resume=` and `resume-ask=1`): the client's
+  // `FROM <offset>` line arrived; the body continues
+  // at that offset (received() counts from it). The server has answered RESUME before.
+  std::optional<std::uint64_t> resume_from;
   bool complete = false;
   UploadFailure failure = UploadFailure::none;
   std::string reason;  // for ERR: "bad header: missing name", "too large: ...", ...
@@ -42,8 +46,9 @@ struct UploadStep {
 class UploadParser {
  public:
   enum class State {
-    detecting,  // not yet known whether a header, a raw upload or an HTTP request follows
-    header,     // inside the header line
+    detecting,    // not yet known whether a header, a raw upload or an HTTP request follows
+    header,       // inside the header line
+    resume_line,  // a header that asked for an offer: reading the client's `FROM <offset>` line
     body,
     done,    // complete: every further byte is ignored
     failed,  // refused: every further byte is ignored
@@ -67,6 +72,7 @@ class UploadParser {
  private:
   void detect(std::string_view& bytes, UploadStep& step);
   std::string_view consume_header(std::string_view bytes, UploadStep& step);
+  std::string_view consume_resume_line(std::string_view bytes, UploadStep& step);
   void start_body(UploadStep& step, std::optional<UploadHeader> header);
   std::string_view take_body(std::string_view bytes, UploadStep& step);
   void fail(UploadStep& step, UploadFailure failure, std::string reason);
@@ -76,6 +82,7 @@ class UploadParser {
   bool any_bytes_ = false;
   std::string held_;         // the first bytes, while detecting; then the part that is body
   std::string header_line_;  // after the magic, up to the '\n'
+  std::string resume_line_;  // the FROM line, up to the '\n'
   std::optional<std::uint64_t> expected_;
   std::uint64_t received_ = 0;
 };

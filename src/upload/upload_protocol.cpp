@@ -111,11 +111,56 @@ HeaderParse parse_header_line(std::string_view line) {
   return HeaderParse{std::move(header), {}};
 }
 
+static bool is_lower_hex(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bool valid_upload_key(std::string_view key) {
+  return key.size() == kUploadKeyLength && is_lower_hex(key);
+}
+
+std::string format_resume_offer(std::uint64_t offset, std::string_view prefix_hash) {
+  return fmt::format("RESUME {} {}\n", offset, prefix_hash);
+}
+
+std::optional<ResumeOffer> parse_resume_offer(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (!line.starts_with("RESUME ")) return std::nullopt;
+  line.remove_prefix(7);
+  std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  std::optional<std::uint64_t> offset = parse_decimal(line.substr(0, space));
+  std::string_view hash = line.substr(space + 1);
+  if (!offset || hash.size() != 32 || !is_lower_hex(hash)) return std::nullopt;
+  return ResumeOffer{*offset, std::string(hash)};
+}
+
+std::string format_resume_from(std::uint64_t offset) {
+  return fmt::format("FROM {}\n", offset);
+}
+
+std::optional<std::uint64_t> parse_resume_from(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (!line.starts_with("FROM ")) return std::nullopt;
+  return parse_decimal(line.substr(5));
+}
+
+bool asks_resume_offer(const UploadHeader& header) {
+  const std::string* ask = header.field(kResumeAskField);
+  return header.size && header.field(kResumeField) != nullptr && ask != nullptr && *ask == "1";
+}
+
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
-                               std::string_view token, bool want_saved_name) {
+                               std::string_view token, bool want_saved_name,
+                               std::string_view resume_key, bool ask_offset) {
   std::string size_text = size ? std::to_string(*size) : std::string("-");
   std::string fields = token.empty() ? std::string() : fmt::format(" token={}", token);
   if (want_saved_name) fields += fmt::format(" {}=1", kReplyNameField);
+  if (size && !resume_key.empty()) {
+    fields += fmt::format(" {}={}", kResumeField, resume_key);
+    if (ask_offset) fields += fmt::format(" {}=1", kResumeAskField);
+  }
   return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
 }
 

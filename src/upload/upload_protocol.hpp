@@ -30,6 +30,35 @@ using ProtocolFields = std::vector<std::pair<std::string, std::string>>;
 // Only on request, so a client older than the field never sees a reply it would refuse.
 inline constexpr std::string_view kReplyNameField = "reply-name";
 
+// Resumable uploads (see README "Resuming interrupted uploads"): the header field
+// `resume=<upload key>` (32 lowercase hex digits, random, kept by the client) asks the server to
+// keep a partial upload bound to that key; the data follows at once, from byte 0. A client that
+// tried before adds `resume-ask=1`: the server then answers at once with
+// `RESUME <offset> <xxh3-128 of the first offset bytes>\n` (offset 0 when it has nothing to
+// continue), and the client sends `FROM <offset>\n` (the offered offset, or 0 to start over) and
+// the file from there. Only a header with both fields and a known size takes these two extra
+// lines, so raw uploads, clients without the fields and a first attempt against an older server
+// see the protocol unchanged.
+inline constexpr std::string_view kResumeField = "resume";
+inline constexpr std::string_view kResumeAskField = "resume-ask";
+inline constexpr std::size_t kUploadKeyLength = 32;
+// The longest `FROM <offset>` line, '\n' included, a server reads.
+inline constexpr std::size_t kMaxFromLine = 32;
+
+struct ResumeOffer {
+  std::uint64_t offset = 0;
+  std::string prefix_hash;  // 32 lowercase hex digits
+};
+
+// 32 lowercase hex digits.
+[[nodiscard]] bool valid_upload_key(std::string_view key);
+std::string format_resume_offer(std::uint64_t offset, std::string_view prefix_hash);
+// One line without its '\n'; nullopt when it is not `RESUME <offset> <hash>`.
+std::optional<ResumeOffer> parse_resume_offer(std::string_view line);
+std::string format_resume_from(std::uint64_t offset);
+// One line without its '\n'; nullopt when it is not `FROM <offset>`.
+std::optional<std::uint64_t> parse_resume_from(std::string_view line);
+
 struct UploadHeader {
   std::optional<std::uint64_t> size;  // nullopt: `-`, the upload ends at the client's half-close
   std::string name;                   // percent-decoded, not yet sanitized
@@ -53,8 +82,13 @@ HeaderParse parse_header_line(std::string_view line);
 // The header line a client sends, '\n' included; a size of nullopt sends `-` (unknown length).
 // A non-empty `token` (--token-file: printable, no spaces) goes in a `token=` field;
 // `want_saved_name` adds `reply-name=1`.
+// A non-empty `resume_key` adds `resume=KEY`, and `ask_offset` then `resume-ask=1` (a known size
+// only).
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
-                               std::string_view token = {}, bool want_saved_name = false);
+                               std::string_view token = {}, bool want_saved_name = false,
+                               std::string_view resume_key = {}, bool ask_offset = false);
+// Whether `header` asks for a RESUME offer (resume=, resume-ask=1 and a known size).
+[[nodiscard]] bool asks_resume_offer(const struct UploadHeader& header);
 
 // Leaves A-Z a-z 0-9 - . _ ~ as they are and writes every other byte as %XX, so a name never
 // contains a space, a newline or a byte a terminal would interpret.

@@ -1,12 +1,14 @@
 #include "upload/upload_sender.hpp"
 
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <stdexcept>
 #include <system_error>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -74,11 +76,11 @@ UploadSender::Result UploadSender::run() {
     loop_.add_periodic(kProgressCheckInterval, [this] { check_progress(); });
   loop_.on_signal(SIGINT, [this] { interrupt(SIGINT); });
   loop_.on_signal(SIGTERM, [this] { interrupt(SIGTERM); });
-  reader_.emplace(source_.file.get(), source_.offset, source_.size);
-  loop_.watch(reader_->ready_fd(), EPOLLIN, [this](std::uint32_t) { on_chunk_ready(); });
+  awaiting_offer_ = resume_mode_ == ResumeMode::resume;
+  if (!awaiting_offer_) start_reading(0, ContentHash());
   loop_.defer([this] { send_more(); });
   loop_.run();
-  loop_.unwatch(reader_->ready_fd());
+  if (reader_) loop_.unwatch(reader_->ready_fd());
   if (failure_) {
     // The server ends a stream of unknown length at the half-close and saves what it got: a
     // stream cut short by an error or a signal must end with a reset instead, so it is not taken
@@ -89,7 +91,66 @@ UploadSender::Result UploadSender::run() {
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
     throw std::runtime_error(*failure_);
   }
-  return Result{sent_, final_hash_, elapsed_seconds(), saved_name_};
+  return Result{sent_, final_hash_, elapsed_seconds(), saved_name_, resumed_at_};
+}
+
+void UploadSender::start_reading(std::uint64_t from, ContentHash prefix) {
+  resumed_at_ = from;
+  std::optional<std::uint64_t> size = source_.size;
+  if (size) *size -= from;
+  reader_.emplace(source_.file.get(), source_.offset + from, size, std::move(prefix));
+  loop_.watch(reader_->ready_fd(), EPOLLIN, [this](std::uint32_t) { on_chunk_ready(); });
+}
+
+// The XXH3-128 of the file's first `length` bytes, read here on the loop's thread: only a
+// resumed upload reads its prefix, once, to check the server holds the same bytes. nullopt when
+// the file is shorter now or cannot be read.
+std::optional<ContentHash> UploadSender::hash_of_prefix(std::uint64_t length) {
+  ContentHash hash;
+  std::vector<char> buffer(1 << 20);
+  std::uint64_t done = 0;
+  while (done < length) {
+    std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
+    ssize_t got =
+        ::pread(source_.file.get(), buffer.data(), want, static_cast<off_t>(source_.offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return std::nullopt;
+    hash.update(buffer.data(), static_cast<std::size_t>(got));
+    done += static_cast<std::uint64_t>(got);
+  }
+  return hash;
+}
+
+void UploadSender::on_resume_offer(const std::string& line) {
+  std::optional<ResumeOffer> offer = parse_resume_offer(line);
+  std::uint64_t size = source_.size.value_or(0);
+  if (!offer || offer->offset > size) {
+    fail(fmt::format("{} sent something that is not a MUXUP/1 resume offer: \"{}\"", server_,
+                     printable(line)));
+    return;
+  }
+  awaiting_offer_ = false;
+  std::uint64_t from = 0;
+  ContentHash prefix;
+  if (offer->offset > 0) {
+    std::optional<ContentHash> ours = hash_of_prefix(offer->offset);
+    if (ours && ours->hex() == offer->prefix_hash) {
+      from = offer->offset;
+      prefix = std::move(*ours);
+      progress_.note(fmt::format("Resumed at {} of {}", format_bytes(from), format_bytes(size)));
+    } else {
+      progress_.note(fmt::format(
+          "{} changed since the interrupted upload ({} of it were on the server): starting over",
+          source_label_, format_bytes(offer->offset)));
+    }
+  }
+  start_reading(from, std::move(prefix));
+  progress_.start_at(from, elapsed_seconds());
+  last_progress_ = EventLoop::Clock::now();  // reading the prefix was ours, not the server's
+  header_line_ = format_resume_from(from);
+  header_sent_ = 0;
+  loop_.defer([this] { send_more(); });
 }
 
 void UploadSender::send_more() {
@@ -102,7 +163,8 @@ void UploadSender::send_more() {
     std::size_t header_left = header_line_.size() - header_sent_;
     if (header_left > 0)
       chunks[count++] = {const_cast<char*>(header_line_.data() + header_sent_), header_left};
-    std::optional<std::string_view> chunk = reader_->front();
+    if (awaiting_offer_ && header_left == 0) return;  // nothing more until the RESUME line
+    std::optional<std::string_view> chunk = awaiting_offer_ ? std::nullopt : reader_->front();
     std::size_t allowance = rate_allowance();
     if (chunk && allowance == 0 && header_left == 0) return pause_for_rate();
     if (chunk && allowance > 0) {
@@ -129,7 +191,8 @@ void UploadSender::send_more() {
     if (written == 0) {
       // An empty file is complete with its header: the server replies OK at once, possibly
       // before the reader has said it is at the end.
-      if (header_sent_ == header_line_.size() && source_.size && sent_ == *source_.size) {
+      if (header_sent_ == header_line_.size() && !awaiting_offer_ && source_.size &&
+          total_sent() == *source_.size) {
         finish_sending();
         return;
       }
@@ -143,10 +206,10 @@ void UploadSender::send_more() {
       reader_->pop_front();
       chunk_sent_ = 0;
     }
-    progress_.update(sent_, elapsed_seconds());
+    progress_.update(total_sent(), elapsed_seconds());
     // A known size ends with its last byte: the server may reply OK before the reader has
     // even said it is done.
-    if (source_.size && sent_ == *source_.size) {
+    if (source_.size && total_sent() == *source_.size) {
       finish_sending();
       return;
     }
@@ -214,9 +277,11 @@ void UploadSender::check_progress() {
   }
   if (EventLoop::Clock::now() - last_progress_ < stall_timeout_) return;
   double stall_seconds = static_cast<double>(stall_timeout_.count()) / 1000;
-  if (sending_) {
-    std::string sent = source_.size ? fmt::format("{} of {} bytes sent", sent_, *source_.size)
-                                    : fmt::format("{} bytes sent", sent_);
+  bool header_out = header_sent_ == header_line_.size();
+  if (sending_ && !(awaiting_offer_ && header_out)) {
+    std::string sent = source_.size
+                           ? fmt::format("{} of {} bytes sent", total_sent(), *source_.size)
+                           : fmt::format("{} bytes sent", sent_);
     fail(fmt::format("{} took no data for {:g} s ({}); giving up", server_, stall_seconds, sent));
   } else {
     fail(fmt::format("no reply from {} within {:g} s", server_, stall_seconds));
@@ -234,6 +299,13 @@ void UploadSender::on_data(std::string_view bytes) {
   if (loop_.stopping()) return;
   reply_text_.append(bytes);
   std::size_t newline = reply_text_.find('\n');
+  while (newline != std::string::npos && awaiting_offer_ && reply_text_.starts_with("RESUME ")) {
+    std::string line = reply_text_.substr(0, newline);
+    reply_text_.erase(0, newline + 1);
+    on_resume_offer(line);
+    newline = reply_text_.find('\n');
+  }
+  if (loop_.stopping()) return;
   if (newline != std::string::npos) {
     check_reply(reply_text_.substr(0, newline));
   } else if (reply_text_.size() > kMaxReplyLine) {
@@ -266,15 +338,15 @@ void UploadSender::check_reply(const std::string& line) {
   } else if (!reply->ok) {
     fail(fmt::format("{} refused the upload: {}", server_, printable(reply->reason)));
   } else if (sending_ && source_.size) {
-    fail(fmt::format("{} replied OK after {} of {} bytes", server_, sent_, *source_.size));
+    fail(fmt::format("{} replied OK after {} of {} bytes", server_, total_sent(), *source_.size));
   } else if (sending_) {
     fail(fmt::format("{} replied OK after {} bytes, before the end of {}", server_, sent_,
                      source_label_));
-  } else if (reply->bytes != sent_ || reply->hash != final_hash_) {
+  } else if (reply->bytes != total_sent() || reply->hash != final_hash_) {
     fail(
         fmt::format("verification failed: {} received {} bytes with XXH3-128 {}, sent {} bytes "
                     "with XXH3-128 {}",
-                    server_, reply->bytes, reply->hash, sent_, final_hash_));
+                    server_, reply->bytes, reply->hash, total_sent(), final_hash_));
   } else {
     // The name is the server's text: shown to a person, so no control or bidi characters.
     if (reply->saved_name) saved_name_ = sanitized(*reply->saved_name);
@@ -287,10 +359,14 @@ void UploadSender::interrupt(int signo) {
   interrupted_by_ = signo;
   // How far it got, so the person knows what a retry has to send again.
   std::string total = source_.size ? fmt::format(" of {}", format_bytes(*source_.size)) : "";
-  fail(fmt::format(
-      "interrupted by {} after sending {}{} to {} in {}; the server keeps nothing "
-      "of an incomplete upload",
-      signal_name(signo), format_bytes(sent_), total, server_, format_duration(elapsed_seconds())));
+  std::string kept =
+      resume_mode_ != ResumeMode::off
+          ? "run the same command again to resume"
+          : (source_.size ? "the server keeps nothing of an incomplete upload"
+                          : "a stream cannot resume: the server keeps nothing of it");
+  fail(fmt::format("interrupted by {} after sending {}{} to {} in {}; {}", signal_name(signo),
+                   format_bytes(total_sent()), total, server_, format_duration(elapsed_seconds()),
+                   kept));
 }
 
 void UploadSender::fail(std::string message) {

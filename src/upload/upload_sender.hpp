@@ -18,6 +18,7 @@
 #include "core/fd.hpp"
 #include "core/rate_limit.hpp"
 #include "upload/chunk_reader.hpp"
+#include "upload/content_hash.hpp"
 #include "upload/upload_source.hpp"
 
 namespace mux {
@@ -33,6 +34,13 @@ class UploadSender final : private Connection::Owner {
     // Where the server saved the file (its reply's name=, made safe for a terminal); empty when
     // the server did not say (it discards, or it predates the field).
     std::string saved_name;
+    std::uint64_t resumed_at = 0;  // bytes the server already had (a resumed upload)
+  };
+
+  enum class ResumeMode {
+    off,     // a plain upload (no resume= field)
+    fresh,   // resume= without resume-ask: the data follows the header from byte 0
+    resume,  // resume-ask=1: continue what the server holds, when the file still matches it
   };
 
   // `server` ("127.0.0.1:5000") and `source_label` (the path) only name things in errors.
@@ -46,6 +54,9 @@ class UploadSender final : private Connection::Owner {
   // --limit-rate: at most this many bytes of the file per second (a token bucket refilled by the
   // loop's clock, with a tenth of a second of burst); 0: as fast as the link goes.
   void set_rate_limit(std::uint64_t bytes_per_second);
+  // The header carries resume= (fresh), and with resume-ask=1 (resume) the server answers
+  // RESUME before the data, which then starts at the offset taken. Default off.
+  void set_resume(ResumeMode mode) noexcept { resume_mode_ = mode; }
 
   // Sends everything and waits for the reply. Returns only when the server confirmed the byte
   // count and the hash; throws std::runtime_error with a message for people otherwise.
@@ -65,6 +76,10 @@ class UploadSender final : private Connection::Owner {
   void finish_sending();
   void on_send_error(const IoResult& error);
   void check_reply(const std::string& line);
+  void on_resume_offer(const std::string& line);
+  [[nodiscard]] std::optional<ContentHash> hash_of_prefix(std::uint64_t length);
+  void start_reading(std::uint64_t from, ContentHash prefix);
+  [[nodiscard]] std::uint64_t total_sent() const noexcept { return resumed_at_ + sent_; }
   void fail(std::string message);
   void check_progress();
   void interrupt(int signo);
@@ -87,6 +102,9 @@ class UploadSender final : private Connection::Owner {
   std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
   std::size_t chunk_sent_ = 0;         // bytes of reader_->front() already sent
   bool waiting_for_chunk_ = false;
+  ResumeMode resume_mode_ = ResumeMode::off;
+  bool awaiting_offer_ = false;            // the header is out; the data waits for the RESUME line
+  std::uint64_t resumed_at_ = 0;           // where this run's data starts in the file
   std::optional<TokenBucket> rate_limit_;  // --limit-rate; none: unlimited
   bool rate_paused_ = false;               // nothing is sent until the bucket refills
   std::string final_hash_;

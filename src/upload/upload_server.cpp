@@ -39,7 +39,11 @@ int run_upload_server(const UploadServerOptions& options) {
   std::signal(SIGXFSZ, SIG_IGN);
   raise_fd_limit();
   std::optional<OutputDirectory> output_dir;
-  if (!options.output_dir.empty()) output_dir.emplace(options.output_dir, options.sync);
+  if (!options.output_dir.empty()) {
+    output_dir.emplace(options.output_dir, options.sync);
+    output_dir->set_keep_partial(
+        std::chrono::duration_cast<std::chrono::seconds>(options.keep_partial));
+  }
   // Certificate errors stop the start before the port is taken.
   std::unique_ptr<TlsServerContext> tls = make_server_tls(options.access);
   bool socket_activated = false;
@@ -54,6 +58,11 @@ int run_upload_server(const UploadServerOptions& options) {
     std::size_t stale = dir->remove_stale_partials();
     if (stale != 0) {
       logger.info("removed {} stale temporary file(s) from {}", stale, dir->path());
+    }
+    std::size_t expired = dir->remove_expired_resumables();
+    if (expired != 0) {
+      logger.info("removed {} partial upload(s) older than --keep-partial from {}", expired,
+                  dir->path());
     }
   }
   UploadLimits limits{options.max_size, options.min_free, options.header_timeout,

@@ -26,6 +26,8 @@ struct UploadServerOptions {
   std::chrono::milliseconds idle_timeout{60'000};
   std::uint64_t min_rate = 16;  // bytes/s over 30 s below which an upload ends; 0: off
   ServerAccessOptions access;   // --tls-*, --token-file, --allow, --deny
+  // --keep-partial: how long an interrupted resumable upload is kept for its uploader.
+  std::chrono::milliseconds keep_partial{86'400'000};
 };
 
 int run_upload_server(const UploadServerOptions& options);

@@ -1,6 +1,8 @@
 #include "upload/upload_session.hpp"
 
+#include <fcntl.h>
 #include <algorithm>
+
 #include <cerrno>
 #include <system_error>
 #include <utility>
@@ -103,6 +105,7 @@ void UploadSession::abort(std::string_view reason) {
   // soon. Replied: its close is bounded anyway.
   if (phase_ != Phase::receiving) return;
   if (in_flight()) {
+    aborting_ = true;
     fail(std::string(reason));
   } else {
     phase_ = Phase::closing;
@@ -142,6 +145,7 @@ void UploadSession::on_closed(std::string_view reason) {
     if (in_flight()) {
       // The connection broke (a reset, an error) before the upload ended: nothing to reply to.
       release_reservation();
+      if (resumable_ && resume_started_) checkpoint();
       file_.reset();
       context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
                            parser_.received(), client_label(), elapsed_seconds(),
@@ -180,6 +184,7 @@ void UploadSession::act_on(const UploadStep& step) {
     fail(step.reason);
     return;
   }
+  if (phase_ == Phase::receiving && step.resume_from) continue_resume(*step.resume_from);
   if (phase_ == Phase::receiving && !step.held.empty()) store(step.held);
   if (phase_ == Phase::receiving && !step.body.empty()) store(step.body);
   if (phase_ == Phase::receiving && step.complete) complete();
@@ -198,6 +203,7 @@ void UploadSession::start(const UploadStart& start) {
     name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
     const std::string* reply_name = header.field(kReplyNameField);
     reply_with_name_ = reply_name != nullptr && *reply_name == "1";
+    if (!prepare_resume(header)) return;
     context_.logger.detail("{} header: {} bytes, name \"{}\"", client_label(),
                            header.size ? fmt::to_string(*header.size) : "unknown number of", name_);
   } else {
@@ -206,7 +212,99 @@ void UploadSession::start(const UploadStart& start) {
   }
   // A header the parser refused (too large) still starts nothing on disk.
   if (parser_.state() == UploadParser::State::failed) return;
-  open_storage();
+  if (!open_storage() || !resumable_) return;
+  if (asks_resume_offer(*start.header)) {
+    offer_resume();
+  } else {
+    continue_resume(0);  // a first attempt: the data follows at once, from its start
+  }
+}
+
+bool UploadSession::prepare_resume(const UploadHeader& header) {
+  const std::string* key = header.field(kResumeField);
+  if (key == nullptr || !header.size) return true;
+  if (!valid_upload_key(*key)) {
+    fail("bad header: resume= is not an upload key (32 hex digits)");
+    return false;
+  }
+  resumable_ = true;
+  resume_record_.size = *header.size;
+  resume_record_.name = name_;
+  resume_record_.key_hash = sha256_hex(*key);
+  const std::string* token = header.field("token");
+  const AccessTokens* tokens = context_.limits.tokens;
+  if (tokens != nullptr && tokens->required() && token != nullptr) {
+    resume_record_.token_hash = sha256_hex(*token);
+  }
+  return true;
+}
+
+// Answers a resumable header at once: how much of it this server already holds (0 when
+// discarding, or when there is nothing to continue), and the hash of that prefix.
+void UploadSession::offer_resume() {
+  connection_->send(format_resume_offer(resume_offer_, hash_.hex()));
+}
+
+void UploadSession::continue_resume(std::uint64_t from) {
+  resume_started_ = true;
+  if (from != 0 && from != resume_offer_) {
+    fail(fmt::format("bad header: FROM {}, but the offer was {}", from, resume_offer_));
+    return;
+  }
+  if (from == 0 && resume_offer_ != 0) {
+    // The client's file changed (or --no-resume): what was kept is of no use.
+    context_.logger.info("{} starts over: the client did not take the offer of {} bytes",
+                         client_label(), resume_offer_);
+    hash_ = ContentHash();
+    stored_ = 0;
+    reserved_ = 0;
+    if (file_) {
+      // The record must never describe the new data: emptied before any of it is written.
+      int error = ::ftruncate(resume_record_file_.get(), 0) == 0 ? file_->restart() : errno;
+      if (error != 0) {
+        fail(fmt::format("disk error: {}", std::generic_category().message(error)));
+        return;
+      }
+    }
+  } else if (from != 0) {
+    context_.logger.info("{} resumed at {} of {} bytes", client_label(), from, resume_record_.size);
+  }
+  next_checkpoint_ = next_checkpoint(stored_);
+}
+
+// Records how far the data goes and the hash state there. --sync none: one small write now (the
+// data is in the kernel already). --sync full: the data is flushed before the record is written,
+// on the Committer's thread; a checkpoint due while the last one still runs is skipped.
+void UploadSession::checkpoint() {
+  if (!file_ || !resume_record_file_) return;
+  next_checkpoint_ = next_checkpoint(stored_);
+  resume_record_.offset = stored_;
+  resume_record_.hash_state = hash_.save();
+  std::string encoded = encode_resume_record(resume_record_);
+  SyncMode sync = context_.output_dir->sync_mode();
+  if (sync == SyncMode::none) {
+    if (int error = write_resume_checkpoint(file_->fd(), resume_record_file_.get(), encoded, sync);
+        error != 0) {
+      context_.logger.info("{} checkpoint failed: {}", client_label(),
+                           std::generic_category().message(error));
+    }
+    return;
+  }
+  if (!checkpoint_pending_) checkpoint_pending_ = std::make_shared<std::atomic<bool>>(false);
+  if (checkpoint_pending_->exchange(true)) return;
+  // Its own descriptors: the job may outlive this session (they also keep the upload's lock).
+  Fd data(::fcntl(file_->fd(), F_DUPFD_CLOEXEC, 0));
+  Fd record(::fcntl(resume_record_file_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!data || !record) {
+    checkpoint_pending_->store(false);
+    return;
+  }
+  context_.committer->run([data = std::make_shared<Fd>(std::move(data)),
+                           record = std::make_shared<Fd>(std::move(record)),
+                           encoded = std::move(encoded), pending = checkpoint_pending_] {
+    (void)write_resume_checkpoint(data->get(), record->get(), encoded, SyncMode::full);
+    pending->store(false);
+  });
 }
 
 bool UploadSession::open_storage() {
@@ -222,7 +320,20 @@ bool UploadSession::open_storage() {
         return false;
       }
     }
-    file_.emplace(context_.output_dir->create_partial(client_number_));
+    if (!resumable_) {
+      file_.emplace(context_.output_dir->create_partial(client_number_));
+      return true;
+    }
+    std::optional<ResumeClaim> claim = context_.output_dir->claim_resumable(resume_record_);
+    if (!claim) {
+      fail("busy: this upload is in progress on another connection");
+      return false;
+    }
+    file_.emplace(std::move(claim->file));
+    resume_record_file_ = std::move(claim->record);
+    resume_offer_ = claim->offset;
+    stored_ = claim->offset;
+    hash_ = std::move(claim->hash);
     return true;
   } catch (const std::system_error& error) {
     fail(fmt::format("disk error: {}", error.code().message()));
@@ -245,6 +356,7 @@ void UploadSession::store(std::string_view bytes) {
   context_.reserved_ahead -= reserved_ahead();
   stored_ = end;
   context_.reserved_ahead += reserved_ahead();
+  if (error == 0 && resumable_ && resume_started_ && stored_ >= next_checkpoint_) checkpoint();
   if (error == ENOSPC && context_.limits.min_free != 0) {
     fail(fmt::format("disk full: less than {} free", format_bytes(context_.limits.min_free)));
   } else if (error != 0) {
@@ -372,6 +484,13 @@ void UploadSession::fail(const std::string& reason) {
   std::string_view why = reason;
   if (why.starts_with(kIncompletePrefix)) why.remove_prefix(kIncompletePrefix.size());
   release_reservation();
+  // A resumable upload that was interrupted (the client stopped sending, went silent, or the
+  // server is stopping) keeps what arrived, up to a checkpoint taken now; one the server refused
+  // (disk full, too large, a bad header) leaves nothing, like any failed upload.
+  bool interrupted =
+      aborting_ || why.size() != reason.size() || std::string_view(reason).starts_with("timeout:");
+  if (file_ && resumable_ && !interrupted) file_->discard_on_close();
+  if (resumable_ && resume_started_ && interrupted && phase_ == Phase::receiving) checkpoint();
   file_.reset();  // removes the temporary file, before the log says the upload is over
   if (parser_.any_bytes()) {
     context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",

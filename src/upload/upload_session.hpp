@@ -9,10 +9,12 @@
 // its one connection; both then only wait for on_finished.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -24,6 +26,7 @@
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "upload/content_hash.hpp"
+#include "upload/resume_record.hpp"
 #include "upload/upload_parser.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_store.hpp"
@@ -142,6 +145,10 @@ class UploadSession final : private Connection::Owner {
   void on_idle() override;
 
   void on_header_timeout();
+  [[nodiscard]] bool prepare_resume(const UploadHeader& header);
+  void offer_resume();
+  void continue_resume(std::uint64_t from);
+  void checkpoint();
   void act_on(const UploadStep& step);
   void start(const UploadStart& start);
   bool open_storage();
@@ -189,6 +196,18 @@ class UploadSession final : private Connection::Owner {
   std::uint64_t bytes_seen_ = 0;          // everything read, header included
   std::uint64_t bytes_at_window_ = 0;     // bytes_seen_ when the current window began
   EventLoop::TimerId refusal_timer_ = 0;  // a wrong token's delayed ERR unauthorized
+  // Resumable uploads (a header with resume=): the partial is kept on interruption, with a
+  // checkpoint (ResumeRecord) every kCheckpointInterval and at the end.
+  bool resumable_ = false;
+  bool resume_started_ = false;
+  bool aborting_ = false;       // the server is stopping: an interruption, not a refusal  // the
+                                // client's FROM line arrived: the data is the upload's
+  ResumeRecord resume_record_;  // size, name, key and token hashes; offset and state per write
+  Fd resume_record_file_;
+  std::uint64_t resume_offer_ = 0;
+  std::uint64_t next_checkpoint_ = 0;
+  // --sync full: a checkpoint flushes on the Committer's thread; one at a time per upload.
+  std::shared_ptr<std::atomic<bool>> checkpoint_pending_;
 };
 
 }  // namespace mux

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -19,6 +20,7 @@
 #include <memory>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -46,6 +48,13 @@ constexpr std::size_t kHintSlots = 4096;
 
 constexpr std::string_view kPartialPrefix = ".mux-upload-";
 constexpr std::string_view kPartialSuffix = ".part";
+// Resumable partials: ".mux-resume-<id>.part" and ".mux-resume-<id>.rec", <id> from the key hash.
+constexpr std::string_view kResumePrefix = ".mux-resume-";
+constexpr std::string_view kRecordSuffix = ".rec";
+constexpr std::size_t kResumeIdLength = 32;
+// A record is about 1.3 KiB; anything longer is not one.
+constexpr std::size_t kMaxRecordBytes = 8192;
+constexpr int kOpenResumeFlags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
 
 [[noreturn]] void throw_errno(int error, const std::string& what) {
   throw std::system_error(error, std::generic_category(), what);
@@ -134,12 +143,23 @@ PartialFile::PartialFile(PartialFile&& other) noexcept
       temp_name_(std::exchange(other.temp_name_, {})),
       file_(std::move(other.file_)),
       sync_(other.sync_),
+      keep_(other.keep_),
+      record_name_(std::move(other.record_name_)),
       can_reserve_(other.can_reserve_),
       written_(other.written_),
       writeback_started_(other.writeback_started_) {}
 
 PartialFile::~PartialFile() {
-  if (!temp_name_.empty()) ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
+  if (temp_name_.empty() || keep_) return;
+  ::unlinkat(dir_fd_, temp_name_.c_str(), 0);
+  if (!record_name_.empty()) ::unlinkat(dir_fd_, record_name_.c_str(), 0);
+}
+
+void PartialFile::keep_for_resume(std::string record_name, std::uint64_t offset) noexcept {
+  keep_ = true;
+  record_name_ = std::move(record_name);
+  written_ = offset;
+  writeback_started_ = offset - offset % kWritebackWindow;
 }
 
 int PartialFile::append(const char* data, std::size_t length) {
@@ -190,6 +210,13 @@ int PartialFile::reserve(std::uint64_t end) {
 int PartialFile::truncate(std::uint64_t length) {
   if (::ftruncate(file_.get(), static_cast<off_t>(length)) == 0) return 0;
   return errno;
+}
+
+int PartialFile::restart() {
+  if (::ftruncate(file_.get(), 0) != 0 || ::lseek(file_.get(), 0, SEEK_SET) < 0) return errno;
+  written_ = 0;
+  writeback_started_ = 0;
+  return 0;
 }
 
 bool PartialFile::rename_without_replacing(const std::string& target) {
@@ -269,6 +296,9 @@ std::string PartialFile::commit(std::string_view name, const SuffixHints& hints)
       throw;
     }
   }
+  // After the name is durable: a crash in between leaves a record without data, which the next
+  // start removes.
+  if (!record_name_.empty()) ::unlinkat(dir_fd_, record_name_.c_str(), 0);
   return target;
 }
 
@@ -334,11 +364,19 @@ Committer::~Committer() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Committer::run(std::function<void()> work) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(Job{std::nullopt, {}, {}, {}, std::move(work)});
+  }
+  queued_.notify_one();
+}
+
 CommitTicket Committer::commit(PartialFile file, std::string name, Done done) {
   auto cancelled = std::make_shared<bool>(false);
   {
     std::lock_guard lock(mutex_);
-    jobs_.push_back(Job{std::move(file), std::move(name), std::move(done), cancelled});
+    jobs_.push_back(Job{std::move(file), std::move(name), std::move(done), cancelled, {}});
   }
   queued_.notify_one();
   return CommitTicket(std::move(cancelled));
@@ -357,10 +395,14 @@ void Committer::work() {
 }
 
 void Committer::run_job(Job& job) {
+  if (!job.file) {
+    job.work();
+    return;
+  }
   auto started = std::chrono::steady_clock::now();
   CommitResult result;
   try {
-    result.saved_as = job.file.commit(job.name, directory_.hints());
+    result.saved_as = job.file->commit(job.name, directory_.hints());
   } catch (const std::system_error& error) {
     result.error = error.code().message();
   }
@@ -404,6 +446,151 @@ std::uint64_t OutputDirectory::free_bytes() const {
   struct statvfs stats {};
   if (::fstatvfs(dir_.get(), &stats) != 0) return UINT64_MAX;  // unknown: do not refuse
   return static_cast<std::uint64_t>(stats.f_bavail) * stats.f_frsize;
+}
+
+}  // namespace mux
+
+namespace mux {
+namespace {
+
+std::optional<std::string> read_small_file(int fd) {
+  std::string text(kMaxRecordBytes, '\0');
+  std::size_t got = 0;
+  while (got < text.size()) {
+    ssize_t n = ::pread(fd, text.data() + got, text.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  text.resize(got);
+  return text;
+}
+
+bool older_than(const struct stat& info, std::chrono::seconds age) {
+  auto modified = std::chrono::system_clock::from_time_t(info.st_mtim.tv_sec);
+  return std::chrono::system_clock::now() - modified > age;
+}
+
+// The record of `wanted`'s key, when it can be continued: intact, the same size, name, key and
+// token, not expired, a hash state this build can read, data at least as long as the record says.
+std::optional<std::pair<std::uint64_t, ContentHash>> continue_from_record(
+    int data_fd, int record_fd, const ResumeRecord& wanted, std::chrono::seconds keep) {
+  struct stat record_info {};
+  struct stat data_info {};
+  if (::fstat(record_fd, &record_info) != 0 || ::fstat(data_fd, &data_info) != 0) return {};
+  if (older_than(record_info, keep)) return {};
+  std::optional<std::string> text = read_small_file(record_fd);
+  if (!text) return {};
+  std::optional<ResumeRecord> record = decode_resume_record(*text);
+  if (!record || record->key_hash != wanted.key_hash || record->token_hash != wanted.token_hash ||
+      record->size != wanted.size || record->name != wanted.name ||
+      record->offset > static_cast<std::uint64_t>(data_info.st_size)) {
+    return {};
+  }
+  std::optional<ContentHash> hash = ContentHash::restore(record->hash_state);
+  if (!hash) return {};
+  return std::pair<std::uint64_t, ContentHash>(record->offset, std::move(*hash));
+}
+
+}  // namespace
+
+int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync) {
+  auto retry = [](auto call) {
+    int rc;
+    do {
+      rc = call();
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? errno : 0;
+  };
+  if (sync == SyncMode::full) {
+    if (int error = retry([&] { return ::fdatasync(data_fd); }); error != 0) return error;
+  }
+  // One write of about 1.3 KiB at offset 0: whole or not at all when the process dies; a
+  // torn one after a power cut fails the record's checksum and the upload starts over.
+  ssize_t written;
+  do {
+    written = ::pwrite(record_fd, encoded.data(), encoded.size(), 0);
+  } while (written < 0 && errno == EINTR);
+  if (written < 0) return errno;
+  if (static_cast<std::size_t>(written) != encoded.size()) return EIO;
+  if (sync == SyncMode::full) return retry([&] { return ::fdatasync(record_fd); });
+  return 0;
+}
+
+std::optional<ResumeClaim> OutputDirectory::claim_resumable(const ResumeRecord& wanted) const {
+  std::string id = wanted.key_hash.substr(0, kResumeIdLength);
+  std::string data_name = fmt::format("{}{}{}", kResumePrefix, id, kPartialSuffix);
+  std::string record_name = fmt::format("{}{}{}", kResumePrefix, id, kRecordSuffix);
+  Fd data(::openat(dir_.get(), data_name.c_str(), kOpenResumeFlags, kFileMode));
+  if (!data) throw_errno(errno, "open the partial upload");
+  // Per open file: a second connection with the same key, in this process or another, waits.
+  if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return std::nullopt;
+    throw_errno(errno, "lock the partial upload");
+  }
+  Fd record(::openat(dir_.get(), record_name.c_str(), kOpenResumeFlags, kFileMode));
+  if (!record) throw_errno(errno, "open the partial upload's record");
+  auto found = continue_from_record(data.get(), record.get(), wanted, keep_partial_);
+  std::uint64_t offset = found ? found->first : 0;
+  ContentHash hash = found ? std::move(found->second) : ContentHash();
+  // Starting over: the old record must never describe the new data.
+  if (!found && ::ftruncate(record.get(), 0) != 0) {
+    throw_errno(errno, "reset the partial upload's record");
+  }
+  // What came after the checkpoint is not covered by the saved hash state: cut it off.
+  if (::ftruncate(data.get(), static_cast<off_t>(offset)) != 0) {
+    throw_errno(errno, "truncate the partial upload");
+  }
+  if (::lseek(data.get(), static_cast<off_t>(offset), SEEK_SET) < 0) {
+    throw_errno(errno, "seek in the partial upload");
+  }
+  PartialFile file(dir_.get(), std::move(data_name), std::move(data), sync_);
+  file.keep_for_resume(std::move(record_name), offset);
+  return ResumeClaim{std::move(file), std::move(record), offset, std::move(hash)};
+}
+
+std::size_t OutputDirectory::remove_expired_resumables() const {
+  Fd listing(::openat(dir_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!listing) return 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(listing.get()), ::closedir);
+  if (!dir) return 0;
+  (void)listing.release();
+  std::vector<std::string> records;
+  std::size_t removed = 0;
+  while (dirent* entry = ::readdir(dir.get())) {
+    std::string_view name = entry->d_name;
+    if (!name.starts_with(kResumePrefix)) continue;
+    if (name.ends_with(kRecordSuffix)) {
+      records.emplace_back(name);
+      continue;
+    }
+    if (!name.ends_with(kPartialSuffix)) continue;
+    Fd data(::openat(dir_.get(), entry->d_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+    if (!data || ::flock(data.get(), LOCK_EX | LOCK_NB) != 0) continue;  // in use
+    std::string record_name(name.substr(0, name.size() - kPartialSuffix.size()));
+    record_name += kRecordSuffix;
+    struct stat info {};
+    // The record's time is the last checkpoint's; a partial without one, its own.
+    if (::fstatat(dir_.get(), record_name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0 &&
+        ::fstat(data.get(), &info) != 0) {
+      continue;
+    }
+    if (!older_than(info, keep_partial_)) continue;
+    ::unlinkat(dir_.get(), record_name.c_str(), 0);
+    if (::unlinkat(dir_.get(), entry->d_name, 0) == 0) ++removed;
+  }
+  // A record whose data is gone (committed just before a crash, or expired above).
+  for (const std::string& record_name : records) {
+    std::string data_name = record_name.substr(0, record_name.size() - kRecordSuffix.size());
+    data_name += kPartialSuffix;
+    struct stat info {};
+    if (::fstatat(dir_.get(), data_name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT) {
+      ::unlinkat(dir_.get(), record_name.c_str(), 0);
+    }
+  }
+  return removed;
 }
 
 }  // namespace mux

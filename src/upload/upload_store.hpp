@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -34,6 +36,8 @@
 #include <functional>
 
 #include "core/fd.hpp"
+#include "upload/content_hash.hpp"
+#include "upload/resume_record.hpp"
 
 namespace mux {
 
@@ -93,6 +97,17 @@ class PartialFile {
   [[nodiscard]] int reserve(std::uint64_t end);
   // Cuts the file to `length` bytes, giving back space reserved past it. Returns 0 or the errno.
   [[nodiscard]] int truncate(std::uint64_t length);
+  // Empties the file and writes from its start again (a resumable upload that starts over).
+  [[nodiscard]] int restart();
+
+  // A resumable upload's data (see ResumeClaim): never removed on destruction, so the uploader
+  // can continue it; the commit removes `record_name` (its ResumeRecord) once the file has its
+  // name. The next append goes after `offset` bytes of existing data.
+  void keep_for_resume(std::string record_name, std::uint64_t offset) noexcept;
+  // A resumable upload the server refused (disk full, too large...): removed on destruction
+  // after all, with its record, like any failed upload.
+  void discard_on_close() noexcept { keep_ = false; }
+  [[nodiscard]] SyncMode sync_mode() const noexcept { return sync_; }
 
   // Makes the data durable (--sync full: fdatasync), gives the file its name — `name`, else
   // `name.N` for the first N found free — without ever replacing an existing entry, even one
@@ -112,10 +127,14 @@ class PartialFile {
   std::string temp_name_;  // empty once committed or moved from
   Fd file_;
   SyncMode sync_;
+  bool keep_ = false;        // resumable: left in place when not committed
+  std::string record_name_;  // resumable: removed by the commit
   bool can_reserve_ = true;
   std::uint64_t written_ = 0;
   std::uint64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
 };
+
+struct ResumeClaim;
 
 class OutputDirectory {
  public:
@@ -139,6 +158,20 @@ class OutputDirectory {
   // At start-up: removes temporary files whose owner no longer runs (or is this very process,
   // which has created none yet). Returns how many were removed.
   std::size_t remove_stale_partials() const;
+  // --keep-partial: how long a resumable partial upload waits for its uploader.
+  void set_keep_partial(std::chrono::seconds keep) noexcept { keep_partial_ = keep; }
+  [[nodiscard]] std::chrono::seconds keep_partial() const noexcept { return keep_partial_; }
+  // Claims the partial upload of upload key hash `wanted.key_hash` (".mux-resume-<id>.part" and
+  // its record ".mux-resume-<id>.rec"), creating it when there is none. The data is locked
+  // (flock) while the claim lives: nullopt when another connection holds it. The claim continues
+  // the record's checkpoint only when the record is intact, not expired and matches `wanted`
+  // (size, name, key and token hashes); otherwise it starts at 0, replacing what was there (the
+  // same key means the same uploader). Never reads the data: cuts it back to the checkpoint.
+  // Throws std::system_error.
+  std::optional<ResumeClaim> claim_resumable(const ResumeRecord& wanted) const;
+  // Removes resumable partials (and records) older than --keep-partial that nobody holds.
+  std::size_t remove_expired_resumables() const;
+
   // Bytes available to an unprivileged user on the directory's filesystem (statvfs f_bavail).
   [[nodiscard]] std::uint64_t free_bytes() const;
 
@@ -150,7 +183,21 @@ class OutputDirectory {
   SyncMode sync_;
   Fd dir_;
   SuffixHints hints_;
+  std::chrono::seconds keep_partial_{86'400};
 };
+
+// A resumable upload's partial data, held by one connection.
+struct ResumeClaim {
+  PartialFile file;      // locked; kept when not committed
+  Fd record;             // the ResumeRecord file, rewritten at each checkpoint
+  std::uint64_t offset;  // data kept from an earlier connection (0: starts over)
+  ContentHash hash;      // of the first `offset` bytes
+};
+
+// Writes `encoded` (a ResumeRecord) as the checkpoint of `data`. With --sync full the data is
+// flushed first and the record after it, so a record never claims data a crash could lose;
+// blocking, so the session runs it on the Committer's thread. Returns 0 or the errno.
+int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync);
 
 // The outcome of one commit, as the loop sees it.
 struct CommitResult {
@@ -187,13 +234,16 @@ class Committer {
   // Commits `file` as `name` on the helper thread, in the order asked; `done` then runs on the
   // loop's thread, unless the ticket was destroyed first.
   [[nodiscard]] CommitTicket commit(PartialFile file, std::string name, Done done);
+  // Runs `work` on the helper thread, in order with the commits (a --sync full checkpoint).
+  void run(std::function<void()> work);
 
  private:
   struct Job {
-    PartialFile file;
+    std::optional<PartialFile> file;  // none: a plain `work` job
     std::string name;
     Done done;
     std::shared_ptr<bool> cancelled;
+    std::function<void()> work;
   };
 
   void work();

@@ -16,7 +16,8 @@ COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet", "--config"
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
                      "--tls-cert", "--tls-key", "--token-file"]
 # Interrupted uploads (test_resume.py).
-RESUME_CLIENT_FLAGS = ["--limit-rate"]
+RESUME_CLIENT_FLAGS = ["--limit-rate", "--no-resume"]
+RESUME_SERVER_FLAGS = ["--keep-partial"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",
                                    "--max-per-address", "--keepalive",
@@ -29,7 +30,8 @@ FLAGS = {
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--min-rate", "--tls-cert", "--tls-key",
-                                     "--tls-client-ca", "--allow", "--deny", "--token-file"],
+                                     "--tls-client-ca", "--allow", "--deny", "--token-file"]
+    + RESUME_SERVER_FLAGS,
     "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"]
     + RESUME_CLIENT_FLAGS,
 }

@@ -3,12 +3,28 @@ part-way), automatic resume of named uploads, and --retry. The real binary on lo
 kills (SIGKILL of the client and of the server), hashes checked with xxhsum."""
 
 import os
+import random
+import re
+import signal
+import socket
 import subprocess
 import time
 
 import muxtest
+import test_tls
 
 MIB = 1 << 20
+TIMEOUT = muxtest.DEFAULT_TIMEOUT
+KEY = "00112233445566778899aabbccddeeff"
+EMPTY_HASH = "99aa06d3014798d86001c324468d497f"  # XXH3-128 of nothing
+
+
+def setUpModule():
+    test_tls.setUpModule()
+
+
+def tearDownModule():
+    test_tls.tearDownModule()
 
 
 class RateLimitTests(muxtest.UploadCase):
@@ -33,6 +49,258 @@ class RateLimitTests(muxtest.UploadCase):
         self.assertIn("--limit-rate", err)
         code, out, err = self.upload_client(server, path, "--limit-rate", "10")
         self.assertEqual(code, 2, err)
+
+
+
+class ResumeCase(muxtest.UploadCase):
+    """Uploads interrupted by real kills and continued by running the same command again."""
+    TLS = False
+    SYNC = "none"
+
+    def setUp(self):
+        super().setUp()
+        self.state = os.path.join(self.work, "state")  # XDG_STATE_HOME: the upload keys
+        self.rng = random.Random()
+
+    def server_flags(self):
+        flags = ["--output-dir", self.out, "--sync", self.SYNC]
+        if self.TLS:
+            flags += test_tls.PKI.server_flags()
+        return flags
+
+    def start_server(self, *extra):
+        return self.upload_server(*self.server_flags(), *extra)
+
+    def kill_server(self, server):
+        """SIGKILL of the server and, in fork mode, of its children: nothing can checkpoint."""
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+        server.proc.kill()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.wait()
+        self.servers.remove(server)
+        server.proc.stdout.close()
+        server.proc.stderr.close()
+
+    def client_args(self, server, path, *args):
+        host = ["--host", "localhost", "--tls-ca", test_tls.PKI.ca] if self.TLS else []
+        return [muxtest.MUX, "upload-client", "--port", str(server.port), *host, "--file", path,
+                *args]
+
+    def env(self, state=None):
+        env = dict(os.environ)
+        env["XDG_STATE_HOME"] = state or self.state
+        return env
+
+    def run_client(self, server, path, *args, state=None):
+        result = subprocess.run(self.client_args(server, path, *args), capture_output=True,
+                                timeout=120, env=self.env(state))
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    def start_client(self, server, path, *args, state=None):
+        return subprocess.Popen(self.client_args(server, path, *args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env(state))
+
+    def kill_client_part_way(self, server, path, *args, state=None):
+        """Starts a rate-limited client and kills it (SIGKILL) at a random moment part-way."""
+        client = self.start_client(server, path, "--limit-rate", "2M", *args, state=state)
+        time.sleep(self.rng.uniform(0.6, 1.4))
+        client.kill()
+        client.communicate(timeout=TIMEOUT)
+        server.wait_for_log(r"incomplete")
+
+    def assert_resumed(self, result, path, name=None):
+        code, out, err = result
+        size = os.path.getsize(path)
+        self.assertEqual((code, err), (0, ""), out)
+        match = re.search(r"^Resumed at (\S+ \S+) of (\S+ \S+)$", out, re.M)
+        self.assertIsNotNone(match, out)
+        summary = re.search(rf"^Sent (\d+) bytes in .*, verified ([0-9a-f]{{32}}) of all {size} "
+                            rf"bytes, saved as (\S+)$", out, re.M)
+        self.assertIsNotNone(summary, out)
+        self.assertLess(int(summary.group(1)), size)  # only the rest went out this run
+        self.assertEqual(summary.group(2), muxtest.xxh128(path))
+        saved = summary.group(3)
+        self.assertEqual(saved, name or os.path.basename(path))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, saved)), muxtest.xxh128(path))
+        return int(summary.group(1))
+
+    def assert_not_resumed(self, result, path, saved):
+        code, out, err = result
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertNotIn("Resumed at", out)
+        self.assertRegex(out, rf"Sent {os.path.getsize(path)} bytes in .*, verified "
+                              rf"{muxtest.xxh128(path)}, saved as {re.escape(saved)}\n")
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, saved)), muxtest.xxh128(path))
+
+    def hidden(self):
+        return [name for name in self.saved() if name.startswith(".")]
+
+    # --- the cases ---------------------------------------------------------------------------
+
+    def test_client_killed_then_the_same_command_resumes(self):
+        server = self.start_server()
+        path = self.make_file("big.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        self.assertEqual(len(self.hidden()), 2, self.saved())  # the partial and its record
+        self.assert_resumed(self.run_client(server, path), path)
+        self.assertEqual(self.saved(), ["big.bin"])  # nothing hidden left behind
+        self.assertEqual(os.listdir(os.path.join(self.state, "mux")), [])  # the key is forgotten
+
+    def test_server_killed_restarted_then_the_client_resumes(self):
+        server = self.start_server()
+        path = self.make_file("big.bin", 4 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "2M")
+        time.sleep(self.rng.uniform(0.8, 1.4))
+        self.kill_server(server)
+        self.assertEqual(client.wait(timeout=TIMEOUT), 1)
+        client.stdout.close()
+        client.stderr.close()
+        # The same address: the client's key is per server (and file).
+        restarted = self.start_server("--port", str(server.port))
+        self.assert_resumed(self.run_client(restarted, path), path)
+        self.assertEqual(self.saved(), ["big.bin"])
+
+    def test_a_changed_file_starts_over_with_a_message(self):
+        server = self.start_server()
+        path = self.make_file("doc.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        with open(path, "r+b") as f:  # the same file (inode), other bytes at its start
+            f.write(os.urandom(1000))
+        code, out, err = self.run_client(server, path)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertRegex(out, r"doc\.bin changed since the interrupted upload \(.* of it were on "
+                              r"the server\): starting over\n")
+        self.assertRegex(out, rf"Sent {4 * MIB} bytes in .*, verified {muxtest.xxh128(path)}, "
+                              r"saved as doc\.bin\n")
+        self.assertEqual(self.saved(), ["doc.bin"])
+
+    def test_no_resume_starts_over(self):
+        server = self.start_server()
+        path = self.make_file("a.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        self.assert_not_resumed(self.run_client(server, path, "--no-resume"), path, "a.bin")
+        self.assertEqual(self.saved(), ["a.bin"])
+
+    def test_another_client_with_the_same_name_gets_its_own_file(self):
+        server = self.start_server()
+        path = self.make_file("same.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        other = os.path.join(self.work, "other")
+        os.mkdir(other)
+        other_path = os.path.join(other, "same.bin")
+        with open(other_path, "wb") as f:
+            f.write(os.urandom(3 * MIB))
+        # Another uploader (its own key store): never sees the partial.
+        self.assert_not_resumed(
+            self.run_client(server, other_path, state=os.path.join(self.work, "state2")),
+            other_path, "same.bin")
+        # The first one still continues its own, saved beside it.
+        self.assert_resumed(self.run_client(server, path), path, name="same.bin.1")
+        self.assertEqual(self.saved(), ["same.bin", "same.bin.1"])
+
+    def test_a_wrong_key_is_told_nothing_of_the_partial(self):
+        server = self.start_server()
+        path = self.make_file("k.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        size = os.path.getsize(path)
+        # The same name and size with a key nobody used, and with a malformed key.
+        for key in ["ffeeddccbbaa99887766554433221100", KEY]:
+            with self.connect(server) as sock:
+                sock.sendall(f"MUXUP/1 {size} k.bin resume={key} resume-ask=1\n".encode())
+                self.assertEqual(muxtest.LineReader(sock).line(TIMEOUT), f"RESUME 0 {EMPTY_HASH}")
+        with self.connect(server) as sock:
+            sock.sendall(f"MUXUP/1 {size} k.bin resume=NOTAKEY resume-ask=1\n".encode())
+            self.assertEqual(muxtest.LineReader(sock).expect_eof(TIMEOUT),
+                             b"ERR bad header: resume= is not an upload key (32 hex digits)\n")
+        # The rightful owner still resumes.
+        self.assert_resumed(self.run_client(server, path), path)
+
+    def test_a_partial_older_than_keep_partial_is_not_continued(self):
+        server = self.start_server("--keep-partial", "1s")
+        path = self.make_file("old.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        time.sleep(2.2)
+        self.assert_not_resumed(self.run_client(server, path), path, "old.bin")
+        # And a restarted server removes an expired one that nobody came back for.
+        self.kill_client_part_way(server, path, "--name", "gone.bin")
+        self.assertEqual(len(self.hidden()), 2, self.saved())
+        time.sleep(2.2)
+        restarted = self.start_server("--keep-partial", "1s")
+        restarted.wait_for_log(r"removed 1 partial upload\(s\) older than --keep-partial from ")
+        self.assertEqual(self.hidden(), [])
+
+    def test_raw_and_old_style_uploads_are_unchanged(self):
+        if self.TLS:
+            self.skipTest("raw uploads over plain TCP (ncat): the plaintext classes")
+        server = self.start_server()
+        data = os.urandom(100_000)
+        with self.connect(server) as sock:  # a raw upload: no header, no RESUME line
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            reply = muxtest.LineReader(sock).expect_eof(TIMEOUT).decode()
+        self.assertRegex(reply, rf"^OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n$")
+        with self.connect(server) as sock:  # a header without resume=
+            sock.sendall(f"MUXUP/1 {len(data)} old.bin\n".encode() + data)
+            sock.shutdown(socket.SHUT_WR)
+            reply = muxtest.LineReader(sock).expect_eof(TIMEOUT).decode()
+        self.assertEqual(reply, f"OK {len(data)} {muxtest.xxh128_of_bytes(data)}\n")
+        ncat = subprocess.run(["ncat", "--send-only", muxtest.HOST, str(server.port)],
+                              input=data, capture_output=True, timeout=TIMEOUT)
+        self.assertEqual(ncat.returncode, 0, ncat.stderr)
+        server.wait_for_log(r"Saved \[Client 3\] upload as .*upload-3\.bin")
+        self.assertEqual(self.read_saved("upload-3.bin"), data)
+        self.assertEqual(self.hidden(), [])
+
+    def connect(self, server):
+        sock = muxtest.connect(server.port)
+        if not self.TLS:
+            return sock
+        context = __import__("ssl").create_default_context(cafile=test_tls.PKI.ca)
+        return context.wrap_socket(sock, server_hostname="localhost")
+
+
+class SingleResumeTests(ResumeCase):
+    SERVE = "single"
+
+
+class ForkResumeTests(ResumeCase):
+    SERVE = "fork"
+
+
+class SingleTlsFullSyncResumeTests(ResumeCase):
+    SERVE = "single"
+    TLS = True
+    SYNC = "full"
+
+
+class ForkTlsResumeTests(ResumeCase):
+    SERVE = "fork"
+    TLS = True
+
+
+del ResumeCase  # a base, not a case of its own
+
+
+class StreamTests(muxtest.UploadCase):
+    def test_a_stream_says_it_cannot_resume(self):
+        server = self.upload_server("--output-dir", self.out)
+        reader, writer = os.pipe()
+        client = subprocess.Popen([muxtest.MUX, "upload-client", "--port", str(server.port),
+                                   "--file", "-"], stdin=reader, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        os.close(reader)
+        os.write(writer, b"x" * 1000)
+        time.sleep(0.5)
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=TIMEOUT)
+        os.close(writer)
+        self.assertEqual(client.returncode, 130, err)
+        self.assertIn(b"a stream cannot resume: the server keeps nothing of it", err)
 
 
 if __name__ == "__main__":

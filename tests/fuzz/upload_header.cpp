@@ -95,6 +95,62 @@ void check_header(std::string_view line) {
   FUZZ_CHECK(again.header && again.header->size == parsed.header->size &&
                  again.header->name == parsed.header->name,
              printable(sent));
+
+  // With an upload key: the resume= field goes with a known size only, and comes back as sent.
+  constexpr std::string_view kKey = "0123456789abcdef0123456789abcdef";
+  std::string resumable =
+      format_header_line(parsed.header->size, parsed.header->name, {}, false, kKey, true);
+  HeaderParse keyed =
+      parse_header_line(std::string_view(resumable).substr(0, resumable.size() - 1));
+  FUZZ_CHECK(keyed.header, printable(resumable));
+  const std::string* key = keyed.header->field(kResumeField);
+  FUZZ_CHECK(parsed.header->size ? key != nullptr && *key == kKey && valid_upload_key(*key)
+                                 : key == nullptr,
+             printable(resumable));
+  FUZZ_CHECK(asks_resume_offer(*keyed.header) == parsed.header->size.has_value(),
+             printable(resumable));
+  // A header as parsed asks for an offer exactly when the reference fields say so.
+  const std::string* ask = parsed.header->field(kResumeAskField);
+  FUZZ_CHECK(asks_resume_offer(*parsed.header) ==
+                 (parsed.header->size && parsed.header->field(kResumeField) != nullptr &&
+                  ask != nullptr && *ask == "1"),
+             printable(line));
+}
+
+// `RESUME <offset> <hash>` and `FROM <offset>` against a reference reading of the same grammar.
+void check_resume_lines(std::string_view line) {
+  std::string_view text = line;
+  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  std::optional<ResumeOffer> offer = parse_resume_offer(line);
+  bool offer_shape = text.starts_with("RESUME ");
+  std::string_view offer_rest = offer_shape ? text.substr(7) : std::string_view{};
+  std::size_t space = offer_rest.find(' ');
+  std::optional<std::uint64_t> offset = reference_decimal(offer_rest.substr(0, space));
+  std::string_view hash =
+      space == std::string_view::npos ? std::string_view{} : offer_rest.substr(space + 1);
+  bool hash_ok =
+      hash.size() == 32 && hash.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  FUZZ_CHECK(
+      offer.has_value() == (offer_shape && space != std::string_view::npos && offset && hash_ok),
+      printable(line));
+  if (offer) {
+    FUZZ_CHECK(offer->offset == *offset && offer->prefix_hash == hash, printable(line));
+    std::string sent = format_resume_offer(offer->offset, offer->prefix_hash);
+    FUZZ_CHECK(sent.find('\n') == sent.size() - 1, printable(sent));
+    std::optional<ResumeOffer> again =
+        parse_resume_offer(std::string_view(sent).substr(0, sent.size() - 1));
+    FUZZ_CHECK(again && again->offset == offer->offset && again->prefix_hash == offer->prefix_hash,
+               printable(sent));
+  }
+  std::optional<std::uint64_t> from = parse_resume_from(line);
+  std::optional<std::uint64_t> reference_from =
+      text.starts_with("FROM ") ? reference_decimal(text.substr(5)) : std::nullopt;
+  FUZZ_CHECK(from == reference_from, printable(line));
+  if (from) {
+    std::string sent = format_resume_from(*from);
+    FUZZ_CHECK(parse_resume_from(std::string_view(sent).substr(0, sent.size() - 1)) == from,
+               printable(sent));
+  }
 }
 
 void check_percent_encoding(std::string_view text) {
@@ -158,6 +214,7 @@ void check_one_input(const std::uint8_t* data, std::size_t size) {
   check_file_name(line);
   check_file_name(percent_decode(line));
   check_reply(line);
+  check_resume_lines(line);
 }
 
 }  // namespace mux::fuzz::upload_header

@@ -30,6 +30,7 @@ struct Outcome {
   UploadFailure failure = UploadFailure::none;
   std::string reason;
   std::uint64_t received = 0;
+  std::optional<std::uint64_t> resume_from;  // a resumable header's FROM line
 };
 
 std::string describe(const Outcome& outcome) {
@@ -50,6 +51,11 @@ void record(Outcome& outcome, const UploadStep& step, std::string_view input) {
   }
   if (!step.held.empty() || !step.body.empty())
     FUZZ_CHECK(outcome.starts == 1, "body bytes only after the start: " + printable(input));
+  if (step.resume_from) {
+    FUZZ_CHECK(!outcome.resume_from && outcome.starts == 1 && outcome.body.empty(),
+               "one FROM line, after the start and before the body: " + printable(input));
+    outcome.resume_from = step.resume_from;
+  }
   outcome.body.append(step.held);
   outcome.body.append(step.body);
   FUZZ_CHECK(!(step.complete && step.failure != UploadFailure::none), printable(input));
@@ -96,6 +102,26 @@ void check_story(const Outcome& outcome, std::uint64_t max_size, std::string_vie
                    parsed.header->name == outcome.header->name,
                context);
     stream = input.substr(newline + 1);
+    // A header asking for an offer (resume=, resume-ask=1, a size): the client's FROM line comes
+    // first, and the body
+    // is the rest of the file from that offset.
+    if (asks_resume_offer(*outcome.header)) {
+      if (!outcome.resume_from) {
+        FUZZ_CHECK(outcome.body.empty() && !outcome.complete, context);
+        return;
+      }
+      std::size_t from_end = stream.find('\n');
+      FUZZ_CHECK(from_end != std::string_view::npos && from_end < kMaxFromLine, context);
+      FUZZ_CHECK(parse_resume_from(stream.substr(0, from_end)) == outcome.resume_from, context);
+      FUZZ_CHECK(*outcome.resume_from <= *outcome.header->size, context);
+      stream = stream.substr(from_end + 1);
+      FUZZ_CHECK(stream.substr(0, outcome.body.size()) == outcome.body, context);
+      if (!outcome.complete) return;
+      FUZZ_CHECK(outcome.received == *outcome.resume_from + outcome.body.size(), context);
+      FUZZ_CHECK(outcome.body.size() == *outcome.header->size - *outcome.resume_from, context);
+      return;
+    }
+    FUZZ_CHECK(!outcome.resume_from, context);
   } else if (outcome.raw) {
     FUZZ_CHECK(input.substr(0, kUploadMagic.size()) != kUploadMagic, context);
   }
@@ -138,6 +164,7 @@ void check_one_input(const std::uint8_t* data, std::size_t size) {
     // Past --max-size, how much was taken before the refusal depends on the chunks.
     FUZZ_CHECK(whole.reason == chunked.reason, context);
     FUZZ_CHECK(whole.body == chunked.body && whole.received == chunked.received, context);
+    FUZZ_CHECK(whole.resume_from == chunked.resume_from, context);
   }
 }
 

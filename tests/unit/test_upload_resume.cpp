@@ -1,0 +1,175 @@
+// Resumable uploads without sockets: the RESUME/FROM lines and the resume= field, the checkpoint
+// record (round trip, and refusal of anything torn or foreign), the hash state carried across a
+// checkpoint, the checkpoint schedule, and the partial claimed, cut back, locked and continued in
+// a real directory.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "temp_dir.hpp"
+#include "upload/content_hash.hpp"
+#include "upload/resume_record.hpp"
+#include "upload/upload_protocol.hpp"
+#include "upload/upload_store.hpp"
+
+namespace {
+
+constexpr std::string_view kKey = "00112233445566778899aabbccddeeff";
+
+std::string hash_of(std::string_view text) {
+  mux::ContentHash hash;
+  hash.update(text.data(), text.size());
+  return hash.hex();
+}
+
+mux::ResumeRecord sample_record() {
+  mux::ContentHash hash;
+  hash.update("hello", 5);
+  return mux::ResumeRecord{1000, "report 1.pdf", mux::sha256_hex(kKey), "", 5, hash.save()};
+}
+
+}  // namespace
+
+TEST_CASE("resume: the offer and FROM lines round-trip, and bad ones are refused") {
+  std::string offer = mux::format_resume_offer(760, hash_of("x"));
+  CHECK(offer == "RESUME 760 " + hash_of("x") + "\n");
+  auto parsed = mux::parse_resume_offer(std::string_view(offer).substr(0, offer.size() - 1));
+  REQUIRE(parsed);
+  CHECK(parsed->offset == 760);
+  CHECK(parsed->prefix_hash == hash_of("x"));
+  CHECK_FALSE(mux::parse_resume_offer("RESUME 760"));
+  CHECK_FALSE(mux::parse_resume_offer("RESUME x " + hash_of("x")));
+  CHECK_FALSE(mux::parse_resume_offer("RESUME 1 ABCDEF"));
+  CHECK(mux::format_resume_from(42) == "FROM 42\n");
+  CHECK(mux::parse_resume_from("FROM 42") == 42u);
+  CHECK(mux::parse_resume_from("FROM 0\r") == 0u);
+  CHECK_FALSE(mux::parse_resume_from("FROM -1"));
+  CHECK_FALSE(mux::parse_resume_from("FROM "));
+  CHECK_FALSE(mux::parse_resume_from("from 1"));
+}
+
+TEST_CASE("resume: the header carries resume= only with a known size") {
+  CHECK(mux::format_header_line(10, "a.bin", {}, true, kKey) ==
+        "MUXUP/1 10 a.bin reply-name=1 resume=" + std::string(kKey) + "\n");
+  CHECK(mux::format_header_line(10, "a.bin", {}, false, kKey, true) ==
+        "MUXUP/1 10 a.bin resume=" + std::string(kKey) + " resume-ask=1\n");
+  CHECK(mux::format_header_line(std::nullopt, "a.bin", {}, false, kKey) == "MUXUP/1 - a.bin\n");
+  CHECK(mux::valid_upload_key(kKey));
+  CHECK_FALSE(mux::valid_upload_key("00112233445566778899AABBCCDDEEFF"));
+  CHECK_FALSE(mux::valid_upload_key("0011"));
+}
+
+TEST_CASE("resume: a record round-trips and a damaged one is refused") {
+  mux::ResumeRecord record = sample_record();
+  std::string encoded = mux::encode_resume_record(record);
+  CHECK(mux::decode_resume_record(encoded) == record);
+  // A shorter record written over a longer one leaves the old tail: ignored.
+  CHECK(mux::decode_resume_record(encoded + "state=00\ncheck=junk\n") == record);
+  for (std::size_t at : {std::size_t{3}, encoded.size() / 2, encoded.size() - 3}) {
+    std::string damaged = encoded;
+    damaged[at] = damaged[at] == '1' ? '2' : '1';
+    CHECK_FALSE(mux::decode_resume_record(damaged));
+  }
+  CHECK_FALSE(mux::decode_resume_record(encoded.substr(0, encoded.size() / 2)));
+  CHECK_FALSE(mux::decode_resume_record(""));
+  record.offset = record.size + 1;  // a record past its own size is not one
+  CHECK_FALSE(mux::decode_resume_record(mux::encode_resume_record(record)));
+}
+
+TEST_CASE("resume: a saved hash state continues to the hash of the whole") {
+  std::string data(3 << 20, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<char>(i * 131 + i / 977);
+  for (std::size_t cut :
+       {std::size_t{0}, std::size_t{1}, std::size_t{1000}, std::size_t{1 << 20}, data.size() - 7}) {
+    mux::ContentHash first;
+    first.update(data.data(), cut);
+    std::optional<mux::ContentHash> restored = mux::ContentHash::restore(first.save());
+    REQUIRE(restored);
+    CHECK(restored->hex() == first.hex());
+    restored->update(data.data() + cut, data.size() - cut);
+    CHECK(restored->hex() == hash_of(data));
+  }
+  std::string saved = mux::ContentHash().save();
+  CHECK_FALSE(mux::ContentHash::restore(saved.substr(1)));
+  saved[0] = static_cast<char>(saved[0] + 1);  // another libxxhash version
+  CHECK_FALSE(mux::ContentHash::restore(saved));
+}
+
+TEST_CASE("resume: checkpoints fall due at each interval") {
+  CHECK(mux::next_checkpoint(0) == mux::kCheckpointInterval);
+  CHECK(mux::next_checkpoint(1) == mux::kCheckpointInterval);
+  CHECK(mux::next_checkpoint(mux::kCheckpointInterval) == 2 * mux::kCheckpointInterval);
+  CHECK(mux::next_checkpoint(mux::kCheckpointInterval + 5) == 2 * mux::kCheckpointInterval);
+}
+
+TEST_CASE("resume: a claimed partial is locked, cut back to its checkpoint and continued") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}};
+  {
+    std::optional<mux::ResumeClaim> claim = dir.claim_resumable(wanted);
+    REQUIRE(claim);
+    CHECK(claim->offset == 0);
+    CHECK_FALSE(dir.claim_resumable(wanted));  // held: a second connection waits
+    REQUIRE(claim->file.append("hello, wor", 10) == 0);
+    mux::ContentHash hash;
+    hash.update("hello", 5);
+    mux::ResumeRecord record = wanted;
+    record.offset = 5;
+    record.hash_state = hash.save();
+    CHECK(mux::write_resume_checkpoint(claim->file.fd(), claim->record.get(),
+                                       mux::encode_resume_record(record),
+                                       mux::SyncMode::none) == 0);
+  }
+  CHECK(temp.entries().size() == 2);  // kept for the uploader: data and record
+  std::optional<mux::ResumeClaim> again = dir.claim_resumable(wanted);
+  REQUIRE(again);
+  CHECK(again->offset == 5);
+  CHECK(again->hash.hex() == hash_of("hello"));
+  REQUIRE(again->file.append("XYZ", 3) == 0);  // continues at the checkpoint, not after "wor"
+  mux::SuffixHints hints;
+  CHECK(again->file.commit("f.bin", hints) == "f.bin");
+  CHECK(temp.read("f.bin") == "helloXYZ");
+  CHECK(temp.entries() == std::set<std::string>{"f.bin"});  // the record went with the commit
+}
+
+TEST_CASE("resume: another key, token, size or name starts over") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}};
+  auto keep_five = [&](const mux::ResumeRecord& owner) {
+    std::optional<mux::ResumeClaim> claim = dir.claim_resumable(owner);
+    REQUIRE(claim);
+    REQUIRE(claim->file.restart() == 0);
+    REQUIRE(claim->file.append("hello", 5) == 0);
+    mux::ContentHash hash;
+    hash.update("hello", 5);
+    mux::ResumeRecord record = owner;
+    record.offset = 5;
+    record.hash_state = hash.save();
+    REQUIRE(mux::write_resume_checkpoint(claim->file.fd(), claim->record.get(),
+                                         mux::encode_resume_record(record),
+                                         mux::SyncMode::none) == 0);
+  };
+  mux::ResumeRecord other = wanted;
+  other.token_hash = mux::sha256_hex("another token");
+  keep_five(wanted);
+  CHECK(dir.claim_resumable(other)->offset == 0);
+  keep_five(wanted);
+  other = wanted;
+  other.size = 11;
+  CHECK(dir.claim_resumable(other)->offset == 0);
+  keep_five(wanted);
+  other = wanted;
+  other.name = "g.bin";
+  CHECK(dir.claim_resumable(other)->offset == 0);
+  keep_five(wanted);
+  other = wanted;
+  other.key_hash = mux::sha256_hex("ffeeddccbbaa99887766554433221100");
+  CHECK(dir.claim_resumable(other)->offset == 0);  // another partial altogether
+  CHECK(dir.claim_resumable(wanted)->offset == 5);
+}
