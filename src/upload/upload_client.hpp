@@ -16,7 +16,7 @@ struct UploadClientOptions {
   std::string name;        // empty: the file's basename
   // Without progress (sending, or awaiting the reply); 0: never.
   std::chrono::milliseconds timeout{30'000};
-  bool no_resume = false;  // --no-resume: replace what the server kept of an earlier try
+  bool no_resume = false;        // --no-resume: replace what the server kept of an earlier try
   std::uint64_t limit_rate = 0;  // --limit-rate: bytes per second at most; 0: unlimited
 };
 
