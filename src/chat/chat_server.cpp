@@ -121,6 +121,9 @@ class ChatServer final : public MemberOwner {
   int run() {
     logger_.announce("listening on {} (serve {}{})", local_address(listener_.fd()),
                      to_string(options_.serve), activation_note(socket_activated_));
+    for (const std::string& warning : exposure_warnings(
+             options_.access, listener_.fd(), socket_activated_, options_.common.address_given))
+      logger_.warn("{}", warning);
     logger_.info(
         "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
         "keepalive {}",
@@ -142,7 +145,7 @@ class ChatServer final : public MemberOwner {
     if (tokens_.required())
       logger_.info("--token-file: {} token(s); clients send /token SECRET first", tokens_.size());
     if (!options_.access.addresses.empty())
-      logger_.info("--allow/--deny: refusing other addresses");
+      logger_.info("addresses: {}", options_.access.addresses.describe());
     loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
     loop_.on_signal(SIGHUP, [this] {

@@ -21,26 +21,49 @@ constexpr std::uint64_t TiB = 1024 * GiB;
 // Far more than one machine can hold open; the bound only keeps arithmetic on it sane.
 constexpr CountBounds kMaxClientsBounds{1, 10'000'000};
 
-// -v, -q: what they change differs between servers (the log) and clients (what is printed).
-void add_verbosity_flags(FlagSet& flags, CommonOptions& common, bool is_server) {
-  flags
-      .switch_flag("-v,--verbose", common.verbose,
-                   is_server ? "Log more: every connection, line and upload step"
-                             : "Print more: where it connected, what it sends")
-      .exclusive("verbosity");
-  flags
-      .switch_flag("-q,--quiet", common.quiet,
-                   is_server ? "Log only errors (the 'listening on' line is still printed)"
-                             : "Print only errors and the final result")
-      .exclusive("verbosity");
+// -v, -q: what each changes, exactly, in each subcommand (the man page says the same).
+struct VerbosityHelp {
+  const char* verbose;
+  const char* quiet;
+};
+
+constexpr VerbosityHelp kChatServerVerbosity{
+    "Log more: also every relayed line",
+    "Log only errors (the 'listening on' line is still printed)"};
+constexpr VerbosityHelp kUploadServerVerbosity{
+    "Log more: also each connection, header, raw upload and (fork mode) child process",
+    "Log only errors (the 'listening on' line is still printed)"};
+constexpr VerbosityHelp kChatClientVerbosity{
+    "Also print where it connected (and the TLS session) on standard error",
+    "Print only errors on standard error (the room's lines still go to standard output)"};
+constexpr VerbosityHelp kUploadClientVerbosity{
+    "Also print where it connected, what it sends (and the TLS session) on standard error",
+    "Print only errors: no progress and no final line"};
+
+void add_verbosity_flags(FlagSet& flags, CommonOptions& common, const VerbosityHelp& help) {
+  flags.switch_flag("-v,--verbose", common.verbose, help.verbose).exclusive("verbosity");
+  flags.switch_flag("-q,--quiet", common.quiet, help.quiet).exclusive("verbosity");
 }
 
-void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve) {
-  flags.text("--host", common.host,
-             "Address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 or :: = every interface",
-             "HOST", ValueKind::host);
-  flags.port("--port", common.port, "TCP port to listen on (0 picks a free port, printed)");
-  add_verbosity_flags(flags, common, true);
+// Wraps a flag's assign so that giving it is remembered (socket activation warns about it).
+void note_given(FlagSpec& spec, bool& given) {
+  spec.assign = [store = std::move(spec.assign), &given](const std::string& text) {
+    given = true;
+    return store(text);
+  };
+}
+
+void add_server_flags(FlagSet& flags, CommonOptions& common, ServeMode& serve,
+                      const VerbosityHelp& verbosity) {
+  note_given(flags.text("--host", common.host,
+                        "Address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 or :: = "
+                        "every interface",
+                        "HOST", ValueKind::host),
+             common.address_given);
+  note_given(
+      flags.port("--port", common.port, "TCP port to listen on (0 picks a free port, printed)"),
+      common.address_given);
+  add_verbosity_flags(flags, common, verbosity);
   flags
       .choice("--log-level", common.log_level,
               "Least severe lines logged: error (as -q), warning, info, debug (as -v)",
@@ -67,12 +90,13 @@ void add_client_tls_flags(FlagSet& flags, ClientLinkOptions& link) {
              "Check this name in the certificate instead of --host (implies --tls)", "NAME");
   flags
       .text("--tls-pin", link.tls_config.pin,
-            "Accept exactly the server certificate with this SHA-256 fingerprint "
-            "(sha256:AB:CD:..., as openssl x509 -fingerprint -sha256 prints; implies --tls)",
-            "FINGERPRINT")
+            "Accept exactly the server certificate with this SHA-256 fingerprint (as openssl "
+            "x509 -noout -fingerprint -sha256 prints it), or any certificate of the public key "
+            "pinned as sha256//BASE64 (as curl's --pinnedpubkey; survives renewals); the server "
+            "logs both (implies --tls)",
+            "PIN")
       .assign = [&link](const std::string& text) -> std::string {
-    if (!parse_fingerprint(text))
-      return fmt::format("'{}' is not a pin: expected {}", text, kPinForms);
+    if (!parse_pin(text)) return fmt::format("'{}' is not a pin: expected {}", text, kPinForms);
     link.tls_config.pin = text;
     return {};
   };
@@ -97,10 +121,12 @@ std::string check_client_tls(const ClientLinkOptions& link) {
 
 std::string check_server_tls(const ServerAccessOptions& access) {
   const TlsServerConfig& tls = access.tls;
+  if (!tls.cert_cache_dir.empty() && (!access.tls_requested || !tls.cert_file.empty()))
+    return "--tls-cert-cache keeps a certificate made with --tls (and no --tls-cert)";
   if (tls.cert_file.empty()) {
     if (!tls.key_file.empty()) return "--tls-key needs --tls-cert (TLS is off without it)";
-    if (!tls.client_ca_file.empty())
-      return "--tls-client-ca needs --tls-cert (TLS is off without it)";
+    if (!tls.client_ca_file.empty() && !access.tls_requested)
+      return "--tls-client-ca needs --tls-cert or --tls (TLS is off without them)";
     return {};
   }
   if (tls.key_file.empty()) return fmt::format("--tls-cert {}: needs --tls-key too", tls.cert_file);
@@ -121,7 +147,8 @@ std::string check_redis_tls(const ChatServerOptions& options) {
   return {};
 }
 
-void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link) {
+void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link,
+                      const VerbosityHelp& verbosity) {
   FlagSpec& host = flags.text(
       "--host", common.host,
       "Server to connect to: a name, an IPv4 or IPv6 address, HOST:PORT, [IPv6] or [IPv6]:PORT "
@@ -140,12 +167,19 @@ void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& 
                  "Give up when the server has not accepted the connection (and finished the TLS "
                  "handshake) within this long",
                  {std::chrono::milliseconds{100}, std::chrono::hours{1}});
-  add_verbosity_flags(flags, common, false);
+  add_verbosity_flags(flags, common, verbosity);
   add_client_tls_flags(flags, link);
 }
 
 // TLS, tokens and address filters: the same on both servers.
 void add_server_access_flags(FlagSet& flags, ServerAccessOptions& access) {
+  flags.switch_flag("--tls", access.tls_requested,
+                    "Speak TLS; without --tls-cert, with a key and self-signed certificate made at "
+                    "start (the --tls-pin for clients is logged)");
+  flags.text("--tls-cert-cache", access.tls.cert_cache_dir,
+             "With --tls and no --tls-cert: keep the made key and certificate in DIR and reuse "
+             "them, so the pin survives restarts",
+             "DIR", ValueKind::directory);
   flags.text("--tls-cert", access.tls.cert_file,
              "Serve TLS with this PEM certificate (then its chain); needs --tls-key", "FILE",
              ValueKind::path);
@@ -157,8 +191,10 @@ void add_server_access_flags(FlagSet& flags, ServerAccessOptions& access) {
   flags.text("--token-file", access.token_file,
              "Require one of the tokens in FILE (one a line; mode 600) from every client", "FILE",
              ValueKind::path);
-  flags.repeated("--allow", "Accept clients only from this address range (repeatable)", "CIDR",
-                 [&access](const std::string& text) -> std::string {
+  flags.repeated("--allow",
+                 "Accept clients only from this address or CIDR range (repeatable; no host names "
+                 "or comma lists)",
+                 "CIDR", [&access](const std::string& text) -> std::string {
                    auto range = Cidr::parse(text);
                    if (!range) return fmt::format("'{}' is not an address or CIDR range", text);
                    access.addresses.allow(*range);
@@ -218,7 +254,7 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
 }
 
 void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
-  add_server_flags(flags, options.common, options.serve);
+  add_server_flags(flags, options.common, options.serve, kChatServerVerbosity);
   flags.count("--max-clients", options.max_clients,
               "Most clients connected at once; newcomers past it read '* server full' "
               "(default: what the fd limit allows; in fork mode also what memory and the pid "
@@ -262,7 +298,7 @@ void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {
 }
 
 void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
-  add_client_flags(flags, options.common, options.link);
+  add_client_flags(flags, options.common, options.link, kChatClientVerbosity);
   flags.text("--nick", options.nick, "Name to take right after connecting (sends /nick NAME)",
              "NAME");
   flags.switch_flag("--timestamps", options.timestamps,
@@ -274,7 +310,7 @@ void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
 }
 
 void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
-  add_server_flags(flags, options.common, options.serve);
+  add_server_flags(flags, options.common, options.serve, kUploadServerVerbosity);
   flags.text("--output-dir", options.output_dir,
              "Save uploads in DIR (default: count, hash and discard)", "DIR", ValueKind::directory);
   flags.choice("--sync", options.sync,
@@ -309,7 +345,7 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
   flags.text("--file", options.file, "File to send; - reads stdin", "PATH", ValueKind::path)
       .required();
-  add_client_flags(flags, options.common, options.link);
+  add_client_flags(flags, options.common, options.link, kUploadClientVerbosity);
   flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
              "NAME");
   flags.duration("--timeout", options.timeout,

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace mux {
 namespace {
 
@@ -114,6 +116,19 @@ bool AddressFilter::allows(const sockaddr* address) const {
   auto matches = [&](const Cidr& range) { return range.contains(*bytes); };
   if (std::any_of(denied_.begin(), denied_.end(), matches)) return false;
   return allowed_.empty() || std::any_of(allowed_.begin(), allowed_.end(), matches);
+}
+
+std::string AddressFilter::describe() const {
+  std::string text;
+  if (!allowed_.empty()) {
+    text = fmt::format("accepting only {} range{} (--allow)", allowed_.size(),
+                       allowed_.size() == 1 ? "" : "s");
+  }
+  if (!denied_.empty()) {
+    text += fmt::format("{}refusing {} range{} (--deny)", text.empty() ? "" : ", ", denied_.size(),
+                        denied_.size() == 1 ? "" : "s");
+  }
+  return text;
 }
 
 }  // namespace mux

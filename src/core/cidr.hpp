@@ -42,6 +42,8 @@ class AddressFilter {
   void allow(Cidr range) { allowed_.push_back(range); }
   void deny(Cidr range) { denied_.push_back(range); }
   [[nodiscard]] bool empty() const noexcept { return allowed_.empty() && denied_.empty(); }
+  // "accepting only 2 ranges (--allow), refusing 1 (--deny)": for the start-up log line.
+  [[nodiscard]] std::string describe() const;
   [[nodiscard]] bool allows(const sockaddr* address) const;
 
  private:

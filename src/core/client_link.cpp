@@ -1,6 +1,7 @@
 #include "core/client_link.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -51,6 +52,14 @@ ClientLink open_client_link(const std::string& host, std::uint16_t port,
   link.socket = connect_within(host, port, options.connect_timeout);
   set_nodelay(link.socket.get());
   if (!tls) {
+    if (!link.token.empty() && !is_loopback_socket(link.socket.get(), true)) {
+      // Once, before the token leaves: the person can still interrupt.
+      fmt::print(stderr,
+                 "mux: warning: sending the token to {} in plaintext: anyone on the way can read "
+                 "it (add --tls)\n",
+                 link.server);
+      std::fflush(stderr);
+    }
     link.stream = make_plain_stream(link.socket.get());
     return link;
   }

@@ -16,6 +16,7 @@ struct CommonOptions {
   bool verbose = false;
   bool quiet = false;
   Verbosity log_level = Verbosity::normal;  // --log-level (servers); -q and -v override it
+  bool address_given = false;  // --host or --port was typed (socket activation ignores both)
 
   [[nodiscard]] Verbosity verbosity() const noexcept {
     return quiet ? Verbosity::quiet : (verbose ? Verbosity::verbose : log_level);

@@ -129,6 +129,23 @@ std::string local_address(int fd) {
   return format_address(reinterpret_cast<sockaddr*>(&address), length);
 }
 
+bool is_loopback_socket(int fd, bool peer) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  auto* address = reinterpret_cast<sockaddr*>(&storage);
+  if ((peer ? ::getpeername(fd, address, &length) : ::getsockname(fd, address, &length)) != 0)
+    return false;
+  if (storage.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&storage);
+    return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (storage.ss_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return storage.ss_family == AF_UNIX;
+}
+
 std::string peer_address(int fd) {
   sockaddr_storage address{};
   socklen_t length = sizeof address;

@@ -19,6 +19,9 @@ std::string format_endpoint(const std::string& host, std::uint16_t port);
 std::string format_address(const sockaddr* address, socklen_t length);
 std::string local_address(int fd);
 std::string peer_address(int fd);
+// Whether the socket's own (or its peer's) address is a loopback one: 127.0.0.0/8, ::1, or
+// 127.x as an IPv4-mapped IPv6 address. False when the address cannot be read.
+bool is_loopback_socket(int fd, bool peer);
 
 // What a client's --host may say: "HOST", "HOST:PORT", "::1" (a bare IPv6 address), "[::1]" or
 // "[::1]:PORT", as ssh and curl users type them. nullopt for a malformed one ("[::1", "host:",

@@ -7,13 +7,17 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
+#include <ctime>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -25,6 +29,14 @@ namespace mux {
 
 void SslCtxDeleter::operator()(ssl_ctx_st* context) const noexcept {
   SSL_CTX_free(context);
+}
+
+void PkeyDeleter::operator()(evp_pkey_st* key) const noexcept {
+  EVP_PKEY_free(key);
+}
+
+void X509Deleter::operator()(x509_st* certificate) const noexcept {
+  X509_free(certificate);
 }
 
 namespace {
@@ -53,6 +65,12 @@ int refuse_passphrase(char* /*buffer*/, int /*size*/, int /*rwflag*/, void* aske
   *static_cast<bool*>(asked) = true;
   return -1;
 }
+
+int refuse_passphrase_silently(char* /*buffer*/, int /*size*/, int /*rwflag*/, void* /*unused*/) {
+  return -1;
+}
+
+std::string bio_text(BIO* bio);
 
 UniqueSslCtx new_context(const SSL_METHOD* method) {
   // Before the first SSL_CTX nothing in mux has made OpenSSL allocate, so the slots can still be
@@ -104,7 +122,112 @@ void load_certificate_and_key(SSL_CTX* ctx, const std::string& cert_file,
   }
 }
 
-UniqueSslCtx build_server_context(const TlsServerConfig& config) {
+// --tls without --tls-cert: a P-256 key and a certificate it signs itself, valid for a year, for
+// the loopback names (so --tls-ca on the certificate works on this machine too); clients far away
+// pin it.
+constexpr long kOwnCertificateDays = 365;
+// A kept certificate this close to its end is made anew (its key pin stays: the key is kept).
+constexpr long kOwnCertificateRenewDays = 30;
+
+UniqueX509 self_sign(EVP_PKEY* key) {
+  UniqueX509 certificate(X509_new());
+  if (!certificate) throw std::bad_alloc();
+  X509* cert = certificate.get();
+  unsigned char serial[16];
+  if (RAND_bytes(serial, sizeof serial) != 1)
+    throw TlsConfigError("--tls: no random serial number: " + openssl_reason());
+  serial[0] &= 0x7F;  // a positive number
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> number(BN_bin2bn(serial, sizeof serial, nullptr),
+                                                     BN_free);
+  bool made = number && BN_to_ASN1_INTEGER(number.get(), X509_get_serialNumber(cert)) != nullptr &&
+              X509_set_version(cert, X509_VERSION_3) == 1 &&
+              X509_gmtime_adj(X509_getm_notBefore(cert), -3600) != nullptr &&
+              X509_gmtime_adj(X509_getm_notAfter(cert), kOwnCertificateDays * 24 * 3600) != nullptr;
+  X509_NAME* name = X509_get_subject_name(cert);
+  static constexpr unsigned char kCommonName[] = "mux self-signed";
+  made = made &&
+         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, kCommonName, -1, -1, 0) == 1 &&
+         X509_set_issuer_name(cert, name) == 1 && X509_set_pubkey(cert, key) == 1;
+  if (made) {
+    X509V3_CTX names;
+    X509V3_set_ctx_nodb(&names);
+    X509V3_set_ctx(&names, cert, cert, nullptr, nullptr, 0);
+    X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, &names, NID_subject_alt_name,
+                                                    "DNS:localhost,IP:127.0.0.1,IP:::1");
+    made = extension != nullptr && X509_add_ext(cert, extension, -1) == 1;
+    X509_EXTENSION_free(extension);
+  }
+  if (!made || X509_sign(cert, key, EVP_sha256()) <= 0)
+    throw TlsConfigError("--tls: cannot make a certificate: " + openssl_reason());
+  return certificate;
+}
+
+std::string pem_of_key(EVP_PKEY* key) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
+    throw TlsConfigError("--tls: " + openssl_reason());
+  return bio_text(bio.get());
+}
+
+std::string pem_of_certificate(X509* certificate) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!bio || PEM_write_bio_X509(bio.get(), certificate) != 1)
+    throw TlsConfigError("--tls: " + openssl_reason());
+  return bio_text(bio.get());
+}
+
+// Written whole under a temporary name and renamed, so a crash never leaves half a key; the key
+// is created mode 600.
+void write_file_atomically(const std::string& path, const std::string& text, mode_t mode) {
+  std::string temporary = path + ".tmp";
+  Fd file(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  auto fail = [&path] {
+    throw TlsConfigError(
+        fmt::format("--tls-cert-cache {}: {}", path, std::generic_category().message(errno)));
+  };
+  if (!file) fail();
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t wrote = ::write(file.get(), text.data() + done, text.size() - done);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) fail();
+    done += static_cast<std::size_t>(wrote);
+  }
+  if (::fsync(file.get()) != 0 || ::rename(temporary.c_str(), path.c_str()) != 0) fail();
+}
+
+// The kept pair, when both files are there, belong together and the certificate is not near
+// its end; otherwise nothing (the caller makes a new certificate, reusing a kept key).
+struct KeptPair {
+  UniquePkey key;
+  UniqueX509 certificate;
+};
+
+KeptPair read_kept_pair(const std::string& key_path, const std::string& cert_path) {
+  KeptPair kept;
+  std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(BIO_new_file(key_path.c_str(), "r"), BIO_free);
+  if (key_bio) {
+    kept.key.reset(
+        PEM_read_bio_PrivateKey(key_bio.get(), nullptr, refuse_passphrase_silently, nullptr));
+  }
+  std::unique_ptr<BIO, decltype(&BIO_free)> cert_bio(BIO_new_file(cert_path.c_str(), "r"),
+                                                     BIO_free);
+  if (cert_bio)
+    kept.certificate.reset(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  if (kept.certificate) {
+    time_t renew_after = ::time(nullptr) + kOwnCertificateRenewDays * 24 * 3600;
+    bool fresh = X509_cmp_time(X509_get0_notAfter(kept.certificate.get()), &renew_after) > 0;
+    bool matches = kept.key && X509_check_private_key(kept.certificate.get(), kept.key.get()) == 1;
+    ERR_clear_error();
+    if (!fresh || !matches) kept.certificate.reset();
+  }
+  return kept;
+}
+
+// With --tls-cert the files; otherwise the key and certificate the context made (own_*).
+UniqueSslCtx build_server_context(const TlsServerConfig& config, EVP_PKEY* own_key,
+                                  X509* own_certificate) {
   UniqueSslCtx context = new_context(TLS_server_method());
   SSL_CTX* ctx = context.get();
   // No tickets, no cache: mux clients never resume, and a cache would grow with every handshake.
@@ -119,7 +242,13 @@ UniqueSslCtx build_server_context(const TlsServerConfig& config) {
                            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
                            "TLS_CHACHA20_POLY1305_SHA256");
   SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
-  load_certificate_and_key(ctx, config.cert_file, config.key_file);
+  if (own_certificate != nullptr) {
+    if (SSL_CTX_use_certificate(ctx, own_certificate) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx, own_key) != 1)
+      throw TlsConfigError("--tls: " + openssl_reason());
+  } else {
+    load_certificate_and_key(ctx, config.cert_file, config.key_file);
+  }
   if (!config.client_ca_file.empty()) {
     check_readable("--tls-client-ca", config.client_ca_file);
     ERR_clear_error();
@@ -133,6 +262,24 @@ UniqueSslCtx build_server_context(const TlsServerConfig& config) {
   }
   ERR_clear_error();
   return context;
+}
+
+// The SHA-256 of the DER SubjectPublicKeyInfo: what curl's --pinnedpubkey sha256// names.
+std::optional<Fingerprint> key_digest_of(X509* certificate) {
+  EVP_PKEY* key = certificate != nullptr ? X509_get0_pubkey(certificate) : nullptr;
+  if (key == nullptr) return std::nullopt;
+  unsigned char* der = nullptr;
+  int length = i2d_PUBKEY(key, &der);
+  if (length <= 0) return std::nullopt;
+  std::unique_ptr<unsigned char, void (*)(unsigned char*)> owned(
+      der, [](unsigned char* bytes) { OPENSSL_free(bytes); });
+  Fingerprint digest{};
+  unsigned int size = 0;
+  if (EVP_Digest(der, static_cast<std::size_t>(length), digest.data(), &size, EVP_sha256(),
+                 nullptr) != 1 ||
+      size != digest.size())
+    return std::nullopt;
+  return digest;
 }
 
 std::optional<Fingerprint> fingerprint_of(X509* certificate) {
@@ -151,11 +298,15 @@ int verify_server_certificate(X509_STORE_CTX* store, void* /*unused*/) {
   auto* ssl =
       static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* stream = ssl != nullptr ? static_cast<TlsStream*>(SSL_get_app_data(ssl)) : nullptr;
-  std::optional<Fingerprint> seen = fingerprint_of(X509_STORE_CTX_get0_cert(store));
-  if (stream != nullptr && seen) stream->note_peer_fingerprint(*seen);
+  X509* certificate = X509_STORE_CTX_get0_cert(store);
+  std::optional<Fingerprint> seen = fingerprint_of(certificate);
+  std::optional<Fingerprint> key = key_digest_of(certificate);
+  if (stream != nullptr && seen) stream->note_peer_pins(*seen, key);
   if (stream != nullptr && stream->pin()) {
-    const Fingerprint& pin = *stream->pin();
-    if (seen && CRYPTO_memcmp(seen->data(), pin.data(), pin.size()) == 0) return 1;
+    const Pin& pin = *stream->pin();
+    const std::optional<Fingerprint>& compared = pin.kind == Pin::Kind::public_key ? key : seen;
+    if (compared && CRYPTO_memcmp(compared->data(), pin.digest.data(), pin.digest.size()) == 0)
+      return 1;
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }
@@ -176,12 +327,49 @@ std::string bio_text(BIO* bio) {
 
 }  // namespace
 
-TlsServerContext::TlsServerContext(TlsServerConfig config)
-    : config_(std::move(config)), context_(build_server_context(config_)) {}
+TlsServerContext::TlsServerContext(TlsServerConfig config) : config_(std::move(config)) {
+  if (config_.cert_file.empty()) make_own_certificate();
+  context_ = build_server_context(config_, own_key_.get(), own_certificate_.get());
+}
+
+void TlsServerContext::make_own_certificate() {
+  const std::string& dir = config_.cert_cache_dir;
+  std::string key_path = dir + "/mux-tls.key";
+  std::string cert_path = dir + "/mux-tls.pem";
+  if (!dir.empty()) {
+    // Made with its parents (~/.cache/mux on a fresh account); only its own mode matters.
+    std::error_code made;
+    if (std::filesystem::create_directories(dir, made))
+      std::filesystem::permissions(dir, std::filesystem::perms::owner_all, made);
+    if (made)
+      throw TlsConfigError(fmt::format("--tls-cert-cache {}: {}", dir, made.message()));
+    KeptPair kept = read_kept_pair(key_path, cert_path);
+    own_key_ = std::move(kept.key);
+    own_certificate_ = std::move(kept.certificate);
+    if (own_certificate_) {
+      own_origin_ = fmt::format("self-signed, kept in {}", dir);
+      return;
+    }
+  }
+  bool key_kept = own_key_ != nullptr;
+  if (!own_key_) {
+    own_key_.reset(EVP_EC_gen("P-256"));
+    if (!own_key_) throw TlsConfigError("--tls: cannot make a key: " + openssl_reason());
+  }
+  own_certificate_ = self_sign(own_key_.get());
+  if (dir.empty()) {
+    own_origin_ = "self-signed, made at start for this run; --tls-cert-cache DIR keeps it";
+    return;
+  }
+  if (!key_kept) write_file_atomically(key_path, pem_of_key(own_key_.get()), 0600);
+  write_file_atomically(cert_path, pem_of_certificate(own_certificate_.get()), 0644);
+  own_origin_ = fmt::format("self-signed, made at start{} and kept in {}",
+                            key_kept ? " (with the kept key)" : "", dir);
+}
 
 std::string TlsServerContext::reload() {
   try {
-    context_ = build_server_context(config_);
+    context_ = build_server_context(config_, own_key_.get(), own_certificate_.get());
     return {};
   } catch (const TlsConfigError& error) {
     return error.what();
@@ -206,6 +394,13 @@ std::string TlsServerContext::describe_certificate() const {
   if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0) BIO_puts(bio.get(), " (EXPIRED)");
   if (auto fingerprint = fingerprint_of(certificate))
     BIO_puts(bio.get(), (", " + format_fingerprint(*fingerprint)).c_str());
+  std::optional<Fingerprint> key = key_digest_of(certificate);
+  if (key) BIO_puts(bio.get(), (", public key " + format_key_pin(*key)).c_str());
+  if (own_certificate_ && key) {
+    BIO_puts(bio.get(), fmt::format(" ({}); clients connect with --tls-pin {}", own_origin_,
+                                    format_key_pin(*key))
+                            .c_str());
+  }
   return bio_text(bio.get());
 }
 
@@ -215,7 +410,7 @@ TlsClientContext::TlsClientContext(TlsClientConfig config, std::string host)
       context_(new_context(TLS_client_method())) {
   SSL_CTX* ctx = context_.get();
   if (!config_.pin.empty()) {
-    pin_ = parse_fingerprint(config_.pin);
+    pin_ = parse_pin(config_.pin);
     if (!pin_)
       throw TlsConfigError(fmt::format("--tls-pin {}: expected {}", config_.pin, kPinForms));
   }

@@ -17,6 +17,8 @@
 #include "core/tls_stream.hpp"
 
 struct ssl_ctx_st;
+struct evp_pkey_st;
+struct x509_st;
 
 namespace mux {
 
@@ -30,11 +32,23 @@ struct SslCtxDeleter {
 };
 using UniqueSslCtx = std::unique_ptr<ssl_ctx_st, SslCtxDeleter>;
 
+struct PkeyDeleter {
+  void operator()(evp_pkey_st* key) const noexcept;
+};
+using UniquePkey = std::unique_ptr<evp_pkey_st, PkeyDeleter>;
+struct X509Deleter {
+  void operator()(x509_st* certificate) const noexcept;
+};
+using UniqueX509 = std::unique_ptr<x509_st, X509Deleter>;
+
 struct TlsServerConfig {
-  std::string cert_file;       // --tls-cert: PEM, the server certificate then its chain
+  // --tls-cert: PEM, the server certificate then its chain. Empty: the server makes its own key
+  // and self-signed certificate at start (--tls alone), kept in cert_cache_dir when set.
+  std::string cert_file;
   std::string key_file;        // --tls-key: PEM private key, unencrypted
   std::string client_ca_file;  // --tls-client-ca: when set, clients must present a certificate
                                // signed by one of these CAs (mutual TLS)
+  std::string cert_cache_dir;  // --tls-cert-cache: where a made key and certificate are kept
 };
 
 class TlsServerContext {
@@ -50,11 +64,20 @@ class TlsServerContext {
   [[nodiscard]] std::unique_ptr<TlsStream> make_stream(int fd) const;
 
   [[nodiscard]] const TlsServerConfig& config() const noexcept { return config_; }
-  // "CN=example.org, expires 2027-11-29": for the start-up log line.
+  // "CN=example.org, expires 2027-11-29, sha256:..., public key sha256//...": for the start-up
+  // log line; a made certificate also says where it came from and the --tls-pin to give clients.
   [[nodiscard]] std::string describe_certificate() const;
 
  private:
+  // Reads the kept pair from cert_cache_dir, or makes one (keeping it there when set).
+  void make_own_certificate();
+
   TlsServerConfig config_;
+  // Without --tls-cert: the key and self-signed certificate made (or read from the cache) at start;
+  // a SIGHUP keeps them.
+  UniquePkey own_key_;
+  UniqueX509 own_certificate_;
+  std::string own_origin_;  // "made at start", "kept in DIR", ...
   UniqueSslCtx context_;
 };
 
@@ -63,7 +86,7 @@ struct TlsClientConfig {
   std::string cert_file;  // --tls-cert / --tls-key: a client certificate for mutual TLS
   std::string key_file;
   std::string server_name;  // --tls-server-name: the name to check instead of --host
-  std::string pin;          // --tls-pin sha256:...: accept exactly this server certificate
+  std::string pin;          // --tls-pin: accept exactly this server certificate, or this public key
 };
 
 class TlsClientContext {
@@ -78,7 +101,7 @@ class TlsClientContext {
  private:
   TlsClientConfig config_;
   std::string checked_name_;
-  std::optional<Fingerprint> pin_;
+  std::optional<Pin> pin_;
   UniqueSslCtx context_;
 };
 

@@ -124,11 +124,17 @@ bool is_plaintext_peer(unsigned long error) {
   }
 }
 
-std::string describe_verify_error(SSL* ssl, long result, const std::string& fingerprint) {
+std::string describe_verify_error(SSL* ssl, long result, const std::string& fingerprint,
+                                  const std::string& key_pin) {
   const char* host = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
   std::string name = host != nullptr ? host : "";
   std::string seen =
       fingerprint.empty() ? "" : fmt::format(" (its fingerprint is {})", fingerprint);
+  // Both ways to trust a certificate no CA vouches for, the key pin first: it survives renewals.
+  std::string ways_out = fmt::format(
+      "; trust its CA with --tls-ca FILE, or pin it with --tls-pin {}",
+      key_pin.empty() ? fingerprint.empty() ? std::string("sha256//BASE64") : fingerprint
+                      : key_pin);
   switch (result) {
     case X509_V_ERR_CERT_HAS_EXPIRED:
       return "the peer's certificate has expired";
@@ -143,8 +149,8 @@ std::string describe_verify_error(SSL* ssl, long result, const std::string& fing
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-      return fmt::format("the certificate is not signed by a trusted CA ({}){}",
-                         X509_verify_cert_error_string(result), seen);
+      return fmt::format("the certificate is not signed by a trusted CA ({}){}{}",
+                         X509_verify_cert_error_string(result), seen, ways_out);
     case X509_V_ERR_APPLICATION_VERIFICATION:
       return fmt::format("the certificate does not match --tls-pin{}", seen);
     default:
@@ -155,7 +161,7 @@ std::string describe_verify_error(SSL* ssl, long result, const std::string& fing
 
 }  // namespace
 
-TlsStream::TlsStream(int fd, UniqueSsl ssl, std::optional<Fingerprint> pin)
+TlsStream::TlsStream(int fd, UniqueSsl ssl, std::optional<Pin> pin)
     : ssl_(std::move(ssl)), fd_(fd), pin_(pin) {
   BIO* bio = make_socket_bio(fd);
   if (bio == nullptr) throw std::bad_alloc();
@@ -336,8 +342,10 @@ std::string TlsStream::describe_session() const {
                      cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "(none)");
 }
 
-void TlsStream::note_peer_fingerprint(const Fingerprint& fingerprint) {
-  peer_fingerprint_ = format_fingerprint(fingerprint);
+void TlsStream::note_peer_pins(const Fingerprint& certificate,
+                               const std::optional<Fingerprint>& key) {
+  peer_fingerprint_ = format_fingerprint(certificate);
+  peer_key_pin_ = key ? format_key_pin(*key) : std::string();
 }
 
 IoResult TlsStream::blocked_or_failed(int ret, bool in_handshake) {
@@ -374,7 +382,7 @@ std::string TlsStream::describe_failure(int ssl_error, int saved_errno, bool in_
   unsigned long error = ERR_peek_last_error();
   long verify = SSL_get_verify_result(ssl_.get());
   if (verify != X509_V_OK && in_handshake && SSL_get_verify_mode(ssl_.get()) != SSL_VERIFY_NONE)
-    return describe_verify_error(ssl_.get(), verify, peer_fingerprint_);
+    return describe_verify_error(ssl_.get(), verify, peer_fingerprint_, peer_key_pin_);
   if (is_plaintext_peer(error)) return "the peer does not speak TLS (a plaintext port or client?)";
   if (ERR_GET_LIB(error) == ERR_LIB_SSL) {
     switch (ERR_GET_REASON(error)) {
@@ -392,7 +400,7 @@ std::string TlsStream::describe_failure(int ssl_error, int saved_errno, bool in_
       case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
         return "the client sent no certificate (--tls-client-ca requires one)";
       case SSL_R_CERTIFICATE_VERIFY_FAILED:
-        return describe_verify_error(ssl_.get(), verify, peer_fingerprint_);
+        return describe_verify_error(ssl_.get(), verify, peer_fingerprint_, peer_key_pin_);
       default:
         break;
     }
@@ -480,16 +488,58 @@ std::optional<Fingerprint> parse_base64(std::string_view text) {
 }  // namespace
 
 const char* const kPinForms =
-    "sha256: and 64 hex digits (or base64), as printed by openssl x509 -noout -fingerprint "
-    "-sha256";
+    "a certificate fingerprint as openssl x509 -noout -fingerprint -sha256 prints it "
+    "(sha256 Fingerprint=AB:CD:..., sha256:AB:CD:..., or the 64 hex digits alone) or a public-key "
+    "pin as curl takes it (sha256//BASE64)";
+
+std::string format_key_pin(const Fingerprint& digest) {
+  static constexpr char kDigits[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text = "sha256//";
+  std::uint32_t bits = 0;
+  int bit_count = 0;
+  for (std::uint8_t byte : digest) {
+    bits = (bits << 8) | byte;
+    bit_count += 8;
+    while (bit_count >= 6) {
+      bit_count -= 6;
+      text += kDigits[(bits >> bit_count) & 0x3Fu];
+    }
+  }
+  // 256 bits: 42 digits and 4 bits left, padded with two zero bits to a 43rd digit, then '='.
+  text += kDigits[(bits << (6 - bit_count)) & 0x3Fu];
+  text += '=';
+  return text;
+}
 
 std::optional<Fingerprint> parse_fingerprint(const std::string& text) {
-  constexpr std::string_view prefix = "sha256:";
-  if (text.size() <= prefix.size() || strncasecmp(text.c_str(), prefix.data(), prefix.size()) != 0)
-    return std::nullopt;
-  std::string_view value = std::string_view(text).substr(prefix.size());
-  if (auto hex = parse_hex(value)) return hex;
-  return parse_base64(value);
+  // Longest first: "sha256 fingerprint=" is not a "sha256:".
+  for (std::string_view prefix :
+       {std::string_view("sha256 fingerprint="), std::string_view("sha256:")}) {
+    if (text.size() > prefix.size() &&
+        strncasecmp(text.c_str(), prefix.data(), prefix.size()) == 0) {
+      std::string_view value = std::string_view(text).substr(prefix.size());
+      if (auto hex = parse_hex(value)) return hex;
+      return parse_base64(value);
+    }
+  }
+  return parse_hex(text);  // pasted without its prefix: hex only (bare base64 is not a pin)
+}
+
+std::optional<Pin> parse_pin(const std::string& text) {
+  constexpr std::string_view key_prefix = "sha256//";
+  if (text.size() >= key_prefix.size() &&
+      strncasecmp(text.c_str(), key_prefix.data(), key_prefix.size()) == 0) {
+    std::string_view value = std::string_view(text).substr(key_prefix.size());
+    // curl's form is standard base64; the URL-safe alphabet is not taken for it.
+    if (value.find_first_of("-_") != std::string_view::npos) return std::nullopt;
+    std::optional<Fingerprint> digest = parse_base64(value);
+    if (!digest) return std::nullopt;
+    return Pin{Pin::Kind::public_key, *digest};
+  }
+  std::optional<Fingerprint> digest = parse_fingerprint(text);
+  if (!digest) return std::nullopt;
+  return Pin{Pin::Kind::certificate, *digest};
 }
 
 IoResult complete_handshake(ByteStream& stream, std::chrono::milliseconds timeout) {

@@ -36,11 +36,28 @@ using Fingerprint = std::array<std::uint8_t, 32>;
 
 // "sha256:AB:CD:..." as openssl prints it; what an error shows and what --tls-pin accepts back.
 std::string format_fingerprint(const Fingerprint& fingerprint);
-// Accepts "sha256:" (any case) followed by 64 hex digits, bare or as 32 colon-separated pairs
-// (any case), or by the canonical base64 of the 32 bytes (SSH style; standard or URL-safe
-// alphabet; its one '=' optional). nullopt when it is none of these; fuzzed in tests/fuzz/.
+// A certificate fingerprint in every form openssl prints one: "sha256:" or "sha256 Fingerprint="
+// (any case; openssl 3 prints the second, 1.1 "SHA256 Fingerprint=") followed by 64 hex digits,
+// bare or as 32 colon-separated pairs (any case), or by the canonical base64 of the 32 bytes (SSH
+// style; standard or URL-safe alphabet; its one '=' optional); or the hex alone, without a
+// prefix. nullopt when it is none of these; fuzzed in tests/fuzz/.
 std::optional<Fingerprint> parse_fingerprint(const std::string& text);
-// What parse_fingerprint takes, for "expected ..." in errors.
+
+// What --tls-pin names: the server's certificate (its SHA-256 fingerprint, changed by every
+// renewal) or its public key (the SHA-256 of the DER SubjectPublicKeyInfo, as curl's
+// --pinnedpubkey sha256//BASE64 takes it; unchanged by a renewal that keeps the key).
+struct Pin {
+  enum class Kind { certificate, public_key };
+  Kind kind = Kind::certificate;
+  Fingerprint digest{};
+  friend bool operator==(const Pin&, const Pin&) = default;
+};
+// "sha256//BASE64=": curl's spelling of a public-key pin.
+std::string format_key_pin(const Fingerprint& digest);
+// "sha256//" (any case of "sha256") and the standard base64 of the 32 bytes (its '=' optional)
+// is a public-key pin; anything parse_fingerprint takes is a certificate pin.
+std::optional<Pin> parse_pin(const std::string& text);
+// What parse_pin takes, for "expected ..." in errors.
 extern const char* const kPinForms;
 
 // What a TLS server answers, in plaintext, to a client whose first byte cannot start a TLS
@@ -54,7 +71,7 @@ class TlsStream final : public ByteStream {
  public:
   // `ssl` is already in accept or connect state; `pin`, when set, replaces chain and host name
   // verification on the client side (the context installs the callback that consults it).
-  TlsStream(int fd, UniqueSsl ssl, std::optional<Fingerprint> pin = std::nullopt);
+  TlsStream(int fd, UniqueSsl ssl, std::optional<Pin> pin = std::nullopt);
   ~TlsStream() override;
 
   IoResult handshake() override;
@@ -70,10 +87,12 @@ class TlsStream final : public ByteStream {
   [[nodiscard]] std::string describe_session() const;
   // The peer's certificate fingerprint as seen during verification ("" when none was offered).
   [[nodiscard]] const std::string& peer_fingerprint() const noexcept { return peer_fingerprint_; }
+  // Its public-key pin, "sha256//BASE64=" ("" when none was offered).
+  [[nodiscard]] const std::string& peer_key_pin() const noexcept { return peer_key_pin_; }
 
   // Called from the certificate verification callback (tls_context.cpp), nowhere else.
-  void note_peer_fingerprint(const Fingerprint& fingerprint);
-  [[nodiscard]] const std::optional<Fingerprint>& pin() const noexcept { return pin_; }
+  void note_peer_pins(const Fingerprint& certificate, const std::optional<Fingerprint>& key);
+  [[nodiscard]] const std::optional<Pin>& pin() const noexcept { return pin_; }
 
   static constexpr std::size_t kRecordSize = 16384;
 
@@ -87,8 +106,9 @@ class TlsStream final : public ByteStream {
 
   UniqueSsl ssl_;
   int fd_;
-  std::optional<Fingerprint> pin_;
+  std::optional<Pin> pin_;
   std::string peer_fingerprint_;
+  std::string peer_key_pin_;
   std::string staging_;            // small chunks gathered into one record
   std::size_t pending_write_ = 0;  // length of a write OpenSSL must see again (would_block)
   // The end or an error met after some bytes were already read: reported by the next read.

@@ -52,6 +52,11 @@ int run_upload_server(const UploadServerOptions& options) {
   // Printed even with -q: scripts and tests read the port here.
   logger.announce("listening on {} (serve {}{})", local_address(listener.get()),
                   to_string(options.serve), activation_note(socket_activated));
+  for (const std::string& warning : exposure_warnings(
+           options.access, listener.get(), socket_activated, options.common.address_given))
+    logger.warn("{}", warning);
+  if (options.sync == SyncMode::none && options.output_dir.empty())
+    logger.warn("--sync none does nothing without --output-dir (uploads are not saved)");
   const OutputDirectory* dir = output_dir ? &*output_dir : nullptr;
   if (dir != nullptr) {
     // Left by a server (or a fork-mode child) that was killed before it could clean up.

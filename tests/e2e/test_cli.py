@@ -2,7 +2,10 @@
 `mux: error: ...` naming the flag) and runtime failures (exit 1, `mux: error: <what>: <why>`),
 never a traceback, abort or hang."""
 
+import os
 import re
+import tempfile
+import shutil
 import socket
 import subprocess
 import unittest
@@ -23,13 +26,14 @@ FLAGS = {
                                    "--max-per-address", "--keepalive",
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout", "--auth-timeout",
-                                   "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
+                                   "--tls", "--tls-cert-cache", "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
                                    "--redis", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
                                    "--redis-tls-key", "--room", "--history", "--token-file"],
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
-                                     "--header-timeout", "--idle-timeout", "--min-rate", "--tls-cert", "--tls-key",
+                                     "--header-timeout", "--idle-timeout", "--min-rate", "--tls", "--tls-cert-cache",
+                                     "--tls-cert", "--tls-key",
                                      "--tls-client-ca", "--allow", "--deny", "--token-file"]
     + RESUME_SERVER_FLAGS,
     "upload-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--file", "--name", "--timeout"]
@@ -407,6 +411,55 @@ class RuntimeErrorTest(CliTestCase):
     def test_upload_server_missing_output_dir(self):
         self.assertRuntimeError(["upload-server", "--port", "0", "--output-dir", "/nonexistent/dir"],
                                 re.compile(r"mux: error: .*/nonexistent/dir.*: No such file or directory"))
+
+
+
+class StartWarningTest(unittest.TestCase):
+    """Issue 24: how a server is exposed is said once, at start, at warning level."""
+
+    def warnings(self, server):
+        return [line for line in server.stdout_lines if " warning: " in f" {line}"]
+
+    def test_tokens_without_tls(self):
+        work = tempfile.mkdtemp(prefix="mux-warn-")
+        self.addCleanup(shutil.rmtree, work, True)
+        tokens = os.path.join(work, "tokens")
+        with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("s3cret\n")
+        for sub in ("chat-server", "upload-server"):
+            with self.subTest(server=sub), muxtest.Server(sub, "--token-file", tokens) as server:
+                server.wait_for_log(r"warning: --token-file without TLS: tokens cross the network "
+                                    r"readable \(add --tls or --tls-cert\)$")
+                self.assertEqual(len(self.warnings(server)), 1, server.stdout_lines)
+            with self.subTest(server=sub, tls=True), \
+                    muxtest.Server(sub, "--token-file", tokens, "--tls") as server:
+                server.wait_for_log(r"clients connect with --tls-pin")
+                self.assertEqual(self.warnings(server), [])
+
+    def test_sync_none_without_output_dir(self):
+        with muxtest.Server("upload-server", "--sync", "none") as server:
+            server.wait_for_log(r"warning: --sync none does nothing without --output-dir "
+                                r"\(uploads are not saved\)$")
+            self.assertEqual(len(self.warnings(server)), 1)
+
+    def test_loopback_plaintext_is_not_warned_about(self):
+        for sub in ("chat-server", "upload-server"):
+            with self.subTest(server=sub), muxtest.Server(sub) as server:
+                with server.connect():
+                    pass
+                self.assertEqual(self.warnings(server), [])
+
+    def test_a_client_warns_only_off_loopback(self):
+        work = tempfile.mkdtemp(prefix="mux-warn-")
+        self.addCleanup(shutil.rmtree, work, True)
+        tokens = os.path.join(work, "tokens")
+        with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("s3cret\n")
+        with muxtest.Server("upload-server", "--token-file", tokens) as server:
+            result = muxtest.run_mux("upload-client", "--port", str(server.port), "--token-file",
+                                     tokens, "--file", "-", input=b"x")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertNotIn(b"warning", result.stderr)
 
 
 if __name__ == "__main__":

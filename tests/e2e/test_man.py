@@ -24,7 +24,7 @@ ENVIRONMENT = ["LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "JOURNAL_STREAM", "LISTEN
                "NOTIFY_SOCKET", "EDITRC", "HOME"]
 README = os.path.join(os.path.dirname(MAN_PAGE), "..", "README.md")
 COMPLETION_DIR = os.environ.get("MUX_COMPLETION_DIR", "")
-REQUIRED_EXAMPLES = ["mux chat-server --port 5000", "mux upload-client --file test-file.txt"]
+REQUIRED_EXAMPLES = ["mux chat-server --port 5000", "mux upload-client --port 5001 --file test-file.txt"]
 SEE_ALSO = ["nc(1)", "ncat(1)", "socat(1)", "iperf3(1)", "xxhsum(1)", "epoll(7)"]
 
 # One option line of CLI11's help: "  --port PORT=5000   TCP port ...", "  -v,--verbose Excludes: ...",
@@ -173,6 +173,19 @@ class ManPageTest(unittest.TestCase):
                         self.assertIn(roff(option.default), body)
                     if option.required:
                         self.assertIn("required", body)
+
+    def test_synopsis_names_every_flag_of_its_subcommand(self):
+        """Issue 24 (M12): the SYNOPSIS line of each subcommand names every flag --help lists."""
+        synopsis = "\n".join(self.sections["SYNOPSIS"])
+        parts = re.split(r"^\.B mux ", synopsis, flags=re.M)
+        for sub in subcommands():
+            with self.subTest(subcommand=sub):
+                part = next(p for p in parts if p.startswith(roff(sub) + "\n"))
+                for option in options_of(sub):
+                    # -v | -q stand for these; --config and --check are in every subcommand (OPTIONS)
+                    if option.flag in ("--help", "--verbose", "--quiet", "--config", "--check"):
+                        continue
+                    self.assertRegex(part, flag_pattern(option.flag))
 
     def test_synopsis_names_every_subcommand(self):
         synopsis = "\n".join(self.sections["SYNOPSIS"])

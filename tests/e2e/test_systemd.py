@@ -95,6 +95,20 @@ class SocketActivationTest(unittest.TestCase):
                         self.assertEqual(f.read(), b"activated" * 1000)
                     self.assertEqual(server.stop(), 0)
 
+    def test_host_and_port_under_activation_are_warned_about(self):
+        with start_activated("chat-server", "--port", "5000") as server:
+            with server.connect() as sock:
+                muxtest.LineReader(sock).line()
+            server.wait_for_log(r"warning: --host and --port are ignored: the listening socket "
+                                r"came from the service manager$")
+            self.assertEqual(server.stop(), 0)
+        with start_activated("chat-server") as server:
+            with server.connect() as sock:
+                muxtest.LineReader(sock).line()
+            server.wait_for_log(r"socket activation")
+            self.assertEqual(server.log_count("warning: "), 0)
+            self.assertEqual(server.stop(), 0)
+
     def test_a_socket_that_is_not_a_stream_listener_is_an_error(self):
         with start_activated("chat-server", datagram=True) as server:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -292,7 +292,7 @@ class StartupErrorTests(unittest.TestCase):
             (["--tls-key", PKI.path("server.key")],
              "--tls-key needs --tls-cert (TLS is off without it)"),
             (["--tls-client-ca", PKI.ca],
-             "--tls-client-ca needs --tls-cert (TLS is off without it)"),
+             "--tls-client-ca needs --tls-cert or --tls (TLS is off without them)"),
         ]
         for subcommand in ("chat-server", "upload-server"):
             for flags, message in cases:

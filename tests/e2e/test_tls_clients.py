@@ -97,7 +97,8 @@ class ChatClientTlsTest(ClientTlsCase):
         result = self.chat(self.server.port, "--tls")
         self.assert_one_error(
             result, re.escape(f"TLS with {self.address}: the certificate is not signed by a "
-                              "trusted CA (") + r".*\(its fingerprint is sha256:[0-9A-F:]{95}\)")
+                              "trusted CA (") + r".*\(its fingerprint is sha256:[0-9A-F:]{95}\); "
+            r"trust its CA with --tls-ca FILE, or pin it with --tls-pin sha256//[A-Za-z0-9+/]{43}=")
 
     def test_wrong_host_name(self):
         result = self.chat(self.server.port, "--tls-ca", pki().ca,
@@ -111,6 +112,28 @@ class ChatClientTlsTest(ClientTlsCase):
         result = self.chat(self.server.port, "--tls-pin", pin)  # implies --tls
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(b"* online (", result.stdout)
+
+    def test_pins_as_openssl_prints_them_and_curl_takes_them(self):
+        server_pem = pki().path("server.pem")
+        printed = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                                  server_pem], capture_output=True, check=True,
+                                 text=True).stdout.strip()
+        self.assertRegex(printed, r"^(sha256|SHA256) Fingerprint=[0-9A-F:]{95}$")
+        # curl's recipe for --pinnedpubkey: the SHA-256 of the DER public key, in base64.
+        der = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", server_pem],
+                             capture_output=True, check=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=der,
+                             capture_output=True, check=True).stdout
+        import base64
+        import hashlib
+        key_pin = "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+        # The server logs both pins at start.
+        self.server.wait_for_log(r"TLS: .*, sha256:[0-9A-F:]{95}, public key " + re.escape(key_pin))
+        for pin in (printed, printed.split("=", 1)[1], key_pin):
+            with self.subTest(pin=pin):
+                result = self.chat(self.server.port, "--tls-pin", pin)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertIn(b"* online (", result.stdout)
 
     def test_pin_mismatch(self):
         other = "sha256:" + pki().fingerprint("server2")
@@ -129,7 +152,7 @@ class ChatClientTlsTest(ClientTlsCase):
             lines = result.stderr.decode().splitlines()
             self.assertEqual(len(lines), 2, lines)
             self.assertRegex(lines[0], "^" + re.escape("mux: error: --tls-pin: 'md5:00' is not a pin: "
-                                                       "expected sha256:"))
+                                                       "expected a certificate fingerprint"))
             self.assertEqual(lines[1], f"Try 'mux {sub} --help' for more information.")
 
     def test_client_certificate_without_key_is_a_usage_error(self):
@@ -320,6 +343,61 @@ class ProtocolMixTest(ClientTlsCase):
             self.assert_one_error(result, re.escape(
                 f"127.0.0.1:{server.port} is a chat-server, not an upload-server (it sent a chat "
                 "welcome)"))
+
+
+class SelfSignedTest(ClientTlsCase):
+    """Issue 24: --tls alone makes a key and a self-signed certificate at start and logs the pin
+    clients use; --tls-cert-cache keeps them, so the pin survives restarts."""
+
+    PIN = r"; clients connect with --tls-pin (sha256//[A-Za-z0-9+/]{43}=)$"
+
+    def test_tls_alone_makes_a_certificate_and_logs_its_pin(self):
+        for sub in ("chat-server", "upload-server"):
+            for serve in ("single", "fork"):
+                with self.subTest(server=sub, serve=serve), \
+                        Server(sub, "--serve", serve, "--tls") as server:
+                    pin = server.wait_for_log(
+                        r"TLS: CN=mux self-signed, expires .*, sha256:[0-9A-F:]{95}, public key "
+                        r"(sha256//\S+) \(self-signed, made at start for this run; "
+                        r"--tls-cert-cache DIR keeps it\)" + self.PIN).group(1)
+                    if sub == "chat-server":
+                        result = self.chat(server.port, "--tls-pin", pin)
+                        self.assertEqual(result.returncode, 0, result.stderr)
+                        self.assertIn(b"* online (", result.stdout)
+                    else:
+                        result = muxtest.run_mux("upload-client", "--port", str(server.port),
+                                                 "--tls-pin", pin, "--file", "-",
+                                                 input=b"over a made certificate")
+                        self.assertEqual(result.returncode, 0, result.stderr)
+                        server.wait_for_log(r"Received 23 bytes from ")
+                    # Without the pin, the error names both ways out, this pin included.
+                    result = self.chat(server.port, "--tls")
+                    self.assert_one_error(result, ".*" + re.escape(
+                        "; trust its CA with --tls-ca FILE, or pin it with --tls-pin " + pin))
+
+    def test_a_kept_certificate_keeps_its_pin(self):
+        work = tempfile.mkdtemp(prefix="mux-tls-cache-")
+        self.addCleanup(shutil.rmtree, work, True)
+        cache = os.path.join(work, "tls")
+        with Server("chat-server", "--tls", "--tls-cert-cache", cache) as server:
+            first = server.wait_for_log(
+                r"\(self-signed, made at start and kept in " + re.escape(cache) + r"\)" +
+                self.PIN).group(1)
+        self.assertEqual(os.stat(os.path.join(cache, "mux-tls.key")).st_mode & 0o777, 0o600)
+        with Server("upload-server", "--tls", "--tls-cert-cache", cache) as server:
+            again = server.wait_for_log(
+                r"\(self-signed, kept in " + re.escape(cache) + r"\)" + self.PIN).group(1)
+            self.assertEqual(again, first)
+            result = muxtest.run_mux("upload-client", "--port", str(server.port), "--tls-pin",
+                                     first, "--file", "-", input=b"kept")
+            self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_cache_without_tls_is_a_usage_error(self):
+        result = muxtest.run_mux("chat-server", "--port", "0", "--tls-cert-cache", "/tmp")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.decode(),
+                         "mux: error: --tls-cert-cache keeps a certificate made with --tls (and no "
+                         "--tls-cert)\nTry 'mux chat-server --help' for more information.\n")
 
 
 if __name__ == "__main__":

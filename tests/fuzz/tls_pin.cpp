@@ -1,10 +1,11 @@
-// --tls-pin values: parse_fingerprint against a reference that accepts a text exactly when it is
-// one of the spellings of the 32 bytes it names (hex pairs checked with sscanf, base64 decoded and
-// re-encoded by OpenSSL's EVP_DecodeBlock / EVP_EncodeBlock), then round trips: an accepted pin's
-// normal form (format_fingerprint, as openssl prints it) parses back to the same 32 bytes, and so
-// does every other spelling of them, generated here. A pin is the whole of a client's trust in a
-// self-signed server: two texts must never name one certificate by accident, nor a damaged copy
-// name another.
+// --tls-pin values: parse_fingerprint and parse_pin (certificate fingerprints in every form
+// openssl prints, public-key pins in curl's sha256//BASE64) against a reference that accepts a text
+// exactly when it is one of the spellings of the 32 bytes it names (hex pairs checked with sscanf,
+// base64 decoded and re-encoded by OpenSSL's EVP_DecodeBlock / EVP_EncodeBlock), then round trips:
+// an accepted pin's normal form (format_fingerprint, as openssl prints it) parses back to the same
+// 32 bytes, and so does every other spelling of them, generated here. A pin is the whole of a
+// client's trust in a self-signed server: two texts must never name one certificate by accident,
+// nor a damaged copy name another.
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -95,15 +96,40 @@ std::optional<Fingerprint> reference_base64(std::string_view text) {
   return bytes;
 }
 
-std::optional<Fingerprint> reference_parse(std::string_view text) {
-  if (text.size() < 7) return std::nullopt;
-  std::string prefix(text.substr(0, 7));
-  std::transform(prefix.begin(), prefix.end(), prefix.begin(),
+std::string lowered(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (prefix != "sha256:") return std::nullopt;
-  std::string_view value = text.substr(7);
-  if (auto hex = reference_hex(value)) return hex;
-  return reference_base64(value);
+  return lower;
+}
+
+// A certificate fingerprint: "sha256:" or "sha256 fingerprint=" (any case) then hex or base64;
+// or hex with no prefix at all.
+std::optional<Fingerprint> reference_parse(std::string_view text) {
+  for (std::string_view prefix :
+       {std::string_view("sha256:"), std::string_view("sha256 fingerprint=")}) {
+    if (text.size() > prefix.size() && lowered(text.substr(0, prefix.size())) == prefix) {
+      std::string_view value = text.substr(prefix.size());
+      if (auto hex = reference_hex(value)) return hex;
+      return reference_base64(value);
+    }
+  }
+  return reference_hex(text);
+}
+
+// A --tls-pin: "sha256//" (any case) then standard base64 is a public-key pin, else a
+// certificate fingerprint as above.
+std::optional<Pin> reference_pin(std::string_view text) {
+  if (text.size() >= 8 && lowered(text.substr(0, 8)) == "sha256//") {
+    std::string_view value = text.substr(8);
+    if (value.find_first_of("-_") != std::string_view::npos) return std::nullopt;
+    std::optional<Fingerprint> digest = reference_base64(value);
+    if (!digest) return std::nullopt;
+    return Pin{Pin::Kind::public_key, *digest};
+  }
+  std::optional<Fingerprint> digest = reference_parse(text);
+  if (!digest) return std::nullopt;
+  return Pin{Pin::Kind::certificate, *digest};
 }
 
 std::string hex_of(const Fingerprint& bytes) {
@@ -126,14 +152,29 @@ void check_spellings(const Fingerprint& bytes) {
   }
   std::string lower = hex_of(bytes);
   std::string upper_colons = normal.substr(7);
-  std::vector<std::string> spellings = {normal, "SHA256:" + upper_colons, "sha256:" + lower,
-                                        "Sha256:" + url_safe(base64_of(bytes))};
+  std::vector<std::string> spellings = {normal,
+                                        "SHA256:" + upper_colons,
+                                        "sha256:" + lower,
+                                        "Sha256:" + url_safe(base64_of(bytes)),
+                                        "sha256 Fingerprint=" + upper_colons,
+                                        "SHA256 Fingerprint=" + upper_colons,
+                                        upper_colons,
+                                        lower};
   for (const std::string& base64 : base64_spellings(bytes))
     spellings.push_back("sha256:" + base64);
   for (const std::string& spelling : spellings) {
     std::optional<Fingerprint> parsed = parse_fingerprint(spelling);
     FUZZ_CHECK(parsed && *parsed == bytes,
                fmt::format("{} does not parse back to {}", spelling, hex_of(bytes)));
+    FUZZ_CHECK(parse_pin(spelling) == (Pin{Pin::Kind::certificate, bytes}), spelling);
+  }
+  // The same bytes as a public-key pin: curl's form, as the server logs it, and without its '='.
+  std::string key_pin = format_key_pin(bytes);
+  FUZZ_CHECK(key_pin == "sha256//" + base64_of(bytes), key_pin);
+  for (const std::string& spelling :
+       {key_pin, key_pin.substr(0, key_pin.size() - 1), "SHA256//" + key_pin.substr(8)}) {
+    FUZZ_CHECK(parse_pin(spelling) == (Pin{Pin::Kind::public_key, bytes}),
+               fmt::format("{} is not the key pin {}", spelling, hex_of(bytes)));
   }
 }
 
@@ -148,6 +189,12 @@ void check_one_input(const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK(parsed.has_value() == expected.has_value(),
              fmt::format("{}: parse {} but the reference {}", printable(text),
                          parsed ? "accepts" : "refuses", expected ? "accepts" : "refuses"));
+  std::optional<Pin> pin = parse_pin(text);
+  std::optional<Pin> expected_pin = reference_pin(text);
+  FUZZ_CHECK(pin == expected_pin,
+             fmt::format("{}: parse_pin {} but the reference {}", printable(text),
+                         pin ? hex_of(pin->digest) : "refuses",
+                         expected_pin ? hex_of(expected_pin->digest) : "refuses"));
   if (parsed) {
     FUZZ_CHECK(*parsed == *expected,
                fmt::format("{}: {} but the reference reads {}", printable(text), hex_of(*parsed),

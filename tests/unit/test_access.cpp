@@ -17,9 +17,12 @@
 
 #include <fmt/format.h>
 
+#include "core/access_options.hpp"
 #include "core/access_tokens.hpp"
 #include "core/admission.hpp"
 #include "core/cidr.hpp"
+#include "core/fd.hpp"
+#include "core/net.hpp"
 
 namespace {
 
@@ -286,4 +289,40 @@ TEST_CASE("tokens: the throttle's key is the address without its port") {
   CHECK(mux::address_without_port("127.0.0.1:40000") == "127.0.0.1");
   CHECK(mux::address_without_port("[::1]:40000") == "[::1]");
   CHECK(mux::address_without_port("[2001:db8::1]:5") == "[2001:db8::1]");
+}
+
+// Issue 24: the start-up warnings. An unbound TCP socket's address is 0.0.0.0, which stands
+// for every interface here; a loopback listener gets no plaintext warning.
+TEST_CASE("exposure warnings: plaintext off loopback, tokens without TLS, socket activation") {
+  mux::Fd everywhere(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(everywhere);
+  CHECK_FALSE(mux::is_loopback_socket(everywhere.get(), false));
+  mux::Fd loopback = mux::listen_tcp("127.0.0.1", 0);
+  CHECK(mux::is_loopback_socket(loopback.get(), false));
+  mux::ServerAccessOptions plain;
+  std::vector<std::string> warned = mux::exposure_warnings(plain, everywhere.get(), false, false);
+  REQUIRE(warned.size() == 1);
+  CHECK(warned[0].starts_with("listening on 0.0.0.0:0 without TLS"));
+  CHECK(mux::exposure_warnings(plain, loopback.get(), false, false).empty());
+  mux::ServerAccessOptions tokens;
+  tokens.token_file = "tokens";
+  CHECK(mux::exposure_warnings(tokens, loopback.get(), false, false) ==
+        std::vector<std::string>{
+            "--token-file without TLS: tokens cross the network readable (add --tls or "
+            "--tls-cert)"});
+  tokens.tls_requested = true;
+  CHECK(mux::exposure_warnings(tokens, everywhere.get(), false, false).empty());
+  CHECK(mux::exposure_warnings(plain, loopback.get(), true, true).size() == 1);
+  CHECK(mux::exposure_warnings(plain, loopback.get(), true, false).empty());
+}
+
+TEST_CASE("--allow/--deny say what they do") {
+  mux::AddressFilter deny_only;
+  deny_only.deny(*mux::Cidr::parse("10.0.0.0/8"));
+  CHECK(deny_only.describe() == "refusing 1 range (--deny)");
+  mux::AddressFilter both;
+  both.allow(*mux::Cidr::parse("127.0.0.0/8"));
+  both.allow(*mux::Cidr::parse("::1"));
+  both.deny(*mux::Cidr::parse("127.0.0.2"));
+  CHECK(both.describe() == "accepting only 2 ranges (--allow), refusing 1 range (--deny)");
 }

@@ -55,7 +55,7 @@ const mux::testing::TestPki& pki() {
 }
 
 TlsServerConfig server_config(const std::string& name = "server") {
-  return {pki().path(name + ".pem"), pki().path(name + ".key"), ""};
+  return {pki().path(name + ".pem"), pki().path(name + ".key"), "", ""};
 }
 
 TlsClientConfig client_config() {
@@ -291,8 +291,38 @@ TEST_CASE("tls: a client refuses what it cannot trust, with one clear reason") {
 TEST_CASE("tls: --tls-pin accepts exactly the pinned certificate, self-signed or not") {
   TlsServerContext server_context(server_config("selfsigned"));
   std::string description = server_context.describe_certificate();
-  std::string fingerprint = description.substr(description.find("sha256:"));
-  REQUIRE(fingerprint.size() == 7 + 32 * 3 - 1);
+  std::string fingerprint = description.substr(description.find("sha256:"), 7 + 32 * 3 - 1);
+  std::size_t key_at = description.find(", public key sha256//");
+  REQUIRE(key_at != std::string::npos);
+  std::string key_pin = description.substr(key_at + 13);
+  REQUIRE(key_pin.size() == 8 + 44);
+
+  SUBCASE("a public-key pin, as curl takes it") {
+    TlsClientConfig config;
+    config.pin = key_pin;
+    TlsClientContext client_context(config, "mux.example.org");
+    TlsPair pair = connect_pair(server_context, client_context);
+    auto [server_done, client_done] = run_handshakes(*pair.server, *pair.client);
+    CHECK(client_done.ok());
+    CHECK(pair.client->peer_key_pin() == key_pin);
+  }
+  SUBCASE("a wrong public-key pin is refused") {
+    TlsClientConfig config;
+    config.pin = "sha256//" + std::string(43, 'A') + "=";
+    TlsClientContext client_context(config, "localhost");
+    TlsPair pair = connect_pair(server_context, client_context);
+    auto [server_done, client_done] = run_handshakes(*pair.server, *pair.client);
+    REQUIRE(client_done.status == IoResult::Status::failed);
+    CHECK(client_done.describe().starts_with("the certificate does not match --tls-pin"));
+  }
+  SUBCASE("openssl 3's own output, pasted whole") {
+    TlsClientConfig config;
+    config.pin = "sha256 Fingerprint=" + fingerprint.substr(7);
+    TlsClientContext client_context(config, "localhost");
+    TlsPair pair = connect_pair(server_context, client_context);
+    auto [server_done, client_done] = run_handshakes(*pair.server, *pair.client);
+    CHECK(client_done.ok());
+  }
 
   SUBCASE("right pin, even for a host name the certificate does not carry") {
     TlsClientConfig config;
@@ -314,13 +344,38 @@ TEST_CASE("tls: --tls-pin accepts exactly the pinned certificate, self-signed or
     CHECK(client_done.describe() ==
           "the certificate does not match --tls-pin (its fingerprint is " + fingerprint + ")");
   }
-  SUBCASE("without a pin a self-signed certificate is refused, and its fingerprint shown") {
+  SUBCASE("without a pin a self-signed certificate is refused, and the two ways out named") {
     TlsClientContext client_context(client_config(), "localhost");
     TlsPair pair = connect_pair(server_context, client_context);
     auto [server_done, client_done] = run_handshakes(*pair.server, *pair.client);
     REQUIRE(client_done.status == IoResult::Status::failed);
     CHECK(client_done.describe().find(fingerprint) != std::string::npos);
+    CHECK(
+        client_done.describe().ends_with("; trust its CA with --tls-ca FILE, or pin it with "
+                                         "--tls-pin " +
+                                         key_pin));
   }
+}
+
+TEST_CASE("tls: --tls-pin takes what openssl and curl print") {
+  mux::Fingerprint bytes{};
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  std::string colons = mux::format_fingerprint(bytes).substr(7);
+  mux::Pin certificate{mux::Pin::Kind::certificate, bytes};
+  CHECK(mux::parse_pin("sha256 Fingerprint=" + colons) == certificate);  // openssl 3
+  CHECK(mux::parse_pin("SHA256 Fingerprint=" + colons) == certificate);  // openssl 1.1
+  CHECK(mux::parse_pin(colons) == certificate);
+  CHECK(mux::parse_pin("sha256:" + colons) == certificate);
+  std::string key_pin = mux::format_key_pin(bytes);
+  CHECK(key_pin == "sha256//AQgPFh0kKzI5QEdOVVxjanF4f4aNlJuiqbC3vsXM09o=");
+  mux::Pin key{mux::Pin::Kind::public_key, bytes};
+  CHECK(mux::parse_pin(key_pin) == key);
+  CHECK(mux::parse_pin(key_pin.substr(0, key_pin.size() - 1)) == key);
+  CHECK_FALSE(mux::parse_pin("sha256//" + colons));
+  CHECK_FALSE(mux::parse_pin("sha256//_w" + std::string(41, 'A')));  // curl's base64 is standard
+  CHECK_FALSE(mux::parse_pin("sha1 Fingerprint=" + colons));
+  CHECK_FALSE(mux::parse_pin("Fingerprint=" + colons));
 }
 
 TEST_CASE("tls: fingerprints parse as hex with or without colons and as base64") {
@@ -455,18 +510,18 @@ TEST_CASE("tls: file errors name the flag and the file") {
   };
   std::string missing = pki().path("missing.pem");
   CHECK(message([&] {
-          TlsServerContext({missing, pki().path("server.key"), ""});
+          TlsServerContext({missing, pki().path("server.key"), "", ""});
         }) == "--tls-cert " + missing + ": No such file or directory");
   CHECK(message([&] {
-          TlsServerContext({pki().path("server.pem"), pki().path("client.key"), ""});
+          TlsServerContext({pki().path("server.pem"), pki().path("client.key"), "", ""});
         }) == "--tls-key " + pki().path("client.key") + ": does not match the certificate in " +
                   pki().path("server.pem"));
   CHECK(message([&] {
-          TlsServerContext({pki().path("server.key"), pki().path("server.key"), ""});
+          TlsServerContext({pki().path("server.key"), pki().path("server.key"), "", ""});
         }) == "--tls-cert " + pki().path("server.key") +
                   ": no PEM data found (expected a -----BEGIN line)");
   CHECK(message([&] {
-          TlsServerContext({pki().path("server.pem"), pki().path("server.key"), missing});
+          TlsServerContext({pki().path("server.pem"), pki().path("server.key"), missing, ""});
         }) == "--tls-client-ca " + missing + ": No such file or directory");
   TlsClientConfig bad_pin;
   bad_pin.pin = "sha256:1234";
@@ -486,7 +541,7 @@ TEST_CASE("tls: reload swaps the certificate for new connections; a bad file kee
                              std::filesystem::copy_options::overwrite_existing);
   std::filesystem::copy_file(pki().path("server.key"), key,
                              std::filesystem::copy_options::overwrite_existing);
-  TlsServerContext server_context({cert, key, ""});
+  TlsServerContext server_context({cert, key, "", ""});
   TlsClientContext client_context(client_config(), "localhost");
   TlsPair before = connect_pair(server_context, client_context);
   auto [before_server, before_client] = run_handshakes(*before.server, *before.client);
