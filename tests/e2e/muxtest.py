@@ -22,6 +22,13 @@ MUX = os.environ.get("MUX", os.path.join(os.path.dirname(__file__), "..", "..", 
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = float(os.environ.get("MUX_TEST_TIMEOUT", "10"))
 
+# upload-client keeps its resume keys under $XDG_STATE_HOME/mux: every mux a test starts gets a
+# state directory of the suite's own, removed at exit, so test runs never write into the home of
+# whoever runs them (a test that checks the keys sets its own).
+_STATE_HOME = tempfile.mkdtemp(prefix="mux-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME
+atexit.register(shutil.rmtree, _STATE_HOME, ignore_errors=True)
+
 # Every process a test started through Server or track(): whatever is still running when the
 # test program ends (a test failed between starting it and registering its cleanup) is killed
 # then, so no server outlives its suite.
