@@ -235,23 +235,26 @@ class CheckTest(ConfigCase):
         loose = self.write("loose-tokens", "s3cret-token\n", mode=0o644)
         not_a_dir = self.write("file", "x")
         missing = os.path.join(self.dir, "missing.pem")
+        # A flag missing its partner is a usage mistake, caught while parsing: its error is
+        # followed by the usage hint. What only the files can tell is one line.
         cases = [
-            (["chat-server", "--tls-cert", missing, "--tls-key", self.key], missing),
-            (["upload-server", "--tls-cert", self.cert], "--tls-key"),
-            (["chat-server", "--token-file", loose], "loose-tokens"),
-            (["upload-server", "--output-dir", not_a_dir], not_a_dir),
-            (["upload-server", "--output-dir", os.path.join(self.dir, "nowhere")], "nowhere"),
-            (["chat-client", "--tls-ca", missing], missing),
-            (["upload-client", "--file", os.path.join(self.dir, "absent.bin")], "absent.bin"),
-            (["chat-server", "--redis-tls-ca", self.cert], "--redis-tls-ca: needs --redis"),
+            (["chat-server", "--tls-cert", missing, "--tls-key", self.key], missing, False),
+            (["upload-server", "--tls-cert", self.cert], "--tls-key", True),
+            (["chat-server", "--token-file", loose], "loose-tokens", False),
+            (["upload-server", "--output-dir", not_a_dir], not_a_dir, False),
+            (["upload-server", "--output-dir", os.path.join(self.dir, "nowhere")], "nowhere", False),
+            (["chat-client", "--tls-ca", missing], missing, False),
+            (["upload-client", "--file", os.path.join(self.dir, "absent.bin")], "absent.bin", False),
+            (["chat-server", "--redis-tls-ca", self.cert], "--redis-tls-ca: needs --redis", True),
         ]
-        for args, needle in cases:
+        for args, needle, usage_mistake in cases:
             with self.subTest(args=args):
                 status, out, err = self.check(*args)
                 self.assertEqual(status, 2, err)
                 self.assertEqual(out, "")
                 lines = err.splitlines()
-                self.assertEqual(len(lines), 1, lines)
+                hint = [f"Try 'mux {args[0]} --help' for more information."]
+                self.assertEqual(lines[1:], hint if usage_mistake else [], lines)
                 self.assertTrue(lines[0].startswith("mux: error: "), lines[0])
                 self.assertIn(needle, lines[0])
 
