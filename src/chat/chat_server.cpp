@@ -43,16 +43,9 @@ constexpr std::chrono::milliseconds kShutdownTimeout{3000};
 // After that, fork-mode children still running get this long to exit before SIGKILL.
 constexpr std::chrono::milliseconds kChildExitGrace{1000};
 
-// --redis-tls-* configure a rediss:// link; given for anything else they would silently do nothing.
 void check_redis_tls_flags(const ChatServerOptions& options) {
-  const TlsClientConfig& tls = options.redis_tls;
-  const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
-                      : !tls.server_name.empty() ? "--redis-tls-server-name"
-                      : !tls.cert_file.empty()   ? "--redis-tls-cert"
-                      : !tls.key_file.empty()    ? "--redis-tls-key"
-                                                 : nullptr;
-  if (given != nullptr && (options.redis_url.empty() || !parse_redis_url(options.redis_url).tls))
-    throw std::invalid_argument(fmt::format("{}: needs --redis rediss://... (TLS)", given));
+  if (std::string problem = redis_tls_flags_problem(options); !problem.empty())
+    throw std::invalid_argument(problem);
 }
 
 const char* signal_name(int signo) {
@@ -361,6 +354,21 @@ class ChatServer final : public MemberOwner {
 };
 
 }  // namespace
+
+// --redis-tls-* configure a rediss:// link; given for anything else they would silently do nothing.
+std::string redis_tls_flags_problem(const ChatServerOptions& options) {
+  const TlsClientConfig& tls = options.redis_tls;
+  const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
+                      : !tls.server_name.empty() ? "--redis-tls-server-name"
+                      : !tls.cert_file.empty()   ? "--redis-tls-cert"
+                      : !tls.key_file.empty()    ? "--redis-tls-key"
+                                                 : nullptr;
+  if (given != nullptr && (options.redis_url.empty() || !parse_redis_url(options.redis_url).tls))
+    return fmt::format("{}: needs --redis rediss://... (TLS)", given);
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return "--redis-tls-cert and --redis-tls-key: a client certificate needs both";
+  return {};
+}
 
 std::string check_chat_server(const ChatServerOptions& options) {
   std::vector<std::string> checked;

@@ -40,6 +40,11 @@ struct ChatServerOptions {
   std::uint64_t history = 0;
 };
 
+// What is wrong with the --redis-tls-* flags as given (empty: nothing): each needs a rediss://
+// --redis, and a client certificate needs its key. cli/ reports it as a usage error; the server
+// refuses to start on it too, for options that did not come through the command line.
+std::string redis_tls_flags_problem(const ChatServerOptions& options);
+
 int run_chat_server(const ChatServerOptions& options);
 
 // --check: loads what run_chat_server() would (TLS certificate and key, token file, the --redis

@@ -133,20 +133,6 @@ std::string check_server_tls(const ServerAccessOptions& access) {
   return {};
 }
 
-std::string check_redis_tls(const ChatServerOptions& options) {
-  const TlsClientConfig& tls = options.redis_tls;
-  const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
-                      : !tls.server_name.empty() ? "--redis-tls-server-name"
-                      : !tls.cert_file.empty()   ? "--redis-tls-cert"
-                      : !tls.key_file.empty()    ? "--redis-tls-key"
-                                                 : nullptr;
-  if (given != nullptr && (options.redis_url.empty() || !parse_redis_url(options.redis_url).tls))
-    return fmt::format("{}: needs --redis rediss://... (TLS)", given);
-  if (tls.cert_file.empty() != tls.key_file.empty())
-    return "--redis-tls-cert and --redis-tls-key: a client certificate needs both";
-  return {};
-}
-
 void add_client_flags(FlagSet& flags, CommonOptions& common, ClientLinkOptions& link,
                       const VerbosityHelp& verbosity) {
   FlagSpec& host = flags.text(
@@ -381,7 +367,7 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   add_chat_server_flags(table[0].flags, options.chat_server);
   table[0].usage_check = [&options] {
     std::string why = check_server_tls(options.chat_server.access);
-    return why.empty() ? check_redis_tls(options.chat_server) : why;
+    return why.empty() ? redis_tls_flags_problem(options.chat_server) : why;
   };
   table[0].run = [&options] { return run_chat_server(options.chat_server); };
   table[0].check = [&options] { return check_chat_server(options.chat_server); };

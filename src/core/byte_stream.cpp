@@ -29,27 +29,11 @@ class PlainStream final : public ByteStream {
   IoResult handshake() override { return IoResult::moved(0); }
 
   IoResult read(char* data, std::size_t size) override {
-    for (;;) {
-      ssize_t got = ::read(fd_, data, size);
-      if (got > 0) return IoResult::moved(static_cast<std::size_t>(got));
-      if (got == 0) return IoResult::end();
-      if (errno == EINTR) continue;
-      wants_ = EPOLLIN;
-      if (retry_later(errno)) return IoResult::blocked_on();
-      return IoResult::failure(errno);
-    }
+    return receive([&] { return ::read(fd_, data, size); });
   }
 
   IoResult peek(char* data, std::size_t size) override {
-    for (;;) {
-      ssize_t got = ::recv(fd_, data, size, MSG_PEEK | MSG_DONTWAIT);
-      if (got > 0) return IoResult::moved(static_cast<std::size_t>(got));
-      if (got == 0) return IoResult::end();
-      if (errno == EINTR) continue;
-      wants_ = EPOLLIN;
-      if (retry_later(errno)) return IoResult::blocked_on();
-      return IoResult::failure(errno);
-    }
+    return receive([&] { return ::recv(fd_, data, size, MSG_PEEK | MSG_DONTWAIT); });
   }
 
   IoResult writev(const iovec* chunks, int count) override {
@@ -79,6 +63,20 @@ class PlainStream final : public ByteStream {
   [[nodiscard]] int fd() const noexcept override { return fd_; }
 
  private:
+  // One read or peek: what it moved, the end of the stream, or why not (EINTR retried).
+  template <typename Receive>
+  IoResult receive(Receive call) {
+    for (;;) {
+      ssize_t got = call();
+      if (got > 0) return IoResult::moved(static_cast<std::size_t>(got));
+      if (got == 0) return IoResult::end();
+      if (errno == EINTR) continue;
+      wants_ = EPOLLIN;
+      if (retry_later(errno)) return IoResult::blocked_on();
+      return IoResult::failure(errno);
+    }
+  }
+
   // Pipes in tests and the chat client's stdout are not sockets.
   IoResult write_plain_fd(const iovec* chunks, int count) {
     for (;;) {
