@@ -224,6 +224,8 @@ class ChatServer final : public MemberOwner {
       policy.max_unauthenticated_per_address = static_cast<std::size_t>(
           options_.max_per_address == 0 ? 0
                                         : std::max<std::uint64_t>(8, options_.max_per_address / 2));
+      // A quarter of --auth-timeout (2.5 s by default): long past any honest handshake.
+      policy.shed_after = options_.auth_timeout / 4;
     }
     return policy;
   }

@@ -52,8 +52,10 @@ void uncount(AdmissionCounts& counts, Unauthenticated& pending) noexcept {
 
 }  // namespace
 
-bool AdmissionCounts::shed_oldest_unauthenticated() {
+bool AdmissionCounts::shed_oldest_unauthenticated(
+    std::chrono::steady_clock::time_point arrived_by) {
   for (Unauthenticated& pending : unauthenticated_order) {
+    if (pending.since > arrived_by) return false;  // oldest first: the rest came later still
     if (!pending.counted || !pending.shed) continue;
     uncount(*this, pending);
     // The owner closes it (its ticket, and so this entry, goes later).
@@ -72,8 +74,9 @@ AdmissionTicket::AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::s
     auto [entry, added] = counts_->unauthenticated_per_address.try_emplace(address_key, 0);
     ++entry->second;
     ++counts_->unauthenticated;
-    pending_ = counts_->unauthenticated_order.insert(counts_->unauthenticated_order.end(),
-                                                     Unauthenticated{{}, &*entry, true});
+    pending_ = counts_->unauthenticated_order.insert(
+        counts_->unauthenticated_order.end(),
+        Unauthenticated{{}, &*entry, true, std::chrono::steady_clock::now()});
     has_pending_ = true;
   }
   auto [entry, added] = counts_->per_address.try_emplace(std::move(address_key), 0);

@@ -7,6 +7,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -57,6 +58,11 @@ struct AdmissionPolicy {
   // is refused. 0: no separate budget (every connection counts as authenticated at once).
   std::size_t max_unauthenticated = 0;
   std::size_t max_unauthenticated_per_address = 0;
+  // Only a connection unauthenticated for at least this long is shed: an honest handshake ends
+  // well within it, a slot holder never does. When nobody has waited that long, a newcomer past
+  // the budget is still let in below max_connections (a burst of honest TLS clients, whose
+  // handshakes all run at once, must not shed each other) and refused at it.
+  std::chrono::milliseconds shed_after{0};
 
   // No caps of the Listener's own: newcomers wait in the backlog while `has_room` says no.
   static AdmissionPolicy wait_for_room(std::function<bool()> has_room) {
@@ -71,6 +77,7 @@ struct Unauthenticated {
   std::function<void()> shed;  // set by the owner (AdmissionTicket::on_shed); may stay empty
   std::pair<const std::string, std::size_t>* address = nullptr;  // in unauthenticated_per_address
   bool counted = true;  // false once shed or authenticated: no longer in the counts
+  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
 };
 
 // The counts behind one Listener's tickets; shared so tickets may outlive their Listener.
@@ -82,8 +89,9 @@ struct AdmissionCounts {
   std::list<Unauthenticated> unauthenticated_order;  // oldest first
   Listener* listener = nullptr;                      // told when a slot frees
 
-  // Sheds the oldest unauthenticated connection that can be shed: false when there is none.
-  bool shed_oldest_unauthenticated();
+  // Sheds the oldest unauthenticated connection that can be shed and arrived no later than
+  // `arrived_by`: false when there is none.
+  bool shed_oldest_unauthenticated(std::chrono::steady_clock::time_point arrived_by);
 };
 
 // One admitted connection's slots. Move-only; an empty ticket holds nothing.

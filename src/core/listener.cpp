@@ -130,11 +130,16 @@ void Listener::admit(Acceptor::Accepted accepted) {
       return refuse(std::move(accepted), Refusal::too_many_from_address);
   }
   // Full, or the unauthenticated budget spent: the oldest connection still not authenticated
-  // makes room (an honest client authenticates in moments, a slot holder never does).
+  // after shed_after makes room (an honest client authenticates in moments, a slot holder
+  // never does). Nobody that old: below the cap the newcomer comes in over the budget (an
+  // honest burst of handshakes), at the cap it is refused.
   if (budget && (at_global_cap() || counts_->unauthenticated >= policy_.max_unauthenticated)) {
-    if (!counts_->shed_oldest_unauthenticated())
+    if (counts_->shed_oldest_unauthenticated(std::chrono::steady_clock::now() -
+                                             policy_.shed_after)) {
+      trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
+    } else if (at_global_cap()) {
       return refuse(std::move(accepted), Refusal::server_full);
-    trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
+    }
   }
   AdmissionTicket ticket(counts_, std::move(key), budget);
   on_connection_(Admitted{std::move(accepted.fd), std::move(accepted.peer), accepted.address,

@@ -69,7 +69,7 @@ class AuthDeadlineCases(muxtest.ServerCases):
         server = self.start("--token-file", self.tokens, "--max-clients", "30")
         sources = [f"127.0.0.{n}" for n in range(2, 10)]
         idle = self.idle_sockets(server, 30, sources)
-        time.sleep(0.3)
+        time.sleep(2.8)  # past a quarter of --auth-timeout: only then is a silent socket shed
         started = time.monotonic()
         for _ in range(10):
             _, _, first = self.honest(server)
@@ -93,6 +93,29 @@ class AuthDeadlineCases(muxtest.ServerCases):
         started = time.monotonic()
         LineReader(sock).expect_eof(timeout=5)
         self.assertLess(time.monotonic() - started, 3)
+
+    def test_an_honest_burst_of_handshakes_is_not_shed(self):
+        # 90 TLS clients connect at once: more than the unauthenticated budget (64) are in their
+        # handshakes together. None has waited a quarter of --auth-timeout, so none is shed for
+        # the next: all 90 are welcomed (each newcomer shed the oldest before: bench/run's TLS
+        # fork burst lost its first client).
+        import test_tls
+        test_tls.setUpModule()
+        self.addCleanup(test_tls.tearDownModule)
+        server = self.start(*test_tls.PKI.server_flags(), "--max-per-address", "0",
+                            "--max-clients", "200")  # an unauthenticated budget of 64
+        raw = [muxtest.connect(server.port) for _ in range(90)]
+        for sock in raw:
+            self.addCleanup(sock.close)
+        context = test_tls.ssl.create_default_context(cafile=test_tls.PKI.ca)
+        welcomed = 0
+        for sock in raw:
+            tls = context.wrap_socket(sock, server_hostname="localhost")
+            self.addCleanup(tls.close)
+            self.assertRegex(LineReader(tls).line(), WELCOME)
+            welcomed += 1
+        self.assertEqual(welcomed, 90)
+        self.assertFalse(any("shed the oldest" in line for line in server.stdout_lines))
 
     def test_b2_a_token_never_reaches_the_log(self):
         server = self.start("-v", "--token-file", self.tokens)
