@@ -21,8 +21,7 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   // `origin` ("127.0.0.1:40000") names the client in the room's log and keys the throttle.
   LocalMember(SessionContext& context, Fd socket, AdmissionTicket ticket, ChatRoom& room,
               MemberOwner& owner, const ChatAccess& access, std::string origin)
-      : context_(context),
-        ticket_(std::move(ticket)),
+      : ticket_(std::move(ticket)),
         room_(room),
         owner_(owner),
         access_(access),
@@ -77,7 +76,6 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   }
   void on_closed() override { owner_.release(*this); }
 
-  SessionContext& context_;
   AdmissionTicket ticket_;  // the client's admission slot, held until the member is destroyed
   ChatRoom& room_;
   MemberOwner& owner_;
