@@ -412,8 +412,9 @@ int CommandLine::apply_config(const Subcommand& subcommand, std::vector<const Fl
           owners.push_back(other.name);
       }
       if (!owners.empty())
-        return fail(fmt::format("unknown setting '{}' ({} takes no such setting; {} does)",
-                                setting.name, subcommand.name, fmt::join(owners, " and ")));
+        return fail(fmt::format("unknown setting '{}' ({} takes no such setting; {} {})",
+                                setting.name, subcommand.name, fmt::join(owners, " and "),
+                                owners.size() == 1 ? "does" : "do"));
       return fail(fmt::format("unknown setting '{}'", setting.name));
     }
     auto [earlier, first] = first_line.emplace(spec, setting.line);

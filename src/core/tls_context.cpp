@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <filesystem>
 #include <ctime>
+#include <filesystem>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -203,7 +203,21 @@ struct KeptPair {
   UniqueX509 certificate;
 };
 
+// A kept key others can read (or write) is refused, as ssh refuses such an identity file: it may
+// have leaked, and a server that quietly kept using it would hide that from the operator.
+void refuse_exposed_key(const std::string& key_path) {
+  struct stat status {};
+  if (::stat(key_path.c_str(), &status) != 0) return;  // none kept yet: one is made
+  if ((status.st_mode & 077) == 0 && status.st_uid == ::geteuid()) return;
+  throw TlsConfigError(fmt::format(
+      "--tls-cert-cache {}: {} (mode {:03o}, owner uid {}); the key must be the server user's "
+      "alone: chmod 600 it, or delete it to make a new one",
+      key_path, (status.st_mode & 077) != 0 ? "open to group or others" : "owned by another user",
+      status.st_mode & 0777, status.st_uid));
+}
+
 KeptPair read_kept_pair(const std::string& key_path, const std::string& cert_path) {
+  refuse_exposed_key(key_path);
   KeptPair kept;
   std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(BIO_new_file(key_path.c_str(), "r"), BIO_free);
   if (key_bio) {
@@ -341,8 +355,7 @@ void TlsServerContext::make_own_certificate() {
     std::error_code made;
     if (std::filesystem::create_directories(dir, made))
       std::filesystem::permissions(dir, std::filesystem::perms::owner_all, made);
-    if (made)
-      throw TlsConfigError(fmt::format("--tls-cert-cache {}: {}", dir, made.message()));
+    if (made) throw TlsConfigError(fmt::format("--tls-cert-cache {}: {}", dir, made.message()));
     KeptPair kept = read_kept_pair(key_path, cert_path);
     own_key_ = std::move(kept.key);
     own_certificate_ = std::move(kept.certificate);

@@ -392,6 +392,25 @@ class SelfSignedTest(ClientTlsCase):
                                      first, "--file", "-", input=b"kept")
             self.assertEqual(result.returncode, 0, result.stderr)
 
+    def test_a_kept_key_open_to_others_is_refused(self):
+        work = tempfile.mkdtemp(prefix="mux-tls-cache-")
+        self.addCleanup(shutil.rmtree, work, True)
+        cache = os.path.join(work, "tls")
+        with Server("chat-server", "--tls", "--tls-cert-cache", cache) as server:
+            server.wait_for_log(self.PIN)
+        key = os.path.join(cache, "mux-tls.key")
+        os.chmod(key, 0o640)
+        for sub in ("chat-server", "upload-server"):
+            result = muxtest.run_mux(sub, "--port", "0", "--tls", "--tls-cert-cache", cache)
+            self.assertEqual(result.returncode, 1)
+            self.assertEqual(result.stderr.decode(),
+                             f"mux: error: --tls-cert-cache {key}: open to group or others (mode "
+                             f"640, owner uid {os.geteuid()}); the key must be the server user's "
+                             "alone: chmod 600 it, or delete it to make a new one\n")
+        os.chmod(key, 0o600)  # once fixed, the kept pair serves again
+        with Server("chat-server", "--tls", "--tls-cert-cache", cache) as server:
+            server.wait_for_log(r"\(self-signed, kept in " + re.escape(cache) + r"\)")
+
     def test_cache_without_tls_is_a_usage_error(self):
         result = muxtest.run_mux("chat-server", "--port", "0", "--tls-cert-cache", "/tmp")
         self.assertEqual(result.returncode, 2)
