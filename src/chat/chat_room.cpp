@@ -70,7 +70,7 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
       TokenBucket(limits_.command_rate, limits_.command_burst, now), std::nullopt, std::nullopt});
   by_id_[member.id_] = &member;
   if (bus_ == nullptr || !bus_->connected()) {
-    admit(member, origin, ++highest_number_, {history_.begin(), history_.end()});
+    admit(member, origin, local_number(), {history_.begin(), history_.end()});
     return;
   }
   // The number comes from the room-wide counter: one round trip before the welcome.
@@ -82,9 +82,14 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
     if (admission) {
       admit(*it->second, origin, admission->number, admission->history);
     } else {
-      admit(*it->second, origin, ++highest_number_, {history_.begin(), history_.end()});
+      admit(*it->second, origin, local_number(), {history_.begin(), history_.end()});
     }
   });
+}
+
+std::uint64_t ChatRoom::local_number() {
+  if (bus_ != nullptr) highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
+  return ++highest_number_;
 }
 
 void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t number,

@@ -141,10 +141,15 @@ class ChatRoom {
   // This server's members and claimed nick keys (the bus re-publishes them after a reconnect).
   [[nodiscard]] std::vector<std::string> local_names() const;
   [[nodiscard]] std::vector<std::string> local_nick_keys() const;
+  // The highest "Client N" number this room has handed out (the bus re-seeds the room-wide
+  // counter above it when Redis comes back empty).
+  [[nodiscard]] std::uint64_t highest_number() const noexcept { return highest_number_; }
 
  private:
   void admit(ChatMember& member, std::string_view origin, std::uint64_t number,
              const std::vector<HistoryEntry>& history);
+  // A number handed out without the bus: above every one seen here or on the other servers.
+  std::uint64_t local_number();
   // False (and the member told why) when another member here holds `nick` or a look-alike.
   bool nick_free_here(ChatMember& member, std::string_view nick);
   void remember(std::string_view name, std::string_view text);

@@ -48,6 +48,13 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 )lua";
 
+// Raises the counter to ARGV[1] unless it is higher already. KEYS: the counter.
+constexpr const char* kSeedScript = R"lua(
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+)lua";
+
 constexpr const char* kReleaseScript = R"lua(
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -122,6 +129,10 @@ void RedisRoomBus::on_up() {
   logger_.info("redis: connected to {}", link_.url().describe());
   // Re-sync: this server's members and nicks as they are now (they may have changed while
   // Redis was out of reach, or Redis may have restarted empty).
+  // Before any newcomer's INCR (commands keep their order): numbers in use here or seen on the
+  // other servers before an outage are never handed out again.
+  std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
+  link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seed)});
   std::string members = key("members:") + server_id_;
   link_.command({"DEL", members});
   std::vector<std::string> names = room_.local_names();
@@ -237,6 +248,8 @@ void RedisRoomBus::on_message(std::string_view payload) {
   ++batches_seen_[batch->server_id];
   std::vector<std::string>& names = remote_[batch->server_id];
   for (const chat::RoomEvent& event : batch->events) {
+    note_remote_name(event.name);
+    if (event.kind == chat::RoomEventKind::renamed) note_remote_name(event.text);
     auto found = std::find(names.begin(), names.end(), event.name);
     switch (event.kind) {
       case chat::RoomEventKind::joined:
@@ -286,7 +299,10 @@ void RedisRoomBus::apply_presence(
   for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
     std::vector<std::string>& names = live[reply.elements[i].text];
     for (const RedisValue& name : reply.elements[i + 1].elements) {
-      if (chat::acceptable_remote_name(name.text)) names.push_back(name.text);
+      if (chat::acceptable_remote_name(name.text)) {
+        note_remote_name(name.text);
+        names.push_back(name.text);
+      }
     }
   }
   // A server that stopped refreshing its presence is gone: its members leave for everyone here.
@@ -357,6 +373,11 @@ void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {
 void RedisRoomBus::release_nick(const std::string& nick_key) {
   if (finishing_) return;
   link_.command({"EVAL", kReleaseScript, "1", key("nick:") + nick_key, server_id_});
+}
+
+void RedisRoomBus::note_remote_name(std::string_view name) {
+  if (auto number = chat::default_name_number(name))
+    highest_remote_number_ = std::max(highest_remote_number_, *number);
 }
 
 std::vector<std::string> RedisRoomBus::remote_names() const {

@@ -3,7 +3,9 @@
 // bus through RoomBus. Everything the servers share lives under the key prefix mux:room:<NAME>:
 //   events          pub/sub channel: batches of RoomEvents (chat/room_event.hpp), one Redis
 //                   message per loop batch; each server ignores its own (by server id)
-//   clients         INCR counter: the N of "Client N", room-wide
+//   clients         INCR counter: the N of "Client N", room-wide; whenever a server reaches
+//                   Redis it raises it (kSeedScript) above every number it knows in use, so a
+//                   Redis restarted empty never hands out a name someone connected still holds
 //   nick:<key>      the server id holding a nick (by look-alike key); claimed by a Lua script
 //                   that also takes over nicks of servers that stopped refreshing their presence
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
@@ -58,6 +60,9 @@ class RedisRoomBus final : public RoomBus {
   void claim_nick(const std::string& key, ClaimCallback done) override;
   void release_nick(const std::string& key) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override;
+  [[nodiscard]] std::uint64_t highest_remote_number() const override {
+    return highest_remote_number_;
+  }
 
  private:
   void on_up();
@@ -71,6 +76,8 @@ class RedisRoomBus final : public RoomBus {
   // `batches_then`: batches_seen_ when the heartbeat was sent (see apply_presence).
   void apply_presence(const RedisValue& reply,
                       const std::unordered_map<std::string, std::uint64_t>& batches_then);
+  // Keeps highest_remote_number_ above `name` when it is a "Client N".
+  void note_remote_name(std::string_view name);
   [[nodiscard]] std::string key(std::string_view suffix) const {
     return prefix_ + std::string(suffix);
   }
@@ -94,6 +101,9 @@ class RedisRoomBus final : public RoomBus {
   // Room messages received per remote server: a presence reply is older than the events that
   // came on the subscription after it was asked for (two connections, no order between them).
   std::unordered_map<std::string, std::uint64_t> batches_seen_;
+  // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
+  // lost the counter, and it is re-seeded above every number this server knows to be in use.
+  std::uint64_t highest_remote_number_ = 0;
   EventLoop::TimerId heartbeat_timer_ = 0;
   bool reachable_ = true;      // as last told to the room
   bool told_failure_ = false;  // one log line per outage, not one per attempt

@@ -48,6 +48,9 @@ class RoomBus {
   virtual void release_nick(const std::string& key) = 0;
   // The names on the other servers, in no particular order.
   [[nodiscard]] virtual std::vector<std::string> remote_names() const = 0;
+  // The highest N of a "Client N" seen on the other servers (0: none): a number the room hands
+  // out on its own while they are out of reach must be above it.
+  [[nodiscard]] virtual std::uint64_t highest_remote_number() const = 0;
 };
 
 }  // namespace mux

@@ -57,6 +57,15 @@ bool valid_server_id(std::string_view id) {
   return true;
 }
 
+std::optional<std::uint64_t> default_name_number(std::string_view name) {
+  if (!is_default_name(name)) return std::nullopt;
+  std::string_view digits = name.substr(std::string_view("Client ").size());
+  std::uint64_t number = 0;
+  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return number;
+}
+
 bool acceptable_remote_name(std::string_view name) {
   return is_default_name(name) || !nick_problem(name).has_value();
 }

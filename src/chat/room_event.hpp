@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,5 +49,7 @@ void encode_room_event(std::string& out, std::string_view server_id, const RoomE
 std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text);
 // A name another server may use: a valid nick or "Client N".
 [[nodiscard]] bool acceptable_remote_name(std::string_view name);
+// N of a well-formed "Client N" (no leading zero, N > 0); nullopt for any other name.
+[[nodiscard]] std::optional<std::uint64_t> default_name_number(std::string_view name);
 
 }  // namespace mux::chat

@@ -300,6 +300,30 @@ class SharedRoom(unittest.TestCase):
         # The member lists were re-synced into the new (empty) Redis.
         bob.expect_who(["bob"] + sorted(["alice", "alice2", late.name]))
 
+    def test_names_stay_unique_when_redis_restarts_empty(self):
+        a, b = self.server(), self.server()
+        first = [self.client(a), self.client(a)]
+        on_b = self.client(b)
+        first[0].skip_to(f"* {on_b.name} joined")
+        held = sorted(c.number for c in first + [on_b])
+        self.assertEqual(held, [1, 2, 3])
+        self.redis.kill()
+        for client in first + [on_b]:
+            client.skip_to(UNREACHABLE)
+        self.redis = Redis(self.redis.port)  # empty: the counter is gone
+        for client in first + [on_b]:
+            client.skip_to(BACK)
+        a.wait_for_log(r"redis: connected to", start=1)
+        b.wait_for_log(r"redis: connected to", start=1)
+        # Both servers re-seeded the counter above every number in use (server b knew of 1
+        # and 2 from server a): newcomers on either get fresh names.
+        later = [self.client(b), self.client(a), self.client(b)]
+        self.assertEqual(sorted(c.number for c in later), [4, 5, 6])
+        names = [c.name for c in first + [on_b] + later]
+        self.assertEqual(len(set(names)), 6)
+        later[1].expect_who([first[0].name, first[1].name, later[1].name]
+                            + sorted([on_b.name, later[0].name, later[2].name]))
+
     def test_sigkilled_server_members_leave_for_everyone(self):
         a, b = self.server(), self.server()
         alice = self.client(a, "alice")
