@@ -27,6 +27,7 @@
 #include "core/line_framer.hpp"
 #include "core/net.hpp"
 #include "core/output_queue.hpp"
+#include "core/tls_stream.hpp"
 
 namespace mux {
 namespace {
@@ -78,10 +79,12 @@ class ChatClient final : private Connection::Owner {
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps),
+        nick_(options.nick),
+        greeting_timeout_(options.link.connect_timeout),
         confirm_timeout_(options.confirm_timeout) {
-    // The token goes first: a server with --token-file reads it before anything else.
+    // The token goes first: a server with --token-file reads it before anything else (and
+    // sends nothing before it).
     if (!link_token_.empty()) connection_.send(fmt::format("/token {}\n", link_token_));
-    if (!options.nick.empty()) connection_.send(fmt::format("/nick {}\n", options.nick));
   }
 
   int run() {
@@ -99,6 +102,16 @@ class ChatClient final : private Connection::Owner {
       });
     }
     resume_input();
+    // Nothing typed is sent before the server greets us: a chat server speaks first, while an
+    // upload-server (which would save our lines as a file) or a TLS port (which would drop them)
+    // waits for us; lines typed meanwhile are held.
+    greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
+      greeting_timer_ = 0;
+      fail(fmt::format(
+          "{} sent no chat welcome within {:g} s, so nothing was sent: not a chat server (an "
+          "upload-server, or a TLS port without --tls?)",
+          server_, std::chrono::duration<double>(greeting_timeout_).count()));
+    });
     loop_.run();
     editor_.reset();  // give the terminal back before any last words on stderr
     if (!failure_.empty()) throw std::runtime_error(failure_);
@@ -143,6 +156,11 @@ class ChatClient final : private Connection::Owner {
   // session, does it prove the server read every line we sent (it reads to our end of input
   // before closing; a server that drops unread bytes resets the connection instead).
   void server_closed() {
+    if (!greeted_) {
+      return fail(fmt::format(
+          "connection to {} closed by the server before any chat welcome, so nothing was sent",
+          server_));
+    }
     if (end_reason_) return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
     if (!connection_.output_shut_down()) {
       return fail(fmt::format("connection to {} closed by the server{}", server_,
@@ -152,6 +170,7 @@ class ChatClient final : private Connection::Owner {
   }
 
   void show(std::string_view line, bool cut) {
+    if (!greeted_ && !greet(line)) return;
     if (!end_reason_) {
       if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
     }
@@ -161,6 +180,34 @@ class ChatClient final : private Connection::Owner {
     chat::append_sanitized(shown_, line, cut);
     if (kind_ == InputKind::terminal) roster_.observe(std::string_view(shown_).substr(start));
     shown_ += '\n';
+  }
+
+  // The server's first line: a chat server's welcome (or any other server's first words, as
+  // `ncat --chat` greets with its announcements), or what another kind of server says to a
+  // client that spoke first. False (and the run failed) when it is not a chat server.
+  bool greet(std::string_view line) {
+    // What a mux TLS port answers a plaintext client (without its newline).
+    if (line == kTlsPortHint.substr(0, kTlsPortHint.size() - 1)) {
+      fail(fmt::format("{} speaks TLS on this port; connect with --tls", server_));
+      return false;
+    }
+    if (line.starts_with("OK ") || line.starts_with("ERR ")) {
+      fail(fmt::format("{} is an upload-server, not a chat-server (it said \"{}\")", server_,
+                       chat::sanitize(line.substr(0, 200))));
+      return false;
+    }
+    greeted_ = true;
+    loop_.cancel_timer(std::exchange(greeting_timer_, 0));
+    // --nick first, so the room knows our name before our first line.
+    if (!nick_.empty()) connection_.send(fmt::format("/nick {}\n", nick_));
+    if (!held_.empty()) connection_.send(make_block(std::exchange(held_, {})));
+    if (input_done_) {
+      finish_input();
+    } else if (waiting_for_greeting_) {
+      waiting_for_greeting_ = false;
+      resume_input();
+    }
+    return true;
   }
 
   // --timestamps: the local time a line was shown, "HH:MM:SS ".
@@ -258,6 +305,16 @@ class ChatClient final : private Connection::Owner {
     typed_.feed(std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
                 [this](std::string_view line, bool) { typed_line(line); });
     if (input_done_) return;
+    if (!greeted_) {
+      if (held_.size() > kMaxUnsent) {
+        pause_input();
+        waiting_for_greeting_ = true;  // greet() resumes
+      } else if (kind_ == InputKind::file) {
+        input_watched_ = false;
+        resume_input();
+      }
+      return;
+    }
     connection_.flush();  // what the kernel takes now does not count against the limit
     if (connection_.queued() > kMaxUnsent) {
       pause_input();
@@ -271,9 +328,14 @@ class ChatClient final : private Connection::Owner {
   void typed_line(std::string_view line) {
     if (input_done_) return;
     if (line == "exit" || line == "/quit") return end_of_input();
-    std::string message(line);
-    message += '\n';
-    connection_.send(make_block(std::move(message)));
+    if (!greeted_) {
+      held_ += line;
+      held_ += '\n';
+    } else {
+      std::string message(line);
+      message += '\n';
+      connection_.send(make_block(std::move(message)));
+    }
     show_own_line(line);
   }
 
@@ -282,8 +344,12 @@ class ChatClient final : private Connection::Owner {
     if (input_done_) return;
     input_done_ = true;
     pause_input();
-    await_confirmation();
     loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
+    if (greeted_) finish_input();              // else greet() does, once the held lines are sent
+  }
+
+  void finish_input() {
+    await_confirmation();
     // What was typed goes first, then our sending side ends (TLS: close_notify, then FIN), so
     // the server sees us leave cleanly; its lines are still read until it closes.
     connection_.shutdown_output();
@@ -352,7 +418,13 @@ class ChatClient final : private Connection::Owner {
   std::unique_ptr<LineEditor> editor_;
   InputKind kind_;
   bool timestamps_;
-  chat::RoomRoster roster_;  // on a terminal: our nick and who is here, for Tab
+  std::string nick_;  // --nick, sent once the server has greeted us
+  std::chrono::milliseconds greeting_timeout_;
+  EventLoop::TimerId greeting_timer_ = 0;
+  bool greeted_ = false;               // the server's first line arrived (see greet())
+  std::string held_;                   // lines typed before it, sent once it comes
+  bool waiting_for_greeting_ = false;  // stdin paused until then (held_ is full)
+  chat::RoomRoster roster_;            // on a terminal: our nick and who is here, for Tab
   EventLoop::TimerId quiet_timer_ = 0;
   EventLoop::TimerId pump_timer_ = 0;
   bool input_watched_ = false;

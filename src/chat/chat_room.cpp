@@ -8,6 +8,7 @@
 #include "core/http_sniff.hpp"
 #include "core/logger.hpp"
 #include "core/sanitize.hpp"
+#include "core/units.hpp"
 
 namespace mux {
 namespace {
@@ -62,7 +63,10 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.join_number_ = ++arrivals_;
   member.has_nick_ = false;
   member.lines_seen_ = 0;
-  member.early_lines_.clear();
+  member.held_lines_.clear();
+  member.held_bytes_ = 0;
+  member.pending_leave_.reset();
+  member.claiming_ = false;
   Clock::time_point now = clock_();
   member.rates_.emplace(ChatMember::Rates{
       TokenBucket(limits_.line_rate, limits_.line_burst, now),
@@ -108,16 +112,43 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
   if (history_limit_ != 0 && !history.empty()) send_to(member, format_history(history));
   if (members_.size() <= kAnnounceUpTo) broadcast(chat::notice::joined(member.name_), &member);
   publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
-  // What it sent while it waited, in order, as if it had just arrived.
-  auto early = std::exchange(member.early_lines_, {});
-  for (auto& [text, cut] : early)
+  release_held(member);
+}
+
+void ChatRoom::release_held(ChatMember& member) {
+  // What it sent while it waited, in order, as if it had just arrived; a /nick among them that
+  // must wait for its claim holds the rest again.
+  bool any = false;
+  while (!member.held_lines_.empty() && !member.admitting_ && !member.claiming_ &&
+         member.in_room_) {
+    auto [text, cut] = std::move(member.held_lines_.front());
+    member.held_lines_.pop_front();
+    member.held_bytes_ -= text.size();
     receive_line(member, text, cut);
-  if (!early.empty()) end_of_input();
+    any = true;
+  }
+  if (any) end_of_input();
+  if (member.admitting_ || member.claiming_ || !member.pending_leave_) return;
+  auto [reason, too_slow] = std::move(*member.pending_leave_);
+  member.pending_leave_.reset();
+  member.held_lines_.clear();
+  member.held_bytes_ = 0;
+  leave_now(member, reason, too_slow);
+  member.close_after_output();
 }
 
 void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut) {
-  if (sender.admitting_) {
-    if (sender.early_lines_.size() < kMaxEarlyLines) sender.early_lines_.emplace_back(text, cut);
+  if (sender.admitting_ || sender.claiming_) {
+    if (sender.held_bytes_ + text.size() > kMaxHeldBytes) {
+      logger_.info("{}: dropped a line sent while waiting for the room (over {} held)",
+                   sender.name_.empty() ? std::string("a joining client") : sender.name_,
+                   format_bytes(kMaxHeldBytes));
+      return;
+    }
+    sender.held_bytes_ += text.size();
+    sender.held_lines_.emplace_back(text, cut);
+    // Read nothing more until the answer comes: what is held stays one read's worth.
+    sender.pause_input(kHoldPause);
     return;
   }
   if (!sender.in_room_) return;
@@ -254,7 +285,9 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
   std::string key = nick_rules_.look_alike_key(nick);
   bool own_look_alike = member.has_nick_ && nick_rules_.look_alike_key(member.name_) == key;
   if (bus_ == nullptr || !bus_->connected() || own_look_alike) return apply_rename(member, nick);
-  // Room-wide: the nick must also be free on every other server (claimed in Redis).
+  // Room-wide: the nick must also be free on every other server (claimed in Redis). Its next
+  // lines wait for the answer, so they go out under the name it then has.
+  member.claiming_ = true;
   bus_->claim_nick(
       key, [this, id = member.id_, nick = std::string(nick), key](std::optional<bool> claimed) {
         auto it = by_id_.find(id);
@@ -263,12 +296,15 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
           return;
         }
         ChatMember& claimer = *it->second;
+        claimer.claiming_ = false;
         if (claimed.has_value() && !*claimed) {
           logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
-          return send_to(claimer, chat::notice::nick_taken(nick));
+          send_to(claimer, chat::notice::nick_taken(nick));
+        } else if (nick_free_here(claimer, nick)) {
+          // (Another client here may have taken it while the claim travelled.)
+          apply_rename(claimer, nick);
         }
-        // Another client here may have taken it while the claim travelled.
-        if (nick_free_here(claimer, nick)) apply_rename(claimer, nick);
+        release_held(claimer);
       });
 }
 
@@ -305,7 +341,30 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
   }
 }
 
-void ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
+bool ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
+  if (!closing_ && (member.admitting_ || member.claiming_) && !member.held_lines_.empty()) {
+    // Its last lines are still held: they are handled first (release_held), then it leaves.
+    if (!member.pending_leave_) member.pending_leave_.emplace(std::string(reason), too_slow);
+    return false;
+  }
+  leave_now(member, reason, too_slow);
+  return true;
+}
+
+void ChatRoom::gone(ChatMember& member) {
+  if (member.pending_leave_) {
+    auto [reason, too_slow] = std::move(*member.pending_leave_);
+    member.pending_leave_.reset();
+    leave_now(member, reason, too_slow);
+  }
+  member.held_lines_.clear();
+  member.held_bytes_ = 0;
+  member.claiming_ = false;
+  by_id_.erase(member.id_);
+}
+
+void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_slow) {
+  member.claiming_ = false;
   if (member.admitting_) {
     member.admitting_ = false;
     by_id_.erase(member.id_);

@@ -8,7 +8,10 @@
 // With a RoomBus (--redis) the room is shared with other servers: local events are published,
 // remote ones applied (ChatRoom::apply_remote), client numbers and nicks are room-wide, and /who
 // adds the other servers' members. A newcomer then waits for its number (one round trip) before it
-// is welcomed; lines it sends meanwhile are kept (up to kMaxEarlyLines) and handled after.
+// is welcomed, and a /nick waits for its room-wide claim: lines the member sends meanwhile are
+// held (its input paused, so they stay few) and handled in order once the answer is in, under
+// the name it then has. A member that leaves meanwhile (a script's end of input right after its
+// line) is kept until its held lines are handled: nothing it sent is lost on the way in.
 #pragma once
 
 #include <deque>
@@ -80,12 +83,17 @@ class ChatMember {
   std::string name_;
   std::uint64_t id_ = 0;           // this room's handle for it in asynchronous answers
   std::uint64_t join_number_ = 0;  // orders /who by arrival
-  std::vector<std::pair<std::string, bool>> early_lines_;  // sent while waiting to be admitted
+  // Lines sent while admitting_ or claiming_, handled in order when the answer comes.
+  std::deque<std::pair<std::string, bool>> held_lines_;
+  std::size_t held_bytes_ = 0;
+  // It left while lines were held: the reason and too_slow, acted on once they are handled.
+  std::optional<std::pair<std::string, bool>> pending_leave_;
   std::uint64_t lines_seen_ = 0;  // its first line is checked for other protocols
   std::size_t slot_ = 0;          // index in ChatRoom::members_
   std::optional<Rates> rates_;
   bool in_room_ = false;
   bool admitting_ = false;  // waiting for the bus's answer to join
+  bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
   bool has_nick_ = false;
 };
 
@@ -104,8 +112,11 @@ class ChatRoom {
   // many members: in a bigger room each one would cost a delivery to thousands of clients (N^2
   // for N arrivals) and the notices would drown the conversation. They are always logged.
   static constexpr std::size_t kAnnounceUpTo = 1000;
-  // Lines a newcomer may send before the bus has admitted it; more are dropped.
-  static constexpr std::size_t kMaxEarlyLines = 64;
+  // Held lines (see above) beyond this are dropped and logged: a safety net only, as a member
+  // with held lines is read no further until they are handled.
+  static constexpr std::size_t kMaxHeldBytes = 4 << 20;
+  // How long a member with held lines is not read; renewed while lines keep coming.
+  static constexpr std::chrono::milliseconds kHoldPause{20};
 
   using Clock = TokenBucket::Clock;
   using ClockSource = std::function<Clock::time_point()>;
@@ -122,7 +133,13 @@ class ChatRoom {
   // as one block per chunk (one queue entry and one iovec per receiver instead of one per line).
   void end_of_input();
   // Removes `member` and tells the others. `reason` goes to the log. No-op if already gone.
-  void leave(ChatMember& member, std::string_view reason, bool too_slow);
+  // False when the member still has lines held (joining, or a /nick claim in flight): the room
+  // handles them first, then makes it leave and calls its close_after_output(); until then the
+  // member must stay (or call gone()).
+  bool leave(ChatMember& member, std::string_view reason, bool too_slow);
+  // The member is about to be destroyed (its connection is gone): it leaves now, held lines
+  // and all. Call after leave(); harmless when it has left already.
+  void gone(ChatMember& member);
   // Shutdown: everyone gets `* server shutting down` and is asked to close; no leave notices.
   void close_all();
 
@@ -150,6 +167,9 @@ class ChatRoom {
              const std::vector<HistoryEntry>& history);
   // A number handed out without the bus: above every one seen here or on the other servers.
   std::uint64_t local_number();
+  // Handles the lines held while it waited, in order, until it waits again; then a pending leave.
+  void release_held(ChatMember& member);
+  void leave_now(ChatMember& member, std::string_view reason, bool too_slow);
   // False (and the member told why) when another member here holds `nick` or a look-alike.
   bool nick_free_here(ChatMember& member, std::string_view nick);
   void remember(std::string_view name, std::string_view text);

@@ -299,7 +299,9 @@ void ChildLink::handle_record(std::string_view record) {
       // close the client (it waits for the link's end to know).
       if (!joined_ && logger_ != nullptr && !body.empty())
         logger_->info("{} left before joining ({})", origin_, body.substr(1));
-      if (!body.empty()) room_.leave(*this, body.substr(1), body.front() == '1');
+      // Lines the room still holds (joining, a nick claim) are handled first; the room then
+      // calls close_after_output().
+      if (!body.empty() && !room_.leave(*this, body.substr(1), body.front() == '1')) return;
       close_after_output();
       return;
     default:
@@ -315,6 +317,7 @@ void ChildLink::close(std::string_view reason) {
   writer_.detach();
   context_.loop.unwatch(link_.get());
   room_.leave(*this, reason, false);
+  room_.gone(*this);
   owner_.release(*this);
 }
 

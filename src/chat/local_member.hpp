@@ -68,13 +68,18 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   }
   void on_leave(std::string_view reason, bool too_slow) override {
     if (gate_.joined()) {
-      room_.leave(*this, reason, too_slow);
+      // Lines still held by the room (it is joining, or claiming a nick) are handled first; the
+      // room then calls close_after_output().
+      if (!room_.leave(*this, reason, too_slow)) return;
     } else if (access_.logger != nullptr) {
       access_.logger->info("{} left before joining ({})", origin_, reason);
     }
     session_.finish(reason);  // the room has answered all it read: write that, then close
   }
-  void on_closed() override { owner_.release(*this); }
+  void on_closed() override {
+    if (gate_.joined()) room_.gone(*this);
+    owner_.release(*this);
+  }
 
   AdmissionTicket ticket_;  // the client's admission slot, held until the member is destroyed
   ChatRoom& room_;

@@ -98,6 +98,8 @@ class HandRolledServer:
         conn, _ = self.listener.accept()
         with conn:
             conn.settimeout(TIMEOUT)
+            # A chat server speaks first: chat-client sends nothing before a welcome (issue 23).
+            conn.sendall(b"* welcome, you are Client 1 (type /help for commands)\n")
             behaviour(conn)
 
     def close(self):

@@ -399,3 +399,95 @@ TEST_CASE_FIXTURE(RoomFixture, "/who follows joins, renames and leaves") {
   say(a, "/who");
   CHECK(a.take().find("* online (1): Client 1\n") != std::string::npos);
 }
+
+namespace {
+
+// A RoomBus whose answers the test gives by hand, to see what the room does while it waits.
+struct ManualBus final : mux::RoomBus {
+  std::vector<AdmitCallback> admissions;
+  std::vector<ClaimCallback> claims;
+  std::uint64_t next_number = 1;
+
+  [[nodiscard]] bool connected() const override { return true; }
+  void publish(const mux::chat::RoomEvent&) override {}
+  void admit(std::size_t, AdmitCallback done) override { admissions.push_back(std::move(done)); }
+  void claim_nick(const std::string&, ClaimCallback done) override {
+    claims.push_back(std::move(done));
+  }
+  void release_nick(const std::string&) override {}
+  [[nodiscard]] std::vector<std::string> remote_names() const override { return {}; }
+  [[nodiscard]] std::uint64_t highest_remote_number() const override { return 0; }
+
+  void answer_admission() {
+    auto done = std::move(admissions.front());
+    admissions.erase(admissions.begin());
+    done(Admission{next_number++, {}});
+  }
+  void answer_claim(bool claimed) {
+    auto done = std::move(claims.front());
+    claims.erase(claims.begin());
+    done(claimed);
+  }
+};
+
+struct BusFixture : RoomFixture {
+  ManualBus bus;
+  BusFixture() { room.set_bus(&bus); }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(BusFixture, "lines sent before the welcome are held, then relayed in order") {
+  FakeMember& watcher = join();
+  bus.answer_admission();
+  watcher.take();
+  FakeMember& script = join();
+  say(script, "one");
+  say(script, "two");
+  CHECK(script.pauses == 2);  // read no further while they are held
+  CHECK(watcher.take() == "");
+  // Its end of input comes before the answer: the room keeps it until its lines are handled.
+  CHECK_FALSE(room.leave(script, "closed by client", false));
+  CHECK_FALSE(script.closing);
+  bus.answer_admission();
+  CHECK(watcher.take() == "* Client 2 joined\n[Client 2]: one\n[Client 2]: two\n* Client 2 left\n");
+  CHECK(script.closing);
+  CHECK(room.size() == 1);
+}
+
+TEST_CASE_FIXTURE(BusFixture, "lines after a /nick wait for its claim and go out under the nick") {
+  FakeMember& watcher = join();
+  bus.answer_admission();
+  FakeMember& erin = join();
+  bus.answer_admission();
+  watcher.take(), erin.take();
+  say(erin, "/nick erin");
+  say(erin, "deploy done");
+  say(erin, "/nick erin2");  // held too: a second claim only once the first is answered
+  say(erin, "after");
+  CHECK(watcher.take() == "");
+  CHECK(bus.claims.size() == 1);
+  bus.answer_claim(true);
+  CHECK(watcher.take() == "* Client 2 is now erin\n[erin]: deploy done\n");
+  REQUIRE(bus.claims.size() == 1);
+  bus.answer_claim(false);  // taken elsewhere: the rest goes out under the old name
+  CHECK(erin.take() == "* Client 2 is now erin\n* nick erin2 is taken\n");
+  CHECK(watcher.take() == "[erin]: after\n");
+}
+
+TEST_CASE_FIXTURE(BusFixture, "a member gone for good while its lines are held leaves at once") {
+  FakeMember& watcher = join();
+  bus.answer_admission();
+  watcher.take();
+  FakeMember& dropped = join();
+  bus.answer_admission();
+  watcher.take();
+  say(dropped, "/nick dee");
+  say(dropped, "lost with its connection");
+  CHECK_FALSE(room.leave(dropped, "reset", false));
+  room.gone(dropped);
+  CHECK(watcher.take() == "* Client 2 left\n");
+  bus.answer_claim(true);  // the late answer finds nobody
+  CHECK(watcher.take() == "");
+  CHECK(room.size() == 1);
+}
