@@ -66,7 +66,8 @@ bool printable_without_spaces(std::string_view token) {
 }  // namespace
 
 std::vector<std::string> read_token_file(const std::string& path) {
-  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  // Without blocking: a FIFO at the path is refused below instead of waiting for a writer.
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!file)
     throw TokenFileError(
         fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));

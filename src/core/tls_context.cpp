@@ -53,11 +53,16 @@ std::string openssl_reason() {
 }
 
 // Opening the file ourselves first gives "No such file or directory" instead of OpenSSL's chain.
+// Opened without blocking and refused unless regular: OpenSSL's own open of a FIFO at the path
+// would wait for a writer forever, freezing the server at start or on a SIGHUP reload.
 void check_readable(const char* flag, const std::string& path) {
-  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file)
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  struct stat status {};
+  if (!file || ::fstat(file.get(), &status) != 0)
     throw TlsConfigError(
         fmt::format("{} {}: {}", flag, path, std::generic_category().message(errno)));
+  if (!S_ISREG(status.st_mode))
+    throw TlsConfigError(fmt::format("{} {}: not a regular file", flag, path));
 }
 
 // A passphrase prompt would block a server on its terminal; encrypted keys are refused instead.

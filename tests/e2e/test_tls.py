@@ -188,6 +188,33 @@ class ChatTlsTests(unittest.TestCase):
             before.sendall(b"/who\n")  # the connection made before the reload still works
             self.assertRegex(LineReader(before).line(), r"^\* ")
 
+    def test_a_fifo_at_the_certificate_path_is_refused_without_freezing(self):
+        """Issue 21 A7: a FIFO at --tls-cert froze the server at start and on SIGHUP (OpenSSL's
+        open waits for a writer), and SIGTERM was then ignored."""
+        work = tempfile.mkdtemp(prefix="mux-tls-fifo-")
+        self.addCleanup(shutil.rmtree, work, True)
+        fifo = os.path.join(work, "cert.fifo")
+        os.mkfifo(fifo)
+        for sub in ("chat-server", "upload-server"):
+            result = muxtest.run_mux(sub, "--port", "0", "--tls-cert", fifo, "--tls-key",
+                                     PKI.path("server.key"), timeout=10)
+            self.assertEqual(result.returncode, 1)
+            self.assertEqual(result.stderr.decode(),
+                             f"mux: error: --tls-cert {fifo}: not a regular file\n")
+        cert, key = os.path.join(work, "live.pem"), os.path.join(work, "live.key")
+        shutil.copy(PKI.path("server.pem"), cert)
+        shutil.copy(PKI.path("server.key"), key)
+        with Server("chat-server", "--tls-cert", cert, "--tls-key", key) as server:
+            os.unlink(cert)
+            os.mkfifo(cert)
+            server.signal(signal.SIGHUP)
+            server.wait_for_log(r"error: SIGHUP: could not reload the TLS certificate: "
+                                rf"--tls-cert {re.escape(cert)}: not a regular file; still using "
+                                r"the old one$")
+            self.assertEqual(peer_fingerprint(tls_connect(server.port)), PKI.fingerprint("server"))
+            server.signal(signal.SIGTERM)
+            self.assertEqual(server.wait(timeout=10), 0)
+
 
 class UploadTlsTests(unittest.TestCase):
     PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
