@@ -65,7 +65,7 @@ bool printable_without_spaces(std::string_view token) {
 
 }  // namespace
 
-std::vector<std::string> read_token_file(const std::string& path) {
+std::vector<std::string> read_token_file(const std::string& path, std::size_t min_length) {
   // Without blocking: a FIFO at the path is refused below instead of waiting for a writer.
   Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!file)
@@ -81,8 +81,12 @@ std::vector<std::string> read_token_file(const std::string& path) {
     throw TokenFileError(fmt::format(
         "--token-file {}: group or others can access it (mode {:04o}); run: chmod 600 {}", path,
         status.st_mode & 07777, path));
+  if (status.st_uid != ::geteuid() && status.st_uid != 0)
+    throw TokenFileError(fmt::format(
+        "--token-file {}: owned by uid {}, not by this user (uid {}) or root; run: chown {} {}",
+        path, status.st_uid, ::geteuid(), ::geteuid(), path));
   std::string content = read_whole(path, file.get());
-  TokenFileParse parsed = parse_token_file(content);
+  TokenFileParse parsed = parse_token_file(content, min_length);
   if (parsed.problem) {
     if (parsed.problem->line == 0)
       throw TokenFileError(fmt::format("--token-file {}: {}", path, parsed.problem->what));
@@ -92,7 +96,7 @@ std::vector<std::string> read_token_file(const std::string& path) {
   return std::move(parsed.tokens);
 }
 
-TokenFileParse parse_token_file(std::string_view content) {
+TokenFileParse parse_token_file(std::string_view content, std::size_t min_length) {
   auto refuse = [](std::size_t line, std::string what) {
     return TokenFileParse{{}, TokenFileProblem{line, std::move(what)}};
   };
@@ -112,6 +116,10 @@ TokenFileParse parse_token_file(std::string_view content) {
                     fmt::format("longer than {} characters", AccessTokens::kMaxTokenLength));
     if (!printable_without_spaces(line))
       return refuse(line_number, "a token is printable ASCII without spaces");
+    if (line.size() < min_length)
+      return refuse(line_number,
+                    fmt::format("shorter than {} characters (make one with: openssl rand -hex 16)",
+                                min_length));
     parsed.tokens.emplace_back(line);
   }
   if (parsed.tokens.empty()) return refuse(0, "no token in it");

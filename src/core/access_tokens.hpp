@@ -32,29 +32,38 @@ struct TokenFileProblem {
 // Lines end at \n; spaces and tabs around a line and a \r before its \n are dropped; blank lines
 // and lines starting with # are skipped; every other line is one token. Either `tokens` holds
 // them all, in file order (at least one), or `problem` says what is wrong and `tokens` is empty.
+// A token shorter than `min_length` is a problem: a server's tokens must resist guessing, while
+// a client sends whatever its file holds (the server judges it).
 struct TokenFileParse {
   std::vector<std::string> tokens;
   std::optional<TokenFileProblem> problem;
 };
-TokenFileParse parse_token_file(std::string_view content);
+TokenFileParse parse_token_file(std::string_view content, std::size_t min_length = 1);
 
 // Tokens are 1..kMaxTokenLength printable ASCII characters without spaces (they travel inside the
 // upload header and after "/token " on a chat line). Reads the file (refused when group or others
-// may access it) and parses it with parse_token_file. Throws TokenFileError naming the file (and
-// the line) when it is unusable.
-std::vector<std::string> read_token_file(const std::string& path);
+// may access it, or owned by someone other than this user or root: either could have swapped the
+// secrets) and parses it with parse_token_file. Throws TokenFileError naming the file (and the
+// line) when it is unusable.
+std::vector<std::string> read_token_file(const std::string& path, std::size_t min_length = 1);
 
 class AccessTokens {
  public:
   AccessTokens() = default;
   explicit AccessTokens(const std::vector<std::string>& tokens);
-  static AccessTokens load(const std::string& path) { return AccessTokens(read_token_file(path)); }
+  // A server's tokens: at least kMinTokenLength characters each.
+  static AccessTokens load(const std::string& path) {
+    return AccessTokens(read_token_file(path, kMinTokenLength));
+  }
 
   [[nodiscard]] bool required() const noexcept { return !digests_.empty(); }
   [[nodiscard]] std::size_t size() const noexcept { return digests_.size(); }
   // Constant time in the presented token's content and in which token matches.
   [[nodiscard]] bool accepts(std::string_view presented) const;
 
+  // 16 characters of `openssl rand -hex` are 64 bits: past guessing at the throttle's 1 try per
+  // 8 s (and a short word in a token file is more likely a placeholder than a secret).
+  static constexpr std::size_t kMinTokenLength = 16;
   static constexpr std::size_t kMaxTokenLength = 512;
   static constexpr std::size_t kMaxFileBytes = 1 << 20;
 

@@ -425,7 +425,7 @@ class StartWarningTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, work, True)
         tokens = os.path.join(work, "tokens")
         with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write("s3cret\n")
+            f.write("s3cret-0123456789\n")
         for sub in ("chat-server", "upload-server"):
             with self.subTest(server=sub), muxtest.Server(sub, "--token-file", tokens) as server:
                 server.wait_for_log(r"warning: --token-file without TLS: tokens cross the network "
@@ -454,7 +454,7 @@ class StartWarningTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, work, True)
         tokens = os.path.join(work, "tokens")
         with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write("s3cret\n")
+            f.write("s3cret-0123456789\n")
         with muxtest.Server("upload-server", "--token-file", tokens) as server:
             result = muxtest.run_mux("upload-client", "--port", str(server.port), "--token-file",
                                      tokens, "--file", "-", input=b"x")

@@ -212,7 +212,7 @@ class CheckTest(ConfigCase):
             holder.bind((muxtest.HOST, 0))
             holder.listen()
             port = holder.getsockname()[1]
-            tokens = self.write("tokens", "s3cret-token\n", mode=0o600)
+            tokens = self.write("tokens", "s3cret-token-0123\n", mode=0o600)
             out = os.path.join(self.dir, "out")
             os.mkdir(out)
             chat = self.write("chat.conf", f"port = {port}\ntls-cert = {self.cert}\n"
@@ -232,7 +232,7 @@ class CheckTest(ConfigCase):
                              (0, "mux upload-server: configuration ok (flags)\n", ""))
 
     def test_check_refuses_what_a_start_would_refuse(self):
-        loose = self.write("loose-tokens", "s3cret-token\n", mode=0o644)
+        loose = self.write("loose-tokens", "s3cret-token-0123\n", mode=0o644)
         not_a_dir = self.write("file", "x")
         missing = os.path.join(self.dir, "missing.pem")
         # A flag missing its partner is a usage mistake, caught while parsing: its error is
@@ -259,7 +259,7 @@ class CheckTest(ConfigCase):
                 self.assertIn(needle, lines[0])
 
     def test_the_token_file_mode_is_checked(self):
-        tokens = self.write("tokens", "s3cret-token\n", mode=0o640)
+        tokens = self.write("tokens", "s3cret-token-0123\n", mode=0o640)
         status, out, err = self.check("upload-server", "--token-file", tokens)
         self.assertEqual((status, out), (2, ""))
         self.assertRegex(err, r"^mux: error: .*tokens.*\n$")

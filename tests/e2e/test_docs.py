@@ -75,7 +75,7 @@ class Block:
                 self.make_certificate()
             elif flag == "--token-file" and not os.path.exists(path):
                 with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-                    f.write("s3cret-token\n")
+                    f.write("s3cret-token-0123\n")
             elif flag == "--file" and value != "-" and not os.path.exists(path):
                 with open(path, "wb") as f:
                     f.write(b"documented upload\n")

@@ -26,9 +26,9 @@ def setUpModule():
     global TOKENS
     test_tls.setUpModule()
     TOKENS = tempfile.mkdtemp(prefix="mux-tokens-")
-    for name, text, mode in (("tokens", "# team\nalpha-123\n\nbeta-456\n", 0o600),
-                             ("wrong", "not-a-token\n", 0o600),
-                             ("open", "alpha-123\n", 0o644)):
+    for name, text, mode in (("tokens", "# team\nalpha-0123456789ab\n\nbeta-0123456789abc\n", 0o600),
+                             ("wrong", "not-a-token-0123456\n", 0o600),
+                             ("open", "alpha-0123456789ab\n", 0o644)):
         path = os.path.join(TOKENS, name)
         with open(path, "w") as f:
             f.write(text)
@@ -53,7 +53,7 @@ class ChatTokenTest(unittest.TestCase):
         server.wait_for_log(r"--token-file: 2 token\(s\); clients send /token SECRET first")
         return server
 
-    def joined(self, port, token="alpha-123"):
+    def joined(self, port, token="alpha-0123456789ab"):
         sock = muxtest.connect(port)
         self.addCleanup(sock.close)
         sock.sendall(f"/token {token}\n".encode())
@@ -70,7 +70,7 @@ class ChatTokenTest(unittest.TestCase):
         newcomer_lines.expect_nothing(0.3)  # no welcome before the token
         watcher.sendall(b"/who\n")
         self.assertEqual(watcher_lines.line(), f"* online (1): {watcher_name}")
-        newcomer.sendall(b"/token beta-456\nhello after the token\n")
+        newcomer.sendall(b"/token beta-0123456789abc\nhello after the token\n")
         name = WELCOME.match(newcomer_lines.line()).group(1)
         self.assertEqual(watcher_lines.line(), f"* {name} joined")
         self.assertEqual(watcher_lines.line(), f"[{name}]: hello after the token")
@@ -266,7 +266,7 @@ class TlsRefusalsTest(unittest.TestCase):
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             self.addCleanup(client.wait, muxtest.DEFAULT_TIMEOUT)
             self.addCleanup(client.kill)
-            client.stdin.write(b"/token alpha-123\n")
+            client.stdin.write(b"/token alpha-0123456789ab\n")
             client.stdin.flush()
             # The server's log says when the member joined; then its welcome is on s_client's
             # stdout (read with a deadline: select on the pipe).
@@ -293,7 +293,7 @@ class TlsRefusalsTest(unittest.TestCase):
                     for _ in range(16)]
                 try:
                     for client in clients:
-                        client.stdin.write(b"/token alpha-123\n")
+                        client.stdin.write(b"/token alpha-0123456789ab\n")
                         client.stdin.flush()
                     # Every client stays connected: a welcome can only come from reading the
                     # token while the connection is open.

@@ -69,9 +69,9 @@ struct TempFile {
   }
 };
 
-std::string load_error(const std::string& path) {
+std::string load_error(const std::string& path, std::size_t min_length = 1) {
   try {
-    mux::read_token_file(path);
+    mux::read_token_file(path, min_length);
   } catch (const mux::TokenFileError& error) {
     return error.what();
   }
@@ -196,6 +196,29 @@ TEST_CASE("tokens: unusable files say why and where") {
   TempFile long_token(std::string(mux::AccessTokens::kMaxTokenLength + 1, 'x') + "\n", 0600);
   CHECK(load_error(long_token.path) ==
         "--token-file " + long_token.path + ": line 1: longer than 512 characters");
+}
+
+TEST_CASE("tokens: a server's tokens are at least 16 characters; a client sends what it has") {
+  TempFile file("0123456789abcdef\nshort-but-15ch\n", 0600);
+  CHECK(load_error(file.path, mux::AccessTokens::kMinTokenLength) ==
+        "--token-file " + file.path +
+            ": line 2: shorter than 16 characters (make one with: openssl "
+            "rand -hex 16)");
+  CHECK(mux::read_token_file(file.path).size() == 2);  // the client's reading
+  TempFile strong("0123456789abcdef\n", 0600);
+  CHECK(mux::AccessTokens::load(strong.path).size() == 1);
+  CHECK(mux::parse_token_file("abc", 4).problem->line == 1);
+  CHECK(mux::parse_token_file("abcd", 4).tokens == std::vector<std::string>{"abcd"});
+}
+
+TEST_CASE("tokens: a file owned by another user is refused") {
+  if (::geteuid() != 0) return;  // only root can give a file away
+  TempFile file("0123456789abcdef\n", 0600);
+  REQUIRE(::chown(file.path.c_str(), 65534, 65534) == 0);
+  CHECK(load_error(file.path) == "--token-file " + file.path +
+                                     ": owned by uid 65534, not by this user (uid 0) or root; run: "
+                                     "chown 0 " +
+                                     file.path);
 }
 
 TEST_CASE("tokens: the parse of a file's bytes, without the file") {
