@@ -91,6 +91,10 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   });
 }
 
+std::size_t ChatRoom::everyone() const {
+  return members_.size() + (bus_ != nullptr && bus_reachable_ ? bus_->remote_count() : 0);
+}
+
 std::uint64_t ChatRoom::local_number() {
   if (bus_ != nullptr) highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
   return ++highest_number_;
@@ -110,7 +114,7 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
   send_to(member, chat::notice::welcome(member.name_));
   if (bus_ != nullptr && !bus_reachable_) send_to(member, std::string(kOthersUnreachable));
   if (history_limit_ != 0 && !history.empty()) send_to(member, format_history(history));
-  if (members_.size() <= kAnnounceUpTo) broadcast(chat::notice::joined(member.name_), &member);
+  if (announces(everyone())) broadcast(chat::notice::joined(member.name_), &member);
   publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
   release_held(member);
 }
@@ -334,7 +338,7 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
   logger_.info("{} is now {}", old_name, member.name_);
   publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
   std::string text = chat::notice::renamed(old_name, member.name_);
-  if (members_.size() <= kAnnounceUpTo) {
+  if (announces(everyone())) {
     broadcast(std::move(text), nullptr);
   } else {
     send_to(member, std::move(text));
@@ -376,7 +380,7 @@ void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_s
   remove(member);
   logger_.info("{} left ({})", member.name_, reason);
   // A slow reader's disconnect is always announced: the others should know why it went quiet.
-  if (!closing_ && (too_slow || members_.size() < kAnnounceUpTo)) {
+  if (!closing_ && (too_slow || everyone() < announce_up_to_)) {
     broadcast(chat::notice::left(member.name_, too_slow), nullptr);
   }
   publish({chat::RoomEventKind::left, member.name_, std::string(reason), {}, too_slow});
@@ -464,7 +468,18 @@ void ChatRoom::publish(chat::RoomEvent event) {
 void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
   if (closing_) return;
   who_cache_.reset();
-  std::size_t everyone = members_.size() + (bus_ != nullptr ? bus_->remote_names().size() : 0);
+  std::size_t everyone = this->everyone();
+  bool announced = announces(everyone);
+  // Beyond the threshold each remote join and leave is logged at the detail level only: a
+  // huge room's arrivals would otherwise be a log line each on every server.
+#define MUX_ROOM_LOG(...)          \
+  do {                             \
+    if (announced) {               \
+      logger_.info(__VA_ARGS__);   \
+    } else {                       \
+      logger_.detail(__VA_ARGS__); \
+    }                              \
+  } while (false)
   for (const chat::RoomEvent& event : events) {
     switch (event.kind) {
       case chat::RoomEventKind::message:
@@ -475,23 +490,24 @@ void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
         if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
         break;
       case chat::RoomEventKind::joined:
-        logger_.info("{} joined on another server", event.name);
-        if (everyone <= kAnnounceUpTo) broadcast(chat::notice::joined(event.name), nullptr);
+        MUX_ROOM_LOG("{} joined on another server", event.name);
+        if (announced) broadcast(chat::notice::joined(event.name), nullptr);
         break;
       case chat::RoomEventKind::left:
-        logger_.info("{} left on another server ({})", event.name, log_field(event.text));
-        if (event.too_slow || everyone < kAnnounceUpTo)
+        MUX_ROOM_LOG("{} left on another server ({})", event.name, log_field(event.text));
+        if (event.too_slow || everyone < announce_up_to_)
           broadcast(chat::notice::left(event.name, event.too_slow), nullptr);
         break;
       case chat::RoomEventKind::renamed:
-        logger_.info("{} is now {} (on another server)", event.name, event.text);
-        if (everyone <= kAnnounceUpTo)
-          broadcast(chat::notice::renamed(event.name, event.text), nullptr);
+        MUX_ROOM_LOG("{} is now {} (on another server)", event.name, event.text);
+        if (announced) broadcast(chat::notice::renamed(event.name, event.text), nullptr);
         break;
     }
   }
   flush_relay();
 }
+
+#undef MUX_ROOM_LOG
 
 void ChatRoom::bus_reachable(bool reachable) {
   if (reachable == bus_reachable_) return;

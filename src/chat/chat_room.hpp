@@ -109,8 +109,9 @@ class MemberOwner {
 class ChatRoom {
  public:
   // Joins, leaves and renames are announced to everyone only while the room has at most this
-  // many members: in a bigger room each one would cost a delivery to thousands of clients (N^2
-  // for N arrivals) and the notices would drown the conversation. They are always logged.
+  // many members (--announce-up-to): in a bigger room each one would cost a delivery to
+  // thousands of clients (N^2 for N arrivals) and the notices would drown the conversation.
+  // They are always logged (another server's at the detail level beyond it).
   static constexpr std::size_t kAnnounceUpTo = 1000;
   // Held lines (see above) beyond this are dropped and logged: a safety net only, as a member
   // with held lines is read no further until they are handled.
@@ -144,6 +145,11 @@ class ChatRoom {
   void close_all();
 
   [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
+  void set_announce_limit(std::size_t members) { announce_up_to_ = members; }
+  // Whether a room of `members` (all servers) announces joins, leaves and renames.
+  [[nodiscard]] bool announces(std::size_t members) const noexcept {
+    return members <= announce_up_to_;
+  }
 
   // --history N: the last N messages are replayed to each newcomer (0: off).
   void set_history(std::size_t limit) { history_limit_ = limit; }
@@ -165,6 +171,8 @@ class ChatRoom {
  private:
   void admit(ChatMember& member, std::string_view origin, std::uint64_t number,
              const std::vector<HistoryEntry>& history);
+  // Members here and on the other servers.
+  [[nodiscard]] std::size_t everyone() const;
   // A number handed out without the bus: above every one seen here or on the other servers.
   std::uint64_t local_number();
   // Handles the lines held while it waited, in order, until it waits again; then a pending leave.
@@ -210,6 +218,7 @@ class ChatRoom {
   std::unordered_map<std::uint64_t, ChatMember*> by_id_;
   RoomBus* bus_ = nullptr;
   bool bus_reachable_ = true;
+  std::size_t announce_up_to_ = kAnnounceUpTo;
   std::size_t history_limit_ = 0;
   std::deque<HistoryEntry> history_;  // the last history_limit_ messages, oldest first
   bool closing_ = false;

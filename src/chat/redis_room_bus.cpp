@@ -16,22 +16,50 @@ namespace mux {
 namespace {
 
 // Refreshes this server's presence, drops servers silent for longer than the TTL, and returns
-// every other live server with its members: {id1, {names...}, id2, {names...}, ...}.
-// KEYS: servers, my members set. ARGV: my id, TTL in ms, members key prefix.
+// every other live server with the version of its member set: {id1, version1, id2, ...}
+// (version "" when it has written none yet). O(servers): no member names.
+// KEYS: servers, my members set, versions. ARGV: my id, TTL in ms.
 constexpr const char* kHeartbeatScript = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
+end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if id ~= ARGV[1] then
     table.insert(out, id)
-    table.insert(out, redis.call('SMEMBERS', ARGV[3] .. id))
+    table.insert(out, redis.call('HGET', KEYS[3], id) or '')
   end
 end
 return out
+)lua";
+
+// Applies one batch's member changes and records the version they lead to, atomically.
+// KEYS: my members set, versions. ARGV: my id, version, TTL in ms, "1" to start from an empty
+// set (a re-sync), then "+NAME" (joined) or "-NAME" (left) in order.
+constexpr const char* kMembersScript = R"lua(
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
+for i = 5, #ARGV do
+  local op = ARGV[i]
+  if string.sub(op, 1, 1) == '+' then
+    redis.call('SADD', KEYS[1], string.sub(op, 2))
+  else
+    redis.call('SREM', KEYS[1], string.sub(op, 2))
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+)lua";
+
+// One server's member set and the version it is at, read atomically: {version or "", {names}}.
+// KEYS: its members set, versions. ARGV: its id.
+constexpr const char* kSnapshotScript = R"lua(
+return {redis.call('HGET', KEYS[2], ARGV[1]) or '', redis.call('SMEMBERS', KEYS[1])}
 )lua";
 
 // Takes a nick for ARGV[1] unless a live server holds it. KEYS: the nick, servers. ARGV: my id,
@@ -133,14 +161,7 @@ void RedisRoomBus::on_up() {
   // other servers before an outage are never handed out again.
   std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
   link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seed)});
-  std::string members = key("members:") + server_id_;
-  link_.command({"DEL", members});
-  std::vector<std::string> names = room_.local_names();
-  if (!names.empty()) {
-    std::vector<std::string> add{"SADD", members};
-    add.insert(add.end(), names.begin(), names.end());
-    link_.command(add);
-  }
+  publish_all_members();
   for (const std::string& nick_key : room_.local_nick_keys()) {
     link_.command({"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"), server_id_,
                    std::to_string(kPresenceTtl.count())},
@@ -163,6 +184,8 @@ void RedisRoomBus::on_down(const std::string& why) {
   told_failure_ = true;
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   batch_.clear();
+  member_ops_.clear();
+  batch_changes_members_ = false;
   remote_.clear();
   room_.remote_members_changed();
   if (reachable_) {
@@ -182,21 +205,39 @@ void RedisRoomBus::on_attempt_failed(const std::string& why) {
   }
 }
 
+void RedisRoomBus::publish_all_members() {
+  // A new version with no event: the others see the gap (their version falls behind the one a
+  // heartbeat reads) and take a snapshot, whatever changed here while Redis was away.
+  ++version_;
+  std::vector<std::string> args{"EVAL",
+                                kMembersScript,
+                                "2",
+                                key("members:") + server_id_,
+                                key("versions"),
+                                server_id_,
+                                std::to_string(version_),
+                                std::to_string(kPresenceTtl.count()),
+                                "1"};
+  for (std::string& name : room_.local_names())
+    args.push_back("+" + name);
+  link_.command(args);
+}
+
 void RedisRoomBus::publish(const chat::RoomEvent& event) {
   if (!link_.up() || finishing_) return;
-  std::string members = key("members:") + server_id_;
-  // The member set changes before the event goes out, so a server that hears the event and
-  // then reads the set sees the change.
+  // Each membership event is one version step; members:<id> gets the same changes (in flush,
+  // before the batch goes out), so a server that hears the events and then reads the set sees
+  // them.
   switch (event.kind) {
     case chat::RoomEventKind::joined:
-      link_.command({"SADD", members, event.name});
+      member_ops_.push_back("+" + event.name);
       break;
     case chat::RoomEventKind::left:
-      link_.command({"SREM", members, event.name});
+      member_ops_.push_back("-" + event.name);
       break;
     case chat::RoomEventKind::renamed:
-      link_.command({"SREM", members, event.name});
-      link_.command({"SADD", members, event.text});
+      member_ops_.push_back("-" + event.name);
+      member_ops_.push_back("+" + event.text);
       break;
     case chat::RoomEventKind::message:
       if (history_limit_ != 0) {
@@ -208,6 +249,10 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
                        "n", event.name, "m", event.text});
       }
       break;
+  }
+  if (event.kind != chat::RoomEventKind::message) {
+    ++version_;
+    batch_changes_members_ = true;
   }
   chat::encode_room_event(batch_, server_id_, event);
   if (batch_.size() >= kMaxBatchBytes) return flush();
@@ -222,8 +267,121 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
 void RedisRoomBus::flush() {
   flush_scheduled_ = false;
   if (batch_.empty()) return;
+  if (batch_changes_members_) {
+    std::vector<std::string> args{"EVAL",
+                                  kMembersScript,
+                                  "2",
+                                  key("members:") + server_id_,
+                                  key("versions"),
+                                  server_id_,
+                                  std::to_string(version_),
+                                  std::to_string(kPresenceTtl.count()),
+                                  "0"};
+    args.insert(args.end(), std::make_move_iterator(member_ops_.begin()),
+                std::make_move_iterator(member_ops_.end()));
+    link_.command(args);
+    chat::encode_members_version(batch_, server_id_, version_);
+  }
+  member_ops_.clear();
+  batch_changes_members_ = false;
   link_.publish(batch_);
   batch_.clear();
+}
+
+RedisRoomBus::Remote& RedisRoomBus::remote(const std::string& id) {
+  auto [it, added] = remote_.try_emplace(id);
+  if (added) {
+    it->second.last_heard = EventLoop::Clock::now();
+    request_snapshot(id, it->second);
+  }
+  return it->second;
+}
+
+void RedisRoomBus::request_snapshot(const std::string& id, Remote& server) {
+  if (server.snapshot_pending) return;
+  server.snapshot_pending = true;
+  server.heard_meanwhile.clear();
+  bool sent =
+      link_.command({"EVAL", kSnapshotScript, "2", key("members:") + id, key("versions"), id},
+                    [this, id, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+                      if (!alive.lock()) return;
+                      if (reply == nullptr || reply->is_error()) {
+                        // Asked again at the next heartbeat (it is not synced).
+                        if (auto it = remote_.find(id); it != remote_.end())
+                          it->second.snapshot_pending = false;
+                        return;
+                      }
+                      apply_snapshot(id, *reply);
+                    });
+  if (!sent) server.snapshot_pending = false;
+}
+
+void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply) {
+  auto it = remote_.find(id);
+  if (it == remote_.end()) return;  // gone meanwhile
+  Remote& server = it->second;
+  server.snapshot_pending = false;
+  auto heard = std::exchange(server.heard_meanwhile, {});
+  std::uint64_t version = 0;
+  if (reply.elements.size() != 2) return;
+  const std::string& text = reply.elements[0].text;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), version);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
+    // It has written no version (not a chat-server, or gone): its events alone build its list,
+    // and the heartbeat decides whether it is alive.
+    return;
+  }
+  server.names.clear();
+  for (const RedisValue& name : reply.elements[1].elements) {
+    if (chat::acceptable_remote_name(name.text)) {
+      note_remote_name(name.text);
+      server.names.insert(name.text);
+    }
+  }
+  server.version = version;
+  server.synced = true;
+  // What was heard while the snapshot travelled and is newer than it.
+  for (auto& [event_version, event] : heard)
+    apply_member_event(id, server, event_version, event);
+  room_.remote_members_changed();
+}
+
+void RedisRoomBus::change_names(Remote& server, const chat::RoomEvent& event) {
+  switch (event.kind) {
+    case chat::RoomEventKind::joined:
+      server.names.insert(event.name);
+      break;
+    case chat::RoomEventKind::left:
+      server.names.erase(event.name);
+      break;
+    case chat::RoomEventKind::renamed:
+      if (server.names.erase(event.name) != 0) server.names.insert(event.text);
+      break;
+    case chat::RoomEventKind::message:
+      break;
+  }
+}
+
+void RedisRoomBus::apply_member_event(const std::string& id, Remote& server, std::uint64_t version,
+                                      const chat::RoomEvent& event) {
+  if (version == 0) return change_names(server, event);
+  if (server.snapshot_pending) {
+    // Applied now (the list is best effort until the snapshot comes), and again on top of the
+    // snapshot when it is newer.
+    change_names(server, event);
+    if (server.heard_meanwhile.size() < kMaxHeardMeanwhile)
+      server.heard_meanwhile.emplace_back(version, event);
+    return;
+  }
+  if (server.synced && version <= server.version) return;  // in the snapshot already
+  change_names(server, event);
+  if (server.synced && version == server.version + 1) {
+    server.version = version;
+    return;
+  }
+  // A gap: some change was lost on the way.
+  server.synced = false;
+  request_snapshot(id, server);
 }
 
 void RedisRoomBus::on_message(std::string_view payload) {
@@ -245,25 +403,21 @@ void RedisRoomBus::on_message(std::string_view payload) {
     return;
   }
   if (batch->server_id == server_id_) return;
-  ++batches_seen_[batch->server_id];
-  std::vector<std::string>& names = remote_[batch->server_id];
+  Remote& server = remote(batch->server_id);
+  server.last_heard = EventLoop::Clock::now();
+  std::uint64_t changes = 0;
+  for (const chat::RoomEvent& event : batch->events)
+    changes += event.kind != chat::RoomEventKind::message ? 1 : 0;
+  // The version of the batch's first membership event; 0: not versioned (or nonsense).
+  std::uint64_t next = 0;
+  if (batch->members_version && *batch->members_version >= changes)
+    next = *batch->members_version - changes + 1;
   for (const chat::RoomEvent& event : batch->events) {
+    if (event.kind == chat::RoomEventKind::message) continue;
     note_remote_name(event.name);
     if (event.kind == chat::RoomEventKind::renamed) note_remote_name(event.text);
-    auto found = std::find(names.begin(), names.end(), event.name);
-    switch (event.kind) {
-      case chat::RoomEventKind::joined:
-        if (found == names.end()) names.push_back(event.name);
-        break;
-      case chat::RoomEventKind::left:
-        if (found != names.end()) names.erase(found);
-        break;
-      case chat::RoomEventKind::renamed:
-        if (found != names.end()) *found = event.text;
-        break;
-      case chat::RoomEventKind::message:
-        break;
-    }
+    apply_member_event(batch->server_id, server, next, event);
+    if (next != 0) ++next;
   }
   drop_floods(*batch);
   if (!batch->events.empty()) room_.apply_remote(batch->events);
@@ -271,7 +425,12 @@ void RedisRoomBus::on_message(std::string_view payload) {
 
 void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
   auto now = chat::RemoteFloodGate::Clock::now();
+  // Joins, leaves and renames cost a delivery to everyone only while the room announces them;
+  // beyond that they change the member list alone (and are never dropped: a huge room would
+  // otherwise fill the gate with every newcomer and then drop real lines).
+  bool announced = room_.announces(room_.size() + remote_count());
   std::erase_if(batch.events, [&](const chat::RoomEvent& event) {
+    if (event.kind != chat::RoomEventKind::message && !announced) return false;
     std::size_t bytes = event.name.size() + event.text.size() + 1;
     auto verdict = flood_gate_.admit(batch.server_id, event.name, bytes, now);
     if (verdict == chat::RemoteFloodGate::Verdict::first_drop) {
@@ -284,46 +443,48 @@ void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
 
 void RedisRoomBus::heartbeat() {
   flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
-  link_.command({"EVAL", kHeartbeatScript, "2", key("servers"), key("members:") + server_id_,
-                 server_id_, std::to_string(kPresenceTtl.count()), key("members:")},
-                [this, alive = std::weak_ptr<bool>(alive_),
-                 batches_then = batches_seen_](const RedisValue* reply) {
+  link_.command({"EVAL", kHeartbeatScript, "3", key("servers"), key("members:") + server_id_,
+                 key("versions"), server_id_, std::to_string(kPresenceTtl.count())},
+                [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
-                    apply_presence(*reply, batches_then);
+                    apply_presence(*reply);
                 });
 }
 
-void RedisRoomBus::apply_presence(
-    const RedisValue& reply, const std::unordered_map<std::string, std::uint64_t>& batches_then) {
-  std::unordered_map<std::string, std::vector<std::string>> live;
+void RedisRoomBus::apply_presence(const RedisValue& reply) {
+  auto now = EventLoop::Clock::now();
+  std::unordered_map<std::string, std::uint64_t> live;  // id -> version (0: none yet)
   for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
-    std::vector<std::string>& names = live[reply.elements[i].text];
-    for (const RedisValue& name : reply.elements[i + 1].elements) {
-      if (chat::acceptable_remote_name(name.text)) {
-        note_remote_name(name.text);
-        names.push_back(name.text);
-      }
-    }
+    const std::string& text = reply.elements[i + 1].text;
+    std::uint64_t version = 0;
+    std::from_chars(text.data(), text.data() + text.size(), version);
+    if (chat::valid_server_id(reply.elements[i].text)) live[reply.elements[i].text] = version;
   }
   // A server that stopped refreshing its presence is gone: its members leave for everyone here.
+  // One never listed yet (its events came before its first heartbeat was read) gets the TTL.
   std::vector<chat::RoomEvent> gone;
-  for (const auto& [id, names] : remote_) {
-    if (live.contains(id)) continue;
-    if (!names.empty()) logger_.info("redis: server {} is gone with {} clients", id, names.size());
-    for (const std::string& name : names)
+  std::erase_if(remote_, [&](auto& entry) {
+    auto& [id, server] = entry;
+    if (live.contains(id) || (!server.was_live && now - server.last_heard < kPresenceTtl))
+      return false;
+    if (!server.names.empty())
+      logger_.info("redis: server {} is gone with {} clients", id, server.names.size());
+    for (const std::string& name : server.names)
       gone.push_back({chat::RoomEventKind::left, name, "server gone", {}, false});
+    return true;
+  });
+  for (const auto& [id, version] : live) {
+    Remote& server = remote(id);
+    server.was_live = true;
+    // Its version in Redis a heartbeat ago has not been reached by its events since: the last
+    // ones were lost (with nothing after them to show the gap).
+    bool behind = server.synced && server.version < server.claimed;
+    if ((behind || !server.synced) && !server.snapshot_pending) {
+      server.synced = false;
+      request_snapshot(id, server);
+    }
+    server.claimed = version;
   }
-  // A live server whose events arrived after this reply was asked for: those events are newer
-  // than the member list read here (it could lack a member who just joined), so its list as
-  // the events built it stays. The next heartbeat, with no event in between, corrects any drift.
-  for (auto& [id, names] : live) {
-    auto known = remote_.find(id);
-    auto then = batches_then.find(id);
-    std::uint64_t before = then == batches_then.end() ? 0 : then->second;
-    if (known != remote_.end() && batches_seen_[id] != before) names = known->second;
-  }
-  std::erase_if(batches_seen_, [&live](const auto& entry) { return !live.contains(entry.first); });
-  remote_ = std::move(live);
   if (!gone.empty()) room_.apply_remote(gone);
   room_.remote_members_changed();
 }
@@ -382,9 +543,17 @@ void RedisRoomBus::note_remote_name(std::string_view name) {
 
 std::vector<std::string> RedisRoomBus::remote_names() const {
   std::vector<std::string> names;
-  for (const auto& [id, server_names] : remote_)
-    names.insert(names.end(), server_names.begin(), server_names.end());
+  names.reserve(remote_count());
+  for (const auto& [id, server] : remote_)
+    names.insert(names.end(), server.names.begin(), server.names.end());
   return names;
+}
+
+std::size_t RedisRoomBus::remote_count() const {
+  std::size_t count = 0;
+  for (const auto& [id, server] : remote_)
+    count += server.names.size();
+  return count;
 }
 
 void RedisRoomBus::finish(std::function<void()> done) {
@@ -394,6 +563,7 @@ void RedisRoomBus::finish(std::function<void()> done) {
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   link_.command({"DEL", key("members:") + server_id_});
   link_.command({"ZREM", key("servers"), server_id_});
+  link_.command({"HDEL", key("versions"), server_id_});
   if (!link_.command({"PING"}, [done](const RedisValue*) { done(); })) done();
 }
 

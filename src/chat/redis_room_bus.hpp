@@ -9,16 +9,29 @@
 //   nick:<key>      the server id holding a nick (by look-alike key); claimed by a Lua script
 //                   that also takes over nicks of servers that stopped refreshing their presence
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
+//   versions        hash: server id -> the version of its member set
 //   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
 //   history         stream of messages (XADD MAXLEN ~ --history), read on join (XREVRANGE)
-// Every kHeartbeat each server refreshes its presence and reads everyone else's: a server gone
-// for kPresenceTtl (SIGKILL, a cut cable) is dropped and its members leave for everyone.
+//
+// Presence costs O(changes), not O(members): every join, leave and rename is an event on the
+// channel and one step of the sender's member-set version; a batch with such events ends with
+// a "v" line (the version after them) and is preceded by one script that applies the same
+// changes to members:<id> and versions (so Redis always holds the set at the version it says).
+// Each server keeps a mirror of every other server's set, built from a snapshot (members:<id>
+// and its version, read atomically) and then from the events, in version order. It asks for a
+// snapshot only for a server it has not seen before, or on a gap: an event whose version is not
+// the next one (a message lost while a subscriber reconnected), or a version in Redis that the
+// events have not reached a heartbeat later (the last events lost, nothing after them).
+// Every kHeartbeat each server refreshes its presence and reads the live servers' ids and
+// versions (O(servers)); a server gone for kPresenceTtl (SIGKILL, a cut cable) is dropped and
+// its members leave for everyone.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "chat/remote_flood_gate.hpp"
@@ -40,6 +53,9 @@ class RedisRoomBus final : public RoomBus {
   // No chat-server publishes more than a batch and its last event (three fields): a bigger
   // message on the channel was written by something else and is dropped unread.
   static constexpr std::size_t kMaxMessageBytes = kMaxBatchBytes + 4 * chat::kMaxFieldBytes;
+  // Membership events kept per server while its snapshot travels; past it the snapshot is
+  // followed by a gap, and another snapshot.
+  static constexpr std::size_t kMaxHeardMeanwhile = 100'000;
 
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
@@ -60,6 +76,7 @@ class RedisRoomBus final : public RoomBus {
   void claim_nick(const std::string& key, ClaimCallback done) override;
   void release_nick(const std::string& key) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override;
+  [[nodiscard]] std::size_t remote_count() const override;
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
     return highest_remote_number_;
   }
@@ -73,9 +90,31 @@ class RedisRoomBus final : public RoomBus {
   void drop_floods(chat::RoomBatch& batch);
   void flush();
   void heartbeat();
-  // `batches_then`: batches_seen_ when the heartbeat was sent (see apply_presence).
-  void apply_presence(const RedisValue& reply,
-                      const std::unordered_map<std::string, std::uint64_t>& batches_then);
+  void apply_presence(const RedisValue& reply);
+  // Writes this server's whole member set and a new version (after a reconnect).
+  void publish_all_members();
+
+  // The mirror of another server's members.
+  struct Remote {
+    std::unordered_set<std::string> names;
+    std::uint64_t version = 0;      // names hold every change up to this version...
+    bool synced = false;            // ...when this is true
+    bool snapshot_pending = false;  // a snapshot is on its way
+    // Membership events (with their versions) heard while the snapshot travels: those newer than
+    // the snapshot are applied on top of it.
+    std::vector<std::pair<std::uint64_t, chat::RoomEvent>> heard_meanwhile;
+    std::uint64_t claimed = 0;  // its version in Redis at the last heartbeat
+    bool was_live = false;      // listed by a heartbeat
+    EventLoop::Clock::time_point last_heard{};
+  };
+  Remote& remote(const std::string& id);
+  void request_snapshot(const std::string& id, Remote& server);
+  void apply_snapshot(const std::string& id, const RedisValue& reply);
+  // One membership event to a mirror; `version` 0: not versioned (applied as it comes).
+  void apply_member_event(const std::string& id, Remote& server, std::uint64_t version,
+                          const chat::RoomEvent& event);
+  static void change_names(Remote& server, const chat::RoomEvent& event);
+
   // Keeps highest_remote_number_ above `name` when it is a "Client N".
   void note_remote_name(std::string_view name);
   [[nodiscard]] std::string key(std::string_view suffix) const {
@@ -96,11 +135,13 @@ class RedisRoomBus final : public RoomBus {
   EventLoop::Clock::time_point oversized_logged_{};
   std::string batch_;  // this loop batch's encoded events
   bool flush_scheduled_ = false;
+  // This server's member-set version, and the changes of this batch for members:<id> ("+NAME",
+  // "-NAME"), written by one script before the batch is published.
+  std::uint64_t version_ = 0;
+  std::vector<std::string> member_ops_;
+  bool batch_changes_members_ = false;
   // The other servers' members, by server id.
-  std::unordered_map<std::string, std::vector<std::string>> remote_;
-  // Room messages received per remote server: a presence reply is older than the events that
-  // came on the subscription after it was asked for (two connections, no order between them).
-  std::unordered_map<std::string, std::uint64_t> batches_seen_;
+  std::unordered_map<std::string, Remote> remote_;
   // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
   // lost the counter, and it is re-seeded above every number this server knows to be in use.
   std::uint64_t highest_remote_number_ = 0;

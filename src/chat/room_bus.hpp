@@ -6,6 +6,7 @@
 // (out of reach), and the room then carries on on its own.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -48,6 +49,8 @@ class RoomBus {
   virtual void release_nick(const std::string& key) = 0;
   // The names on the other servers, in no particular order.
   [[nodiscard]] virtual std::vector<std::string> remote_names() const = 0;
+  // How many they are (without building the list).
+  [[nodiscard]] virtual std::size_t remote_count() const = 0;
   // The highest N of a "Client N" seen on the other servers (0: none): a number the room hands
   // out on its own while they are out of reach must be above it.
   [[nodiscard]] virtual std::uint64_t highest_remote_number() const = 0;

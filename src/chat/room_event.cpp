@@ -99,6 +99,19 @@ void encode_room_event(std::string& out, std::string_view server_id, const RoomE
   out += '\n';
 }
 
+void encode_members_version(std::string& out, std::string_view server_id, std::uint64_t version) {
+  if (out.empty()) {
+    out += kHeader;
+    out += server_id;
+    out += '\n';
+  }
+  out += 'v';
+  append_field(out, "");
+  append_field(out, std::to_string(version));
+  append_field(out, "");
+  out += '\n';
+}
+
 std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text) {
   if (payload.substr(0, kHeader.size()) != kHeader) return std::nullopt;
   std::size_t newline = payload.find('\n');
@@ -117,6 +130,17 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
     if (!third) return std::nullopt;
     if (at >= payload.size() || payload[at] != '\n') return std::nullopt;
     ++at;
+    if (kind == 'v') {
+      // One spelling per version (no leading zeros), one version per batch.
+      std::uint64_t version = 0;
+      auto [end, error] = std::from_chars(second->data(), second->data() + second->size(), version);
+      if (!name->empty() || !third->empty() || batch.members_version || second->empty() ||
+          error != std::errc() || end != second->data() + second->size() ||
+          ((*second)[0] == '0' && second->size() > 1))
+        return std::nullopt;
+      batch.members_version = version;
+      continue;
+    }
     if (!acceptable_remote_name(*name)) return std::nullopt;
     RoomEvent event;
     event.name = std::string(*name);

@@ -9,6 +9,8 @@
 //     j  name, "", ""            joined
 //     l  name, reason, "0"|"1"   left; "1" when it was disconnected for being too slow
 //     r  old name, new name, reason
+//     v  "", version, ""         the sender's member-set version after this batch's j, l and r
+//                                events (at most one per batch; see chat/redis_room_bus.hpp)
 // Lengths are decimal without leading zeros, at most kMaxFieldBytes; the fields shown "" are
 // empty. A message that breaks any rule is dropped whole (fuzzed: tests/fuzz/room_event.cpp).
 // Names and texts are peer input from another machine: decode_room_events sanitizes texts with
@@ -37,6 +39,9 @@ struct RoomEvent {
 struct RoomBatch {
   std::string server_id;
   std::vector<RoomEvent> events;
+  // From a "v" line: each j, l and r event counted one version, so the batch's first membership
+  // event is version members_version - (their count) + 1.
+  std::optional<std::uint64_t> members_version;
 };
 
 inline constexpr std::size_t kMaxFieldBytes = 64 * 1024;
@@ -45,6 +50,8 @@ inline constexpr std::size_t kMaxServerIdBytes = 64;
 [[nodiscard]] bool valid_server_id(std::string_view id);
 // Appends the header when `out` is empty, then the event.
 void encode_room_event(std::string& out, std::string_view server_id, const RoomEvent& event);
+// Appends the header when `out` is empty, then a "v" line.
+void encode_members_version(std::string& out, std::string_view server_id, std::uint64_t version);
 // Nullopt when the payload is malformed; texts are cut at `max_text` bytes.
 std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text);
 // A name another server may use: a valid nick or "Client N".

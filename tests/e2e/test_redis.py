@@ -359,6 +359,39 @@ class SharedRoom(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(a.log_count(r"redis: dropped a malformed room message"), 5)
 
+    def test_presence_follows_versions_and_takes_a_snapshot_on_a_gap(self):
+        # A server written by hand into Redis, as a chat-server writes itself: its member set,
+        # the set's version and a heartbeat; its events carry the version after them ("v").
+        a = self.server()
+        alice = self.client(a, "alice")
+        channel = "mux:room:test:events"
+
+        def heartbeat():
+            self.redis.command("ZADD", "mux:room:test:servers", int(time.time() * 1000), "fake-1")
+
+        self.redis.command("SADD", "mux:room:test:members:fake-1", "Client 900", "bea")
+        self.redis.command("HSET", "mux:room:test:versions", "fake-1", "5")
+        heartbeat()
+        alice.expect_who(["alice", "Client 900", "bea"])  # a new server: one snapshot
+        # The next version: applied from the event alone (the set in Redis is not read again).
+        heartbeat()
+        self.redis.command("PUBLISH", channel, b"MUXROOM1 fake-1\nj 3:zed 0: 0:\nv 0: 1:6 0:\n")
+        alice.skip_to("* zed joined")
+        alice.expect_who(["alice", "Client 900", "bea", "zed"])
+        # Versions 7 and 8 never arrived: the event of version 9 shows the gap, and the
+        # server reads the set again (Redis says who is there now: bea and Client 900 left).
+        heartbeat()
+        self.redis.command("DEL", "mux:room:test:members:fake-1")
+        self.redis.command("SADD", "mux:room:test:members:fake-1", "zed", "yan")
+        self.redis.command("HSET", "mux:room:test:versions", "fake-1", "9")
+        self.redis.command("PUBLISH", channel, b"MUXROOM1 fake-1\nj 3:yan 0: 0:\nv 0: 1:9 0:\n")
+        alice.skip_to("* yan joined")
+        heartbeat()
+        alice.expect_who(["alice", "yan", "zed"])
+        # Silent in Redis for the TTL: gone, with its members.
+        alice.skip_to("* zed left", timeout=SLOW)
+        alice.expect_who(["alice"])
+
     def test_rooms_are_separate(self):
         a = self.server(room="one")
         b = self.server(room="two")

@@ -39,7 +39,8 @@ bool same_event(const RoomEvent& a, const RoomEvent& b) {
 }
 
 bool same_batch(const RoomBatch& a, const RoomBatch& b) {
-  return a.server_id == b.server_id && a.events.size() == b.events.size() &&
+  return a.server_id == b.server_id && a.members_version == b.members_version &&
+         a.events.size() == b.events.size() &&
          std::equal(a.events.begin(), a.events.end(), b.events.begin(), same_event);
 }
 
@@ -140,7 +141,21 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
       field = *bytes;
     }
     if (!cursor.literal('\n')) return std::nullopt;
+    if (raw.kind == 'v') {
+      const std::string& digits = raw.fields[1];
+      if (!raw.fields[0].empty() || !raw.fields[2].empty() || reference.batch.members_version ||
+          digits.empty() || digits.size() > 20 || (digits[0] == '0' && digits.size() > 1) ||
+          !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+      // 20 digits may still be above 2^64 - 1.
+      if (digits.size() == 20 && digits > "18446744073709551615") return std::nullopt;
+      reference.batch.members_version = std::stoull(digits);
+      reference.raw.push_back(raw);
+      continue;
+    }
     if (!acceptable_name(raw.fields[0])) return std::nullopt;
+    // encode() writes the version last: an event after it re-encodes in another order.
+    if (reference.batch.members_version) reference.unchanged = false;
     RoomEvent event;
     event.name = raw.fields[0];
     switch (raw.kind) {
@@ -185,6 +200,8 @@ std::string encode(const RoomBatch& batch) {
   std::string wire;
   for (const RoomEvent& event : batch.events)
     chat::encode_room_event(wire, batch.server_id, event);
+  if (batch.members_version)
+    chat::encode_members_version(wire, batch.server_id, *batch.members_version);
   return wire;
 }
 

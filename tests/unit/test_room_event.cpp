@@ -55,3 +55,27 @@ TEST_CASE("room events: texts are cut at max_text, malformed payloads refused wh
     CHECK_FALSE(decode_room_events(bad, 4096));
   }
 }
+
+TEST_CASE("room events: the members' version line, at most one per batch") {
+  std::string wire;
+  encode_room_event(wire, "srv-1", {RoomEventKind::joined, "Client 3", {}, {}, false});
+  encode_members_version(wire, "srv-1", 41);
+  CHECK(wire == "MUXROOM1 srv-1\nj 8:Client 3 0: 0:\nv 0: 2:41 0:\n");
+  auto batch = decode_room_events(wire, 4096);
+  REQUIRE(batch);
+  CHECK(batch->events.size() == 1);
+  CHECK(batch->members_version == 41u);
+  CHECK_FALSE(decode_room_events("MUXROOM1 s\nj 3:eve 0: 0:\n", 4096)->members_version);
+  for (std::string bad :
+       {"MUXROOM1 s\nv 0: 2:41 0:\nv 0: 2:42 0:\n", "MUXROOM1 s\nv 0: 2:04 0:\n",
+        "MUXROOM1 s\nv 0: 0: 0:\n", "MUXROOM1 s\nv 3:eve 1:4 0:\n", "MUXROOM1 s\nv 0: 1:4 1:x\n",
+        "MUXROOM1 s\nv 0: 2:4x 0:\n", "MUXROOM1 s\nv 0: 20:99999999999999999999 0:\n"})
+    CHECK_FALSE(decode_room_events(bad, 4096));
+}
+
+TEST_CASE("room events: the number of a default name") {
+  CHECK(default_name_number("Client 17") == 17u);
+  CHECK_FALSE(default_name_number("Client 017"));
+  CHECK_FALSE(default_name_number("alice"));
+  CHECK_FALSE(default_name_number("Client 99999999999999999999"));
+}
