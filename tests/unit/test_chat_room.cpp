@@ -417,6 +417,7 @@ struct ManualBus final : mux::RoomBus {
   void release_nick(const std::string&) override {}
   [[nodiscard]] std::vector<std::string> remote_names() const override { return {}; }
   [[nodiscard]] std::uint64_t highest_remote_number() const override { return 0; }
+  [[nodiscard]] std::size_t remote_count() const override { return 0; }
 
   void answer_admission() {
     auto done = std::move(admissions.front());
