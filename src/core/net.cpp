@@ -6,10 +6,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -113,6 +115,17 @@ std::optional<HostAndPort> split_host_port(const std::string& text, std::string&
 }
 
 std::string format_address(const sockaddr* address, socklen_t length) {
+  if (address->sa_family == AF_UNIX) {
+    // A path, or an abstract name (a leading NUL, shown as '@' as ss does), or none at all.
+    const auto* local = reinterpret_cast<const sockaddr_un*>(address);
+    auto offset = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path));
+    if (length <= offset) return "a Unix socket";
+    std::string path(local->sun_path, static_cast<std::size_t>(length - offset));
+    if (path.front() == '\0') path.front() = '@';
+    while (!path.empty() && path.back() == '\0')
+      path.pop_back();
+    return "a Unix socket (" + path + ")";
+  }
   char host[NI_MAXHOST];
   char service[NI_MAXSERV];
   if (::getnameinfo(address, length, host, sizeof host, service, sizeof service,

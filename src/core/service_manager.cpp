@@ -62,6 +62,12 @@ Fd take_listener(const std::string& host, std::uint16_t port, bool& activated) {
       throw std::runtime_error(
           "socket activation: the socket passed (fd 3) is not a listening stream socket "
           "(ListenStream= in the .socket unit, Accept=no)");
+    // Clients are told apart, capped and filtered by their IP address: a Unix socket has none.
+    if (::sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0)
+      throw std::runtime_error(fmt::format(
+          "socket activation: the socket passed (fd 3) is {}, not TCP; mux serves TCP only "
+          "(ListenStream=PORT or ADDRESS:PORT in the .socket unit)",
+          local_address(fd)));
     make_non_blocking(fd);
     activated = true;
     return listener;

@@ -32,13 +32,14 @@ class ActivatedServer(muxtest.Server):
     """`systemd-socket-activate -l 127.0.0.1:PORT mux SUB ...`: systemd-socket-activate holds the
     listening socket and starts mux (as fd 3, LISTEN_FDS=1) on the first connection."""
 
-    def __init__(self, command, port):
+    def __init__(self, command, port, listening=None):
         self.args = command
         self.port = port
         self.host = muxtest.HOST
         self.collect(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       stdin=subprocess.DEVNULL))
-        self.wait_for_log(rf"Listening on {re.escape(muxtest.HOST)}:{port} as 3", stream="stderr")
+        listening = listening or f"{muxtest.HOST}:{port}"
+        self.wait_for_log(rf"Listening on {re.escape(listening)} as 3", stream="stderr")
 
 
 def start_activated(sub, *args, datagram=False):
@@ -117,6 +118,25 @@ class SocketActivationTest(unittest.TestCase):
             self.assertEqual(server.stderr_lines[-1],
                              "mux: error: socket activation: the socket passed (fd 3) is not a "
                              "listening stream socket (ListenStream= in the .socket unit, Accept=no)")
+
+    def test_a_unix_socket_is_named_and_refused(self):
+        """Issue 21 C2: a Unix socket (ListenStream=/run/x.sock) failed with `mux: error: stoul`."""
+        work = tempfile.mkdtemp(prefix="mux-activate-")
+        self.addCleanup(shutil.rmtree, work, True)
+        path = os.path.join(work, "mux.sock")
+        for sub in ("chat-server", "upload-server"):
+            with self.subTest(server=sub):
+                if os.path.exists(path):
+                    os.unlink(path)
+                command = ["systemd-socket-activate", "-l", path, muxtest.MUX, sub]
+                with ActivatedServer(command, None, listening=path) as server:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                        sock.connect(path)  # starts mux
+                    self.assertEqual(server.wait(), 1)
+                    self.assertEqual(server.stderr_lines[-1],
+                                     "mux: error: socket activation: the socket passed (fd 3) is a "
+                                     f"Unix socket ({path}), not TCP; mux serves TCP only "
+                                     "(ListenStream=PORT or ADDRESS:PORT in the .socket unit)")
 
 
 class NotifySocket:
