@@ -343,6 +343,10 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
   flags.size("--limit-rate", options.limit_rate,
              "Send at most this many bytes per second (500K, 10M; default: unlimited)",
              {1 * KiB, 1024 * TiB});
+  flags.count("--retry", options.retry,
+              "When the connection is lost mid-upload (or the server restarts), connect again "
+              "and resume, at most N times within --timeout of the failure (default: 0, never)",
+              {0, 1000});
 }
 
 // Every subcommand: settings from a file (cli/config_file.hpp; applied by CommandLine, below the

@@ -76,4 +76,23 @@ ClientLink open_client_link(const std::string& host, std::uint16_t port,
   return link;
 }
 
+ClientRedial::ClientRedial(const std::string& host, std::uint16_t port,
+                           const ClientLinkOptions& options)
+    : host_(host),
+      port_(port),
+      server_(format_endpoint(host, port)),
+      timeout_(options.connect_timeout) {
+  if (options.wants_tls()) tls_ = std::make_unique<TlsClientContext>(options.tls_config, host);
+}
+
+std::unique_ptr<Connector> ClientRedial::connect(EventLoop& loop, Connector::Done done) const {
+  return std::make_unique<Connector>(loop, host_, port_, timeout_, std::move(done));
+}
+
+std::unique_ptr<ByteStream> ClientRedial::make_stream(int fd) const {
+  set_nodelay(fd);
+  if (tls_) return tls_->make_stream(fd);
+  return make_plain_stream(fd);
+}
+
 }  // namespace mux

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "core/byte_stream.hpp"
+#include "core/connector.hpp"
+#include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/tls_context.hpp"
 
@@ -49,6 +51,30 @@ struct ClientLink {
 // error: ...".
 ClientLink open_client_link(const std::string& host, std::uint16_t port,
                             const ClientLinkOptions& options);
+
+// What connecting again takes (upload-client's --retry): the address, the deadline and a stream
+// for each new socket, with the TLS files loaded once. The connect runs on the caller's loop (a
+// Connector) and the TLS handshake is left to the Connection that wraps the socket, so the
+// caller's signals and timers are served while a reconnect is under way (Ctrl-C ends at once).
+class ClientRedial {
+ public:
+  // Throws as open_client_link() does for a bad --tls-* file.
+  ClientRedial(const std::string& host, std::uint16_t port, const ClientLinkOptions& options);
+
+  // Starts a connect on `loop` within --connect-timeout; `done` as Connector's.
+  [[nodiscard]] std::unique_ptr<Connector> connect(EventLoop& loop, Connector::Done done) const;
+  // Plain TCP, or TLS whose handshake the Connection drives (within timeout()).
+  [[nodiscard]] std::unique_ptr<ByteStream> make_stream(int fd) const;
+  [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+  [[nodiscard]] const std::string& server() const noexcept { return server_; }
+
+ private:
+  std::string host_;
+  std::uint16_t port_;
+  std::string server_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<TlsClientContext> tls_;
+};
 
 // --check: loads what open_client_link() would (the --tls-* files, --token-file) without
 // connecting. Returns what was checked ("TLS files, token file"; "" when nothing); throws as

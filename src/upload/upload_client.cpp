@@ -58,6 +58,7 @@ int run_upload_client(const UploadClientOptions& options) {
   // Only a key from an earlier try asks what the server kept: a first try sends at once, as to
   // any server.
   bool ask = key && key->reused && !options.no_resume;
+  std::string link_token = link.token;
   std::string header =
       format_header_line(source.size, name, link.token, true, key ? key->key : std::string(), ask);
   std::string server = link.server;
@@ -85,12 +86,25 @@ int run_upload_client(const UploadClientOptions& options) {
     fmt::print(stderr, "a stream from {} cannot resume if it is interrupted\n",
                options.file == "-" ? "standard input" : options.file);
   }
+  // --retry: the same header, asking for the server's offer when the upload can resume.
+  std::optional<ClientRedial> redial;
+  if (options.retry > 0 && size) {
+    redial.emplace(options.common.host, client_port(options.link, options.common.port),
+                   options.link);
+    sender.set_retry(static_cast<unsigned>(options.retry), &*redial,
+                     format_header_line(size, name, link_token, true,
+                                        key ? key->key : std::string(), key.has_value()));
+  } else if (options.retry > 0 && options.common.verbose) {
+    fmt::print(stderr, "a stream from {} cannot be sent again: --retry does not apply\n",
+               options.file == "-" ? "standard input" : options.file);
+  }
   UploadSender::Result result = sender.run();
   if (key) forget_upload_key(*key);  // confirmed: the next upload of this file is a new one
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   std::optional<std::uint64_t> whole;
-  if (result.resumed_at > 0) whole = result.resumed_at + result.bytes;
+  // Resumed, or sent more than once by --retry: the summary says what this run sent of the whole.
+  if (size && (result.resumed_at > 0 || result.bytes != *size)) whole = *size;
   progress.finish(
       format_upload_summary(result.bytes, seconds, result.hash, result.saved_name, whole));
   return 0;

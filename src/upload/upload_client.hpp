@@ -18,6 +18,7 @@ struct UploadClientOptions {
   std::chrono::milliseconds timeout{30'000};
   bool no_resume = false;        // --no-resume: replace what the server kept of an earlier try
   std::uint64_t limit_rate = 0;  // --limit-rate: bytes per second at most; 0: unlimited
+  std::uint64_t retry = 0;       // --retry: new tries after a lost connection; 0: none
 };
 
 int run_upload_client(const UploadClientOptions& options);

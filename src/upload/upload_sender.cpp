@@ -29,6 +29,18 @@ constexpr std::chrono::milliseconds kRedrawInterval{100};
 // How often a stalled send or a missing reply is looked for.
 constexpr std::chrono::milliseconds kProgressCheckInterval{250};
 constexpr double kMinRateBurst = 1460;
+// --retry waits this long before the first new try, doubling up to the most.
+constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
+constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+
+// ERR reasons another try may not meet: the server was busy, stopping, or timed us out (a
+// resumable upload's data was kept). Everything else (disk full, too large, unauthorized, a bad
+// header) would be refused again.
+bool transient_refusal(std::string_view reason) {
+  for (std::string_view prefix : {"busy:", "server busy", "shutting down", "timeout:"})
+    if (reason.starts_with(prefix)) return true;
+  return false;
+}
 
 // Text from the server ends up on a terminal: no control bytes.
 std::string printable(std::string_view text) {
@@ -47,7 +59,8 @@ UploadSender::UploadSender(UploadSource source, std::string source_label, std::s
     : source_(std::move(source)),
       source_label_(std::move(source_label)),
       header_line_(std::move(header_line)),
-      connection_(connections_, std::move(socket), std::move(stream), *this),
+      connection_(std::make_unique<Connection>(connections_, std::move(socket), std::move(stream),
+                                               static_cast<Connection::Owner&>(*this))),
       server_(std::move(server)),
       progress_(progress),
       started_(EventLoop::Clock::now()) {}
@@ -86,16 +99,97 @@ UploadSender::Result UploadSender::run() {
     // stream cut short by an error or a signal must end with a reset instead, so it is not taken
     // for a complete one. (Only a sender killed outright still ends with an orderly close; the
     // hash check is what catches that: no OK is ever accepted for it.)
-    if (sending_ && !source_.size) connection_.abort("cut short");
+    if (sending_ && !source_.size && connection_) connection_->abort("cut short");
     progress_.clear();
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
     throw std::runtime_error(*failure_);
   }
-  return Result{sent_, final_hash_, elapsed_seconds(), saved_name_, resumed_at_};
+  return Result{sent_before_ + sent_, final_hash_, elapsed_seconds(), saved_name_, resumed_at_};
+}
+
+void UploadSender::set_retry(unsigned count, const ClientRedial* redial, std::string retry_header) {
+  retry_limit_ = redial != nullptr ? count : 0;
+  redial_ = redial;
+  retry_header_ = std::move(retry_header);
+  if (redial_ != nullptr) connections_.handshake_timeout = redial_->timeout();
+}
+
+bool UploadSender::can_retry() const {
+  if (retries_ >= retry_limit_ || !source_.size || interrupted_by_ != 0) return false;
+  return !retry_deadline_ || EventLoop::Clock::now() < *retry_deadline_;
+}
+
+// The try failed for a reason the next may not meet: the connection goes (with a reset, so a
+// server still reading lets go of the upload at once), and a new one is made after a pause.
+void UploadSender::schedule_retry(std::string why) {
+  auto now = EventLoop::Clock::now();
+  if (!retry_deadline_ && stall_timeout_.count() > 0) retry_deadline_ = now + stall_timeout_;
+  ++retries_;
+  std::chrono::milliseconds delay =
+      std::min(kFirstRetryDelay * (1 << std::min(retries_ - 1, 5U)), kMaxRetryDelay);
+  if (retry_deadline_) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(*retry_deadline_ - now);
+    delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
+                     std::chrono::milliseconds{1});
+  }
+  progress_.note(fmt::format("{}; retry {} of {} in {}", why, retries_, retry_limit_,
+                             format_duration(static_cast<double>(delay.count()) / 1000)));
+  if (connection_) {
+    connection_->abort("retrying");
+    loop_.retire(std::move(connection_));
+  }
+  if (reader_) {
+    loop_.unwatch(reader_->ready_fd());
+    reader_.reset();
+  }
+  sent_before_ += sent_;
+  sent_ = 0;
+  chunk_sent_ = 0;
+  waiting_for_chunk_ = false;
+  reply_text_.clear();
+  sending_ = true;
+  header_line_ = retry_header_;
+  header_sent_ = 0;
+  awaiting_offer_ = resume_mode_ != ResumeMode::off;
+  retry_timer_ = loop_.add_timer(delay, [this] {
+    retry_timer_ = 0;
+    redial();
+  });
+}
+
+void UploadSender::redial() {
+  connector_ = redial_->connect(loop_, [this](Fd socket, std::string error) {
+    on_redialed(std::move(socket), std::move(error));
+  });
+}
+
+void UploadSender::on_redialed(Fd socket, std::string error) {
+  loop_.retire(std::move(connector_));
+  if (!socket) return fail(std::move(error), true);
+  int fd = socket.get();
+  std::unique_ptr<ByteStream> stream = redial_->make_stream(fd);
+  connection_ = std::make_unique<Connection>(connections_, std::move(socket), std::move(stream),
+                                             static_cast<Connection::Owner&>(*this));
+  last_progress_ = EventLoop::Clock::now();
+  // A TLS handshake runs first; on_ready() follows it (a failed one ends in on_closed()).
+  if (connection_->ready()) start_attempt();
+}
+
+// A new try on a ready connection: the header again (asking for the offer, when resumable) or
+// the whole file from its start.
+void UploadSender::start_attempt() {
+  if (!sending_ || loop_.stopping() || !connection_) return;
+  last_progress_ = EventLoop::Clock::now();
+  if (!awaiting_offer_ && !reader_) {
+    start_reading(0, ContentHash());
+    progress_.start_at(0, elapsed_seconds());
+  }
+  send_more();
 }
 
 void UploadSender::start_reading(std::uint64_t from, ContentHash prefix) {
   resumed_at_ = from;
+  if (reader_) loop_.unwatch(reader_->ready_fd());
   std::optional<std::uint64_t> size = source_.size;
   if (size) *size -= from;
   reader_.emplace(source_.file.get(), source_.offset + from, size, std::move(prefix));
@@ -154,7 +248,8 @@ void UploadSender::on_resume_offer(const std::string& line) {
 }
 
 void UploadSender::send_more() {
-  if (!sending_ || rate_paused_ || loop_.stopping()) return;
+  if (!sending_ || rate_paused_ || loop_.stopping() || !connection_ || !connection_->ready())
+    return;
   for (int calls = 0; calls < kMaxSendsPerWakeup; ++calls) {
     // The header and the first bytes of the file go out in one writev: one segment (one TLS
     // record) for both, as the server reads them.
@@ -181,7 +276,7 @@ void UploadSender::send_more() {
       return;
     }
     std::size_t wanted = chunks[0].iov_len + (count > 1 ? chunks[1].iov_len : 0);
-    IoResult result = connection_.send_batch(std::span<const iovec>(chunks, count));
+    IoResult result = connection_->send_batch(std::span<const iovec>(chunks, count));
     if (result.blocked()) return;  // on_writable() goes on
     if (!result.ok()) return on_send_error(result);
     std::size_t written = result.bytes;
@@ -200,6 +295,7 @@ void UploadSender::send_more() {
     }
     sent_ += written;
     chunk_sent_ += written;
+    retry_deadline_.reset();  // moving again: a later failure gets a window of its own
     last_progress_ = EventLoop::Clock::now();
     if (rate_limit_) rate_limit_->take(static_cast<double>(written), TokenBucket::Clock::now());
     if (chunk_sent_ == reader_->front()->size()) {  // the front chunk is all sent
@@ -267,11 +363,13 @@ void UploadSender::finish_sending() {
   last_progress_ = EventLoop::Clock::now();  // the reply gets the whole stall timeout
   // The end of the upload: TLS close_notify then FIN, or just FIN, as the server reads it; the
   // reply is still read.
-  connection_.shutdown_output();
+  connection_->shutdown_output();
 }
 
 void UploadSender::check_progress() {
-  if (waiting_for_chunk_ || rate_paused_) {  // our own disk or --limit-rate, not the server
+  // Between tries the retry timer and the Connector's deadline bound the wait.
+  if (waiting_for_chunk_ || rate_paused_ ||
+      !connection_) {  // our own disk or --limit-rate, not the server
     last_progress_ = EventLoop::Clock::now();
     return;
   }
@@ -282,21 +380,26 @@ void UploadSender::check_progress() {
     std::string sent = source_.size
                            ? fmt::format("{} of {} bytes sent", total_sent(), *source_.size)
                            : fmt::format("{} bytes sent", sent_);
-    fail(fmt::format("{} took no data for {:g} s ({}); giving up", server_, stall_seconds, sent));
+    std::string message =
+        fmt::format("{} took no data for {:g} s ({})", server_, stall_seconds, sent);
+    // Without --retry the message says the upload ends; with it, fail() says how many tries.
+    if (retry_limit_ == 0) message += "; giving up";
+    fail(std::move(message), true);
   } else {
-    fail(fmt::format("no reply from {} within {:g} s", server_, stall_seconds));
+    fail(fmt::format("no reply from {} within {:g} s", server_, stall_seconds), true);
   }
 }
 
 void UploadSender::on_send_error(const IoResult& error) {
   // A server that refuses an upload replies ERR and closes: the reason is already here.
-  connection_.read_pending();
-  if (!loop_.stopping()) fail(fmt::format("send to {}: {}", server_, error.describe()));
+  connection_->read_pending();
+  if (!loop_.stopping() && connection_)
+    fail(fmt::format("send to {}: {}", server_, error.describe()), true);
 }
 
 // Readable while still sending means the server answered early: usually an ERR refusal.
 void UploadSender::on_data(std::string_view bytes) {
-  if (loop_.stopping()) return;
+  if (loop_.stopping() || !connection_) return;
   reply_text_.append(bytes);
   std::size_t newline = reply_text_.find('\n');
   while (newline != std::string::npos && awaiting_offer_ && reply_text_.starts_with("RESUME ")) {
@@ -314,14 +417,17 @@ void UploadSender::on_data(std::string_view bytes) {
 }
 
 void UploadSender::on_end_of_input() {
-  fail(fmt::format("{} closed the connection without a reply", server_));
+  if (!connection_) return;  // a try given up already
+  fail(fmt::format("{} closed the connection without a reply", server_), true);
 }
 
 void UploadSender::on_closed(std::string_view reason) {
-  const IoResult& failure = connection_.failure();
+  if (!connection_) return;
+  const IoResult& failure = connection_->failure();
   fail(fmt::format(
-      "connection to {}: {}", server_,
-      failure.status == IoResult::Status::failed ? failure.describe() : std::string(reason)));
+           "connection to {}: {}", server_,
+           failure.status == IoResult::Status::failed ? failure.describe() : std::string(reason)),
+       true);
 }
 
 void UploadSender::check_reply(const std::string& line) {
@@ -336,7 +442,8 @@ void UploadSender::check_reply(const std::string& line) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
                      printable(line)));
   } else if (!reply->ok) {
-    fail(fmt::format("{} refused the upload: {}", server_, printable(reply->reason)));
+    fail(fmt::format("{} refused the upload: {}", server_, printable(reply->reason)),
+         transient_refusal(reply->reason));
   } else if (sending_ && source_.size) {
     fail(fmt::format("{} replied OK after {} of {} bytes", server_, total_sent(), *source_.size));
   } else if (sending_) {
@@ -369,8 +476,18 @@ void UploadSender::interrupt(int signo) {
                    kept));
 }
 
-void UploadSender::fail(std::string message) {
+void UploadSender::fail(std::string message, bool transient) {
   if (loop_.stopping()) return;  // the first failure is the one worth telling
+  if (transient && can_retry()) return schedule_retry(std::move(message));
+  if (transient && retries_ > 0) {
+    // Why no further try: the count, or no progress for the stall timeout since the failure.
+    std::string why = retries_ < retry_limit_
+                          ? fmt::format(": no progress for {:g} s",
+                                        static_cast<double>(stall_timeout_.count()) / 1000)
+                          : "";
+    message +=
+        fmt::format(" (gave up after {} {}{})", retries_, retries_ == 1 ? "retry" : "retries", why);
+  }
   failure_ = std::move(message);
   loop_.stop();
 }

@@ -13,7 +13,9 @@
 #include <string_view>
 
 #include "core/byte_stream.hpp"
+#include "core/client_link.hpp"
 #include "core/connection.hpp"
+#include "core/connector.hpp"
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "core/rate_limit.hpp"
@@ -28,7 +30,7 @@ class ProgressDisplay;
 class UploadSender final : private Connection::Owner {
  public:
   struct Result {
-    std::uint64_t bytes = 0;
+    std::uint64_t bytes = 0;  // sent by this run, every try together
     std::string hash;
     double seconds = 0;
     // Where the server saved the file (its reply's name=, made safe for a terminal); empty when
@@ -58,6 +60,14 @@ class UploadSender final : private Connection::Owner {
   // RESUME before the data, which then starts at the offset taken. Default off.
   void set_resume(ResumeMode mode) noexcept { resume_mode_ = mode; }
 
+  // --retry: after a transient failure (the connection lost or refused, no progress for the
+  // stall timeout, the server busy or shutting down) wait (1 s, doubling up to 30 s) and connect
+  // again through `redial`, at most `count` times, within the stall timeout of the failure; a
+  // resumable upload (ResumeMode not off) then sends `retry_header` (it asks for the offer) and
+  // continues where the server's checkpoint ends, any other from its start. Only a file of known
+  // size retries (a stream's bytes are gone once sent). `redial` must outlive run().
+  void set_retry(unsigned count, const ClientRedial* redial, std::string retry_header);
+
   // Sends everything and waits for the reply. Returns only when the server confirmed the byte
   // count and the hash; throws std::runtime_error with a message for people otherwise.
   Result run();
@@ -67,6 +77,12 @@ class UploadSender final : private Connection::Owner {
   void on_end_of_input() override;
   void on_closed(std::string_view reason) override;
   void on_writable() override { send_more(); }
+  void on_ready() override { start_attempt(); }
+  void start_attempt();
+  [[nodiscard]] bool can_retry() const;
+  void schedule_retry(std::string why);
+  void redial();
+  void on_redialed(Fd socket, std::string error);
   void send_more();
   void wait_for_chunk();
   [[nodiscard]] std::size_t rate_allowance();
@@ -80,7 +96,8 @@ class UploadSender final : private Connection::Owner {
   [[nodiscard]] std::optional<ContentHash> hash_of_prefix(std::uint64_t length);
   void start_reading(std::uint64_t from, ContentHash prefix);
   [[nodiscard]] std::uint64_t total_sent() const noexcept { return resumed_at_ + sent_; }
-  void fail(std::string message);
+  // `transient`: a failure another try may not meet (see set_retry).
+  void fail(std::string message, bool transient = false);
   void check_progress();
   void interrupt(int signo);
   [[nodiscard]] double elapsed_seconds() const;
@@ -92,11 +109,12 @@ class UploadSender final : private Connection::Owner {
   std::size_t header_sent_ = 0;
   // Only the reply is read: one line.
   ConnectionContext connections_{loop_, 4096};
-  Connection connection_;
+  std::unique_ptr<Connection> connection_;  // null between two tries
   std::string server_;
   ProgressDisplay& progress_;
   EventLoop::Clock::time_point started_;
-  std::uint64_t sent_ = 0;
+  std::uint64_t sent_ = 0;         // file bytes this try sent
+  std::uint64_t sent_before_ = 0;  // file bytes the earlier tries of this run sent
   std::chrono::milliseconds stall_timeout_{30'000};
   EventLoop::Clock::time_point last_progress_;
   std::optional<ChunkReader> reader_;  // after source_: it reads source_.file until destroyed
@@ -113,6 +131,15 @@ class UploadSender final : private Connection::Owner {
   bool sending_ = true;
   std::optional<std::string> failure_;
   int interrupted_by_ = 0;  // the signal that stopped the upload, if one did
+  // --retry
+  unsigned retry_limit_ = 0;
+  unsigned retries_ = 0;  // tries made after the first
+  const ClientRedial* redial_ = nullptr;
+  std::string retry_header_;
+  std::unique_ptr<Connector> connector_;
+  EventLoop::TimerId retry_timer_ = 0;
+  // Set by the first failure since the upload last moved: no try starts after it.
+  std::optional<EventLoop::Clock::time_point> retry_deadline_;
 };
 
 }  // namespace mux

@@ -19,7 +19,7 @@ COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet", "--config"
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
                      "--tls-cert", "--tls-key", "--token-file"]
 # Interrupted uploads (test_resume.py).
-RESUME_CLIENT_FLAGS = ["--limit-rate", "--no-resume"]
+RESUME_CLIENT_FLAGS = ["--limit-rate", "--no-resume", "--retry"]
 RESUME_SERVER_FLAGS = ["--keep-partial"]
 FLAGS = {
     "chat-server": COMMON_FLAGS + ["--log-level", "--serve", "--max-clients", "--max-line", "--max-queue",

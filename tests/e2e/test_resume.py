@@ -5,6 +5,7 @@ kills (SIGKILL of the client and of the server), hashes checked with xxhsum."""
 import os
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -258,6 +259,104 @@ class ResumeCase(muxtest.UploadCase):
         server.wait_for_log(r"Saved \[Client 3\] upload as .*upload-3\.bin")
         self.assertEqual(self.read_saved("upload-3.bin"), data)
         self.assertEqual(self.hidden(), [])
+
+    # --- --retry: the same client process reconnects and resumes --------------------------------
+
+    def wait_for_checkpoint(self, at_least=MIB):
+        """Waits until the server's record shows a checkpoint of at least `at_least` bytes: only
+        then does a server killed outright leave something to resume (before its first 1 MiB
+        checkpoint it leaves nothing)."""
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while time.monotonic() < deadline:
+            for name in self.hidden():
+                if name.endswith(".rec"):
+                    try:
+                        with open(os.path.join(self.out, name)) as f:
+                            match = re.search(r"^offset=(\d+)$", f.read(), re.M)
+                    except FileNotFoundError:
+                        continue
+                    if match and int(match.group(1)) >= at_least:
+                        return int(match.group(1))
+            time.sleep(0.02)
+        self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s: {self.saved()}")
+
+    def read_until(self, stream, pattern, timeout=3 * TIMEOUT):
+        """Reads a running client's output until `pattern` shows up; returns what was read."""
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, seen.decode(errors="replace")):
+            remaining = deadline - time.monotonic()
+            self.assertGreater(remaining, 0, f"no {pattern!r} within {timeout} s: {seen!r}")
+            ready, _, _ = select.select([stream], [], [], remaining)
+            if ready:
+                chunk = os.read(stream.fileno(), 65536)
+                self.assertTrue(chunk, f"output ended before {pattern!r}: {seen!r}")
+                seen += chunk
+        return seen.decode(errors="replace")
+
+    def test_retry_survives_a_server_killed_and_restarted(self):
+        server = self.start_server()
+        path = self.make_file("big.bin", 6 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "2M", "--retry", "10")
+        try:
+            self.wait_for_checkpoint()
+            self.kill_server(server)
+            # The same port; the client is already waiting to connect again (1 s, 2 s, 4 s, ...).
+            self.start_server("--port", str(server.port))
+            out, err = client.communicate(timeout=6 * TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        out, err = out.decode(), err.decode()
+        self.assertEqual((client.returncode, err), (0, ""), out)
+        self.assertRegex(out, r"(closed the connection without a reply|Connection reset by peer|"
+                              r"Broken pipe)[^\n]*; retry 1 of 10 in 1 s\n")
+        self.assertRegex(out, r"(?m)^Resumed at \S+ \S+ of 6\.0 MiB$")
+        self.assertRegex(out, rf"verified {muxtest.xxh128(path)} of all {6 * MIB} bytes, saved as "
+                              r"big\.bin\n")
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "big.bin")), muxtest.xxh128(path))
+        self.assertEqual(self.saved(), ["big.bin"])  # nothing hidden left behind
+        self.assertEqual(os.listdir(os.path.join(self.state, "mux")), [])
+
+    def test_retry_gives_up_after_n_tries_with_one_error_line(self):
+        server = self.start_server()
+        path = self.make_file("gone.bin", 6 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "2M", "--retry", "2")
+        self.wait_for_checkpoint()
+        self.kill_server(server)  # and never restarted
+        out, err = client.communicate(timeout=6 * TIMEOUT)
+        host = "localhost" if self.TLS else "127.0.0.1"
+        self.assertEqual(client.returncode, 1, out)
+        self.assertRegex(err.decode(), rf"^mux: error: connect to {host}:{server.port}: Connection "
+                                       r"refused \(gave up after 2 retries\)\n$")
+        self.assertRegex(out.decode(), r"; retry 1 of 2 in 1 s\n.*Connection refused; retry 2 of "
+                                       r"2 in 2 s\n")
+        # What the server kept is still there for the next run of the same command.
+        restarted = self.start_server("--port", str(server.port))
+        self.assert_resumed(self.run_client(restarted, path), path)
+
+    def test_ctrl_c_between_retries_ends_at_once_with_130(self):
+        server = self.start_server()
+        path = self.make_file("int.bin", 6 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "2M", "--retry", "5")
+        try:
+            self.wait_for_checkpoint()
+            self.kill_server(server)
+            # The third wait is 4 s: SIGINT lands inside it.
+            self.read_until(client.stdout, r"retry 3 of 5 in 4 s\n")
+            interrupted = time.monotonic()
+            client.send_signal(signal.SIGINT)
+            out, err = client.communicate(timeout=TIMEOUT)
+            waited = time.monotonic() - interrupted
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        self.assertEqual(client.returncode, 130, err)
+        self.assertLess(waited, 2.0)  # not the rest of the 4 s wait
+        self.assertRegex(err.decode(), r"^mux: error: interrupted by SIGINT after sending .*; run "
+                                       r"the same command again to resume\n$")
 
     def connect(self, server):
         sock = muxtest.connect(server.port)
