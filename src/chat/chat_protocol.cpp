@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cstdint>
 
 #include "core/sanitize.hpp"
@@ -38,6 +39,9 @@ Command parse_command(std::string_view line) {
   if (lowered == "/who") return {CommandKind::who, {}};
   if (lowered == "/help") return {CommandKind::help, {}};
   if (lowered == "/quit") return {CommandKind::quit, {}};
+  if (lowered == "/cap") return {CommandKind::cap, argument};
+  if (lowered == "/since") return {CommandKind::since, argument};
+  if (lowered == "/history") return {CommandKind::history, argument};
   return {CommandKind::unknown, word};
 }
 
@@ -61,6 +65,69 @@ std::string fold_nick(std::string_view nick) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
   return folded;
+}
+
+namespace {
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+bool valid_epoch(std::string_view epoch) {
+  return !epoch.empty() && epoch.size() <= 32 &&
+         epoch.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+}  // namespace
+
+void append_relay_with_id(std::string& out, std::uint64_t id, std::string_view name,
+                          std::string_view text) {
+  out += '@';
+  out += fmt::format_int(id).str();
+  out += ' ';
+  notice::append_relay(out, name, text);
+}
+
+std::optional<Since> parse_since(std::string_view argument) {
+  std::size_t space = argument.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  Since since{argument.substr(0, space), 0};
+  auto id = parse_number(argument.substr(space + 1));
+  if (!id || !valid_epoch(since.epoch)) return std::nullopt;
+  since.id = *id;
+  return since;
+}
+
+std::optional<IdLine> parse_id_line(std::string_view line) {
+  if (line.size() < 3 || line.front() != '@') return std::nullopt;
+  std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  auto id = parse_number(line.substr(1, space - 1));
+  if (!id || !line.substr(space + 1).starts_with('[')) return std::nullopt;
+  return IdLine{*id, line.substr(space + 1)};
+}
+
+std::optional<CapReply> parse_cap_reply(std::string_view line) {
+  constexpr std::string_view kStart = "* cap ids epoch=";
+  if (!line.starts_with(kStart)) return std::nullopt;
+  line.remove_prefix(kStart.size());
+  CapReply reply;
+  std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  reply.epoch = line.substr(0, space);
+  line.remove_prefix(space + 1);
+  if (!line.starts_with("last=")) return std::nullopt;
+  line.remove_prefix(5);
+  space = line.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  auto last = parse_number(line.substr(0, space));
+  line.remove_prefix(space + 1);
+  if (!line.starts_with("max-line=")) return std::nullopt;
+  auto max_line = parse_number(line.substr(9));
+  if (!last || !max_line || !valid_epoch(reply.epoch)) return std::nullopt;
+  reply.last = *last;
+  reply.max_line = static_cast<std::size_t>(*max_line);
+  return reply;
 }
 
 namespace notice {
@@ -94,8 +161,9 @@ std::string who(const std::vector<std::string_view>& names) {
   return fmt::format("* online ({}): {}\n", names.size(), fmt::join(names, ", "));
 }
 std::string help() {
-  return "* commands: /nick NAME (change your name), /who (who is here), /help, /quit (leave); "
-         "any other line goes to everyone (start it with // to send a leading /)\n";
+  return "* commands: /nick NAME (change your name), /who (who is here), /history N (the last N "
+         "lines), /help, /quit (leave); any other line goes to everyone (start it with // to "
+         "send a leading /)\n";
 }
 std::string unknown_command(std::string_view command) {
   return fmt::format("* unknown command {} (try /help)\n", command);
@@ -132,6 +200,27 @@ std::string not_an_upload_server() {
 }
 std::string line_cut(std::size_t max_line) {
   return fmt::format("* line too long: cut at {} bytes, the rest was dropped\n", max_line);
+}
+std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line) {
+  return fmt::format("* cap ids epoch={} last={} max-line={}\n", epoch, last, max_line);
+}
+std::string cap_usage() {
+  return "* usage: /cap ids\n";
+}
+std::string since_usage() {
+  return "* usage: /since EPOCH ID (after /cap ids)\n";
+}
+std::string history_usage() {
+  return "* usage: /history N\n";
+}
+std::string no_history() {
+  return "* no history is kept here (the server runs without --history)\n";
+}
+std::string missed(std::uint64_t lines) {
+  return fmt::format("* {} line{} may have been missed\n", lines, lines == 1 ? "" : "s");
+}
+std::string missed_unknown() {
+  return "* lines may have been missed: the room's history was lost (a server restart)\n";
 }
 std::string server_full() {
   return "* server full\n";

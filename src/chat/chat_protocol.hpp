@@ -30,10 +30,10 @@ inline std::string sanitize(std::string_view raw, bool cut = false) {
   return out;
 }
 
-enum class CommandKind { message, nick, who, help, quit, unknown };
+enum class CommandKind { message, nick, who, help, quit, cap, since, history, unknown };
 
 // What a line asks for. `text` is the message for `message` (with the escaping slash of "//"
-// removed), the argument for `nick`, the command word for `unknown`.
+// removed), the argument for `nick`, `cap`, `since` and `history`, the command word for `unknown`.
 struct Command {
   CommandKind kind = CommandKind::message;
   std::string_view text;
@@ -45,6 +45,31 @@ Command parse_command(std::string_view line);
 std::optional<std::string> nick_problem(std::string_view nick);
 // The form two nicks are compared in for uniqueness: ASCII letters folded to lower case.
 std::string fold_nick(std::string_view nick);
+
+// Message ids (issue 23), for clients that ask with "/cap ids": each room line they receive is
+// "@ID [NAME]: TEXT", ID counting the room's lines (as this server relays them) from 1 within an
+// epoch, a token that changes whenever the room's history is lost (a server restart).
+void append_relay_with_id(std::string& out, std::uint64_t id, std::string_view name,
+                          std::string_view text);
+// A "/since EPOCH ID" argument; nullopt when malformed.
+struct Since {
+  std::string_view epoch;
+  std::uint64_t id = 0;
+};
+std::optional<Since> parse_since(std::string_view argument);
+// A line with an id as a capable client receives it: the id and the rest ("[NAME]: TEXT").
+struct IdLine {
+  std::uint64_t id = 0;
+  std::string_view rest;
+};
+std::optional<IdLine> parse_id_line(std::string_view line);
+// The answer to "/cap ids": "* cap ids epoch=E last=ID max-line=N".
+struct CapReply {
+  std::string_view epoch;
+  std::uint64_t last = 0;
+  std::size_t max_line = 0;
+};
+std::optional<CapReply> parse_cap_reply(std::string_view line);
 
 // Every line the server sends, formatted in one place. Each ends with '\n'.
 namespace notice {
@@ -72,6 +97,14 @@ std::string commands_ignored(double command_rate);
 std::string not_an_upload_server();
 std::string line_cut(std::size_t max_line);
 std::string server_full();
+std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line);
+std::string cap_usage();
+std::string since_usage();
+std::string history_usage();
+std::string no_history();
+// Lines a /since cannot replay: a known count, or an unknown one (the epoch changed).
+std::string missed(std::uint64_t lines);
+std::string missed_unknown();
 std::string shutting_down();
 
 // The reason in a notice after which a mux server ends the session ("server full", "excess

@@ -1,7 +1,9 @@
 #include "chat/chat_room.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <ctime>
+#include <random>
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
@@ -52,10 +54,19 @@ std::chrono::milliseconds round_up_ms(TokenBucket::Clock::duration duration) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration);
   return ms.count() < 1 ? std::chrono::milliseconds(1) : ms;
 }
+// A fresh epoch: 16 hex digits, different for every room and every start.
+std::string make_epoch() {
+  std::random_device random;
+  return fmt::format("{:08x}{:08x}", random(), random());
+}
 }  // namespace
 
 ChatRoom::ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits, ClockSource clock)
-    : logger_(logger), max_line_(max_line), limits_(limits), clock_(std::move(clock)) {}
+    : logger_(logger),
+      max_line_(max_line),
+      limits_(limits),
+      clock_(std::move(clock)),
+      epoch_(make_epoch()) {}
 
 void ChatRoom::join(ChatMember& member, std::string_view origin) {
   flush_relay();
@@ -170,8 +181,7 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   logger_.detail("[{}]: {}", sender.name_, command.text);
   if (relay_sender_ != &sender) flush_relay();
   relay_sender_ = &sender;
-  chat::notice::append_relay(relay_text_, sender.name_, command.text);
-  if (history_limit_ != 0) remember(sender.name_, command.text);
+  append_message(sender.name_, command.text);
   if (bus_ != nullptr)
     publish({chat::RoomEventKind::message, sender.name_, std::string(command.text), {}, false});
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
@@ -248,10 +258,22 @@ void ChatRoom::end_of_input() {
   flush_relay();
 }
 
+void ChatRoom::append_message(std::string_view name, std::string_view text) {
+  ++last_id_;
+  chat::notice::append_relay(relay_text_, name, text);
+  if (members_with_ids_ != 0) chat::append_relay_with_id(relay_text_ids_, last_id_, name, text);
+  if (history_limit_ != 0) remember(name, text);
+}
+
 void ChatRoom::flush_relay() {
   if (relay_text_.empty()) return;
   ChatMember* sender = std::exchange(relay_sender_, nullptr);
-  broadcast(make_block(std::exchange(relay_text_, {})), sender);
+  Block plain = make_block(std::exchange(relay_text_, {}));
+  if (relay_text_ids_.empty()) return broadcast(plain, sender);
+  Block with_ids = make_block(std::exchange(relay_text_ids_, {}));
+  for (ChatMember* member : members_) {
+    if (member != sender) member->deliver(member->wants_ids_ ? with_ids : plain);
+  }
 }
 
 void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
@@ -270,12 +292,64 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
       leave(sender, "quit", false);
       sender.close_after_output();
       return;
+    case chat::CommandKind::cap:
+      return enable_ids(sender, command.text);
+    case chat::CommandKind::since:
+      return replay_since(sender, command.text);
+    case chat::CommandKind::history:
+      return send_history(sender, command.text);
     case chat::CommandKind::unknown:
       send_to(sender, chat::notice::unknown_command(command.text));
       return;
     case chat::CommandKind::message:
       return;  // not a command; receive_line relays those
   }
+}
+
+void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
+  if (chat::fold_nick(argument) != "ids") return send_to(member, chat::notice::cap_usage());
+  flush_relay();  // what was relayed before goes out without ids, before the answer
+  if (!member.wants_ids_) {
+    member.wants_ids_ = true;
+    ++members_with_ids_;
+  }
+  // The answer says where its ids start, the longest line the server takes, and who is here.
+  send_to(member, chat::notice::cap_ids(epoch_, last_id_, max_line_));
+  member.deliver(who_list());
+}
+
+void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
+  std::optional<chat::Since> since = chat::parse_since(argument);
+  if (!since || !member.wants_ids_) return send_to(member, chat::notice::since_usage());
+  flush_relay();
+  std::string out;
+  std::uint64_t after = since->id;
+  if (since->epoch != epoch_) {
+    // Another epoch: what it saw is gone from here; everything kept since the restart is new.
+    out += chat::notice::missed_unknown();
+    after = 0;
+  } else if (after < last_id_) {
+    std::uint64_t first_kept = history_.empty() ? last_id_ + 1 : history_.front().id;
+    if (after + 1 < first_kept) out += chat::notice::missed(first_kept - after - 1);
+  }
+  for (const HistoryEntry& entry : history_) {
+    // Its own lines are not sent back to it, as live.
+    if (entry.id > after && entry.name != member.name_)
+      chat::append_relay_with_id(out, entry.id, entry.name, entry.text);
+  }
+  if (!out.empty()) send_to(member, std::move(out));
+}
+
+void ChatRoom::send_history(ChatMember& member, std::string_view argument) {
+  std::uint64_t count = 0;
+  auto [end, error] = std::from_chars(argument.data(), argument.data() + argument.size(), count);
+  if (argument.empty() || error != std::errc{} || end != argument.data() + argument.size())
+    return send_to(member, chat::notice::history_usage());
+  if (history_limit_ == 0) return send_to(member, chat::notice::no_history());
+  std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(count, history_.size()));
+  std::vector<HistoryEntry> last(history_.end() - static_cast<std::ptrdiff_t>(take),
+                                 history_.end());
+  if (!last.empty()) send_to(member, format_history(last));
 }
 
 void ChatRoom::rename(ChatMember& member, std::string_view nick) {
@@ -393,6 +467,7 @@ void ChatRoom::remove(ChatMember& member) {
   last->slot_ = member.slot_;
   members_.pop_back();
   member.in_room_ = false;
+  if (std::exchange(member.wants_ids_, false)) --members_with_ids_;
   by_id_.erase(member.id_);
   who_cache_.reset();
   if (member.has_nick_) {
@@ -456,7 +531,7 @@ void ChatRoom::broadcast(const Block& block, const ChatMember* except) {
 }
 
 void ChatRoom::remember(std::string_view name, std::string_view text) {
-  history_.push_back({unix_now(), std::string(name), std::string(text)});
+  history_.push_back({unix_now(), std::string(name), std::string(text), last_id_});
   while (history_.size() > history_limit_)
     history_.pop_front();
 }
@@ -485,8 +560,7 @@ void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
       case chat::RoomEventKind::message:
         // Remote lines go to every local member; they never share a block with a local sender's.
         if (relay_sender_ != nullptr) flush_relay();
-        chat::notice::append_relay(relay_text_, event.name, event.text);
-        if (history_limit_ != 0) remember(event.name, event.text);
+        append_message(event.name, event.text);
         if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
         break;
       case chat::RoomEventKind::joined:

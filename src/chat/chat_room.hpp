@@ -95,6 +95,7 @@ class ChatMember {
   bool admitting_ = false;  // waiting for the bus's answer to join
   bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
   bool has_nick_ = false;
+  bool wants_ids_ = false;  // asked "/cap ids": its room lines carry ids
 };
 
 // Owns the members; a member that has closed asks to be destroyed (after the current batch).
@@ -153,6 +154,10 @@ class ChatRoom {
 
   // --history N: the last N messages are replayed to each newcomer (0: off).
   void set_history(std::size_t limit) { history_limit_ = limit; }
+  // This room's epoch (issue 23): a random token made at start; the message ids count from 1
+  // within it, so a client that saw another epoch knows the history it knew is gone.
+  [[nodiscard]] const std::string& epoch() const noexcept { return epoch_; }
+  [[nodiscard]] std::uint64_t last_id() const noexcept { return last_id_; }
   // Shares the room with other servers; null (the default) keeps it to this server.
   void set_bus(RoomBus* bus) { bus_ = bus; }
   // From the bus: events that happened on another server.
@@ -190,6 +195,11 @@ class ChatRoom {
   // The first line of a client that is not a chat client at all (HTTP, an upload): refuses it.
   bool refuse_other_protocol(ChatMember& sender, std::string_view first_line);
   void run_command(ChatMember& sender, const chat::Command& command);
+  void enable_ids(ChatMember& member, std::string_view argument);
+  void replay_since(ChatMember& member, std::string_view argument);
+  void send_history(ChatMember& member, std::string_view argument);
+  // Appends one message to the chunk being relayed (and, for capable members, with its id).
+  void append_message(std::string_view name, std::string_view text);
   void rename(ChatMember& member, std::string_view nick);
   void send_to(ChatMember& member, std::string text);
   void broadcast(std::string text, const ChatMember* except);
@@ -225,6 +235,12 @@ class ChatRoom {
   // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.
   ChatMember* relay_sender_ = nullptr;
   std::string relay_text_;
+  // The same messages with their ids, built only while some member asked for ids: plain
+  // clients pay nothing for them.
+  std::string relay_text_ids_;
+  std::size_t members_with_ids_ = 0;
+  std::string epoch_;
+  std::uint64_t last_id_ = 0;  // the id of the last message relayed here
 };
 
 }  // namespace mux

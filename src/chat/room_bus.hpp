@@ -22,6 +22,7 @@ struct HistoryEntry {
   std::int64_t unix_seconds = 0;
   std::string name;
   std::string text;
+  std::uint64_t id = 0;  // the room's message id here (ChatRoom's memory history); 0 from Redis
 };
 
 class RoomBus {

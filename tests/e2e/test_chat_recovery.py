@@ -81,6 +81,87 @@ class NoLineLostOnTheWayIn(unittest.TestCase):
         watcher.expect("* bulk left")
 
 
+WELCOME = re.compile(r"^\* welcome, you are (Client \d+) \(type /help for commands\)$")
+CAP = re.compile(r"^\* cap ids epoch=([0-9a-f]{16}) last=(\d+) max-line=(\d+)$")
+
+
+class Raw:
+    """A raw socket chat client (what ncat would see)."""
+
+    def __init__(self, server):
+        self.sock = server.connect()
+        self.reader = LineReader(self.sock)
+        self.name = WELCOME.match(self.reader.line()).group(1)
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def line(self):
+        return self.reader.line()
+
+
+class MessageIds(muxtest.ServerCases):
+    """Ids, epochs and replay (issue 23): plain clients see exactly what they saw before."""
+
+    def test_plain_clients_see_no_ids_and_capable_ones_replay_exactly_once(self):
+        server = self.start("--history", "4")
+        plain, capable, sender = Raw(server), Raw(server), Raw(server)
+        self.addCleanup(plain.sock.close)
+        self.addCleanup(capable.sock.close)
+        self.addCleanup(sender.sock.close)
+        for reader in (plain, capable):
+            reader.line()  # the next one's join
+        plain.line()
+        capable.send("/cap ids\n")
+        cap = CAP.match(capable.line())
+        self.assertTrue(cap)
+        epoch, last = cap.group(1), int(cap.group(2))
+        self.assertEqual((last, cap.group(3)), (0, "4096"))
+        self.assertEqual(capable.line(), f"* online (3): {plain.name}, {capable.name}, {sender.name}")
+        sender.send("".join(f"line {i}\n" for i in range(1, 7)))
+        self.assertEqual([plain.line() for _ in range(6)],
+                         [f"[{sender.name}]: line {i}" for i in range(1, 7)])
+        self.assertEqual([capable.line() for _ in range(6)],
+                         [f"@{i} [{sender.name}]: line {i}" for i in range(1, 7)])
+        # Back after id 4: 5 and 6, once each, in order.
+        capable.send(f"/since {epoch} 4\n")
+        self.assertEqual([capable.line() for _ in range(2)],
+                         [f"@{i} [{sender.name}]: line {i}" for i in (5, 6)])
+        # Older than the history kept (ids 3 to 6): says how many may be missing.
+        capable.send(f"/since {epoch} 0\n")
+        self.assertEqual([capable.line() for _ in range(5)],
+                         ["* 2 lines may have been missed",
+                          *[f"@{i} [{sender.name}]: line {i}" for i in range(3, 7)]])
+        plain.send("/history 2\n")
+        self.assertRegex(plain.line(), r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[" + sender.name + r"\]: line 5$")
+        self.assertRegex(plain.line(), r"\]: line 6$")
+        capable.send("/who\n")  # nothing else was on its way
+        self.assertEqual(capable.line(), f"* online (3): {plain.name}, {capable.name}, {sender.name}")
+
+    def test_a_restarted_server_has_a_new_epoch(self):
+        epochs = []
+        for _ in range(2):
+            with Server("chat-server", "--serve", self.MODE, "--history", "4") as server:
+                client = Raw(server)
+                client.send("/cap ids\n")
+                epochs.append(CAP.match(client.line()).group(1))
+                client.line()
+                if len(epochs) == 2:
+                    client.send(f"/since {epochs[0]} 17\n")
+                    self.assertEqual(client.line(), "* lines may have been missed: the room's "
+                                                    "history was lost (a server restart)")
+                client.sock.close()
+        self.assertNotEqual(epochs[0], epochs[1])
+
+
+class MessageIdsSingle(MessageIds, unittest.TestCase):
+    MODE = "single"
+
+
+class MessageIdsFork(MessageIds, unittest.TestCase):
+    MODE = "fork"
+
+
 class HonestExit(unittest.TestCase):
     """A piped chat-client aimed at something that is not a chat server sends nothing and exits 1
     with one line (issue 23: a TLS port exited 0, an upload port saved the line as a file)."""

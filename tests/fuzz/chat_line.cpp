@@ -106,9 +106,19 @@ void check_command(std::string_view line) {
     case chat::CommandKind::quit:
       FUZZ_CHECK(folded == "/quit", printable(line));
       break;
+    case chat::CommandKind::cap:
+      FUZZ_CHECK(folded == "/cap", printable(line));
+      break;
+    case chat::CommandKind::since:
+      FUZZ_CHECK(folded == "/since", printable(line));
+      break;
+    case chat::CommandKind::history:
+      FUZZ_CHECK(folded == "/history", printable(line));
+      break;
     case chat::CommandKind::unknown:
       FUZZ_CHECK(command.text == word && folded != "/nick" && folded != "/who" &&
-                     folded != "/help" && folded != "/quit",
+                     folded != "/help" && folded != "/quit" && folded != "/cap" &&
+                     folded != "/since" && folded != "/history",
                  printable(line));
       break;
   }

@@ -153,3 +153,31 @@ TEST_CASE("the notices that end a session are told apart from every other line")
   CHECK_FALSE(notice::session_end_reason(notice::relay("Client 1", "* server full")).has_value());
   CHECK_FALSE(notice::session_end_reason("").has_value());
 }
+
+TEST_CASE("message ids: lines, /since arguments and the /cap answer read back") {
+  std::string line;
+  mux::chat::append_relay_with_id(line, 42, "alice", "hi @7 there");
+  CHECK(line == "@42 [alice]: hi @7 there\n");
+  auto parsed = mux::chat::parse_id_line(std::string_view(line).substr(0, line.size() - 1));
+  REQUIRE(parsed);
+  CHECK(parsed->id == 42);
+  CHECK(parsed->rest == "[alice]: hi @7 there");
+  CHECK_FALSE(mux::chat::parse_id_line("@x [a]: b"));
+  CHECK_FALSE(mux::chat::parse_id_line("@12 a: b"));
+  CHECK_FALSE(mux::chat::parse_id_line("[a]: b"));
+  auto since = mux::chat::parse_since("00ff 17");
+  REQUIRE(since);
+  CHECK(since->epoch == "00ff");
+  CHECK(since->id == 17);
+  CHECK_FALSE(mux::chat::parse_since("00ff"));
+  CHECK_FALSE(mux::chat::parse_since("XYZ 1"));
+  CHECK_FALSE(mux::chat::parse_since("00ff -1"));
+  std::string answer = mux::chat::notice::cap_ids("0a1b", 9, 4096);
+  answer.pop_back();  // the newline
+  auto cap = mux::chat::parse_cap_reply(answer);
+  REQUIRE(cap);
+  CHECK(cap->epoch == "0a1b");
+  CHECK(cap->last == 9);
+  CHECK(cap->max_line == 4096);
+  CHECK_FALSE(mux::chat::parse_cap_reply("* cap ids epoch=0a1b last=9"));
+}

@@ -492,3 +492,58 @@ TEST_CASE_FIXTURE(BusFixture, "a member gone for good while its lines are held l
   CHECK(watcher.take() == "");
   CHECK(room.size() == 1);
 }
+
+TEST_CASE_FIXTURE(RoomFixture, "ids go only to members that asked, and /since replays by id") {
+  room.set_history(3);
+  FakeMember& plain = join();
+  FakeMember& capable = join();
+  FakeMember& sender = join();
+  plain.take(), capable.take(), sender.take();
+  say(sender, "before");
+  say(capable, "/cap ids");
+  CHECK(capable.take() ==
+        "[Client 3]: before\n* cap ids epoch=" + room.epoch() +
+            " last=1 max-line=4096\n* online (3): Client 1, Client 2, Client 3\n");
+  say(sender, "one");
+  say(sender, "two");
+  CHECK(plain.take() == "[Client 3]: before\n[Client 3]: one\n[Client 3]: two\n");
+  CHECK(capable.take() == "@2 [Client 3]: one\n@3 [Client 3]: two\n");
+  // Back after id 2: line 3 again, exactly once; its own lines are not sent back.
+  say(capable, "mine");
+  plain.take();
+  say(capable, "/since " + room.epoch() + " 2");
+  CHECK(capable.take() == "@3 [Client 3]: two\n");
+  // Older than the history (3 lines: ids 2, 3, 4): how many may be missing, then the rest.
+  say(sender, "five");
+  capable.take();
+  say(capable, "/since " + room.epoch() + " 0");
+  CHECK(capable.take() ==
+        "* 2 lines may have been missed\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
+  // Another epoch: the history it knew is gone; everything kept here is new to it.
+  say(capable, "/since 0123456789abcdef 9");
+  CHECK(capable.take() ==
+        "* lines may have been missed: the room's history was lost (a server restart)\n"
+        "@3 [Client 3]: two\n@5 [Client 3]: five\n");
+  plain.take();
+  say(plain, "/since " + room.epoch() + " 0");  // only after /cap ids
+  CHECK(plain.take() == "* usage: /since EPOCH ID (after /cap ids)\n");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "/history N shows the last N lines, dated, to anyone") {
+  FakeMember& a = join();
+  FakeMember& b = join();
+  say(b, "/history 5");
+  CHECK(b.take().ends_with("* no history is kept here (the server runs without --history)\n"));
+  room.set_history(10);
+  say(a, "one");
+  say(a, "two");
+  say(a, "three");
+  b.take();
+  say(b, "/history 2");
+  std::string got = b.take();
+  CHECK(got.find("one") == std::string::npos);
+  CHECK(got.find("] [Client 1]: two\n[") != std::string::npos);
+  CHECK(got.ends_with("] [Client 1]: three\n"));
+  say(b, "/history x");
+  CHECK(b.take() == "* usage: /history N\n");
+}
