@@ -1,15 +1,9 @@
 #include "chat/fork_relay.hpp"
 
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <array>
-#include <cerrno>
 #include <csignal>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -26,13 +20,7 @@ std::size_t max_record_bytes(std::size_t max_line) {
   return 3 * max_line + 64;
 }
 
-}  // namespace
-
-namespace {
-
 constexpr std::uint32_t kSlotBits = 64;
-// Iovecs per sendmsg when writing one link's batch; a batch longer than this takes more calls.
-constexpr std::size_t kBatchIovecs = 64;
 
 }  // namespace
 
@@ -86,8 +74,8 @@ bool ForkFanOut::has_bit(const Group& group, std::uint32_t slot) const noexcept 
 
 void ForkFanOut::flush() {
   flush_scheduled_ = false;
-  // Writing never delivers or closes synchronously (a failing writer defers its report), so the
-  // groups stay as they are during the walk.
+  // Writing never delivers or closes synchronously (a link whose write fails reads the child's
+  // last records and reports after the batch), so the groups stay as they are during the walk.
   for (std::size_t slot = 0; slot < links_.size(); ++slot) {
     ChildLink* link = links_[slot];
     if (link == nullptr) continue;
@@ -108,27 +96,19 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
                      Logger* logger)
     : context_(context),
       fan_out_(fan_out),
-      link_(std::move(link)),
       pid_(pid),
       ticket_(std::move(ticket)),
       room_(room),
       owner_(owner),
       framer_(max_record_bytes(context.max_line)),
-      writer_(context.loop, link_.get(),
-              [this](int error) {
-                // Deferred: a failed write may surface inside the room's walk over its members. A
-                // child that exited may have left its last records (its Q) unread: take them first.
-                context_.loop.defer([this, error] {
-                  while (!closed_ && read_records()) {
-                  }
-                  close(fmt::format("lost its process: {}", std::strerror(error)));
-                });
-              }),
+      // Plain, whatever the server's stream factory says: TLS runs in the child.
+      link_(context, std::move(link), Connection::plain, *this),
       slot_(fan_out.attach(*this)),
       origin_(std::move(origin)),
       logger_(logger) {
-  context_.loop.watch(link_.get(), EPOLLIN,
-                      [this](std::uint32_t events) { handle_events(events); });
+  // A child that exited may leave its last records (its Q) unread when a write to it fails:
+  // they are read first, so the room hears why it left.
+  link_.set_read_last_words(true);
   // Shed while its child still waits for the handshake or the token: the child has nothing to
   // finish, and a graceful close would keep its process (and its pid slot) through the linger.
   ticket_.on_shed([this] {
@@ -138,9 +118,7 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
 }
 
 ChildLink::~ChildLink() {
-  context_.loop.cancel_timer(pause_timer_);
   if (!closed_) fan_out_.detach(slot_);
-  context_.loop.unwatch(link_.get());
 }
 
 // Every child inherits the parent's memory as it was at its fork, and each page the parent writes
@@ -150,9 +128,9 @@ ChildLink::~ChildLink() {
 // the shared fan-out, which touches no per-member memory and writes each link once per batch.
 void ChildLink::deliver(const Block& block) {
   if (closed_) return;
-  // Bytes already queued must go first: while there are any, the writer takes the rest too.
-  if (writer_.queued() == 0) return fan_out_.add(slot_, block);
-  writer_.send(block);
+  // Bytes already queued must go first: while there are any, the link's queue takes the rest too.
+  if (link_.queued() == 0) return fan_out_.add(slot_, block);
+  link_.send(block);
   enforce_queue_limit();
 }
 
@@ -162,9 +140,9 @@ void ChildLink::enforce_queue_limit() {
   // merely short of CPU (a burst, a sanitizer build) must get the chance to find its slow client
   // and report it ("too slow: N bytes unsent") rather than be killed for lagging.
   const std::size_t stuck_limit = 4 * context_.max_queue + (std::size_t{1} << 20);
-  if (writer_.queued() <= stuck_limit) return;
-  writer_.flush();
-  if (closed_ || writer_.queued() <= stuck_limit) return;
+  if (link_.queued() <= stuck_limit) return;
+  link_.flush();
+  if (closed_ || link_.queued() <= stuck_limit) return;
   // Far behind even so: the child cannot be served any more.
   ::kill(pid_, SIGKILL);
   context_.loop.defer([this] {
@@ -175,63 +153,22 @@ void ChildLink::enforce_queue_limit() {
 
 void ChildLink::write_batch(std::span<const Block* const> blocks) {
   if (closed_) return;
-  std::size_t done = 0;     // blocks written whole
-  std::size_t partial = 0;  // bytes of blocks[done] written
-  while (done < blocks.size()) {
-    std::array<iovec, kBatchIovecs> iov{};
-    std::size_t count = 0;
-    std::size_t wanted = 0;
-    for (std::size_t i = done; i < blocks.size() && count < iov.size(); ++i, ++count) {
-      const std::string& bytes = **blocks[i];
-      std::size_t skip = i == done ? partial : 0;
-      // iovec wants a mutable pointer; sendmsg only reads through it.
-      iov[count] = {const_cast<char*>(bytes.data() + skip), bytes.size() - skip};
-      wanted += bytes.size() - skip;
-    }
-    msghdr message{};
-    message.msg_iov = iov.data();
-    message.msg_iovlen = count;
-    ssize_t n = ::sendmsg(link_.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      break;  // EAGAIN or an error: the writer queues it, or meets the error and reports it
-    auto left = static_cast<std::size_t>(n);
-    while (left > 0) {
-      std::size_t rest = (*blocks[done])->size() - partial;
-      if (left < rest) {
-        partial += left;
-        break;
-      }
-      left -= rest;
-      partial = 0;
-      ++done;
-    }
-    if (static_cast<std::size_t>(n) < wanted) break;  // the link is full for now
-  }
-  if (done == blocks.size()) return;
-  if (partial > 0) {
-    writer_.send(std::string_view(**blocks[done]).substr(partial));
-  } else {
-    writer_.send(*blocks[done]);
-  }
-  for (std::size_t i = done + 1; i < blocks.size(); ++i)
-    writer_.send(*blocks[i]);
-  enforce_queue_limit();
+  link_.send_now(blocks);
+  if (link_.queued() != 0) enforce_queue_limit();
 }
 
 void ChildLink::close_after_output() {
   if (closing_ || closed_) return;
   closing_ = true;
-  auto shut_down_when_drained = [this] {
-    writer_.when_drained([this] {
-      if (!closed_) ::shutdown(link_.get(), SHUT_WR);
-    });
-  };
   // This link's last blocks may still wait in the fan-out, whose flush was deferred earlier in
   // this batch and so runs before this (the link outlives the batch: it is retired, not
-  // destroyed).
-  if (fan_out_.pending()) return context_.loop.defer(shut_down_when_drained);
-  shut_down_when_drained();
+  // destroyed). The half-close keeps reading: the child's Q record still comes up.
+  if (fan_out_.pending()) {
+    return context_.loop.defer([this] {
+      if (!closed_) link_.shutdown_output();
+    });
+  }
+  link_.shutdown_output();
 }
 
 void ChildLink::pause_input(std::chrono::milliseconds pause) {
@@ -239,8 +176,7 @@ void ChildLink::pause_input(std::chrono::milliseconds pause) {
   if (until > paused_until_) paused_until_ = until;
   if (pause_timer_ != 0 || closed_) return;
   pause_timer_ = context_.loop.add_timer(pause, [this] { end_pause(); });
-  int fd = link_.get();
-  context_.loop.modify(fd, context_.loop.interest(fd) & ~static_cast<std::uint32_t>(EPOLLIN));
+  link_.pause_reading();
 }
 
 void ChildLink::end_pause() {
@@ -252,29 +188,27 @@ void ChildLink::end_pause() {
                                            [this] { end_pause(); });
     return;
   }
-  int fd = link_.get();
-  context_.loop.modify(fd, context_.loop.interest(fd) | EPOLLIN);
+  link_.resume_reading();
 }
 
-void ChildLink::handle_events(std::uint32_t events) {
-  if (events & EPOLLOUT) writer_.on_writable();
-  if (!closed_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) read_records();
+void ChildLink::on_data(std::string_view bytes) {
+  if (closed_) return;
+  framer_.feed(bytes, [this](std::string_view record, bool) { handle_record(record); });
+  room_.end_of_input();
 }
 
-bool ChildLink::read_records() {
-  ReadBuffer& buffer = context_.read_buffer;
-  ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
-  if (n > 0) {
-    framer_.feed(std::string_view(buffer.data(), static_cast<std::size_t>(n)),
-                 [this](std::string_view record, bool) { handle_record(record); });
-    room_.end_of_input();
-    return true;
-  }
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
-  // The child closes the link after sending its Q record; a link that ends without one means
-  // the child died.
-  close(n == 0 ? "its process ended" : fmt::format("lost its process: {}", std::strerror(errno)));
-  return false;
+// The child closes the link after sending its Q record; a link that ends without one means the
+// child died.
+void ChildLink::on_end_of_input() {
+  close("its process ended");
+}
+
+void ChildLink::on_closed(std::string_view /*reason*/) {
+  if (closed_) return;
+  const IoResult& failure = link_.failure();
+  close(failure.status == IoResult::Status::failed
+            ? fmt::format("lost its process: {}", failure.describe())
+            : std::string("its process ended"));
 }
 
 void ChildLink::handle_record(std::string_view record) {
@@ -314,8 +248,7 @@ void ChildLink::close(std::string_view reason) {
   closed_ = true;
   context_.loop.cancel_timer(std::exchange(pause_timer_, 0));
   fan_out_.detach(slot_);
-  writer_.detach();
-  context_.loop.unwatch(link_.get());
+  link_.close_now({});
   room_.leave(*this, reason, false);
   room_.gone(*this);
   owner_.release(*this);
@@ -328,26 +261,47 @@ class ChildRelay final : private ClientSession::Listener {
  public:
   ChildRelay(SessionContext& context, Fd client, Fd link, const ChatAccess& access)
       : context_(context),
-        link_(std::move(link)),
-        link_writer_(context.loop, link_.get(),
-                     [this](int) { session_.finish("server went away"); }),
+        link_events_(*this),
+        // Plain: the socketpair to the parent, whatever the client's stream is.
+        link_(context, std::move(link), Connection::plain, link_events_),
         session_(context, std::move(client), *this),
         // The child has no log of its own: the reason goes up in the Q record, and the parent
         // logs it with the client's address.
         gate_(context.loop, access, peer_address(session_.fd()), gate_hooks()) {
-    context_.loop.watch(link_.get(), EPOLLIN,
-                        [this](std::uint32_t events) { handle_link(events); });
+    // Records queued for the parent beyond this make the child stop reading its client.
+    link_.set_high_water_mark(kLinkHighWater);
     if (session_.ready()) gate_.handshake_done();
   }
   ChildRelay(const ChildRelay&) = delete;
   ChildRelay& operator=(const ChildRelay&) = delete;
-  ~ChildRelay() { context_.loop.unwatch(link_.get()); }
+  ~ChildRelay() = default;
 
  private:
+  // The link's events: what the parent sends goes to the client verbatim.
+  class LinkEvents final : public Connection::Owner {
+   public:
+    explicit LinkEvents(ChildRelay& relay) : relay_(relay) {}
+    void on_data(std::string_view bytes) override {
+      relay_.session_.send(make_block(std::string(bytes)));
+    }
+    // The parent half-closed the link: it is done with this client. Finish writing to the
+    // client, then close; the link stays open for writing, the Q record still goes up it.
+    void on_end_of_input() override { relay_.session_.finish("closed by server"); }
+    void on_closed(std::string_view /*reason*/) override { relay_.parent_gone(); }
+    // The parent reads the link more slowly while this client is over its rate: stop reading
+    // the client too, so the backlog stays in the client's TCP buffers, not in this process.
+    void on_high_water(std::size_t /*queued*/) override { relay_.hold(); }
+    // What was queued is all written.
+    void on_writable() override { relay_.link_drained(); }
+
+   private:
+    ChildRelay& relay_;
+  };
+
   TokenGate::Hooks gate_hooks() {
     TokenGate::Hooks hooks;
     // Tells the parent the client may join (see chat/chat_access.hpp).
-    hooks.join = [this] { link_writer_.send(std::string_view("R\n")); };
+    hooks.join = [this] { link_.send(std::string_view("R\n")); };
     hooks.hold_reading = [this] { session_.hold_reading(); };
     hooks.send = [this](std::string_view text) { session_.send(make_block(std::string(text))); };
     hooks.finish = [this](std::string_view reason) { session_.finish(reason); };
@@ -362,67 +316,52 @@ class ChildRelay final : private ClientSession::Listener {
     pending_ += text;
     pending_ += '\n';
   }
-  void on_input_done() override {
-    flush_pending();
-    // The parent reads the link more slowly while this client is over its rate: stop reading the
-    // client too, so the backlog stays in the client's TCP buffers, not in this process.
-    if (!held_ && link_writer_.queued() > kLinkHighWater) {
-      held_ = true;
-      session_.hold_reading();
-      link_writer_.when_drained([this] {
-        held_ = false;
-        session_.release_reading();
-      });
-    }
-  }
+  void on_input_done() override { flush_pending(); }
   void on_leave(std::string_view reason, bool too_slow) override {
     flush_pending();
-    link_writer_.send(fmt::format("Q{}{}\n", too_slow ? '1' : '0', reason));
+    link_.send(fmt::format("Q{}{}\n", too_slow ? '1' : '0', reason));
   }
+  // The client is gone: once the records (the Q) are down the link, the child is done.
   void on_closed() override {
     context_.loop.add_timer(SessionContext::kCloseTimeout, [this] { context_.loop.stop(); });
-    link_writer_.when_drained([this] { context_.loop.stop(); });
+    stop_when_drained_ = true;
+    link_.flush();
+    if (link_.queued() == 0 || link_.closed()) context_.loop.stop();
   }
 
   void flush_pending() {
-    if (!pending_.empty()) link_writer_.send(make_block(std::exchange(pending_, {})));
+    if (!pending_.empty()) link_.send(make_block(std::exchange(pending_, {})));
   }
 
-  void handle_link(std::uint32_t events) {
-    if (events & EPOLLOUT) link_writer_.on_writable();
-    if (events & (EPOLLHUP | EPOLLERR)) return parent_gone();
-    if (!(events & EPOLLIN)) return;
-    ReadBuffer& buffer = context_.read_buffer;
-    ssize_t n = ::read(link_.get(), buffer.data(), buffer.size());
-    if (n > 0) {
-      session_.send(make_block(std::string(buffer.data(), static_cast<std::size_t>(n))));
-      return;
+  void hold() {
+    if (held_) return;
+    held_ = true;
+    session_.hold_reading();
+  }
+
+  void link_drained() {
+    if (held_) {
+      held_ = false;
+      session_.release_reading();
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n < 0) return parent_gone();
-    // The parent half-closed the link: it is done with this client. Finish writing to the
-    // client, then close; keep the link open for writing, the Q record still goes up it.
-    context_.loop.modify(
-        link_.get(), context_.loop.interest(link_.get()) & ~static_cast<std::uint32_t>(EPOLLIN));
-    session_.finish("closed by server");
+    if (stop_when_drained_) context_.loop.stop();
   }
 
   void parent_gone() {
-    link_writer_.detach();
-    context_.loop.unwatch(link_.get());
     session_.finish("server went away");
+    if (stop_when_drained_) context_.loop.stop();
   }
 
-  // Records queued for the parent beyond this make the child stop reading its client.
   static constexpr std::size_t kLinkHighWater = 256 * 1024;
 
   SessionContext& context_;
-  Fd link_;
-  SocketWriter link_writer_;
+  LinkEvents link_events_;
+  Connection link_;
   std::string pending_;
   ClientSession session_;
   TokenGate gate_;  // after the session and the link its hooks use
   bool held_ = false;
+  bool stop_when_drained_ = false;  // the client is gone: stop once the link is written
 };
 
 }  // namespace

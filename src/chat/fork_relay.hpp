@@ -11,7 +11,8 @@
 //   Q<0|1><reason>   the client is leaving; 1 when it was too slow
 //   R                the client is through the TLS handshake and the token check: it joins now
 //                    (before R the parent's room does not know it; lines come only after R)
-// The child closes the link and exits once the client's socket is closed.
+// The child closes the link and exits once the client's socket is closed. Both ends of the link
+// are plain core Connections (Connection::plain: the client's TLS stays in the child).
 #pragma once
 
 #include <sys/types.h>
@@ -27,6 +28,7 @@
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 #include "core/admission.hpp"
+#include "core/connection.hpp"
 
 namespace mux {
 
@@ -72,8 +74,9 @@ class ForkFanOut {
   bool flush_scheduled_ = false;
 };
 
-// The parent's side of one child: a room member whose deliveries go down the link.
-class ChildLink final : public ChatMember {
+// The parent's side of one child: a room member whose deliveries go down the link (a plain
+// Connection on the parent's end of the socketpair).
+class ChildLink final : public ChatMember, private Connection::Owner {
  public:
   // `origin` names the client in the room's log; `logger` tells of a client that left before
   // joining (a failed handshake, a wrong token).
@@ -96,25 +99,25 @@ class ChildLink final : public ChatMember {
   friend class ForkFanOut;
 
   // Writes this batch's blocks for this link (from ForkFanOut::flush); what the link does not
-  // take now goes to its writer.
+  // take now waits in the connection's queue.
   void write_batch(std::span<const Block* const> blocks);
   void enforce_queue_limit();
-  void handle_events(std::uint32_t events);
-  // Reads and handles one chunk of records; false when nothing more is to be read now.
-  bool read_records();
+  // Connection::Owner: the records from the child, and the link's end.
+  void on_data(std::string_view bytes) override;
+  void on_end_of_input() override;
+  void on_closed(std::string_view reason) override;
   void handle_record(std::string_view record);
   void close(std::string_view reason);
   void end_pause();
 
   SessionContext& context_;
   ForkFanOut& fan_out_;
-  Fd link_;
   pid_t pid_;
   AdmissionTicket ticket_;  // the client's admission slot, held while the member exists
   ChatRoom& room_;
   MemberOwner& owner_;
   LineFramer framer_;
-  SocketWriter writer_;
+  Connection link_;
   std::uint32_t slot_;
   EventLoop::TimerId pause_timer_ = 0;
   std::chrono::steady_clock::time_point paused_until_{};

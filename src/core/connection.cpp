@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <system_error>
 #include <utility>
@@ -27,6 +28,8 @@ namespace {
 // Reads per wakeup while lingering: enough to swallow what a sender still has in flight, bounded
 // so a peer that keeps sending cannot hold the loop (the linger deadline ends it anyway).
 constexpr int kDiscardReadsPerWakeup = 16;
+// Iovecs per writev in send_now(); a longer batch takes more calls.
+constexpr std::size_t kDirectIovecs = 64;
 
 std::string socket_error(int fd) {
   int error = 0;
@@ -49,6 +52,19 @@ Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<By
     stream_ = context_.stream_factory ? context_.stream_factory(socket_.get())
                                       : make_plain_stream(socket_.get());
   }
+  open();
+}
+
+Connection::Connection(ConnectionContext& context, Fd socket, Plain, Owner& owner)
+    : context_(context),
+      owner_(owner),
+      socket_(std::move(socket)),
+      stream_(make_plain_stream(socket_.get())),
+      self_(std::make_shared<Connection*>(this)) {
+  open();
+}
+
+void Connection::open() {
   IoResult opening = stream_->handshake();
   if (opening.ok()) {
     state_ = State::open;
@@ -119,7 +135,10 @@ void Connection::handle_events(std::uint32_t events) {
   }
   // Not reading (paused, draining, input ended) yet the socket reports an error or a hang-up:
   // level-triggered, it would fire forever. Nothing more can be written or read on it.
-  if (events & kTrouble) close_now(socket_error(socket_.get()));
+  if (events & kTrouble) {
+    read_last_words();
+    close_now(socket_error(socket_.get()));
+  }
 }
 
 void Connection::drive_handshake() {
@@ -252,8 +271,84 @@ void Connection::write_now() {
       update_interest();
       return;
     case OutputQueue::Status::failed:
-      failure_ = failure;
-      return close_now(fmt::format("write failed: {}", failure.describe()));
+      return fail_write(std::move(failure));
+  }
+}
+
+void Connection::send_now(std::span<const Block* const> blocks) {
+  if (state_ != State::open || write_wants_ != 0 || !queue_.empty() || shutdown_requested_ ||
+      output_shut_) {
+    for (const Block* block : blocks)
+      send(*block);
+    return;
+  }
+  std::size_t done = 0;     // blocks written whole
+  std::size_t partial = 0;  // bytes of blocks[done] written
+  IoResult result;
+  while (done < blocks.size()) {
+    std::array<iovec, kDirectIovecs> iov{};
+    std::size_t count = 0;
+    std::size_t wanted = 0;
+    for (std::size_t i = done; i < blocks.size() && count < iov.size(); ++i, ++count) {
+      const std::string& bytes = **blocks[i];
+      std::size_t skip = i == done ? partial : 0;
+      // iovec wants a mutable pointer; a write only reads through it.
+      iov[count] = {const_cast<char*>(bytes.data() + skip), bytes.size() - skip};
+      wanted += bytes.size() - skip;
+    }
+    result = stream_->writev(iov.data(), static_cast<int>(count));
+    if (result.blocked()) break;
+    if (!result.ok()) return fail_write(std::move(result));
+    for (std::size_t left = result.bytes; left > 0;) {
+      std::size_t rest = (*blocks[done])->size() - partial;
+      if (left < rest) {
+        partial += left;
+        break;
+      }
+      left -= rest;
+      partial = 0;
+      ++done;
+    }
+    if (result.bytes < wanted) break;  // the socket is full for now
+  }
+  if (done == blocks.size()) return;
+  // The socket is full: the rest waits in the queue for the writable event.
+  if (partial > 0) {
+    queue_.push(std::string_view(**blocks[done]).substr(partial));
+    ++done;
+  }
+  for (std::size_t i = done; i < blocks.size(); ++i)
+    queue_.push(*blocks[i]);
+  write_wants_ = result.blocked() ? stream_->wants() : static_cast<std::uint32_t>(EPOLLOUT);
+  update_interest();
+  if (high_water_ != 0 && queue_.bytes() > high_water_) owner_.on_high_water(queue_.bytes());
+}
+
+void Connection::fail_write(IoResult failure) {
+  failure_ = std::move(failure);
+  queue_.clear();
+  // Whatever the owner does while hearing the peer out, nothing more is written.
+  output_shut_ = true;
+  write_wants_ = 0;
+  shutdown_pending_ = false;
+  if (!read_last_words_) return close_now(fmt::format("write failed: {}", failure_.describe()));
+  // After the batch: a write never calls the owner back with input (a fan-out may be writing
+  // many connections in a row, and the input may make it send more).
+  update_interest();
+  defer_while_alive([](Connection& connection) {
+    connection.read_last_words();
+    connection.close_now(fmt::format("write failed: {}", connection.failure_.describe()));
+  });
+}
+
+void Connection::read_last_words() {
+  if (!read_last_words_ || state_ != State::open || input_ended_) return;
+  ReadBuffer& buffer = context_.read_buffer;
+  // Bounded: a peer still sending must not hold the loop (the socket buffer is small anyway).
+  for (int i = 0; i < kDiscardReadsPerWakeup && state_ == State::open; ++i) {
+    IoResult result = stream_->read(buffer.data(), buffer.size());
+    if (!result.ok()) return;  // nothing more, the end, or the failure itself
+    owner_.on_data(std::string_view(buffer.data(), result.bytes));
   }
 }
 

@@ -112,6 +112,11 @@ class Connection final : private EventLoop::Flushable {
              Owner& owner);
   // The context's stream (stream_factory, or plain TCP).
   Connection(ConnectionContext& context, Fd socket, Owner& owner);
+  // Plain whatever the context's stream_factory says: a socketpair to a child process in a loop
+  // whose clients speak TLS.
+  struct Plain {};
+  static constexpr Plain plain{};
+  Connection(ConnectionContext& context, Fd socket, Plain, Owner& owner);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection();
@@ -129,6 +134,12 @@ class Connection final : private EventLoop::Flushable {
   // queued output waits (it goes first) or the handshake runs, nothing is written: would_block.
   // A failed write does not close: the owner may still read_pending() the peer's last words.
   IoResult send_batch(std::span<const iovec> chunks);
+  // Writes `blocks` now, in as few writevs as they take, and queues only what the socket does not
+  // take (on_writable() once that is written). For a fan-out that writes many connections once per
+  // batch itself: when everything goes, nothing of this connection is written to, only read (a
+  // fork-mode parent's pages are shared with its children, and each page it dirties after a fork
+  // stays behind as a copy in them). Queued output goes first: behind it, blocks simply queue.
+  void send_now(std::span<const Block* const> blocks);
 
   // Half-close that keeps reading: writes what is queued, then ends our sending side (FIN, or
   // close_notify then FIN), retried when a TLS shutdown would block; input still reaches
@@ -162,6 +173,11 @@ class Connection final : private EventLoop::Flushable {
   // for a complete stream (upload-client's stream of unknown length cut short).
   void abort(std::string reason);
 
+  // A write that fails, or a hang-up met while not reading (paused), first hands on_data() what
+  // the peer sent before it went, then closes: a peer process that exits right after its last
+  // message (the fork-mode child's leave record) is heard out, not cut off by our own write.
+  // After a failed write that happens once the batch is done, never inside the write's caller.
+  void set_read_last_words(bool on) noexcept { read_last_words_ = on; }
   // on_high_water() when more than `bytes` are still queued after a write attempt (0: never).
   void set_high_water_mark(std::size_t bytes) noexcept { high_water_ = bytes; }
   // on_idle() after `timeout` without input (zero: never). Restarts the clock.
@@ -191,6 +207,8 @@ class Connection final : private EventLoop::Flushable {
  private:
   enum class State : std::uint8_t { handshaking, open, draining, lingering, closed };
 
+  // The constructors' common part: the handshake's first step and the watch.
+  void open();
   void handle_events(std::uint32_t events);
   void drive_handshake();
   // Reads, on the next loop turn, input the stream already holds (decrypted or read ahead):
@@ -201,6 +219,9 @@ class Connection final : private EventLoop::Flushable {
   void schedule_flush();
   void on_batch_end() override { write_now(); }
   void write_now();
+  // A write failed: nothing more can be written; the peer's last words (if asked), then closed.
+  void fail_write(IoResult failure);
+  void read_last_words();
   void on_batch_writable();
   void start_shutdown();
   void start_lingering();
@@ -236,6 +257,7 @@ class Connection final : private EventLoop::Flushable {
   bool output_shut_ = false;         // shutdown_write() is done
   bool batch_blocked_ = false;       // send_batch() took less: on_writable() when it can go on
   bool peeking_ = false;
+  bool read_last_words_ = false;
   bool close_after_handshake_ = false;  // close_gracefully() with output queued, mid-handshake
 };
 

@@ -30,7 +30,7 @@ class EventLoop {
   using TimerId = std::uint64_t;
   using Clock = std::chrono::steady_clock;
 
-  // A writer that coalesces its output per batch (Connection, SocketWriter): it asks for
+  // A writer that coalesces its output per batch (Connection): it asks for
   // flush_at_batch_end() on every send, and the loop calls on_batch_end() once when the batch's
   // events and timers are done: one write per writer per batch however many sends it got.
   class Flushable {

@@ -1,6 +1,5 @@
 #include "core/output_queue.hpp"
 
-#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -9,7 +8,6 @@
 #include <utility>
 
 #include "core/byte_stream.hpp"
-#include "core/event_loop.hpp"
 
 namespace mux {
 namespace {
@@ -70,23 +68,6 @@ std::size_t OutputQueue::gather(iovec* iov, std::size_t max_count) const {
   return count;
 }
 
-OutputQueue::Status OutputQueue::write_to(int fd, int& error) {
-  error = 0;
-  while (bytes_ > 0) {
-    iovec iov[kMaxIovecs];
-    std::size_t count = gather(iov, kMaxIovecs);
-    ssize_t written = ::writev(fd, iov, static_cast<int>(count));
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::blocked;
-      error = errno;
-      return Status::failed;
-    }
-    consume(static_cast<std::size_t>(written));
-  }
-  return Status::drained;
-}
-
 OutputQueue::Status OutputQueue::write_to(ByteStream& stream, IoResult& failure) {
   while (bytes_ > 0) {
     iovec iov[kMaxIovecs];
@@ -100,84 +81,6 @@ OutputQueue::Status OutputQueue::write_to(ByteStream& stream, IoResult& failure)
     consume(result.bytes);
   }
   return Status::drained;
-}
-
-SocketWriter::SocketWriter(EventLoop& loop, int fd, ErrorHandler on_error)
-    : loop_(loop), fd_(fd), on_error_(std::move(on_error)) {}
-
-SocketWriter::SocketWriter(EventLoop& loop, ByteStream& stream, ErrorHandler on_error)
-    : SocketWriter(loop, stream.fd(), std::move(on_error)) {
-  stream_ = &stream;
-}
-
-SocketWriter::~SocketWriter() {
-  loop_.cancel_flush(*this);
-}
-
-void SocketWriter::send(Block block) {
-  if (failed_ || fd_ < 0) return;
-  queue_.push(std::move(block));
-  schedule_flush();
-}
-
-void SocketWriter::schedule_flush() {
-  // While EPOLLOUT is armed the kernel buffer is full: the writable event will flush.
-  if (loop_.interest(fd_) & EPOLLOUT) return;
-  loop_.flush_at_batch_end(*this);
-}
-
-void SocketWriter::flush() {
-  // Everything queued is written now: nothing is left for the batch's end.
-  loop_.cancel_flush(*this);
-  if (failed_ || fd_ < 0) return;
-  int error = 0;
-  OutputQueue::Status status = OutputQueue::Status::drained;
-  if (stream_ != nullptr) {
-    IoResult failure;
-    status = queue_.write_to(*stream_, failure);
-    error = failure.error;
-  } else {
-    status = queue_.write_to(fd_, error);
-  }
-  switch (status) {
-    case OutputQueue::Status::drained:
-      set_want_writable(false);
-      if (on_drained_) std::exchange(on_drained_, nullptr)();
-      return;
-    case OutputQueue::Status::blocked:
-      set_want_writable(true);
-      return;
-    case OutputQueue::Status::failed:
-      failed_ = true;
-      queue_.clear();
-      set_want_writable(false);
-      if (on_drained_) std::exchange(on_drained_, nullptr)();
-      if (on_error_) on_error_(error);
-      return;
-  }
-}
-
-void SocketWriter::set_want_writable(bool want) {
-  if (!loop_.watching(fd_)) return;
-  std::uint32_t current = loop_.interest(fd_);
-  std::uint32_t wanted =
-      want ? (current | EPOLLOUT) : (current & ~static_cast<std::uint32_t>(EPOLLOUT));
-  loop_.modify(fd_, wanted);
-}
-
-void SocketWriter::detach() noexcept {
-  loop_.cancel_flush(*this);
-  queue_.clear();
-  on_drained_ = nullptr;
-  fd_ = -1;
-}
-
-void SocketWriter::when_drained(std::function<void()> callback) {
-  if (queue_.empty() || failed_ || fd_ < 0) {
-    callback();
-    return;
-  }
-  on_drained_ = std::move(callback);
 }
 
 }  // namespace mux

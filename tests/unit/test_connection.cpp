@@ -774,3 +774,114 @@ TEST_CASE("Connection: a connection destroyed with output pending is not flushed
   loop.run_once(0ms);  // would touch freed memory if the flush were still listed (ASan: abort)
   CHECK(read_some(pair.theirs.get()).empty());
 }
+
+TEST_CASE("Connection: send_now writes the blocks at once and queues what a full socket refuses") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  struct DrainOwner : RecordingOwner {
+    int writable = 0;
+    void on_writable() override { ++writable; }
+  } owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  mux::Block one = mux::make_block("one ");
+  mux::Block two = mux::make_block("two\n");
+  std::array<const mux::Block*, 2> small{&one, &two};
+  connection.send_now(small);
+  CHECK(connection.queued() == 0);
+  CHECK(read_some(pair.theirs.get()) == "one two\n");  // written before the batch ends
+
+  // More than the socketpair holds: what it refuses waits in the queue, in order.
+  std::string expected;
+  std::vector<mux::Block> blocks;
+  for (int i = 0; i < 100; ++i) {
+    blocks.push_back(mux::make_block(std::string(16 * 1024, static_cast<char>('a' + i % 26))));
+    expected += *blocks.back();
+  }
+  std::vector<const mux::Block*> pointers;
+  for (const mux::Block& block : blocks)
+    pointers.push_back(&block);
+  connection.send_now(pointers);
+  REQUIRE(connection.queued() > 0);
+  CHECK(connection.queued() < expected.size());
+  // Queued output goes first: these blocks wait behind it.
+  mux::Block tail = mux::make_block("tail\n");
+  std::array<const mux::Block*, 1> after{&tail};
+  connection.send_now(after);
+  expected += "tail\n";
+  std::string got;
+  CHECK(run_until(loop, [&] {
+    got += read_some(pair.theirs.get());
+    return got.size() >= expected.size();
+  }));
+  CHECK(got == expected);
+  CHECK(owner.writable == 1);  // once the queue is written
+  CHECK(connection.queued() == 0);
+}
+
+TEST_CASE("Connection: plain ignores the context's stream factory") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  int made = 0;
+  context.stream_factory = [&made](int fd) {
+    ++made;
+    return mux::make_plain_stream(fd);
+  };
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), mux::Connection::plain, owner);
+  CHECK(made == 0);
+  CHECK(connection.ready());
+}
+
+TEST_CASE("Connection: a failed write first hears the peer's last words, after the batch") {
+  mux::ignore_sigpipe();
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.set_read_last_words(true);
+  // The peer says its last words and goes before we read them.
+  REQUIRE(::write(pair.theirs.get(), "Q0bye\n", 6) == 6);
+  pair.theirs.reset();
+  mux::Block block = mux::make_block("to nobody\n");
+  std::array<const mux::Block*, 1> blocks{&block};
+  connection.send_now(blocks);
+  CHECK(owner.data.empty());  // never inside the write's caller
+  CHECK_FALSE(owner.closed_reason);
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(owner.data == "Q0bye\n");
+  CHECK(owner.closed_reason->starts_with("write failed: "));
+  CHECK(connection.failure().error == EPIPE);
+}
+
+TEST_CASE("Connection: without last words a failed write closes at once") {
+  mux::ignore_sigpipe();
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  REQUIRE(::write(pair.theirs.get(), "unread\n", 7) == 7);
+  pair.theirs.reset();
+  connection.send("to nobody\n");
+  connection.flush();
+  CHECK(connection.closed());
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(owner.data.empty());
+}
+
+TEST_CASE("Connection: a hang-up while paused hears the last words when asked") {
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  RecordingOwner owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  connection.set_read_last_words(true);
+  connection.pause_reading();
+  REQUIRE(::write(pair.theirs.get(), "last\n", 5) == 5);
+  pair.theirs.reset();
+  CHECK(run_until(loop, [&] { return owner.closed_reason.has_value(); }));
+  CHECK(owner.data == "last\n");
+}

@@ -436,7 +436,7 @@ TEST_CASE("EventLoop: stop() from a timer ends run()") {
 
 namespace {
 
-// A writer as Connection and SocketWriter are: asks for the batch's end on every send.
+// A writer as Connection is: asks for the batch's end on every send.
 struct CountingWriter final : mux::EventLoop::Flushable {
   mux::EventLoop& loop;
   std::vector<std::string>& order;

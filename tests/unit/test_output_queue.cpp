@@ -1,4 +1,4 @@
-// OutputQueue and SocketWriter against real non-blocking sockets (AF_UNIX socketpairs) whose send
+// OutputQueue against real non-blocking sockets (AF_UNIX socketpairs) whose send
 // buffer is made small, so the kernel takes only part of a large write and EAGAIN is real.
 #include <doctest/doctest.h>
 
@@ -61,12 +61,21 @@ std::string pattern(std::size_t length, unsigned seed) {
   return text;
 }
 
+// The queue written through the kernel's plain stream on `fd`; `error` gets errno on a failure.
+Status write_to(mux::OutputQueue& queue, int fd, int& error) {
+  std::unique_ptr<mux::ByteStream> stream = mux::make_plain_stream(fd);
+  mux::IoResult failure;
+  Status status = queue.write_to(*stream, failure);
+  error = failure.error;
+  return status;
+}
+
 // Writes and reads alternately until the queue is drained; a bounded number of rounds.
 std::string drain_through(mux::OutputQueue& queue, const SocketPair& pair) {
   std::string received;
   for (int round = 0; round < 100000 && !queue.empty(); ++round) {
     int error = -1;
-    Status status = queue.write_to(pair.writer.get(), error);
+    Status status = write_to(queue, pair.writer.get(), error);
     REQUIRE(status != Status::failed);
     CHECK(error == 0);
     received += read_available(pair.reader.get());
@@ -85,12 +94,12 @@ TEST_CASE("OutputQueue: everything fits: drained at once") {
   queue.push(mux::make_block("world\n"));
   CHECK(queue.bytes() == 12);
   int error = -1;
-  CHECK(queue.write_to(pair.writer.get(), error) == Status::drained);
+  CHECK(write_to(queue, pair.writer.get(), error) == Status::drained);
   CHECK(error == 0);
   CHECK(queue.empty());
   CHECK(read_available(pair.reader.get()) == "hello world\n");
   // Nothing queued: drained without writing.
-  CHECK(queue.write_to(pair.writer.get(), error) == Status::drained);
+  CHECK(write_to(queue, pair.writer.get(), error) == Status::drained);
   CHECK(read_available(pair.reader.get()).empty());
 }
 
@@ -115,14 +124,14 @@ TEST_CASE("OutputQueue: a partial write keeps the rest, in order, until the peer
   REQUIRE(queue.bytes() == expected.size());
 
   int error = -1;
-  CHECK(queue.write_to(pair.writer.get(), error) == Status::blocked);
+  CHECK(write_to(queue, pair.writer.get(), error) == Status::blocked);
   CHECK(error == 0);
   std::size_t first_left = queue.bytes();
   CHECK(first_left > 0);
   CHECK(first_left < expected.size());  // the kernel took some, not all
 
   // EAGAIN with nothing taken: the queue is unchanged.
-  CHECK(queue.write_to(pair.writer.get(), error) == Status::blocked);
+  CHECK(write_to(queue, pair.writer.get(), error) == Status::blocked);
   CHECK(queue.bytes() == first_left);
 
   std::string received = drain_through(queue, pair);
@@ -154,7 +163,7 @@ TEST_CASE("OutputQueue: a block shared by several queues is released as each one
 
   for (std::size_t i = 0; i < queues.size(); ++i) {
     int error = -1;
-    CHECK(queues[i].write_to(pairs[i].writer.get(), error) == Status::drained);
+    CHECK(write_to(queues[i], pairs[i].writer.get(), error) == Status::drained);
     CHECK(line.use_count() == static_cast<long>(3 - i));
     CHECK(read_available(pairs[i].reader.get()) == *line);
   }
@@ -173,7 +182,7 @@ TEST_CASE("OutputQueue: a shared block is held until its last byte is written") 
   CHECK(big.use_count() == 3);
 
   int error = -1;
-  REQUIRE(slow_queue.write_to(slow.writer.get(), error) == Status::blocked);
+  REQUIRE(write_to(slow_queue, slow.writer.get(), error) == Status::blocked);
   CHECK(big.use_count() == 3);  // partly written: still needed
 
   std::string fast_received = drain_through(fast_queue, fast);
@@ -193,203 +202,9 @@ TEST_CASE("OutputQueue: a closed peer fails the write with EPIPE (SIGPIPE ignore
   mux::OutputQueue queue;
   queue.push("nobody is listening\n");
   int error = 0;
-  CHECK(queue.write_to(pair.writer.get(), error) == Status::failed);
+  CHECK(write_to(queue, pair.writer.get(), error) == Status::failed);
   CHECK(error == EPIPE);
   CHECK(queue.bytes() == 20);  // a failed write consumes nothing; the owner decides
   queue.clear();
   CHECK(queue.empty());
-}
-
-namespace {
-
-// A watched fd whose EPOLLOUT is forwarded to a SocketWriter, as a connection does.
-struct WatchedWriter {
-  mux::EventLoop& loop;
-  SocketPair pair;
-  std::vector<int> errors;
-  mux::SocketWriter writer;
-
-  WatchedWriter(mux::EventLoop& event_loop, int type = SOCK_STREAM)
-      : loop(event_loop),
-        pair(make_pair(type)),
-        writer(event_loop, pair.writer.get(), [this](int error) { errors.push_back(error); }) {
-    loop.watch(pair.writer.get(), EPOLLIN, [this](std::uint32_t events) {
-      if (events & EPOLLOUT) writer.on_writable();
-    });
-  }
-  ~WatchedWriter() {
-    writer.detach();
-    loop.unwatch(pair.writer.get());
-  }
-  [[nodiscard]] bool wants_writable() const {
-    return (loop.interest(pair.writer.get()) & EPOLLOUT) != 0;
-  }
-};
-
-}  // namespace
-
-TEST_CASE("SocketWriter: sends within one batch go out together at the end of the batch") {
-  mux::EventLoop loop;
-  // SOCK_SEQPACKET keeps message boundaries: each writev arrives as one record.
-  WatchedWriter w(loop, SOCK_SEQPACKET);
-  w.writer.send("one ");
-  w.writer.send("two ");
-  w.writer.send(mux::make_block("three\n"));
-  CHECK(w.writer.queued() == 14);
-  char record[256];
-  CHECK(::recv(w.pair.reader.get(), record, sizeof record, MSG_DONTWAIT) == -1);  // nothing yet
-  CHECK(errno == EAGAIN);
-
-  loop.run_once(std::chrono::milliseconds(1000));  // the deferred flush runs at batch end
-  CHECK(w.writer.queued() == 0);
-  ssize_t n = ::recv(w.pair.reader.get(), record, sizeof record, MSG_DONTWAIT);
-  REQUIRE(n == 14);
-  CHECK(std::string(record, 14) == "one two three\n");  // one record: one writev
-  CHECK(::recv(w.pair.reader.get(), record, sizeof record, MSG_DONTWAIT) == -1);
-  CHECK_FALSE(w.wants_writable());
-  CHECK(w.errors.empty());
-}
-
-TEST_CASE("SocketWriter: flush() writes at once") {
-  mux::EventLoop loop;
-  WatchedWriter w(loop);
-  w.writer.send("now\n");
-  w.writer.flush();
-  CHECK(w.writer.queued() == 0);
-  CHECK(read_available(w.pair.reader.get()) == "now\n");
-  loop.run_once(std::chrono::milliseconds(0));  // the deferred flush finds nothing to do
-  CHECK(read_available(w.pair.reader.get()).empty());
-}
-
-TEST_CASE("SocketWriter: EPOLLOUT is armed only while bytes remain") {
-  mux::EventLoop loop;
-  WatchedWriter w(loop);
-  std::string expected = pattern(500000, 3);
-  w.writer.send(expected.substr(0, 200000));
-  w.writer.send(expected.substr(200000));
-  CHECK_FALSE(w.wants_writable());  // nothing tried yet
-
-  loop.run_once(std::chrono::milliseconds(0));
-  REQUIRE(w.writer.queued() > 0);
-  CHECK(w.writer.queued() < expected.size());
-  CHECK(w.wants_writable());
-  CHECK(loop.interest(w.pair.writer.get()) == (EPOLLIN | EPOLLOUT));
-
-  bool drained = false;
-  w.writer.when_drained([&] { drained = true; });
-  CHECK_FALSE(drained);
-
-  // More bytes while blocked join the queue behind the rest.
-  w.writer.send("tail\n");
-  expected += "tail\n";
-
-  std::string received;
-  for (int round = 0; round < 100000 && w.writer.queued() > 0; ++round) {
-    received += read_available(w.pair.reader.get());
-    CHECK(w.wants_writable());
-    loop.run_once(std::chrono::milliseconds(1000));  // EPOLLOUT -> on_writable -> flush
-  }
-  REQUIRE(w.writer.queued() == 0);
-  received += read_available(w.pair.reader.get());
-  CHECK(received.size() == expected.size());
-  CHECK(received == expected);
-  CHECK(drained);
-  CHECK_FALSE(w.wants_writable());
-  CHECK(loop.interest(w.pair.writer.get()) == EPOLLIN);
-  CHECK(w.errors.empty());
-}
-
-TEST_CASE("SocketWriter: when_drained with nothing queued runs at once") {
-  mux::EventLoop loop;
-  WatchedWriter w(loop);
-  bool drained = false;
-  w.writer.when_drained([&] { drained = true; });
-  CHECK(drained);
-}
-
-TEST_CASE("SocketWriter: a closed peer reports EPIPE once and drops what was queued") {
-  mux::ignore_sigpipe();
-  mux::EventLoop loop;
-  WatchedWriter w(loop);
-  w.pair.reader.reset();
-  bool drained = false;
-  w.writer.send("lost\n");
-  w.writer.when_drained([&] { drained = true; });
-  loop.run_once(std::chrono::milliseconds(0));
-  CHECK(w.errors == std::vector<int>{EPIPE});
-  CHECK(w.writer.queued() == 0);
-  CHECK(drained);  // waiting for a drain that can never come would hang a graceful close
-  CHECK_FALSE(w.wants_writable());
-
-  w.writer.send("ignored\n");  // after a failure, sends are dropped and the error not repeated
-  CHECK(w.writer.queued() == 0);
-  loop.run_once(std::chrono::milliseconds(0));
-  CHECK(w.errors == std::vector<int>{EPIPE});
-}
-
-TEST_CASE("SocketWriter: a writer destroyed before the batch ends is not flushed") {
-  mux::EventLoop loop;
-  SocketPair pair = make_pair();
-  {
-    mux::SocketWriter writer(loop, pair.writer.get(), nullptr);
-    writer.send("never\n");
-  }
-  loop.run_once(std::chrono::milliseconds(0));  // the deferred flush must find no writer
-  CHECK(read_available(pair.reader.get()).empty());
-}
-
-TEST_CASE("SocketWriter: detach() drops pending bytes and stops writing") {
-  mux::EventLoop loop;
-  WatchedWriter w(loop);
-  w.writer.send("dropped\n");
-  w.writer.detach();
-  CHECK(w.writer.queued() == 0);
-  loop.run_once(std::chrono::milliseconds(0));
-  CHECK(read_available(w.pair.reader.get()).empty());
-  w.writer.send("after\n");
-  CHECK(w.writer.queued() == 0);
-}
-
-TEST_CASE("OutputQueue through a plain ByteStream: partial writes keep order; EOF and reset") {
-  SocketPair pair = make_pair();
-  std::unique_ptr<mux::ByteStream> stream = mux::make_plain_stream(pair.writer.get());
-  CHECK(stream->handshake().ok());
-  mux::OutputQueue queue;
-  std::string sent = pattern(300000, 7);
-  queue.push(sent.substr(0, 1000));
-  queue.push(sent.substr(1000));
-  std::string received;
-  bool saw_block = false;
-  for (int round = 0; round < 100000 && !queue.empty(); ++round) {
-    mux::IoResult failure;
-    Status status = queue.write_to(*stream, failure);
-    REQUIRE(status != Status::failed);
-    if (status == Status::blocked) {
-      saw_block = true;
-      CHECK(stream->wants() == EPOLLOUT);
-    }
-    received += read_available(pair.reader.get());
-  }
-  received += read_available(pair.reader.get());
-  CHECK(saw_block);
-  CHECK(received == sent);
-
-  char byte = 0;
-  CHECK(stream->read(&byte, 1).blocked());
-  CHECK(stream->wants() == EPOLLIN);
-  REQUIRE(::write(pair.reader.get(), "x", 1) == 1);
-  mux::IoResult got = stream->read(&byte, 1);
-  CHECK(got.ok());
-  CHECK(got.bytes == 1);
-  CHECK(byte == 'x');
-  REQUIRE(stream->shutdown_write().ok());
-  char peer_byte = 0;
-  CHECK(::read(pair.reader.get(), &peer_byte, 1) == 0);  // the peer sees our FIN
-  pair.reader.reset();
-  CHECK(stream->read(&byte, 1).status == mux::IoResult::Status::end_of_stream);
-  iovec one{const_cast<char*>("y"), 1};
-  mux::IoResult failed = stream->writev(&one, 1);
-  CHECK(failed.status == mux::IoResult::Status::failed);
-  CHECK(failed.error == EPIPE);
-  CHECK(failed.describe() == "Broken pipe");
 }
