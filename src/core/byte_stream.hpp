@@ -66,6 +66,10 @@ class ByteStream {
   // Input already taken off the socket and held inside the stream (TLS records decrypted ahead):
   // readable now even though epoll will not say so.
   [[nodiscard]] virtual bool has_buffered_input() const { return false; }
+  // After read() reported the end: it came without the protocol's own end mark (TLS: a bare FIN,
+  // no close_notify), so whoever cut the connection may have cut the data too. Plain TCP has no
+  // such mark: its FIN is the end.
+  [[nodiscard]] virtual bool end_was_unmarked() const { return false; }
   [[nodiscard]] virtual int fd() const noexcept = 0;
 };
 

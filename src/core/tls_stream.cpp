@@ -167,6 +167,10 @@ TlsStream::TlsStream(int fd, UniqueSsl ssl, std::optional<Pin> pin)
   if (bio == nullptr) throw std::bad_alloc();
   SSL_set_bio(ssl_.get(), bio, bio);  // the SSL now owns the BIO (one reference for both sides)
   SSL_set_app_data(ssl_.get(), this);
+  SSL_set_info_callback(ssl_.get(), [](const SSL* ssl, int where, int alert) {
+    if ((where & SSL_CB_READ_ALERT) != 0 && (alert & 0xff) == SSL_AD_CLOSE_NOTIFY)
+      static_cast<TlsStream*>(SSL_get_app_data(ssl))->close_notify_received_ = true;
+  });
   // A server waits for the ClientHello; a client's first handshake() writes its hello.
   wants_ = SSL_is_server(ssl_.get()) ? EPOLLIN : EPOLLOUT;
 }

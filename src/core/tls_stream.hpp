@@ -80,6 +80,7 @@ class TlsStream final : public ByteStream {
   IoResult shutdown_write() override;
   [[nodiscard]] std::uint32_t wants() const override { return wants_; }
   [[nodiscard]] bool has_buffered_input() const override;
+  [[nodiscard]] bool end_was_unmarked() const override { return !close_notify_received_; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
 
   [[nodiscard]] bool handshake_done() const noexcept { return handshake_done_; }
@@ -116,6 +117,9 @@ class TlsStream final : public ByteStream {
   std::uint32_t wants_;
   bool handshake_done_ = false;
   bool close_notify_sent_ = false;
+  // The peer's close_notify alert arrived (seen by the info callback: OpenSSL reports a bare FIN
+  // as the same clean end under SSL_OP_IGNORE_UNEXPECTED_EOF).
+  bool close_notify_received_ = false;
   bool first_byte_seen_ = false;  // servers: whether the client's first byte was looked at
 };
 

@@ -132,6 +132,17 @@ void UploadSession::on_end_of_input() {
     connection_->close_gracefully();
     return;
   }
+  // An upload whose end is the connection's end (raw, or of unknown size) is whole only if the
+  // end is the sender's: over TLS a FIN without close_notify may be anyone's cut (a truncation
+  // attack, a dropped link), so nothing is saved.
+  const ByteStream* stream = connection_->stream();
+  if (parser_.state() == UploadParser::State::body && !parser_.expected_size() &&
+      stream != nullptr && stream->end_was_unmarked()) {
+    fail(
+        "incomplete: the TLS connection ended without close_notify, so the end of the data "
+        "is not known");
+    return;
+  }
   act_on(parser_.end_of_input());
 }
 

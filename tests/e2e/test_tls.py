@@ -272,6 +272,28 @@ class UploadTlsTests(unittest.TestCase):
                 timeout=muxtest.DEFAULT_TIMEOUT, check=True)
             server.wait_for_log(rf"Received {len(self.PAYLOAD)} bytes")
 
+    def test_a_raw_upload_cut_without_close_notify_is_not_saved(self):
+        """Issue 21 A6: a raw upload ends with the connection, so over TLS only the sender's
+        close_notify says the data is whole; a bare FIN (a cut link, a truncation attack) was
+        saved and answered OK."""
+        for serve in ("single", "fork"):
+            output = tempfile.mkdtemp(prefix="mux-tls-cut-")
+            self.addCleanup(shutil.rmtree, output, True)
+            with self.subTest(serve=serve), Server("upload-server", "--serve", serve,
+                                                   "--output-dir", output,
+                                                   *PKI.server_flags()) as server:
+                context = ssl.create_default_context(cafile=PKI.ca)
+                sock = context.wrap_socket(muxtest.connect(server.port),
+                                           server_hostname="localhost")
+                sock.sendall(self.PAYLOAD)
+                socket.socket.shutdown(sock, socket.SHUT_WR)  # the FIN alone, no close_notify
+                self.assertEqual(LineReader(sock).line(),
+                                 "ERR incomplete: the TLS connection ended without close_notify, "
+                                 "so the end of the data is not known")
+                server.wait_for_log(r"Received \d+ bytes from \[Client 1\] .*: incomplete \(the "
+                                    r"TLS connection ended without close_notify")
+                self.assertEqual(os.listdir(output), [])
+
 
 class AddressFilterTests(unittest.TestCase):
     def test_chat_deny_and_allow(self):
