@@ -36,7 +36,7 @@ Command parse_command(std::string_view line) {
 
   std::string lowered = fold_nick(word);
   if (lowered == "/nick") return {CommandKind::nick, argument};
-  if (lowered == "/who") return {CommandKind::who, {}};
+  if (lowered == "/who") return {CommandKind::who, argument};
   if (lowered == "/help") return {CommandKind::help, {}};
   if (lowered == "/quit") return {CommandKind::quit, {}};
   if (lowered == "/cap") return {CommandKind::cap, argument};
@@ -160,10 +160,23 @@ std::string renamed(std::string_view from, std::string_view to) {
 std::string who(const std::vector<std::string_view>& names) {
   return fmt::format("* online ({}): {}\n", names.size(), fmt::join(names, ", "));
 }
+std::string who_page(const std::vector<std::string_view>& names, std::size_t total) {
+  if (names.size() >= total) return who(names);
+  return fmt::format("* online ({}, first {} shown; /who TEXT finds names): {}\n", total,
+                     names.size(), fmt::join(names, ", "));
+}
+std::string who_matching(std::string_view text, const std::vector<std::string_view>& names,
+                         std::size_t total) {
+  if (total == 0) return fmt::format("* nobody online has \"{}\" in their name\n", text);
+  if (names.size() >= total)
+    return fmt::format("* online with \"{}\" ({}): {}\n", text, total, fmt::join(names, ", "));
+  return fmt::format("* online with \"{}\" ({}, first {} shown): {}\n", text, total, names.size(),
+                     fmt::join(names, ", "));
+}
 std::string help() {
-  return "* commands: /nick NAME (change your name), /who (who is here), /history N (the last N "
-         "lines), /help, /quit (leave); any other line goes to everyone (start it with // to "
-         "send a leading /)\n";
+  return "* commands: /nick NAME (change your name), /who (who is here; /who TEXT: whose name "
+         "has TEXT), /history N (the last N lines), /help, /quit (leave); any other line goes to "
+         "everyone (start it with // to send a leading /)\n";
 }
 std::string unknown_command(std::string_view command) {
   return fmt::format("* unknown command {} (try /help)\n", command);

@@ -81,6 +81,11 @@ std::string joined(std::string_view name);
 std::string left(std::string_view name, bool too_slow);
 std::string renamed(std::string_view from, std::string_view to);
 std::string who(const std::vector<std::string_view>& names);
+// A big room's /who: `names` are the first of `total` ("* online (TOTAL, first N shown): ...").
+std::string who_page(const std::vector<std::string_view>& names, std::size_t total);
+// /who TEXT: `names` are the first of `total` members whose names contain `text`.
+std::string who_matching(std::string_view text, const std::vector<std::string_view>& names,
+                         std::size_t total);
 std::string help();
 std::string unknown_command(std::string_view command);
 std::string nick_usage();

@@ -283,7 +283,11 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
       return;
     case chat::CommandKind::who:
       flush_relay();
-      sender.deliver(who_list());
+      if (command.text.empty()) {
+        sender.deliver(who_list());
+      } else {
+        send_to(sender, who_matching(command.text));
+      }
       return;
     case chat::CommandKind::help:
       send_to(sender, chat::notice::help());
@@ -496,22 +500,60 @@ void ChatRoom::close_all() {
 
 const Block& ChatRoom::who_list() {
   if (who_cache_) return who_cache_;
-  std::vector<const ChatMember*> ordered(members_.begin(), members_.end());
-  std::sort(ordered.begin(), ordered.end(), [](const ChatMember* a, const ChatMember* b) {
+  // This server's members in order of arrival, then the other servers' by name (their arrival
+  // order is not known here); in a big room only the first kWhoPage of them, found without
+  // sorting everyone.
+  auto by_arrival = [](const ChatMember* a, const ChatMember* b) {
     return a->join_number_ < b->join_number_;
-  });
+  };
+  std::vector<const ChatMember*> ordered(members_.begin(), members_.end());
+  std::size_t local = std::min(ordered.size(), kWhoPage);
+  std::partial_sort(ordered.begin(), ordered.begin() + static_cast<std::ptrdiff_t>(local),
+                    ordered.end(), by_arrival);
   std::vector<std::string_view> names;
-  names.reserve(ordered.size());
-  for (const ChatMember* member : ordered)
-    names.emplace_back(member->name_);
-  // The other servers' members follow, by name (their arrival order is not known here).
+  names.reserve(kWhoPage);
+  for (std::size_t i = 0; i < local; ++i)
+    names.emplace_back(ordered[i]->name_);
   std::vector<std::string> remote;
   if (bus_ != nullptr && bus_reachable_) remote = bus_->remote_names();
-  std::sort(remote.begin(), remote.end());
-  for (const std::string& name : remote)
-    names.emplace_back(name);
-  who_cache_ = make_block(chat::notice::who(names));
+  std::size_t from_remote = std::min(remote.size(), kWhoPage - local);
+  std::partial_sort(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(from_remote),
+                    remote.end());
+  for (std::size_t i = 0; i < from_remote; ++i)
+    names.emplace_back(remote[i]);
+  who_cache_ = make_block(chat::notice::who_page(names, members_.size() + remote.size()));
   return who_cache_;
+}
+
+std::string ChatRoom::who_matching(std::string_view text) const {
+  std::string wanted = chat::fold_nick(text);
+  auto matches = [&wanted](std::string_view name) {
+    return chat::fold_nick(name).find(wanted) != std::string::npos;
+  };
+  std::vector<const ChatMember*> local;
+  for (const ChatMember* member : members_) {
+    if (matches(member->name_)) local.push_back(member);
+  }
+  std::sort(local.begin(), local.end(), [](const ChatMember* a, const ChatMember* b) {
+    return a->join_number_ < b->join_number_;
+  });
+  std::vector<std::string> remote;
+  if (bus_ != nullptr && bus_reachable_) {
+    for (std::string& name : bus_->remote_names()) {
+      if (matches(name)) remote.push_back(std::move(name));
+    }
+  }
+  std::sort(remote.begin(), remote.end());
+  std::vector<std::string_view> names;
+  for (const ChatMember* member : local) {
+    if (names.size() == kWhoPage) break;
+    names.emplace_back(member->name_);
+  }
+  for (const std::string& name : remote) {
+    if (names.size() == kWhoPage) break;
+    names.emplace_back(name);
+  }
+  return chat::notice::who_matching(text, names, local.size() + remote.size());
 }
 
 void ChatRoom::send_to(ChatMember& member, std::string text) {

@@ -120,6 +120,9 @@ class ChatRoom {
   // How long a member with held lines is not read; renewed while lines keep coming.
   static constexpr std::chrono::milliseconds kHoldPause{20};
 
+  // /who names at most this many members (and says how many there are).
+  static constexpr std::size_t kWhoPage = 100;
+
   using Clock = TokenBucket::Clock;
   using ClockSource = std::function<Clock::time_point()>;
 
@@ -207,6 +210,9 @@ class ChatRoom {
   void flush_relay();
   void remove(ChatMember& member);
   [[nodiscard]] const Block& who_list();
+  // /who TEXT: the members whose names contain TEXT (ignoring ASCII case), built per request
+  // (commands are rate limited).
+  [[nodiscard]] std::string who_matching(std::string_view text) const;
 
   Logger& logger_;
   std::size_t max_line_;

@@ -83,6 +83,7 @@ class ChatServer final : public MemberOwner {
     context_.stream_factory = stream_factory();
     if (tls_) reload_tls_on_hangup(hangup_, *tls_);
     room_.set_history(static_cast<std::size_t>(options.history));
+    room_.set_announce_limit(static_cast<std::size_t>(options.announce_up_to));
     check_redis_tls_flags(options);
     if (!options.redis_url.empty()) {
       // In fork mode too the parent holds the room, so it alone talks to Redis.
@@ -130,6 +131,7 @@ class ChatServer final : public MemberOwner {
         options_.line_rate, options_.line_burst, format_bytes(options_.byte_rate),
         format_bytes(options_.byte_burst), options_.command_rate, options_.command_burst,
         static_cast<double>(options_.flood_timeout.count()) / 1000);
+    warn_about_fd_ceiling();
     if (tls_) {
       logger_.info(
           "TLS: {}{}", tls_->describe_certificate(),
@@ -188,6 +190,20 @@ class ChatServer final : public MemberOwner {
   std::int64_t keepalive_seconds() const {
     auto ms = options_.keepalive.count();
     return ms == 0 ? 0 : std::max<std::int64_t>((ms + 999) / 1000, 1);
+  }
+
+  // Every client costs this process one fd (its socket, or in fork mode the parent's end of the
+  // child's socketpair): a --max-clients above what the fd limit allows cannot be reached, and
+  // the hard limit is the system's to raise, not ours.
+  void warn_about_fd_ceiling() {
+    std::uint64_t limit = fd_limit();
+    std::uint64_t reachable = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
+    if (options_.max_clients == 0 || options_.max_clients <= reachable) return;
+    logger_.warn(
+        "--max-clients {} is above what this process's fd limit ({}) allows: about {} clients; "
+        "raise the hard limit (LimitNOFILE=, limits.conf) or run several servers sharing a "
+        "--redis room",
+        options_.max_clients, limit, reachable);
   }
 
   std::uint64_t default_max_clients() const {

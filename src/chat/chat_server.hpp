@@ -38,6 +38,8 @@ struct ChatServerOptions {
   std::string room = "lobby";
   // --history N: messages replayed to a newcomer (0: off).
   std::uint64_t history = 0;
+  // --announce-up-to N: joins, leaves and renames are announced while the room has at most N.
+  std::uint64_t announce_up_to = 1000;
 };
 
 // What is wrong with the --redis-tls-* flags as given (empty: nothing): each needs a rediss://

@@ -160,6 +160,10 @@ void RedisRoomBus::on_up() {
   // Before any newcomer's INCR (commands keep their order): numbers in use here or seen on the
   // other servers before an outage are never handed out again.
   std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
+  // Numbers still in hand were reserved in a Redis that may have restarted empty since, where
+  // another server may be handed them: they are dropped.
+  next_number_ = spare_next_ = 1;
+  block_end_ = spare_end_ = 0;
   link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seed)});
   publish_all_members();
   for (const std::string& nick_key : room_.local_nick_keys()) {
@@ -490,34 +494,83 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
 }
 
 void RedisRoomBus::admit(std::size_t history, AdmitCallback done) {
-  auto shared_done = std::make_shared<AdmitCallback>(std::move(done));
-  auto admission = std::make_shared<Admission>();
-  bool sent = link_.command({"INCR", key("clients")}, [admission](const RedisValue* reply) {
-    if (reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0)
-      admission->number = static_cast<std::uint64_t>(reply->integer);
-  });
-  auto finish = [shared_done, admission](bool ok) {
-    if (!ok || admission->number == 0) return (*shared_done)(std::nullopt);
-    (*shared_done)(std::move(*admission));
-  };
-  if (!sent) return finish(false);
-  if (history == 0 || history_limit_ == 0) {
-    // Replies come in order: a PING after the INCR answers once the number is known.
-    if (!link_.command({"PING"}, [finish](const RedisValue* reply) { finish(reply != nullptr); }))
-      finish(false);
-    return;
+  if (!link_.up()) return done(std::nullopt);
+  if (numbers_in_hand() == 0 || !waiting_.empty()) {
+    waiting_.push_back({history, std::move(done)});
+    return request_numbers();
   }
+  std::uint64_t number = take_number();
+  // Busy: the next block is asked for before this one runs out.
+  if (block_size_ > 1 && numbers_in_hand() < block_size_ / 2) request_numbers();
+  admit_with(number, history, std::move(done));
+}
+
+void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCallback done) {
+  if (history == 0 || history_limit_ == 0) return done(Admission{number, {}});
   bool asked =
       link_.command({"XREVRANGE", key("history"), "+", "-", "COUNT", std::to_string(history)},
-                    [this, finish, admission](const RedisValue* reply) {
-                      if (reply == nullptr) return finish(false);
+                    [this, number, done](const RedisValue* reply) {
+                      if (reply == nullptr) return done(std::nullopt);
+                      Admission admission{number, {}};
                       for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
                         if (auto entry = history_entry(*it, max_line_))
-                          admission->history.push_back(*entry);
+                          admission.history.push_back(*entry);
                       }
-                      finish(true);
+                      done(std::move(admission));
                     });
-  if (!asked) finish(false);
+  if (!asked) done(std::nullopt);
+}
+
+std::uint64_t RedisRoomBus::take_number() {
+  if (block_end_ + 1 == next_number_) {
+    next_number_ = std::exchange(spare_next_, 1);
+    block_end_ = std::exchange(spare_end_, 0);
+  }
+  return next_number_++;
+}
+
+void RedisRoomBus::request_numbers() {
+  if (numbers_requested_) return;
+  auto now = EventLoop::Clock::now();
+  if (now - numbers_requested_at_ > std::chrono::seconds(1))
+    block_size_ = std::max<std::uint64_t>(1, block_size_ / 2);
+  numbers_requested_at_ = now;
+  std::uint64_t size = block_size_;
+  numbers_requested_ =
+      link_.command({"INCRBY", key("clients"), std::to_string(size)},
+                    [this, size, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+                      if (alive.lock()) on_numbers(reply, size);
+                    });
+  if (!numbers_requested_) on_numbers(nullptr, size);
+}
+
+void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
+  numbers_requested_ = false;
+  if (reply == nullptr || reply->type != RedisValue::Type::integer ||
+      reply->integer < static_cast<long long>(size)) {
+    // Redis is out of reach (or answers nonsense): whoever waits gets a local number.
+    for (Waiting& waiting : std::exchange(waiting_, {}))
+      waiting.done(std::nullopt);
+    return;
+  }
+  auto end = static_cast<std::uint64_t>(reply->integer);
+  if (block_end_ + 1 == next_number_) {
+    next_number_ = end - size + 1;
+    block_end_ = end;
+  } else {
+    spare_next_ = end - size + 1;
+    spare_end_ = end;
+  }
+  while (!waiting_.empty() && numbers_in_hand() > 0) {
+    Waiting waiting = std::move(waiting_.front());
+    waiting_.pop_front();
+    admit_with(take_number(), waiting.history, std::move(waiting.done));
+  }
+  // Joins come faster than one block per round trip: ask for twice as many next time.
+  if (!waiting_.empty() || numbers_in_hand() < block_size_ / 2) {
+    if (!waiting_.empty()) block_size_ = std::min(block_size_ * 2, kMaxNumberBlock);
+    if (!waiting_.empty() || block_size_ > 1) request_numbers();
+  }
 }
 
 void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {

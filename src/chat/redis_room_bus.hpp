@@ -28,6 +28,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -56,6 +57,10 @@ class RedisRoomBus final : public RoomBus {
   // Membership events kept per server while its snapshot travels; past it the snapshot is
   // followed by a gap, and another snapshot.
   static constexpr std::size_t kMaxHeardMeanwhile = 100'000;
+  // Client numbers asked for at once, at most: joins faster than one block per round trip
+  // double the block (a quiet room asks for one number per newcomer, so its numbers stay in
+  // arrival order across servers); a block that lasts over a second halves it.
+  static constexpr std::uint64_t kMaxNumberBlock = 1024;
 
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
@@ -85,6 +90,20 @@ class RedisRoomBus final : public RoomBus {
   void on_up();
   void on_down(const std::string& why);
   void on_attempt_failed(const std::string& why);
+  // Client numbers: a newcomer takes the next one in hand at once; the counter is asked for a
+  // block of them (INCRBY) when none is left, and ahead of time once the room is busy.
+  struct Waiting {
+    std::size_t history = 0;
+    AdmitCallback done;
+  };
+  void admit_with(std::uint64_t number, std::size_t history, AdmitCallback done);
+  void request_numbers();
+  void on_numbers(const RedisValue* reply, std::uint64_t size);
+  [[nodiscard]] std::uint64_t numbers_in_hand() const noexcept {
+    return (block_end_ + 1 - next_number_) + (spare_end_ + 1 - spare_next_);
+  }
+  std::uint64_t take_number();
+
   void on_message(std::string_view payload);
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
@@ -142,6 +161,16 @@ class RedisRoomBus final : public RoomBus {
   bool batch_changes_members_ = false;
   // The other servers' members, by server id.
   std::unordered_map<std::string, Remote> remote_;
+  // Numbers in hand: next_number_ to block_end_, then the block asked for ahead of time,
+  // spare_next_ to spare_end_ (each empty when next is end + 1).
+  std::uint64_t next_number_ = 1;
+  std::uint64_t block_end_ = 0;
+  std::uint64_t spare_next_ = 1;
+  std::uint64_t spare_end_ = 0;
+  std::uint64_t block_size_ = 1;
+  bool numbers_requested_ = false;
+  EventLoop::Clock::time_point numbers_requested_at_{};
+  std::deque<Waiting> waiting_;  // newcomers waiting for a number, in arrival order
   // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
   // lost the counter, and it is re-seeded above every number this server knows to be in use.
   std::uint64_t highest_remote_number_ = 0;

@@ -41,7 +41,9 @@ void RoomRoster::observe(std::string_view line) {
   if (line.starts_with("* online (")) {
     std::size_t list = line.find("): ");
     if (list == std::string_view::npos) return;
-    nicks_.clear();
+    // A big room's answer names only the first members ("* online (N, first 100 shown; ...)"):
+    // it adds to what is known instead of replacing it.
+    if (line.substr(0, list).find(" shown") == std::string_view::npos) nicks_.clear();
     std::string_view names = line.substr(list + 3);
     while (!names.empty()) {
       std::size_t comma = names.find(", ");

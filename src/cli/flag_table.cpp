@@ -237,6 +237,10 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
               "Messages replayed to a client that joins (0: off); kept in memory, or in a Redis "
               "stream with --redis",
               {0, 10'000});
+  flags.count("--announce-up-to", options.announce_up_to,
+              "Announce joins, leaves and renames to everyone while the room (all servers) has "
+              "at most this many clients; beyond, they are only logged",
+              {0, 100'000'000});
 }
 
 void add_chat_server_flags(FlagSet& flags, ChatServerOptions& options) {

@@ -158,9 +158,9 @@ class ChatServerCases(muxtest.ServerCases):
         b.send("/help\n")
         self.assertEqual(
             b.line(),
-            "* commands: /nick NAME (change your name), /who (who is here), /history N (the last N "
-            "lines), /help, /quit (leave); any other line goes to everyone (start it with // to "
-            "send a leading /)")
+            "* commands: /nick NAME (change your name), /who (who is here; /who TEXT: whose name "
+            "has TEXT), /history N (the last N lines), /help, /quit (leave); any other line goes to "
+            "everyone (start it with // to send a leading /)")
         b.send("/dance\n")
         self.assertEqual(b.line(), "* unknown command /dance (try /help)")
         b.send("//dance\n")

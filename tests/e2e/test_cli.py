@@ -28,7 +28,7 @@ FLAGS = {
                                    "--command-rate", "--command-burst", "--flood-timeout", "--auth-timeout",
                                    "--tls", "--tls-cert-cache", "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
                                    "--redis", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
-                                   "--redis-tls-key", "--room", "--history", "--token-file"],
+                                   "--redis-tls-key", "--room", "--history", "--announce-up-to", "--token-file"],
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",

@@ -69,6 +69,7 @@ TEST_CASE("parse_command recognises the four commands, case-insensitively") {
   CHECK(parse_command("hello").text == "hello");
   CHECK(parse_command("/who").kind == CommandKind::who);
   CHECK(parse_command("/WHO extra").kind == CommandKind::who);
+  CHECK(parse_command("/who  ali ").text == "ali");
   CHECK(parse_command("/help").kind == CommandKind::help);
   CHECK(parse_command("/quit").kind == CommandKind::quit);
   auto nick = parse_command("/nick   alice  ");

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "chat/chat_room.hpp"
 #include "core/logger.hpp"
 
@@ -126,6 +128,26 @@ TEST_CASE_FIXTURE(RoomFixture, "a nick is free again once its owner leaves or re
   CHECK(b.take() == "* alicia left\n");
   say(b, "/nick alicia");
   CHECK(b.take() == "* alice is now alicia\n");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "/who in a big room names the first 100; /who TEXT finds names") {
+  for (int i = 0; i < 150; ++i)
+    join();
+  FakeMember& last = *members.back();
+  last.take();
+  say(last, "/who");
+  std::string first = "Client 1";
+  for (int i = 2; i <= 100; ++i)
+    first += fmt::format(", Client {}", i);
+  CHECK(last.take() ==
+        fmt::format("* online (150, first 100 shown; /who TEXT finds names): {}\n", first));
+  say(last, "/who client 14");
+  CHECK(last.take() ==
+        "* online with \"client 14\" (11): Client 14, Client 140, Client 141, "
+        "Client 142, Client 143, Client 144, Client 145, Client 146, Client 147, "
+        "Client 148, Client 149\n");
+  say(last, "/who zed");
+  CHECK(last.take() == "* nobody online has \"zed\" in their name\n");
 }
 
 TEST_CASE_FIXTURE(
