@@ -134,10 +134,11 @@ void ProgressDisplay::refit() {
 }
 
 void ProgressDisplay::update(std::uint64_t sent, double elapsed) {
-  if (style_ == Style::lines) {
-    for (const std::string& line : progress_step_lines(sent_, sent))
+  if (style_ == Style::lines && sent > lines_up_to_) {
+    for (const std::string& line : progress_step_lines(lines_up_to_, sent))
       fmt::print(out_, "{}\n", line);
     std::fflush(out_);
+    lines_up_to_ = sent;
   }
   if (sent != sent_) last_movement_ = elapsed;
   sent_ = sent;
@@ -178,6 +179,7 @@ void ProgressDisplay::note(std::string_view text) {
 
 void ProgressDisplay::start_at(std::uint64_t sent, double elapsed) {
   sent_ = sent;
+  lines_up_to_ = std::max(lines_up_to_, sent);
   last_movement_ = elapsed;
   samples_.clear();
   samples_.emplace_back(elapsed, sent);

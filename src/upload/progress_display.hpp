@@ -80,6 +80,9 @@ class ProgressDisplay {
   std::FILE* out_;
   std::size_t width_ = 80;
   std::uint64_t sent_ = 0;
+  // The most shown so far: a "Sent N MiB" line is printed once, even when the count starts
+  // lower again (a new try, the server's first ACK).
+  std::uint64_t lines_up_to_ = 0;
   double last_movement_ = 0;                              // elapsed at the last byte sent
   std::deque<std::pair<double, std::uint64_t>> samples_;  // (elapsed, sent) at recent redraws
   bool line_drawn_ = false;

@@ -59,8 +59,8 @@ int run_upload_client(const UploadClientOptions& options) {
   // any server.
   bool ask = key && key->reused && !options.no_resume;
   std::string link_token = link.token;
-  std::string header =
-      format_header_line(source.size, name, link.token, true, key ? key->key : std::string(), ask);
+  std::string header = format_header_line(source.size, name, link.token, true,
+                                          key ? key->key : std::string(), ask, true);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
@@ -93,7 +93,7 @@ int run_upload_client(const UploadClientOptions& options) {
                    options.link);
     sender.set_retry(static_cast<unsigned>(options.retry), &*redial,
                      format_header_line(size, name, link_token, true,
-                                        key ? key->key : std::string(), key.has_value()));
+                                        key ? key->key : std::string(), key.has_value(), true));
   } else if (options.retry > 0 && options.common.verbose) {
     fmt::print(stderr, "a stream from {} cannot be sent again: --retry does not apply\n",
                options.file == "-" ? "standard input" : options.file);

@@ -136,6 +136,16 @@ std::optional<ResumeOffer> parse_resume_offer(std::string_view line) {
   return ResumeOffer{*offset, std::string(hash)};
 }
 
+std::string format_ack(std::uint64_t offset) {
+  return fmt::format("ACK {}\n", offset);
+}
+
+std::optional<std::uint64_t> parse_ack(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (!line.starts_with("ACK ")) return std::nullopt;
+  return parse_decimal(line.substr(4));
+}
+
 std::string format_resume_from(std::uint64_t offset) {
   return fmt::format("FROM {}\n", offset);
 }
@@ -153,7 +163,7 @@ bool asks_resume_offer(const UploadHeader& header) {
 
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
                                std::string_view token, bool want_saved_name,
-                               std::string_view resume_key, bool ask_offset) {
+                               std::string_view resume_key, bool ask_offset, bool want_acks) {
   std::string size_text = size ? std::to_string(*size) : std::string("-");
   std::string fields = token.empty() ? std::string() : fmt::format(" token={}", token);
   if (want_saved_name) fields += fmt::format(" {}=1", kReplyNameField);
@@ -161,6 +171,7 @@ std::string format_header_line(std::optional<std::uint64_t> size, std::string_vi
     fields += fmt::format(" {}={}", kResumeField, resume_key);
     if (ask_offset) fields += fmt::format(" {}=1", kResumeAskField);
   }
+  if (want_acks) fields += fmt::format(" {}=1", kAckField);
   return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
 }
 

@@ -45,6 +45,17 @@ inline constexpr std::size_t kUploadKeyLength = 32;
 // The longest `FROM <offset>` line, '\n' included, a server reads.
 inline constexpr std::size_t kMaxFromLine = 32;
 
+// Honest progress: a header with `ack=1` asks the server to say how much of the upload it holds
+// safely, with lines `ACK <offset>\n` before the reply: one as soon as the data may flow (0, or
+// the offset a resumed upload continues from), then about every MiB (for a resumable upload
+// saved to --output-dir, each checkpoint once it is written, after the data is flushed with
+// --sync full; otherwise the bytes received and stored). Only on request: raw uploads and older
+// clients never see the line.
+inline constexpr std::string_view kAckField = "ack";
+std::string format_ack(std::uint64_t offset);
+// One line without its '\n'; nullopt when it is not `ACK <offset>`.
+std::optional<std::uint64_t> parse_ack(std::string_view line);
+
 struct ResumeOffer {
   std::uint64_t offset = 0;
   std::string prefix_hash;  // 32 lowercase hex digits
@@ -84,9 +95,11 @@ HeaderParse parse_header_line(std::string_view line);
 // `want_saved_name` adds `reply-name=1`.
 // A non-empty `resume_key` adds `resume=KEY`, and `ask_offset` then `resume-ask=1` (a known size
 // only).
+// `want_acks` adds `ack=1` (ACK lines before the reply).
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
                                std::string_view token = {}, bool want_saved_name = false,
-                               std::string_view resume_key = {}, bool ask_offset = false);
+                               std::string_view resume_key = {}, bool ask_offset = false,
+                               bool want_acks = false);
 // Whether `header` asks for a RESUME offer (resume=, resume-ask=1 and a known size).
 [[nodiscard]] bool asks_resume_offer(const struct UploadHeader& header);
 

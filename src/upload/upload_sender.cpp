@@ -147,6 +147,7 @@ void UploadSender::schedule_retry(std::string why) {
   chunk_sent_ = 0;
   waiting_for_chunk_ = false;
   reply_text_.clear();
+  acked_.reset();  // the next server says again what it holds
   sending_ = true;
   header_line_ = retry_header_;
   header_sent_ = 0;
@@ -302,7 +303,7 @@ void UploadSender::send_more() {
       reader_->pop_front();
       chunk_sent_ = 0;
     }
-    progress_.update(total_sent(), elapsed_seconds());
+    progress_.update(acked_.value_or(total_sent()), elapsed_seconds());
     // A known size ends with its last byte: the server may reply OK before the reader has
     // even said it is done.
     if (source_.size && total_sent() == *source_.size) {
@@ -402,18 +403,42 @@ void UploadSender::on_data(std::string_view bytes) {
   if (loop_.stopping() || !connection_) return;
   reply_text_.append(bytes);
   std::size_t newline = reply_text_.find('\n');
-  while (newline != std::string::npos && awaiting_offer_ && reply_text_.starts_with("RESUME ")) {
+  while (newline != std::string::npos) {
     std::string line = reply_text_.substr(0, newline);
+    bool offer = awaiting_offer_ && line.starts_with("RESUME ");
+    if (!offer && !line.starts_with("ACK ")) break;  // the reply
     reply_text_.erase(0, newline + 1);
-    on_resume_offer(line);
+    if (offer) {
+      on_resume_offer(line);
+    } else {
+      on_ack(line);
+    }
+    if (loop_.stopping() || !connection_) return;
     newline = reply_text_.find('\n');
   }
-  if (loop_.stopping()) return;
   if (newline != std::string::npos) {
     check_reply(reply_text_.substr(0, newline));
   } else if (reply_text_.size() > kMaxReplyLine) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply", server_));
   }
+}
+
+// `ACK <offset>`: the server holds the first offset bytes safely. From the first one on the
+// progress shows these bytes, not the ones handed to the socket.
+void UploadSender::on_ack(const std::string& line) {
+  std::optional<std::uint64_t> offset = parse_ack(line);
+  if (!offset || (source_.size && *offset > *source_.size)) {
+    fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
+                     printable(line)));
+    return;
+  }
+  if (!acked_) {
+    progress_.start_at(*offset, elapsed_seconds());  // the rate from here on is the server's
+  } else if (*offset <= *acked_) {
+    return;
+  }
+  acked_ = *offset;
+  progress_.update(*acked_, elapsed_seconds());
 }
 
 void UploadSender::on_end_of_input() {
@@ -457,6 +482,8 @@ void UploadSender::check_reply(const std::string& line) {
   } else {
     // The name is the server's text: shown to a person, so no control or bidi characters.
     if (reply->saved_name) saved_name_ = sanitized(*reply->saved_name);
+    // OK acknowledges everything: the progress reaches the end before the summary.
+    progress_.update(total_sent(), elapsed_seconds());
     loop_.stop();  // confirmed
   }
 }

@@ -93,6 +93,7 @@ class UploadSender final : private Connection::Owner {
   void on_send_error(const IoResult& error);
   void check_reply(const std::string& line);
   void on_resume_offer(const std::string& line);
+  void on_ack(const std::string& line);
   [[nodiscard]] std::optional<ContentHash> hash_of_prefix(std::uint64_t length);
   void start_reading(std::uint64_t from, ContentHash prefix);
   [[nodiscard]] std::uint64_t total_sent() const noexcept { return resumed_at_ + sent_; }
@@ -128,6 +129,9 @@ class UploadSender final : private Connection::Owner {
   std::string final_hash_;
   std::string saved_name_;  // from the OK reply, sanitized
   std::string reply_text_;
+  // The server's last `ACK <offset>` (the header asked with ack=1): once one came, the progress
+  // shows what the server holds safely rather than what left the socket. None from older servers.
+  std::optional<std::uint64_t> acked_;
   bool sending_ = true;
   std::optional<std::string> failure_;
   int interrupted_by_ = 0;  // the signal that stopped the upload, if one did

@@ -89,6 +89,7 @@ void UploadSession::check_rate() {
 }
 
 UploadSession::~UploadSession() {
+  *self_ = nullptr;
   context_.loop.cancel_timer(header_timer_);
   context_.loop.cancel_timer(rate_timer_);
   context_.loop.cancel_timer(refusal_timer_);
@@ -214,6 +215,8 @@ void UploadSession::start(const UploadStart& start) {
     name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
     const std::string* reply_name = header.field(kReplyNameField);
     reply_with_name_ = reply_name != nullptr && *reply_name == "1";
+    const std::string* ack = header.field(kAckField);
+    acks_ = ack != nullptr && *ack == "1";
     if (!prepare_resume(header)) return;
     context_.logger.detail("{} header: {} bytes, name \"{}\"", client_label(),
                            header.size ? fmt::to_string(*header.size) : "unknown number of", name_);
@@ -223,7 +226,11 @@ void UploadSession::start(const UploadStart& start) {
   }
   // A header the parser refused (too large) still starts nothing on disk.
   if (parser_.state() == UploadParser::State::failed) return;
-  if (!open_storage() || !resumable_) return;
+  if (!open_storage()) return;
+  if (!resumable_) {
+    acknowledge(0);  // the data may flow: ACK lines will follow
+    return;
+  }
   if (asks_resume_offer(*start.header)) {
     offer_resume();
   } else {
@@ -281,6 +288,7 @@ void UploadSession::continue_resume(std::uint64_t from) {
     context_.logger.info("{} resumed at {} of {} bytes", client_label(), from, resume_record_.size);
   }
   next_checkpoint_ = next_checkpoint(stored_);
+  acknowledge(stored_);  // where the data continues: what is held from an earlier connection
 }
 
 // Records how far the data goes and the hash state there. --sync none: one small write now (the
@@ -293,11 +301,14 @@ void UploadSession::checkpoint() {
   resume_record_.hash_state = hash_.save();
   std::string encoded = encode_resume_record(resume_record_);
   SyncMode sync = context_.output_dir->sync_mode();
+  std::uint64_t offset = stored_;
   if (sync == SyncMode::none) {
     if (int error = write_resume_checkpoint(file_->fd(), resume_record_file_.get(), encoded, sync);
         error != 0) {
       context_.logger.info("{} checkpoint failed: {}", client_label(),
                            std::generic_category().message(error));
+    } else {
+      acknowledge(offset);
     }
     return;
   }
@@ -312,10 +323,23 @@ void UploadSession::checkpoint() {
   }
   context_.committer->run([data = std::make_shared<Fd>(std::move(data)),
                            record = std::make_shared<Fd>(std::move(record)),
-                           encoded = std::move(encoded), pending = checkpoint_pending_] {
-    (void)write_resume_checkpoint(data->get(), record->get(), encoded, SyncMode::full);
+                           encoded = std::move(encoded), pending = checkpoint_pending_,
+                           &loop = context_.loop, self = self_, offset] {
+    int error = write_resume_checkpoint(data->get(), record->get(), encoded, SyncMode::full);
     pending->store(false);
+    // Only a flushed checkpoint is acknowledged: the client's progress is what a crash keeps.
+    if (error == 0) {
+      loop.post([self, offset] {
+        if (UploadSession* session = *self) session->acknowledge(offset);
+      });
+    }
   });
+}
+
+void UploadSession::acknowledge(std::uint64_t offset) {
+  if (!acks_ || phase_ != Phase::receiving) return;  // after the reply, nothing more is said
+  connection_->send(format_ack(offset));
+  next_ack_ = next_checkpoint(offset);
 }
 
 bool UploadSession::open_storage() {
@@ -357,6 +381,7 @@ void UploadSession::store(std::string_view bytes) {
   hash_.update(bytes.data(), bytes.size());
   if (!file_) {
     stored_ = end;
+    if (acks_ && stored_ >= next_ack_) acknowledge(stored_);  // discarding: hashed is all there is
     return;
   }
   int error = check_free_space(end);
@@ -368,6 +393,7 @@ void UploadSession::store(std::string_view bytes) {
   stored_ = end;
   context_.reserved_ahead += reserved_ahead();
   if (error == 0 && resumable_ && resume_started_ && stored_ >= next_checkpoint_) checkpoint();
+  if (error == 0 && acks_ && !(resumable_ && file_) && stored_ >= next_ack_) acknowledge(stored_);
   if (error == ENOSPC && context_.limits.min_free != 0) {
     fail(fmt::format("disk full: less than {} free", format_bytes(context_.limits.min_free)));
   } else if (error != 0) {

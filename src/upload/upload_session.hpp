@@ -149,6 +149,8 @@ class UploadSession final : private Connection::Owner {
   void offer_resume();
   void continue_resume(std::uint64_t from);
   void checkpoint();
+  // ack=1: tells the client `offset` bytes are held safely (an ACK line), while still receiving.
+  void acknowledge(std::uint64_t offset);
   void act_on(const UploadStep& step);
   void start(const UploadStart& start);
   bool open_storage();
@@ -208,6 +210,12 @@ class UploadSession final : private Connection::Owner {
   std::uint64_t next_checkpoint_ = 0;
   // --sync full: a checkpoint flushes on the Committer's thread; one at a time per upload.
   std::shared_ptr<std::atomic<bool>> checkpoint_pending_;
+  // The header's ack=1: ACK lines before the reply. Without a resumable file, one per MiB stored.
+  bool acks_ = false;
+  std::uint64_t next_ack_ = 0;
+  // What a flushed checkpoint's acknowledgement, posted from the Committer's thread, finds: null
+  // once this session is gone. Read and written on the loop's thread only.
+  std::shared_ptr<UploadSession*> self_ = std::make_shared<UploadSession*>(this);
 };
 
 }  // namespace mux

@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import muxtest
@@ -358,6 +359,25 @@ class ResumeCase(muxtest.UploadCase):
         self.assertRegex(err.decode(), r"^mux: error: interrupted by SIGINT after sending .*; run "
                                        r"the same command again to resume\n$")
 
+    def test_progress_shows_what_the_server_acknowledged(self):
+        server = self.start_server()
+        path = self.make_file("acked.bin", 24 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "8M")
+        try:
+            # The progress (a pipe: a line per 10 MiB) comes from the server's ACK lines, each
+            # sent once that checkpoint was written (--sync full: after the data's flush): when
+            # the client says 10 MiB, the server's record already holds at least that much.
+            self.read_until(client.stdout, r"Sent 10 MiB\n")
+            self.assertGreaterEqual(self.wait_for_checkpoint(0), 10 * MIB)
+            out, err = client.communicate(timeout=6 * TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        self.assertEqual((client.returncode, err), (0, b""), out)
+        self.assertRegex(out.decode(), rf"Sent 20 MiB\nSent {24 * MIB} bytes in .*, verified "
+                                       rf"{muxtest.xxh128(path)}, saved as acked\.bin\n")
+
     def connect(self, server):
         sock = muxtest.connect(server.port)
         if not self.TLS:
@@ -386,6 +406,71 @@ class ForkTlsResumeTests(ResumeCase):
 
 
 del ResumeCase  # a base, not a case of its own
+
+
+class AckTests(muxtest.UploadCase):
+    """Honest progress against a hand-written server that controls its ACK lines."""
+
+    def serve_once(self, listener, size, acks, reply):
+        """Accepts one upload: sends `acks` (offset, after how many bytes of data), reads the
+        whole body and the half-close, sets self.received, waits for self.may_reply, replies
+        `reply`. Records the header line."""
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(3 * TIMEOUT)
+            data = b""
+            while b"\n" not in data:
+                data += conn.recv(65536)
+            header, _, body = data.partition(b"\n")
+            self.header = header.decode()
+            received = len(body)
+            pending = list(acks)
+            while True:
+                while pending and received >= pending[0][1]:
+                    conn.sendall(f"ACK {pending.pop(0)[0]}\n".encode())
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+            self.received_bytes = received
+            self.received.set()
+            self.may_reply.wait(3 * TIMEOUT)
+            conn.sendall(reply.encode())
+
+    def test_the_bar_never_passes_what_the_server_acknowledged(self):
+        path = self.make_file("held.bin", 24 * MIB)
+        listener = socket.create_server((muxtest.HOST, 0))
+        self.addCleanup(listener.close)
+        self.received, self.may_reply = threading.Event(), threading.Event()
+        reply = f"OK {24 * MIB} {muxtest.xxh128(path)}\n"
+        # The server takes every byte but says it holds only the first MiB until its OK.
+        server = threading.Thread(target=self.serve_once,
+                                  args=(listener, 24 * MIB, [(0, 0), (MIB, MIB)], reply))
+        server.start()
+        client = subprocess.Popen([muxtest.MUX, "upload-client", "--port",
+                                   str(listener.getsockname()[1]), "--file", path,
+                                   "--limit-rate", "8M"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            self.assertTrue(self.received.wait(6 * TIMEOUT))
+            self.assertEqual(self.received_bytes, 24 * MIB)
+            # Everything left the client (it half-closed after its last progress update), yet it
+            # printed no "Sent 10 MiB": only 1 MiB was acknowledged.
+            ready, _, _ = select.select([client.stdout], [], [], 0.2)
+            self.assertEqual(ready, [], "the client showed progress the server never acknowledged")
+            self.may_reply.set()
+            out, err = client.communicate(timeout=3 * TIMEOUT)
+        finally:
+            self.may_reply.set()
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+            server.join(3 * TIMEOUT)
+        self.assertEqual((client.returncode, err), (0, b""), out)
+        self.assertIn(" ack=1", self.header)
+        # The OK acknowledges everything: the steps are passed, then the summary.
+        self.assertRegex(out.decode(), rf"^Sent 10 MiB\nSent 20 MiB\nSent {24 * MIB} bytes in .*, "
+                                       rf"verified {muxtest.xxh128(path)}\n$")
 
 
 class StreamTests(muxtest.UploadCase):

@@ -100,6 +100,21 @@ TEST_CASE("when not a terminal, steps are printed as they are passed and no esca
   std::fclose(out);
 }
 
+TEST_CASE("a count that starts lower again (a new try, the server's first ACK) repeats no line") {
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  mux::ProgressDisplay display(mux::ProgressDisplay::Style::lines, 40 * kMiB, out);
+  display.update(12 * kMiB, 0.1);
+  display.start_at(1 * kMiB, 0.2);  // the server holds only 1 MiB of what was sent
+  display.update(15 * kMiB, 0.3);
+  display.update(21 * kMiB, 0.4);
+  display.start_at(25 * kMiB, 0.5);  // resumed past a step: not printed
+  display.update(35 * kMiB, 0.6);
+  display.finish("done");
+  CHECK(read_back(out) == "Sent 10 MiB\nSent 20 MiB\nSent 30 MiB\ndone\n");
+  std::fclose(out);
+}
+
 TEST_CASE("on a terminal the line is redrawn in place and cleared before the summary") {
   std::FILE* out = std::tmpfile();
   REQUIRE(out != nullptr);

@@ -62,6 +62,20 @@ TEST_CASE("resume: the header carries resume= only with a known size") {
   CHECK_FALSE(mux::valid_upload_key("0011"));
 }
 
+TEST_CASE("ack: the ACK line round-trips, is asked for with ack=1, and bad ones are refused") {
+  CHECK(mux::format_ack(1048576) == "ACK 1048576\n");
+  CHECK(mux::parse_ack("ACK 1048576") == 1048576u);
+  CHECK(mux::parse_ack("ACK 0\r") == 0u);
+  CHECK_FALSE(mux::parse_ack("ACK "));
+  CHECK_FALSE(mux::parse_ack("ACK -1"));
+  CHECK_FALSE(mux::parse_ack("ack 1"));
+  CHECK_FALSE(mux::parse_ack("ACK 1 2"));
+  CHECK(mux::format_header_line(10, "a.bin", {}, true, kKey, false, true) ==
+        "MUXUP/1 10 a.bin reply-name=1 resume=" + std::string(kKey) + " ack=1\n");
+  CHECK(mux::format_header_line(std::nullopt, "s", {}, false, {}, false, true) ==
+        "MUXUP/1 - s ack=1\n");
+}
+
 TEST_CASE("resume: a record round-trips and a damaged one is refused") {
   mux::ResumeRecord record = sample_record();
   std::string encoded = mux::encode_resume_record(record);
