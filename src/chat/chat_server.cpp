@@ -25,11 +25,10 @@
 #include "chat/redis_room_bus.hpp"
 #include "core/child_supervisor.hpp"
 #include "core/event_loop.hpp"
-#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
-#include "core/service_manager.hpp"
+#include "core/server_runtime.hpp"
 #include "core/units.hpp"
 
 namespace mux {
@@ -48,11 +47,6 @@ void check_redis_tls_flags(const ChatServerOptions& options) {
     throw std::invalid_argument(problem);
 }
 
-const char* signal_name(int signo) {
-  if (signo == SIGHUP) return "SIGHUP";
-  return signo == SIGINT ? "SIGINT" : "SIGTERM";
-}
-
 // What a refused newcomer reads before the server closes its connection.
 std::string refusal_line(Refusal refusal) {
   switch (refusal) {
@@ -66,41 +60,33 @@ std::string refusal_line(Refusal refusal) {
   return chat::notice::server_full();
 }
 
-// The whole server: listener, room, members and the shutdown. One per run_chat_server().
-class ChatServer final : public MemberOwner {
+// The chat server's own part (the room, its members, both serve modes) on the ServerRuntime
+// skeleton. One per run_chat_server().
+class ChatServer final : public MemberOwner, public ServerRuntime::Service {
  public:
-  ChatServer(const ChatServerOptions& options, Logger& logger)
+  ChatServer(const ChatServerOptions& options, ServerRuntime& runtime)
       : options_(options),
-        logger_(logger),
-        tls_(make_server_tls(options.access)),
-        tokens_(load_server_tokens(options.access)),
+        runtime_(runtime),
+        logger_(runtime.logger()),
+        loop_(runtime.loop()),
         context_(loop_, options.max_line, options.max_queue),
-        room_(logger, options.max_line, client_limits(options)),
+        room_(logger_, options.max_line, client_limits(options)),
+        bus_(make_bus()),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
-        listener_(loop_, take_listener(options.common.host, options.common.port, socket_activated_),
-                  logger, admission_policy(),
+        // Last: every start-up error above comes before the port is taken and announced.
+        listener_(loop_, runtime.take_listener(), logger_, admission_policy(),
                   [this](Admitted client) { admit(std::move(client)); }) {
-    context_.stream_factory = stream_factory();
-    if (tls_) reload_tls_on_hangup(hangup_, *tls_);
+    context_.stream_factory = runtime_.stream_factory();
     room_.set_history(static_cast<std::size_t>(options.history));
     room_.set_announce_limit(static_cast<std::size_t>(options.announce_up_to));
-    check_redis_tls_flags(options);
-    if (!options.redis_url.empty()) {
-      // In fork mode too the parent holds the room, so it alone talks to Redis.
-      bus_ = std::make_unique<RedisRoomBus>(
-          loop_, logger_, room_, parse_redis_url(options.redis_url), options.redis_tls,
-          options.room, static_cast<std::size_t>(options.history),
-          static_cast<std::size_t>(options.max_line), remote_limits(options));
-      room_.set_bus(bus_.get());
-    }
+    if (bus_) room_.set_bus(bus_.get());
     access_.logger = &logger_;
     access_.auth_timeout = options.auth_timeout;
     // The gate's deadline covers the handshake too; the connection's own one must not be shorter.
     context_.handshake_timeout = std::max(context_.handshake_timeout, options.auth_timeout);
-    if (tokens_.required()) {
-      throttle_.emplace();
-      access_.tokens = &tokens_;
-      access_.throttle = &*throttle_;
+    if (runtime_.tokens().required()) {
+      access_.tokens = &runtime_.tokens();
+      access_.throttle = runtime_.throttle();
     }
     if (options_.serve == ServeMode::fork) {
       // A child whose client has left exits within moments; until it is reaped its process still
@@ -112,12 +98,7 @@ class ChatServer final : public MemberOwner {
     }
   }
 
-  int run() {
-    logger_.announce("listening on {} (serve {}{})", local_address(listener_.fd()),
-                     to_string(options_.serve), activation_note(socket_activated_));
-    for (const std::string& warning : exposure_warnings(
-             options_.access, listener_.fd(), socket_activated_, options_.common.address_given))
-      logger_.warn("{}", warning);
+  void start() override {
     logger_.info(
         "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
         "keepalive {}",
@@ -132,31 +113,19 @@ class ChatServer final : public MemberOwner {
         format_bytes(options_.byte_burst), options_.command_rate, options_.command_burst,
         static_cast<double>(options_.flood_timeout.count()) / 1000);
     warn_about_fd_ceiling();
-    if (tls_) {
-      logger_.info(
-          "TLS: {}{}", tls_->describe_certificate(),
-          options_.access.tls.client_ca_file.empty() ? "" : ", client certificates required");
-    }
-    if (tokens_.required())
-      logger_.info("--token-file: {} token(s); clients send /token SECRET first", tokens_.size());
+    runtime_.describe_access("clients send /token SECRET first");
     if (!options_.access.addresses.empty())
       logger_.info("addresses: {}", options_.access.addresses.describe());
-    loop_.on_signal(SIGINT, [this] { shut_down(SIGINT); });
-    loop_.on_signal(SIGTERM, [this] { shut_down(SIGTERM); });
-    loop_.on_signal(SIGHUP, [this] {
-      if (hangup_.on_hangup() == Hangup::Action::shut_down) shut_down(SIGHUP);
-    });
     if (options_.history != 0)
       logger_.info("history: the last {} messages {}", options_.history,
                    bus_ ? "in Redis, shared by the room" : "in memory, until this server stops");
     if (bus_) bus_->start();
     listener_.resume();
-    notify_ready(fmt::format("listening on {}", local_address(listener_.fd())));
-    loop_.run();
+  }
+
+  void finish() override {
     members_.clear();
     if (children_) children_->wait_all(kChildExitGrace);
-    logger_.info("stopped");
-    return 0;
   }
 
   void release(ChatMember& member) override {
@@ -207,7 +176,7 @@ class ChatServer final : public MemberOwner {
   }
 
   std::uint64_t default_max_clients() const {
-    std::uint64_t limit = fd_limit();  // run_chat_server raised it already
+    std::uint64_t limit = fd_limit();  // the ServerRuntime raised it already
     std::uint64_t by_fds = limit > 2 * kReservedFds ? limit - kReservedFds : limit / 2;
     // In fork mode every client is a process: the machine's memory and pid limits bound them too.
     if (options_.serve == ServeMode::fork)
@@ -216,10 +185,15 @@ class ChatServer final : public MemberOwner {
     return by_fds;
   }
 
-  StreamFactory stream_factory() const {
-    if (!tls_) return nullptr;
-    return
-        [tls = tls_.get()](int fd) -> std::unique_ptr<ByteStream> { return tls->make_stream(fd); };
+  // With --redis: the room shared through Redis. In fork mode too the parent holds the room, so
+  // it alone talks to Redis.
+  std::unique_ptr<RedisRoomBus> make_bus() {
+    check_redis_tls_flags(options_);
+    if (options_.redis_url.empty()) return nullptr;
+    return std::make_unique<RedisRoomBus>(
+        loop_, logger_, room_, parse_redis_url(options_.redis_url), options_.redis_tls,
+        options_.room, static_cast<std::size_t>(options_.history),
+        static_cast<std::size_t>(options_.max_line), remote_limits(options_));
   }
 
   AdmissionPolicy admission_policy() {
@@ -230,9 +204,9 @@ class ChatServer final : public MemberOwner {
     policy.refuse_when_full = true;
     policy.refusal_message = refusal_line;
     policy.allowed = make_address_check(options_.access);
-    policy.refusal_stream = stream_factory();  // TLS: the refusal goes out inside TLS
+    policy.refusal_stream = runtime_.stream_factory();  // TLS: the refusal goes out inside TLS
     policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
-    if (tls_ || tokens_.required()) {
+    if (runtime_.tls() != nullptr || runtime_.tokens().required()) {
       // Clients still in the handshake or before their token get a budget of their own; at the
       // cap the oldest of them is shed for a newcomer (see AdmissionPolicy).
       policy.max_unauthenticated =
@@ -286,8 +260,8 @@ class ChatServer final : public MemberOwner {
           [&] {
             // The TLS handshake happens here, in the child, never in the parent's loop.
             return serve_client_in_child(std::move(client.fd), std::move(child_end),
-                                         options_.max_line, options_.max_queue, stream_factory(),
-                                         access_);
+                                         options_.max_line, options_.max_queue,
+                                         runtime_.stream_factory(), access_);
           },
           [this](pid_t child, int status) {
             if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
@@ -317,15 +291,14 @@ class ChatServer final : public MemberOwner {
     members_.emplace(key, std::move(member));
   }
 
-  void shut_down(int signo) {
-    if (stopping_) {
-      logger_.info("{} again: stopping now", signal_name(signo));
+  void shut_down(std::string_view signal_name, bool again) override {
+    if (again) {
+      logger_.info("{} again: stopping now", signal_name);
       loop_.stop();
       return;
     }
     stopping_ = true;
-    logger_.info("shutting down ({}): closing {} clients", signal_name(signo), room_.size());
-    notify_stopping(fmt::format("shutting down ({})", signal_name(signo)));
+    logger_.info("shutting down ({}): closing {} clients", signal_name, room_.size());
     listener_.close();
     room_.close_all();
     if (bus_) {
@@ -348,13 +321,10 @@ class ChatServer final : public MemberOwner {
   }
 
   const ChatServerOptions& options_;
+  ServerRuntime& runtime_;  // TLS, tokens, the loop, signals, the listener's takeover
   Logger& logger_;
-  std::unique_ptr<TlsServerContext> tls_;    // null without --tls-cert
-  AccessTokens tokens_;                      // empty without --token-file
-  std::optional<FailureThrottle> throttle_;  // with --token-file; shared with fork-mode children
+  EventLoop& loop_;
   ChatAccess access_;
-  Hangup hangup_{logger_};  // SIGHUP: reload hooks, or shut down when the terminal is gone
-  EventLoop loop_;
   SessionContext context_;
   // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
   ForkFanOut fan_out_{loop_};
@@ -366,8 +336,7 @@ class ChatServer final : public MemberOwner {
   std::optional<ChildSupervisor> children_;
   // Declared after the loop and the room: members unwatch their fds and leave on destruction.
   std::unordered_map<ChatMember*, std::unique_ptr<ChatMember>> members_;
-  bool socket_activated_ = false;  // the listener came from systemd (LISTEN_FDS)
-  Listener listener_;              // after everything its callbacks use
+  Listener listener_;  // after everything its callbacks use
   bool stopping_ = false;
 };
 
@@ -402,12 +371,9 @@ std::string check_chat_server(const ChatServerOptions& options) {
 }
 
 int run_chat_server(const ChatServerOptions& options) {
-  block_server_signals();
-  ignore_sigpipe();
-  raise_fd_limit();
-  Logger logger(options.common.verbosity());
-  ChatServer server(options, logger);
-  return server.run();
+  ServerRuntime runtime(options.common, options.access, options.serve);
+  ChatServer server(options, runtime);
+  return runtime.run(server);
 }
 
 }  // namespace mux

@@ -12,7 +12,6 @@
 #include <fmt/format.h>
 
 #include "core/logger.hpp"
-#include "core/service_manager.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_store.hpp"
 
@@ -70,11 +69,11 @@ class ForkingServer::Waiting final : private Connection::Owner {
   Connection connection_;
 };
 
-ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                             const UploadLimits& limits, const UploadAdmission& admission,
-                             Hangup& hangup)
-    : logger_(logger),
-      hangup_(hangup),
+ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
+                             const OutputDirectory* output_dir, const UploadLimits& limits,
+                             const UploadAdmission& admission)
+    : loop_(loop),
+      logger_(logger),
       output_dir_(output_dir),
       limits_(limits),
       children_(loop_, logger,
@@ -87,7 +86,7 @@ ForkingServer::ForkingServer(Fd listener, Logger& logger, const OutputDirectory*
 
 ForkingServer::~ForkingServer() = default;
 
-void ForkingServer::run() {
+void ForkingServer::start() {
   children_.on_reaped([this] {
     if (shutting_down_) {
       if (children_.count() == 0) loop_.stop();
@@ -95,14 +94,13 @@ void ForkingServer::run() {
       listener_.resume();
     }
   });
-  loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
-  loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
   logger_.detail("at most {} upload processes at once", children_.max_children());
-  loop_.on_signal(SIGHUP, [this] {
-    if (hangup_.on_hangup() == Hangup::Action::shut_down) begin_shutdown();
-  });
   listener_.resume();
-  loop_.run();
+}
+
+// A second signal changes nothing: the children already have theirs.
+void ForkingServer::shut_down(std::string_view /*signal_name*/, bool /*again*/) {
+  begin_shutdown();
 }
 
 bool ForkingServer::has_room() const {
@@ -191,7 +189,6 @@ void ForkingServer::remove_temporary_files_of(pid_t pid, int status) {
 void ForkingServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  notify_stopping("shutting down");
   listener_.close();
   // Never sent a byte: just closed.
   for (auto& entry : waiting_)

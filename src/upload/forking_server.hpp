@@ -1,13 +1,13 @@
-// ForkingServer: `upload-server --serve fork`. The parent owns the event loop, the listening
-// socket, the connections admitted but not yet readable, and (through a ChildSupervisor) the
-// child processes. A connection gets a process only once its first bytes have arrived (a
+// ForkingServer: `upload-server --serve fork`. The parent, on the runtime's event loop, owns the
+// listening socket, the connections admitted but not yet readable, and (through a ChildSupervisor)
+// the child processes. A connection gets a process only once its first bytes have arrived (a
 // Connection peeks at them and gives the socket back for the child): until then it costs the
 // parent one fd and a few bytes, and it is turned away with ERR timeout when the header timeout
 // passes, so idle sockets cannot become processes. The parent's ERR lines go out through the
 // Listener's refusal path, so on a TLS port they are said inside TLS, never in the clear. Each
 // child serves one upload (serve_one_upload) in its own fresh loop; the supervisor reaps it and the
-// parent removes the temporary file of a child that died without cleaning up. Created and run by
-// run_upload_server().
+// parent removes the temporary file of a child that died without cleaning up. Created by
+// run_upload_server() and run by its ServerRuntime (signals, SIGHUP, readiness).
 #pragma once
 
 #include <cstdint>
@@ -19,9 +19,9 @@
 #include "core/child_supervisor.hpp"
 #include "core/connection.hpp"
 #include "core/event_loop.hpp"
-#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
+#include "core/server_runtime.hpp"
 #include "upload/upload_session.hpp"
 
 namespace mux {
@@ -29,15 +29,16 @@ namespace mux {
 class Logger;
 class OutputDirectory;
 
-class ForkingServer {
+class ForkingServer final : public ServerRuntime::Service {
  public:
-  ForkingServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                const UploadLimits& limits, const UploadAdmission& admission, Hangup& hangup);
+  ForkingServer(EventLoop& loop, Fd listener, Logger& logger, const OutputDirectory* output_dir,
+                const UploadLimits& limits, const UploadAdmission& admission);
   ForkingServer(const ForkingServer&) = delete;
   ForkingServer& operator=(const ForkingServer&) = delete;
   ~ForkingServer();
-  // Serves until SIGINT/SIGTERM and every child has exited.
-  void run();
+  // Accepts until shut down; the loop stops once every child has exited.
+  void start() override;
+  void shut_down(std::string_view signal_name, bool again) override;
 
  private:
   // An admitted connection waiting for its first bytes before it gets a process.
@@ -55,9 +56,8 @@ class ForkingServer {
   void begin_shutdown();
   [[nodiscard]] bool has_room() const;
 
-  EventLoop loop_;
+  EventLoop& loop_;
   Logger& logger_;
-  Hangup& hangup_;  // SIGHUP: reload hooks (TLS), or shut down when the terminal is gone
   const OutputDirectory* output_dir_;
   UploadLimits limits_;
   // The waiting connections' shared state: plain TCP (the TLS handshake runs in the child), and

@@ -1,9 +1,6 @@
 #include "upload/single_loop_server.hpp"
 
-#include <csignal>
-
 #include "core/logger.hpp"
-#include "core/service_manager.hpp"
 
 namespace mux {
 namespace {
@@ -12,11 +9,11 @@ constexpr std::chrono::seconds kShutdownFinalWait{1};
 
 }  // namespace
 
-SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                                   const UploadLimits& limits, const UploadAdmission& admission,
-                                   Hangup& hangup)
-    : logger_(logger),
-      hangup_(hangup),
+SingleLoopServer::SingleLoopServer(EventLoop& loop, Fd listener, Logger& logger,
+                                   const OutputDirectory* output_dir, const UploadLimits& limits,
+                                   const UploadAdmission& admission)
+    : loop_(loop),
+      logger_(logger),
       connections_(loop_, kUploadReadBufferSize),
       committer_(output_dir != nullptr ? std::optional<Committer>(std::in_place, loop_, *output_dir)
                                        : std::nullopt),
@@ -31,14 +28,13 @@ SingleLoopServer::SingleLoopServer(Fd listener, Logger& logger, const OutputDire
   connections_.stream_factory = limits.stream_factory;
 }
 
-void SingleLoopServer::run() {
-  loop_.on_signal(SIGINT, [this] { begin_shutdown(); });
-  loop_.on_signal(SIGTERM, [this] { begin_shutdown(); });
-  loop_.on_signal(SIGHUP, [this] {
-    if (hangup_.on_hangup() == Hangup::Action::shut_down) begin_shutdown();
-  });
+void SingleLoopServer::start() {
   listener_.resume();
-  loop_.run();
+}
+
+// A second signal does not cut the grace short for anyone.
+void SingleLoopServer::shut_down(std::string_view /*signal_name*/, bool /*again*/) {
+  begin_shutdown();
 }
 
 bool SingleLoopServer::at_capacity() const {
@@ -72,7 +68,6 @@ void SingleLoopServer::on_session_finished(UploadSession& session) {
 void SingleLoopServer::begin_shutdown() {
   if (shutting_down_) return;  // a second signal does not cut the grace short for anyone
   shutting_down_ = true;
-  notify_stopping("shutting down");
   listener_.close();
   std::vector<UploadSession*> idle;
   std::size_t in_flight = 0;

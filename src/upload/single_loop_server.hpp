@@ -1,6 +1,6 @@
-// SingleLoopServer: `upload-server --serve single`. Owns the event loop, the listening socket and
-// every UploadSession; all uploads progress at once in this one loop. Created and run by
-// run_upload_server().
+// SingleLoopServer: `upload-server --serve single`. Owns the listening socket and every
+// UploadSession; all uploads progress at once in the runtime's one loop. Created by
+// run_upload_server() and run by its ServerRuntime (signals, SIGHUP, readiness).
 #pragma once
 
 #include <cstdint>
@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "core/event_loop.hpp"
-#include "core/hangup.hpp"
 #include "core/listener.hpp"
 #include "core/net.hpp"
+#include "core/server_runtime.hpp"
 #include "upload/upload_session.hpp"
 #include "upload/upload_store.hpp"
 
@@ -21,12 +21,13 @@ namespace mux {
 class Logger;
 class OutputDirectory;
 
-class SingleLoopServer {
+class SingleLoopServer final : public ServerRuntime::Service {
  public:
-  SingleLoopServer(Fd listener, Logger& logger, const OutputDirectory* output_dir,
-                   const UploadLimits& limits, const UploadAdmission& admission, Hangup& hangup);
-  // Serves until SIGINT/SIGTERM and the shutdown grace are over.
-  void run();
+  SingleLoopServer(EventLoop& loop, Fd listener, Logger& logger, const OutputDirectory* output_dir,
+                   const UploadLimits& limits, const UploadAdmission& admission);
+  // Accepts until shut down; the loop stops once the shutdown grace is over.
+  void start() override;
+  void shut_down(std::string_view signal_name, bool again) override;
 
  private:
   void start_session(Admitted accepted);
@@ -35,9 +36,8 @@ class SingleLoopServer {
   void end_remaining_uploads();
   [[nodiscard]] bool at_capacity() const;
 
-  EventLoop loop_;
+  EventLoop& loop_;
   Logger& logger_;
-  Hangup& hangup_;  // SIGHUP: reload hooks (TLS), or shut down when the terminal is gone
   ConnectionContext connections_;
   std::optional<Committer> committer_;  // with --output-dir; before the sessions that use it
   UploadContext context_;
