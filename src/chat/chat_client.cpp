@@ -10,6 +10,7 @@
 #include <ctime>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -28,6 +29,7 @@
 #include "core/net.hpp"
 #include "core/output_queue.hpp"
 #include "core/tls_stream.hpp"
+#include "core/units.hpp"
 
 namespace mux {
 namespace {
@@ -69,22 +71,31 @@ void write_stdout(std::string_view text) {
   }
 }
 
-// One chat client: the server connection, stdin, and the screen, in one event loop.
-class ChatClient final : private Connection::Owner {
+// The first reconnect waits about this long, each next one twice as long, up to kMaxBackoff; each
+// wait is drawn at random from its upper half (jitter), so clients a restart dropped together do
+// not all come back in the same instant.
+constexpr std::chrono::milliseconds kFirstBackoff{200};
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+
+// One chat client: the server connection, stdin, and the screen, in one event loop. When the
+// connection drops after the server greeted us, it reconnects (unless --no-reconnect), takes its
+// nick again, recovers what the room said meanwhile by message id (/since), and sends what was
+// typed while away.
+class ChatClient final {
  public:
-  ChatClient(const ChatClientOptions& options, ClientLink link)
+  ChatClient(const ChatClientOptions& options, ClientLink link, const ClientRedial* redial)
       : server_(std::move(link.server)),
-        connection_(connections_, std::move(link.socket), std::move(link.stream), *this),
         link_token_(std::move(link.token)),
+        redial_(redial),
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps),
         nick_(options.nick),
         greeting_timeout_(options.link.connect_timeout),
+        reconnect_timeout_(options.reconnect_timeout),
         confirm_timeout_(options.confirm_timeout) {
-    // The token goes first: a server with --token-file reads it before anything else (and
-    // sends nothing before it).
-    if (!link_token_.empty()) connection_.send(fmt::format("/token {}\n", link_token_));
+    if (redial_ != nullptr) connections_.handshake_timeout = redial_->timeout();
+    attach(std::move(link.socket), std::move(link.stream));
   }
 
   int run() {
@@ -102,16 +113,6 @@ class ChatClient final : private Connection::Owner {
       });
     }
     resume_input();
-    // Nothing typed is sent before the server greets us: a chat server speaks first, while an
-    // upload-server (which would save our lines as a file) or a TLS port (which would drop them)
-    // waits for us; lines typed meanwhile are held.
-    greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
-      greeting_timer_ = 0;
-      fail(fmt::format(
-          "{} sent no chat welcome within {:g} s, so nothing was sent: not a chat server (an "
-          "upload-server, or a TLS port without --tls?)",
-          server_, std::chrono::duration<double>(greeting_timeout_).count()));
-    });
     loop_.run();
     editor_.reset();  // give the terminal back before any last words on stderr
     if (!failure_.empty()) throw std::runtime_error(failure_);
@@ -119,34 +120,122 @@ class ChatClient final : private Connection::Owner {
   }
 
  private:
+  // The Connection's owner for one connection: callbacks of a connection we replaced (its
+  // deferred close) are recognised by the number and ignored.
+  class Link final : public Connection::Owner {
+   public:
+    Link(ChatClient& client, unsigned number) : client_(client), number_(number) {}
+    void on_data(std::string_view bytes) override {
+      if (current()) client_.on_data(bytes);
+    }
+    void on_end_of_input() override {
+      if (current()) client_.on_end_of_input();
+    }
+    void on_closed(std::string_view reason) override {
+      if (current()) client_.on_closed(reason);
+    }
+    void on_ready() override {
+      if (current()) client_.on_connected();
+    }
+    void on_writable() override {
+      if (current()) client_.on_writable();
+    }
+
+   private:
+    [[nodiscard]] bool current() const { return client_.link_number_ == number_; }
+    ChatClient& client_;
+    unsigned number_;
+  };
+
+  // Nothing typed is sent before the server greets us: a chat server speaks first, while an
+  // upload-server (which would save our lines as a file) or a TLS port (which would drop them)
+  // waits for us; lines typed meanwhile are held.
+  enum class Phase {
+    greeting,  // connected, waiting for the server's first line
+    capping,   // a mux server: waiting for the answer to /cap ids (or /since)
+    ready,     // lines go out as typed
+    away,      // the connection dropped: reconnecting
+  };
+
+  void attach(Fd socket, std::unique_ptr<ByteStream> stream) {
+    link_ = std::make_unique<Link>(*this, ++link_number_);
+    connection_ =
+        std::make_unique<Connection>(connections_, std::move(socket), std::move(stream), *link_);
+    incoming_ = LineFramer(kMaxLine);
+    end_reason_.reset();
+    phase_ = Phase::greeting;
+    greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
+      greeting_timer_ = 0;
+      if (ever_ready_)
+        return lost(fmt::format("no welcome within {:g} s", seconds(greeting_timeout_)));
+      fail(fmt::format(
+          "{} sent no chat welcome within {:g} s, so nothing was sent: not a chat server (an "
+          "upload-server, or a TLS port without --tls?)",
+          server_, seconds(greeting_timeout_)));
+    });
+    // A TLS handshake driven by the connection (a reconnect) says when it is done.
+    if (connection_->ready()) on_connected();
+  }
+
+  void on_connected() {
+    // The token goes first: a server with --token-file reads it before anything else (and
+    // sends nothing before it).
+    if (!link_token_.empty()) connection_->send(fmt::format("/token {}\n", link_token_));
+    if (!ever_ready_) return;
+    // Back again: the server is known to be a mux chat server, so everything goes at once and
+    // the server handles it in order as soon as we are in the room: our nick first, then where
+    // we were (it answers like /cap ids, then replays what we missed).
+    if (std::string nick = current_nick(); !nick.empty())
+      connection_->send(fmt::format("/nick {}\n", nick));
+    if (!epoch_.empty()) {
+      connection_->send(fmt::format("/since {} {}\n", epoch_, last_id_));
+      recovering_ = true;
+    } else {
+      connection_->send(std::string_view("/cap ids\n"));
+    }
+  }
+
+  [[nodiscard]] std::string current_nick() const {
+    const std::string& own = roster_.own_nick();
+    if (!own.empty() && !own.starts_with("Client ")) return own;
+    return nick_;
+  }
+
+  static double seconds(std::chrono::milliseconds duration) {
+    return std::chrono::duration<double>(duration).count();
+  }
+
   // --- the server's side ---
 
-  void on_data(std::string_view bytes) override {
+  void on_data(std::string_view bytes) {
     if (loop_.stopping() || bytes.empty()) return;
     incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
     flush_shown();
     rearm_quiet_timer(bytes.back() != '\n');
   }
 
-  void on_end_of_input() override {
+  void on_end_of_input() {
     incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
     flush_shown();
+    if (phase_ == Phase::away || loop_.stopping()) return;
     server_closed();
   }
 
-  void on_closed(std::string_view reason) override {
+  void on_closed(std::string_view reason) {
+    if (phase_ == Phase::away || loop_.stopping()) return;
     incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
     flush_shown();
+    if (phase_ == Phase::away || loop_.stopping()) return;
     // A TLS failure carries its own reason (an alert: "the server requires a client
     // certificate"), which says more than the errno.
-    const IoResult& failure = connection_.failure();
+    const IoResult& failure = connection_->failure();
     connection_failed(failure.status == IoResult::Status::failed ? failure.describe()
                                                                  : std::string(reason));
   }
 
   // Our queue went out after a write had to wait: stdin may be read again.
-  void on_writable() override {
-    if (waiting_for_drain_ && connection_.queued() == 0) {
+  void on_writable() {
+    if (waiting_for_drain_ && connection_ && connection_->queued() == 0) {
       waiting_for_drain_ = false;
       resume_input();
     }
@@ -156,21 +245,56 @@ class ChatClient final : private Connection::Owner {
   // session, does it prove the server read every line we sent (it reads to our end of input
   // before closing; a server that drops unread bytes resets the connection instead).
   void server_closed() {
-    if (!greeted_) {
+    if (end_reason_ && !can_reconnect())
+      return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
+    if (!ever_ready_ && phase_ != Phase::ready) {
       return fail(fmt::format(
           "connection to {} closed by the server before any chat welcome, so nothing was sent",
           server_));
     }
-    if (end_reason_) return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
-    if (!connection_.output_shut_down()) {
+    if (end_reason_) {
+      if (can_reconnect() && transient(*end_reason_)) return lost(*end_reason_);
+      return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
+    }
+    if (!connection_->output_shut_down()) {
+      if (can_reconnect()) return lost("closed by the server");
       return fail(fmt::format("connection to {} closed by the server{}", server_,
                               input_done_ ? " before all input was sent" : ""));
     }
     finish(0);
   }
 
+  // An end the server announced that a later connection may not meet: a restart, a full server.
+  static bool transient(std::string_view reason) {
+    return reason == "server shutting down" || reason.starts_with("server full");
+  }
+
+  // Only a mux chat server (it sent its welcome) is reconnected to: it takes our nick and
+  // /since back, where another server would relay them as lines.
+  [[nodiscard]] bool can_reconnect() const {
+    return redial_ != nullptr && ever_ready_ && mux_server_;
+  }
+
   void show(std::string_view line, bool cut) {
-    if (!greeted_ && !greet(line)) return;
+    if (phase_ == Phase::greeting && !greet(line)) return;
+    if (phase_ == Phase::capping && !capped(line)) return;
+    if (std::exchange(names_follow_, false) && line.starts_with("* online (")) {
+      // Who is here, with the answer to /cap ids: for Tab completion, not for the screen.
+      roster_.observe(chat::sanitize(line));
+      return;
+    }
+    if (line.starts_with('@')) {
+      if (auto with_id = chat::parse_id_line(line)) {
+        // Exactly once: a line replayed after a reconnect that we had already is skipped.
+        if (with_id->id <= last_id_) return;
+        last_id_ = with_id->id;
+        line = with_id->rest;
+      }
+    } else if (recovering_ && line.starts_with('[')) {
+      // Back after a reconnect, lines relayed before our /since was answered come again in its
+      // replay, with their ids: shown once, from there.
+      return;
+    }
     if (!end_reason_) {
       if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
     }
@@ -178,7 +302,7 @@ class ChatClient final : private Connection::Owner {
     // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
     std::size_t start = shown_.size();
     chat::append_sanitized(shown_, line, cut);
-    if (kind_ == InputKind::terminal) roster_.observe(std::string_view(shown_).substr(start));
+    roster_.observe(std::string_view(shown_).substr(start));
     shown_ += '\n';
   }
 
@@ -186,28 +310,147 @@ class ChatClient final : private Connection::Owner {
   // `ncat --chat` greets with its announcements), or what another kind of server says to a
   // client that spoke first. False (and the run failed) when it is not a chat server.
   bool greet(std::string_view line) {
-    // What a mux TLS port answers a plaintext client (without its newline).
-    if (line == kTlsPortHint.substr(0, kTlsPortHint.size() - 1)) {
-      fail(fmt::format("{} speaks TLS on this port; connect with --tls", server_));
+    if (!ever_ready_) {
+      // What a mux TLS port answers a plaintext client (without its newline).
+      if (line == kTlsPortHint.substr(0, kTlsPortHint.size() - 1)) {
+        fail(fmt::format("{} speaks TLS on this port; connect with --tls", server_));
+        return false;
+      }
+      if (line.starts_with("OK ") || line.starts_with("ERR ")) {
+        fail(fmt::format("{} is an upload-server, not a chat-server (it said \"{}\")", server_,
+                         chat::sanitize(line.substr(0, 200))));
+        return false;
+      }
+    }
+    if (ever_ready_) {
+      phase_ = Phase::capping;  // our /nick and /since went out at connect
+      return true;
+    }
+    if (chat::notice::session_end_reason(line)) {
+      return true;  // a refusal ("* server full"): shown, and the close that follows says it
+    }
+    if (line.starts_with("* welcome, you are ")) {
+      // A mux chat server: ask for message ids (and its limits, and who is here) before
+      // anything typed goes out, so the lines can be cut to its --max-line.
+      mux_server_ = true;
+      phase_ = Phase::capping;
+      if (!nick_.empty()) connection_->send(fmt::format("/nick {}\n", nick_));
+      connection_->send(std::string_view("/cap ids\n"));
+      return true;
+    }
+    // Another chat server (ncat --chat): it knows no commands of ours but --nick.
+    if (!nick_.empty()) connection_->send(fmt::format("/nick {}\n", nick_));
+    become_ready();
+    return true;
+  }
+
+  // While waiting for the answer to /cap ids (or /since): true when `line` is to be shown.
+  bool capped(std::string_view line) {
+    if (auto reply = chat::parse_cap_reply(line)) {
+      if (reply->epoch != epoch_) {
+        epoch_ = std::string(reply->epoch);
+        last_id_ = reply->last;  // (a new epoch's replay starts from its first kept id)
+        if (recovering_) last_id_ = 0;
+      }
+      max_line_ = reply->max_line;
+      recovering_ = false;
+      names_follow_ = true;
+      become_ready();
+      return false;  // the answer is for us, not for the screen
+    }
+    if (line == "* unknown command /cap (try /help)" ||
+        line == "* unknown command /since (try /help)") {
+      // An older mux server: no ids, no recovery.
+      recovering_ = false;
+      become_ready();
       return false;
     }
-    if (line.starts_with("OK ") || line.starts_with("ERR ")) {
-      fail(fmt::format("{} is an upload-server, not a chat-server (it said \"{}\")", server_,
-                       chat::sanitize(line.substr(0, 200))));
-      return false;
-    }
-    greeted_ = true;
+    return true;
+  }
+
+  void become_ready() {
     loop_.cancel_timer(std::exchange(greeting_timer_, 0));
-    // --nick first, so the room knows our name before our first line.
-    if (!nick_.empty()) connection_.send(fmt::format("/nick {}\n", nick_));
-    if (!held_.empty()) connection_.send(make_block(std::exchange(held_, {})));
+    phase_ = Phase::ready;
+    if (ever_ready_ && away_since_) {
+      notice(fmt::format(
+          "reconnected to {} after {:.1f} s", server_,
+          std::chrono::duration<double>(EventLoop::Clock::now() - *away_since_).count()));
+    }
+    ever_ready_ = true;
+    away_since_.reset();
+    attempts_ = 0;
+    if (!held_.empty()) {
+      for (const std::string& line : std::exchange(held_, {}))
+        send_line(line);
+      held_bytes_ = 0;
+    }
     if (input_done_) {
       finish_input();
     } else if (waiting_for_greeting_) {
       waiting_for_greeting_ = false;
       resume_input();
     }
-    return true;
+  }
+
+  // --- losing the connection, and coming back ---
+
+  // The connection dropped (or the server is restarting): reconnect, or give up.
+  void lost(const std::string& why) {
+    if (!can_reconnect()) return fail(fmt::format("connection to {}: {}", server_, why));
+    loop_.cancel_timer(std::exchange(greeting_timer_, 0));
+    loop_.cancel_timer(std::exchange(confirm_timer_, 0));
+    if (connection_) {
+      connection_->close_now("reconnecting");
+      loop_.retire(std::move(connection_));
+      loop_.retire(std::move(link_));
+    }
+    if (phase_ != Phase::away) {
+      phase_ = Phase::away;
+      if (!away_since_) {
+        away_since_ = EventLoop::Clock::now();
+        notice(fmt::format("connection to {} lost ({}); reconnecting", server_, why));
+      }
+    }
+    last_error_ = why;
+    if (EventLoop::Clock::now() - *away_since_ >= reconnect_timeout_) {
+      return fail(fmt::format("could not reconnect to {} within {:g} s (last: {}){}", server_,
+                              seconds(reconnect_timeout_), last_error_, unsent_note()));
+    }
+    auto base = std::min(kFirstBackoff * (1 << std::min(attempts_, 5U)), kMaxBackoff);
+    ++attempts_;
+    std::uniform_int_distribution<long> half(0, base.count() / 2);
+    auto delay = std::chrono::milliseconds(base.count() / 2 + half(random_));
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(*away_since_ + reconnect_timeout_ -
+                                                             EventLoop::Clock::now());
+    delay = std::clamp(delay, std::chrono::milliseconds{1}, left);
+    reconnect_timer_ = loop_.add_timer(delay, [this] {
+      reconnect_timer_ = 0;
+      connector_ = redial_->connect(loop_, [this](Fd socket, std::string error) {
+        loop_.retire(std::move(connector_));
+        if (!socket) return lost(error);
+        int fd = socket.get();
+        std::unique_ptr<ByteStream> stream = redial_->make_stream(fd);
+        attach(std::move(socket), std::move(stream));
+      });
+    });
+  }
+
+  [[nodiscard]] std::string unsent_note() const {
+    if (held_.empty()) return {};
+    return fmt::format("; {} typed line{} not sent", held_.size(), held_.size() == 1 ? "" : "s");
+  }
+
+  // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe (stdout
+  // carries only what the room said).
+  void notice(const std::string& text) {
+    if (editor_) {
+      shown_ += "* ";
+      shown_ += text;
+      shown_ += '\n';
+      flush_shown();
+    } else {
+      fmt::print(stderr, "mux: {}\n", text);
+    }
   }
 
   // --timestamps: the local time a line was shown, "HH:MM:SS ".
@@ -262,9 +505,11 @@ class ChatClient final : private Connection::Owner {
   }
 
   // A reset or a failed write: bytes we sent may have been thrown away unread (a server that
-  // closes with input pending resets), so this is a failure even after our half-close.
+  // closes with input pending resets), so this is a failure even after our half-close, unless
+  // we reconnect.
   void connection_failed(const std::string& why) {
     if (loop_.stopping()) return;
+    if (can_reconnect() && (!end_reason_ || transient(*end_reason_))) return lost(why);
     std::string what = fmt::format("connection to {}: {}", server_, why);
     if (end_reason_) what += fmt::format(" (the server ended the session: {})", *end_reason_);
     fail(std::move(what));
@@ -305,18 +550,18 @@ class ChatClient final : private Connection::Owner {
     typed_.feed(std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
                 [this](std::string_view line, bool) { typed_line(line); });
     if (input_done_) return;
-    if (!greeted_) {
-      if (held_.size() > kMaxUnsent) {
+    if (phase_ != Phase::ready) {
+      if (held_bytes_ > kMaxUnsent) {
         pause_input();
-        waiting_for_greeting_ = true;  // greet() resumes
+        waiting_for_greeting_ = true;  // become_ready() resumes
       } else if (kind_ == InputKind::file) {
         input_watched_ = false;
         resume_input();
       }
       return;
     }
-    connection_.flush();  // what the kernel takes now does not count against the limit
-    if (connection_.queued() > kMaxUnsent) {
+    connection_->flush();  // what the kernel takes now does not count against the limit
+    if (connection_->queued() > kMaxUnsent) {
       pause_input();
       waiting_for_drain_ = true;  // on_writable() resumes
     } else if (kind_ == InputKind::file) {
@@ -328,15 +573,36 @@ class ChatClient final : private Connection::Owner {
   void typed_line(std::string_view line) {
     if (input_done_) return;
     if (line == "exit" || line == "/quit") return end_of_input();
-    if (!greeted_) {
-      held_ += line;
-      held_ += '\n';
+    if (phase_ != Phase::ready) {
+      if (held_bytes_ > kMaxUnsent && editor_) {
+        // Away for long on a terminal: the queue is bounded, and what does not fit is said.
+        notice(fmt::format("not connected and {} already waiting: this line was not sent",
+                           format_bytes(held_bytes_)));
+        return;
+      }
+      held_bytes_ += line.size() + 1;
+      held_.emplace_back(line);
     } else {
-      std::string message(line);
-      message += '\n';
-      connection_.send(make_block(std::move(message)));
+      send_line(line);
     }
     show_own_line(line);
+  }
+
+  // One typed line to the server, cut into several where it is longer than the server's
+  // --max-line (on character boundaries), so nothing is cut off there.
+  void send_line(std::string_view line) {
+    std::string out;
+    std::vector<std::string> pieces = chat::split_line(line, max_line_);
+    if (pieces.size() > 1 && !told_split_) {
+      told_split_ = true;
+      notice(fmt::format("lines longer than the server's {} bytes are sent as several lines",
+                         max_line_));
+    }
+    for (const std::string& piece : pieces) {
+      out += piece;
+      out += '\n';
+    }
+    connection_->send(make_block(std::move(out)));
   }
 
   // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
@@ -344,15 +610,15 @@ class ChatClient final : private Connection::Owner {
     if (input_done_) return;
     input_done_ = true;
     pause_input();
-    loop_.defer([this] { editor_.reset(); });  // not from inside the editor's own callback
-    if (greeted_) finish_input();              // else greet() does, once the held lines are sent
+    loop_.defer([this] { editor_.reset(); });    // not from inside the editor's own callback
+    if (phase_ == Phase::ready) finish_input();  // else become_ready() does, once connected
   }
 
   void finish_input() {
     await_confirmation();
     // What was typed goes first, then our sending side ends (TLS: close_notify, then FIN), so
     // the server sees us leave cleanly; its lines are still read until it closes.
-    connection_.shutdown_output();
+    connection_->shutdown_output();
   }
 
   // From the end of input until the server's close (its proof that it read everything we sent):
@@ -362,7 +628,9 @@ class ChatClient final : private Connection::Owner {
   void await_confirmation() {
     last_unsent_ = unsent_bytes();
     last_progress_ = EventLoop::Clock::now();
-    loop_.add_periodic(kConfirmCheck, [this] {
+    loop_.cancel_timer(confirm_timer_);
+    confirm_timer_ = loop_.add_periodic(kConfirmCheck, [this] {
+      if (!connection_) return;
       std::size_t unsent = unsent_bytes();
       auto now = EventLoop::Clock::now();
       if (unsent < last_unsent_) {
@@ -371,22 +639,22 @@ class ChatClient final : private Connection::Owner {
         return;
       }
       if (now - last_progress_ < confirm_timeout_) return;
-      double seconds = std::chrono::duration<double>(confirm_timeout_).count();
+      double secs = seconds(confirm_timeout_);
       if (unsent > 0) {
         return fail(
             fmt::format("{} took none of our last {} bytes for {:g} s, so they were not "
                         "delivered (see --confirm-timeout)",
-                        server_, unsent, seconds));
+                        server_, unsent, secs));
       }
       fail(
           fmt::format("{} did not close the connection within {:g} s of the end of input, so "
                       "delivery of the last lines is unconfirmed (see --confirm-timeout)",
-                      server_, seconds));
+                      server_, secs));
     });
   }
 
   // Bytes written but not yet acknowledged by the server's host: our queue plus the socket's.
-  [[nodiscard]] std::size_t unsent_bytes() const { return connection_.unacknowledged(); }
+  [[nodiscard]] std::size_t unsent_bytes() const { return connection_->unacknowledged(); }
 
   void interrupted(int signo) {
     status_ = 128 + signo;
@@ -409,8 +677,12 @@ class ChatClient final : private Connection::Owner {
   EventLoop loop_;
   std::string server_;
   ConnectionContext connections_{loop_, kReadBytes};
-  Connection connection_;   // plain TCP or TLS, its handshake done by open_client_link
-  std::string link_token_;  // --token-file's first token, sent as /token first
+  unsigned link_number_ = 0;
+  std::unique_ptr<Link> link_;
+  std::unique_ptr<Connection> connection_;  // plain TCP or TLS; null while away
+  std::string link_token_;                  // --token-file's first token, sent as /token first
+  const ClientRedial* redial_;              // null: --no-reconnect
+  std::unique_ptr<Connector> connector_;    // a reconnect under way
   LineFramer incoming_{kMaxLine};
   LineFramer typed_{kMaxLine};
   std::vector<char> read_buffer_;
@@ -420,11 +692,28 @@ class ChatClient final : private Connection::Owner {
   bool timestamps_;
   std::string nick_;  // --nick, sent once the server has greeted us
   std::chrono::milliseconds greeting_timeout_;
+  std::chrono::milliseconds reconnect_timeout_;
   EventLoop::TimerId greeting_timer_ = 0;
-  bool greeted_ = false;               // the server's first line arrived (see greet())
-  std::string held_;                   // lines typed before it, sent once it comes
+  EventLoop::TimerId reconnect_timer_ = 0;
+  EventLoop::TimerId confirm_timer_ = 0;
+  Phase phase_ = Phase::greeting;
+  bool ever_ready_ = false;  // the server was a chat server: a dropped connection is retried
+  bool mux_server_ = false;  // it greeted with mux's welcome (knows /cap, /since)
+  std::optional<EventLoop::Clock::time_point> away_since_;
+  unsigned attempts_ = 0;
+  std::string last_error_;
+  std::mt19937 random_{std::random_device{}()};
+  std::vector<std::string> held_;  // lines typed while not ready, sent in order once it is
+  std::size_t held_bytes_ = 0;
   bool waiting_for_greeting_ = false;  // stdin paused until then (held_ is full)
-  chat::RoomRoster roster_;            // on a terminal: our nick and who is here, for Tab
+  // Message ids (a mux server, /cap ids): the room's epoch and the last id seen, for /since.
+  std::string epoch_;
+  std::uint64_t last_id_ = 0;
+  bool recovering_ = false;          // /since sent, its answer not yet in
+  std::size_t max_line_ = kMaxLine;  // the server's --max-line, once it said it
+  bool told_split_ = false;
+  bool names_follow_ = false;  // the next line is the /who line that follows the /cap answer
+  chat::RoomRoster roster_;    // our nick and who is here (Tab, and the nick to take back)
   EventLoop::TimerId quiet_timer_ = 0;
   EventLoop::TimerId pump_timer_ = 0;
   bool input_watched_ = false;
@@ -450,7 +739,11 @@ int run_chat_client(const ChatClientOptions& options) {
   }
   if (options.common.verbose && !link.session.empty())
     fmt::print(stderr, "* TLS: {}\n", link.session);
-  ChatClient client(options, std::move(link));
+  std::optional<ClientRedial> redial;
+  if (!options.no_reconnect)
+    redial.emplace(options.common.host, client_port(options.link, options.common.port),
+                   options.link);
+  ChatClient client(options, std::move(link), redial ? &*redial : nullptr);
   return client.run();
 }
 

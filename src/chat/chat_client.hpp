@@ -17,6 +17,10 @@ struct ChatClientOptions {
   // After the end of input: how long without progress to wait for the server's close, the
   // proof that it read everything (exit 1 without it).
   std::chrono::milliseconds confirm_timeout{10'000};
+  // A dropped connection (after the server greeted us) is made again, with backoff and jitter,
+  // for up to reconnect_timeout; then exit 1. no_reconnect (--no-reconnect): exit 1 at once.
+  bool no_reconnect = false;
+  std::chrono::milliseconds reconnect_timeout{120'000};
 };
 
 int run_chat_client(const ChatClientOptions& options);

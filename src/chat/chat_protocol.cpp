@@ -88,6 +88,30 @@ void append_relay_with_id(std::string& out, std::uint64_t id, std::string_view n
   notice::append_relay(out, name, text);
 }
 
+std::vector<std::string> split_line(std::string_view line, std::size_t max_bytes) {
+  if (line.size() <= max_bytes || max_bytes < 8) return {std::string(line)};
+  std::vector<std::string> pieces;
+  bool first = true;
+  while (!line.empty()) {
+    bool escape = !first && line.front() == '/';
+    std::size_t room = max_bytes - (escape ? 1 : 0);
+    std::size_t take = std::min(room, line.size());
+    // Back off to a character boundary: never split before a UTF-8 continuation byte.
+    if (take < line.size()) {
+      std::size_t at = take;
+      while (at > 0 && (static_cast<unsigned char>(line[at]) & 0xC0) == 0x80)
+        --at;
+      if (at > 0) take = at;
+    }
+    std::string piece = escape ? "/" : "";
+    piece += line.substr(0, take);
+    pieces.push_back(std::move(piece));
+    line.remove_prefix(take);
+    first = false;
+  }
+  return pieces;
+}
+
 std::optional<Since> parse_since(std::string_view argument) {
   std::size_t space = argument.find(' ');
   if (space == std::string_view::npos) return std::nullopt;
@@ -221,7 +245,7 @@ std::string cap_usage() {
   return "* usage: /cap ids\n";
 }
 std::string since_usage() {
-  return "* usage: /since EPOCH ID (after /cap ids)\n";
+  return "* usage: /since EPOCH ID\n";
 }
 std::string history_usage() {
   return "* usage: /history N\n";

@@ -71,6 +71,11 @@ struct CapReply {
 };
 std::optional<CapReply> parse_cap_reply(std::string_view line);
 
+// A typed line cut into pieces of at most `max_bytes` bytes each, never inside a UTF-8
+// character; a piece after the first that starts with '/' gets the "//" escape (and is a byte
+// shorter), so it stays a message. One piece when the line fits.
+std::vector<std::string> split_line(std::string_view line, std::size_t max_bytes);
+
 // Every line the server sends, formatted in one place. Each ends with '\n'.
 namespace notice {
 std::string relay(std::string_view name, std::string_view text);

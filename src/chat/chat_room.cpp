@@ -324,8 +324,10 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
 
 void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
   std::optional<chat::Since> since = chat::parse_since(argument);
-  if (!since || !member.wants_ids_) return send_to(member, chat::notice::since_usage());
-  flush_relay();
+  if (!since) return send_to(member, chat::notice::since_usage());
+  // It answers as /cap ids does first: a reconnecting client sends one command, and the lines
+  // relayed to it before this (plain) all come again in the replay, with their ids.
+  enable_ids(member, "ids");
   std::string out;
   std::uint64_t after = since->id;
   if (since->epoch != epoch_) {

@@ -297,6 +297,11 @@ void add_chat_client_flags(FlagSet& flags, ChatClientOptions& options) {
                  "After the end of input, give up (exit 1) when the server has neither taken "
                  "more of our lines nor closed the connection for this long",
                  {std::chrono::milliseconds{100}, std::chrono::hours{1}});
+  flags.switch_flag("--no-reconnect", options.no_reconnect,
+                    "Exit 1 when the connection drops instead of reconnecting");
+  flags.duration("--reconnect-timeout", options.reconnect_timeout,
+                 "Give up reconnecting (exit 1) after this long without a connection",
+                 {std::chrono::milliseconds{100}, std::chrono::hours{24}});
 }
 
 void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {

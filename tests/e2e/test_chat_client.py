@@ -189,7 +189,8 @@ class AgainstMuxServer(unittest.TestCase):
         self.assertEqual(got[1:], [f"[Client 2]: bulk {i:05d}" for i in range(count)])
 
     def test_server_shutdown_is_reported_on_stderr_with_status_1(self):
-        client = start_client(self.server.port)
+        # (Without --no-reconnect the client reconnects instead: e2e-chat_recovery.)
+        client = start_client(self.server.port, "--no-reconnect")
         self.addCleanup(finish_client, client)
         self.assertEqual(self.peer.reader.line(), "* Client 2 joined")
         self.server.stop()

@@ -99,7 +99,7 @@ class HandRolledServer:
         with conn:
             conn.settimeout(TIMEOUT)
             # A chat server speaks first: chat-client sends nothing before a welcome (issue 23).
-            conn.sendall(b"* welcome, you are Client 1 (type /help for commands)\n")
+            conn.sendall(b"hello from a hand-rolled chat server\n")
             behaviour(conn)
 
     def close(self):

@@ -1,7 +1,10 @@
 """End-to-end tests of chat that survives disconnects (issue 23): no line lost on the way in (a
 piped chat-client against a Redis-shared room delivers its lines under the right name and exits
 0 only once the server has handled them), an honest exit against ports that are not a chat
-server. Real redis-server and mux servers on free loopback ports."""
+server, message ids and replay (/cap ids, /since, /history), and chat-client's reconnect: kill -9
+and restart of the server (both modes, plain and TLS), a flapping relay (every line exactly once,
+in order), --reconnect-timeout, --no-reconnect, long lines split at the server's --max-line.
+Real redis-server and mux servers on free loopback ports."""
 
 import os
 import re
@@ -13,6 +16,7 @@ import threading
 import unittest
 
 import muxtest
+import test_tls
 from muxtest import LineReader, Server
 from test_redis import REDIS_SERVER, SLOW, Client, Redis, chat_server
 
@@ -123,14 +127,16 @@ class MessageIds(muxtest.ServerCases):
                          [f"[{sender.name}]: line {i}" for i in range(1, 7)])
         self.assertEqual([capable.line() for _ in range(6)],
                          [f"@{i} [{sender.name}]: line {i}" for i in range(1, 7)])
-        # Back after id 4: 5 and 6, once each, in order.
+        # Back after id 4: 5 and 6, once each, in order (after the answer /cap ids gets).
+        answer = [f"* cap ids epoch={epoch} last=6 max-line=4096",
+                  f"* online (3): {plain.name}, {capable.name}, {sender.name}"]
         capable.send(f"/since {epoch} 4\n")
-        self.assertEqual([capable.line() for _ in range(2)],
-                         [f"@{i} [{sender.name}]: line {i}" for i in (5, 6)])
+        self.assertEqual([capable.line() for _ in range(4)],
+                         answer + [f"@{i} [{sender.name}]: line {i}" for i in (5, 6)])
         # Older than the history kept (ids 3 to 6): says how many may be missing.
         capable.send(f"/since {epoch} 0\n")
-        self.assertEqual([capable.line() for _ in range(5)],
-                         ["* 2 lines may have been missed",
+        self.assertEqual([capable.line() for _ in range(7)],
+                         answer + ["* 2 lines may have been missed",
                           *[f"@{i} [{sender.name}]: line {i}" for i in range(3, 7)]])
         plain.send("/history 2\n")
         self.assertRegex(plain.line(), r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[" + sender.name + r"\]: line 5$")
@@ -148,6 +154,7 @@ class MessageIds(muxtest.ServerCases):
                 client.line()
                 if len(epochs) == 2:
                     client.send(f"/since {epochs[0]} 17\n")
+                    client.line(), client.line()  # the answer as to /cap ids
                     self.assertEqual(client.line(), "* lines may have been missed: the room's "
                                                     "history was lost (a server restart)")
                 client.sock.close()
@@ -229,6 +236,271 @@ class HonestExit(unittest.TestCase):
                          rf"^mux: error: (connection to 127\.0\.0\.1:{port} closed by the server "
                          r"before any chat welcome, so nothing was sent|connection to "
                          rf"127\.0\.0\.1:{port}: Connection reset by peer)\n$")
+
+
+def setUpModule():
+    test_tls.setUpModule()
+
+
+def tearDownModule():
+    test_tls.tearDownModule()
+
+
+class PipeLines:
+    """Collects a process's stdout or stderr lines in a thread; waits for one that matches."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream):
+        for raw in iter(stream.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.cond.notify_all()
+
+    def wait_for(self, pattern, timeout=SLOW, start=0):
+        regex = re.compile(pattern)
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(regex.search(line) for line in self.lines[start:]),
+                                    timeout)
+            if not ok:
+                raise AssertionError(f"no line matching {pattern!r}; have {self.lines[-20:]!r}")
+
+
+class PipedClient:
+    """`mux chat-client` with stdin kept open: a person (or a script) still typing."""
+
+    def __init__(self, port, *args):
+        self.proc = muxtest.track(subprocess.Popen(
+            [muxtest.MUX, "chat-client", "--port", str(port), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        self.out = PipeLines(self.proc.stdout)
+        self.err = PipeLines(self.proc.stderr)
+
+    def type(self, line):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def finish(self):
+        """Ends its input; returns the exit status."""
+        self.proc.stdin.close()
+        code = self.proc.wait(SLOW)
+        self.out.thread.join(SLOW)
+        self.err.thread.join(SLOW)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+def restart(server, *args):
+    """kill -9 of `server`, then a new one with `args` on the same port."""
+    server.proc.kill()
+    server.wait()
+    return Server("chat-server", *args, "--port", str(server.port))
+
+
+class Reconnect(unittest.TestCase):
+    """chat-client reconnects by itself (issue 23): one notice each way, its nick kept, lines
+    typed while away sent, what it missed said."""
+
+    LOST = r"^mux: connection to \S+:\d+ lost \(.*\); reconnecting$"
+    BACK = r"^mux: reconnected to \S+:\d+ after \d+\.\d s$"
+
+    def test_kill_9_and_restart_plain_and_tls_both_modes(self):
+        for mode in ("single", "fork"):
+            for tls in (False, True):
+                with self.subTest(serve=mode, tls=tls):
+                    server_args = test_tls.PKI.server_flags() if tls else []
+                    client_args = ["--tls-ca", test_tls.PKI.ca, "--host", "localhost"] if tls else []
+                    server = Server("chat-server", "--serve", mode, *server_args)
+                    try:
+                        alice = PipedClient(server.port, "--nick", "alice", *client_args)
+                        try:
+                            alice.out.wait_for(r"^\* Client 1 is now alice$")
+                            server = restart(server, "--serve", mode, *server_args)
+                            alice.err.wait_for(self.LOST)
+                            alice.type("typed while away")
+                            # A watcher on the new server: alice comes back as alice and says it.
+                            watcher = test_tls.tls_connect(server.port) if tls else server.connect()
+                            reader = LineReader(watcher)
+                            self.assertRegex(reader.line(SLOW), WELCOME)
+                            # (Before or after the watcher came: alice is back under its nick.)
+                            while (line := reader.line(SLOW)) != "[alice]: typed while away":
+                                self.assertFalse(line.startswith("["), line)
+                            alice.err.wait_for(self.BACK)
+                            watcher.sendall(b"hello again\n")
+                            alice.out.wait_for(r"^\[Client 1\]: hello again$")
+                            self.assertEqual(alice.finish(), 0)
+                            # Its history was lost with the server: said once, not hidden.
+                            self.assertEqual(alice.out.lines.count(
+                                "* lines may have been missed: the room's history was lost (a "
+                                "server restart)"), 1)
+                            self.assertEqual(len(alice.err.lines), 2, alice.err.lines)
+                            watcher.close()
+                        finally:
+                            alice.kill()
+                    finally:
+                        server.stop()
+
+    def test_gives_up_after_reconnect_timeout_and_counts_unsent_lines(self):
+        server = Server("chat-server")
+        alice = PipedClient(server.port, "--reconnect-timeout", "1s")
+        self.addCleanup(alice.kill)
+        alice.type("/who")  # answered once the client is through its start
+        alice.out.wait_for(r"^\* online \(1\)")
+        server.proc.kill()
+        server.wait()
+        alice.err.wait_for(self.LOST)
+        alice.type("never sent")
+        self.assertEqual(alice.proc.wait(SLOW), 1)
+        alice.err.thread.join(SLOW)
+        self.assertRegex(alice.err.lines[-1],
+                         r"^mux: error: could not reconnect to 127\.0\.0\.1:\d+ within 1 s \(last: "
+                         r"connect to 127\.0\.0\.1:\d+: Connection refused\); 1 typed line not sent$")
+
+    def test_no_reconnect_exits_at_once(self):
+        server = Server("chat-server")
+        alice = PipedClient(server.port, "--no-reconnect")
+        self.addCleanup(alice.kill)
+        alice.type("/who")
+        alice.out.wait_for(r"^\* online \(1\)")
+        server.proc.kill()
+        server.wait()
+        self.assertEqual(alice.proc.wait(SLOW), 1)
+
+    def test_long_lines_are_split_at_the_servers_max_line(self):
+        with Server("chat-server", "--max-line", "100") as server:
+            watcher = server.connect()
+            reader = LineReader(watcher)
+            reader.line()
+            line = "é" * 120  # 240 bytes: never cut inside a character
+            result = chat_client(server.port, (line + "\n").encode())
+            self.assertEqual((result.returncode, result.stderr.decode()),
+                             (0, "mux: lines longer than the server's 100 bytes are sent as "
+                                 "several lines\n"))
+            reader.line()  # joined
+            got = [reader.line() for _ in range(3)]
+            self.assertEqual(got, ["[Client 2]: " + "é" * 50, "[Client 2]: " + "é" * 50,
+                                   "[Client 2]: " + "é" * 20])
+            watcher.close()
+
+
+class Relay:
+    """A TCP relay in front of a server that can cut every connection through it, and refuse new
+    ones for a while: a flapping link."""
+
+    def __init__(self, port):
+        self.target = port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((muxtest.HOST, 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.pairs = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                conn.close()
+                continue
+            upstream = socket.create_connection((muxtest.HOST, self.target))
+            with self.lock:
+                self.pairs.append((conn, upstream))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for sock in (a, b):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        a.close()  # each socket is read by exactly one of the two threads
+
+    def cut(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+
+
+class FlappingLink(muxtest.ServerCases):
+    """Through a relay that drops every connection again and again, a chat-client sees every
+    line the room said exactly once, in order, and every line it typed reaches the room once."""
+
+    CYCLES = 4
+
+    def test_every_line_exactly_once_in_order(self):
+        server = self.start("--history", "100")
+        relay = Relay(server.port)
+        self.addCleanup(relay.close)
+        alice = PipedClient(relay.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        bob = Raw(server)
+        self.addCleanup(bob.sock.close)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        said, typed = [], []
+        for cycle in range(self.CYCLES):
+            said.append(f"live {cycle}")
+            bob.send(said[-1] + "\n")
+            alice.out.wait_for(rf"^\[{bob.name}\]: live {cycle}$")
+            relay.up = False
+            relay.cut()
+            alice.err.wait_for(Reconnect.LOST, start=len(alice.err.lines) - 1 if cycle else 0)
+            server.wait_for_log(r"alice left", start=0)
+            for i in range(3):
+                said.append(f"missed {cycle}.{i}")
+                bob.send(said[-1] + "\n")
+            typed.append(f"away {cycle}")
+            alice.type(typed[-1])
+            relay.up = True
+            # Back: alice says what it typed while away (once), bob's lines reach it (once).
+            while (line := bob.line()) != f"[alice]: away {cycle}":
+                self.assertFalse(line.startswith("[alice]"), line)
+            alice.out.wait_for(rf"^\[{bob.name}\]: missed {cycle}\.2$")
+        self.assertEqual(alice.finish(), 0)
+        relayed = [line.split(": ", 1)[1] for line in alice.out.lines
+                   if line.startswith(f"[{bob.name}]: ")]
+        self.assertEqual(relayed, said)
+        self.assertEqual(len([l for l in alice.err.lines if "reconnecting" in l]), self.CYCLES)
+        self.assertFalse([l for l in alice.out.lines if "missed" in l and l.startswith("* ")])
+
+
+class FlappingLinkSingle(FlappingLink, unittest.TestCase):
+    MODE = "single"
+
+
+class FlappingLinkFork(FlappingLink, unittest.TestCase):
+    MODE = "fork"
 
 
 if __name__ == "__main__":

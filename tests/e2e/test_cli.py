@@ -29,7 +29,8 @@ FLAGS = {
                                    "--tls", "--tls-cert-cache", "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
                                    "--redis", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
                                    "--redis-tls-key", "--room", "--history", "--announce-up-to", "--token-file"],
-    "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout"],
+    "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout",
+                                                       "--no-reconnect", "--reconnect-timeout"],
     "upload-server": COMMON_FLAGS + ["--log-level", "--serve", "--output-dir", "--sync", "--max-size",
                                      "--max-clients", "--min-free", "--max-per-address",
                                      "--header-timeout", "--idle-timeout", "--min-rate", "--tls", "--tls-cert-cache",
@@ -290,7 +291,7 @@ class UsageErrorTest(CliTestCase):
         """Issue 24: 500ms, 10s, 1m, 1h and a bare number (seconds) on every time flag; the same
         refusal wording on each."""
         time_flags = {"chat-server": ["--keepalive", "--flood-timeout"],
-                      "chat-client": ["--connect-timeout", "--confirm-timeout"],
+                      "chat-client": ["--connect-timeout", "--confirm-timeout", "--reconnect-timeout"],
                       "upload-server": ["--header-timeout", "--idle-timeout"],
                       "upload-client": ["--connect-timeout", "--timeout"]}
         not_a_duration = ("is not a duration (seconds, or a whole number followed by ms, s, m or h: "

@@ -182,3 +182,18 @@ TEST_CASE("message ids: lines, /since arguments and the /cap answer read back") 
   CHECK(cap->max_line == 4096);
   CHECK_FALSE(mux::chat::parse_cap_reply("* cap ids epoch=0a1b last=9"));
 }
+
+TEST_CASE("split_line cuts on character boundaries and keeps pieces messages") {
+  using mux::chat::split_line;
+  CHECK(split_line("short", 10) == std::vector<std::string>{"short"});
+  CHECK(split_line("abcdefghijkl", 8) == std::vector<std::string>{"abcdefgh", "ijkl"});
+  // "é" is two bytes: never cut in half.
+  CHECK(split_line("abcdefg\xc3\xa9xyz", 8) == std::vector<std::string>{"abcdefg", "\xc3\xa9xyz"});
+  // A piece that would start with '/' is escaped so it is not a command.
+  CHECK(split_line("abcdefgh/nick x", 8) == std::vector<std::string>{"abcdefgh", "//nick x"});
+  std::string big(10000, 'y');
+  auto pieces = split_line(big, 4096);
+  REQUIRE(pieces.size() == 3);
+  CHECK(pieces[0].size() == 4096);
+  CHECK(pieces[2].size() == 10000 - 8192);
+}

@@ -533,22 +533,30 @@ TEST_CASE_FIXTURE(RoomFixture, "ids go only to members that asked, and /since re
   // Back after id 2: line 3 again, exactly once; its own lines are not sent back.
   say(capable, "mine");
   plain.take();
+  std::string answer = "* cap ids epoch=" + room.epoch() +
+                       " last=4 max-line=4096\n* online (3): Client 1, Client 2, Client 3\n";
   say(capable, "/since " + room.epoch() + " 2");
-  CHECK(capable.take() == "@3 [Client 3]: two\n");
+  CHECK(capable.take() == answer + "@3 [Client 3]: two\n");
   // Older than the history (3 lines: ids 2, 3, 4): how many may be missing, then the rest.
   say(sender, "five");
   capable.take();
+  answer.replace(answer.find("last=4"), 6, "last=5");
   say(capable, "/since " + room.epoch() + " 0");
   CHECK(capable.take() ==
-        "* 2 lines may have been missed\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
+        answer + "* 2 lines may have been missed\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
   // Another epoch: the history it knew is gone; everything kept here is new to it.
   say(capable, "/since 0123456789abcdef 9");
-  CHECK(capable.take() ==
-        "* lines may have been missed: the room's history was lost (a server restart)\n"
-        "@3 [Client 3]: two\n@5 [Client 3]: five\n");
+  CHECK(capable.take() == answer +
+                              "* lines may have been missed: the room's history was lost (a "
+                              "server restart)\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
+  // A plain client's /since turns ids on too (what a reconnecting client sends).
   plain.take();
-  say(plain, "/since " + room.epoch() + " 0");  // only after /cap ids
-  CHECK(plain.take() == "* usage: /since EPOCH ID (after /cap ids)\n");
+  say(plain, "/since " + room.epoch() + " 4");
+  CHECK(plain.take() == "* cap ids epoch=" + room.epoch() +
+                            " last=5 max-line=4096\n* online (3): Client 1, Client 2, "
+                            "Client 3\n@5 [Client 3]: five\n");
+  say(plain, "/since nonsense");
+  CHECK(plain.take() == "* usage: /since EPOCH ID\n");
 }
 
 TEST_CASE_FIXTURE(RoomFixture, "/history N shows the last N lines, dated, to anyone") {
