@@ -14,13 +14,13 @@ ClientSession::ClientSession(SessionContext& context, Fd socket, Listener& liste
     : context_(context),
       listener_(listener),
       framer_(context.max_line),
-      connection_(context, std::move(socket), *this) {
+      connection_(context, std::move(socket), *this),
+      pause_(context.loop, [this] { update_reading(); }) {
   connection_.set_high_water_mark(context.max_queue);
 }
 
 ClientSession::~ClientSession() {
   context_.loop.cancel_timer(quiet_timer_);
-  context_.loop.cancel_timer(pause_timer_);
 }
 
 void ClientSession::on_data(std::string_view bytes) {
@@ -49,7 +49,7 @@ void ClientSession::on_end_of_input() {
 
 void ClientSession::on_closed(std::string_view reason) {
   context_.loop.cancel_timer(std::exchange(quiet_timer_, 0));
-  context_.loop.cancel_timer(std::exchange(pause_timer_, 0));
+  pause_.cancel();
   reading_lines_ = false;
   if (!left_) {
     // Already inside a deferred callback: no need to defer again.
@@ -98,22 +98,8 @@ void ClientSession::flush_quiet_line() {
 }
 
 void ClientSession::pause_reading_for(std::chrono::milliseconds pause) {
-  auto until = EventLoop::Clock::now() + pause;
-  if (until > paused_until_) paused_until_ = until;
-  if (pause_timer_ != 0 || !reading_lines_) return;
-  pause_timer_ = context_.loop.add_timer(pause, [this] { end_timed_pause(); });
-  update_reading();
-}
-
-void ClientSession::end_timed_pause() {
-  pause_timer_ = 0;
-  auto left = paused_until_ - EventLoop::Clock::now();
-  if (left > EventLoop::Clock::duration::zero()) {
-    pause_timer_ = context_.loop.add_timer(std::chrono::ceil<std::chrono::milliseconds>(left),
-                                           [this] { end_timed_pause(); });
-    return;
-  }
-  update_reading();
+  if (!reading_lines_) return;
+  if (pause_.extend(pause)) update_reading();
 }
 
 void ClientSession::hold_reading() {

@@ -20,6 +20,7 @@
 #include "core/fd.hpp"
 #include "core/line_framer.hpp"
 #include "core/output_queue.hpp"
+#include "core/timed_pause.hpp"
 
 namespace mux {
 
@@ -107,9 +108,8 @@ class ClientSession final : private Connection::Owner {
   void flush_quiet_line();
   void rearm_quiet_timer(bool mid_line);
   void leave(std::string reason, bool too_slow);
-  [[nodiscard]] bool reading_paused() const noexcept { return held_ || pause_timer_ != 0; }
+  [[nodiscard]] bool reading_paused() const noexcept { return held_ || pause_.active(); }
   void update_reading();
-  void end_timed_pause();
 
   SessionContext& context_;
   Listener& listener_;
@@ -118,8 +118,7 @@ class ClientSession final : private Connection::Owner {
   EventLoop::TimerId quiet_timer_ = 0;
   // When the pending partial line's first byte arrived (zero: no partial line).
   EventLoop::Clock::time_point partial_since_{};
-  EventLoop::TimerId pause_timer_ = 0;  // a timed pause of reading is running
-  EventLoop::Clock::time_point paused_until_{};
+  TimedPause pause_;              // the client is over its rate: not read until it ends
   bool held_ = false;             // hold_reading() without release_reading() yet
   bool quiet_flush_due_ = false;  // the quiet time passed while reading was paused
   bool reading_lines_ = true;     // false once finishing: lines after /quit are not read

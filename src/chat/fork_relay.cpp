@@ -104,6 +104,10 @@ ChildLink::ChildLink(SessionContext& context, ForkFanOut& fan_out, Fd link, pid_
       // Plain, whatever the server's stream factory says: TLS runs in the child.
       link_(context, std::move(link), Connection::plain, *this),
       slot_(fan_out.attach(*this)),
+      pause_(context.loop,
+             [this] {
+               if (!closed_) link_.resume_reading();
+             }),
       origin_(std::move(origin)),
       logger_(logger) {
   // A child that exited may leave its last records (its Q) unread when a write to it fails:
@@ -172,23 +176,8 @@ void ChildLink::close_after_output() {
 }
 
 void ChildLink::pause_input(std::chrono::milliseconds pause) {
-  auto until = std::chrono::steady_clock::now() + pause;
-  if (until > paused_until_) paused_until_ = until;
-  if (pause_timer_ != 0 || closed_) return;
-  pause_timer_ = context_.loop.add_timer(pause, [this] { end_pause(); });
-  link_.pause_reading();
-}
-
-void ChildLink::end_pause() {
-  pause_timer_ = 0;
   if (closed_) return;
-  auto left = paused_until_ - std::chrono::steady_clock::now();
-  if (left > std::chrono::steady_clock::duration::zero()) {
-    pause_timer_ = context_.loop.add_timer(std::chrono::ceil<std::chrono::milliseconds>(left),
-                                           [this] { end_pause(); });
-    return;
-  }
-  link_.resume_reading();
+  if (pause_.extend(pause)) link_.pause_reading();
 }
 
 void ChildLink::on_data(std::string_view bytes) {
@@ -246,7 +235,7 @@ void ChildLink::handle_record(std::string_view record) {
 void ChildLink::close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
-  context_.loop.cancel_timer(std::exchange(pause_timer_, 0));
+  pause_.cancel();
   fan_out_.detach(slot_);
   link_.close_now({});
   room_.leave(*this, reason, false);

@@ -29,6 +29,7 @@
 #include "chat/client_session.hpp"
 #include "core/admission.hpp"
 #include "core/connection.hpp"
+#include "core/timed_pause.hpp"
 
 namespace mux {
 
@@ -108,7 +109,6 @@ class ChildLink final : public ChatMember, private Connection::Owner {
   void on_closed(std::string_view reason) override;
   void handle_record(std::string_view record);
   void close(std::string_view reason);
-  void end_pause();
 
   SessionContext& context_;
   ForkFanOut& fan_out_;
@@ -119,8 +119,7 @@ class ChildLink final : public ChatMember, private Connection::Owner {
   LineFramer framer_;
   Connection link_;
   std::uint32_t slot_;
-  EventLoop::TimerId pause_timer_ = 0;
-  std::chrono::steady_clock::time_point paused_until_{};
+  TimedPause pause_;  // the client is over its rate: its link is not read until it ends
   std::string origin_;
   Logger* logger_;
   bool closing_ = false;

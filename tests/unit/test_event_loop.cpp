@@ -15,6 +15,7 @@
 
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
+#include "core/timed_pause.hpp"
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -529,4 +530,44 @@ TEST_CASE(
   CHECK(kept.flushes == 1);
   CHECK(cancelled.flushes == 0);
   CHECK_FALSE(guard.fired);
+}
+
+TEST_CASE("TimedPause: ends by itself; asked again it ends at the later end, once") {
+  mux::EventLoop loop;
+  int ended = 0;
+  Clock::time_point ended_at{};
+  mux::TimedPause pause(loop, [&] {
+    ++ended;
+    ended_at = Clock::now();
+  });
+  auto started = Clock::now();
+  CHECK(pause.extend(50ms));         // started now: the owner stops reading
+  CHECK_FALSE(pause.extend(150ms));  // already running: only its end moves
+  CHECK_FALSE(pause.extend(10ms));   // an earlier end never shortens it
+  CHECK(pause.active());
+  auto deadline = started + 5s;
+  while (ended == 0 && Clock::now() < deadline)
+    loop.run_once(20ms);
+  REQUIRE(ended == 1);
+  CHECK_FALSE(pause.active());
+  CHECK(ended_at - started >= 150ms);
+  loop.run_once(60ms);
+  CHECK(ended == 1);
+}
+
+TEST_CASE("TimedPause: cancel and destruction end it without the callback") {
+  mux::EventLoop loop;
+  int ended = 0;
+  {
+    mux::TimedPause gone(loop, [&] { ++ended; });
+    gone.extend(10ms);
+  }
+  mux::TimedPause pause(loop, [&] { ++ended; });
+  pause.extend(10ms);
+  pause.cancel();
+  CHECK_FALSE(pause.active());
+  loop.run_once(50ms);
+  loop.run_once(50ms);
+  CHECK(ended == 0);
+  CHECK(pause.extend(10ms));  // a cancelled pause starts afresh
 }
