@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "core/listener.hpp"
 #include "core/logger.hpp"
 #include "core/net.hpp"
+#include "core/secret_file.hpp"
 #include "core/server_runtime.hpp"
 #include "core/units.hpp"
 
@@ -43,7 +45,7 @@ constexpr std::chrono::milliseconds kShutdownTimeout{3000};
 constexpr std::chrono::milliseconds kChildExitGrace{1000};
 
 void check_redis_tls_flags(const ChatServerOptions& options) {
-  if (std::string problem = redis_tls_flags_problem(options); !problem.empty())
+  if (std::string problem = redis_flags_problem(options); !problem.empty())
     throw std::invalid_argument(problem);
 }
 
@@ -58,6 +60,36 @@ std::string refusal_line(Refusal refusal) {
       return "* not allowed\n";
   }
   return chat::notice::server_full();
+}
+
+// The --redis URL with its password from --redis-password-file, else MUX_REDIS_PASSWORD, else
+// the URL itself. Throws std::invalid_argument or SecretFileError.
+RedisUrl redis_url_of(const ChatServerOptions& options) {
+  RedisUrl url = parse_redis_url(options.redis_url);
+  if (!options.redis_password_file.empty()) {
+    std::string text = read_secret_file("--redis-password-file", options.redis_password_file, 4096);
+    std::string_view first = text;
+    first = first.substr(0, first.find('\n'));
+    if (!first.empty() && first.back() == '\r') first.remove_suffix(1);
+    if (first.empty())
+      throw SecretFileError(fmt::format("--redis-password-file {}: its first line is empty",
+                                        options.redis_password_file));
+    url.password = first;
+  } else if (const char* from_environment = std::getenv("MUX_REDIS_PASSWORD");
+             from_environment != nullptr && *from_environment != '\0') {
+    url.password = from_environment;
+  }
+  return url;
+}
+
+// A password in the --redis URL is in the process list for every local user to read.
+std::optional<std::string> redis_password_exposure(const ChatServerOptions& options) {
+  if (options.redis_url.empty() || !options.redis_password_file.empty()) return std::nullopt;
+  const char* from_environment = std::getenv("MUX_REDIS_PASSWORD");
+  if (from_environment != nullptr && *from_environment != '\0') return std::nullopt;
+  if (parse_redis_url(options.redis_url).password.empty()) return std::nullopt;
+  return "the Redis password in --redis is in the process list for every local user to read: "
+         "use --redis-password-file FILE (mode 600) or MUX_REDIS_PASSWORD";
 }
 
 // The chat server's own part (the room, its members, both serve modes) on the ServerRuntime
@@ -99,6 +131,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
   }
 
   void start() override {
+    if (auto exposed = redis_password_exposure(options_)) logger_.warn("{}", *exposed);
     logger_.info(
         "limits: {} clients, lines up to {} bytes, {} queued per client, {} per address, "
         "keepalive {}",
@@ -191,9 +224,9 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
     check_redis_tls_flags(options_);
     if (options_.redis_url.empty()) return nullptr;
     return std::make_unique<RedisRoomBus>(
-        loop_, logger_, room_, parse_redis_url(options_.redis_url), options_.redis_tls,
-        options_.room, static_cast<std::size_t>(options_.history),
-        static_cast<std::size_t>(options_.max_line), remote_limits(options_));
+        loop_, logger_, room_, redis_url_of(options_), options_.redis_tls, options_.room,
+        static_cast<std::size_t>(options_.history), static_cast<std::size_t>(options_.max_line),
+        remote_limits(options_));
   }
 
   AdmissionPolicy admission_policy() {
@@ -343,7 +376,9 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
 }  // namespace
 
 // --redis-tls-* configure a rediss:// link; given for anything else they would silently do nothing.
-std::string redis_tls_flags_problem(const ChatServerOptions& options) {
+std::string redis_flags_problem(const ChatServerOptions& options) {
+  if (!options.redis_password_file.empty() && options.redis_url.empty())
+    return "--redis-password-file: needs --redis URL";
   const TlsClientConfig& tls = options.redis_tls;
   const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
                       : !tls.server_name.empty() ? "--redis-tls-server-name"
@@ -363,7 +398,7 @@ std::string check_chat_server(const ChatServerOptions& options) {
   if (load_server_tokens(options.access).required()) checked.emplace_back("--token-file");
   check_redis_tls_flags(options);
   if (!options.redis_url.empty()) {
-    RedisUrl url = parse_redis_url(options.redis_url);
+    RedisUrl url = redis_url_of(options);
     if (url.tls) (void)make_redis_tls(options.redis_tls, url.host);
     checked.emplace_back(url.tls ? "--redis URL and its TLS settings" : "--redis URL");
   }

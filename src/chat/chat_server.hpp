@@ -33,6 +33,9 @@ struct ChatServerOptions {
   std::chrono::milliseconds auth_timeout{10'000};
   // --redis URL: share the room with every server on the same Redis and --room (empty: alone).
   std::string redis_url;
+  // --redis-password-file: the Redis password, read from a mode-600 file instead of the URL,
+  // where every local user can read it in the process list (MUX_REDIS_PASSWORD does the same).
+  std::string redis_password_file;
   // --redis-tls-*: how a rediss:// server is verified (and who we are to it).
   TlsClientConfig redis_tls;
   std::string room = "lobby";
@@ -42,10 +45,10 @@ struct ChatServerOptions {
   std::uint64_t announce_up_to = 1000;
 };
 
-// What is wrong with the --redis-tls-* flags as given (empty: nothing): each needs a rediss://
-// --redis, and a client certificate needs its key. cli/ reports it as a usage error; the server
+// What is wrong with the --redis-* flags as given (empty: nothing): each --redis-tls-* needs a
+// rediss:// --redis, a client certificate needs its key, and --redis-password-file needs --redis. cli/ reports it as a usage error; the server
 // refuses to start on it too, for options that did not come through the command line.
-std::string redis_tls_flags_problem(const ChatServerOptions& options);
+std::string redis_flags_problem(const ChatServerOptions& options);
 
 int run_chat_server(const ChatServerOptions& options);
 

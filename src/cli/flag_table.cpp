@@ -211,6 +211,10 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
     options.redis_url = text;
     return {};
   };
+  flags.text("--redis-password-file", options.redis_password_file,
+             "The Redis password: the first line of FILE (mode 600), not the --redis URL, which "
+             "every local user can read in the process list",
+             "FILE", ValueKind::path);
   // TLS to Redis (rediss://): verified like chat-client's --tls; no switch skips verification.
   flags.text("--redis-tls-ca", options.redis_tls.ca_file,
              "With rediss://: trust the CAs in this PEM file instead of the system's", "FILE",
@@ -380,7 +384,7 @@ std::vector<Subcommand> make_subcommands(AllOptions& options) {
   add_chat_server_flags(table[0].flags, options.chat_server);
   table[0].usage_check = [&options] {
     std::string why = check_server_tls(options.chat_server.access);
-    return why.empty() ? redis_tls_flags_problem(options.chat_server) : why;
+    return why.empty() ? redis_flags_problem(options.chat_server) : why;
   };
   table[0].run = [&options] { return run_chat_server(options.chat_server); };
   table[0].check = [&options] { return check_chat_server(options.chat_server); };

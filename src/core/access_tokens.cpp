@@ -1,11 +1,8 @@
 #include "core/access_tokens.hpp"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "core/fd.hpp"
+#include "core/secret_file.hpp"
 
 namespace mux {
 namespace {
@@ -27,24 +24,6 @@ std::array<std::uint8_t, 32> sha256(std::string_view text) {
       length != digest.size())
     throw std::runtime_error("SHA-256 is not available from OpenSSL");
   return digest;
-}
-
-std::string read_whole(const std::string& path, int fd) {
-  std::string content;
-  char chunk[8192];
-  for (;;) {
-    ssize_t got = ::read(fd, chunk, sizeof chunk);
-    if (got == 0) return content;
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw TokenFileError(
-          fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
-    }
-    content.append(chunk, static_cast<std::size_t>(got));
-    if (content.size() > AccessTokens::kMaxFileBytes)
-      throw TokenFileError(
-          fmt::format("--token-file {}: larger than {} bytes", path, AccessTokens::kMaxFileBytes));
-  }
 }
 
 std::string_view trim(std::string_view text) {
@@ -66,26 +45,12 @@ bool printable_without_spaces(std::string_view token) {
 }  // namespace
 
 std::vector<std::string> read_token_file(const std::string& path, std::size_t min_length) {
-  // Without blocking: a FIFO at the path is refused below instead of waiting for a writer.
-  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (!file)
-    throw TokenFileError(
-        fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
-  struct stat status {};
-  if (::fstat(file.get(), &status) != 0)
-    throw TokenFileError(
-        fmt::format("--token-file {}: {}", path, std::generic_category().message(errno)));
-  if (!S_ISREG(status.st_mode))
-    throw TokenFileError(fmt::format("--token-file {}: not a regular file", path));
-  if ((status.st_mode & 077) != 0)
-    throw TokenFileError(fmt::format(
-        "--token-file {}: group or others can access it (mode {:04o}); run: chmod 600 {}", path,
-        status.st_mode & 07777, path));
-  if (status.st_uid != ::geteuid() && status.st_uid != 0)
-    throw TokenFileError(fmt::format(
-        "--token-file {}: owned by uid {}, not by this user (uid {}) or root; run: chown {} {}",
-        path, status.st_uid, ::geteuid(), ::geteuid(), path));
-  std::string content = read_whole(path, file.get());
+  std::string content;
+  try {
+    content = read_secret_file("--token-file", path, AccessTokens::kMaxFileBytes);
+  } catch (const SecretFileError& error) {
+    throw TokenFileError(error.what());
+  }
   TokenFileParse parsed = parse_token_file(content, min_length);
   if (parsed.problem) {
     if (parsed.problem->line == 0)

@@ -30,8 +30,18 @@ bool parse_number(std::string_view text, Number& out) {
   return error == std::errc() && end == text.data() + text.size();
 }
 
+// The URL as an error may show it: a user and password (everything between "://" and the last
+// '@') become "***", so a mistyped URL never echoes its password to a log or a terminal.
+std::string redacted(std::string_view text) {
+  std::size_t scheme_end = text.find("://");
+  std::size_t at = text.rfind('@');
+  if (scheme_end == std::string_view::npos || at == std::string_view::npos || at < scheme_end)
+    return std::string(text);
+  return fmt::format("{}***{}", text.substr(0, scheme_end + 3), text.substr(at));
+}
+
 [[noreturn]] void bad_url(std::string_view text, std::string_view why) {
-  throw std::invalid_argument(fmt::format("'{}' is not a Redis URL: {}", text, why));
+  throw std::invalid_argument(fmt::format("'{}' is not a Redis URL: {}", redacted(text), why));
 }
 
 // %XX escapes in the user and password, so that ':', '@' and '/' can be part of them.

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 import muxtest
@@ -114,6 +115,50 @@ class Password(Guarded):
         self.assert_shared(self.connected(url), self.connected(url))
         server = self.refused(f"redis://nobody:pw@127.0.0.1:{self.redis.port}")
         self.assertEqual(server.log_count(r"AUTH: WRONGPASS"), 1)
+
+    def test_password_from_a_file_or_the_environment_stays_out_of_sight(self):
+        """Issue 21 D11: a password in the URL is in /proc/PID/cmdline for every local user, and a
+        bad URL echoed it in the error."""
+        secret = "Tr0ub4dor-and-3"
+        self.redis = Redis(extra=["--requirepass", secret], password=secret)
+        work = tempfile.mkdtemp(prefix="mux-redis-password-")
+        self.addCleanup(shutil.rmtree, work, True)
+        path = os.path.join(work, "password")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(secret + "\r\n")
+        url = f"redis://127.0.0.1:{self.redis.port}"
+        from_file = self.connected(url, "--redis-password-file", path)
+        env = dict(os.environ, MUX_REDIS_PASSWORD=secret)
+        from_environment = Server("chat-server", "--redis", url, "--room", "test", env=env)
+        self.servers.append(from_environment)
+        from_environment.wait_for_log(r"redis: connected to", timeout=SLOW)
+        self.assert_shared(from_file, from_environment)
+        for server in (from_file, from_environment):
+            self.assertEqual(server.log_count("warning: the Redis password"), 0)
+            with open(f"/proc/{server.proc.pid}/cmdline", "rb") as f:
+                self.assertNotIn(secret.encode(), f.read())
+        # In the URL it works, with a warning.
+        in_url = self.connected(f"redis://:{secret}@127.0.0.1:{self.redis.port}")
+        self.assertEqual(in_url.log_count(
+            r"warning: the Redis password in --redis is in the process list for every local user "
+            r"to read: use --redis-password-file FILE \(mode 600\) or MUX_REDIS_PASSWORD$"), 1)
+        # A bad URL never shows it; a loose file is refused; the file needs --redis.
+        result = muxtest.run_mux("chat-server", "--redis", f"redis://:{secret}@host:port")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.decode().splitlines()[0],
+                         "mux: error: --redis: 'redis://***@host:port' is not a Redis URL: the port "
+                         "must be a number from 1 to 65535")
+        os.chmod(path, 0o644)
+        result = muxtest.run_mux("chat-server", "--port", "0", "--redis", url,
+                                 "--redis-password-file", path)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"mux: error: --redis-password-file {path}: group or others can access it "
+                         f"(mode 0644); run: chmod 600 {path}\n")
+        result = muxtest.run_mux("chat-server", "--redis-password-file", path)
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.decode().splitlines()[0],
+                         "mux: error: --redis-password-file: needs --redis URL")
 
 
 @unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
