@@ -76,6 +76,8 @@ void write_stdout(std::string_view text) {
 // not all come back in the same instant.
 constexpr std::chrono::milliseconds kFirstBackoff{200};
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
+// After a reconnect, how many times (a second apart) to ask for our nick while a ghost holds it.
+constexpr unsigned kReclaimTries = 10;
 
 // One chat client: the server connection, stdin, and the screen, in one event loop. When the
 // connection drops after the server greeted us, it reconnects (unless --no-reconnect), takes its
@@ -151,10 +153,11 @@ class ChatClient final {
   // upload-server (which would save our lines as a file) or a TLS port (which would drop them)
   // waits for us; lines typed meanwhile are held.
   enum class Phase {
-    greeting,  // connected, waiting for the server's first line
-    capping,   // a mux server: waiting for the answer to /cap ids (or /since)
-    ready,     // lines go out as typed
-    away,      // the connection dropped: reconnecting
+    greeting,    // connected, waiting for the server's first line
+    capping,     // a mux server: waiting for the answer to /cap ids (or /since)
+    reclaiming,  // back after a reconnect, our nick still held by our ghost: asking again
+    ready,       // lines go out as typed
+    away,        // the connection dropped: reconnecting
   };
 
   void attach(Fd socket, std::unique_ptr<ByteStream> stream) {
@@ -185,8 +188,12 @@ class ChatClient final {
     // Back again: the server is known to be a mux chat server, so everything goes at once and
     // the server handles it in order as soon as we are in the room: our nick first, then where
     // we were (it answers like /cap ids, then replays what we missed).
-    if (std::string nick = current_nick(); !nick.empty())
+    if (std::string nick = current_nick(); !nick.empty()) {
       connection_->send(fmt::format("/nick {}\n", nick));
+      reclaiming_ = nick;
+      nick_refused_ = false;
+      reclaim_tries_ = 0;
+    }
     if (!epoch_.empty()) {
       connection_->send(fmt::format("/since {} {}\n", epoch_, last_id_));
       recovering_ = true;
@@ -277,6 +284,7 @@ class ChatClient final {
 
   void show(std::string_view line, bool cut) {
     if (phase_ == Phase::greeting && !greet(line)) return;
+    if (!reclaiming_.empty() && !nick_answer(line)) return;
     if (phase_ == Phase::capping && !capped(line)) return;
     if (std::exchange(names_follow_, false) && line.starts_with("* online (")) {
       // Who is here, with the answer to /cap ids: for Tab completion, not for the screen.
@@ -368,8 +376,47 @@ class ChatClient final {
     return true;
   }
 
+  // Back after a reconnect, the answers to our /nick: true when `line` is to be shown. Our
+  // ghost (the connection the server has not yet seen die; on another server sharing the room
+  // through Redis, until its presence expires, about 5 s) may still hold the nick: we ask again
+  // every second for kReclaimTries seconds, the typed lines held meanwhile so that they go out
+  // under our name.
+  bool nick_answer(std::string_view line) {
+    std::string refused = fmt::format("* nick {} ", reclaiming_);
+    if (line.starts_with(refused) &&
+        (line.ends_with(" is taken") || line.find(" looks too much like ") != line.npos)) {
+      nick_refused_ = true;
+      if (phase_ == Phase::reclaiming) reclaim_later();
+      return false;
+    }
+    if (line.starts_with("* ") && line.ends_with(fmt::format(" is now {}", reclaiming_))) {
+      reclaiming_.clear();
+      nick_refused_ = false;
+      if (phase_ == Phase::reclaiming) become_ready();
+    }
+    return true;
+  }
+
+  void reclaim_later() {
+    if (++reclaim_tries_ > kReclaimTries) {
+      notice(fmt::format("could not take back the nick {}: it is still taken", reclaiming_));
+      reclaiming_.clear();
+      nick_refused_ = false;
+      return become_ready();
+    }
+    reclaim_timer_ = loop_.add_timer(std::chrono::seconds{1}, [this] {
+      reclaim_timer_ = 0;
+      if (connection_ && phase_ == Phase::reclaiming)
+        connection_->send(fmt::format("/nick {}\n", reclaiming_));
+    });
+  }
+
   void become_ready() {
     loop_.cancel_timer(std::exchange(greeting_timer_, 0));
+    if (nick_refused_ && !reclaiming_.empty()) {
+      phase_ = Phase::reclaiming;
+      return reclaim_later();
+    }
     phase_ = Phase::ready;
     if (ever_ready_ && away_since_) {
       notice(fmt::format(
@@ -399,6 +446,7 @@ class ChatClient final {
     if (!can_reconnect()) return fail(fmt::format("connection to {}: {}", server_, why));
     loop_.cancel_timer(std::exchange(greeting_timer_, 0));
     loop_.cancel_timer(std::exchange(confirm_timer_, 0));
+    loop_.cancel_timer(std::exchange(reclaim_timer_, 0));
     if (connection_) {
       connection_->close_now("reconnecting");
       loop_.retire(std::move(connection_));
@@ -712,6 +760,10 @@ class ChatClient final {
   bool recovering_ = false;          // /since sent, its answer not yet in
   std::size_t max_line_ = kMaxLine;  // the server's --max-line, once it said it
   bool told_split_ = false;
+  std::string reclaiming_;  // after a reconnect: the nick we asked back, until the answer
+  bool nick_refused_ = false;
+  unsigned reclaim_tries_ = 0;
+  EventLoop::TimerId reclaim_timer_ = 0;
   bool names_follow_ = false;  // the next line is the /who line that follows the /cap answer
   chat::RoomRoster roster_;    // our nick and who is here (Tab, and the nick to take back)
   EventLoop::TimerId quiet_timer_ = 0;

@@ -399,6 +399,93 @@ class Reconnect(unittest.TestCase):
             watcher.close()
 
 
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class RedisRoomRestarts(unittest.TestCase):
+    """Two servers share a room through Redis; the one alice uses is killed and restarted."""
+
+    def test_kill_9_of_alices_server_with_redis(self):
+        redis = Redis()
+        self.addCleanup(redis.close)
+        args = ["--redis", redis.url, "--room", "r", "--history", "50"]
+        a = Server("chat-server", *args)
+        servers = [a]
+        self.addCleanup(lambda: [s.stop() for s in servers])
+        b = Server("chat-server", *args)
+        servers.append(b)
+        for server in (a, b):
+            server.wait_for_log(r"redis: connected to", timeout=SLOW)
+        bob = Raw(b)
+        self.addCleanup(bob.sock.close)
+        alice = PipedClient(a.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        a.proc.kill()
+        a.wait()
+        alice.err.wait_for(Reconnect.LOST)
+        alice.type("said while away")
+        bob.send("while a was down\n")
+        servers.append(Server("chat-server", *args, "--port", str(a.port)))
+        # Its ghost holds "alice" in Redis until the killed server's presence expires (~5 s):
+        # the client asks again, and its line waits to go out as alice.
+        while (line := bob.line()) != "[alice]: said while away":
+            self.assertFalse(line.startswith("["), line)
+        alice.err.wait_for(Reconnect.BACK)
+        bob.send("after\n")
+        alice.out.wait_for(rf"^\[{re.escape(bob.name)}\]: after$")
+        self.assertEqual(alice.finish(), 0)
+        self.assertEqual(len(alice.err.lines), 2, alice.err.lines)
+        # The restarted server's ids start a new epoch: what bob said meanwhile is not replayed
+        # (it is in the Redis stream, not in this server's memory), and the client is told.
+        self.assertEqual(alice.out.lines.count("* lines may have been missed: the room's history "
+                                               "was lost (a server restart)"), 1)
+
+
+class ManyAtOnce(unittest.TestCase):
+    """A restart drops many clients at once: they come back spread out (jitter), every one of
+    them, under its nick, and hear the room again."""
+
+    CLIENTS = 30
+
+    def test_every_client_comes_back_after_a_restart(self):
+        server = Server("chat-server", "--history", "100")
+        servers = [server]
+        self.addCleanup(lambda: servers[-1].stop())
+        clients = []
+        for i in range(self.CLIENTS):
+            client = PipedClient(server.port, "--nick", f"c{i}")
+            self.addCleanup(client.kill)
+            clients.append(client)
+        for i, client in enumerate(clients):
+            client.type("/who")
+            client.out.wait_for(r"^\* online \(")
+        server.proc.kill()
+        server.wait()
+        for client in clients:
+            client.err.wait_for(Reconnect.LOST)
+        servers.append(Server("chat-server", "--history", "100", "--port", str(server.port)))
+        waits = []
+        for client in clients:
+            client.err.wait_for(Reconnect.BACK)
+            waits.append(float(re.search(r"after (\d+\.\d) s", client.err.lines[-1]).group(1)))
+        servers[-1].wait_for_log(rf"c{self.CLIENTS - 1}|is now c", timeout=SLOW)
+        watcher = Raw(servers[-1])
+        self.addCleanup(watcher.sock.close)
+        watcher.send("/who\n")
+        while not (line := watcher.line()).startswith("* online ("):
+            pass
+        names = line.split(": ", 1)[1].split(", ")
+        self.assertEqual(sorted(n for n in names if n.startswith("c")),
+                         sorted(f"c{i}" for i in range(self.CLIENTS)))
+        watcher.send("back?\n")
+        for client in clients:
+            client.out.wait_for(rf"^\[{watcher.name}\]: back\?$")
+        for client in clients:
+            self.assertEqual(client.finish(), 0)
+        # Not all in the same instant: the waits differ (backoff drawn from a range).
+        self.assertGreater(len(set(waits)), 1, waits)
+        self.assertLess(max(waits), 6, waits)
+
+
 class Relay:
     """A TCP relay in front of a server that can cut every connection through it, and refuse new
     ones for a while: a flapping link."""
