@@ -256,7 +256,7 @@ class HostileChatCases(muxtest.ServerCases):
         try:
             while True:
                 line = stormer.line(timeout=1)
-                if line.startswith(f"* online ({room}): "):
+                if line.startswith(f"* online ({room}, first 100 shown; /who TEXT finds names): "):
                     answers += 1
                 elif line == "* slow down: at most 10 commands per second; commands ignored":
                     notices += 1
