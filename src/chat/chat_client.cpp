@@ -165,6 +165,7 @@ class ChatClient final {
     connection_ =
         std::make_unique<Connection>(connections_, std::move(socket), std::move(stream), *link_);
     incoming_ = LineFramer(kMaxLine);
+    lines_on_link_ = 0;
     end_reason_.reset();
     phase_ = Phase::greeting;
     greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
@@ -444,6 +445,14 @@ class ChatClient final {
   // The connection dropped (or the server is restarting): reconnect, or give up.
   void lost(const std::string& why) {
     if (!can_reconnect()) return fail(fmt::format("connection to {}: {}", server_, why));
+    if (input_done_ && lines_on_link_ > 0) {
+      // Our input is over and its last lines went out on this connection: only its close could
+      // have confirmed them, and a new connection cannot (sending them again could repeat them).
+      return fail(fmt::format(
+          "connection to {} lost ({}) before the server confirmed our last lines: {} line{} "
+          "sent on it may not have been delivered",
+          server_, why, lines_on_link_, lines_on_link_ == 1 ? "" : "s"));
+    }
     loop_.cancel_timer(std::exchange(greeting_timer_, 0));
     loop_.cancel_timer(std::exchange(confirm_timer_, 0));
     loop_.cancel_timer(std::exchange(reclaim_timer_, 0));
@@ -651,6 +660,7 @@ class ChatClient final {
       out += '\n';
     }
     connection_->send(make_block(std::move(out)));
+    ++lines_on_link_;
   }
 
   // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
@@ -760,7 +770,8 @@ class ChatClient final {
   bool recovering_ = false;          // /since sent, its answer not yet in
   std::size_t max_line_ = kMaxLine;  // the server's --max-line, once it said it
   bool told_split_ = false;
-  std::string reclaiming_;  // after a reconnect: the nick we asked back, until the answer
+  std::size_t lines_on_link_ = 0;  // typed lines written on the current connection
+  std::string reclaiming_;         // after a reconnect: the nick we asked back, until the answer
   bool nick_refused_ = false;
   unsigned reclaim_tries_ = 0;
   EventLoop::TimerId reclaim_timer_ = 0;

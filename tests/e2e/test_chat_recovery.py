@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -381,6 +382,39 @@ class Reconnect(unittest.TestCase):
         server.proc.kill()
         server.wait()
         self.assertEqual(alice.proc.wait(SLOW), 1)
+
+    def test_a_drop_after_the_end_of_input_is_not_papered_over(self):
+        """A mux-like server that reads the script's lines and its end, then resets: the lines
+        cannot be confirmed, so no reconnect and exit 0, but exit 1 saying so."""
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind((muxtest.HOST, 0))
+        listener.listen()
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(SLOW)
+                conn.sendall(b"* welcome, you are Client 1 (type /help for commands)\n")
+                data = b""
+                while b"/cap ids\n" not in data:
+                    data += conn.recv(4096)
+                conn.sendall(b"* cap ids epoch=00000000000000ff last=0 max-line=4096\n"
+                             b"* online (1): Client 1\n")
+                while conn.recv(4096):
+                    pass
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        port = listener.getsockname()[1]
+        result = chat_client(port, b"deploy done\n")
+        thread.join(SLOW)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode().splitlines()[-1],
+                         f"mux: error: connection to 127.0.0.1:{port} lost (Connection reset by "
+                         "peer) before the server confirmed our last lines: 1 line sent on it may "
+                         "not have been delivered")
 
     def test_long_lines_are_split_at_the_servers_max_line(self):
         with Server("chat-server", "--max-line", "100") as server:
