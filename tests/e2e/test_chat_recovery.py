@@ -517,7 +517,8 @@ class ManyAtOnce(unittest.TestCase):
             self.assertEqual(client.finish(), 0)
         # Not all in the same instant: the waits differ (backoff drawn from a range).
         self.assertGreater(len(set(waits)), 1, waits)
-        self.assertLess(max(waits), 6, waits)
+        # Backoff caps at 5 s; a sanitizer build starts the new server more slowly.
+        self.assertLess(max(waits), 18 if muxtest.built_with_sanitizers() else 6, waits)
 
 
 class Relay:
