@@ -82,7 +82,10 @@ ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
                     : ChildSupervisor::default_max_children(kBytesPerUploadChild)),
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
-                [this](Admitted client) { admit(std::move(client)); }) {}
+                [this](Admitted client) { admit(std::move(client)); }) {
+  // In the parent only: a child serves one upload in a loop of its own.
+  if (output_dir_ != nullptr) sweep_expired_partials(loop_, *output_dir_, logger_);
+}
 
 ForkingServer::~ForkingServer() = default;
 

@@ -26,6 +26,7 @@ SingleLoopServer::SingleLoopServer(EventLoop& loop, Fd listener, Logger& logger,
                 [this](Admitted accepted) { start_session(std::move(accepted)); }) {
   configure_for_uploads(connections_);
   connections_.stream_factory = limits.stream_factory;
+  if (output_dir != nullptr) sweep_expired_partials(loop_, *output_dir, logger_);
 }
 
 void SingleLoopServer::start() {

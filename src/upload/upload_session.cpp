@@ -37,6 +37,23 @@ void configure_for_uploads(ConnectionContext& connections) {
   connections.linger_timeout = kLingerAfterReply;
 }
 
+std::chrono::milliseconds partial_sweep_interval(std::chrono::seconds keep_partial) {
+  std::chrono::milliseconds quarter = keep_partial / 4;
+  return std::clamp<std::chrono::milliseconds>(quarter, std::chrono::seconds{1},
+                                               std::chrono::minutes{10});
+}
+
+void sweep_expired_partials(EventLoop& loop, const OutputDirectory& directory, Logger& logger) {
+  // One readdir of --output-dir per interval: nothing next to the uploads themselves.
+  loop.add_periodic(partial_sweep_interval(directory.keep_partial()), [&directory, &logger] {
+    std::size_t expired = directory.remove_expired_resumables();
+    if (expired != 0) {
+      logger.info("removed {} partial upload(s) older than --keep-partial from {}", expired,
+                  directory.path());
+    }
+  });
+}
+
 AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room) {
   AdmissionPolicy policy = AdmissionPolicy::wait_for_room(std::move(has_room));
@@ -394,6 +411,9 @@ void UploadSession::store(std::string_view bytes) {
   context_.reserved_ahead += reserved_ahead();
   if (error == 0 && resumable_ && resume_started_ && stored_ >= next_checkpoint_) checkpoint();
   if (error == 0 && acks_ && !(resumable_ && file_) && stored_ >= next_ack_) acknowledge(stored_);
+  // A full disk is not the uploader's fault: a resumable upload keeps what its last checkpoint
+  // covers, to continue once there is room (the data past it is cut off then).
+  disk_full_ = error == ENOSPC;
   if (error == ENOSPC && context_.limits.min_free != 0) {
     fail(fmt::format("disk full: less than {} free", format_bytes(context_.limits.min_free)));
   } else if (error != 0) {
@@ -523,10 +543,13 @@ void UploadSession::fail(const std::string& reason) {
   release_reservation();
   // A resumable upload that was interrupted (the client stopped sending, went silent, or the
   // server is stopping) keeps what arrived, up to a checkpoint taken now; one the server refused
-  // (disk full, too large, a bad header) leaves nothing, like any failed upload.
+  // (too large, a bad header) leaves nothing, like any failed upload. A full disk mid-upload
+  // keeps the partial only as far as an earlier checkpoint (no new one: the failed write's
+  // bytes are not all there), and only when there is one: an empty partial would hold disk.
   bool interrupted =
       aborting_ || why.size() != reason.size() || std::string_view(reason).starts_with("timeout:");
-  if (file_ && resumable_ && !interrupted) file_->discard_on_close();
+  bool keep_checkpoint = disk_full_ && (resume_offer_ > 0 || resume_record_.offset > 0);
+  if (file_ && resumable_ && !interrupted && !keep_checkpoint) file_->discard_on_close();
   if (resumable_ && resume_started_ && interrupted && phase_ == Phase::receiving) checkpoint();
   file_.reset();  // removes the temporary file, before the log says the upload is over
   if (parser_.any_bytes()) {

@@ -99,6 +99,12 @@ void configure_for_uploads(ConnectionContext& connections);
 // "timeout: no header within 10 s": the ERR reason when --header-timeout passes.
 std::string header_timeout_reason(const UploadLimits& limits);
 
+// --keep-partial while the server runs: every quarter of it (at least 1 s, at most 10 min) the
+// server removes resumable partials older than it that no connection holds, and logs how many;
+// start-up does the same once. Both serve modes (the fork-mode parent) call it with their loop.
+void sweep_expired_partials(EventLoop& loop, const OutputDirectory& directory, Logger& logger);
+[[nodiscard]] std::chrono::milliseconds partial_sweep_interval(std::chrono::seconds keep_partial);
+
 // Who may connect, from the flags.
 struct UploadAdmission {
   std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
@@ -212,6 +218,7 @@ class UploadSession final : private Connection::Owner {
   std::shared_ptr<std::atomic<bool>> checkpoint_pending_;
   // The header's ack=1: ACK lines before the reply. Without a resumable file, one per MiB stored.
   bool acks_ = false;
+  bool disk_full_ = false;  // a write met ENOSPC (or --min-free): keep the last checkpoint
   std::uint64_t next_ack_ = 0;
   // What a flushed checkpoint's acknowledgement, posted from the Committer's thread, finds: null
   // once this session is gone. Read and written on the loop's thread only.

@@ -2,10 +2,12 @@
 part-way), automatic resume of named uploads, and --retry. The real binary on loopback, real
 kills (SIGKILL of the client and of the server), hashes checked with xxhsum."""
 
+import fcntl
 import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,6 +116,25 @@ class ResumeCase(muxtest.UploadCase):
         client.kill()
         client.communicate(timeout=TIMEOUT)
         server.wait_for_log(r"incomplete")
+        self.wait_until_unlocked()
+
+    def wait_until_unlocked(self):
+        """Waits until no connection holds a partial: with --sync full the interrupted
+        connection's last checkpoint is flushed on the helper thread after the log line, and
+        until then the partial is locked (a new try reads ERR busy; --retry waits for it)."""
+        deadline = time.monotonic() + 3 * TIMEOUT
+        for name in self.hidden():
+            if not name.endswith(".part"):
+                continue
+            with open(os.path.join(self.out, name), "rb") as f:
+                while True:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(f, fcntl.LOCK_UN)
+                        break
+                    except BlockingIOError:
+                        self.assertLess(time.monotonic(), deadline, f"{name} stays locked")
+                        time.sleep(0.02)
 
     def assert_resumed(self, result, path, name=None):
         code, out, err = result
@@ -231,13 +252,70 @@ class ResumeCase(muxtest.UploadCase):
         self.kill_client_part_way(server, path)
         time.sleep(2.2)
         self.assert_not_resumed(self.run_client(server, path), path, "old.bin")
-        # And a restarted server removes an expired one that nobody came back for.
+        # And a restarted server removes an expired one that nobody came back for (killed at
+        # once, before its own sweep could).
         self.kill_client_part_way(server, path, "--name", "gone.bin")
+        self.kill_server(server)
         self.assertEqual(len(self.hidden()), 2, self.saved())
         time.sleep(2.2)
         restarted = self.start_server("--keep-partial", "1s")
         restarted.wait_for_log(r"removed 1 partial upload\(s\) older than --keep-partial from ")
         self.assertEqual(self.hidden(), [])
+
+    def test_expired_partials_are_removed_while_the_server_runs(self):
+        if self.TLS:
+            self.skipTest("the sweep is the same with TLS: the plaintext classes")
+        server = self.start_server("--keep-partial", "2s")
+        path = self.make_file("swept.bin", 4 * MIB)
+        self.kill_client_part_way(server, path)
+        self.assertEqual(len(self.hidden()), 2, self.saved())
+        # Every quarter of --keep-partial (at least 1 s) the running server sweeps.
+        server.wait_for_log(r"removed 1 partial upload\(s\) older than --keep-partial from ",
+                            timeout=3 * TIMEOUT)
+        self.assertEqual(self.hidden(), [])
+        # The uploader comes back after the expiry: a clean start, the whole file again.
+        self.assert_not_resumed(self.run_client(server, path), path, "swept.bin")
+        self.assertEqual(self.saved(), ["swept.bin"])
+
+    def test_disk_full_during_resume_keeps_the_checkpoint(self):
+        if self.TLS:
+            self.skipTest("the disk is the same with TLS: the plaintext classes")
+        # A real full disk: a 12 MiB tmpfs as --output-dir (mounting needs root).
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", self.out],
+                                 capture_output=True)
+        if mounted.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)  # after the unmount
+        self.addCleanup(subprocess.run, ["umount", "-l", self.out], capture_output=True)
+        server = self.start_server()
+        path = self.make_file("full.bin", 8 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "2M")
+        self.wait_for_checkpoint()
+        client.kill()
+        client.communicate(timeout=TIMEOUT)
+        server.wait_for_log(r"incomplete")
+        self.wait_until_unlocked()
+        kept = self.wait_for_checkpoint()
+        # Fill the disk: after the partial is cut back to its checkpoint, 1 MiB stays free, less
+        # than the rest of the file needs.
+        part = [name for name in self.hidden() if name.endswith(".part")][0]
+        allocated = os.stat(os.path.join(self.out, part)).st_blocks * 512
+        free = os.statvfs(self.out).f_bavail * os.statvfs(self.out).f_frsize
+        filler = os.path.join(self.out, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (free + max(allocated - kept, 0) - MIB))
+        code, out, err = self.run_client(server, path)
+        self.assertEqual(code, 1, out)
+        self.assertRegex(err, rf"^mux: error: 127\.0\.0\.1:{server.port} refused the upload: disk "
+                              r"error: No space left on device\n$")
+        self.assertIn("Resumed at ", out)
+        # The partial is kept as far as its checkpoint; with room again the same command
+        # continues from there and the file is whole.
+        self.assertEqual(len(self.hidden()), 2, self.saved())
+        self.assertEqual(self.wait_for_checkpoint(), kept)
+        os.remove(filler)
+        self.assert_resumed(self.run_client(server, path), path)
+        self.assertEqual(self.saved(), ["full.bin"])
 
     def test_raw_and_old_style_uploads_are_unchanged(self):
         if self.TLS:
