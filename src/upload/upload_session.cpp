@@ -176,9 +176,12 @@ void UploadSession::on_closed(std::string_view reason) {
       release_reservation();
       if (resumable_ && resume_started_) checkpoint();
       file_.reset();
+      // While receiving, the server writes only RESUME and ACK lines: a write that failed met
+      // the same broken connection a read would have, and is logged as one.
+      std::string why(reason.empty() ? std::string_view("connection lost") : reason);
+      if (why.starts_with("write failed: ")) why = "connection error: " + why.substr(14);
       context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
-                           parser_.received(), client_label(), elapsed_seconds(),
-                           reason.empty() ? "connection lost" : reason);
+                           parser_.received(), client_label(), elapsed_seconds(), why);
     } else if (reason.starts_with("handshake failed: ")) {
       // Bytes came, but not an upload: a plaintext client on a TLS port, a failed handshake.
       context_.logger.info("{} {}", client_label(), reason);
@@ -550,6 +553,9 @@ void UploadSession::fail(const std::string& reason) {
       aborting_ || why.size() != reason.size() || std::string_view(reason).starts_with("timeout:");
   bool keep_checkpoint = disk_full_ && (resume_offer_ > 0 || resume_record_.offset > 0);
   if (file_ && resumable_ && !interrupted && !keep_checkpoint) file_->discard_on_close();
+  // What lies past the checkpoint (and any reservation) is given back to the full disk now.
+  if (file_ && keep_checkpoint)
+    (void)file_->truncate(std::max(resume_record_.offset, resume_offer_));
   if (resumable_ && resume_started_ && interrupted && phase_ == Phase::receiving) checkpoint();
   file_.reset();  // removes the temporary file, before the log says the upload is over
   if (parser_.any_bytes()) {

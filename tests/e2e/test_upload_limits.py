@@ -336,7 +336,16 @@ class UploadLimitsBase(muxtest.UploadCase):
         self.assertEqual(code, 1)
         self.assertIn("refused the upload: disk full: less than 24.0 MiB free", err)
         server.wait_for_log(r"\[Client 1\] .* stopped: .* free in .*, --min-free is 24\.0 MiB$")
-        wait_until(lambda: os.listdir(disk) == [], "the temporary file to go")
+        # upload-client's upload is resumable: it keeps its partial as far as its last checkpoint
+        # (cut there, so no more than that holds the disk), and nothing else is left.
+        wait_until(lambda: all(n.startswith(".mux-resume-") for n in os.listdir(disk)),
+                   "the temporary file to go")
+        kept = [n for n in os.listdir(disk) if n.endswith(".part")]
+        self.assertEqual(len(kept), 1, os.listdir(disk))
+        with open(os.path.join(disk, kept[0][:-len(".part")] + ".rec")) as f:
+            checkpoint = int(re.search(r"^offset=(\d+)$", f.read(), re.M).group(1))
+        self.assertGreater(checkpoint, 0)
+        self.assertEqual(os.path.getsize(os.path.join(disk, kept[0])), checkpoint)
 
 
 class SingleLoopUploadLimits(UploadLimitsBase):
