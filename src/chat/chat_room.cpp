@@ -137,12 +137,13 @@ void ChatRoom::release_held(ChatMember& member) {
   while (!member.held_lines_.empty() && !member.admitting_ && !member.claiming_ &&
          member.in_room_) {
     auto [text, cut] = std::move(member.held_lines_.front());
-    member.held_lines_.pop_front();
+    member.held_lines_.erase(member.held_lines_.begin());  // a few lines at most
     member.held_bytes_ -= text.size();
     receive_line(member, text, cut);
     any = true;
   }
   if (any) end_of_input();
+  if (member.held_lines_.empty()) member.held_lines_ = {};  // its memory back
   if (member.admitting_ || member.claiming_ || !member.pending_leave_) return;
   auto [reason, too_slow] = std::move(*member.pending_leave_);
   member.pending_leave_.reset();
