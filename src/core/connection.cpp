@@ -218,7 +218,7 @@ void Connection::discard_input() {
 
 void Connection::send(Block block) {
   if (state_ == State::closed || state_ == State::lingering || shutdown_pending_ ||
-      shutdown_requested_ || output_shut_)
+      shutdown_requested_ || output_shut_ || write_failed_)
     return;
   queue_.push(std::move(block));
   if (high_water_ != 0 && queue_.bytes() > high_water_) {
@@ -249,7 +249,7 @@ void Connection::write_now() {
   // Whatever is queued goes now: nothing is left for the batch's end to write.
   context_.loop.cancel_flush(*this);
   if (state_ != State::open && state_ != State::draining) return;
-  if (shutdown_pending_) return;
+  if (shutdown_pending_ || write_failed_) return;
   IoResult failure;
   switch (queue_.write_to(*stream_, failure)) {
     case OutputQueue::Status::drained:
@@ -277,7 +277,7 @@ void Connection::write_now() {
 
 void Connection::send_now(std::span<const Block* const> blocks) {
   if (state_ != State::open || write_wants_ != 0 || !queue_.empty() || shutdown_requested_ ||
-      output_shut_) {
+      output_shut_ || write_failed_) {
     for (const Block* block : blocks)
       send(*block);
     return;
@@ -328,7 +328,7 @@ void Connection::fail_write(IoResult failure) {
   failure_ = std::move(failure);
   queue_.clear();
   // Whatever the owner does while hearing the peer out, nothing more is written.
-  output_shut_ = true;
+  write_failed_ = true;
   write_wants_ = 0;
   shutdown_pending_ = false;
   if (!read_last_words_) return close_now(fmt::format("write failed: {}", failure_.describe()));
@@ -355,7 +355,8 @@ void Connection::read_last_words() {
 IoResult Connection::send_batch(std::span<const iovec> chunks) {
   if (state_ == State::handshaking) return IoResult::blocked_on();  // on_ready() tells when
   // Closed by a failure: that failure is the reason this write cannot go.
-  if (state_ == State::closed && failure_.status == IoResult::Status::failed) return failure_;
+  if ((state_ == State::closed || write_failed_) && failure_.status == IoResult::Status::failed)
+    return failure_;
   if (state_ != State::open || shutdown_requested_ || output_shut_)
     return IoResult::failure(EPIPE, "the connection is closing");
   // (A batch that blocked before is simply tried again: the stream says if it still would.)
@@ -394,7 +395,7 @@ void Connection::on_batch_writable() {
 
 void Connection::shutdown_output() {
   if (state_ != State::open && state_ != State::handshaking) return;
-  if (shutdown_requested_ || output_shut_) return;
+  if (shutdown_requested_ || output_shut_ || write_failed_) return;
   shutdown_requested_ = true;
   write_now();  // drained at once: shuts down now (after the handshake otherwise)
 }

@@ -258,6 +258,7 @@ class Connection final : private EventLoop::Flushable {
   bool batch_blocked_ = false;       // send_batch() took less: on_writable() when it can go on
   bool peeking_ = false;
   bool read_last_words_ = false;
+  bool write_failed_ = false;  // set by fail_write(): nothing more is written while closing
   bool close_after_handshake_ = false;  // close_gracefully() with output queued, mid-handshake
 };
 
