@@ -62,10 +62,11 @@ class UploadInterruptTest(unittest.TestCase):
                     try:
                         # The header arrives from inside the send loop, where the signals are handled.
                         self.assertTrue(server.received.wait(muxtest.DEFAULT_TIMEOUT))
-                        # A named file is resumable: it carries its upload key.
+                        # A named file is resumable: it carries its upload key, and asks for
+                        # the server's acknowledgements (honest progress).
                         self.assertRegex(server.header.decode(),
                                          r"\AMUXUP/1 67108864 big\.bin reply-name=1 "
-                                         r"resume=[0-9a-f]{32}\Z")
+                                         r"resume=[0-9a-f]{32} ack=1\Z")
                         proc.send_signal(signo)
                         out, err = proc.communicate(timeout=muxtest.DEFAULT_TIMEOUT)
                     finally:
