@@ -147,8 +147,6 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
         static_cast<double>(options_.flood_timeout.count()) / 1000);
     warn_about_fd_ceiling();
     runtime_.describe_access("clients send /token SECRET first");
-    if (!options_.access.addresses.empty())
-      logger_.info("addresses: {}", options_.access.addresses.describe());
     if (options_.history != 0)
       logger_.info("history: the last {} messages {}", options_.history,
                    bus_ ? "in Redis, shared by the room" : "in memory, until this server stops");
@@ -236,7 +234,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
     // A chat client at the cap is told so at once (`* server full`) rather than left hanging.
     policy.refuse_when_full = true;
     policy.refusal_message = refusal_line;
-    policy.allowed = make_address_check(options_.access);
+    policy.allowed = runtime_.address_check();
     policy.refusal_stream = runtime_.stream_factory();  // TLS: the refusal goes out inside TLS
     policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
     if (runtime_.tls() != nullptr || runtime_.tokens().required()) {

@@ -62,6 +62,7 @@ void ServerRuntime::describe_access(std::string_view token_hint) {
                  access_.tls.client_ca_file.empty() ? "" : ", client certificates required");
   }
   if (tokens_.required()) logger_.info("--token-file: {} token(s); {}", tokens_.size(), token_hint);
+  if (!access_.addresses.empty()) logger_.info("addresses: {}", access_.addresses.describe());
 }
 
 int ServerRuntime::run(Service& service) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <csignal>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,7 +73,12 @@ class ServerRuntime {
   // The listening socket (systemd's, or bound to --host/--port), announced at once with
   // `listening on ADDRESS (serve MODE...)` and the exposure warnings. Call once, before run().
   Fd take_listener();
-  // Logs the TLS certificate and the number of tokens (`token_hint` says what a client sends).
+  // --allow / --deny as the admission hook; null when neither was given.
+  [[nodiscard]] std::function<bool(const sockaddr*, socklen_t)> address_check() const {
+    return make_address_check(access_);
+  }
+  // Logs the TLS certificate, the number of tokens (`token_hint` says what a client sends) and
+  // the --allow / --deny ranges.
   void describe_access(std::string_view token_hint);
 
   // Wires the signals, starts the service, tells systemd READY=1 and runs the loop until the

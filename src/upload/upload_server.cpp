@@ -69,8 +69,7 @@ int run_upload_server(const UploadServerOptions& options) {
     limits.throttle = runtime.throttle();
   }
   runtime.describe_access("uploads need a token= header field");
-  UploadAdmission admission{options.max_clients, options.max_per_address,
-                            make_address_check(options.access)};
+  UploadAdmission admission{options.max_clients, options.max_per_address, runtime.address_check()};
   admission.refusal_stream = limits.stream_factory;  // TLS: refusals go out inside TLS
   if (options.serve == ServeMode::fork) {
     ForkingServer server(runtime.loop(), std::move(listener), logger, dir, limits, admission);
