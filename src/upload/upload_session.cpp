@@ -110,6 +110,7 @@ UploadSession::~UploadSession() {
   context_.loop.cancel_timer(header_timer_);
   context_.loop.cancel_timer(rate_timer_);
   context_.loop.cancel_timer(refusal_timer_);
+  context_.loop.cancel_timer(ack_timer_);
   release_reservation();
 }
 
@@ -356,10 +357,31 @@ void UploadSession::checkpoint() {
   });
 }
 
+// At most one ACK line per kAckInterval (a progress bar redraws ten times a second; a line per
+// MiB cost a send and a client wakeup each): a later one waits on a timer and goes out with the
+// newest offset. The first is sent at once.
 void UploadSession::acknowledge(std::uint64_t offset) {
   if (!acks_ || phase_ != Phase::receiving) return;  // after the reply, nothing more is said
-  connection_->send(format_ack(offset));
   next_ack_ = next_checkpoint(offset);
+  ack_pending_ = std::max(ack_pending_, offset);
+  if (ack_timer_ != 0) return;  // the timer sends the newest
+  auto now = EventLoop::Clock::now();
+  if (ack_sent_ && now - last_ack_ < kAckInterval) {
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(kAckInterval - (now - last_ack_));
+    ack_timer_ = context_.loop.add_timer(wait, [this] {
+      ack_timer_ = 0;
+      send_ack();
+    });
+    return;
+  }
+  send_ack();
+}
+
+void UploadSession::send_ack() {
+  if (phase_ != Phase::receiving) return;
+  connection_->send(format_ack(ack_pending_));
+  ack_sent_ = true;
+  last_ack_ = EventLoop::Clock::now();
 }
 
 bool UploadSession::open_storage() {

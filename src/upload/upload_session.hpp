@@ -77,6 +77,9 @@ struct UploadLimits {
   std::uint64_t min_rate = 0;
 };
 
+// ACK lines (ack=1) go out at most this often; the newest offset when one is due.
+inline constexpr std::chrono::milliseconds kAckInterval{100};
+
 // The window --min-rate is measured over.
 inline constexpr std::chrono::seconds kRateWindow{30};
 
@@ -157,6 +160,7 @@ class UploadSession final : private Connection::Owner {
   void checkpoint();
   // ack=1: tells the client `offset` bytes are held safely (an ACK line), while still receiving.
   void acknowledge(std::uint64_t offset);
+  void send_ack();
   void act_on(const UploadStep& step);
   void start(const UploadStart& start);
   bool open_storage();
@@ -218,6 +222,10 @@ class UploadSession final : private Connection::Owner {
   std::shared_ptr<std::atomic<bool>> checkpoint_pending_;
   // The header's ack=1: ACK lines before the reply. Without a resumable file, one per MiB stored.
   bool acks_ = false;
+  bool ack_sent_ = false;
+  std::uint64_t ack_pending_ = 0;  // the newest offset to acknowledge
+  EventLoop::Clock::time_point last_ack_;
+  EventLoop::TimerId ack_timer_ = 0;
   bool disk_full_ = false;  // a write met ENOSPC (or --min-free): keep the last checkpoint
   std::uint64_t next_ack_ = 0;
   // What a flushed checkpoint's acknowledgement, posted from the Committer's thread, finds: null

@@ -112,7 +112,10 @@ class ResumeCase(muxtest.UploadCase):
     def kill_client_part_way(self, server, path, *args, state=None):
         """Starts a rate-limited client and kills it (SIGKILL) at a random moment part-way."""
         client = self.start_client(server, path, "--limit-rate", "2M", *args, state=state)
-        time.sleep(self.rng.uniform(0.6, 1.4))
+        # Past the first checkpoint (a fixed sleep could end before the client even connected,
+        # on a loaded machine or under the sanitizers), then somewhere in the next quarter MiB.
+        self.wait_for_checkpoint()
+        time.sleep(self.rng.uniform(0, 0.125))
         client.kill()
         client.communicate(timeout=TIMEOUT)
         server.wait_for_log(r"incomplete")
@@ -247,18 +250,20 @@ class ResumeCase(muxtest.UploadCase):
         self.assert_resumed(self.run_client(server, path), path)
 
     def test_a_partial_older_than_keep_partial_is_not_continued(self):
-        server = self.start_server("--keep-partial", "1s")
+        # 3 s: the second partial below must outlive the time to kill the server before its own
+        # sweep, on a loaded machine too.
+        server = self.start_server("--keep-partial", "3s")
         path = self.make_file("old.bin", 4 * MIB)
         self.kill_client_part_way(server, path)
-        time.sleep(2.2)
+        time.sleep(3.3)
         self.assert_not_resumed(self.run_client(server, path), path, "old.bin")
         # And a restarted server removes an expired one that nobody came back for (killed at
         # once, before its own sweep could).
         self.kill_client_part_way(server, path, "--name", "gone.bin")
         self.kill_server(server)
         self.assertEqual(len(self.hidden()), 2, self.saved())
-        time.sleep(2.2)
-        restarted = self.start_server("--keep-partial", "1s")
+        time.sleep(3.3)
+        restarted = self.start_server("--keep-partial", "3s")
         restarted.wait_for_log(r"removed 1 partial upload\(s\) older than --keep-partial from ")
         self.assertEqual(self.hidden(), [])
 
