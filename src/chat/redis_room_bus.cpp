@@ -209,19 +209,23 @@ void RedisRoomBus::on_attempt_failed(const std::string& why) {
   }
 }
 
+std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) const {
+  return {"EVAL",
+          kMembersScript,
+          "2",
+          key("members:") + server_id_,
+          key("versions"),
+          server_id_,
+          std::to_string(version_),
+          std::to_string(kPresenceTtl.count()),
+          from_empty ? "1" : "0"};
+}
+
 void RedisRoomBus::publish_all_members() {
   // A new version with no event: the others see the gap (their version falls behind the one a
   // heartbeat reads) and take a snapshot, whatever changed here while Redis was away.
   ++version_;
-  std::vector<std::string> args{"EVAL",
-                                kMembersScript,
-                                "2",
-                                key("members:") + server_id_,
-                                key("versions"),
-                                server_id_,
-                                std::to_string(version_),
-                                std::to_string(kPresenceTtl.count()),
-                                "1"};
+  std::vector<std::string> args = members_script_call(true);
   for (std::string& name : room_.local_names())
     args.push_back("+" + name);
   link_.command(args);
@@ -272,15 +276,7 @@ void RedisRoomBus::flush() {
   flush_scheduled_ = false;
   if (batch_.empty()) return;
   if (batch_changes_members_) {
-    std::vector<std::string> args{"EVAL",
-                                  kMembersScript,
-                                  "2",
-                                  key("members:") + server_id_,
-                                  key("versions"),
-                                  server_id_,
-                                  std::to_string(version_),
-                                  std::to_string(kPresenceTtl.count()),
-                                  "0"};
+    std::vector<std::string> args = members_script_call(false);
     args.insert(args.end(), std::make_move_iterator(member_ops_.begin()),
                 std::make_move_iterator(member_ops_.end()));
     link_.command(args);

@@ -112,6 +112,9 @@ class RedisRoomBus final : public RoomBus {
   void apply_presence(const RedisValue& reply);
   // Writes this server's whole member set and a new version (after a reconnect).
   void publish_all_members();
+  // The kMembersScript call at version_, before its "+NAME"/"-NAME" arguments; `from_empty`
+  // replaces the set instead of changing it.
+  [[nodiscard]] std::vector<std::string> members_script_call(bool from_empty) const;
 
   // The mirror of another server's members.
   struct Remote {
