@@ -421,12 +421,17 @@ class StartWarningTest(unittest.TestCase):
     def warnings(self, server):
         return [line for line in server.stdout_lines if " warning: " in f" {line}"]
 
-    def test_tokens_without_tls(self):
+    def token_file(self):
+        """A mode-600 token file in a directory removed after the test."""
         work = tempfile.mkdtemp(prefix="mux-warn-")
         self.addCleanup(shutil.rmtree, work, True)
         tokens = os.path.join(work, "tokens")
         with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write("s3cret-0123456789\n")
+        return tokens
+
+    def test_tokens_without_tls(self):
+        tokens = self.token_file()
         for sub in ("chat-server", "upload-server"):
             with self.subTest(server=sub), muxtest.Server(sub, "--token-file", tokens) as server:
                 server.wait_for_log(r"warning: --token-file without TLS: tokens cross the network "
@@ -451,11 +456,7 @@ class StartWarningTest(unittest.TestCase):
                 self.assertEqual(self.warnings(server), [])
 
     def test_a_client_warns_only_off_loopback(self):
-        work = tempfile.mkdtemp(prefix="mux-warn-")
-        self.addCleanup(shutil.rmtree, work, True)
-        tokens = os.path.join(work, "tokens")
-        with open(os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write("s3cret-0123456789\n")
+        tokens = self.token_file()
         with muxtest.Server("upload-server", "--token-file", tokens) as server:
             result = muxtest.run_mux("upload-client", "--port", str(server.port), "--token-file",
                                      tokens, "--file", "-", input=b"x")
