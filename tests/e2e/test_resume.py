@@ -2,6 +2,7 @@
 part-way), automatic resume of named uploads, and --retry. The real binary on loopback, real
 kills (SIGKILL of the client and of the server), hashes checked with xxhsum."""
 
+import errno
 import fcntl
 import os
 import random
@@ -307,8 +308,7 @@ class ResumeCase(muxtest.UploadCase):
         allocated = os.stat(os.path.join(self.out, part)).st_blocks * 512
         free = os.statvfs(self.out).f_bavail * os.statvfs(self.out).f_frsize
         filler = os.path.join(self.out, "filler")
-        with open(filler, "wb") as f:
-            f.write(b"\0" * (free + max(allocated - kept, 0) - MIB))
+        self.fill(filler, free + max(allocated - kept, 0) - MIB)
         code, out, err = self.run_client(server, path)
         self.assertEqual(code, 1, out)
         self.assertRegex(err, rf"^mux: error: 127\.0\.0\.1:{server.port} refused the upload: disk "
@@ -321,6 +321,22 @@ class ResumeCase(muxtest.UploadCase):
         os.remove(filler)
         self.assert_resumed(self.run_client(server, path), path)
         self.assertEqual(self.saved(), ["full.bin"])
+
+    @staticmethod
+    def fill(path, size):
+        """Writes up to `size` zero bytes to `path`, fewer when the disk fills first: the part of
+        the partial past its checkpoint is freed only when the resume cuts it back, so when more
+        than 1 MiB lies past the checkpoint the wanted size does not fit yet. A disk filled to the
+        brim frees exactly that part, still less than the rest of the file needs."""
+        chunk = b"\0" * (256 * 1024)
+        with open(path, "wb", buffering=0) as f:
+            while size > 0:
+                try:
+                    size -= f.write(chunk[:size])
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    return
 
     def test_raw_and_old_style_uploads_are_unchanged(self):
         if self.TLS:
