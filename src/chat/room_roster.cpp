@@ -28,14 +28,14 @@ void RoomRoster::observe(std::string_view line) {
   // The forms are chat::notice's; a relay "[NAME]: text" shows NAME is here too.
   if (line.starts_with("[")) {
     std::size_t end = line.find("]: ");
-    if (end != std::string_view::npos && end > 1) nicks_.emplace(line.substr(1, end - 1));
+    if (end != std::string_view::npos && end > 1) remember(line.substr(1, end - 1));
     return;
   }
   if (!line.starts_with("* ")) return;
   if (std::string_view own = between(line, "* welcome, you are ", " (type /help for commands)");
       !own.empty()) {
     own_nick_ = own;
-    nicks_.emplace(own);
+    remember(own);
     return;
   }
   if (line.starts_with("* online (")) {
@@ -43,23 +43,26 @@ void RoomRoster::observe(std::string_view line) {
     if (list == std::string_view::npos) return;
     // A big room's answer names only the first members ("* online (N, first 100 shown; ...)"):
     // it adds to what is known instead of replacing it.
-    if (line.substr(0, list).find(" shown") == std::string_view::npos) nicks_.clear();
+    if (line.substr(0, list).find(" shown") == std::string_view::npos) {
+      nicks_.clear();
+      by_age_.clear();
+    }
     std::string_view names = line.substr(list + 3);
     while (!names.empty()) {
       std::size_t comma = names.find(", ");
-      nicks_.emplace(names.substr(0, comma));
+      remember(names.substr(0, comma));
       if (comma == std::string_view::npos) break;
       names.remove_prefix(comma + 2);
     }
-    if (!own_nick_.empty()) nicks_.emplace(own_nick_);
+    if (!own_nick_.empty()) remember(own_nick_);
     return;
   }
   if (std::string_view name = between(line, "* ", " joined"); !name.empty()) {
-    nicks_.emplace(name);
+    remember(name);
   } else if (std::string_view gone = between(line, "* ", " left"); !gone.empty()) {
-    nicks_.erase(std::string(gone));
+    forget(gone);
   } else if (std::string_view slow = between(line, "* ", " left (too slow)"); !slow.empty()) {
-    nicks_.erase(std::string(slow));
+    forget(slow);
   } else if (std::size_t is_now = line.find(" is now "); is_now != std::string_view::npos) {
     rename(line.substr(2, is_now - 2), line.substr(is_now + 8));
   }
@@ -67,9 +70,37 @@ void RoomRoster::observe(std::string_view line) {
 
 void RoomRoster::rename(std::string_view from, std::string_view to) {
   if (from.empty() || to.empty()) return;
-  nicks_.erase(std::string(from));
-  nicks_.emplace(to);
+  forget(from);
+  remember(to);
   if (from == own_nick_) own_nick_ = to;
+}
+
+void RoomRoster::remember(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return;
+  auto [it, added] = nicks_.try_emplace(std::string(name), 0);
+  if (!added) by_age_.erase(it->second);
+  it->second = ++seen_clock_;
+  by_age_.emplace(it->second, it->first);
+  while (nicks_.size() > kMaxNames) {
+    auto oldest = by_age_.begin();
+    nicks_.erase(nicks_.find(oldest->second));
+    by_age_.erase(oldest);
+  }
+}
+
+void RoomRoster::forget(std::string_view name) {
+  auto it = nicks_.find(name);
+  if (it == nicks_.end()) return;
+  by_age_.erase(it->second);
+  nicks_.erase(it);
+}
+
+std::vector<std::string> RoomRoster::nicks() const {
+  std::vector<std::string> names;
+  names.reserve(nicks_.size());
+  for (const auto& [name, seen] : nicks_)
+    names.push_back(name);
+  return names;
 }
 
 Completion RoomRoster::complete(std::string_view before_cursor) const {
@@ -78,7 +109,7 @@ Completion RoomRoster::complete(std::string_view before_cursor) const {
   for (std::size_t start = 0; start < before_cursor.size();) {
     std::string_view fragment = before_cursor.substr(start);
     std::vector<std::string> matches;
-    for (const std::string& nick : nicks_) {
+    for (const auto& [nick, seen] : nicks_) {
       if (nick != own_nick_ && starts_with_folded(nick, fragment)) matches.push_back(nick);
     }
     if (!matches.empty()) {
