@@ -64,7 +64,7 @@ void TokenGate::refuse(std::string reason) {
   hooks_.hold_reading();
   std::chrono::milliseconds delay{0};
   if (access_.throttle != nullptr)
-    delay = access_.throttle->record_failure(address_without_port(origin_),
+    delay = access_.throttle->record_failure(throttle_address(origin_),
                                              FailureThrottle::Clock::now());
   if (hooks_.log)
     hooks_.log(fmt::format("{}: {}; answering in {} ms", origin_, reason, delay.count()));

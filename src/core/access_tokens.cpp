@@ -1,5 +1,7 @@
 #include "core/access_tokens.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sys/mman.h>
@@ -7,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <iterator>
 #include <system_error>
 #include <utility>
 
@@ -184,11 +188,26 @@ std::uint32_t FailureThrottle::failures(std::string_view address, Clock::time_po
   return static_cast<std::uint32_t>(std::atomic_ref<std::uint64_t>(slot.failures).load());
 }
 
-std::string address_without_port(const std::string& peer) {
+std::string throttle_address(const std::string& peer) {
   // Peers are written by format_endpoint: "HOST:PORT", IPv6 in brackets, so the port is always
   // after the last colon.
   std::size_t colon = peer.rfind(':');
-  return colon == std::string::npos ? peer : peer.substr(0, colon);
+  std::string host = colon == std::string::npos ? peer : peer.substr(0, colon);
+  if (host.size() < 2 || host.front() != '[' || host.back() != ']') return host;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &v6) != 1) return host;
+  char text[INET6_ADDRSTRLEN] = {};
+  // A v4-mapped address (a dual-stack listener) is the same machine as its IPv4 form.
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    in_addr v4{};
+    std::memcpy(&v4, v6.s6_addr + 12, sizeof v4);
+    return ::inet_ntop(AF_INET, &v4, text, sizeof text) != nullptr ? std::string(text) : host;
+  }
+  // One IPv6 host is routinely given a whole /64 (SLAAC, privacy addresses): its guesses are
+  // counted together, as admission counts its connections.
+  std::fill(std::begin(v6.s6_addr) + 8, std::end(v6.s6_addr), std::uint8_t{0});
+  if (::inet_ntop(AF_INET6, &v6, text, sizeof text) == nullptr) return host;
+  return fmt::format("{}/64", text);
 }
 
 }  // namespace mux

@@ -82,7 +82,7 @@ class AccessTokens {
 // is a fixed array of kSlots entries indexed by a hash of the address: memory is bounded however
 // many addresses guess (two addresses sharing a slot reset each other's count, which only makes
 // the delay shorter, never a client wait without bound). Owned by a server; the key is the
-// client's IP address without its port.
+// client's IP address (IPv6: its /64), see throttle_address.
 class FailureThrottle {
  public:
   using Clock = std::chrono::steady_clock;
@@ -117,7 +117,9 @@ class FailureThrottle {
   Slot* slots_ = nullptr;
 };
 
-// "127.0.0.1:40000" -> "127.0.0.1", "[::1]:40000" -> "[::1]": the per-address key of a peer.
-std::string address_without_port(const std::string& peer);
+// The address a peer's failures count against: "127.0.0.1:40000" -> "127.0.0.1"; IPv6 by its
+// /64, "[2001:db8::1]:5" -> "2001:db8::/64"; v4-mapped as IPv4, "[::ffff:10.0.0.1]:5" ->
+// "10.0.0.1".
+std::string throttle_address(const std::string& peer);
 
 }  // namespace mux

@@ -596,7 +596,7 @@ void UploadSession::refuse_unauthorized(std::string why) {
   context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   connection_->set_idle_timeout(std::chrono::milliseconds{0});
   connection_->pause_reading();
-  auto delay = context_.limits.throttle->record_failure(address_without_port(peer_),
+  auto delay = context_.limits.throttle->record_failure(throttle_address(peer_),
                                                         FailureThrottle::Clock::now());
   context_.logger.info("{} unauthorized: {}; answering in {} ms", client_label(), why,
                        delay.count());

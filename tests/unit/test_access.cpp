@@ -308,10 +308,21 @@ TEST_CASE("admission: the per-address key is the IPv4 address, or the IPv6 /64")
   CHECK(key_of("::ffff:127.0.0.2") != key_of("::ffff:127.0.0.3"));
 }
 
-TEST_CASE("tokens: the throttle's key is the address without its port") {
-  CHECK(mux::address_without_port("127.0.0.1:40000") == "127.0.0.1");
-  CHECK(mux::address_without_port("[::1]:40000") == "[::1]");
-  CHECK(mux::address_without_port("[2001:db8::1]:5") == "[2001:db8::1]");
+TEST_CASE("tokens: the throttle counts an IPv4 address, or an IPv6 /64") {
+  CHECK(mux::throttle_address("127.0.0.1:40000") == "127.0.0.1");
+  CHECK(mux::throttle_address("[::ffff:127.0.0.2]:5") == "127.0.0.2");  // v4-mapped is IPv4
+  CHECK(mux::throttle_address("[2001:db8::1]:5") == "2001:db8::/64");
+  CHECK(mux::throttle_address("[2001:db8::ffff:7]:6") == "2001:db8::/64");     // one host's /64
+  CHECK(mux::throttle_address("[2001:db8:0:1::1]:5") == "2001:db8:0:1::/64");  // the next /64
+  CHECK(mux::throttle_address("[::1]:40000") == "::/64");
+  // Guesses from two addresses of one /64 wait as one address's do.
+  mux::FailureThrottle throttle;
+  auto now = mux::FailureThrottle::Clock::now();
+  auto first = throttle.record_failure(mux::throttle_address("[2001:db8::1]:5"), now);
+  auto second = throttle.record_failure(mux::throttle_address("[2001:db8::2]:6"), now);
+  CHECK(second > first);
+  CHECK(throttle.failures(mux::throttle_address("[2001:db8::3]:7"), now) == 2);
+  CHECK(throttle.failures(mux::throttle_address("[2001:db8:0:1::1]:7"), now) == 0);
 }
 
 // Issue 24: the start-up warnings. An unbound TCP socket's address is 0.0.0.0, which stands
