@@ -190,7 +190,7 @@ class ChatClient final {
     // the server handles it in order as soon as we are in the room: our nick first, then where
     // we were (it answers like /cap ids, then replays what we missed).
     if (std::string nick = current_nick(); !nick.empty()) {
-      connection_->send(fmt::format("/nick {}\n", nick));
+      send_reclaim(nick);
       reclaiming_ = nick;
       nick_refused_ = false;
       reclaim_tries_ = 0;
@@ -201,6 +201,13 @@ class ChatClient final {
     } else {
       connection_->send(std::string_view("/cap ids\n"));
     }
+  }
+
+  // Our nick back after a reconnect: with the secret of the session that held it the server
+  // hands it over at once, even while that session's ghost is still connected.
+  void send_reclaim(const std::string& nick) {
+    if (nick_secret_.empty()) return connection_->send(fmt::format("/nick {}\n", nick));
+    connection_->send(fmt::format("/reclaim {} {}\n", nick, nick_secret_));
   }
 
   [[nodiscard]] std::string current_nick() const {
@@ -362,6 +369,10 @@ class ChatClient final {
         if (recovering_) last_id_ = 0;
       }
       max_line_ = reply->max_line;
+      session_secret_ = std::string(reply->secret);
+      // A nick this session holds is proven by this secret from now on; while a reclaim is in
+      // flight the old session's secret is still the one that counts.
+      if (reclaiming_.empty()) nick_secret_ = session_secret_;
       recovering_ = false;
       names_follow_ = true;
       become_ready();
@@ -392,6 +403,7 @@ class ChatClient final {
     }
     if (line.starts_with("* ") && line.ends_with(fmt::format(" is now {}", reclaiming_))) {
       reclaiming_.clear();
+      nick_secret_ = session_secret_;
       nick_refused_ = false;
       if (phase_ == Phase::reclaiming) become_ready();
     }
@@ -407,8 +419,7 @@ class ChatClient final {
     }
     reclaim_timer_ = loop_.add_timer(std::chrono::seconds{1}, [this] {
       reclaim_timer_ = 0;
-      if (connection_ && phase_ == Phase::reclaiming)
-        connection_->send(fmt::format("/nick {}\n", reclaiming_));
+      if (connection_ && phase_ == Phase::reclaiming) send_reclaim(reclaiming_);
     });
   }
 
@@ -772,6 +783,10 @@ class ChatClient final {
   bool told_split_ = false;
   std::size_t lines_on_link_ = 0;  // typed lines written on the current connection
   std::string reclaiming_;         // after a reconnect: the nick we asked back, until the answer
+  // Reconnect secrets (/cap ids): the current session's, and that of the session holding our
+  // nick (the one a reclaim proves); kept in this process only.
+  std::string session_secret_;
+  std::string nick_secret_;
   bool nick_refused_ = false;
   unsigned reclaim_tries_ = 0;
   EventLoop::TimerId reclaim_timer_ = 0;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 
@@ -42,6 +43,7 @@ Command parse_command(std::string_view line) {
   if (lowered == "/cap") return {CommandKind::cap, argument};
   if (lowered == "/since") return {CommandKind::since, argument};
   if (lowered == "/history") return {CommandKind::history, argument};
+  if (lowered == "/reclaim") return {CommandKind::reclaim, argument};
   return {CommandKind::unknown, word};
 }
 
@@ -147,11 +149,44 @@ std::optional<CapReply> parse_cap_reply(std::string_view line) {
   auto last = parse_number(line.substr(0, space));
   line.remove_prefix(space + 1);
   if (!line.starts_with("max-line=")) return std::nullopt;
-  auto max_line = parse_number(line.substr(9));
+  line.remove_prefix(9);
+  space = line.find(' ');
+  auto max_line = parse_number(line.substr(0, space));
+  if (space != std::string_view::npos) {
+    line.remove_prefix(space + 1);
+    if (!line.starts_with("secret=") || !valid_secret(line.substr(7))) return std::nullopt;
+    reply.secret = line.substr(7);
+  }
   if (!last || !max_line || !valid_epoch(reply.epoch)) return std::nullopt;
   reply.last = *last;
   reply.max_line = static_cast<std::size_t>(*max_line);
   return reply;
+}
+
+bool valid_secret(std::string_view secret) {
+  return secret.size() == kSecretChars && std::all_of(secret.begin(), secret.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char differ = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    differ |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return differ == 0;
+}
+
+std::optional<Reclaim> parse_reclaim(std::string_view argument) {
+  std::size_t space = argument.find_first_of(" \t");
+  if (space == std::string_view::npos) return std::nullopt;
+  Reclaim reclaim{argument.substr(0, space), argument.substr(space + 1)};
+  std::size_t first = reclaim.secret.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return std::nullopt;
+  reclaim.secret.remove_prefix(first);
+  if (reclaim.nick.empty() || reclaim.secret.find_first_of(" \t") != std::string_view::npos)
+    return std::nullopt;
+  return reclaim;
 }
 
 namespace notice {
@@ -238,8 +273,16 @@ std::string not_an_upload_server() {
 std::string line_cut(std::size_t max_line) {
   return fmt::format("* line too long: cut at {} bytes, the rest was dropped\n", max_line);
 }
-std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line) {
-  return fmt::format("* cap ids epoch={} last={} max-line={}\n", epoch, last, max_line);
+std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line,
+                    std::string_view secret) {
+  return fmt::format("* cap ids epoch={} last={} max-line={} secret={}\n", epoch, last, max_line,
+                     secret);
+}
+std::string reclaim_usage() {
+  return "* usage: /reclaim NICK SECRET\n";
+}
+std::string replaced() {
+  return "* replaced by a new connection with this session's secret\n";
 }
 std::string cap_usage() {
   return "* usage: /cap ids\n";
@@ -276,6 +319,7 @@ std::optional<std::string_view> session_end_reason(std::string_view line) {
       "* server shutting down",
       "* unauthorized",  // chat/chat_access.hpp: a wrong or missing /token line
       "* this is a chat server, not an upload server: upload refused",
+      "* replaced by a new connection with this session's secret",
   };
   static constexpr std::string_view kStarts[] = {"* server full: ", "* excess flood: "};
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);

@@ -30,7 +30,7 @@ inline std::string sanitize(std::string_view raw, bool cut = false) {
   return out;
 }
 
-enum class CommandKind { message, nick, who, help, quit, cap, since, history, unknown };
+enum class CommandKind { message, nick, who, help, quit, cap, since, history, reclaim, unknown };
 
 // What a line asks for. `text` is the message for `message` (with the escaping slash of "//"
 // removed), the argument for `nick`, `cap`, `since` and `history`, the command word for `unknown`.
@@ -63,13 +63,28 @@ struct IdLine {
   std::string_view rest;
 };
 std::optional<IdLine> parse_id_line(std::string_view line);
-// The answer to "/cap ids": "* cap ids epoch=E last=ID max-line=N".
+// The answer to "/cap ids": "* cap ids epoch=E last=ID max-line=N secret=S", S being the
+// session's reconnect secret (empty from a server that sends none).
 struct CapReply {
   std::string_view epoch;
   std::uint64_t last = 0;
   std::size_t max_line = 0;
+  std::string_view secret;
 };
 std::optional<CapReply> parse_cap_reply(std::string_view line);
+// A reconnect secret: kSecretChars lowercase hex digits (128 random bits), made by the server
+// for each session that asks for ids; "/reclaim NICK SECRET" proves the sender is the session
+// that held NICK.
+inline constexpr std::size_t kSecretChars = 32;
+[[nodiscard]] bool valid_secret(std::string_view secret);
+// Compares two secrets in time independent of where they differ.
+[[nodiscard]] bool same_secret(std::string_view a, std::string_view b);
+// A "/reclaim NICK SECRET" argument; nullopt when malformed.
+struct Reclaim {
+  std::string_view nick;
+  std::string_view secret;
+};
+std::optional<Reclaim> parse_reclaim(std::string_view argument);
 
 // A typed line cut into pieces of at most `max_bytes` bytes each, never inside a UTF-8
 // character; a piece after the first that starts with '/' gets the "//" escape (and is a byte
@@ -107,7 +122,12 @@ std::string commands_ignored(double command_rate);
 std::string not_an_upload_server();
 std::string line_cut(std::size_t max_line);
 std::string server_full();
-std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line);
+std::string cap_ids(std::string_view epoch, std::uint64_t last, std::size_t max_line,
+                    std::string_view secret);
+std::string reclaim_usage();
+// To the connection whose nick a /reclaim with its secret took over (its ghost, or whoever
+// stole the secret); it ends that session.
+std::string replaced();
 std::string cap_usage();
 std::string since_usage();
 std::string history_usage();

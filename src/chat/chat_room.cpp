@@ -1,9 +1,15 @@
 #include "chat/chat_room.hpp"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <ctime>
+#include <iterator>
 #include <random>
+#include <system_error>
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
@@ -54,6 +60,22 @@ std::chrono::milliseconds round_up_ms(TokenBucket::Clock::duration duration) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration);
   return ms.count() < 1 ? std::chrono::milliseconds(1) : ms;
 }
+// A session's reconnect secret: 128 bits from the kernel's CSPRNG, as lowercase hex.
+std::string make_secret() {
+  std::array<unsigned char, chat::kSecretChars / 2> bytes{};
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom");
+    got += static_cast<std::size_t>(n);
+  }
+  std::string hex;
+  for (unsigned char byte : bytes)
+    fmt::format_to(std::back_inserter(hex), "{:02x}", byte);
+  return hex;
+}
+
 // A fresh epoch: 16 hex digits, different for every room and every start.
 std::string make_epoch() {
   std::random_device random;
@@ -303,6 +325,8 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
       return replay_since(sender, command.text);
     case chat::CommandKind::history:
       return send_history(sender, command.text);
+    case chat::CommandKind::reclaim:
+      return reclaim(sender, command.text);
     case chat::CommandKind::unknown:
       send_to(sender, chat::notice::unknown_command(command.text));
       return;
@@ -319,7 +343,9 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
     ++members_with_ids_;
   }
   // The answer says where its ids start, the longest line the server takes, and who is here.
-  send_to(member, chat::notice::cap_ids(epoch_, last_id_, max_line_));
+  std::string& secret = secrets_[member.id_];
+  if (secret.empty()) secret = make_secret();
+  send_to(member, chat::notice::cap_ids(epoch_, last_id_, max_line_, secret));
   member.deliver(who_list());
 }
 
@@ -357,6 +383,31 @@ void ChatRoom::send_history(ChatMember& member, std::string_view argument) {
   std::vector<HistoryEntry> last(history_.end() - static_cast<std::ptrdiff_t>(take),
                                  history_.end());
   if (!last.empty()) send_to(member, format_history(last));
+}
+
+void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
+  std::optional<chat::Reclaim> wanted = chat::parse_reclaim(argument);
+  if (!wanted) return send_to(member, chat::notice::reclaim_usage());
+  std::string key = nick_rules_.look_alike_key(wanted->nick);
+  auto taken = taken_nicks_.find(key);
+  if (taken == taken_nicks_.end() || taken->second == &member) return rename(member, wanted->nick);
+  ChatMember& ghost = *taken->second;
+  auto secret = secrets_.find(ghost.id_);
+  // Only the exact nick, held by a session that is not waiting on the bus, with its secret.
+  if (ghost.name_ != wanted->nick || secret == secrets_.end() ||
+      !chat::same_secret(secret->second, wanted->secret) || ghost.admitting_ || ghost.claiming_ ||
+      !ghost.held_lines_.empty()) {
+    return rename(member, wanted->nick);
+  }
+  logger_.info("{} takes back {} from its previous connection", member.name_, ghost.name_);
+  send_to(ghost, chat::notice::replaced());
+  // The nick passes from the ghost to its successor here, never released room-wide meanwhile
+  // (another server could claim it in between).
+  taken_nicks_.erase(taken);
+  ghost.has_nick_ = false;
+  leave_now(ghost, "replaced by its reconnect", false);
+  ghost.close_after_output();
+  apply_rename(member, wanted->nick);
 }
 
 void ChatRoom::rename(ChatMember& member, std::string_view nick) {
@@ -475,6 +526,7 @@ void ChatRoom::remove(ChatMember& member) {
   members_.pop_back();
   member.in_room_ = false;
   if (std::exchange(member.wants_ids_, false)) --members_with_ids_;
+  secrets_.erase(member.id_);
   by_id_.erase(member.id_);
   who_cache_.reset();
   if (member.has_nick_) {

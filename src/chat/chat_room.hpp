@@ -203,6 +203,9 @@ class ChatRoom {
   void enable_ids(ChatMember& member, std::string_view argument);
   void replay_since(ChatMember& member, std::string_view argument);
   void send_history(ChatMember& member, std::string_view argument);
+  // /reclaim NICK SECRET: a reconnecting client takes its nick back from its old connection's
+  // ghost at once when SECRET is that session's; otherwise it is /nick NICK.
+  void reclaim(ChatMember& member, std::string_view argument);
   // Appends one message to the chunk being relayed (and, for capable members, with its id).
   void append_message(std::string_view name, std::string_view text);
   void rename(ChatMember& member, std::string_view nick);
@@ -249,6 +252,9 @@ class ChatRoom {
   std::size_t members_with_ids_ = 0;
   std::string epoch_;
   std::uint64_t last_id_ = 0;  // the id of the last message relayed here
+  // Reconnect secrets by member id_, only for members that asked for ids (plain clients pay
+  // nothing); never logged.
+  std::unordered_map<std::uint64_t, std::string> secrets_;
 };
 
 }  // namespace mux

@@ -87,7 +87,7 @@ class NoLineLostOnTheWayIn(unittest.TestCase):
 
 
 WELCOME = re.compile(r"^\* welcome, you are (Client \d+) \(type /help for commands\)$")
-CAP = re.compile(r"^\* cap ids epoch=([0-9a-f]{16}) last=(\d+) max-line=(\d+)$")
+CAP = re.compile(r"^\* cap ids epoch=([0-9a-f]{16}) last=(\d+) max-line=(\d+) secret=([0-9a-f]{32})$")
 
 
 class Raw:
@@ -120,7 +120,7 @@ class MessageIds(muxtest.ServerCases):
         capable.send("/cap ids\n")
         cap = CAP.match(capable.line())
         self.assertTrue(cap)
-        epoch, last = cap.group(1), int(cap.group(2))
+        epoch, last, secret = cap.group(1), int(cap.group(2)), cap.group(4)
         self.assertEqual((last, cap.group(3)), (0, "4096"))
         self.assertEqual(capable.line(), f"* online (3): {plain.name}, {capable.name}, {sender.name}")
         sender.send("".join(f"line {i}\n" for i in range(1, 7)))
@@ -129,7 +129,7 @@ class MessageIds(muxtest.ServerCases):
         self.assertEqual([capable.line() for _ in range(6)],
                          [f"@{i} [{sender.name}]: line {i}" for i in range(1, 7)])
         # Back after id 4: 5 and 6, once each, in order (after the answer /cap ids gets).
-        answer = [f"* cap ids epoch={epoch} last=6 max-line=4096",
+        answer = [f"* cap ids epoch={epoch} last=6 max-line=4096 secret={secret}",
                   f"* online (3): {plain.name}, {capable.name}, {sender.name}"]
         capable.send(f"/since {epoch} 4\n")
         self.assertEqual([capable.line() for _ in range(4)],
@@ -534,6 +534,7 @@ class Relay:
         self.port = self.listener.getsockname()[1]
         self.up = True
         self.pairs = []
+        self.ghosts = []  # server-side sockets left open after their client's side went
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -552,19 +553,21 @@ class Relay:
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a, b):
+    def _pipe(self, a, b):
         try:
             while data := a.recv(65536):
                 b.sendall(data)
         except OSError:
             pass
         for sock in (a, b):
+            if sock in self.ghosts:
+                continue
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        a.close()  # each socket is read by exactly one of the two threads
+        if a not in self.ghosts:
+            a.close()  # each socket is read by exactly one of the two threads
 
     def cut(self):
         with self.lock:
@@ -576,9 +579,23 @@ class Relay:
                 except OSError:
                     pass
 
+    def orphan(self):
+        """Drops the client side of every connection but keeps the server side open: the server
+        keeps a ghost of each client, as when a cable is cut without a reset."""
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+            self.ghosts += [upstream for _, upstream in pairs]
+        for conn, _ in pairs:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self):
         self.cut()
         self.listener.close()
+        for ghost in self.ghosts:
+            ghost.close()
 
 
 class FlappingLink(muxtest.ServerCases):
@@ -621,6 +638,76 @@ class FlappingLink(muxtest.ServerCases):
         self.assertEqual(relayed, said)
         self.assertEqual(len([l for l in alice.err.lines if "reconnecting" in l]), self.CYCLES)
         self.assertFalse([l for l in alice.out.lines if "missed" in l and l.startswith("* ")])
+
+
+class ReconnectSecret(muxtest.ServerCases):
+    """/reclaim NICK SECRET: the session that held a nick takes it back from its ghost at once
+    with the secret the server gave it; a forged or old secret is refused as /nick would be."""
+
+    def test_forged_refused_right_one_reclaims_old_one_refused(self):
+        server = self.start()
+        ghost = Raw(server)
+        self.addCleanup(ghost.sock.close)
+        ghost.send("/nick alice\n/cap ids\n")
+        self.assertEqual(ghost.line(), f"* {ghost.name} is now alice")
+        secret = CAP.match(ghost.line()).group(4)
+        ghost.line()  # who is here
+        back = Raw(server)
+        self.addCleanup(back.sock.close)
+        ghost.line()  # its join
+        forged = "%032x" % (int(secret, 16) ^ 1)
+        back.send(f"/reclaim alice {forged}\n/reclaim alice\n/who\n")
+        self.assertEqual([back.line() for _ in range(3)],
+                         ["* nick alice is taken", "* usage: /reclaim NICK SECRET",
+                          f"* online (2): alice, {back.name}"])
+        back.send(f"/reclaim alice {secret}\n")
+        self.assertEqual(ghost.line(), "* replaced by a new connection with this session's secret")
+        with self.assertRaises(EOFError):  # and closed
+            ghost.reader.line(SLOW)
+        self.assertEqual([back.line(), back.line()], ["* alice left", f"* {back.name} is now alice"])
+        server.wait_for_log(rf"^.*{back.name} takes back alice from its previous connection$")
+        # The old session's secret died with it.
+        thief = Raw(server)
+        self.addCleanup(thief.sock.close)
+        thief.send(f"/reclaim alice {secret}\n")
+        self.assertEqual(thief.line(), "* nick alice is taken")
+        # The server never logs a secret.
+        self.assertFalse([line for line in server.stdout_lines if secret in line])
+
+    def test_chat_client_takes_its_nick_back_from_a_live_ghost(self):
+        """The cable is cut without a reset: the server still holds alice's old connection when
+        the client is back, and the secret hands the nick over at once (without it, the client
+        would ask for 10 s and give up, as that ghost never goes away by itself)."""
+        server = self.start("--history", "10")
+        relay = Relay(server.port)
+        self.addCleanup(relay.close)
+        alice = PipedClient(relay.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        bob = Raw(server)
+        self.addCleanup(bob.sock.close)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        alice.type("/who")
+        alice.out.wait_for(r"^\* online \(2\): ")  # both are in
+        relay.orphan()
+        alice.err.wait_for(Reconnect.LOST)
+        alice.type("typed while away")
+        while (line := bob.line()) != "[alice]: typed while away":
+            self.assertFalse(line.startswith("["), line)
+        server.wait_for_log(r"takes back alice from its previous connection$")
+        server.wait_for_log(r"alice left \(replaced by its reconnect\)$")
+        alice.err.wait_for(Reconnect.BACK)
+        bob.send("welcome back\n")
+        alice.out.wait_for(rf"^\[{bob.name}\]: welcome back$")
+        self.assertEqual(alice.finish(), 0)
+        self.assertEqual(len(alice.err.lines), 2, alice.err.lines)
+
+
+class ReconnectSecretSingle(ReconnectSecret, unittest.TestCase):
+    MODE = "single"
+
+
+class ReconnectSecretFork(ReconnectSecret, unittest.TestCase):
+    MODE = "fork"
 
 
 class FlappingLinkSingle(FlappingLink, unittest.TestCase):

@@ -115,10 +115,21 @@ void check_command(std::string_view line) {
     case chat::CommandKind::history:
       FUZZ_CHECK(folded == "/history", printable(line));
       break;
+    case chat::CommandKind::reclaim: {
+      FUZZ_CHECK(folded == "/reclaim", printable(line));
+      // A parsed reclaim is a nick and one word, neither empty nor holding blanks.
+      if (auto reclaim = chat::parse_reclaim(command.text)) {
+        FUZZ_CHECK(!reclaim->nick.empty() && !reclaim->secret.empty() &&
+                       reclaim->nick.find_first_of(" \t") == std::string_view::npos &&
+                       reclaim->secret.find_first_of(" \t") == std::string_view::npos,
+                   printable(line));
+      }
+      break;
+    }
     case chat::CommandKind::unknown:
       FUZZ_CHECK(command.text == word && folded != "/nick" && folded != "/who" &&
                      folded != "/help" && folded != "/quit" && folded != "/cap" &&
-                     folded != "/since" && folded != "/history",
+                     folded != "/since" && folded != "/history" && folded != "/reclaim",
                  printable(line));
       break;
   }

@@ -173,14 +173,32 @@ TEST_CASE("message ids: lines, /since arguments and the /cap answer read back") 
   CHECK_FALSE(mux::chat::parse_since("00ff"));
   CHECK_FALSE(mux::chat::parse_since("XYZ 1"));
   CHECK_FALSE(mux::chat::parse_since("00ff -1"));
-  std::string answer = mux::chat::notice::cap_ids("0a1b", 9, 4096);
+  std::string secret = "00112233445566778899aabbccddeeff";
+  std::string answer = mux::chat::notice::cap_ids("0a1b", 9, 4096, secret);
   answer.pop_back();  // the newline
   auto cap = mux::chat::parse_cap_reply(answer);
   REQUIRE(cap);
   CHECK(cap->epoch == "0a1b");
   CHECK(cap->last == 9);
   CHECK(cap->max_line == 4096);
+  CHECK(cap->secret == secret);
+  // An older server's answer has no secret.
+  cap = mux::chat::parse_cap_reply("* cap ids epoch=0a1b last=9 max-line=100");
+  REQUIRE(cap);
+  CHECK(cap->max_line == 100);
+  CHECK(cap->secret.empty());
   CHECK_FALSE(mux::chat::parse_cap_reply("* cap ids epoch=0a1b last=9"));
+  CHECK_FALSE(mux::chat::parse_cap_reply("* cap ids epoch=0a1b last=9 max-line=100 secret=XY"));
+  std::string argument = "alice  " + secret;
+  auto reclaim = mux::chat::parse_reclaim(argument);
+  REQUIRE(reclaim);
+  CHECK(reclaim->nick == "alice");
+  CHECK(reclaim->secret == secret);
+  CHECK_FALSE(mux::chat::parse_reclaim("alice"));
+  CHECK_FALSE(mux::chat::parse_reclaim("alice a b"));
+  CHECK(mux::chat::same_secret(secret, secret));
+  CHECK_FALSE(mux::chat::same_secret(secret, "00112233445566778899aabbccddeefe"));
+  CHECK_FALSE(mux::chat::same_secret(secret, "0011"));
 }
 
 TEST_CASE("split_line cuts on character boundaries and keeps pieces messages") {

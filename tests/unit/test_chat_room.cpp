@@ -49,6 +49,20 @@ struct RoomFixture {
   }
 };
 
+// The text with every " secret=HEX" (a random reconnect secret) taken out.
+std::string no_secret(std::string text) {
+  for (std::size_t at; (at = text.find(" secret=")) != std::string::npos;)
+    text.erase(at, 8 + mux::chat::kSecretChars);
+  return text;
+}
+
+// The reconnect secret in a /cap ids answer.
+std::string secret_in(const std::string& text) {
+  std::size_t at = text.find(" secret=");
+  REQUIRE(at != std::string::npos);
+  return text.substr(at + 8, mux::chat::kSecretChars);
+}
+
 }  // namespace
 
 TEST_CASE_FIXTURE(RoomFixture, "a newcomer is welcomed and the others are told") {
@@ -523,7 +537,7 @@ TEST_CASE_FIXTURE(RoomFixture, "ids go only to members that asked, and /since re
   plain.take(), capable.take(), sender.take();
   say(sender, "before");
   say(capable, "/cap ids");
-  CHECK(capable.take() ==
+  CHECK(no_secret(capable.take()) ==
         "[Client 3]: before\n* cap ids epoch=" + room.epoch() +
             " last=1 max-line=4096\n* online (3): Client 1, Client 2, Client 3\n");
   say(sender, "one");
@@ -536,27 +550,60 @@ TEST_CASE_FIXTURE(RoomFixture, "ids go only to members that asked, and /since re
   std::string answer = "* cap ids epoch=" + room.epoch() +
                        " last=4 max-line=4096\n* online (3): Client 1, Client 2, Client 3\n";
   say(capable, "/since " + room.epoch() + " 2");
-  CHECK(capable.take() == answer + "@3 [Client 3]: two\n");
+  CHECK(no_secret(capable.take()) == answer + "@3 [Client 3]: two\n");
   // Older than the history (3 lines: ids 2, 3, 4): how many may be missing, then the rest.
   say(sender, "five");
   capable.take();
   answer.replace(answer.find("last=4"), 6, "last=5");
   say(capable, "/since " + room.epoch() + " 0");
-  CHECK(capable.take() ==
+  CHECK(no_secret(capable.take()) ==
         answer + "* 2 lines may have been missed\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
   // Another epoch: the history it knew is gone; everything kept here is new to it.
   say(capable, "/since 0123456789abcdef 9");
-  CHECK(capable.take() == answer +
-                              "* lines may have been missed: the room's history was lost (a "
-                              "server restart)\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
+  CHECK(no_secret(capable.take()) ==
+        answer +
+            "* lines may have been missed: the room's history was lost (a "
+            "server restart)\n@3 [Client 3]: two\n@5 [Client 3]: five\n");
   // A plain client's /since turns ids on too (what a reconnecting client sends).
   plain.take();
   say(plain, "/since " + room.epoch() + " 4");
-  CHECK(plain.take() == "* cap ids epoch=" + room.epoch() +
-                            " last=5 max-line=4096\n* online (3): Client 1, Client 2, "
-                            "Client 3\n@5 [Client 3]: five\n");
+  CHECK(no_secret(plain.take()) == "* cap ids epoch=" + room.epoch() +
+                                       " last=5 max-line=4096\n* online (3): Client 1, Client 2, "
+                                       "Client 3\n@5 [Client 3]: five\n");
   say(plain, "/since nonsense");
   CHECK(plain.take() == "* usage: /since EPOCH ID\n");
+}
+
+TEST_CASE_FIXTURE(RoomFixture, "/reclaim takes a nick from its ghost only with its secret") {
+  FakeMember& ghost = join();
+  say(ghost, "/nick alice");
+  say(ghost, "/cap ids");
+  std::string secret = secret_in(ghost.take());
+  // The same session asking again keeps its secret.
+  say(ghost, "/cap ids");
+  CHECK(secret_in(ghost.take()) == secret);
+  FakeMember& back = join();
+  back.take();
+  say(back, "/reclaim alice");
+  CHECK(back.take() == "* usage: /reclaim NICK SECRET\n");
+  say(back, "/reclaim alice 0123456789abcdef0123456789abcdef");
+  CHECK(back.take() == "* nick alice is taken\n");
+  say(back, "/reclaim Alice " + secret);  // the exact nick only
+  CHECK(back.take() == "* nick Alice is taken\n");
+  CHECK_FALSE(ghost.closing);
+  ghost.take();
+  say(back, "/reclaim alice " + secret);
+  CHECK(ghost.take() == "* replaced by a new connection with this session's secret\n");
+  CHECK(ghost.closing);
+  CHECK(back.take() == "* alice left\n* Client 2 is now alice\n");
+  CHECK(room.size() == 1);
+  // The old session's secret is worth nothing now; a free nick is simply taken.
+  FakeMember& thief = join();
+  thief.take();
+  say(thief, "/reclaim alice " + secret);
+  CHECK(thief.take() == "* nick alice is taken\n");
+  say(thief, "/reclaim bob " + secret);
+  CHECK(thief.take() == "* Client 3 is now bob\n");
 }
 
 TEST_CASE_FIXTURE(RoomFixture, "/history N shows the last N lines, dated, to anyone") {
