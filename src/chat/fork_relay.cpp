@@ -246,17 +246,18 @@ void ChildLink::close(std::string_view reason) {
 namespace {
 
 // The child's side: one ClientSession whose lines go up the link and whose output comes down it.
-class ChildRelay final : private ClientSession::Listener {
+class ChildRelay final : private ClientSession::Listener, private TokenGate::Hooks {
  public:
   ChildRelay(SessionContext& context, Fd client, Fd link, const ChatAccess& access)
       : context_(context),
         link_events_(*this),
         // Plain: the socketpair to the parent, whatever the client's stream is.
         link_(context, std::move(link), Connection::plain, link_events_),
+        peer_(peer_address(client.get())),
         session_(context, std::move(client), *this),
         // The child has no log of its own: the reason goes up in the Q record, and the parent
         // logs it with the client's address.
-        gate_(context.loop, access, peer_address(session_.fd()), gate_hooks()) {
+        gate_(context.loop, access, peer_, *this) {
     // Records queued for the parent beyond this make the child stop reading its client.
     link_.set_high_water_mark(kLinkHighWater);
     if (session_.ready()) gate_.handshake_done();
@@ -287,15 +288,11 @@ class ChildRelay final : private ClientSession::Listener {
     ChildRelay& relay_;
   };
 
-  TokenGate::Hooks gate_hooks() {
-    TokenGate::Hooks hooks;
-    // Tells the parent the client may join (see chat/chat_access.hpp).
-    hooks.join = [this] { link_.send(std::string_view("R\n")); };
-    hooks.hold_reading = [this] { session_.hold_reading(); };
-    hooks.send = [this](std::string_view text) { session_.send(make_block(std::string(text))); };
-    hooks.finish = [this](std::string_view reason) { session_.finish(reason); };
-    return hooks;
-  }
+  // TokenGate::Hooks. Through: tells the parent the client may join (see chat/chat_access.hpp).
+  void gate_join() override { link_.send(std::string_view("R\n")); }
+  void gate_hold_reading() override { session_.hold_reading(); }
+  void gate_send(std::string_view text) override { session_.send(make_block(std::string(text))); }
+  void gate_finish(std::string_view reason) override { session_.finish(reason); }
 
   void on_ready() override { gate_.handshake_done(); }
 
@@ -347,6 +344,7 @@ class ChildRelay final : private ClientSession::Listener {
   LinkEvents link_events_;
   Connection link_;
   std::string pending_;
+  std::string peer_;  // the client's address, named by the gate
   ClientSession session_;
   TokenGate gate_;  // after the session and the link its hooks use
   bool held_ = false;

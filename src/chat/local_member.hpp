@@ -16,7 +16,9 @@
 
 namespace mux {
 
-class LocalMember final : public ChatMember, private ClientSession::Listener {
+class LocalMember final : public ChatMember,
+                          private ClientSession::Listener,
+                          private TokenGate::Hooks {
  public:
   // `origin` ("127.0.0.1:40000") names the client in the room's log and keys the throttle.
   LocalMember(SessionContext& context, Fd socket, AdmissionTicket ticket, ChatRoom& room,
@@ -27,7 +29,7 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
         access_(access),
         origin_(std::move(origin)),
         session_(context, std::move(socket), *this),
-        gate_(context.loop, access, origin_, gate_hooks()) {
+        gate_(context.loop, access, origin_, *this) {
     ticket_.on_shed([this] { gate_.shed("shed for a newcomer: not authenticated yet"); });
   }
 
@@ -45,18 +47,16 @@ class LocalMember final : public ChatMember, private ClientSession::Listener {
   void pause_input(std::chrono::milliseconds pause) override { session_.pause_reading_for(pause); }
 
  private:
-  TokenGate::Hooks gate_hooks() {
-    TokenGate::Hooks hooks;
-    hooks.join = [this] {
-      ticket_.authenticated();
-      room_.join(*this, origin_);
-    };
-    hooks.hold_reading = [this] { session_.hold_reading(); };
-    hooks.send = [this](std::string_view text) { session_.send(make_block(std::string(text))); };
-    hooks.finish = [this](std::string_view reason) { session_.finish(reason); };
-    if (access_.logger != nullptr)
-      hooks.log = [logger = access_.logger](const std::string& line) { logger->info("{}", line); };
-    return hooks;
+  // TokenGate::Hooks
+  void gate_join() override {
+    ticket_.authenticated();
+    room_.join(*this, origin_);
+  }
+  void gate_hold_reading() override { session_.hold_reading(); }
+  void gate_send(std::string_view text) override { session_.send(make_block(std::string(text))); }
+  void gate_finish(std::string_view reason) override { session_.finish(reason); }
+  void gate_log(const std::string& line) override {
+    if (access_.logger != nullptr) access_.logger->info("{}", line);
   }
 
   void on_ready() override { gate_.handshake_done(); }

@@ -8,8 +8,9 @@
 
 namespace mux {
 
-TokenGate::TokenGate(EventLoop& loop, const ChatAccess& access, std::string origin, Hooks hooks)
-    : loop_(loop), access_(access), origin_(std::move(origin)), hooks_(std::move(hooks)) {
+TokenGate::TokenGate(EventLoop& loop, const ChatAccess& access, const std::string& origin,
+                     Hooks& hooks)
+    : loop_(loop), access_(access), origin_(origin), hooks_(hooks) {
   if (access_.auth_timeout.count() > 0) {
     deadline_timer_ = loop_.add_timer(access_.auth_timeout, [this] {
       deadline_timer_ = 0;
@@ -22,8 +23,8 @@ void TokenGate::shed(std::string reason) {
   if (joined_ || refused_) return;
   refused_ = true;
   loop_.cancel_timer(std::exchange(deadline_timer_, 0));
-  hooks_.hold_reading();
-  hooks_.finish(reason);
+  hooks_.gate_hold_reading();
+  hooks_.gate_finish(reason);
 }
 
 TokenGate::~TokenGate() {
@@ -55,23 +56,22 @@ void TokenGate::join_if_through() {
   if (access_.tokens_required() && !token_accepted_) return;
   joined_ = true;
   loop_.cancel_timer(std::exchange(deadline_timer_, 0));
-  hooks_.join();
+  hooks_.gate_join();
 }
 
 void TokenGate::refuse(std::string reason) {
   refused_ = true;
   loop_.cancel_timer(std::exchange(deadline_timer_, 0));
-  hooks_.hold_reading();
+  hooks_.gate_hold_reading();
   std::chrono::milliseconds delay{0};
   if (access_.throttle != nullptr)
     delay = access_.throttle->record_failure(throttle_address(origin_),
                                              FailureThrottle::Clock::now());
-  if (hooks_.log)
-    hooks_.log(fmt::format("{}: {}; answering in {} ms", origin_, reason, delay.count()));
+  hooks_.gate_log(fmt::format("{}: {}; answering in {} ms", origin_, reason, delay.count()));
   refusal_timer_ = loop_.add_timer(delay, [this, reason = std::move(reason)] {
     refusal_timer_ = 0;
-    hooks_.send(chat::kUnauthorized);
-    hooks_.finish(reason);
+    hooks_.gate_send(chat::kUnauthorized);
+    hooks_.gate_finish(reason);
   });
 }
 

@@ -43,11 +43,7 @@ std::string socket_error(int fd) {
 
 Connection::Connection(ConnectionContext& context, Fd socket, std::unique_ptr<ByteStream> stream,
                        Owner& owner)
-    : context_(context),
-      owner_(owner),
-      socket_(std::move(socket)),
-      stream_(std::move(stream)),
-      self_(std::make_shared<Connection*>(this)) {
+    : context_(context), owner_(owner), socket_(std::move(socket)), stream_(std::move(stream)) {
   if (!stream_) {
     stream_ = context_.stream_factory ? context_.stream_factory(socket_.get())
                                       : make_plain_stream(socket_.get());
@@ -59,8 +55,7 @@ Connection::Connection(ConnectionContext& context, Fd socket, Plain, Owner& owne
     : context_(context),
       owner_(owner),
       socket_(std::move(socket)),
-      stream_(make_plain_stream(socket_.get())),
-      self_(std::make_shared<Connection*>(this)) {
+      stream_(make_plain_stream(socket_.get())) {
   open();
 }
 
@@ -87,7 +82,7 @@ Connection::Connection(ConnectionContext& context, Fd socket, Owner& owner)
     : Connection(context, std::move(socket), nullptr, owner) {}
 
 Connection::~Connection() {
-  *self_ = nullptr;
+  if (self_) *self_ = nullptr;
   context_.loop.cancel_flush(*this);
   context_.loop.cancel_timer(phase_timer_);
   context_.loop.cancel_timer(idle_timer_);
@@ -200,7 +195,7 @@ void Connection::read_input() {
       owner_.on_end_of_input();
       return;
     }
-    failure_ = result;
+    failure_ = std::make_unique<IoResult>(result);
     return close_now(fmt::format("connection error: {}", result.describe()));
   }
 }
@@ -325,19 +320,19 @@ void Connection::send_now(std::span<const Block* const> blocks) {
 }
 
 void Connection::fail_write(IoResult failure) {
-  failure_ = std::move(failure);
+  failure_ = std::make_unique<IoResult>(std::move(failure));
   queue_.clear();
   // Whatever the owner does while hearing the peer out, nothing more is written.
   write_failed_ = true;
   write_wants_ = 0;
   shutdown_pending_ = false;
-  if (!read_last_words_) return close_now(fmt::format("write failed: {}", failure_.describe()));
+  if (!read_last_words_) return close_now(fmt::format("write failed: {}", failure_->describe()));
   // After the batch: a write never calls the owner back with input (a fan-out may be writing
   // many connections in a row, and the input may make it send more).
   update_interest();
   defer_while_alive([](Connection& connection) {
     connection.read_last_words();
-    connection.close_now(fmt::format("write failed: {}", connection.failure_.describe()));
+    connection.close_now(fmt::format("write failed: {}", connection.failure_->describe()));
   });
 }
 
@@ -355,8 +350,9 @@ void Connection::read_last_words() {
 IoResult Connection::send_batch(std::span<const iovec> chunks) {
   if (state_ == State::handshaking) return IoResult::blocked_on();  // on_ready() tells when
   // Closed by a failure: that failure is the reason this write cannot go.
-  if ((state_ == State::closed || write_failed_) && failure_.status == IoResult::Status::failed)
-    return failure_;
+  if ((state_ == State::closed || write_failed_) && failure_ &&
+      failure_->status == IoResult::Status::failed)
+    return *failure_;
   if (state_ != State::open || shutdown_requested_ || output_shut_)
     return IoResult::failure(EPIPE, "the connection is closing");
   // (A batch that blocked before is simply tried again: the stream says if it still would.)
@@ -540,7 +536,13 @@ void Connection::on_idle_timer() {
   owner_.on_idle();
 }
 
+const IoResult& Connection::failure() const noexcept {
+  static const IoResult none;  // immutable: "no failure" for every connection without one
+  return failure_ ? *failure_ : none;
+}
+
 void Connection::defer_while_alive(std::function<void(Connection&)> callback) {
+  if (!self_) self_ = std::make_shared<Connection*>(this);
   context_.loop.defer([token = self_, callback = std::move(callback)] {
     if (Connection* connection = *token) callback(*connection);
   });

@@ -45,9 +45,10 @@ void OutputQueue::consume(std::size_t written) {
     head_offset_ = 0;
   }
   if (head_ == blocks_.size()) {
-    blocks_.clear();
-    // A receiver that once had a large backlog should not keep the capacity forever.
-    if (blocks_.capacity() > 64) blocks_.shrink_to_fit();
+    // All written: give the storage back. Most connections of a big room sit idle after their
+    // welcome and a burst of join notices, and a kept capacity was up to 1 KiB each (issue 25);
+    // the next send's allocation is a small-block malloc, cheap beside its writev.
+    std::vector<Block>().swap(blocks_);
     head_ = 0;
   } else if (head_ > 64 && head_ * 2 > blocks_.size()) {
     blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(head_));
