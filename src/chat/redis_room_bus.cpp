@@ -469,8 +469,9 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
       return false;
     if (!server.names.empty())
       logger_.info("redis: server {} is gone with {} clients", id, server.names.size());
-    for (const std::string& name : server.names)
-      gone.push_back({chat::RoomEventKind::left, name, "server gone", {}, false});
+    server.names.for_each([&](std::string_view name) {
+      gone.push_back({chat::RoomEventKind::left, std::string(name), "server gone", {}, false});
+    });
     return true;
   });
   for (const auto& [id, version] : live) {
@@ -594,7 +595,7 @@ std::vector<std::string> RedisRoomBus::remote_names() const {
   std::vector<std::string> names;
   names.reserve(remote_count());
   for (const auto& [id, server] : remote_)
-    names.insert(names.end(), server.names.begin(), server.names.end());
+    server.names.for_each([&](std::string_view name) { names.emplace_back(name); });
   return names;
 }
 

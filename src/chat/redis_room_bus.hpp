@@ -35,6 +35,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "chat/name_set.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
 #include "core/event_loop.hpp"
@@ -118,7 +119,7 @@ class RedisRoomBus final : public RoomBus {
 
   // The mirror of another server's members.
   struct Remote {
-    std::unordered_set<std::string> names;
+    chat::NameSet names;            // compact: most are "Client N" (one bit each)
     std::uint64_t version = 0;      // names hold every change up to this version...
     bool synced = false;            // ...when this is true
     bool snapshot_pending = false;  // a snapshot is on its way
