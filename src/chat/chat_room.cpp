@@ -96,15 +96,9 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.join_number_ = ++arrivals_;
   member.has_nick_ = false;
   member.lines_seen_ = 0;
-  member.held_lines_.clear();
-  member.held_bytes_ = 0;
-  member.pending_leave_.reset();
+  member.held_.reset();
   member.claiming_ = false;
-  Clock::time_point now = clock_();
-  member.rates_.emplace(ChatMember::Rates{
-      TokenBucket(limits_.line_rate, limits_.line_burst, now),
-      TokenBucket(limits_.byte_rate, limits_.byte_burst, now),
-      TokenBucket(limits_.command_rate, limits_.command_burst, now), std::nullopt, std::nullopt});
+  member.rates_.reset();
   by_id_[member.id_] = &member;
   if (bus_ == nullptr || !bus_->connected()) {
     admit(member, origin, local_number(), {history_.begin(), history_.end()});
@@ -156,35 +150,35 @@ void ChatRoom::release_held(ChatMember& member) {
   // What it sent while it waited, in order, as if it had just arrived; a /nick among them that
   // must wait for its claim holds the rest again.
   bool any = false;
-  while (!member.held_lines_.empty() && !member.admitting_ && !member.claiming_ &&
-         member.in_room_) {
-    auto [text, cut] = std::move(member.held_lines_.front());
-    member.held_lines_.erase(member.held_lines_.begin());  // a few lines at most
-    member.held_bytes_ -= text.size();
+  while (member.holds_lines() && !member.admitting_ && !member.claiming_ && member.in_room_) {
+    ChatMember::Held& held = *member.held_;
+    auto [text, cut] = std::move(held.lines.front());
+    held.lines.erase(held.lines.begin());  // a few lines at most
+    held.bytes -= text.size();
     receive_line(member, text, cut);
     any = true;
   }
   if (any) end_of_input();
-  if (member.held_lines_.empty()) member.held_lines_ = {};  // its memory back
-  if (member.admitting_ || member.claiming_ || !member.pending_leave_) return;
-  auto [reason, too_slow] = std::move(*member.pending_leave_);
-  member.pending_leave_.reset();
-  member.held_lines_.clear();
-  member.held_bytes_ = 0;
+  if (!member.holds_lines() && !member.leave_pending()) member.held_.reset();  // its memory back
+  if (member.admitting_ || member.claiming_ || !member.leave_pending()) return;
+  auto [reason, too_slow] = std::move(*member.held_->leave);
+  member.held_.reset();
   leave_now(member, reason, too_slow);
   member.close_after_output();
 }
 
 void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut) {
   if (sender.admitting_ || sender.claiming_) {
-    if (sender.held_bytes_ + text.size() > kMaxHeldBytes) {
+    if (!sender.held_) sender.held_ = std::make_unique<ChatMember::Held>();
+    ChatMember::Held& held = *sender.held_;
+    if (held.bytes + text.size() > kMaxHeldBytes) {
       logger_.info("{}: dropped a line sent while waiting for the room (over {} held)",
                    sender.name_.empty() ? std::string("a joining client") : sender.name_,
                    format_bytes(kMaxHeldBytes));
       return;
     }
-    sender.held_bytes_ += text.size();
-    sender.held_lines_.emplace_back(text, cut);
+    held.bytes += text.size();
+    held.lines.emplace_back(text, cut);
     // Read nothing more until the answer comes: what is held stays one read's worth.
     sender.pause_input(kHoldPause);
     return;
@@ -230,8 +224,18 @@ bool ChatRoom::refuse_other_protocol(ChatMember& sender, std::string_view first_
   return false;
 }
 
+ChatMember::Rates& ChatRoom::rates_of(ChatMember& member, Clock::time_point now) {
+  if (!member.rates_) {
+    member.rates_ = std::make_unique<ChatMember::Rates>(ChatMember::Rates{
+        TokenBucket(limits_.line_rate, limits_.line_burst, now),
+        TokenBucket(limits_.byte_rate, limits_.byte_burst, now),
+        TokenBucket(limits_.command_rate, limits_.command_burst, now), std::nullopt, std::nullopt});
+  }
+  return *member.rates_;
+}
+
 bool ChatRoom::charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now) {
-  ChatMember::Rates& rates = *sender.rates_;
+  ChatMember::Rates& rates = rates_of(sender, now);
   bool lines_ok = rates.lines.take(1, now);
   bool bytes_ok = rates.bytes.take(static_cast<double>(bytes), now);
   if (lines_ok && bytes_ok) {
@@ -262,7 +266,7 @@ bool ChatRoom::charge_line(ChatMember& sender, std::size_t bytes, Clock::time_po
 }
 
 bool ChatRoom::charge_command(ChatMember& sender, Clock::time_point now) {
-  ChatMember::Rates& rates = *sender.rates_;
+  ChatMember::Rates& rates = rates_of(sender, now);
   if (rates.commands.take_if_available(1, now)) return true;
   // Over the command rate: the command is dropped, not queued (answers to a storm of /who would
   // be output the client caused), and the client is read more slowly.
@@ -396,7 +400,7 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   // Only the exact nick, held by a session that is not waiting on the bus, with its secret.
   if (ghost.name_ != wanted->nick || secret == secrets_.end() ||
       !chat::same_secret(secret->second, wanted->secret) || ghost.admitting_ || ghost.claiming_ ||
-      !ghost.held_lines_.empty()) {
+      ghost.holds_lines()) {
     return rename(member, wanted->nick);
   }
   logger_.info("{} takes back {} from its previous connection", member.name_, ghost.name_);
@@ -478,9 +482,9 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
 }
 
 bool ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
-  if (!closing_ && (member.admitting_ || member.claiming_) && !member.held_lines_.empty()) {
+  if (!closing_ && (member.admitting_ || member.claiming_) && member.holds_lines()) {
     // Its last lines are still held: they are handled first (release_held), then it leaves.
-    if (!member.pending_leave_) member.pending_leave_.emplace(std::string(reason), too_slow);
+    if (!member.held_->leave) member.held_->leave.emplace(std::string(reason), too_slow);
     return false;
   }
   leave_now(member, reason, too_slow);
@@ -488,13 +492,12 @@ bool ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow)
 }
 
 void ChatRoom::gone(ChatMember& member) {
-  if (member.pending_leave_) {
-    auto [reason, too_slow] = std::move(*member.pending_leave_);
-    member.pending_leave_.reset();
+  if (member.leave_pending()) {
+    auto [reason, too_slow] = std::move(*member.held_->leave);
+    member.held_.reset();
     leave_now(member, reason, too_slow);
   }
-  member.held_lines_.clear();
-  member.held_bytes_ = 0;
+  member.held_.reset();
   member.claiming_ = false;
   by_id_.erase(member.id_);
 }

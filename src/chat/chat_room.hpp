@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,7 +72,9 @@ class ChatMember {
 
  private:
   friend class ChatRoom;
-  // A client's token buckets and flood state, set up by ChatRoom::join.
+  // A client's token buckets and flood state, made at its first line: a fresh bucket is full,
+  // as one made at the join would be by then, and a member that never speaks (most of a big
+  // room) carries none of its 128 bytes (issue 25).
   struct Rates {
     TokenBucket lines;
     TokenBucket bytes;
@@ -79,20 +82,24 @@ class ChatMember {
     std::optional<TokenBucket::Clock::time_point> flooding_since;
     std::optional<TokenBucket::Clock::time_point> last_command_notice;
   };
+  // What only a member waiting for the bus has, made when it first holds a line.
+  struct Held {
+    // Lines sent while admitting_ or claiming_, handled in order when the answer comes.
+    std::vector<std::pair<std::string, bool>> lines;
+    std::size_t bytes = 0;
+    // It left while lines were held: the reason and too_slow, acted on once they are handled.
+    std::optional<std::pair<std::string, bool>> leave;
+  };
+  [[nodiscard]] bool holds_lines() const noexcept { return held_ && !held_->lines.empty(); }
+  [[nodiscard]] bool leave_pending() const noexcept { return held_ && held_->leave.has_value(); }
 
   std::string name_;
   std::uint64_t id_ = 0;           // this room's handle for it in asynchronous answers
   std::uint64_t join_number_ = 0;  // orders /who by arrival
-  // Lines sent while admitting_ or claiming_, handled in order when the answer comes. A vector,
-  // not a deque: libstdc++'s deque allocates ~600 bytes as it is built, for every member (a
-  // third of an idle client's cost), while hardly any member ever holds a line.
-  std::vector<std::pair<std::string, bool>> held_lines_;
-  std::size_t held_bytes_ = 0;
-  // It left while lines were held: the reason and too_slow, acted on once they are handled.
-  std::optional<std::pair<std::string, bool>> pending_leave_;
-  std::uint64_t lines_seen_ = 0;  // its first line is checked for other protocols
-  std::size_t slot_ = 0;          // index in ChatRoom::members_
-  std::optional<Rates> rates_;
+  std::unique_ptr<Held> held_;     // null: nothing held (its memory back once all is handled)
+  std::uint64_t lines_seen_ = 0;   // its first line is checked for other protocols
+  std::size_t slot_ = 0;           // index in ChatRoom::members_
+  std::unique_ptr<Rates> rates_;   // null until its first line
   bool in_room_ = false;
   bool admitting_ = false;  // waiting for the bus's answer to join
   bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
@@ -194,6 +201,7 @@ class ChatRoom {
   void publish(chat::RoomEvent event);
   void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
+  ChatMember::Rates& rates_of(ChatMember& member, Clock::time_point now);
   bool charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now);
   // Charges a command; false when it is over the command rate and must not run.
   bool charge_command(ChatMember& sender, Clock::time_point now);
