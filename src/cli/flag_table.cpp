@@ -342,8 +342,17 @@ void add_upload_server_flags(FlagSet& flags, UploadServerOptions& options) {
 }
 
 void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
-  flags.text("--file", options.file, "File to send; - reads stdin", "PATH", ValueKind::path)
-      .required();
+  FlagSpec& file = flags.repeated(
+      "--file",
+      "File or directory to send; - reads stdin. Given more than once, or naming a directory, "
+      "sends them all over one connection, paths kept",
+      "PATH", [&options](const std::string& path) {
+        options.files.push_back(path);
+        options.file = options.files.front();
+        return std::string();
+      });
+  file.kind = ValueKind::path;
+  file.required();
   add_client_flags(flags, options.common, options.link, kUploadClientVerbosity);
   flags.text("--name", options.name, "Name to store the upload under (default: the file's name)",
              "NAME");

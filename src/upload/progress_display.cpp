@@ -50,7 +50,7 @@ std::string format_clock(double seconds) {
 }
 
 std::string format_progress_line(const ProgressSnapshot& snapshot, std::size_t width) {
-  const auto& [sent, total, rate, elapsed, stalled] = snapshot;
+  const auto& [sent, total, rate, elapsed, stalled, files] = snapshot;
   double fraction = 1.0;
   if (total && *total > 0) fraction = static_cast<double>(std::min(sent, *total)) / *total;
   // Parts in the order shown, each with the rank it keeps when space runs out (lower: kept
@@ -60,7 +60,11 @@ std::string format_progress_line(const ProgressSnapshot& snapshot, std::size_t w
     int rank;
   };
   std::vector<Part> parts;
-  if (total) {
+  if (files) parts.push_back({fmt::format("{}/{} files,", files->first, files->second), 0});
+  if (total && files) {
+    parts.push_back({format_bytes(sent), 2});
+    parts.push_back({fmt::format("of {}", format_bytes(*total)), 5});
+  } else if (total) {
     parts.push_back({fmt::format("{:3.0f}%", std::floor(fraction * 100)), 0});
     parts.push_back({format_bytes(sent), 2});
     parts.push_back({fmt::format("/ {}", format_bytes(*total)), 5});
@@ -111,6 +115,16 @@ std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t
   return lines;
 }
 
+std::string format_batch_summary(std::uint64_t files, std::uint64_t bytes, double seconds,
+                                 std::uint64_t skipped) {
+  double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
+  std::string line =
+      fmt::format("Sent {} file{} ({}) in {:.3f} s ({}), each verified", files,
+                  files == 1 ? "" : "s", format_bytes(bytes), seconds, format_rate(rate));
+  if (skipped > 0) line += fmt::format(", {} already there from an earlier run", skipped);
+  return line;
+}
+
 std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
                                   std::string_view saved_name, std::optional<std::uint64_t> whole) {
   double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
@@ -135,8 +149,10 @@ void ProgressDisplay::refit() {
 
 void ProgressDisplay::update(std::uint64_t sent, double elapsed) {
   if (style_ == Style::lines && sent > lines_up_to_) {
+    std::string files =
+        files_ ? fmt::format(", {}/{} files", files_->first, files_->second) : std::string();
     for (const std::string& line : progress_step_lines(lines_up_to_, sent))
-      fmt::print(out_, "{}\n", line);
+      fmt::print(out_, "{}{}\n", line, files);
     std::fflush(out_);
     lines_up_to_ = sent;
   }
@@ -157,7 +173,8 @@ void ProgressDisplay::redraw(double elapsed) {
   while (samples_.size() > 2 && elapsed - samples_[1].first >= kRateWindowSeconds) {
     samples_.pop_front();
   }
-  ProgressSnapshot snapshot{sent_, total_, recent_rate(elapsed), elapsed, elapsed - last_movement_};
+  ProgressSnapshot snapshot{sent_, total_, recent_rate(elapsed), elapsed, elapsed - last_movement_,
+                            files_};
   fmt::print(out_, "\r{}{}", format_progress_line(snapshot, width_), kClearToEndOfLine);
   std::fflush(out_);
   line_drawn_ = true;
@@ -183,6 +200,10 @@ void ProgressDisplay::start_at(std::uint64_t sent, double elapsed) {
   last_movement_ = elapsed;
   samples_.clear();
   samples_.emplace_back(elapsed, sent);
+}
+
+void ProgressDisplay::set_files(std::uint64_t done, std::uint64_t total) {
+  files_.emplace(done, total);
 }
 
 void ProgressDisplay::finish(std::string_view summary) {

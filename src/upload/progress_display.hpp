@@ -29,6 +29,9 @@ struct ProgressSnapshot {
   double bytes_per_second = 0;         // over the last couple of seconds
   double elapsed = 0;                  // seconds since the upload started
   double stalled = 0;                  // seconds since a byte last went out
+  // Several files (a directory, --file given more than once): confirmed and total, shown first
+  // ("12/60 files, 1.2 GiB of 3.4 GiB" in rsync --info=progress2's manner); none for one file.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> files;
 };
 
 // "0:05", "1:02", "1:02:03": the clock form curl, pv and rsync use for elapsed time and ETA.
@@ -44,6 +47,10 @@ std::vector<std::string> progress_step_lines(std::uint64_t before, std::uint64_t
 // "Sent <bytes> bytes in <seconds> s (<IEC rate>), verified <hash>[, saved as <name>]"
 // A resumed upload (`whole` bytes in all, of which `bytes` were sent this run) says so:
 // "..., verified <hash> of all <whole> bytes[, saved as <name>]".
+// Several files: "Sent 60 files (3.4 GiB) in 2.1 s (1.6 GiB/s), each verified[, 12 already
+// there]"; `skipped` files were confirmed by an earlier run of the same command.
+std::string format_batch_summary(std::uint64_t files, std::uint64_t bytes, double seconds,
+                                 std::uint64_t skipped);
 std::string format_upload_summary(std::uint64_t bytes, double seconds, std::string_view hash,
                                   std::string_view saved_name = {},
                                   std::optional<std::uint64_t> whole = std::nullopt);
@@ -64,6 +71,8 @@ class ProgressDisplay {
   void note(std::string_view text);
   // A resumed upload: the progress starts at `sent` bytes (not counted in the rate).
   void start_at(std::uint64_t sent, double elapsed);
+  // Several files: `done` of `total` confirmed, shown before the bytes.
+  void set_files(std::uint64_t done, std::uint64_t total);
   // Clears the terminal line (if drawn) and prints the summary.
   void finish(std::string_view summary);
   // Clears the terminal line so an error message starts on a clean line.
@@ -86,6 +95,7 @@ class ProgressDisplay {
   double last_movement_ = 0;                              // elapsed at the last byte sent
   std::deque<std::pair<double, std::uint64_t>> samples_;  // (elapsed, sent) at recent redraws
   bool line_drawn_ = false;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> files_;
 };
 
 }  // namespace mux

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,16 +13,110 @@
 
 #include "core/client_link.hpp"
 #include "core/net.hpp"
+#include "upload/batch_sender.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_key.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_sender.hpp"
 #include "upload/upload_source.hpp"
+#include "upload/upload_tree.hpp"
 
 namespace mux {
 
+namespace {
+
+bool is_directory(const std::string& path) {
+  struct stat info {};
+  return path != "-" && ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+bool is_batch(const UploadClientOptions& options) {
+  return options.files.size() > 1 || is_directory(options.file);
+}
+
+UploadTree batch_tree(const UploadClientOptions& options) {
+  std::vector<std::string> roots =
+      options.files.empty() ? std::vector<std::string>{options.file} : options.files;
+  for (const std::string& root : roots) {
+    if (root == "-") {
+      throw std::runtime_error(
+          "--file -: standard input cannot be sent with other files or directories");
+    }
+  }
+  if (!options.name.empty()) {
+    throw std::runtime_error(
+        "--name names one file: with several files or a directory, each "
+        "keeps its own name");
+  }
+  return walk_upload_tree(roots);
+}
+
+ProgressDisplay::Style progress_style(const UploadClientOptions& options) {
+  if (options.common.quiet) return ProgressDisplay::Style::silent;
+  if (::isatty(STDOUT_FILENO) == 1) return ProgressDisplay::Style::terminal;
+  return ProgressDisplay::Style::lines;
+}
+
+// A directory, or several --file: one connection, every file pipelined (batch=1).
+int run_batch_upload(const UploadClientOptions& options,
+                     std::chrono::steady_clock::time_point started) {
+  UploadTree tree = batch_tree(options);
+  for (const std::string& warning : tree.warnings)
+    fmt::print(stderr, "mux: warning: {}\n", warning);
+  std::uint16_t port = client_port(options.link, options.common.port);
+  ClientLink link = open_client_link(options.common.host, port, options.link);
+  // One key for the batch (each large file's own is derived from it and its path), told by the
+  // first root's device and inode and every root's name.
+  std::optional<UploadKey> key;
+  try {
+    std::string roots;
+    for (const TreeEntry& entry : tree.entries) {
+      if (entry.path.find('/') == std::string::npos) roots += "/" + entry.path;
+    }
+    Fd first(::open(tree.entries.front().source.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!first) throw std::runtime_error(tree.entries.front().source + ": cannot open");
+    key = upload_key_for(fmt::format("{}:{}", options.common.host, port), first.get(),
+                         "batch:" + roots);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "mux: warning: {}; this upload cannot resume\n", error.what());
+  }
+  bool ask = key && key->reused && !options.no_resume;
+  BatchJournal journal(key ? key->path + ".files" : std::string(), ask);
+  if (options.common.verbose) {
+    fmt::print(stderr, "connected to {}; sending {} files ({} bytes) in {} entries\n", link.server,
+               tree.files, tree.bytes, tree.entries.size());
+    if (!link.session.empty()) fmt::print(stderr, "TLS: {}\n", link.session);
+  }
+  ProgressDisplay progress(progress_style(options), tree.bytes, stdout);
+  BatchSender sender(tree, journal, key ? key->key : std::string(), ask, link.token,
+                     std::move(link.socket), std::move(link.stream), link.server, progress);
+  sender.set_stall_timeout(options.timeout);
+  sender.set_rate_limit(options.limit_rate);
+  if (options.retry > 0 && options.common.verbose) {
+    fmt::print(stderr,
+               "--retry applies to one file; run the same command again to resume a "
+               "batch\n");
+  }
+  BatchSender::Result result = sender.run();
+  journal.remove();
+  if (key) forget_upload_key(*key);  // confirmed: the next upload of these files is a new one
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  progress.finish(format_batch_summary(result.files, result.bytes, seconds, result.skipped));
+  return 0;
+}
+
+}  // namespace
+
 std::string check_upload_client(const UploadClientOptions& options) {
   std::string checked;
+  if (is_batch(options)) {
+    UploadTree tree = batch_tree(options);
+    checked = fmt::format("--file: {} files in {} entries", tree.files, tree.entries.size());
+    std::string link = check_client_link(options.common.host, options.link);
+    if (!link.empty()) checked += ", " + link;
+    return checked;
+  }
   // stdin is not read: the data to send is not there yet when a unit or script checks.
   if (options.file != "-") {
     (void)open_upload_source(options.file);
@@ -36,6 +132,7 @@ int run_upload_client(const UploadClientOptions& options) {
   // sending (however slowly a pipe delivers) and the server's confirmation.
   auto started = std::chrono::steady_clock::now();
   ignore_sigpipe();
+  if (is_batch(options)) return run_batch_upload(options, started);
   // Before connecting: a bad path must not cost the server a connection.
   UploadSource source = open_upload_source(options.file);
   std::string name = options.name.empty() ? source.default_name : options.name;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/client_link.hpp"
 #include "core/common_options.hpp"
@@ -12,8 +13,11 @@ namespace mux {
 struct UploadClientOptions {
   CommonOptions common;
   ClientLinkOptions link;  // connect timeout, TLS, token
-  std::string file;        // "-" reads stdin
-  std::string name;        // empty: the file's basename
+  std::string file;        // "-" reads stdin; the first --file
+  // Every --file, in order: more than one, or a directory, sends them all over one connection
+  // (a batch: upload/batch_sender.hpp).
+  std::vector<std::string> files;
+  std::string name;  // empty: the file's basename
   // Without progress (sending, or awaiting the reply); 0: never.
   std::chrono::milliseconds timeout{30'000};
   bool no_resume = false;        // --no-resume: replace what the server kept of an earlier try

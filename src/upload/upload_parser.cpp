@@ -32,15 +32,46 @@ bool could_be_tls_hello(std::string_view prefix) {
 
 }  // namespace
 
-UploadStep UploadParser::feed(std::string_view bytes) {
+UploadStep UploadParser::feed(std::string_view input) {
   UploadStep step;
-  if (bytes.empty()) return step;
+  if (input.empty()) return step;
   any_bytes_ = true;
+  std::string_view bytes = input;
   if (state_ == State::detecting) detect(bytes, step);
+  if (state_ == State::magic) consume_magic(bytes, step);
   if (state_ == State::header) bytes = consume_header(bytes, step);
   if (state_ == State::resume_line) bytes = consume_resume_line(bytes, step);
-  if (state_ == State::body) step.body = take_body(bytes, step);
+  if (state_ == State::body) {
+    step.body = take_body(bytes, step);
+    bytes.remove_prefix(std::min(step.body.size(), bytes.size()));
+  }
+  // A failure ignores the rest; a complete upload leaves it to the next one of a batch.
+  step.consumed = state_ == State::failed ? input.size() : input.size() - bytes.size();
   return step;
+}
+
+void UploadParser::next_upload() {
+  state_ = State::magic;
+  any_bytes_ = false;
+  held_.clear();
+  header_line_.clear();
+  resume_line_.clear();
+  expected_.reset();
+  received_ = 0;
+}
+
+void UploadParser::consume_magic(std::string_view& bytes, UploadStep& step) {
+  std::size_t take = std::min(bytes.size(), kUploadMagic.size() - held_.size());
+  held_.append(bytes.substr(0, take));
+  bytes.remove_prefix(take);
+  if (!could_be_magic(held_)) {
+    fail(step, UploadFailure::bad_header,
+         "bad header: the next upload of the batch does not start with MUXUP/1");
+    return;
+  }
+  if (held_.size() < kUploadMagic.size()) return;
+  held_.clear();
+  state_ = State::header;
 }
 
 void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
@@ -48,18 +79,15 @@ void UploadParser::detect(std::string_view& bytes, UploadStep& step) {
   std::size_t take = std::min(bytes.size(), kMaxDetectBytes - held_.size());
   held_.append(bytes.substr(0, take));
   bytes.remove_prefix(take);
+  // (bytes still points into the caller's input: the magic path below steps back into it.)
   if (held_.size() >= kUploadMagic.size() && could_be_magic(held_)) {
-    state_ = State::header;
-    // Header bytes that arrived with the magic go through the header path first; whatever
-    // follows the header line inside held_ is the start of the body.
-    std::string rest = held_.substr(kUploadMagic.size());
+    // Detection decides as soon as 8 bytes are in, so what an earlier feed held lies within the
+    // magic: every byte past it came with this input and goes back to it, for the header path
+    // (and, in a batch, for the uploads after this one).
+    std::size_t past_magic = held_.size() - kUploadMagic.size();
+    bytes = std::string_view(bytes.data() - past_magic, bytes.size() + past_magic);
     held_.clear();
-    std::string_view after_header = consume_header(rest, step);
-    if (state_ == State::resume_line) after_header = consume_resume_line(after_header, step);
-    if (state_ == State::body) {
-      held_.assign(after_header);
-      step.held = take_body(held_, step);
-    }
+    state_ = State::header;
     return;
   }
   if (could_be_tls_hello(held_)) {
@@ -176,6 +204,11 @@ std::string_view UploadParser::take_body(std::string_view bytes, UploadStep& ste
 UploadStep UploadParser::end_of_input() {
   UploadStep step;
   switch (state_) {
+    case State::magic:
+      if (!any_bytes_) return step;  // a batch's end: nothing of a next upload
+      fail(step, UploadFailure::bad_header,
+           "bad header: the connection ended inside the header line");
+      return step;
     case State::detecting:
       if (!any_bytes_) return step;  // nothing at all: not an upload
       // Fewer bytes than it takes to tell, e.g. "MUXUP/1" or "GET /": a tiny raw upload.

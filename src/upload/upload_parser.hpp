@@ -39,6 +39,9 @@ struct UploadStep {
   // at that offset (received() counts from it). The server has answered RESUME before.
   std::optional<std::uint64_t> resume_from;
   bool complete = false;
+  // Bytes of the input fed that belong to this upload (its header, FROM line and body). When it
+  // is `complete`, the rest of the input is the next upload of a batch (see next_upload()).
+  std::size_t consumed = 0;
   UploadFailure failure = UploadFailure::none;
   std::string reason;  // for ERR: "bad header: missing name", "too large: ...", ...
 };
@@ -47,6 +50,7 @@ class UploadParser {
  public:
   enum class State {
     detecting,    // not yet known whether a header, a raw upload or an HTTP request follows
+    magic,        // a batch's next upload: only a MUXUP/1 header may follow
     header,       // inside the header line
     resume_line,  // a header that asked for an offer: reading the client's `FROM <offset>` line
     body,
@@ -61,6 +65,10 @@ class UploadParser {
   // The client half-closed: a raw or unknown-length upload is complete, anything else is not.
   UploadStep end_of_input();
 
+  // A batch (batch=1): the upload is complete and replied to; the next one starts with its own
+  // header (no raw upload or HTTP request may follow).
+  void next_upload();
+
   [[nodiscard]] State state() const noexcept { return state_; }
   // Whether any byte arrived (a connection that sent nothing is not an upload at all).
   [[nodiscard]] bool any_bytes() const noexcept { return any_bytes_; }
@@ -71,6 +79,7 @@ class UploadParser {
 
  private:
   void detect(std::string_view& bytes, UploadStep& step);
+  void consume_magic(std::string_view& bytes, UploadStep& step);
   std::string_view consume_header(std::string_view bytes, UploadStep& step);
   std::string_view consume_resume_line(std::string_view bytes, UploadStep& step);
   void start_body(UploadStep& step, std::optional<UploadHeader> header);

@@ -175,6 +175,49 @@ std::string format_header_line(std::optional<std::uint64_t> size, std::string_vi
   return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
 }
 
+std::string check_relative_path(std::string_view path) {
+  if (path.empty()) return "an empty path";
+  if (path.front() == '/') return "an absolute path";
+  if (path.size() > kMaxRelativePath) {
+    return fmt::format("longer than {} bytes", kMaxRelativePath);
+  }
+  std::size_t number = 0;
+  while (true) {
+    ++number;
+    std::size_t slash = path.find('/');
+    std::string_view part = path.substr(0, slash);
+    if (part.empty()) return fmt::format("component {} is empty", number);
+    if (part == "." || part == "..") return fmt::format("component {} is {}", number, part);
+    if (part.size() > kMaxStoredName) {
+      return fmt::format("component {} is longer than {} bytes", number, kMaxStoredName);
+    }
+    if (std::any_of(part.begin(), part.end(), is_control)) {
+      return fmt::format("component {} has a control character", number);
+    }
+    if (sanitized(part, kFileNameStyle) != part) {
+      return fmt::format("component {} is not UTF-8 or has a bidi or invisible character", number);
+    }
+    if (part.starts_with(".mux-")) {
+      return fmt::format("component {} is named like the server's temporary files", number);
+    }
+    if (slash == std::string_view::npos) return {};
+    path.remove_prefix(slash + 1);
+  }
+}
+
+std::string format_batch_header(std::uint64_t size, std::string_view path, std::string_view token,
+                                std::string_view resume_key, bool ask_offset, bool want_acks,
+                                bool directory) {
+  std::string line = format_header_line(directory ? 0 : size, path, token, true,
+                                        directory ? std::string_view() : resume_key, ask_offset,
+                                        want_acks && !directory);
+  line.pop_back();  // the '\n'
+  line += fmt::format(" {}=1", kBatchField);
+  if (directory) line += fmt::format(" {}=1", kDirField);
+  line.push_back('\n');
+  return line;
+}
+
 std::string percent_encode(std::string_view text) {
   std::string encoded;
   encoded.reserve(text.size());

@@ -56,6 +56,30 @@ std::string format_ack(std::uint64_t offset);
 // One line without its '\n'; nullopt when it is not `ACK <offset>`.
 std::optional<std::uint64_t> parse_ack(std::string_view line);
 
+// Several files on one connection (upload-client with a directory or --file given more than
+// once): every header carries `batch=1`. Its name is then a relative path (`dir/sub/file`,
+// percent-encoded), kept under --output-dir, and after this upload's reply the server reads the
+// next header on the same connection; the client sends the headers and data back to back
+// without waiting (replies come in order, one per header) and half-closes after the last.
+// `dir=1` (size 0) makes the directory the path names (an empty directory is kept). Each path
+// is checked before anything is created: check_relative_path() below; a bad one is refused
+// with `ERR bad path: <why>` and the connection ends. A server older than the field saves the
+// first file under its last component, replies once and closes: the client says so.
+inline constexpr std::string_view kBatchField = "batch";
+inline constexpr std::string_view kDirField = "dir";
+// The longest relative path a batch may name, in bytes.
+inline constexpr std::size_t kMaxRelativePath = 1024;
+// Why `path` may not be stored as it is (an absolute path, an empty, `.` or `..` component, a
+// component of more than kMaxStoredName bytes or one the file-name sanitizer would change: a
+// control, bidi or invisible character, ill-formed UTF-8; a name of the server's own temporary
+// files, `.mux-...`; longer than kMaxRelativePath); empty when it is fine.
+std::string check_relative_path(std::string_view path);
+// One header of a batch, '\n' included: batch=1 with the other fields as format_header_line()
+// makes them; `directory` sends `dir=1` (the size is then 0).
+std::string format_batch_header(std::uint64_t size, std::string_view path, std::string_view token,
+                                std::string_view resume_key, bool ask_offset, bool want_acks,
+                                bool directory);
+
 struct ResumeOffer {
   std::uint64_t offset = 0;
   std::string prefix_hash;  // 32 lowercase hex digits

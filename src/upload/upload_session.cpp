@@ -1,6 +1,7 @@
 #include "upload/upload_session.hpp"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <algorithm>
 
 #include <cerrno>
@@ -107,6 +108,7 @@ void UploadSession::check_rate() {
 
 UploadSession::~UploadSession() {
   *self_ = nullptr;
+  *alive_ = nullptr;
   context_.loop.cancel_timer(header_timer_);
   context_.loop.cancel_timer(rate_timer_);
   context_.loop.cancel_timer(refusal_timer_);
@@ -116,7 +118,8 @@ UploadSession::~UploadSession() {
 
 bool UploadSession::in_flight() const noexcept {
   // A connection that sent nothing is not an upload yet.
-  return (phase_ == Phase::receiving && parser_.any_bytes()) || phase_ == Phase::committing;
+  return (phase_ == Phase::receiving && parser_.any_bytes()) || phase_ == Phase::committing ||
+         !held_replies_.empty();
 }
 
 void UploadSession::abort(std::string_view reason) {
@@ -136,7 +139,15 @@ void UploadSession::on_data(std::string_view bytes) {
   if (phase_ != Phase::receiving) return;
   last_data_ = EventLoop::Clock::now();
   bytes_seen_ += bytes.size();
-  act_on(parser_.feed(bytes));
+  // One upload, or in a batch as many as the bytes hold: each complete one leaves the rest of
+  // the input to the next (pipelined headers, no round trip between files).
+  while (phase_ == Phase::receiving && !bytes.empty()) {
+    std::uint64_t done_before = uploads_done_;
+    UploadStep step = parser_.feed(bytes);
+    bytes.remove_prefix(std::min(step.consumed, bytes.size()));
+    act_on(step);
+    if (uploads_done_ == done_before) break;  // this upload goes on: it took every byte
+  }
   UploadParser::State state = parser_.state();
   if (state != UploadParser::State::detecting && state != UploadParser::State::header) {
     context_.loop.cancel_timer(std::exchange(header_timer_, 0));
@@ -145,6 +156,20 @@ void UploadSession::on_data(std::string_view bytes) {
 
 void UploadSession::on_end_of_input() {
   if (phase_ != Phase::receiving) return;
+  if (!parser_.any_bytes() && uploads_done_ > 0) {
+    // A batch's end: the client half-closed after its last upload.
+    context_.logger.info("{} sent {} file(s) and directories, {} bytes, in one batch",
+                         client_label(), uploads_done_, bytes_done_);
+    if (!held_replies_.empty() || group_sync_running_) {
+      phase_ = Phase::closing;  // the last OKs go out after their sync
+      close_after_replies_ = true;
+      connection_->pause_reading();
+      return;
+    }
+    phase_ = Phase::closing;
+    connection_->close_gracefully();
+    return;
+  }
   if (!parser_.any_bytes()) {
     context_.logger.detail("{} closed without sending anything", client_label());
     phase_ = Phase::closing;
@@ -233,7 +258,23 @@ void UploadSession::start(const UploadStart& start) {
   }
   if (start.header) {
     const UploadHeader& header = *start.header;
-    name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
+    const std::string* batch = header.field(kBatchField);
+    batch_ = batch != nullptr && *batch == "1";
+    if (batch_) {
+      // A relative path: refused, not repaired, so a tree arrives as it was or not at all.
+      if (std::string why = check_relative_path(header.name); !why.empty()) {
+        context_.logger.info("{} refused a batch member: bad path ({})", client_label(), why);
+        return fail(fmt::format("bad path: {}", why));
+      }
+      const std::string* dir = header.field(kDirField);
+      dir_entry_ = dir != nullptr && *dir == "1";
+      if (dir_entry_ && header.size != std::uint64_t{0}) {
+        return fail("bad header: dir=1 with a size other than 0");
+      }
+      name_ = header.name;
+    } else {
+      name_ = sanitize_file_name(header.name, raw_upload_name(client_number_));
+    }
     const std::string* reply_name = header.field(kReplyNameField);
     reply_with_name_ = reply_name != nullptr && *reply_name == "1";
     const std::string* ack = header.field(kAckField);
@@ -246,7 +287,8 @@ void UploadSession::start(const UploadStart& start) {
     context_.logger.detail("{} raw upload (no MUXUP/1 header)", client_label());
   }
   // A header the parser refused (too large) still starts nothing on disk.
-  if (parser_.state() == UploadParser::State::failed) return;
+  if (parser_.state() == UploadParser::State::failed || phase_ != Phase::receiving) return;
+  if (dir_entry_) return;  // nothing to store: made when it completes
   if (!open_storage()) return;
   if (!resumable_) {
     acknowledge(0);  // the data may flow: ACK lines will follow
@@ -512,6 +554,7 @@ void UploadSession::release_reservation() {
 }
 
 void UploadSession::complete() {
+  if (batch_) return complete_batch_member();
   if (!file_) {
     log_received();
     reply_and_close(format_ok_reply(parser_.received(), hash_.hex()));
@@ -526,6 +569,130 @@ void UploadSession::complete() {
   commit_ticket_ = context_.committer->commit(
       std::move(*file_), name_, [this](CommitResult result) { on_committed(std::move(result)); });
   file_.reset();
+}
+
+int UploadSession::batch_directory(const std::string& relative) {
+  if (relative.empty()) return context_.output_dir->fd();
+  if (!subdir_ || relative != subdir_path_) {
+    subdir_ = context_.output_dir->open_subdir(relative, true);
+    subdir_path_ = relative;
+  }
+  return subdir_.get();
+}
+
+// Saved on the loop's thread: a rename (without --sync full's flush, which the group sync does
+// for many files at once) costs microseconds, and the next file's header is already here.
+void UploadSession::complete_batch_member() {
+  std::string saved = name_;
+  if (context_.output_dir != nullptr) {
+    try {
+      if (dir_entry_) {
+        (void)batch_directory(name_);
+      } else {
+        std::size_t slash = name_.rfind('/');
+        std::string parent = slash == std::string::npos ? std::string() : name_.substr(0, slash);
+        int directory = batch_directory(parent);
+        release_reservation();
+        std::string leaf = file_->commit_in(
+            directory, slash == std::string::npos ? name_ : name_.substr(slash + 1), name_,
+            context_.output_dir->hints(), false);
+        saved = parent.empty() ? leaf : fmt::format("{}/{}", parent, leaf);
+        file_.reset();
+      }
+    } catch (const std::system_error& error) {
+      fail(fmt::format("disk error: {}", error.code().message()));
+      return;
+    }
+    context_.logger.detail("{} saved {} ({} bytes) as {}", client_label(),
+                           dir_entry_ ? "a directory" : "a file", parser_.received(),
+                           context_.output_dir->path_of(saved));
+  } else {
+    context_.logger.detail("{} received {} bytes for {}", client_label(), parser_.received(),
+                           name_);
+  }
+  std::string reply =
+      format_ok_reply(parser_.received(), hash_.hex(), reply_with_name_ ? saved : std::string());
+  ++uploads_done_;
+  bytes_done_ += parser_.received();
+  if (context_.output_dir != nullptr && context_.output_dir->sync_mode() == SyncMode::full) {
+    hold_until_synced(std::move(reply));
+  } else {
+    connection_->send(reply);
+  }
+  start_next_upload();
+}
+
+void UploadSession::start_next_upload() {
+  release_reservation();
+  context_.loop.cancel_timer(std::exchange(ack_timer_, 0));
+  *self_ = nullptr;
+  self_ = std::make_shared<UploadSession*>(this);
+  parser_.next_upload();
+  name_.clear();
+  batch_ = false;
+  dir_entry_ = false;
+  reply_with_name_ = false;
+  stored_ = 0;
+  reserved_ = 0;
+  next_space_check_ = 0;
+  hash_ = ContentHash();
+  file_.reset();
+  resumable_ = false;
+  resume_started_ = false;
+  resume_record_ = ResumeRecord();
+  resume_record_file_.reset();
+  resume_offer_ = 0;
+  next_checkpoint_ = 0;
+  checkpoint_pending_.reset();
+  acks_ = false;
+  ack_sent_ = false;
+  ack_pending_ = 0;
+  next_ack_ = 0;
+  disk_full_ = false;
+  started_ = EventLoop::Clock::now();
+}
+
+void UploadSession::hold_until_synced(std::string line) {
+  held_replies_.push_back(std::move(line));
+  if (!group_sync_running_) start_group_sync();
+}
+
+// One syncfs for every file saved since the last one began (group commit): the data, the
+// names and the directories of the whole filesystem reach the disk in one journal commit, on
+// the Committer's thread, while the loop goes on receiving the next files.
+void UploadSession::start_group_sync() {
+  group_sync_running_ = true;
+  std::size_t covered = held_replies_.size();
+  context_.committer->run(
+      [fd = context_.output_dir->fd(), &loop = context_.loop, alive = alive_, covered] {
+        int error = ::syncfs(fd) == 0 ? 0 : errno;
+        loop.post([alive, covered, error] {
+          if (UploadSession* session = *alive) session->on_group_synced(covered, error);
+        });
+      });
+}
+
+void UploadSession::on_group_synced(std::size_t covered, int error) {
+  group_sync_running_ = false;
+  if (error != 0) {
+    held_replies_.clear();
+    context_.logger.info("{} batch: syncfs failed: {}", client_label(),
+                         std::generic_category().message(error));
+    phase_ = Phase::closing;
+    connection_->send(
+        format_err_reply(fmt::format("disk error: {}", std::generic_category().message(error))));
+    connection_->close_gracefully();
+    return;
+  }
+  for (; covered > 0 && !held_replies_.empty(); --covered) {
+    connection_->send(held_replies_.front());
+    held_replies_.pop_front();
+  }
+  if (!held_replies_.empty()) {
+    start_group_sync();
+  } else if (close_after_replies_) {
+    connection_->close_gracefully();
+  }
 }
 
 void UploadSession::on_committed(CommitResult result) {
@@ -626,6 +793,14 @@ void UploadSession::reply_and_close(const std::string& line) {
   phase_ = Phase::closing;
   context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   connection_->set_idle_timeout(std::chrono::milliseconds{0});
+  if (!held_replies_.empty() || group_sync_running_) {
+    // Earlier files of the batch wait for their sync: this reply follows their OKs, in order.
+    connection_->pause_reading();
+    close_after_replies_ = true;
+    held_replies_.push_back(line);
+    if (!group_sync_running_) start_group_sync();
+    return;
+  }
   connection_->send(line);
   // Stops reading into the upload; keeps draining the client's input until its EOF (bounded),
   // so closing never turns into a reset that destroys the reply.

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -172,6 +173,15 @@ class UploadSession final : private Connection::Owner {
   void on_reservation_idle();
   void check_rate();
   void complete();
+  // batch=1: saves the file (or makes the directory) at its relative path, replies and goes on
+  // with the next header on the same connection.
+  void complete_batch_member();
+  [[nodiscard]] int batch_directory(const std::string& relative);
+  void start_next_upload();
+  // A batch with --sync full: OK lines wait for one syncfs that covers every file saved so far.
+  void hold_until_synced(std::string line);
+  void start_group_sync();
+  void on_group_synced(std::size_t covered, int error);
   void on_committed(CommitResult result);
   void log_received();
   void fail(const std::string& reason);
@@ -230,7 +240,20 @@ class UploadSession final : private Connection::Owner {
   std::uint64_t next_ack_ = 0;
   // What a flushed checkpoint's acknowledgement, posted from the Committer's thread, finds: null
   // once this session is gone. Read and written on the loop's thread only.
+  // Renewed for each upload of a batch, so a late checkpoint's ACK never reaches the next one.
   std::shared_ptr<UploadSession*> self_ = std::make_shared<UploadSession*>(this);
+  // Batches (batch=1): this upload's header asked for one, and names a directory (dir=1).
+  bool batch_ = false;
+  bool dir_entry_ = false;
+  std::uint64_t uploads_done_ = 0;  // batch members replied OK on this connection
+  std::uint64_t bytes_done_ = 0;    // their bytes
+  std::string subdir_path_;         // the last subdirectory a member was saved in, and its fd
+  Fd subdir_;
+  std::deque<std::string> held_replies_;  // --sync full: replies waiting for the group sync
+  bool group_sync_running_ = false;
+  bool close_after_replies_ = false;  // the held replies end with an ERR, or the batch ended
+  // What a group sync's result, posted from the Committer's thread, finds: null once gone.
+  std::shared_ptr<UploadSession*> alive_ = std::make_shared<UploadSession*>(this);
 };
 
 }  // namespace mux

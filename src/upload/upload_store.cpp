@@ -219,16 +219,16 @@ int PartialFile::restart() {
   return 0;
 }
 
-bool PartialFile::rename_without_replacing(const std::string& target) {
+bool PartialFile::rename_without_replacing(int target_dir, const std::string& target) {
   // Neither call follows a symlink at `target`: an existing entry of any kind, a dangling symlink
   // included, is EEXIST.
-  if (::renameat2(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), RENAME_NOREPLACE) == 0) {
+  if (::renameat2(dir_fd_, temp_name_.c_str(), target_dir, target.c_str(), RENAME_NOREPLACE) == 0) {
     return true;
   }
   if (errno == EEXIST) return false;
   if (errno != EINVAL && errno != ENOSYS) throw_errno(errno, fmt::format("rename to {}", target));
   // A filesystem without RENAME_NOREPLACE: link(2) refuses an existing target just as atomically.
-  if (::linkat(dir_fd_, temp_name_.c_str(), dir_fd_, target.c_str(), 0) < 0) {
+  if (::linkat(dir_fd_, temp_name_.c_str(), target_dir, target.c_str(), 0) < 0) {
     if (errno == EEXIST) return false;
     throw_errno(errno, fmt::format("link to {}", target));
   }
@@ -236,26 +236,27 @@ bool PartialFile::rename_without_replacing(const std::string& target) {
   return true;
 }
 
-bool PartialFile::name_taken(const std::string& target) const {
+bool PartialFile::name_taken(int target_dir, const std::string& target) const {
   struct stat info {};
-  if (::fstatat(dir_fd_, target.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  if (::fstatat(target_dir, target.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0) return true;
   if (errno == ENOENT) return false;
   throw_errno(errno, fmt::format("look up {}", target));
 }
 
-std::string PartialFile::claim_suffixed_name(std::string_view name, const SuffixHints& hints) {
+std::string PartialFile::claim_suffixed_name(int target_dir, std::string_view name,
+                                             std::string_view hint_key, const SuffixHints& hints) {
   // Trying name.1, name.2, ... one rename at a time made the n-th copy of a name cost n renames.
   // Instead start where the last copy of this name ended (the hint), and when that is wrong,
   // look ahead 1, 2, 4, 8... suffixes for a free one and bisect back to the first free one after
   // a taken one: O(1) renames with a good hint, O(log n) lookups without one.
-  std::uint64_t start = std::max<std::uint64_t>(hints.next_for(name), 1);
+  std::uint64_t start = std::max<std::uint64_t>(hints.next_for(hint_key), 1);
   for (int round = 0; round < kMaxClaimRounds; ++round) {
     std::uint64_t free = start;
-    if (name_taken(suffixed(name, start))) {
+    if (name_taken(target_dir, suffixed(name, start))) {
       std::uint64_t taken = start;
       std::uint64_t step = 1;
       free = start + step;
-      while (name_taken(suffixed(name, free))) {
+      while (name_taken(target_dir, suffixed(name, free))) {
         taken = free;
         if (step > std::numeric_limits<std::uint64_t>::max() / 4) throw_errno(EEXIST, "save");
         step *= 2;
@@ -263,7 +264,7 @@ std::string PartialFile::claim_suffixed_name(std::string_view name, const Suffix
       }
       while (free - taken > 1) {
         std::uint64_t middle = taken + (free - taken) / 2;
-        if (name_taken(suffixed(name, middle))) {
+        if (name_taken(target_dir, suffixed(name, middle))) {
           taken = middle;
         } else {
           free = middle;
@@ -271,8 +272,8 @@ std::string PartialFile::claim_suffixed_name(std::string_view name, const Suffix
       }
     }
     std::string target = suffixed(name, free);
-    if (rename_without_replacing(target)) {
-      hints.remember(name, free + 1);
+    if (rename_without_replacing(target_dir, target)) {
+      hints.remember(hint_key, free + 1);
       return target;
     }
     start = free + 1;  // taken between the lookup and the rename
@@ -281,18 +282,24 @@ std::string PartialFile::claim_suffixed_name(std::string_view name, const Suffix
 }
 
 std::string PartialFile::commit(std::string_view name, const SuffixHints& hints) {
-  bool durable = sync_ == SyncMode::full;
+  return commit_in(dir_fd_, name, name, hints, sync_ == SyncMode::full);
+}
+
+std::string PartialFile::commit_in(int target_dir, std::string_view name, std::string_view hint_key,
+                                   const SuffixHints& hints, bool durable) {
   if (durable) sync_or_throw(file_.get(), true, "fdatasync");
   std::string target(name);
-  if (!rename_without_replacing(target)) target = claim_suffixed_name(name, hints);
+  if (!rename_without_replacing(target_dir, target)) {
+    target = claim_suffixed_name(target_dir, name, hint_key, hints);
+  }
   temp_name_.clear();
   if (durable) {
     try {
-      sync_or_throw(dir_fd_, false, "fsync of the directory");
+      sync_or_throw(target_dir, false, "fsync of the directory");
     } catch (const std::system_error&) {
       // OK would promise a name that may not survive a crash: the client is told ERR, and an
       // ERR never leaves a file behind.
-      ::unlinkat(dir_fd_, target.c_str(), 0);
+      ::unlinkat(target_dir, target.c_str(), 0);
       throw;
     }
   }
@@ -319,6 +326,26 @@ OutputDirectory::OutputDirectory(std::string path, SyncMode sync)
 std::string OutputDirectory::path_of(std::string_view name) const {
   if (!path_.empty() && path_.back() == '/') return fmt::format("{}{}", path_, name);
   return fmt::format("{}/{}", path_, name);
+}
+
+Fd OutputDirectory::open_subdir(std::string_view relative, bool create) const {
+  // One component at a time, each opened without following a symlink: a link planted inside
+  // the directory can never lead a batch's files out of it.
+  Fd current(::fcntl(dir_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!current) throw_errno(errno, "open --output-dir");
+  while (!relative.empty()) {
+    std::size_t slash = relative.find('/');
+    std::string part(relative.substr(0, slash));
+    relative.remove_prefix(slash == std::string_view::npos ? relative.size() : slash + 1);
+    if (create && ::mkdirat(current.get(), part.c_str(), 0777) != 0 && errno != EEXIST) {
+      throw_errno(errno, fmt::format("create directory {}", part));
+    }
+    Fd next(::openat(current.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next)
+      throw_errno(errno == ELOOP ? ENOTDIR : errno, fmt::format("open directory {}", part));
+    current = std::move(next);
+  }
+  return current;
 }
 
 PartialFile OutputDirectory::create_partial(std::uint64_t client_number) const {

@@ -116,12 +116,19 @@ class PartialFile {
   // Returns the name used. Throws std::system_error; the temporary file is then still removed
   // on destruction.
   std::string commit(std::string_view name, const SuffixHints& hints);
+  // The same into the directory `target_dir` (a batch's subdirectory, see
+  // OutputDirectory::open_subdir); `hint_key` names the file for the SuffixHints (its relative
+  // path). Without `durable` neither the data nor the name is flushed: a batch with --sync full
+  // flushes many files at once afterwards (syncfs).
+  std::string commit_in(int target_dir, std::string_view name, std::string_view hint_key,
+                        const SuffixHints& hints, bool durable);
 
  private:
   void start_writeback();
-  bool rename_without_replacing(const std::string& target);
-  [[nodiscard]] bool name_taken(const std::string& target) const;
-  std::string claim_suffixed_name(std::string_view name, const SuffixHints& hints);
+  bool rename_without_replacing(int target_dir, const std::string& target);
+  [[nodiscard]] bool name_taken(int target_dir, const std::string& target) const;
+  std::string claim_suffixed_name(int target_dir, std::string_view name, std::string_view hint_key,
+                                  const SuffixHints& hints);
 
   int dir_fd_;
   std::string temp_name_;  // empty once committed or moved from
@@ -152,6 +159,10 @@ class OutputDirectory {
   // The pid in the name says which process owns it, so files left by a process that died can be
   // found and removed. Throws std::system_error.
   PartialFile create_partial(std::uint64_t client_number) const;
+  // The subdirectory `relative` (a checked relative path: check_relative_path()), each component
+  // opened with O_NOFOLLOW and, with `create`, made first when missing. Throws
+  // std::system_error (a component that is a file or a symlink: "Not a directory").
+  Fd open_subdir(std::string_view relative, bool create) const;
   // Removes the temporary files of process `pid` (a fork-mode child that died without cleaning
   // up). Returns how many were removed.
   std::size_t remove_partials_of(pid_t pid) const;

@@ -508,8 +508,18 @@ class ClientVerificationTests(unittest.TestCase):
         result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/nonexistent/f")
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr.decode(), "mux: error: /nonexistent/f: No such file or directory\n")
-        result = muxtest.run_mux("upload-client", "--port", str(port), "--file", "/tmp")
-        self.assertEqual(result.stderr.decode(), "mux: error: /tmp: Is a directory\n")
+        # A directory is sent as a tree (e2e-tree); one holding a name the server would refuse
+        # fails before connecting too.
+        tree = tempfile.mkdtemp(prefix="mux-upload-test-tree-")
+        try:
+            open(os.path.join(tree, "bad\x01name"), "w").close()
+            result = muxtest.run_mux("upload-client", "--port", str(port), "--file", tree)
+        finally:
+            shutil.rmtree(tree)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"mux: error: {tree}/bad\x01name: this name cannot be sent (the server "
+                         "refuses it: component 2 has a control character)\n")
         self.assertNoConnection(listener)
 
     def test_refused_connection(self):

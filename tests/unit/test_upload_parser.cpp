@@ -257,3 +257,55 @@ TEST_CASE("bytes that only begin like a TLS record are a raw upload") {
     CHECK(out.body == "\x16hello");
   }
 }
+
+TEST_CASE("batch: a complete upload says what it consumed; the rest is the next header") {
+  UploadParser parser;
+  std::string input = "MUXUP/1 3 a batch=1\nabcMUXUP/1 2 b batch=1\nxyMUX";
+  UploadStep first = parser.feed(input);
+  REQUIRE(first.complete);
+  CHECK(first.body == "abc");
+  CHECK(first.consumed == std::string("MUXUP/1 3 a batch=1\nabc").size());
+  parser.next_upload();
+  CHECK_FALSE(parser.any_bytes());
+  std::string_view rest = std::string_view(input).substr(first.consumed);
+  UploadStep second = parser.feed(rest);
+  REQUIRE(second.start);
+  CHECK(second.start->header->name == "b");
+  CHECK(second.body == "xy");
+  REQUIRE(second.complete);
+  parser.next_upload();
+  UploadStep third = parser.feed(rest.substr(second.consumed));  // "MUX": a magic, split
+  CHECK_FALSE(third.complete);
+  CHECK(third.failure == UploadFailure::none);
+  UploadStep after = parser.feed("UP/1 0 c batch=1 dir=1\n");
+  CHECK(after.complete);
+  parser.next_upload();
+  CHECK(parser.end_of_input().failure == UploadFailure::none);  // the batch's end
+}
+
+TEST_CASE("batch: a next upload that is not a header is refused") {
+  UploadParser parser;
+  REQUIRE(parser.feed("MUXUP/1 1 a batch=1\nx").complete);
+  parser.next_upload();
+  UploadStep step = parser.feed("GET / HTTP/1.1\r\n");
+  CHECK(step.failure == UploadFailure::bad_header);
+  CHECK(step.reason == "bad header: the next upload of the batch does not start with MUXUP/1");
+}
+
+TEST_CASE("batch: bytes that arrive one at a time") {
+  UploadParser parser;
+  std::string input = "MUXUP/1 2 a batch=1\nhiMUXUP/1 1 b batch=1\n!";
+  std::string body;
+  int complete = 0;
+  for (char c : input) {
+    UploadStep step = parser.feed(std::string_view(&c, 1));
+    body += step.body;
+    CHECK(step.consumed == 1);
+    if (step.complete) {
+      ++complete;
+      parser.next_upload();
+    }
+  }
+  CHECK(complete == 2);
+  CHECK(body == "hi!");
+}

@@ -43,7 +43,7 @@ TEST_CASE("the clock form of elapsed time and ETA") {
 
 TEST_CASE("the terminal line: percent, bar, bytes, IEC rate, elapsed, ETA, fitted to the width") {
   using mux::format_progress_line;
-  mux::ProgressSnapshot half{512 * kMiB, 1024 * kMiB, 256.0 * kMiB, 2.0, 0};
+  mux::ProgressSnapshot half{512 * kMiB, 1024 * kMiB, 256.0 * kMiB, 2.0, 0, {}};
   // Wide: everything, the bar taking what is left (79 columns: never the last one).
   std::string wide = format_progress_line(half, 80);
   CHECK(wide.size() == 79);
@@ -60,16 +60,16 @@ TEST_CASE("the terminal line: percent, bar, bytes, IEC rate, elapsed, ETA, fitte
   for (std::size_t width = 1; width < 120; ++width)
     CHECK(format_progress_line(half, width).size() < std::max<std::size_t>(width, 1));
   // Done, empty, a stream of unknown length (standard input from a pipe): no bar, no ETA.
-  CHECK(format_progress_line({100, 100, 5.0 * kMiB, 1.0, 0}, 40) ==
+  CHECK(format_progress_line({100, 100, 5.0 * kMiB, 1.0, 0, {}}, 40) ==
         "100% 100 B / 100 B 5.0 MiB/s 0:01");
-  CHECK(format_progress_line({0, 0, 0, 0, 0}, 30) == "100% 0 B / 0 B 0 B/s 0:00");
-  CHECK(format_progress_line({3 * kMiB, std::nullopt, 2.0 * kMiB, 65, 0}, 80) ==
+  CHECK(format_progress_line({0, 0, 0, 0, 0, {}}, 30) == "100% 0 B / 0 B 0 B/s 0:00");
+  CHECK(format_progress_line({3 * kMiB, std::nullopt, 2.0 * kMiB, 65, 0, {}}, 80) ==
         "3.0 MiB 2.0 MiB/s 1:05");
 }
 
 TEST_CASE("a stall is shown instead of a decaying rate, and stays on narrow terminals") {
   using mux::format_progress_line;
-  mux::ProgressSnapshot stalled{512 * kMiB, 1024 * kMiB, 1.0 * kMiB, 30.0, 7.0};
+  mux::ProgressSnapshot stalled{512 * kMiB, 1024 * kMiB, 1.0 * kMiB, 30.0, 7.0, {}};
   CHECK(format_progress_line(stalled, 80).ends_with("] 512.0 MiB / 1.0 GiB stalled 0:07 0:30"));
   CHECK(format_progress_line(stalled, 50) == " 50% 512.0 MiB / 1.0 GiB stalled 0:07 0:30");
   CHECK(format_progress_line(stalled, 30) == " 50% 512.0 MiB stalled 0:07");
@@ -140,4 +140,15 @@ TEST_CASE("quiet prints nothing") {
   display.finish("done");
   CHECK(read_back(out).empty());
   std::fclose(out);
+}
+
+TEST_CASE("progress: several files show the count first, rsync --info=progress2 style") {
+  mux::ProgressSnapshot batch{1 * kMiB, 4 * kMiB, 0, 1.0, 0, std::make_pair(12ULL, 60ULL)};
+  std::string line = mux::format_progress_line(batch, 200);
+  CHECK(line.starts_with("12/60 files,"));
+  CHECK(line.find("1.0 MiB of 4.0 MiB") != std::string::npos);
+  CHECK(mux::format_batch_summary(60, 3 * kMiB, 2.0, 0) ==
+        "Sent 60 files (3.0 MiB) in 2.000 s (1.5 MiB/s), each verified");
+  CHECK(mux::format_batch_summary(1, 0, 0, 2) ==
+        "Sent 1 file (0 B) in 0.000 s (0 B/s), each verified, 2 already there from an earlier run");
 }

@@ -190,3 +190,39 @@ TEST_CASE("ContentHash prints XXH3-128 as xxhsum -H2 does") {
   pieces.update("llo", 3);
   CHECK(pieces.hex() == whole.hex());
 }
+
+TEST_CASE("batch paths: each component is checked, nothing is repaired") {
+  using mux::check_relative_path;
+  CHECK(check_relative_path("a").empty());
+  CHECK(check_relative_path("dir/sub/file.txt").empty());
+  CHECK(check_relative_path(".hidden/ünïcode 名前").empty());
+  CHECK(check_relative_path("") == "an empty path");
+  CHECK(check_relative_path("/etc/passwd") == "an absolute path");
+  CHECK(check_relative_path("..") == "component 1 is ..");
+  CHECK(check_relative_path("a/../b") == "component 2 is ..");
+  CHECK(check_relative_path("a/./b") == "component 2 is .");
+  CHECK(check_relative_path("a//b") == "component 2 is empty");
+  CHECK(check_relative_path("a/") == "component 2 is empty");
+  CHECK(check_relative_path("a\nb") == "component 1 has a control character");
+  CHECK(check_relative_path("a/\x7f") == "component 2 has a control character");
+  CHECK(check_relative_path("a/\xff") ==
+        "component 2 is not UTF-8 or has a bidi or invisible character");
+  CHECK(check_relative_path("x/.mux-resume-1.part") ==
+        "component 2 is named like the server's temporary files");
+  CHECK(check_relative_path(std::string(201, 'x')) == "component 1 is longer than 200 bytes");
+  std::string deep;
+  for (int i = 0; i < 11; ++i)
+    deep += std::string(99, 'd') + "/";
+  deep += "f";
+  CHECK(check_relative_path(deep) == "longer than 1024 bytes");
+}
+
+TEST_CASE("batch headers carry batch=1, and dir=1 for a directory") {
+  CHECK(mux::format_batch_header(5, "d/a b", "", "", false, false, false) ==
+        "MUXUP/1 5 d%2Fa%20b reply-name=1 batch=1\n");
+  CHECK(mux::format_batch_header(9, "d", "tok", "", false, false, true) ==
+        "MUXUP/1 0 d token=tok reply-name=1 batch=1 dir=1\n");
+  std::string key(32, 'a');
+  CHECK(mux::format_batch_header(7, "big", "", key, true, true, false) ==
+        "MUXUP/1 7 big reply-name=1 resume=" + key + " resume-ask=1 ack=1 batch=1\n");
+}

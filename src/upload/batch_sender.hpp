@@ -1,0 +1,113 @@
+// BatchSender: upload-client with a directory or several --file: every entry of an UploadTree
+// over one connection, pipelined (MUXUP/1 batch=1: headers and data back to back, never waiting
+// for a file's reply before sending the next), each reply checked in order against the byte
+// count and the XXH3-128 computed here. Files up to kCheckpointInterval go out whole, header and
+// data in one block; larger ones in 1 MiB chunks with their own resume key (derived from the
+// batch's upload key and the path), and on a later run of the same command the server is asked
+// (RESUME) where a started one ends. The BatchJournal says which files an earlier run had
+// confirmed (not sent again) and which it started.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/byte_stream.hpp"
+#include "core/connection.hpp"
+#include "core/event_loop.hpp"
+#include "core/fd.hpp"
+#include "upload/content_hash.hpp"
+#include "upload/upload_tree.hpp"
+
+namespace mux {
+
+class ProgressDisplay;
+
+class BatchSender final : private Connection::Owner {
+ public:
+  struct Result {
+    std::uint64_t files = 0;    // confirmed by this run
+    std::uint64_t bytes = 0;    // file bytes sent by this run
+    std::uint64_t skipped = 0;  // confirmed by an earlier run, not sent
+  };
+
+  // `batch_key`: the upload key (empty: nothing resumes); `ask`: an earlier run used it, so
+  // the large files it started ask the server for its offer.
+  BatchSender(const UploadTree& tree, BatchJournal& journal, std::string batch_key, bool ask,
+              std::string token, Fd socket, std::unique_ptr<ByteStream> stream, std::string server,
+              ProgressDisplay& progress);
+
+  void set_stall_timeout(std::chrono::milliseconds timeout) noexcept { stall_timeout_ = timeout; }
+  void set_rate_limit(std::uint64_t bytes_per_second) noexcept { rate_ = bytes_per_second; }
+
+  // Sends everything and waits for every reply; throws std::runtime_error (Interrupted on a
+  // signal) with a message for people otherwise.
+  Result run();
+
+ private:
+  struct Pending {
+    std::size_t index;        // into the tree's entries
+    std::string hash;         // of the whole file; empty while it is still being sent
+    std::uint64_t acked = 0;  // the server's last ACK for it
+  };
+
+  void on_data(std::string_view bytes) override;
+  void on_end_of_input() override;
+  void on_closed(std::string_view reason) override;
+  void on_writable() override { pump(); }
+  void on_ready() override { pump(); }
+
+  void pump();
+  void send_entry(const TreeEntry& entry);
+  void send_chunk();
+  void start_streaming(const TreeEntry& entry, std::uint64_t from, ContentHash prefix);
+  void on_line(const std::string& line);
+  void on_offer(const std::string& line);
+  void on_reply(const std::string& line);
+  [[nodiscard]] bool pace(std::uint64_t bytes);
+  [[nodiscard]] std::string file_key(const TreeEntry& entry) const;
+  void show_progress();
+  void check_progress();
+  void interrupt(int signo);
+  void fail(std::string message);
+  [[nodiscard]] double elapsed_seconds() const;
+
+  EventLoop loop_;
+  ConnectionContext connections_{loop_, 64 * 1024};
+  const UploadTree& tree_;
+  BatchJournal& journal_;
+  std::string batch_key_;
+  bool ask_;
+  std::string token_;
+  std::unique_ptr<Connection> connection_;
+  std::string server_;
+  ProgressDisplay& progress_;
+  EventLoop::Clock::time_point started_;
+  EventLoop::Clock::time_point last_progress_;
+  std::chrono::milliseconds stall_timeout_{30'000};
+  std::uint64_t rate_ = 0;  // --limit-rate; 0: unlimited
+  EventLoop::Clock::time_point next_send_;
+  bool rate_paused_ = false;
+
+  std::size_t next_ = 0;         // the next entry to send
+  std::deque<Pending> pending_;  // sent, not yet replied to, in order
+  bool awaiting_offer_ = false;  // the last header asked RESUME: nothing more until it comes
+  // The large file going out in chunks.
+  std::optional<std::size_t> streaming_;
+  Fd stream_file_;
+  std::uint64_t stream_at_ = 0;
+  ContentHash stream_hash_;
+  bool output_done_ = false;
+
+  std::string reply_text_;
+  std::uint64_t confirmed_files_ = 0;  // this run and earlier ones
+  std::uint64_t confirmed_bytes_ = 0;
+  Result result_;
+  std::optional<std::string> failure_;
+  int interrupted_by_ = 0;
+};
+
+}  // namespace mux

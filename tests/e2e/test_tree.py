@@ -1,0 +1,297 @@
+"""Directories and many files (issue 27): --file given more than once or naming a directory sends
+the tree over one connection, pipelined (MUXUP/1 batch=1), with relative paths kept under
+--output-dir, empty directories made, symlinks not followed, hostile paths refused by the
+server, and a kill -9 mid-directory continued by the same command. The real binary on
+loopback; trees compared byte for byte."""
+
+import filecmp
+import os
+import random
+import re
+import socket
+import subprocess
+import time
+
+import muxtest
+import test_tls
+
+MIB = 1 << 20
+TIMEOUT = muxtest.DEFAULT_TIMEOUT
+EMPTY_HASH = "99aa06d3014798d86001c324468d497f"  # XXH3-128 of nothing
+
+
+def setUpModule():
+    test_tls.setUpModule()
+
+
+def tearDownModule():
+    test_tls.tearDownModule()
+
+
+class TreeCase(muxtest.UploadCase):
+    TLS = False
+    SYNC = "none"
+    TOKEN = False
+
+    def setUp(self):
+        super().setUp()
+        self.state = os.path.join(self.work, "state")
+        self.src = os.path.join(self.work, "src")
+        os.mkdir(self.src)
+        self.token_file = os.path.join(self.work, "tokens")
+        with open(os.open(self.token_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("s3cret-token-0123456789\n")
+
+    def start_server(self, *extra):
+        flags = ["--output-dir", self.out, "--sync", self.SYNC]
+        if self.TLS:
+            flags += test_tls.PKI.server_flags()
+        if self.TOKEN:
+            flags += ["--token-file", self.token_file]
+        return self.upload_server(*flags, *extra)
+
+    def client_args(self, server, paths, *args):
+        host = ["--host", "localhost", "--tls-ca", test_tls.PKI.ca] if self.TLS else []
+        token = ["--token-file", self.token_file] if self.TOKEN else []
+        files = [arg for path in paths for arg in ("--file", path)]
+        return [muxtest.MUX, "upload-client", "--port", str(server.port), *host, *token, *files,
+                *args]
+
+    def env(self):
+        env = dict(os.environ)
+        env["XDG_STATE_HOME"] = self.state
+        return env
+
+    def run_client(self, server, *paths, args=()):
+        result = subprocess.run(self.client_args(server, paths, *args), capture_output=True,
+                                timeout=120, env=self.env())
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    def write(self, relative, data):
+        path = os.path.join(self.src, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def make_tree(self):
+        """tree/ with nested directories, an empty one, an empty file and files of 1-64 KiB."""
+        rng = random.Random(27)
+        for relative in ["a.txt", "sub/b.bin", "sub/deep/c.bin", "sub/deep/deeper/d", ".hidden",
+                         "name with spaces", "ünïcode-名前"]:
+            self.write(os.path.join("tree", relative), os.urandom(rng.randint(1, 64) * 1024))
+        self.write("tree/sub/empty-file", b"")
+        os.makedirs(os.path.join(self.src, "tree", "empty", "nested-empty"))
+        return os.path.join(self.src, "tree")
+
+    def assert_same_tree(self, left, right):
+        """Every directory, file name and byte the same (filecmp with shallow=False)."""
+        compared = filecmp.dircmp(left, right)
+
+        def check(cmp):
+            self.assertEqual((cmp.left_only, cmp.right_only, cmp.funny_files), ([], [], []),
+                             f"{cmp.left} vs {cmp.right}")
+            _, mismatch, errors = filecmp.cmpfiles(cmp.left, cmp.right, cmp.common_files,
+                                                   shallow=False)
+            self.assertEqual((mismatch, errors), ([], []), cmp.left)
+            for sub in cmp.subdirs.values():
+                check(sub)
+        check(compared)
+
+    def raw_batch(self, server, payload):
+        """Sends `payload` at once on a raw connection (no TLS cases here), half-closes, and
+        returns every reply line."""
+        with socket.create_connection((muxtest.HOST, server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.decode().splitlines()
+
+
+class TreeTests(TreeCase):
+    def test_a_tree_arrives_byte_identical_with_empty_directories(self):
+        server = self.start_server("-v")
+        tree = self.make_tree()
+        code, out, err = self.run_client(server, tree)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertRegex(out, r"^Sent 8 files \(.*\) in .*, each verified$")
+        self.assert_same_tree(tree, os.path.join(self.out, "tree"))
+        self.assertTrue(os.path.isdir(os.path.join(self.out, "tree", "empty", "nested-empty")))
+        # Nothing hidden is left behind: every file was named.
+        self.assertEqual([n for n in self.saved() if n.startswith(".")], [])
+        # One connection for the whole tree.
+        self.assertEqual(server.log_count(r"\] \S+ connected$"), 1, server.stdout_lines)
+
+    def test_repeated_file_flags_go_over_one_connection(self):
+        server = self.start_server()
+        first = self.write("one.bin", os.urandom(3000))
+        second = self.write("two/two.bin", os.urandom(5000))
+        code, out, err = self.run_client(server, first, second, os.path.join(self.src, "two"))
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("Sent 3 files", out)
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "one.bin")), muxtest.xxh128(first))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "two.bin")), muxtest.xxh128(second))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "two", "two.bin")),
+                         muxtest.xxh128(second))
+
+    def test_a_symlink_out_of_the_tree_is_skipped_with_a_warning(self):
+        server = self.start_server()
+        secret = self.write("outside/secret.txt", b"not for the server\n")
+        tree = os.path.join(self.src, "tree")
+        self.write("tree/kept.txt", b"kept\n")
+        os.symlink(secret, os.path.join(tree, "link-to-secret"))
+        os.symlink(os.path.dirname(secret), os.path.join(tree, "link-to-dir"))
+        code, out, err = self.run_client(server, tree)
+        self.assertEqual(code, 0, err)
+        self.assertIn("mux: warning: ", err)
+        self.assertIn("link-to-secret: a symbolic link, not followed: skipped", err)
+        self.assertIn("link-to-dir: a symbolic link, not followed: skipped", err)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.out, "tree"))), ["kept.txt"])
+
+    def test_a_name_the_server_would_refuse_fails_before_connecting(self):
+        server = self.start_server("-v")
+        self.write("tree/bad\nname", b"x")
+        code, out, err = self.run_client(server, os.path.join(self.src, "tree"))
+        self.assertEqual(code, 1, out)
+        self.assertIn("this name cannot be sent", err)
+        self.assertIn("component 2 has a control character", err)
+        self.assertEqual(server.log_count(r"connected"), 0, server.stdout_lines)
+
+    def test_hostile_paths_are_refused_by_the_server(self):
+        server = self.start_server()
+        cases = [
+            ("..%2Fescape", "component 1 is .."),
+            ("a%2F..%2F..%2Fescape", "component 2 is .."),
+            ("%2Fetc%2Fescape", "an absolute path"),
+            ("a%0Ab", "component 1 has a control character"),
+            ("a%2F%2Fb", "component 2 is empty"),
+            ("a%2F", "component 2 is empty"),
+            ("x" * 201, "component 1 is longer than 200 bytes"),
+            ("%2F".join(["d" * 100] * 11), "longer than 1024 bytes"),
+            (".mux-upload-1-1.part", "component 1 is named like the server's temporary files"),
+        ]
+        for encoded, why in cases:
+            with self.subTest(path=encoded):
+                # A good member first: the refusal comes after its OK, on the same connection.
+                lines = self.raw_batch(server, b"MUXUP/1 2 fine batch=1\nokMUXUP/1 3 " +
+                                       encoded.encode() + b" batch=1\nbad")
+                self.assertEqual(len(lines), 2, lines)
+                self.assertRegex(lines[0], r"^OK 2 [0-9a-f]{32}$")
+                self.assertEqual(lines[1], f"ERR bad path: {why}")
+        self.assertEqual(sorted(os.listdir(self.out)),
+                         ["fine"] + [f"fine.{n}" for n in range(1, len(cases))])
+        self.assertFalse(os.path.exists(os.path.join(self.work, "escape")))
+
+    def test_pipelined_headers_get_one_reply_each_in_order(self):
+        server = self.start_server()
+        payload = (b"MUXUP/1 0 d batch=1 dir=1 reply-name=1\n"
+                   b"MUXUP/1 5 d%2Fa.txt batch=1 reply-name=1\nhello"
+                   b"MUXUP/1 3 d%2Fe%2Fb batch=1 reply-name=1\nabc"
+                   b"MUXUP/1 0 empty batch=1 dir=1\n")
+        lines = self.raw_batch(server, payload)
+        self.assertEqual(lines, [
+            f"OK 0 {EMPTY_HASH} name=d",
+            f"OK 5 {muxtest.xxh128_of_bytes(b'hello')} name=d%2Fa.txt",
+            f"OK 3 {muxtest.xxh128_of_bytes(b'abc')} name=d%2Fe%2Fb",
+            f"OK 0 {EMPTY_HASH}",
+        ])
+        self.assertEqual(self.read_saved("d/a.txt"), b"hello")
+        self.assertEqual(self.read_saved("d/e/b"), b"abc")
+        self.assertTrue(os.path.isdir(os.path.join(self.out, "empty")))
+
+    def test_a_batch_does_not_follow_a_symlink_planted_in_the_output_directory(self):
+        server = self.start_server()
+        os.symlink(self.work, os.path.join(self.out, "planted"))
+        lines = self.raw_batch(server, b"MUXUP/1 1 planted%2Fx batch=1\nx")
+        self.assertEqual(lines, ["ERR disk error: Not a directory"])
+        self.assertFalse(os.path.exists(os.path.join(self.work, "x")))
+
+    def test_raw_and_single_uploads_are_unchanged(self):
+        server = self.start_server()
+        lines = self.raw_batch(server, b"just bytes, no header")
+        self.assertEqual(lines, [f"OK 21 {muxtest.xxh128_of_bytes(b'just bytes, no header')}"])
+        lines = self.raw_batch(server, b"MUXUP/1 3 dir%2Fname\nabcMUXUP/1 1 x batch=1\ny")
+        # Without batch=1 a name keeps only its last component and the connection ends.
+        self.assertEqual(lines, [f"OK 3 {muxtest.xxh128_of_bytes(b'abc')}"])
+        self.assertEqual(self.read_saved("name"), b"abc")
+
+    def test_killed_mid_directory_the_same_command_resumes(self):
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        self.write("tree/a-small", os.urandom(40_000))
+        self.write("tree/b-small", os.urandom(50_000))
+        big = self.write("tree/c-big.bin", os.urandom(12 * MIB))
+        self.write("tree/d-after", os.urandom(30_000))
+        client = subprocess.Popen(self.client_args(server, [tree], "--limit-rate", "3M"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        try:
+            self.wait_for_checkpoint(2 * MIB)
+            time.sleep(random.uniform(0, 0.2))
+        finally:
+            client.kill()
+            client.communicate(timeout=TIMEOUT)
+        server.wait_for_log(r"incomplete")
+        # The small files before it were confirmed; the big one is a partial, d-after not sent.
+        self.assertEqual(sorted(os.listdir(os.path.join(self.out, "tree"))),
+                         ["a-small", "b-small"])
+        code, out, err = self.run_client(server, tree)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("2 of 4 files were confirmed by an earlier run: not sent again", out)
+        match = re.search(r"^Resumed tree/c-big.bin at (\S+) MiB of 12.0 MiB$", out, re.M)
+        self.assertIsNotNone(match, out)
+        self.assertGreaterEqual(float(match.group(1)), 2.0)
+        summary = re.search(r"^Sent 2 files \((\S+) MiB\) in .*, each verified, 2 already there "
+                            r"from an earlier run$", out, re.M)
+        self.assertIsNotNone(summary, out)
+        self.assertLess(float(summary.group(1)), 10.1)  # only the rest of the big file went
+        self.assert_same_tree(tree, os.path.join(self.out, "tree"))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "tree", "c-big.bin")),
+                         muxtest.xxh128(big))
+        self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
+
+    def wait_for_checkpoint(self, at_least):
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while time.monotonic() < deadline:
+            for name in os.listdir(self.out):
+                if name.endswith(".rec"):
+                    try:
+                        with open(os.path.join(self.out, name)) as f:
+                            match = re.search(r"^offset=(\d+)$", f.read(), re.M)
+                    except FileNotFoundError:
+                        continue
+                    if match and int(match.group(1)) >= at_least:
+                        return
+            time.sleep(0.02)
+        self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
+
+
+class ForkTlsTokenFullSyncTreeTests(TreeCase):
+    """Fork mode, TLS, tokens and --sync full (replies wait for one syncfs per group)."""
+    SERVE = "fork"
+    TLS = True
+    TOKEN = True
+    SYNC = "full"
+
+    def test_a_tree_arrives_byte_identical(self):
+        server = self.start_server()
+        tree = self.make_tree()
+        for n in range(200):
+            self.write(f"tree/many/{n:03d}", os.urandom(random.randint(1, 4096)))
+        code, out, err = self.run_client(server, tree)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("Sent 208 files", out)
+        self.assert_same_tree(tree, os.path.join(self.out, "tree"))
+
+    def test_killed_mid_directory_the_same_command_resumes(self):
+        TreeTests.test_killed_mid_directory_the_same_command_resumes(self)
+
+    wait_for_checkpoint = TreeTests.wait_for_checkpoint
+
+
+if __name__ == "__main__":
+    muxtest.main()
