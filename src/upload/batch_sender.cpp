@@ -162,7 +162,12 @@ void BatchSender::pump() {
   if (next_ == tree_.entries.size() && !streaming_ && !awaiting_offer_ && !output_done_ &&
       !failure_) {
     output_done_ = true;
-    connection_->shutdown_output();  // the batch's end; the replies are still read
+    // The batch's end (the replies are still read); after this call, not inside it: pump() may
+    // run inside the connection's on_writable(), whose caller shuts down at once when asked to
+    // from there, even with what pump() just queued still unwritten.
+    loop_.defer([this] {
+      if (connection_ && !failure_) connection_->shutdown_output();
+    });
     if (pending_.empty()) loop_.stop();
   }
 }
