@@ -35,6 +35,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     table.insert(out, redis.call('HGET', KEYS[3], id) or '')
   end
 end
+table.insert(out, redis.call('GET', KEYS[4]) or '0')
 return out
 )lua";
 
@@ -160,6 +161,10 @@ void RedisRoomBus::on_up() {
   // Before any newcomer's INCR (commands keep their order): numbers in use here or seen on the
   // other servers before an outage are never handed out again.
   std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
+  // Numbers given on our own meanwhile: the other servers may have given some too, higher ones
+  // in the same window that this server has not heard of yet: the counter goes past the window.
+  if (std::exchange(last_outage_number_, 0) != 0)
+    seed = std::max(seed, counter_seen_ + 2 * kOutageNumberGap);
   // Numbers still in hand were reserved in a Redis that may have restarted empty since, where
   // another server may be handed them: they are dropped.
   next_number_ = spare_next_ = 1;
@@ -443,8 +448,8 @@ void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
 
 void RedisRoomBus::heartbeat() {
   flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
-  link_.command({"EVAL", kHeartbeatScript, "3", key("servers"), key("members:") + server_id_,
-                 key("versions"), server_id_, std::to_string(kPresenceTtl.count())},
+  link_.command({"EVAL", kHeartbeatScript, "4", key("servers"), key("members:") + server_id_,
+                 key("versions"), key("clients"), server_id_, std::to_string(kPresenceTtl.count())},
                 [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
                     apply_presence(*reply);
@@ -459,6 +464,18 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
     std::uint64_t version = 0;
     std::from_chars(text.data(), text.data() + text.size(), version);
     if (chat::valid_server_id(reply.elements[i].text)) live[reply.elements[i].text] = version;
+  }
+  // The pairs end with the room's counter; this server's rank among the live ones, by id.
+  if (reply.elements.size() % 2 == 1) {
+    const std::string& text = reply.elements.back().text;
+    std::uint64_t counter = 0;
+    std::from_chars(text.data(), text.data() + text.size(), counter);
+    counter_seen_ = counter;
+    rank_ = static_cast<std::uint64_t>(std::count_if(
+        live.begin(), live.end(), [this](const auto& entry) { return entry.first < server_id_; }));
+    if (live_servers_ != live.size() + 1)
+      logger_.info("redis: {} servers in the room", live.size() + 1);
+    live_servers_ = live.size() + 1;
   }
   // A server that stopped refreshing its presence is gone: its members leave for everyone here.
   // One never listed yet (its events came before its first heartbeat was read) gets the TTL.
@@ -516,6 +533,19 @@ void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCa
                       done(std::move(admission));
                     });
   if (!asked) done(std::nullopt);
+}
+
+std::optional<std::uint64_t> RedisRoomBus::outage_number() {
+  if (numbers_in_hand() > 0) return take_number();
+  if (live_servers_ == 0) return std::nullopt;
+  // Far above the counter: the others may go on taking blocks from it meanwhile (only this
+  // server may have lost Redis, e.g. starved of CPU past the stall timeout).
+  std::uint64_t above =
+      std::max({counter_seen_ + kOutageNumberGap, highest_remote_number_, last_outage_number_});
+  std::uint64_t number = above + 1;
+  number += (rank_ + live_servers_ - number % live_servers_) % live_servers_;
+  last_outage_number_ = number;
+  return number;
 }
 
 std::uint64_t RedisRoomBus::take_number() {

@@ -55,6 +55,9 @@ class RoomBus {
   // The highest N of a "Client N" seen on the other servers (0: none): a number the room hands
   // out on its own while they are out of reach must be above it.
   [[nodiscard]] virtual std::uint64_t highest_remote_number() const = 0;
+  // While the others are out of reach: a number no other server hands out meanwhile, if the bus
+  // has one (nullopt: the room takes the next above every number it knows, as before).
+  [[nodiscard]] virtual std::optional<std::uint64_t> outage_number() { return std::nullopt; }
 };
 
 }  // namespace mux

@@ -7,7 +7,8 @@
 // from the loop and never from inside a hiredis call.
 //
 // Liveness: a PING on the command connection every second; no answer for kStallTimeout counts as
-// a lost link (a stopped Redis keeps its sockets open). Host names are resolved by hiredis with a
+// a lost link (a stopped Redis keeps its sockets open), unless replies to earlier commands still
+// arrive: a busy Redis gets up to kMaxStall. Host names are resolved by hiredis with a
 // blocking getaddrinfo when connecting: give an address (or a name in /etc/hosts).
 //
 // rediss:// (TLS): hiredis 0.14 has no TLS, so each hiredis connection talks through a
@@ -78,6 +79,8 @@ class RedisLink {
 
   static constexpr std::chrono::milliseconds kConnectTimeout{3000};
   static constexpr std::chrono::milliseconds kStallTimeout{3000};
+  // ...unless other replies still arrive: then the PING may wait this long.
+  static constexpr std::chrono::milliseconds kMaxStall{15000};
   static constexpr std::chrono::milliseconds kFirstRetry{100};
   static constexpr std::chrono::milliseconds kMaxRetry{2000};
 

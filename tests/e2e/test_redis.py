@@ -324,6 +324,31 @@ class SharedRoom(unittest.TestCase):
         later[1].expect_who([first[0].name, first[1].name, later[1].name]
                             + sorted([on_b.name, later[0].name, later[2].name]))
 
+    def test_newcomers_while_redis_stalls_get_distinct_numbers(self):
+        # A Redis that stops answering drops every server's link at once, and each server numbers
+        # its newcomers on its own meanwhile. Each used to take the next number above those it
+        # knew, the same on both (issue 25: a duplicate name in a 200,000-client run).
+        a, b = self.server(), self.server()
+        first = [self.client(a), self.client(b)]
+        a.wait_for_log(r"redis: 2 servers in the room", timeout=SLOW)
+        b.wait_for_log(r"redis: 2 servers in the room", timeout=SLOW)
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            a.wait_for_log(r"redis: lost .*no reply for 3000 ms", timeout=3 * SLOW)
+            b.wait_for_log(r"redis: lost .*no reply for 3000 ms", timeout=3 * SLOW)
+            late = [self.client(a), self.client(b), self.client(a), self.client(b)]
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        numbers = [c.number for c in first + late]
+        self.assertEqual(len(set(numbers)), 6, numbers)
+        # Far above the room's counter, where no server takes a block meanwhile.
+        self.assertTrue(all(n > 1_000_000 for n in numbers[2:]), numbers)
+        for client in first:
+            client.skip_to(BACK, timeout=3 * SLOW)
+        # Numbers after the outage come from the counter, raised above those given meanwhile.
+        after = self.client(b)
+        self.assertGreater(after.number, max(numbers), (numbers, after.number))
+
     def test_sigkilled_server_members_leave_for_everyone(self):
         a, b = self.server(), self.server()
         alice = self.client(a, "alice")
