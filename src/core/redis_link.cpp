@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "core/redis_reply_guard.hpp"
 #include "core/redis_tls_bridge.hpp"
 
 namespace mux {
@@ -199,6 +200,7 @@ class RedisConnection {
     }
     address_ = url.describe();
     redisAsyncContext& context = *context_;
+    guard_.install(*context.c.reader);
     context.data = this;
     context.ev.data = this;
     context.ev.addRead = [](void* self) {
@@ -256,6 +258,7 @@ class RedisConnection {
                                        reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)),
                                        static_cast<int>(args.size()), argv.data(), lengths.data());
     if (status != REDIS_OK) return false;
+    guard_.expect_reply();
     if (on_reply) pending_.emplace(id, std::move(on_reply));
     return true;
   }
@@ -266,10 +269,12 @@ class RedisConnection {
     pending_[kSubscriptionId] = std::move(on_message);
     const char* argv[] = {"SUBSCRIBE", channel.data()};
     std::size_t lengths[] = {9, channel.size()};
-    return redisAsyncCommandArgv(
-               context_.get(), &RedisConnection::reply_trampoline,
-               reinterpret_cast<void*>(static_cast<std::uintptr_t>(kSubscriptionId)), 2, argv,
-               lengths) == REDIS_OK;
+    if (redisAsyncCommandArgv(context_.get(), &RedisConnection::reply_trampoline,
+                              reinterpret_cast<void*>(static_cast<std::uintptr_t>(kSubscriptionId)),
+                              2, argv, lengths) != REDIS_OK)
+      return false;
+    guard_.subscribed();
+    return true;
   }
 
   [[nodiscard]] bool failed() const noexcept { return failed_; }
@@ -327,8 +332,14 @@ class RedisConnection {
 
   void handle(std::uint32_t events) {
     // Errors and hang-ups are found by reading (or, while connecting, by the connect check).
-    if (context_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0)
+    if (failed_) return;  // given up: nothing more is read into it
+    if (context_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) {
       redisAsyncHandleRead(context_.get());
+      if (context_ && !guard_.check_buffered(*context_->c.reader)) {
+        lost(guard_.refused());
+        return;
+      }
+    }
     if (context_ && (events & EPOLLOUT) != 0) redisAsyncHandleWrite(context_.get());
   }
 
@@ -342,6 +353,8 @@ class RedisConnection {
   void lost(const char* why) {
     if (failed_) return;
     failed_ = true;
+    // A refused reply surfaces from hiredis's reader as "Out of memory": say what it was.
+    if (!guard_.refused().empty()) why = guard_.refused().c_str();
     report(fmt::format("{}: {}", address_, why != nullptr && *why != '\0' ? why : "lost"));
   }
 
@@ -368,7 +381,9 @@ class RedisConnection {
 
   EventLoop& loop_;
   Failure on_failure_;
-  // Declared before the context: destroyed after hiredis has let go of its end.
+  // Declared before the context: destroyed after hiredis has let go of its end (the reader
+  // calls the guard's functions until it is freed).
+  RedisReplyGuard guard_;
   std::unique_ptr<RedisTlsBridge> bridge_;
   std::unique_ptr<redisAsyncContext, AsyncContextFree> context_;
   std::unordered_map<std::uint64_t, RedisLink::ReplyCallback> pending_;

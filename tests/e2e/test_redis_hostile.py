@@ -24,12 +24,14 @@ def bulk(value):
 
 class FakeRedis:
     """A RESP server on 127.0.0.1 that answers chat-server's commands. `duplicate_subscribe`:
-    how many times each SUBSCRIBE is confirmed (Redis sends one). drop() closes every connection
+    how many times each SUBSCRIBE is confirmed (Redis sends one); `extra_after_subscribe` and
+    `extra_after_ping`: bytes sent after those replies. drop() closes every connection
     and stops listening, so the link is lost and every reconnect is refused."""
 
-    def __init__(self, duplicate_subscribe=1, extra_after_subscribe=b""):
+    def __init__(self, duplicate_subscribe=1, extra_after_subscribe=b"", extra_after_ping=b""):
         self.duplicate_subscribe = duplicate_subscribe
         self.extra_after_subscribe = extra_after_subscribe
+        self.extra_after_ping = extra_after_ping
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -101,7 +103,7 @@ class FakeRedis:
                         self.subscribes += 1
                     conn.sendall(confirm * self.duplicate_subscribe + self.extra_after_subscribe)
                 elif name == b"PING":
-                    conn.sendall(b"+PONG\r\n")
+                    conn.sendall(b"+PONG\r\n" + self.extra_after_ping)
                 elif name == b"INCR":
                     with self.lock:
                         self.counter += 1
@@ -147,10 +149,9 @@ class HostileRedisCases(muxtest.ServerCases):
         # Three confirmations for one SUBSCRIBE, then stray subscription replies: each extra
         # confirmation used to start another PING timer that survived the link, and the first
         # tick after the link dropped called into a connection that no longer existed (SIGSEGV).
+        # (Replies of a shape hiredis cannot take end the link instead: see the two tests below.)
         stray = (b"*3\r\n" + bulk("subscribe") + bulk("another-channel") + b":2\r\n"
-                 + b"*3\r\n" + bulk("message") + bulk(CHANNEL) + b":7\r\n"
-                 + b"*2\r\n" + bulk("message") + bulk(CHANNEL)
-                 + b"*3\r\n" + bulk("pong") + bulk("") + bulk(""))
+                 + b"*3\r\n" + bulk("message") + bulk(CHANNEL) + b":7\r\n")
         fake = FakeRedis(duplicate_subscribe=3, extra_after_subscribe=stray)
         self.addCleanup(fake.close)
         server = self.start_with(fake.url)
@@ -165,6 +166,34 @@ class HostileRedisCases(muxtest.ServerCases):
         first.expect(f"* {late.name} joined")
         late.send("alive\n")
         first.expect(f"[{late.name}]: alive")
+
+    def assert_reply_refused(self, fake, what):
+        server = self.start_with(fake.url)
+        first = self.client(server)
+        server.wait_for_log(rf"redis: lost 127\.0\.0\.1:{fake.port}/0: refused {what} \(a broken "
+                            r"or hostile Redis\); the room goes on here, reconnecting",
+                            timeout=SLOW)
+        # hiredis asserted on these replies, which aborted chat-server (fork mode: every client
+        # with it); now the link is lost and retried, and the room goes on here meanwhile.
+        second = self.client(server)
+        second.send("still one room\n")
+        first.skip_to(f"[{second.name}]: still one room")
+        self.assertIsNone(server.proc.poll(), server.stdout_lines[-20:])
+
+    def test_a_reply_to_no_command_ends_the_link_not_the_server(self):
+        fake = FakeRedis(extra_after_ping=b"+PONG\r\n")
+        self.addCleanup(fake.close)
+        self.assert_reply_refused(fake, "a reply to no command")
+
+    def test_a_malformed_pub_sub_message_ends_the_link_not_the_server(self):
+        # An "unsubscribe" with no count; after it (each on a new link) a message whose kind is
+        # a number, and a kind mux never subscribes for.
+        stray = (b"*2\r\n" + bulk("unsubscribe") + bulk(CHANNEL)
+                 + b"*3\r\n:1\r\n:2\r\n:3\r\n"
+                 + b"*3\r\n" + bulk("pong") + bulk("") + bulk(""))
+        fake = FakeRedis(extra_after_subscribe=stray)
+        self.addCleanup(fake.close)
+        self.assert_reply_refused(fake, "a pub/sub message that is not an array of 3")
 
 
 @unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")

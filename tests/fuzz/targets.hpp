@@ -56,6 +56,11 @@ namespace config_file {
 void check_one_input(const std::uint8_t* data, std::size_t size);
 }
 
+// A hostile Redis: RedisLink (hiredis, the loop) against a fake on loopback scripted by the input.
+namespace redis_reply {
+void check_one_input(const std::uint8_t* data, std::size_t size);
+}
+
 struct Target {
   std::string_view name;
   CheckFunction check;
@@ -72,6 +77,7 @@ inline constexpr std::array kTargets = {
     Target{"tls_pin", &tls_pin::check_one_input},
     Target{"room_event", &room_event::check_one_input},
     Target{"config_file", &config_file::check_one_input},
+    Target{"redis_reply", &redis_reply::check_one_input},
 };
 
 }  // namespace mux::fuzz
