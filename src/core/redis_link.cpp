@@ -435,6 +435,7 @@ void RedisLink::start() {
 
 void RedisLink::connect() {
   retry_timer_ = 0;
+  early_messages_.clear();
   ready_count_ = 0;
   subscribed_ = false;
   ping_outstanding_ = false;
@@ -476,6 +477,13 @@ void RedisLink::connect() {
       connection_ready();
     } else if (kind == "message" && subscribed_ && handlers_.message) {
       if (reply->elements[2].type != RedisValue::Type::string) return;
+      // Subscribed before the command connection answered: the owner hears of messages only
+      // once it heard "up", so these wait (a moment, with a real Redis) and come right after it.
+      if (!up_) {
+        if (early_messages_.size() < kMaxEarlyMessages)
+          early_messages_.push_back(reply->elements[2].text);
+        return;
+      }
       handlers_.message(reply->elements[2].text);
     }
   });
@@ -488,6 +496,10 @@ void RedisLink::connection_ready() {
   next_retry_ = kFirstRetry;
   ping_timer_ = loop_.add_periodic(std::chrono::milliseconds(1000), [this] { check_alive(); });
   if (handlers_.up) handlers_.up();
+  for (std::string& payload : std::exchange(early_messages_, {})) {
+    if (!up_) break;  // the owner's handling may have lost the link again
+    if (handlers_.message) handlers_.message(payload);
+  }
 }
 
 void RedisLink::check_alive() {

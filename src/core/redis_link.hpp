@@ -121,6 +121,9 @@ class RedisLink {
   EventLoop::Clock::time_point ping_sent_{};
   bool ping_outstanding_ = false;
   int ready_count_ = 0;
+  // Messages that came after the subscription was confirmed but before the link was up.
+  std::vector<std::string> early_messages_;
+  static constexpr std::size_t kMaxEarlyMessages = 1024;
   bool subscribed_ = false;  // this attempt's subscription confirmed (a repeat is ignored)
   bool up_ = false;
 };

@@ -25,7 +25,7 @@ def bulk(value):
 class FakeRedis:
     """A RESP server on 127.0.0.1 that answers chat-server's commands. `duplicate_subscribe`:
     how many times each SUBSCRIBE is confirmed (Redis sends one); `extra_after_subscribe` and
-    `extra_after_ping`: bytes sent after those replies. drop() closes every connection
+    `extra_after_ping`: bytes sent after those replies (after every PING but the first). drop() closes every connection
     and stops listening, so the link is lost and every reconnect is refused."""
 
     def __init__(self, duplicate_subscribe=1, extra_after_subscribe=b"", extra_after_ping=b""):
@@ -94,6 +94,7 @@ class FakeRedis:
             yield args
 
     def _serve(self, conn):
+        pings = 0
         try:
             for args in self._commands(conn):
                 name = args[0].upper()
@@ -103,7 +104,10 @@ class FakeRedis:
                         self.subscribes += 1
                     conn.sendall(confirm * self.duplicate_subscribe + self.extra_after_subscribe)
                 elif name == b"PING":
-                    conn.sendall(b"+PONG\r\n" + self.extra_after_ping)
+                    # The first PING is the link's setup; the extra follows the periodic ones,
+                    # once the link is up.
+                    pings += 1
+                    conn.sendall(b"+PONG\r\n" + (self.extra_after_ping if pings > 1 else b""))
                 elif name == b"INCR":
                     with self.lock:
                         self.counter += 1
