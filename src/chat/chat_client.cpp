@@ -37,6 +37,7 @@ namespace {
 constexpr std::size_t kReadBytes = 64 * 1024;
 // Longest line shown or sent; any server's lines are cut here rather than held without bound.
 constexpr std::size_t kMaxLine = 1 << 20;
+constexpr std::string_view kCutMark = " [line cut at 1 MiB]";
 // Reading stdin pauses while this much is still unsent, so a fast pipe cannot fill memory.
 constexpr std::size_t kMaxUnsent = 1 << 20;
 // Like the server: a line the server left unterminated is shown once it has been quiet this long.
@@ -92,6 +93,7 @@ class ChatClient final {
         read_buffer_(kReadBytes),
         kind_(input_kind()),
         timestamps_(options.timestamps),
+        quiet_(options.common.quiet),
         nick_(options.nick),
         greeting_timeout_(options.link.connect_timeout),
         reconnect_timeout_(options.reconnect_timeout),
@@ -291,7 +293,15 @@ class ChatClient final {
   }
 
   void show(std::string_view line, bool cut) {
-    if (phase_ == Phase::greeting && !greet(line)) return;
+    if (phase_ == Phase::greeting) {
+      if (!greet(line)) return;
+      // -q: the welcome is about this session, not a line of the room (a script piping one
+      // line in wants no output at all); Tab still learns our name from it.
+      if (quiet_ && line.starts_with("* welcome, you are ")) {
+        roster_.observe(chat::sanitize(line));
+        return;
+      }
+    }
     if (!reclaiming_.empty() && !nick_answer(line)) return;
     if (phase_ == Phase::capping && !capped(line)) return;
     if (std::exchange(names_follow_, false) && line.starts_with("* online (")) {
@@ -319,6 +329,9 @@ class ChatClient final {
     std::size_t start = shown_.size();
     chat::append_sanitized(shown_, line, cut);
     roster_.observe(std::string_view(shown_).substr(start));
+    // The rest of a line over kMaxLine was dropped unread: say so rather than show a part as
+    // the whole.
+    if (cut) shown_ += kCutMark;
     shown_ += '\n';
   }
 
@@ -759,6 +772,7 @@ class ChatClient final {
   std::unique_ptr<LineEditor> editor_;
   InputKind kind_;
   bool timestamps_;
+  bool quiet_;        // -q: the welcome is not shown
   std::string nick_;  // --nick, sent once the server has greeted us
   std::chrono::milliseconds greeting_timeout_;
   std::chrono::milliseconds reconnect_timeout_;

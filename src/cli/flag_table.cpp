@@ -35,7 +35,8 @@ constexpr VerbosityHelp kUploadServerVerbosity{
     "Log only errors (the 'listening on' line is still printed)"};
 constexpr VerbosityHelp kChatClientVerbosity{
     "Also print where it connected (and the TLS session) on standard error",
-    "Print only errors on standard error (the room's lines still go to standard output)"};
+    "Print only errors on standard error and leave out the server's welcome (the room's lines "
+    "still go to standard output)"};
 constexpr VerbosityHelp kUploadClientVerbosity{
     "Also print where it connected, what it sends (and the TLS session) on standard error",
     "Print only errors: no progress and no final line"};

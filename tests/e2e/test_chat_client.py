@@ -118,6 +118,13 @@ class AgainstMuxServer(unittest.TestCase):
             "* Client 2 joined", "[Client 2]: hi", "[Client 2]: second line", "* Client 2 left"])
         self.assertEqual(out, b"* welcome, you are Client 2 (type /help for commands)\n")
 
+    def test_quiet_prints_nothing_when_a_line_is_piped_in(self):
+        # Issue 24 M17: -q leaves out the welcome too; the line is still delivered, exit 0.
+        code, out, err = self.run_piped(b"deploy done\n", "-q")
+        self.assertEqual((code, out, err), (0, b"", b""))
+        self.assertEqual(self.peer.reader.lines(3), [
+            "* Client 2 joined", "[Client 2]: deploy done", "* Client 2 left"])
+
     def test_last_line_without_newline_is_sent(self):
         code, _, _ = self.run_piped(b"no newline at the end")
         self.assertEqual(code, 0)
@@ -234,6 +241,24 @@ class AgainstOtherServers(unittest.TestCase):
         self.assertEqual(client.wait(TIMEOUT), 1)
         self.assertEqual(out, "^[[2J^[]0;owned^Gtitle\n\ufffd\ufffd^@end\nno newline\n\n".encode())
         self.assertEqual(err, f"mux: error: connection to 127.0.0.1:{port} closed by the server\n".encode())
+
+    def test_a_line_over_1_mib_is_shown_cut_and_marked(self):
+        # Issue 24 M15: the client keeps at most 1 MiB of one line; the cut used to be silent.
+        with socket.socket() as listener:
+            listener.bind((muxtest.HOST, 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            client = start_client(port)
+            self.addCleanup(finish_client, client)
+            listener.settimeout(TIMEOUT)
+            conn, _ = listener.accept()
+            stdout = PipeReader(client.stdout)
+            with conn:
+                conn.sendall(b"x" * (1536 * 1024) + b"\nnext\n")
+                stdout.until(b"next\n")
+            client.stdin.close()
+            out = stdout.rest()
+        self.assertEqual(out, b"x" * (1024 * 1024) + b" [line cut at 1 MiB]\nnext\n")
 
     def test_works_against_ncat_chat(self):
         ncat = shutil.which("ncat")
