@@ -367,8 +367,9 @@ void add_upload_client_flags(FlagSet& flags, UploadClientOptions& options) {
              "Send at most this many bytes per second (500K, 10M; default: unlimited)",
              {1 * KiB, 1024 * TiB});
   flags.count("--retry", options.retry,
-              "When the connection is lost mid-upload (or the server restarts), connect again "
-              "and resume, at most N times within --timeout of the failure (default: 0, never)",
+              "When the first connect fails or the connection is lost mid-upload (or the server "
+              "restarts), connect again and resume, at most N times within --timeout of the "
+              "failure (default: 0, never)",
               {0, 1000});
 }
 

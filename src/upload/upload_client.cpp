@@ -3,16 +3,22 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <optional>
 
 #include "core/client_link.hpp"
+#include "core/interrupted.hpp"
 #include "core/net.hpp"
+#include "core/tls_context.hpp"
+#include "core/units.hpp"
 #include "upload/batch_sender.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_key.hpp"
@@ -24,6 +30,89 @@
 namespace mux {
 
 namespace {
+
+constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
+constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+
+// Prints `note` (unless empty) and waits `delay` with SIGINT and SIGTERM held back from before
+// the note appears, so either ends the wait at once (and the command with 128+N) instead of
+// killing the process outright.
+void wait_unless_interrupted(std::chrono::milliseconds delay, const std::string& server,
+                             const std::string& note) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigset_t before;
+  ::pthread_sigmask(SIG_BLOCK, &stop_signals, &before);
+  if (!note.empty()) {
+    fmt::print(stdout, "{}\n", note);
+    std::fflush(stdout);
+  }
+  auto until = std::chrono::steady_clock::now() + delay;
+  int signo = -1;
+  while (signo < 0) {
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    timespec wait{static_cast<time_t>(left.count() / 1'000'000'000),
+                  static_cast<long>(left.count() % 1'000'000'000)};
+    signo = ::sigtimedwait(&stop_signals, nullptr, &wait);
+    if (signo < 0 && errno != EINTR) break;  // EAGAIN: the time is up
+  }
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  if (signo > 0) {
+    throw Interrupted(signo, fmt::format("interrupted by {} while waiting to connect to {}; "
+                                         "nothing was sent",
+                                         signal_name(signo), server));
+  }
+}
+
+// --retry covers the first connect too: refused, unreachable, timed out or a failed TLS
+// handshake is tried again as a dropped upload is (1 s, doubling up to 30 s, at most N times,
+// within --timeout of the first failure). A bad --tls-* or --token-file is not: it is checked
+// once, before any try.
+ClientLink connect_with_retry(const UploadClientOptions& options) {
+  std::uint16_t port = client_port(options.link, options.common.port);
+  if (options.retry == 0) return open_client_link(options.common.host, port, options.link);
+  (void)check_client_link(options.common.host, options.link);
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  std::string server = fmt::format("{}:{}", options.common.host, port);
+  for (std::uint64_t retries = 0;; ++retries) {
+    try {
+      return open_client_link(options.common.host, port, options.link);
+    } catch (const TlsConfigError&) {
+      throw;
+    } catch (const std::runtime_error& error) {
+      auto now = std::chrono::steady_clock::now();
+      if (!deadline && options.timeout.count() > 0) deadline = now + options.timeout;
+      bool out_of_time = deadline && now >= *deadline;
+      if (retries >= options.retry || out_of_time) {
+        if (retries == 0) throw;
+        std::string why = out_of_time
+                              ? fmt::format(": no progress for {:g} s",
+                                            static_cast<double>(options.timeout.count()) / 1000)
+                              : std::string();
+        throw std::runtime_error(fmt::format("{} (gave up after {} {}{})", error.what(), retries,
+                                             retries == 1 ? "retry" : "retries", why));
+      }
+      std::chrono::milliseconds delay =
+          std::min(kFirstRetryDelay * (1 << std::min<std::uint64_t>(retries, 5)), kMaxRetryDelay);
+      if (deadline) {
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now);
+        delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
+                         std::chrono::milliseconds{1});
+      }
+      // As a dropped upload's retry says it (the progress's note line, on stdout).
+      std::string note =
+          options.common.quiet
+              ? std::string()
+              : fmt::format("{}; retry {} of {} in {}", error.what(), retries + 1, options.retry,
+                            format_duration(static_cast<double>(delay.count()) / 1000));
+      wait_unless_interrupted(delay, server, note);
+    }
+  }
+}
 
 bool is_directory(const std::string& path) {
   struct stat info {};
@@ -64,7 +153,7 @@ int run_batch_upload(const UploadClientOptions& options,
   for (const std::string& warning : tree.warnings)
     fmt::print(stderr, "mux: warning: {}\n", warning);
   std::uint16_t port = client_port(options.link, options.common.port);
-  ClientLink link = open_client_link(options.common.host, port, options.link);
+  ClientLink link = connect_with_retry(options);
   // One key for the batch (each large file's own is derived from it and its path), told by the
   // first root's device and inode and every root's name.
   std::optional<UploadKey> key;
@@ -137,8 +226,7 @@ int run_upload_client(const UploadClientOptions& options) {
   UploadSource source = open_upload_source(options.file);
   std::string name = options.name.empty() ? source.default_name : options.name;
   std::optional<std::uint64_t> size = source.size;
-  ClientLink link = open_client_link(options.common.host,
-                                     client_port(options.link, options.common.port), options.link);
+  ClientLink link = connect_with_retry(options);
   // A named file can resume (a stream cannot: its bytes are gone once sent); its key says, on a
   // later run, that the server's partial upload is ours.
   std::optional<UploadKey> key;

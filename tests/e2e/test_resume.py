@@ -485,6 +485,82 @@ class ResumeCase(muxtest.UploadCase):
         return context.wrap_socket(sock, server_hostname="localhost")
 
 
+class FirstConnectRetryTests(muxtest.UploadCase):
+    """--retry covers the first connect too: a server that is not up yet, or restarting."""
+
+    def free_port(self):
+        with socket.socket() as sock:
+            sock.bind((muxtest.HOST, 0))
+            return sock.getsockname()[1]
+
+    def start_client(self, port, path, *args):
+        env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.work, "state"))
+        return subprocess.Popen([muxtest.MUX, "upload-client", "--host", muxtest.HOST, "--port",
+                                 str(port), "--file", path, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    read_until = ResumeCase.read_until
+
+    def test_the_first_connect_waits_for_a_server_that_starts_later(self):
+        port = self.free_port()
+        path = self.make_file("late.bin", 3 * MIB)
+        client = self.start_client(port, path, "--retry", "5")
+        server = None
+        try:
+            seen = self.read_until(client.stdout, r"; retry 1 of 5 in 1 s\n")
+            self.assertRegex(seen, rf"^connect to {muxtest.HOST}:{port}: Connection refused; "
+                                   r"retry 1 of 5 in 1 s\n")
+            server = subprocess.Popen([muxtest.MUX, "upload-server", "--host", muxtest.HOST,
+                                       "--port", str(port), "--output-dir", self.out],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            out, err = client.communicate(timeout=3 * TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+            if server is not None and server.poll() is None:
+                server.terminate()
+                server.communicate(timeout=TIMEOUT)
+        self.assertEqual((client.returncode, err.decode()), (0, ""), out)
+        self.assertRegex(out.decode(), rf"Sent {3 * MIB} bytes in .*, verified "
+                                       rf"{muxtest.xxh128(path)}, saved as late.bin\n")
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "late.bin")), muxtest.xxh128(path))
+
+    def test_the_first_connect_gives_up_after_n_tries(self):
+        port = self.free_port()
+        path = self.make_file("x.bin", 10)
+        client = self.start_client(port, path, "--retry", "2")
+        out, err = client.communicate(timeout=3 * TIMEOUT)
+        self.assertEqual(client.returncode, 1, err)
+        self.assertEqual(out.decode().count("Connection refused; retry "), 2, out)
+        self.assertEqual(err.decode(), f"mux: error: connect to {muxtest.HOST}:{port}: Connection "
+                                       "refused (gave up after 2 retries)\n")
+        # Without --retry the first refusal ends it at once, as before.
+        client = self.start_client(port, path)
+        out, err = client.communicate(timeout=TIMEOUT)
+        self.assertEqual((client.returncode, out.decode()), (1, ""))
+        self.assertEqual(err.decode(),
+                         f"mux: error: connect to {muxtest.HOST}:{port}: Connection refused\n")
+
+    def test_ctrl_c_while_waiting_to_connect_ends_at_once_with_130(self):
+        port = self.free_port()
+        path = self.make_file("x.bin", 10)
+        client = self.start_client(port, path, "--retry", "5")
+        try:
+            self.read_until(client.stdout, r"retry 2 of 5 in 2 s\n")
+            started = time.monotonic()
+            client.send_signal(signal.SIGINT)
+            out, err = client.communicate(timeout=TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        self.assertLess(time.monotonic() - started, 1.5)  # not the rest of the 2 s wait
+        self.assertEqual(client.returncode, 130, err)
+        self.assertEqual(err.decode(), f"mux: error: interrupted by SIGINT while waiting to "
+                                       f"connect to {muxtest.HOST}:{port}; nothing was sent\n")
+
+
 class SingleResumeTests(ResumeCase):
     SERVE = "single"
 
