@@ -309,6 +309,14 @@ class ChatClient final {
       roster_.observe(chat::sanitize(line));
       return;
     }
+    if (mux_server_ && line.starts_with("* cap ids ")) {
+      if (auto reply = chat::parse_cap_reply(line)) {
+        // The room's ids started again (a Redis room whose Redis lost them): from here on.
+        epoch_ = std::string(reply->epoch);
+        last_id_ = reply->last;
+        return;
+      }
+    }
     if (line.starts_with('@')) {
       if (auto with_id = chat::parse_id_line(line)) {
         // Exactly once: a line replayed after a reconnect that we had already is skipped.

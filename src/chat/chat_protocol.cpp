@@ -302,6 +302,9 @@ std::string missed(std::uint64_t lines) {
 std::string missed_unknown() {
   return "* lines may have been missed: the room's history was lost (a server restart)\n";
 }
+std::string missed_ids_lost() {
+  return "* lines may have been missed: the room's history was lost (Redis restarted empty)\n";
+}
 std::string server_full() {
   return "* server full\n";
 }

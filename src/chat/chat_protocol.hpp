@@ -135,6 +135,8 @@ std::string no_history();
 // Lines a /since cannot replay: a known count, or an unknown one (the epoch changed).
 std::string missed(std::uint64_t lines);
 std::string missed_unknown();
+// To members with ids when a Redis room's ids start again (Redis restarted empty).
+std::string missed_ids_lost();
 std::string shutting_down();
 
 // The reason in a notice after which a mux server ends the session ("server full", "excess

@@ -204,7 +204,10 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   logger_.detail("[{}]: {}", sender.name_, command.text);
   if (relay_sender_ != &sender) flush_relay();
   relay_sender_ = &sender;
-  append_message(sender.name_, command.text);
+  // In a room numbered by Redis, a local line gets its id when it comes back from there: the
+  // members that asked for ids have it then, the others at once.
+  if (room_ids_ && bus_ != nullptr && bus_->connected()) relay_numbered_later_ = true;
+  append_message(sender.name_, command.text, 0);
   if (bus_ != nullptr)
     publish({chat::RoomEventKind::message, sender.name_, std::string(command.text), {}, false});
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
@@ -291,22 +294,91 @@ void ChatRoom::end_of_input() {
   flush_relay();
 }
 
-void ChatRoom::append_message(std::string_view name, std::string_view text) {
-  ++last_id_;
+void ChatRoom::append_message(std::string_view name, std::string_view text, std::uint64_t room_id) {
   chat::notice::append_relay(relay_text_, name, text);
-  if (members_with_ids_ != 0) chat::append_relay_with_id(relay_text_ids_, last_id_, name, text);
-  if (history_limit_ != 0) remember(name, text);
+  std::uint64_t id = 0;
+  if (!room_ids_) {
+    id = ++last_id_;  // this server numbers its room
+  } else if (room_id > last_id_) {
+    id = last_id_ = room_id;  // numbered by Redis
+  }
+  if (id != 0 && members_with_ids_ != 0)
+    chat::append_relay_with_id(relay_text_ids_, id, name, text);
+  // A local line waiting for its id is kept once it has one (own_messages_numbered).
+  if (history_limit_ != 0 && !relay_numbered_later_) remember(name, text, id);
 }
 
 void ChatRoom::flush_relay() {
   if (relay_text_.empty()) return;
   ChatMember* sender = std::exchange(relay_sender_, nullptr);
+  bool later = std::exchange(relay_numbered_later_, false);
   Block plain = make_block(std::exchange(relay_text_, {}));
-  if (relay_text_ids_.empty()) return broadcast(plain, sender);
-  Block with_ids = make_block(std::exchange(relay_text_ids_, {}));
+  std::string ids = std::exchange(relay_text_ids_, {});
+  if (members_with_ids_ == 0) return broadcast(plain, sender);
+  Block with_ids = ids.empty() ? Block{} : make_block(std::move(ids));
   for (ChatMember* member : members_) {
-    if (member != sender) member->deliver(member->wants_ids_ ? with_ids : plain);
+    if (member == sender) continue;
+    if (!member->wants_ids_) {
+      member->deliver(plain);
+    } else if (with_ids) {
+      member->deliver(with_ids);
+    } else if (!later) {
+      member->deliver(plain);  // lines without ids (the room's ids are out of reach)
+    }
   }
+}
+
+void ChatRoom::own_messages_numbered(const std::vector<chat::RoomEvent>& events) {
+  if (closing_) return;
+  flush_relay();
+  for (const chat::RoomEvent& event : events) {
+    if (event.kind != chat::RoomEventKind::message || event.id <= last_id_) continue;
+    last_id_ = event.id;
+    if (history_limit_ != 0) remember(event.name, event.text, event.id);
+    if (members_with_ids_ == 0) continue;
+    std::string text;
+    chat::append_relay_with_id(text, event.id, event.name, event.text);
+    Block block = make_block(std::move(text));
+    for (ChatMember* member : members_) {
+      // Its sender had its own line as it typed it (the room never sends a line back).
+      if (member->wants_ids_ && member->name_ != event.name) member->deliver(block);
+    }
+  }
+}
+
+void ChatRoom::room_epoch(const std::string& epoch, std::uint64_t last) {
+  bool first = !std::exchange(room_ids_, true);
+  if (epoch == epoch_) return answer_pending_since();
+  flush_relay();
+  epoch_ = epoch;
+  last_id_ = last;
+  for (HistoryEntry& entry : history_)
+    entry.id = 0;  // ids of another epoch: still shown by /history, never replayed by id
+  if (!first) logger_.info("the room's message ids start again (epoch {}): Redis lost them", epoch);
+  for (ChatMember* member : members_) {
+    if (!member->wants_ids_) continue;
+    // Its ids from now on; after a first connection to Redis they simply continue the room's
+    // (nothing was lost), after that the history they counted was lost with Redis.
+    auto secret = secrets_.find(member->id_);
+    std::string text = chat::notice::cap_ids(epoch_, last_id_, max_line_,
+                                             secret == secrets_.end() ? "" : secret->second);
+    if (!first) text += chat::notice::missed_ids_lost();
+    send_to(*member, std::move(text));
+  }
+  answer_pending_since();
+}
+
+void ChatRoom::batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) {
+  if (epoch == epoch_ && room_ids_) return;
+  // Another server reached the new epoch first: ours starts just before its first message.
+  std::uint64_t first = 0;
+  for (const chat::RoomEvent& event : events) {
+    if (event.kind == chat::RoomEventKind::message && event.id != 0) {
+      first = event.id;
+      break;
+    }
+  }
+  room_epoch(epoch, first == 0 ? 0 : first - 1);
 }
 
 void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
@@ -359,27 +431,89 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   member.deliver(who_list());
 }
 
+std::uint64_t ChatRoom::first_kept_id() const {
+  for (const HistoryEntry& entry : history_) {
+    if (entry.id != 0) return entry.id;
+  }
+  return last_id_ + 1;
+}
+
 void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
   std::optional<chat::Since> since = chat::parse_since(argument);
   if (!since) return send_to(member, chat::notice::since_usage());
+  if (bus_ != nullptr && !room_ids_ && bus_reachable_ && !closing_) {
+    // A Redis room whose ids this server has not learnt yet (it has just started): answered
+    // once it has them, or once Redis is known to be out of reach.
+    replays_[member.id_] = &member;
+    pending_since_.emplace_back(member.id_, std::string(argument));
+    return;
+  }
+  if (room_ids_ && since->epoch == epoch_ && since->id + 1 < first_kept_id() && bus_ != nullptr &&
+      bus_->connected() && history_limit_ != 0) {
+    // Older than this server's memory (it restarted, or the client comes from another server of
+    // the room): the rest comes from the room's stream in Redis, one round trip. Until then the
+    // member gets lines without ids (a recovering client ignores them: the replay has them).
+    std::uint64_t up_to = first_kept_id() - 1;
+    replays_[member.id_] = &member;
+    bus_->replay(since->id, up_to,
+                 [this, id = member.id_, after = since->id,
+                  up_to](std::optional<std::vector<HistoryEntry>> stream) {
+                   auto it = replays_.find(id);
+                   if (it == replays_.end()) return;  // gone meanwhile
+                   ChatMember& asker = *it->second;
+                   replays_.erase(it);
+                   finish_replay(asker, after, up_to, stream);
+                 });
+    return;
+  }
+  finish_replay(member, since->epoch == epoch_ ? since->id : 0, 0, std::nullopt,
+                since->epoch != epoch_);
+}
+
+void ChatRoom::finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
+                             const std::optional<std::vector<HistoryEntry>>& stream,
+                             bool other_epoch) {
   // It answers as /cap ids does first: a reconnecting client sends one command, and the lines
   // relayed to it before this (plain) all come again in the replay, with their ids.
   enable_ids(member, "ids");
-  std::string out;
-  std::uint64_t after = since->id;
-  if (since->epoch != epoch_) {
-    // Another epoch: what it saw is gone from here; everything kept since the restart is new.
-    out += chat::notice::missed_unknown();
-    after = 0;
-  } else if (after < last_id_) {
-    std::uint64_t first_kept = history_.empty() ? last_id_ + 1 : history_.front().id;
-    if (after + 1 < first_kept) out += chat::notice::missed(first_kept - after - 1);
+  std::string lines;
+  std::uint64_t missed = 0;
+  std::uint64_t next = after + 1;  // the first id it has not seen
+  if (up_to != 0) {
+    // From the stream: (after, up_to], the newest --history of them.
+    if (stream) {
+      bool first = true;
+      for (const HistoryEntry& entry : *stream) {
+        if (entry.id < next || entry.id > up_to) continue;
+        // Before the oldest kept: trimmed (MAXLEN) or lost. Gaps after it are lines the room
+        // dropped (a flood, an empty line), never missed ones.
+        if (std::exchange(first, false) && entry.id > next) missed += entry.id - next;
+        // Its own lines are not sent back to it, as live.
+        if (entry.name != member.name_)
+          chat::append_relay_with_id(lines, entry.id, entry.name, entry.text);
+        next = entry.id + 1;
+      }
+    }
+    if (next <= up_to) missed += up_to + 1 - next;  // what the stream no longer (or never) had
+    next = up_to + 1;
+  }
+  if (after < last_id_ && !other_epoch) {
+    // From memory: what it kept from `next` on (its oldest may be newer, after a round trip).
+    std::uint64_t first_kept = first_kept_id();
+    if (next < first_kept) missed += first_kept - next;
   }
   for (const HistoryEntry& entry : history_) {
-    // Its own lines are not sent back to it, as live.
-    if (entry.id > after && entry.name != member.name_)
-      chat::append_relay_with_id(out, entry.id, entry.name, entry.text);
+    if (entry.id >= next && entry.id > after && entry.name != member.name_)
+      chat::append_relay_with_id(lines, entry.id, entry.name, entry.text);
   }
+  std::string out;
+  if (other_epoch) {
+    // Another epoch: what it saw is gone from here; everything kept since the restart is new.
+    out += chat::notice::missed_unknown();
+  } else if (missed != 0) {
+    out += chat::notice::missed(missed);
+  }
+  out += lines;
   if (!out.empty()) send_to(member, std::move(out));
 }
 
@@ -536,6 +670,7 @@ void ChatRoom::remove(ChatMember& member) {
   member.in_room_ = false;
   if (std::exchange(member.wants_ids_, false)) --members_with_ids_;
   secrets_.erase(member.id_);
+  replays_.erase(member.id_);
   by_id_.erase(member.id_);
   who_cache_.reset();
   if (member.has_nick_) {
@@ -636,8 +771,8 @@ void ChatRoom::broadcast(const Block& block, const ChatMember* except) {
   }
 }
 
-void ChatRoom::remember(std::string_view name, std::string_view text) {
-  history_.push_back({unix_now(), std::string(name), std::string(text), last_id_});
+void ChatRoom::remember(std::string_view name, std::string_view text, std::uint64_t id) {
+  history_.push_back({unix_now(), std::string(name), std::string(text), id});
   while (history_.size() > history_limit_)
     history_.pop_front();
 }
@@ -666,7 +801,7 @@ void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
       case chat::RoomEventKind::message:
         // Remote lines go to every local member; they never share a block with a local sender's.
         if (relay_sender_ != nullptr) flush_relay();
-        append_message(event.name, event.text);
+        append_message(event.name, event.text, event.id);
         if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
         break;
       case chat::RoomEventKind::joined:
@@ -694,6 +829,17 @@ void ChatRoom::bus_reachable(bool reachable) {
   bus_reachable_ = reachable;
   who_cache_.reset();
   if (!closing_) broadcast(std::string(reachable ? kOthersBack : kOthersUnreachable), nullptr);
+  if (!reachable) answer_pending_since();  // with what this server has
+}
+
+void ChatRoom::answer_pending_since() {
+  for (auto& [id, argument] : std::exchange(pending_since_, {})) {
+    auto it = replays_.find(id);
+    if (it == replays_.end()) continue;  // gone meanwhile
+    ChatMember& member = *it->second;
+    replays_.erase(it);
+    replay_since(member, argument);
+  }
 }
 
 std::vector<std::string> ChatRoom::local_names() const {

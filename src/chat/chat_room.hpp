@@ -174,6 +174,11 @@ class ChatRoom {
   void set_bus(RoomBus* bus) { bus_ = bus; }
   // From the bus: events that happened on another server.
   void apply_remote(const std::vector<chat::RoomEvent>& events);
+  // From the bus (a Redis room numbers its messages room-wide, issue 23): the room's epoch and
+  // last id at (re)connect; a batch's epoch; our own batch back, numbered.
+  void room_epoch(const std::string& epoch, std::uint64_t last);
+  void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events);
+  void own_messages_numbered(const std::vector<chat::RoomEvent>& events);
   // From the bus: the other servers' member list changed without events (a re-sync).
   void remote_members_changed() { who_cache_.reset(); }
   // From the bus: the other servers went out of reach, or came back.
@@ -197,7 +202,16 @@ class ChatRoom {
   void leave_now(ChatMember& member, std::string_view reason, bool too_slow);
   // False (and the member told why) when another member here holds `nick` or a look-alike.
   bool nick_free_here(ChatMember& member, std::string_view nick);
-  void remember(std::string_view name, std::string_view text);
+  void remember(std::string_view name, std::string_view text, std::uint64_t id);
+  // Runs the /since commands that waited for the room's ids.
+  void answer_pending_since();
+  // The id of the oldest message kept in memory with an id (last_id_ + 1 when none).
+  [[nodiscard]] std::uint64_t first_kept_id() const;
+  // The answer to /since: the cap answer, what may be missing, then the lines after `after`
+  // (up to `up_to` from the stream when it was read, then from memory).
+  void finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
+                     const std::optional<std::vector<HistoryEntry>>& stream,
+                     bool other_epoch = false);
   void publish(chat::RoomEvent event);
   void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
@@ -215,7 +229,8 @@ class ChatRoom {
   // ghost at once when SECRET is that session's; otherwise it is /nick NICK.
   void reclaim(ChatMember& member, std::string_view argument);
   // Appends one message to the chunk being relayed (and, for capable members, with its id).
-  void append_message(std::string_view name, std::string_view text);
+  // `room_id`: its room-wide id when it came numbered from Redis (else 0).
+  void append_message(std::string_view name, std::string_view text, std::uint64_t room_id);
   void rename(ChatMember& member, std::string_view nick);
   void send_to(ChatMember& member, std::string text);
   void broadcast(std::string text, const ChatMember* except);
@@ -263,6 +278,14 @@ class ChatRoom {
   // Reconnect secrets by member id_, only for members that asked for ids (plain clients pay
   // nothing); never logged.
   std::unordered_map<std::uint64_t, std::string> secrets_;
+  // Set once the bus said the room's epoch: ids come from Redis, the same on every server.
+  bool room_ids_ = false;
+  // The chunk being relayed is local lines that get their ids when they come back from Redis.
+  bool relay_numbered_later_ = false;
+  // Members whose /since waits for the stream, by id_.
+  std::unordered_map<std::uint64_t, ChatMember*> replays_;
+  // /since commands that wait for the room's ids (by member id_, with their argument).
+  std::vector<std::pair<std::uint64_t, std::string>> pending_since_;
 };
 
 }  // namespace mux

@@ -89,6 +89,60 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 )lua";
 
+// Publishes a batch with messages, numbering them room-wide (issue 23): the ids counter hands
+// out one id per message, the messages go to the history stream under those ids ("0-ID", so
+// the stream is read by id), and the batch goes out with an "i" line (chat/room_event.hpp)
+// naming its first id and the room's epoch (made here when Redis has none: it restarted empty).
+// Atomic, so ids, the stream and the channel agree on one order for every server.
+// KEYS: ids, epoch, history. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history), the
+// number of messages, then per message its time, name and text.
+constexpr const char* kPublishScript = R"lua(
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+end
+local n = tonumber(ARGV[5])
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+if ARGV[4] ~= '0' then
+  for i = 0, n - 1 do
+    local at = 6 + i * 3
+    local id = string.format('0-%d', first + i)
+    local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 't', ARGV[at], 'n',
+                              ARGV[at + 1], 'm', ARGV[at + 2])
+    if type(added) == 'table' and added.err then
+      -- A stream not numbered by id (an older mux wrote it): started again.
+      redis.call('DEL', KEYS[3])
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 't', ARGV[at], 'n', ARGV[at + 1],
+                 'm', ARGV[at + 2])
+    end
+  end
+end
+local f = string.format('%d', first)
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. 'i 0: ' .. #f .. ':' .. f .. ' ' .. #epoch .. ':' ..
+           epoch .. '\n')
+return first
+)lua";
+
+// The room's epoch and its last id, at (re)connect: {epoch, last id}. A Redis with no epoch
+// (it restarted empty), or one whose counter is below the ids this server has seen in that
+// epoch (it restarted from an older snapshot, and would hand out ids again), gets the fresh one.
+// KEYS: epoch, ids. ARGV: a fresh epoch, the epoch this server knows, its last id there.
+constexpr const char* kEpochScript = R"lua(
+local epoch = redis.call('GET', KEYS[1])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if (not epoch) or (epoch == ARGV[2] and last < tonumber(ARGV[3])) then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+return {epoch, string.format('%d', last)}
+)lua";
+
+std::string make_epoch() {
+  std::random_device random;
+  return fmt::format("{:08x}{:08x}", random(), random());
+}
+
 std::string make_server_id() {
   std::random_device random;
   return fmt::format("{}-{:08x}", ::getpid(), random());
@@ -100,6 +154,9 @@ std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t
   if (element.elements.size() != 2) return std::nullopt;
   const auto& fields = element.elements[1].elements;
   HistoryEntry entry;
+  // Its id: the stream numbers messages "0-ID" (kPublishScript).
+  if (std::string_view id = element.elements[0].text; id.starts_with("0-"))
+    std::from_chars(id.data() + 2, id.data() + id.size(), entry.id);
   bool has_name = false;
   bool has_text = false;
   for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
@@ -170,6 +227,16 @@ void RedisRoomBus::on_up() {
   next_number_ = spare_next_ = 1;
   block_end_ = spare_end_ = 0;
   link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seed)});
+  // The room's epoch and ids: the same on every server, so a client recovers on any of them.
+  link_.command({"EVAL", kEpochScript, "2", key("epoch"), key("ids"), make_epoch(), room_.epoch(),
+                 std::to_string(room_.last_id())},
+                [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+                  if (!alive.lock() || reply == nullptr || reply->elements.size() != 2) return;
+                  std::uint64_t last = 0;
+                  const std::string& text = reply->elements[1].text;
+                  std::from_chars(text.data(), text.data() + text.size(), last);
+                  room_.room_epoch(reply->elements[0].text, last);
+                });
   publish_all_members();
   for (const std::string& nick_key : room_.local_nick_keys()) {
     link_.command({"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"), server_id_,
@@ -194,6 +261,7 @@ void RedisRoomBus::on_down(const std::string& why) {
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   batch_.clear();
   member_ops_.clear();
+  messages_.clear();
   batch_changes_members_ = false;
   remote_.clear();
   room_.remote_members_changed();
@@ -253,14 +321,12 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
       member_ops_.push_back("+" + event.text);
       break;
     case chat::RoomEventKind::message:
-      if (history_limit_ != 0) {
-        link_.command({"XADD", key("history"), "MAXLEN", "~", std::to_string(history_limit_), "*",
-                       "t",
-                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count()),
-                       "n", event.name, "m", event.text});
-      }
+      // Numbered, kept and published with the batch (kPublishScript).
+      messages_.push_back(std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count()));
+      messages_.push_back(event.name);
+      messages_.push_back(event.text);
       break;
   }
   if (event.kind != chat::RoomEventKind::message) {
@@ -289,7 +355,25 @@ void RedisRoomBus::flush() {
   }
   member_ops_.clear();
   batch_changes_members_ = false;
-  link_.publish(batch_);
+  if (messages_.empty()) {
+    link_.publish(batch_);
+  } else {
+    std::vector<std::string> args{"EVAL",
+                                  kPublishScript,
+                                  "3",
+                                  key("ids"),
+                                  key("epoch"),
+                                  key("history"),
+                                  key("events"),
+                                  std::move(batch_),
+                                  make_epoch(),
+                                  std::to_string(history_limit_),
+                                  std::to_string(messages_.size() / 3)};
+    args.insert(args.end(), std::make_move_iterator(messages_.begin()),
+                std::make_move_iterator(messages_.end()));
+    link_.command(args);
+    messages_.clear();
+  }
   batch_.clear();
 }
 
@@ -407,7 +491,13 @@ void RedisRoomBus::on_message(std::string_view payload) {
                  log_field(payload, 60));
     return;
   }
-  if (batch->server_id == server_id_) return;
+  if (!batch->epoch.empty()) room_.batch_epoch(batch->epoch, batch->events);
+  if (batch->server_id == server_id_) {
+    // Our own batch back from Redis, numbered: its messages reach the local members that asked
+    // for ids now, in the room's order (the others had them at once).
+    room_.own_messages_numbered(batch->events);
+    return;
+  }
   Remote& server = remote(batch->server_id);
   server.last_heard = EventLoop::Clock::now();
   std::uint64_t changes = 0;
@@ -517,6 +607,27 @@ void RedisRoomBus::admit(std::size_t history, AdmitCallback done) {
   // Busy: the next block is asked for before this one runs out.
   if (block_size_ > 1 && numbers_in_hand() < block_size_ / 2) request_numbers();
   admit_with(number, history, std::move(done));
+}
+
+void RedisRoomBus::replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) {
+  if (!link_.up() || history_limit_ == 0 || up_to <= after) return done(std::nullopt);
+  bool asked = link_.command(
+      // The newest --history of the range (the stream may hold a few more: MAXLEN ~).
+      {"XREVRANGE", key("history"), fmt::format("0-{}", up_to), fmt::format("(0-{}", after),
+       "COUNT", std::to_string(history_limit_)},
+      [this, done](const RedisValue* reply) {
+        if (reply == nullptr || reply->type != RedisValue::Type::array) return done(std::nullopt);
+        std::vector<HistoryEntry> entries;
+        for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
+          const RedisValue& element = *it;
+          // In id order, each once: anything else did not come from kPublishScript.
+          auto entry = history_entry(element, max_line_);
+          if (entry && entry->id != 0 && (entries.empty() || entry->id > entries.back().id))
+            entries.push_back(std::move(*entry));
+        }
+        done(std::move(entries));
+      });
+  if (!asked) done(std::nullopt);
 }
 
 void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCallback done) {

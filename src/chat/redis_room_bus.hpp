@@ -11,7 +11,10 @@
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
 //   versions        hash: server id -> the version of its member set
 //   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
-//   history         stream of messages (XADD MAXLEN ~ --history), read on join (XREVRANGE)
+//   history         stream of messages (XADD MAXLEN ~ --history) under their ids ("0-ID"), read
+//                   on join (XREVRANGE) and by /since on any server (XRANGE)
+//   ids, epoch      the room-wide message ids (INCRBY, in the script that publishes a batch with
+//                   messages) and their epoch, made anew when Redis lost it (restarted empty)
 //
 // Presence costs O(changes), not O(members): every join, leave and rename is an event on the
 // channel and one step of the sender's member-set version; a batch with such events ends with
@@ -81,6 +84,7 @@ class RedisRoomBus final : public RoomBus {
   void admit(std::size_t history, AdmitCallback done) override;
   void claim_nick(const std::string& key, ClaimCallback done) override;
   void release_nick(const std::string& key) override;
+  void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override;
   [[nodiscard]] std::size_t remote_count() const override;
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
@@ -170,6 +174,8 @@ class RedisRoomBus final : public RoomBus {
   // "-NAME"), written by one script before the batch is published.
   std::uint64_t version_ = 0;
   std::vector<std::string> member_ops_;
+  // This batch's messages for kPublishScript: time, name, text of each.
+  std::vector<std::string> messages_;
   bool batch_changes_members_ = false;
   // The other servers' members, by server id.
   std::unordered_map<std::string, Remote> remote_;

@@ -22,7 +22,7 @@ struct HistoryEntry {
   std::int64_t unix_seconds = 0;
   std::string name;
   std::string text;
-  std::uint64_t id = 0;  // the room's message id here (ChatRoom's memory history); 0 from Redis
+  std::uint64_t id = 0;  // the room's message id (0: none, said while the ids were unknown)
 };
 
 class RoomBus {
@@ -33,6 +33,7 @@ class RoomBus {
   };
   using AdmitCallback = std::function<void(std::optional<Admission>)>;
   using ClaimCallback = std::function<void(std::optional<bool> claimed)>;
+  using ReplayCallback = std::function<void(std::optional<std::vector<HistoryEntry>>)>;
 
   RoomBus() = default;
   RoomBus(const RoomBus&) = delete;
@@ -48,6 +49,9 @@ class RoomBus {
   // Claims the nick look-alike `key` room-wide for this server.
   virtual void claim_nick(const std::string& key, ClaimCallback done) = 0;
   virtual void release_nick(const std::string& key) = 0;
+  // The kept messages with room-wide ids in (after, up_to], oldest first, at most --history of
+  // them; nullopt when there is no shared history or it could not be read.
+  virtual void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) = 0;
   // The names on the other servers, in no particular order.
   [[nodiscard]] virtual std::vector<std::string> remote_names() const = 0;
   // How many they are (without building the list).

@@ -112,6 +112,14 @@ void encode_members_version(std::string& out, std::string_view server_id, std::u
   out += '\n';
 }
 
+void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch) {
+  out += 'i';
+  append_field(out, "");
+  append_field(out, std::to_string(first_id));
+  append_field(out, epoch);
+  out += '\n';
+}
+
 std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text) {
   if (payload.substr(0, kHeader.size()) != kHeader) return std::nullopt;
   std::size_t newline = payload.find('\n');
@@ -120,6 +128,8 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
   batch.server_id = std::string(payload.substr(kHeader.size(), newline - kHeader.size()));
   if (!valid_server_id(batch.server_id)) return std::nullopt;
   std::size_t at = newline + 1;
+  std::uint64_t messages = 0;  // m lines so far, kept or not: the ids count every one
+  std::optional<std::uint64_t> first_id;
   while (at < payload.size()) {
     char kind = payload[at++];
     auto name = read_field(payload, at);
@@ -141,6 +151,17 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
       batch.members_version = version;
       continue;
     }
+    if (kind == 'i') {
+      std::uint64_t first = 0;
+      auto [end, error] = std::from_chars(second->data(), second->data() + second->size(), first);
+      if (!name->empty() || first_id || second->empty() || error != std::errc() ||
+          end != second->data() + second->size() || (*second)[0] == '0' || third->empty() ||
+          third->size() > 32 || third->find_first_not_of("0123456789abcdef") != third->npos)
+        return std::nullopt;
+      first_id = first;
+      batch.epoch = std::string(*third);
+      continue;
+    }
     if (!acceptable_remote_name(*name)) return std::nullopt;
     RoomEvent event;
     event.name = std::string(*name);
@@ -149,6 +170,7 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
         if (!third->empty()) return std::nullopt;
         bool cut = second->size() > max_text;
         event.kind = RoomEventKind::message;
+        event.id = ++messages;  // its place for now; its id once the "i" line is known
         event.text = sanitize(second->substr(0, max_text), cut);
         if (event.text.empty()) continue;
         break;
@@ -173,6 +195,10 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
         return std::nullopt;
     }
     batch.events.push_back(std::move(event));
+  }
+  batch.first_id = first_id;
+  for (RoomEvent& event : batch.events) {
+    if (event.kind == RoomEventKind::message) event.id = first_id ? *first_id + event.id - 1 : 0;
   }
   return batch;
 }

@@ -11,6 +11,9 @@
 //     r  old name, new name, reason
 //     v  "", version, ""         the sender's member-set version after this batch's j, l and r
 //                                events (at most one per batch; see chat/redis_room_bus.hpp)
+//     i  "", first id, epoch     the room-wide id of the batch's first m event (the others
+//                                count on from it, in order) and the room's epoch; appended by
+//                                the Redis script that numbers the batch (at most one)
 // Lengths are decimal without leading zeros, at most kMaxFieldBytes; the fields shown "" are
 // empty. A message that breaks any rule is dropped whole (fuzzed: tests/fuzz/room_event.cpp).
 // Names and texts are peer input from another machine: decode_room_events sanitizes texts with
@@ -34,6 +37,7 @@ struct RoomEvent {
   std::string text;    // the message, the reason (left), or the new name (renamed)
   std::string reason;  // renamed: why (empty for /nick)
   bool too_slow = false;
+  std::uint64_t id = 0;  // a message's room-wide id (from the batch's "i" line); 0: none
 };
 
 struct RoomBatch {
@@ -42,6 +46,9 @@ struct RoomBatch {
   // From a "v" line: each j, l and r event counted one version, so the batch's first membership
   // event is version members_version - (their count) + 1.
   std::optional<std::uint64_t> members_version;
+  // From an "i" line: the room's epoch and the first id (the messages' ids count on from it).
+  std::string epoch;
+  std::optional<std::uint64_t> first_id;
 };
 
 inline constexpr std::size_t kMaxFieldBytes = 64 * 1024;
@@ -52,6 +59,8 @@ inline constexpr std::size_t kMaxServerIdBytes = 64;
 void encode_room_event(std::string& out, std::string_view server_id, const RoomEvent& event);
 // Appends the header when `out` is empty, then a "v" line.
 void encode_members_version(std::string& out, std::string_view server_id, std::uint64_t version);
+// Appends an "i" line (what the Redis script appends to a batch it numbered); for tests.
+void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch);
 // Nullopt when the payload is malformed; texts are cut at `max_text` bytes.
 std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_t max_text);
 // A name another server may use: a valid nick or "Client N".

@@ -38,10 +38,14 @@ bool same_event(const RoomEvent& a, const RoomEvent& b) {
          a.too_slow == b.too_slow;
 }
 
-bool same_batch(const RoomBatch& a, const RoomBatch& b) {
+// `ids`: the messages' ids too (a re-encoding leaves out dropped messages, which shifts them).
+bool same_batch(const RoomBatch& a, const RoomBatch& b, bool ids = true) {
   return a.server_id == b.server_id && a.members_version == b.members_version &&
-         a.events.size() == b.events.size() &&
-         std::equal(a.events.begin(), a.events.end(), b.events.begin(), same_event);
+         a.epoch == b.epoch && a.first_id == b.first_id && a.events.size() == b.events.size() &&
+         std::equal(a.events.begin(), a.events.end(), b.events.begin(),
+                    [ids](const RoomEvent& x, const RoomEvent& y) {
+                      return same_event(x, y) && (!ids || x.id == y.id);
+                    });
 }
 
 std::string describe(const RoomEvent& event) {
@@ -129,6 +133,7 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
     reference.batch.server_id += *c;
   }
   if (reference.batch.server_id.empty()) return std::nullopt;
+  std::uint64_t messages = 0;
   while (!cursor.done()) {
     ReferenceEvent raw;
     raw.kind = *cursor.any();
@@ -153,6 +158,23 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
       reference.raw.push_back(raw);
       continue;
     }
+    if (raw.kind == 'i') {
+      const std::string& digits = raw.fields[1];
+      const std::string& epoch = raw.fields[2];
+      if (!raw.fields[0].empty() || reference.batch.first_id || digits.empty() ||
+          digits.size() > 20 || digits[0] == '0' ||
+          !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+          epoch.empty() || epoch.size() > 32 ||
+          !std::all_of(epoch.begin(), epoch.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+        return std::nullopt;
+      if (digits.size() == 20 && digits > "18446744073709551615") return std::nullopt;
+      reference.batch.first_id = std::stoull(digits);
+      reference.batch.epoch = epoch;
+      reference.unchanged = false;  // encode() writes it after the version: maybe reordered
+      reference.raw.push_back(raw);
+      continue;
+    }
     if (!acceptable_name(raw.fields[0])) return std::nullopt;
     // encode() writes the version last: an event after it re-encodes in another order.
     if (reference.batch.members_version) reference.unchanged = false;
@@ -162,6 +184,7 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
       case 'm':
         if (!raw.fields[2].empty()) return std::nullopt;
         event.kind = RoomEventKind::message;
+        event.id = ++messages;  // its place among every m event; its id once the i line is read
         event.text = sanitize_cut(raw.fields[1], max_text);
         reference.unchanged &= event.text == raw.fields[1];
         break;
@@ -193,6 +216,10 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
     }
     reference.batch.events.push_back(event);
   }
+  for (RoomEvent& event : reference.batch.events) {
+    if (event.kind == RoomEventKind::message)
+      event.id = reference.batch.first_id ? *reference.batch.first_id + event.id - 1 : 0;
+  }
   return reference;
 }
 
@@ -202,6 +229,7 @@ std::string encode(const RoomBatch& batch) {
     chat::encode_room_event(wire, batch.server_id, event);
   if (batch.members_version)
     chat::encode_members_version(wire, batch.server_id, *batch.members_version);
+  if (batch.first_id && !wire.empty()) chat::encode_ids(wire, *batch.first_id, batch.epoch);
   return wire;
 }
 
@@ -251,7 +279,7 @@ void check_decoded(std::string_view payload, std::size_t max_text) {
       });
   if (!decoded->events.empty() && reasons_fit) {
     std::optional<RoomBatch> twice = chat::decode_room_events(again, 3 * max_text);
-    FUZZ_CHECK(twice && same_batch(*twice, *decoded),
+    FUZZ_CHECK(twice && same_batch(*twice, *decoded, false),
                fmt::format("{} re-encoded as {}, which decodes differently", printable(payload),
                            printable(again)));
   }

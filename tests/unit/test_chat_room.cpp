@@ -451,6 +451,15 @@ struct ManualBus final : mux::RoomBus {
     claims.push_back(std::move(done));
   }
   void release_nick(const std::string&) override {}
+  struct Replay {
+    std::uint64_t after = 0;
+    std::uint64_t up_to = 0;
+    ReplayCallback done;
+  };
+  std::vector<Replay> replays;
+  void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override {
+    replays.push_back({after, up_to, std::move(done)});
+  }
   [[nodiscard]] std::vector<std::string> remote_names() const override { return {}; }
   [[nodiscard]] std::uint64_t highest_remote_number() const override { return 0; }
   [[nodiscard]] std::size_t remote_count() const override { return 0; }
@@ -473,6 +482,72 @@ struct BusFixture : RoomFixture {
 };
 
 }  // namespace
+
+namespace {
+mux::chat::RoomEvent numbered(std::string name, std::string text, std::uint64_t id) {
+  mux::chat::RoomEvent event{
+      mux::chat::RoomEventKind::message, std::move(name), std::move(text), {}, false};
+  event.id = id;
+  return event;
+}
+mux::HistoryEntry kept(std::string name, std::string text, std::uint64_t id) {
+  return {0, std::move(name), std::move(text), id};
+}
+}  // namespace
+
+TEST_CASE_FIXTURE(BusFixture, "a Redis room's ids come from Redis, the same on every server") {
+  room.set_history(3);
+  FakeMember& plain = join();
+  bus.answer_admission();
+  FakeMember& capable = join();
+  bus.answer_admission();
+  plain.take(), capable.take();
+  room.room_epoch("00000000000000aa", 40);
+  CHECK(capable.take() == "");  // it asked for nothing yet
+  say(capable, "/cap ids");
+  CHECK(no_secret(capable.take()) ==
+        "* cap ids epoch=00000000000000aa last=40 max-line=4096\n* online (2): Client 1, "
+        "Client 2\n");
+  // A local line: at once to the plain member, with its id once Redis numbered it.
+  say(plain, "local");
+  CHECK(capable.take() == "");
+  room.own_messages_numbered({numbered("Client 1", "local", 41)});
+  CHECK(capable.take() == "@41 [Client 1]: local\n");
+  // Another server's lines carry their ids.
+  room.apply_remote({numbered("carol", "remote", 42)});
+  CHECK(capable.take() == "@42 [carol]: remote\n");
+  CHECK(plain.take() == "[carol]: remote\n");
+  // Memory holds 41 and 42 (and a line of another epoch would be 0): /since 39 needs 40 from
+  // Redis's stream, one round trip; meanwhile the asker gets plain lines.
+  FakeMember& back = join();
+  bus.answer_admission();
+  back.take();
+  say(back, "/since 00000000000000aa 38");
+  REQUIRE(bus.replays.size() == 1);
+  CHECK(bus.replays[0].after == 38);
+  CHECK(bus.replays[0].up_to == 40);
+  room.apply_remote({numbered("carol", "meanwhile", 43)});
+  CHECK(back.take() == "[carol]: meanwhile\n");
+  bus.replays[0].done(std::vector<mux::HistoryEntry>{kept("dave", "forty", 40)});
+  CHECK(no_secret(back.take()) ==
+        "* cap ids epoch=00000000000000aa last=43 max-line=4096\n* online (3): Client 1, "
+        "Client 2, Client 3\n* 1 line may have been missed\n@40 [dave]: forty\n@41 [Client 1]: "
+        "local\n@42 [carol]: remote\n@43 [carol]: meanwhile\n");
+  // Redis restarted empty: a new epoch, said to the members with ids.
+  room.room_epoch("00000000000000bb", 0);
+  std::string reset =
+      "* cap ids epoch=00000000000000bb last=0 max-line=4096\n"
+      "* lines may have been missed: the room's history was lost (Redis restarted empty)\n";
+  CHECK(no_secret(capable.take()) == "* Client 3 joined\n@43 [carol]: meanwhile\n" + reset);
+  CHECK(plain.take() == "* Client 3 joined\n[carol]: meanwhile\n");
+  CHECK(no_secret(back.take()) == reset);
+  // Ids of the old epoch are never replayed by id.
+  say(back, "/since 00000000000000bb 0");
+  CHECK(bus.replays.size() == 1);
+  CHECK(no_secret(back.take()) ==
+        "* cap ids epoch=00000000000000bb last=0 max-line=4096\n* online (3): Client 1, "
+        "Client 2, Client 3\n");
+}
 
 TEST_CASE_FIXTURE(BusFixture, "lines sent before the welcome are held, then relayed in order") {
   FakeMember& watcher = join();

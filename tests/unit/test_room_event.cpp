@@ -79,3 +79,29 @@ TEST_CASE("room events: the number of a default name") {
   CHECK_FALSE(default_name_number("alice"));
   CHECK_FALSE(default_name_number("Client 99999999999999999999"));
 }
+
+TEST_CASE("room events: an i line numbers every m event from its first id, dropped ones too") {
+  std::string wire;
+  encode_room_event(wire, "s", {RoomEventKind::message, "eve", "one", {}, false});
+  encode_room_event(wire, "s", {RoomEventKind::joined, "Client 3", {}, {}, false});
+  encode_room_event(wire, "s", {RoomEventKind::message, "eve", "", {}, false});  // dropped
+  encode_room_event(wire, "s", {RoomEventKind::message, "eve", "three", {}, false});
+  auto plain = decode_room_events(wire, 4096);
+  REQUIRE(plain);
+  CHECK(plain->events[0].id == 0);  // not numbered: no i line
+  CHECK(plain->epoch.empty());
+  encode_ids(wire, 17, "00ff");
+  CHECK(wire.ends_with("i 0: 2:17 4:00ff\n"));
+  auto batch = decode_room_events(wire, 4096);
+  REQUIRE(batch);
+  CHECK(batch->epoch == "00ff");
+  REQUIRE(batch->events.size() == 3);
+  CHECK(batch->events[0].id == 17);
+  CHECK(batch->events[1].id == 0);
+  CHECK(batch->events[2].id == 19);
+  for (std::string bad :
+       {"i 0: 2:17 4:00ff\ni 0: 2:18 4:00ff\n", "i 0: 2:07 4:00ff\n", "i 0: 1:0 4:00ff\n",
+        "i 0: 2:17 4:00FF\n", "i 0: 2:17 0:\n", "i 1:x 2:17 4:00ff\n"}) {
+    CHECK_FALSE(decode_room_events("MUXROOM1 s\n" + bad, 4096));
+  }
+}

@@ -1,0 +1,174 @@
+"""End-to-end tests of recovery in a Redis-shared room (issue 23): message ids are room-wide (the
+Redis counter numbers every message, the Redis stream keeps them under those ids), so /since
+works on any server of the room, exactly once and in order; Redis killed with -9 while clients
+are connected, then restarted empty (a new epoch: clients are told lines may be missing) or
+restarted with its data (the same epoch: nothing said, /since still replays by id). Real
+redis-server and mux servers on free loopback ports; every wait is for an event."""
+
+import re
+import unittest
+
+import muxtest
+from muxtest import Server
+import test_chat_recovery
+from test_chat_recovery import CAP, PipedClient, Raw
+from test_redis import REDIS_SERVER, SLOW, Redis
+
+OUT_OF_REACH = r"^\* the other servers are out of reach"
+BACK = r"^\* the other servers are back: the room is whole again$"
+RESET = ("* lines may have been missed: the room's history was lost (Redis restarted empty)")
+
+
+def capable(server):
+    """A raw client that asked for ids: (client, epoch, last id)."""
+    client = Raw(server)
+    client.send("/cap ids\n")
+    while not (cap := CAP.match(client.line())):
+        pass
+    client.line()  # who is here
+    return client, cap.group(1), int(cap.group(2))
+
+
+def ids_until(client, rest):
+    """The id-carrying lines a client receives up to the one whose text after the id is
+    `rest` (other lines, such as join notices, skipped)."""
+    lines = []
+    while True:
+        line = client.reader.line(SLOW)
+        if line.startswith("@"):
+            lines.append(line)
+            if line.split(" ", 1)[1] == rest:
+                return lines
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class RoomWideIds(unittest.TestCase):
+    def start(self, redis, *args):
+        server = Server("chat-server", "--redis", redis.url, "--room", "r", "--history", "50",
+                        *args)
+        self.addCleanup(server.stop)
+        server.wait_for_log(r"redis: connected to", timeout=SLOW)
+        return server
+
+    def test_since_on_another_server_replays_exactly_once_in_order(self):
+        redis = Redis()
+        self.addCleanup(redis.close)
+        a, b = self.start(redis), self.start(redis, "--serve", "fork")
+        watcher_a, epoch_a, _ = capable(a)
+        self.addCleanup(watcher_a.sock.close)
+        watcher_b, epoch_b, _ = capable(b)
+        self.addCleanup(watcher_b.sock.close)
+        self.assertEqual(epoch_a, epoch_b)  # one epoch for the room
+        bob = Raw(b)
+        self.addCleanup(bob.sock.close)
+        carol = Raw(a)
+        self.addCleanup(carol.sock.close)
+        bob.send("one\ntwo\n")
+        seen_a = ids_until(watcher_a, f"[{bob.name}]: two")
+        carol.send("three\n")
+        seen_a += ids_until(watcher_a, f"[{carol.name}]: three")
+        seen_b = ids_until(watcher_b, f"[{carol.name}]: three")
+        # Both servers number each line alike: a's own line reaches its capable client once
+        # Redis numbered it.
+        self.assertEqual(seen_a, seen_b)
+        ids = [int(line[1:].split(" ", 1)[0]) for line in seen_a]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + 3)), seen_a)
+        # A client that saw only the first line, back on the other server: the rest, once.
+        for server in (a, b):
+            back = Raw(server)
+            self.addCleanup(back.sock.close)
+            back.send(f"/since {epoch_a} {ids[0]}\n")
+            while not (cap := CAP.match(back.line())):
+                pass
+            self.assertEqual(cap.group(1), epoch_a)
+            back.line()  # who is here
+            self.assertEqual([back.line(), back.line()], seen_a[1:])
+            back.send("/who\n")  # nothing else came first
+            self.assertTrue(back.line().startswith("* online ("))
+
+    def test_redis_killed_and_restarted_empty_then_with_its_data(self):
+        """kill -9 of Redis with a chat-client connected: the room goes on per server, every
+        client is told; back empty, the ids start a new epoch and clients with ids are told lines
+        may be missing; lines flow again; a restart of the client's server then recovers by id
+        in the new epoch. Then Redis saved, killed and back with that data: the same epoch,
+        nothing to tell, and /since replays by id as before."""
+        redis = Redis()
+        port, store = redis.port, redis.dir
+        redises = [redis]
+        self.addCleanup(lambda: [r.close() for r in redises])
+        a, b = self.start(redis), self.start(redis)
+        alice = PipedClient(a.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        bob = Raw(b)
+        self.addCleanup(bob.sock.close)
+        bob.send("before\n")
+        alice.out.wait_for(rf"^\[{bob.name}\]: before$")
+
+        marks = [len(server.stdout_lines) for server in (a, b)]
+        redis.kill()
+        for server, mark in zip((a, b), marks):
+            server.wait_for_log(r"redis: lost ", timeout=SLOW, start=mark)
+        alice.out.wait_for(OUT_OF_REACH)
+        redis = Redis(port=port)  # empty
+        redises.append(redis)
+        for server, mark in zip((a, b), marks):
+            server.wait_for_log(r"redis: connected to", timeout=SLOW, start=mark)
+        alice.out.wait_for(BACK)
+        alice.out.wait_for("^" + re.escape(RESET) + "$")
+        # b is back too (its own notice), so the room is one again: lines flow, once each.
+        while not bob.line().startswith("* the other servers are back"):
+            pass
+        bob.send("after\n")
+        alice.out.wait_for(rf"^\[{bob.name}\]: after$")
+
+        # alice's server is killed and restarted: she recovers what bob says meanwhile from the
+        # stream, in the new epoch, exactly once.
+        a.proc.kill()
+        a.wait()
+        alice.err.wait_for(test_chat_recovery.Reconnect.LOST)
+        bob.send("while a was down\n")
+        a = self.start(redis, "--port", str(a.port))
+        alice.err.wait_for(test_chat_recovery.Reconnect.BACK)
+        bob.send("a is back\n")
+        alice.out.wait_for(rf"^\[{bob.name}\]: a is back$")
+        said = [f"[{bob.name}]: {text}" for text in
+                ("before", "after", "while a was down", "a is back")]
+        self.assertEqual([line for line in alice.out.lines if line in said], said)
+        self.assertEqual(alice.out.lines.count(RESET), 1)
+        self.assertFalse([line for line in alice.out.lines
+                          if "missed" in line and line != RESET], alice.out.lines)
+
+        # Saved, killed, back with its data: the epoch is the same, nobody is told of a loss.
+        watcher, epoch, last = capable(b)
+        self.addCleanup(watcher.sock.close)
+        self.assertEqual(redis.command("SAVE"), b"+OK")
+        marks = [len(server.stdout_lines) for server in (a, b)]
+        redis.kill()
+        for server, mark in zip((a, b), marks):
+            server.wait_for_log(r"redis: lost ", timeout=SLOW, start=mark)
+        redis = Redis(port=port, extra=("--dir", redis.dir))
+        redises.append(redis)
+        for server, mark in zip((a, b), marks):
+            server.wait_for_log(r"redis: connected to", timeout=SLOW, start=mark)
+        while not watcher.line().startswith("* the other servers are back"):
+            pass
+        bob.send("saved and back\n")
+        self.assertEqual(ids_until(watcher, f"[{bob.name}]: saved and back"),
+                         [f"@{last + 1} [{bob.name}]: saved and back"])
+        back = Raw(a)
+        self.addCleanup(back.sock.close)
+        back.send(f"/since {epoch} {last - 1}\n")
+        while not (cap := CAP.match(back.line())):
+            pass
+        self.assertEqual(cap.group(1), epoch)
+        back.line()  # who is here
+        self.assertEqual([back.line(), back.line()],
+                         [f"@{last} [{bob.name}]: a is back",
+                          f"@{last + 1} [{bob.name}]: saved and back"])
+        self.assertEqual(alice.finish(), 0)
+        self.assertEqual(alice.out.lines.count(RESET), 1)
+
+
+if __name__ == "__main__":
+    muxtest.main()
