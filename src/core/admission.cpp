@@ -66,6 +66,13 @@ bool AdmissionCounts::shed_oldest_unauthenticated(
   return false;
 }
 
+std::optional<std::chrono::steady_clock::time_point> AdmissionCounts::oldest_sheddable() const {
+  for (const Unauthenticated& pending : unauthenticated_order) {
+    if (pending.counted && pending.shed) return pending.since;
+  }
+  return std::nullopt;
+}
+
 AdmissionTicket::AdmissionTicket(std::shared_ptr<AdmissionCounts> counts, std::string address_key,
                                  bool unauthenticated)
     : counts_(std::move(counts)) {

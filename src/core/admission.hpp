@@ -13,6 +13,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -63,6 +64,12 @@ struct AdmissionPolicy {
   // the budget is still let in below max_connections (a burst of honest TLS clients, whose
   // handshakes all run at once, must not shed each other) and refused at it.
   std::chrono::milliseconds shed_after{0};
+  // Upload-server's form of the budget: it applies only while the owner's has_room says no.
+  // Then a newcomer is still accepted when an unauthenticated connection has waited shed_after
+  // (the oldest is shed for it; one from an address holding max_unauthenticated_per_address of
+  // them is refused instead), and otherwise waits in the backlog until one has. Below the cap
+  // nobody is shed or refused for being unauthenticated. max_unauthenticated must be non-zero.
+  bool shed_at_owner_cap = false;
 
   // No caps of the Listener's own: newcomers wait in the backlog while `has_room` says no.
   static AdmissionPolicy wait_for_room(std::function<bool()> has_room) {
@@ -92,6 +99,8 @@ struct AdmissionCounts {
   // Sheds the oldest unauthenticated connection that can be shed and arrived no later than
   // `arrived_by`: false when there is none.
   bool shed_oldest_unauthenticated(std::chrono::steady_clock::time_point arrived_by);
+  // When the oldest unauthenticated connection that can be shed arrived; nullopt when none can.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> oldest_sheddable() const;
 };
 
 // One admitted connection's slots. Move-only; an empty ticket holds nothing.

@@ -41,6 +41,12 @@ class ChildSupervisor {
   pid_t spawn(std::initializer_list<int> keep, const std::function<int()>& body,
               OnExit on_exit = {}, AdmissionTicket ticket = {});
 
+  // The ticket a running (not yet reaped) child holds; null when there is no such child.
+  [[nodiscard]] AdmissionTicket* ticket_of(pid_t pid) noexcept {
+    auto it = children_.find(pid);
+    return it == children_.end() ? nullptr : &it->second.ticket;
+  }
+
   [[nodiscard]] bool has_room() const noexcept { return children_.size() < max_children_; }
   [[nodiscard]] std::size_t count() const noexcept { return children_.size(); }
   [[nodiscard]] std::size_t max_children() const noexcept { return max_children_; }

@@ -2,6 +2,10 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <optional>
+#include <utility>
+
 #include <fmt/format.h>
 
 #include "core/logger.hpp"
@@ -55,6 +59,7 @@ Listener::Listener(EventLoop& loop, Fd listening_socket, Logger& logger, Admissi
 
 Listener::~Listener() {
   counts_->listener = nullptr;
+  loop_.cancel_timer(shed_timer_);
   for (TripLog& log : trips_)
     loop_.cancel_timer(log.summary_timer);
   set_watching(false);
@@ -65,6 +70,7 @@ void Listener::resume() {
 }
 
 void Listener::close() {
+  loop_.cancel_timer(std::exchange(shed_timer_, 0));
   set_watching(false);
   acceptor_.close();
   closed_ = true;
@@ -93,13 +99,39 @@ void Listener::on_slot_freed() {
   if (!watching_ && !closed_ && owner_has_room() && !at_global_cap()) set_watching(true);
 }
 
+bool Listener::can_shed_now() const {
+  if (!policy_.shed_at_owner_cap) return false;
+  std::optional<std::chrono::steady_clock::time_point> oldest = counts_->oldest_sheddable();
+  return oldest && *oldest <= std::chrono::steady_clock::now() - policy_.shed_after;
+}
+
+void Listener::arm_shed_timer() {
+  loop_.cancel_timer(std::exchange(shed_timer_, 0));
+  if (!policy_.shed_at_owner_cap || closed_) return;
+  std::optional<std::chrono::steady_clock::time_point> oldest = counts_->oldest_sheddable();
+  if (!oldest) return;  // a newcomer waits for a slot to free instead
+  auto wait = std::chrono::ceil<std::chrono::milliseconds>(*oldest + policy_.shed_after -
+                                                           std::chrono::steady_clock::now());
+  // Watching again only looks: a newcomer in the backlog is accepted (and sheds), none costs
+  // nothing.
+  shed_timer_ = loop_.add_timer(std::max(wait, std::chrono::milliseconds{1}), [this] {
+    shed_timer_ = 0;
+    if (!closed_) set_watching(true);
+  });
+}
+
 void Listener::accept_pending() {
   for (int i = 0; i < kAcceptsPerWakeup; ++i) {
-    if (!owner_has_room() || (at_global_cap() && !policy_.refuse_when_full)) {
+    bool owner_full = !owner_has_room();
+    if ((owner_full || (at_global_cap() && !policy_.refuse_when_full)) &&
+        !(owner_full && can_shed_now())) {
       if (at_global_cap())
         trip(kWaiting, fmt::format("at the limit of {} clients: newcomers wait in the backlog",
                                    policy_.max_connections));
       set_watching(false);
+      // At the owner's cap, a connection still unauthenticated when its shed_after is over
+      // makes room: look at the backlog again then.
+      if (owner_full) arm_shed_timer();
       return;
     }
     bool dropped = false;
@@ -117,8 +149,12 @@ void Listener::admit(Acceptor::Accepted accepted) {
     return refuse(std::move(accepted), Refusal::not_allowed);
   bool budget = policy_.max_unauthenticated != 0;
   if (at_global_cap() && !budget) return refuse(std::move(accepted), Refusal::server_full);
+  // shed_at_owner_cap: the budget holds only while the owner is full.
+  bool owner_full = policy_.shed_at_owner_cap && !owner_has_room();
+  bool full = at_global_cap() || owner_full;
   std::string key = address_key(address, accepted.address.length);
-  if (budget && policy_.max_unauthenticated_per_address != 0) {
+  if (budget && policy_.max_unauthenticated_per_address != 0 &&
+      (!policy_.shed_at_owner_cap || owner_full)) {
     auto it = counts_->unauthenticated_per_address.find(key);
     if (it != counts_->unauthenticated_per_address.end() &&
         it->second >= policy_.max_unauthenticated_per_address)
@@ -133,11 +169,11 @@ void Listener::admit(Acceptor::Accepted accepted) {
   // after shed_after makes room (an honest client authenticates in moments, a slot holder
   // never does). Nobody that old: below the cap the newcomer comes in over the budget (an
   // honest burst of handshakes), at the cap it is refused.
-  if (budget && (at_global_cap() || counts_->unauthenticated >= policy_.max_unauthenticated)) {
+  if (budget && (full || counts_->unauthenticated >= policy_.max_unauthenticated)) {
     if (counts_->shed_oldest_unauthenticated(std::chrono::steady_clock::now() -
                                              policy_.shed_after)) {
       trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
-    } else if (at_global_cap()) {
+    } else if (full) {
       return refuse(std::move(accepted), Refusal::server_full);
     }
   }

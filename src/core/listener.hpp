@@ -87,6 +87,11 @@ class Listener {
   void admit(Acceptor::Accepted accepted);
   [[nodiscard]] bool owner_has_room() const;
   [[nodiscard]] bool at_global_cap() const;
+  // shed_at_owner_cap: an unauthenticated connection has waited its shed_after.
+  [[nodiscard]] bool can_shed_now() const;
+  // shed_at_owner_cap, while full: watches the backlog again once the oldest unauthenticated
+  // connection has waited its shed_after.
+  void arm_shed_timer();
   void refuse(Acceptor::Accepted accepted, Refusal refusal);
   void say_and_close(Fd socket, const std::string& message);
   void forget_refused(RefusedClient& client);
@@ -105,6 +110,7 @@ class Listener {
   ConnectionContext refusal_context_;
   std::unordered_map<RefusedClient*, std::unique_ptr<RefusedClient>> refused_;
   std::array<TripLog, kTripKinds> trips_{};
+  EventLoop::TimerId shed_timer_ = 0;
   bool watching_ = false;
   bool closed_ = false;
 };

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <csignal>
 #include <optional>
 #include <system_error>
@@ -36,6 +38,8 @@ class ForkingServer::Waiting final : private Connection::Owner {
         number_(number),
         connection_(server.waiting_context_, std::move(client.fd), *this) {
     connection_.set_peeking(true);
+    // Shed for a newcomer while the server is full: it has sent nothing yet.
+    ticket_.on_shed([this] { server_.on_shed(*this); });
     if (server.limits_.header_timeout.count() > 0) {
       deadline_ = server.loop_.add_timer(server.limits_.header_timeout, [this] {
         deadline_ = 0;
@@ -83,11 +87,20 @@ ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
                 [this](Admitted client) { admit(std::move(client)); }) {
+  int ends[2];
+  // Non-blocking both ways: a child never waits on a full pipe (it stays sheddable instead),
+  // and the parent reads until EAGAIN.
+  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0)
+    throw std::system_error(errno, std::generic_category(), "pipe");
+  header_reports_ = Fd(ends[0]);
+  header_report_end_ = Fd(ends[1]);
   // In the parent only: a child serves one upload in a loop of its own.
   if (output_dir_ != nullptr) sweep_expired_partials(loop_, *output_dir_, logger_);
 }
 
-ForkingServer::~ForkingServer() = default;
+ForkingServer::~ForkingServer() {
+  if (watching_reports_) loop_.unwatch(header_reports_.get());
+}
 
 void ForkingServer::start() {
   children_.on_reaped([this] {
@@ -98,6 +111,8 @@ void ForkingServer::start() {
     }
   });
   logger_.detail("at most {} upload processes at once", children_.max_children());
+  loop_.watch(header_reports_.get(), EPOLLIN, [this](std::uint32_t) { read_header_reports(); });
+  watching_reports_ = true;
   listener_.resume();
 }
 
@@ -139,6 +154,26 @@ void ForkingServer::on_gone(Waiting& waiting) {
   drop(waiting);
 }
 
+void ForkingServer::on_shed(Waiting& waiting) {
+  logger_.detail("[Client {}] {} shed for a newcomer: the server is full and it sent nothing",
+                 waiting.number(), waiting.peer());
+  drop(waiting);
+}
+
+void ForkingServer::read_header_reports() {
+  // Each report is one pid, written whole (a pipe write of at most PIPE_BUF bytes is atomic), so
+  // a read of a multiple of its size holds whole reports.
+  std::array<pid_t, 256> pids{};
+  for (;;) {
+    ssize_t got = ::read(header_reports_.get(), pids.data(), sizeof pids);
+    if (got <= 0) return;  // EAGAIN: all read (the parent holds a write end: never EOF)
+    for (std::size_t i = 0; i < static_cast<std::size_t>(got) / sizeof(pid_t); ++i) {
+      // A child reaped meanwhile has no ticket any more: nothing to do.
+      if (AdmissionTicket* ticket = children_.ticket_of(pids[i])) ticket->authenticated();
+    }
+  }
+}
+
 void ForkingServer::on_header_timeout(Waiting& waiting) {
   std::string reason = header_timeout_reason(limits_);
   logger_.detail("[Client {}] {} sent nothing: {}", waiting.number(), waiting.peer(), reason);
@@ -151,17 +186,30 @@ void ForkingServer::spawn_child(Waiting& waiting) {
   int socket_fd = socket.get();
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
   std::uint64_t number = waiting.number();
+  int report_fd = header_report_end_.get();
   try {
-    children_.spawn(
-        {socket_fd, dir_fd},
+    pid_t pid = children_.spawn(
+        {socket_fd, dir_fd, report_fd},
         [&] {
           // Logged by the child, so it comes before the child's own lines about this client.
           logger_.detail("[Client {}] served by process {}", number, ::getpid());
           return serve_one_upload(std::move(socket), waiting.peer(), number, logger_, output_dir_,
-                                  limits_);
+                                  limits_, report_fd);
         },
         [this](pid_t child, int status) { on_child_exit(child, status); },
         std::move(waiting.ticket()));
+    // Until the child reports its header complete, the client may be shed for a newcomer while
+    // the server is full: its process is killed (it has nothing to finish: no header, no file
+    // but a temporary one, which on_child_exit removes).
+    if (AdmissionTicket* ticket = children_.ticket_of(pid)) {
+      ticket->on_shed([this, pid, number] {
+        logger_.detail(
+            "[Client {}] shed for a newcomer: the server is full and its header is "
+            "not complete (process {} killed)",
+            number, pid);
+        ::kill(pid, SIGKILL);
+      });
+    }
   } catch (const std::system_error& error) {
     logger_.info("[Client {}] {} refused: {}", number, waiting.peer(), error.what());
     listener_.turn_away(std::move(socket), format_err_reply("server busy: cannot start a process"));
@@ -208,7 +256,8 @@ void ForkingServer::begin_shutdown() {
 }
 
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, const UploadLimits& limits) {
+                     const OutputDirectory* output_dir, const UploadLimits& limits,
+                     int header_report_fd) {
   // The socket keeps the parent's fd number, which is large when the parent holds many waiting
   // connections; the loop's per-fd table would grow to it. The lowest free number is tiny here.
   Fd low(::fcntl(socket.get(), F_DUPFD_CLOEXEC, 3));
@@ -222,6 +271,14 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   UploadContext context{loop,   logger,     output_dir, committer ? &*committer : nullptr,
                         limits, connections};
   connections.stream_factory = limits.stream_factory;  // the TLS handshake runs here, in the child
+  if (header_report_fd >= 0) {
+    context.on_header_complete = [header_report_fd] {
+      pid_t self = ::getpid();
+      // Lost only when the pipe is full (thousands of reports unread): then the parent merely
+      // still counts this client as sheddable.
+      (void)!::write(header_report_fd, &self, sizeof self);
+    };
+  }
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });
   bool stopping = false;

@@ -48,6 +48,9 @@ class ForkingServer final : public ServerRuntime::Service {
   void on_first_bytes(Waiting& waiting);
   void on_gone(Waiting& waiting);
   void on_header_timeout(Waiting& waiting);
+  void on_shed(Waiting& waiting);
+  // Children's "header complete" reports: their tickets leave the pre-header budget.
+  void read_header_reports();
   // Forgets `waiting` (destroyed after the batch: it may be inside its own callback).
   void drop(Waiting& waiting);
   void spawn_child(Waiting& waiting);
@@ -64,6 +67,11 @@ class ForkingServer final : public ServerRuntime::Service {
   // a read buffer of one page, as they are only peeked at.
   ConnectionContext waiting_context_{loop_, 4096};
   std::unordered_map<Waiting*, std::unique_ptr<Waiting>> waiting_;
+  // Each child writes its pid here once its client's header is complete (UploadContext::
+  // on_header_complete); until then the parent may shed it (SIGKILL) for a newcomer at the cap.
+  Fd header_reports_;
+  Fd header_report_end_;  // inherited by every child
+  bool watching_reports_ = false;
   ChildSupervisor children_;
   Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
@@ -73,6 +81,7 @@ class ForkingServer final : public ServerRuntime::Service {
 // The whole life of a fork-mode child: one upload on `socket` in a fresh event loop. Returns the
 // child's exit status.
 int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, const UploadLimits& limits);
+                     const OutputDirectory* output_dir, const UploadLimits& limits,
+                     int header_report_fd = -1);
 
 }  // namespace mux

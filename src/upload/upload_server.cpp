@@ -71,6 +71,7 @@ int run_upload_server(const UploadServerOptions& options) {
   runtime.describe_access("uploads need a token= header field");
   UploadAdmission admission{options.max_clients, options.max_per_address, runtime.address_check()};
   admission.refusal_stream = limits.stream_factory;  // TLS: refusals go out inside TLS
+  admission.shed_after = pre_header_shed_after(options.header_timeout);
   if (options.serve == ServeMode::fork) {
     ForkingServer server(runtime.loop(), std::move(listener), logger, dir, limits, admission);
     return runtime.run(server);

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+
 #include <algorithm>
+#include <limits>
 
 #include <cerrno>
 #include <system_error>
@@ -55,10 +57,26 @@ void sweep_expired_partials(EventLoop& loop, const OutputDirectory& directory, L
   });
 }
 
+std::chrono::milliseconds pre_header_shed_after(std::chrono::milliseconds header_timeout) {
+  if (header_timeout.count() > 0 && header_timeout / 2 < kShedAfter) return header_timeout / 2;
+  return kShedAfter;
+}
+
 AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room) {
   AdmissionPolicy policy = AdmissionPolicy::wait_for_room(std::move(has_room));
   policy.max_per_address = static_cast<std::size_t>(admission.max_per_address);
+  // Connections without a complete header have no budget of their own below the cap; at it
+  // (has_room says no) the oldest that waited shed_after is shed for a newcomer, and an address
+  // holding a few such already is refused: a socket that sends a byte and reconnects can no
+  // longer keep every slot (issue 21, E3).
+  policy.shed_at_owner_cap = true;
+  policy.max_unauthenticated = std::numeric_limits<std::size_t>::max();
+  policy.max_unauthenticated_per_address =
+      admission.max_per_address == 0
+          ? 0
+          : static_cast<std::size_t>(std::max<std::uint64_t>(2, admission.max_per_address / 8));
+  policy.shed_after = admission.shed_after;
   policy.allowed = admission.allowed;
   policy.refusal_stream = admission.refusal_stream;
   policy.refusal_message = [](Refusal refusal) {
@@ -96,6 +114,30 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
   }
   if (context_.limits.min_rate != 0)
     rate_timer_ = context_.loop.add_periodic(kRateWindow, [this] { check_rate(); });
+  ticket_.on_shed([this] { shed(); });
+}
+
+void UploadSession::note_header_progress() {
+  if (header_complete_ || phase_ == Phase::finished) return;
+  UploadParser::State state = parser_.state();
+  // A complete upload (committing, or replied OK; in a batch, any file done) is past its header
+  // whatever its size; one refused or failed never was.
+  if (state != UploadParser::State::done && uploads_done_ == 0) {
+    if (phase_ != Phase::receiving) return;
+    if (state == UploadParser::State::detecting || state == UploadParser::State::header) return;
+    if (!has_header_ && bytes_seen_ < kRawHeaderBytes) return;
+  }
+  header_complete_ = true;
+  ticket_.authenticated();
+  if (context_.on_header_complete) context_.on_header_complete();
+}
+
+void UploadSession::shed() {
+  if (phase_ == Phase::finished) return;
+  context_.logger.detail("{} shed for a newcomer: the server is full and it has no header yet",
+                         client_label());
+  // No reply: its header is not in, and a newcomer is waiting for the slot now.
+  connection_->close_now("shed for a newcomer: no complete header yet");
 }
 
 void UploadSession::check_rate() {
@@ -152,6 +194,7 @@ void UploadSession::on_data(std::string_view bytes) {
   if (state != UploadParser::State::detecting && state != UploadParser::State::header) {
     context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   }
+  note_header_progress();
 }
 
 void UploadSession::on_end_of_input() {
@@ -188,6 +231,7 @@ void UploadSession::on_end_of_input() {
     return;
   }
   act_on(parser_.end_of_input());
+  note_header_progress();
 }
 
 void UploadSession::on_closed(std::string_view reason) {
@@ -257,6 +301,7 @@ void UploadSession::start(const UploadStart& start) {
     if (!tokens->accepts(*token)) return refuse_unauthorized("wrong token");
   }
   if (start.header) {
+    has_header_ = true;
     const UploadHeader& header = *start.header;
     const std::string* batch = header.field(kBatchField);
     batch_ = batch != nullptr && *batch == "1";

@@ -95,7 +95,21 @@ struct UploadContext {
   // reads, so ten thousand idle uploads cost no buffer memory), and the close timeouts.
   ConnectionContext& connections;
   std::uint64_t reserved_ahead = 0;  // disk reserved past the data, all sessions together
+  // Called once per session when its header is complete (see kRawHeaderBytes): a fork-mode child
+  // tells its parent, which holds the client's admission ticket. Null: nobody to tell.
+  std::function<void()> on_header_complete{};
 };
+
+// A raw upload has no header line: its header is its first this many bytes (or its end). Until
+// a connection is past its header it may be shed for a newcomer while the server is full.
+inline constexpr std::uint64_t kRawHeaderBytes = 1024;
+// At --max-clients, a connection still without a complete header after this long (or half of
+// --header-timeout when that is shorter) is shed, the oldest first, for a newcomer. It is also
+// about how long a newcomer waits while churners hold every slot, and how long an honest one has
+// for its header (a fork and a TLS handshake on a loaded machine: 1 s was once too short).
+inline constexpr std::chrono::milliseconds kShedAfter{2000};
+[[nodiscard]] std::chrono::milliseconds pre_header_shed_after(
+    std::chrono::milliseconds header_timeout);
 
 // The ConnectionContext upload sessions expect: 1 MiB reads, 4 per wakeup, a 10 s linger.
 void configure_for_uploads(ConnectionContext& connections);
@@ -115,8 +129,12 @@ struct UploadAdmission {
   std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
   std::function<bool(const sockaddr*, socklen_t)> allowed{};  // --allow / --deny; null: everyone
   StreamFactory refusal_stream{};  // TLS servers: refused clients are told inside TLS
+  std::chrono::milliseconds shed_after = kShedAfter;  // pre_header_shed_after(--header-timeout)
 };
-// Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no);
+// Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no),
+// unless a connection has been without a complete header for `shed_after`: then the oldest such
+// is shed for the newcomer, and a newcomer whose address already holds an eighth of
+// --max-per-address (at least 2) of them is refused (churning sockets cannot pin the slots);
 // past --max-per-address they are accepted and read "ERR server busy: ...".
 AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room);
@@ -155,6 +173,11 @@ class UploadSession final : private Connection::Owner {
   void on_idle() override;
 
   void on_header_timeout();
+  // The header is in (or a raw upload's first kRawHeaderBytes, or its end): the ticket leaves
+  // the pre-header budget, and a fork-mode child tells its parent.
+  void note_header_progress();
+  // The server is full and this connection is the oldest without a complete header: closed now.
+  void shed();
   [[nodiscard]] bool prepare_resume(const UploadHeader& header);
   void offer_resume();
   void continue_resume(std::uint64_t from);
@@ -203,6 +226,8 @@ class UploadSession final : private Connection::Owner {
   Phase phase_ = Phase::receiving;
   UploadParser parser_;
   std::string name_;
+  bool has_header_ = false;             // began with a MUXUP/1 header line (not raw)
+  bool header_complete_ = false;        // note_header_progress() has counted it
   bool reply_with_name_ = false;        // the header asked for the saved name in OK (reply-name=1)
   std::uint64_t stored_ = 0;            // body bytes hashed (and written, with --output-dir)
   std::uint64_t reserved_ = 0;          // the file's allocated end (fallocate), >= stored_ or 0

@@ -109,6 +109,11 @@ class Harness {
   }
 
   mux::UploadSession& session() { return *session_; }
+  // Counts the session's "header complete" reports (what a fork-mode child tells its parent).
+  int& count_header_reports() {
+    context_.on_header_complete = [this] { ++header_reports_; };
+    return header_reports_;
+  }
   [[nodiscard]] bool finished() const { return finished_; }
 
  private:
@@ -129,6 +134,7 @@ class Harness {
   mux::Fd client_;
   std::unique_ptr<mux::UploadSession> session_;
   bool finished_ = false;
+  int header_reports_ = 0;
   std::string reply_;
   std::vector<std::string> log_lines_;
 };
@@ -169,6 +175,50 @@ TEST_CASE("a stream that does not start with the magic is a raw upload until EOF
     harness.half_close();
     CHECK(harness.run_until_finished());
     CHECK(harness.reply() == ok_for(body));
+  }
+}
+
+TEST_CASE("the header is complete at its newline; a raw upload's after 1 KiB or at its end") {
+  {
+    Harness harness;
+    int& reports = harness.count_header_reports();
+    harness.send_in_pieces("MUXUP/1 11 notes.txt", 4);
+    harness.run_a_little();
+    CHECK(reports == 0);
+    harness.send("\nhello");
+    harness.run_a_little();
+    CHECK(reports == 1);
+    harness.send(" world");
+    harness.half_close();
+    CHECK(harness.run_until_finished());
+    CHECK(reports == 1);  // once
+  }
+  {
+    Harness harness;
+    int& reports = harness.count_header_reports();
+    harness.send_in_pieces(std::string(mux::kRawHeaderBytes - 1, 'r'), 100);
+    for (int i = 0; i < 20; ++i)  // 7-byte reads: every byte read, with room to spare
+      harness.run_a_little();
+    CHECK(reports == 0);  // a raw upload's first byte is no proof: a slot holder sends one too
+    harness.send("r");
+    harness.run_a_little();
+    CHECK(reports == 1);
+  }
+  {
+    Harness harness;
+    int& reports = harness.count_header_reports();
+    harness.send("tiny");
+    harness.half_close();
+    CHECK(harness.run_until_finished());
+    CHECK(reports == 1);  // a raw upload smaller than that: its end
+    CHECK(harness.reply() == ok_for("tiny"));
+  }
+  {
+    Harness harness;
+    int& reports = harness.count_header_reports();
+    harness.send("MUXUP/1 x y\n");  // a bad header is refused, never counted as complete
+    harness.run_a_little();
+    CHECK(reports == 0);
   }
 }
 
