@@ -21,6 +21,8 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/line_editor.hpp"
+#include "chat/reconnect_backoff.hpp"
+#include "chat/resend_queue.hpp"
 #include "chat/room_roster.hpp"
 #include "core/byte_stream.hpp"
 #include "core/connection.hpp"
@@ -72,11 +74,6 @@ void write_stdout(std::string_view text) {
   }
 }
 
-// The first reconnect waits about this long, each next one twice as long, up to kMaxBackoff; each
-// wait is drawn at random from its upper half (jitter), so clients a restart dropped together do
-// not all come back in the same instant.
-constexpr std::chrono::milliseconds kFirstBackoff{200};
-constexpr std::chrono::milliseconds kMaxBackoff{5000};
 // After a reconnect, how many times (a second apart) to ask for our nick while a ghost holds it.
 constexpr unsigned kReclaimTries = 10;
 
@@ -96,7 +93,7 @@ class ChatClient final {
         quiet_(options.common.quiet),
         nick_(options.nick),
         greeting_timeout_(options.link.connect_timeout),
-        reconnect_timeout_(options.reconnect_timeout),
+        backoff_(options.reconnect_timeout, std::random_device{}()),
         confirm_timeout_(options.confirm_timeout) {
     if (redial_ != nullptr) connections_.handshake_timeout = redial_->timeout();
     attach(std::move(link.socket), std::move(link.stream));
@@ -451,19 +448,13 @@ class ChatClient final {
       return reclaim_later();
     }
     phase_ = Phase::ready;
-    if (ever_ready_ && away_since_) {
-      notice(fmt::format(
-          "reconnected to {} after {:.1f} s", server_,
-          std::chrono::duration<double>(EventLoop::Clock::now() - *away_since_).count()));
+    if (auto lasted = backoff_.back(EventLoop::Clock::now()); lasted && ever_ready_) {
+      notice(fmt::format("reconnected to {} after {:.1f} s", server_,
+                         std::chrono::duration<double>(*lasted).count()));
     }
     ever_ready_ = true;
-    away_since_.reset();
-    attempts_ = 0;
-    if (!held_.empty()) {
-      for (const std::string& line : std::exchange(held_, {}))
-        send_line(line);
-      held_bytes_ = 0;
-    }
+    for (const std::string& line : held_.take())
+      send_line(line);
     if (input_done_) {
       finish_input();
     } else if (waiting_for_greeting_) {
@@ -493,26 +484,17 @@ class ChatClient final {
       loop_.retire(std::move(connection_));
       loop_.retire(std::move(link_));
     }
+    auto now = EventLoop::Clock::now();
     if (phase_ != Phase::away) {
       phase_ = Phase::away;
-      if (!away_since_) {
-        away_since_ = EventLoop::Clock::now();
+      if (backoff_.lost(now))
         notice(fmt::format("connection to {} lost ({}); reconnecting", server_, why));
-      }
     }
-    last_error_ = why;
-    if (EventLoop::Clock::now() - *away_since_ >= reconnect_timeout_) {
+    if (backoff_.expired(now)) {
       return fail(fmt::format("could not reconnect to {} within {:g} s (last: {}){}", server_,
-                              seconds(reconnect_timeout_), last_error_, unsent_note()));
+                              seconds(backoff_.give_up_after()), why, held_.unsent_note()));
     }
-    auto base = std::min(kFirstBackoff * (1 << std::min(attempts_, 5U)), kMaxBackoff);
-    ++attempts_;
-    std::uniform_int_distribution<long> half(0, base.count() / 2);
-    auto delay = std::chrono::milliseconds(base.count() / 2 + half(random_));
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(*away_since_ + reconnect_timeout_ -
-                                                             EventLoop::Clock::now());
-    delay = std::clamp(delay, std::chrono::milliseconds{1}, left);
-    reconnect_timer_ = loop_.add_timer(delay, [this] {
+    reconnect_timer_ = loop_.add_timer(backoff_.next_wait(now), [this] {
       reconnect_timer_ = 0;
       connector_ = redial_->connect(loop_, [this](Fd socket, std::string error) {
         loop_.retire(std::move(connector_));
@@ -522,11 +504,6 @@ class ChatClient final {
         attach(std::move(socket), std::move(stream));
       });
     });
-  }
-
-  [[nodiscard]] std::string unsent_note() const {
-    if (held_.empty()) return {};
-    return fmt::format("; {} typed line{} not sent", held_.size(), held_.size() == 1 ? "" : "s");
   }
 
   // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe (stdout
@@ -640,7 +617,7 @@ class ChatClient final {
                 [this](std::string_view line, bool) { typed_line(line); });
     if (input_done_) return;
     if (phase_ != Phase::ready) {
-      if (held_bytes_ > kMaxUnsent) {
+      if (held_.full()) {
         pause_input();
         waiting_for_greeting_ = true;  // become_ready() resumes
       } else if (kind_ == InputKind::file) {
@@ -663,14 +640,13 @@ class ChatClient final {
     if (input_done_) return;
     if (line == "exit" || line == "/quit") return end_of_input();
     if (phase_ != Phase::ready) {
-      if (held_bytes_ > kMaxUnsent && editor_) {
+      if (held_.full() && editor_) {
         // Away for long on a terminal: the queue is bounded, and what does not fit is said.
         notice(fmt::format("not connected and {} already waiting: this line was not sent",
-                           format_bytes(held_bytes_)));
+                           format_bytes(held_.bytes())));
         return;
       }
-      held_bytes_ += line.size() + 1;
-      held_.emplace_back(line);
+      held_.push(line);
     } else {
       send_line(line);
     }
@@ -783,20 +759,15 @@ class ChatClient final {
   bool quiet_;        // -q: the welcome is not shown
   std::string nick_;  // --nick, sent once the server has greeted us
   std::chrono::milliseconds greeting_timeout_;
-  std::chrono::milliseconds reconnect_timeout_;
   EventLoop::TimerId greeting_timer_ = 0;
   EventLoop::TimerId reconnect_timer_ = 0;
   EventLoop::TimerId confirm_timer_ = 0;
   Phase phase_ = Phase::greeting;
   bool ever_ready_ = false;  // the server was a chat server: a dropped connection is retried
   bool mux_server_ = false;  // it greeted with mux's welcome (knows /cap, /since)
-  std::optional<EventLoop::Clock::time_point> away_since_;
-  unsigned attempts_ = 0;
-  std::string last_error_;
-  std::mt19937 random_{std::random_device{}()};
-  std::vector<std::string> held_;  // lines typed while not ready, sent in order once it is
-  std::size_t held_bytes_ = 0;
-  bool waiting_for_greeting_ = false;  // stdin paused until then (held_ is full)
+  chat::ReconnectBackoff backoff_;
+  chat::ResendQueue held_{kMaxUnsent};  // lines typed while not ready, sent in order once it is
+  bool waiting_for_greeting_ = false;   // stdin paused until then (held_ is full)
   // Message ids (a mux server, /cap ids): the room's epoch and the last id seen, for /since.
   std::string epoch_;
   std::uint64_t last_id_ = 0;
