@@ -202,6 +202,7 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, Redi
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
   loop_.cancel_timer(heartbeat_timer_);
+  loop_.cancel_timer(number_wait_timer_);
 }
 
 void RedisRoomBus::start() {
@@ -222,6 +223,15 @@ void RedisRoomBus::on_up() {
   // in the same window that this server has not heard of yet: the counter goes past the window.
   if (std::exchange(last_outage_number_, 0) != 0)
     seed = std::max(seed, counter_seen_ + 2 * kOutageNumberGap);
+  if (!outage_slot_) {
+    // Once per server: its residue for numbers given out of reach (see outage_number()).
+    link_.command({"INCR", key("slots")},
+                  [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+                    if (alive.lock() && reply != nullptr &&
+                        reply->type == RedisValue::Type::integer && reply->integer > 0)
+                      outage_slot_ = static_cast<std::uint64_t>(reply->integer) % kOutageStride;
+                  });
+  }
   // Numbers still in hand were reserved in a Redis that may have restarted empty since, where
   // another server may be handed them: they are dropped.
   next_number_ = spare_next_ = 1;
@@ -561,8 +571,6 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
     std::uint64_t counter = 0;
     std::from_chars(text.data(), text.data() + text.size(), counter);
     counter_seen_ = counter;
-    rank_ = static_cast<std::uint64_t>(std::count_if(
-        live.begin(), live.end(), [this](const auto& entry) { return entry.first < server_id_; }));
     if (live_servers_ != live.size() + 1)
       logger_.info("redis: {} servers in the room", live.size() + 1);
     live_servers_ = live.size() + 1;
@@ -648,14 +656,20 @@ void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCa
 
 std::optional<std::uint64_t> RedisRoomBus::outage_number() {
   if (numbers_in_hand() > 0) return take_number();
-  if (live_servers_ == 0) return std::nullopt;
+  if (!outage_slot_) return std::nullopt;
   // Far above the counter: the others may go on taking blocks from it meanwhile (only this
   // server may have lost Redis, e.g. starved of CPU past the stall timeout).
   std::uint64_t above =
       std::max({counter_seen_ + kOutageNumberGap, highest_remote_number_, last_outage_number_});
   std::uint64_t number = above + 1;
-  number += (rank_ + live_servers_ - number % live_servers_) % live_servers_;
+  number += (*outage_slot_ + kOutageStride - number % kOutageStride) % kOutageStride;
   last_outage_number_ = number;
+  // Given while the link is up but slow: the counter goes past the range now (behind whatever
+  // is queued), since no reconnection will raise it.
+  if (link_.up() && number >= seeded_past_) {
+    seeded_past_ = std::max(number, counter_seen_ + 2 * kOutageNumberGap);
+    link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seeded_past_)});
+  }
   return number;
 }
 
@@ -668,6 +682,13 @@ std::uint64_t RedisRoomBus::take_number() {
 }
 
 void RedisRoomBus::request_numbers() {
+  if (!waiting_.empty() && number_wait_timer_ == 0) {
+    number_wait_timer_ = loop_.add_timer(kNumberWait, [this] {
+      number_wait_timer_ = 0;
+      for (Waiting& waiting : std::exchange(waiting_, {}))
+        waiting.done(std::nullopt);
+    });
+  }
   if (numbers_requested_) return;
   auto now = EventLoop::Clock::now();
   if (now - numbers_requested_at_ > std::chrono::seconds(1))
@@ -687,6 +708,7 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
   if (reply == nullptr || reply->type != RedisValue::Type::integer ||
       reply->integer < static_cast<long long>(size)) {
     // Redis is out of reach (or answers nonsense): whoever waits gets a local number.
+    loop_.cancel_timer(std::exchange(number_wait_timer_, 0));
     for (Waiting& waiting : std::exchange(waiting_, {}))
       waiting.done(std::nullopt);
     return;
@@ -704,6 +726,7 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
     waiting_.pop_front();
     admit_with(take_number(), waiting.history, std::move(waiting.done));
   }
+  if (waiting_.empty()) loop_.cancel_timer(std::exchange(number_wait_timer_, 0));
   // Joins come faster than one block per round trip: ask for twice as many next time.
   if (!waiting_.empty() || numbers_in_hand() < block_size_ / 2) {
     if (!waiting_.empty()) block_size_ = std::min(block_size_ * 2, kMaxNumberBlock);

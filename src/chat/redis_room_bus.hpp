@@ -33,6 +33,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,13 +91,16 @@ class RedisRoomBus final : public RoomBus {
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
     return highest_remote_number_;
   }
-  // Numbers still in hand first (reserved for this server); then, once a heartbeat has shown
-  // the live servers, the next number kOutageNumberGap above the counter's last seen value that
-  // is congruent to this server's rank among them modulo their count: servers that lose Redis
-  // together (a stalled or restarted Redis) hand out disjoint numbers, and none of them one the
-  // others take from the counter meanwhile (issue 25: a 200,000-client run gave one name twice
-  // when every server took "the next above what it knew").
+  // Numbers still in hand first (reserved for this server); then the next number
+  // kOutageNumberGap above the counter's last seen value (the heartbeat reads it) that is
+  // congruent to this server's slot modulo kOutageStride. The slot is the room's "slots" counter
+  // taken once per server (INCR at its first connection): servers that lose Redis together (a
+  // stalled or restarted Redis) or one after the other hand out disjoint numbers, and none of
+  // them one the others take from the counter meanwhile (issue 25: a 200,000-client run gave one
+  // name twice when every server took "the next above what it knew"). Two live servers share a
+  // slot only after 4096 server starts in one room.
   static constexpr std::uint64_t kOutageNumberGap = 1'000'000;
+  static constexpr std::uint64_t kOutageStride = 4096;
   [[nodiscard]] std::optional<std::uint64_t> outage_number() override;
 
  private:
@@ -192,13 +196,18 @@ class RedisRoomBus final : public RoomBus {
   // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
   // lost the counter, and it is re-seeded above every number this server knows to be in use.
   std::uint64_t highest_remote_number_ = 0;
-  // From the last heartbeat: the room's counter, this server's rank among the live servers (by
-  // id) and their count (0: none seen yet); and the last outage number handed out.
+  // From the last heartbeat: the room's counter and the live servers; this server's slot; the
+  // last number it handed out on its own (0: none since it reconnected).
   std::uint64_t counter_seen_ = 0;
-  std::uint64_t rank_ = 0;
-  std::uint64_t live_servers_ = 0;
+  std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
+  std::optional<std::uint64_t> outage_slot_;
+  std::uint64_t seeded_past_ = 0;  // the counter was raised to this for numbers of our own
   std::uint64_t last_outage_number_ = 0;
   EventLoop::TimerId heartbeat_timer_ = 0;
+  // Newcomers wait at most kNumberWait for a block: a slow Redis (the link may wait much longer
+  // before it counts as lost) must not hold them; they get numbers of their own (outage_number).
+  EventLoop::TimerId number_wait_timer_ = 0;
+  static constexpr std::chrono::milliseconds kNumberWait{3000};
   bool reachable_ = true;      // as last told to the room
   bool told_failure_ = false;  // one log line per outage, not one per attempt
   bool finishing_ = false;

@@ -8,8 +8,10 @@
 //
 // Liveness: a PING on the command connection every second; no answer for kStallTimeout counts as
 // a lost link (a stopped Redis keeps its sockets open), unless replies to earlier commands still
-// arrive: a busy Redis gets up to kMaxStall. Host names are resolved by hiredis with a
-// blocking getaddrinfo when connecting: give an address (or a name in /etc/hosts).
+// arrive: a busy Redis gets up to kMaxStall. Each stall doubles the next allowance (up to
+// kMaxStall): a Redis starved of CPU answers late, and a reconnection costs a re-sync. Host names
+// are resolved by hiredis with a blocking getaddrinfo when connecting: give an address (or a name
+// in /etc/hosts).
 //
 // rediss:// (TLS): hiredis 0.14 has no TLS, so each hiredis connection talks through a
 // RedisTlsBridge (core/redis_tls_bridge.hpp) that relays its bytes over mux's own TlsStream,
@@ -80,7 +82,7 @@ class RedisLink {
   static constexpr std::chrono::milliseconds kConnectTimeout{3000};
   static constexpr std::chrono::milliseconds kStallTimeout{3000};
   // ...unless other replies still arrive: then the PING may wait this long.
-  static constexpr std::chrono::milliseconds kMaxStall{15000};
+  static constexpr std::chrono::milliseconds kMaxStall{24000};
   static constexpr std::chrono::milliseconds kFirstRetry{100};
   static constexpr std::chrono::milliseconds kMaxRetry{2000};
 
@@ -120,6 +122,7 @@ class RedisLink {
   std::chrono::milliseconds next_retry_ = kFirstRetry;
   EventLoop::Clock::time_point ping_sent_{};
   bool ping_outstanding_ = false;
+  std::chrono::milliseconds stall_timeout_ = kStallTimeout;  // doubled by each stall
   int ready_count_ = 0;
   // Messages that came after the subscription was confirmed but before the link was up.
   std::vector<std::string> early_messages_;
