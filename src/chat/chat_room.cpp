@@ -124,8 +124,8 @@ std::size_t ChatRoom::everyone() const {
 
 std::uint64_t ChatRoom::local_number() {
   if (bus_ != nullptr) highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
-  if (bus_ != nullptr) {
-    // Out of reach, or too slow to answer: a number no other server gives meanwhile.
+  if (bus_ != nullptr && !bus_->connected()) {
+    // Out of reach: a number no other server gives meanwhile.
     if (auto number = bus_->outage_number()) {
       highest_number_ = std::max(highest_number_, *number);
       return *number;

@@ -202,7 +202,6 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, Redi
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
   loop_.cancel_timer(heartbeat_timer_);
-  loop_.cancel_timer(number_wait_timer_);
 }
 
 void RedisRoomBus::start() {
@@ -664,12 +663,6 @@ std::optional<std::uint64_t> RedisRoomBus::outage_number() {
   std::uint64_t number = above + 1;
   number += (*outage_slot_ + kOutageStride - number % kOutageStride) % kOutageStride;
   last_outage_number_ = number;
-  // Given while the link is up but slow: the counter goes past the range now (behind whatever
-  // is queued), since no reconnection will raise it.
-  if (link_.up() && number >= seeded_past_) {
-    seeded_past_ = std::max(number, counter_seen_ + 2 * kOutageNumberGap);
-    link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seeded_past_)});
-  }
   return number;
 }
 
@@ -682,13 +675,6 @@ std::uint64_t RedisRoomBus::take_number() {
 }
 
 void RedisRoomBus::request_numbers() {
-  if (!waiting_.empty() && number_wait_timer_ == 0) {
-    number_wait_timer_ = loop_.add_timer(kNumberWait, [this] {
-      number_wait_timer_ = 0;
-      for (Waiting& waiting : std::exchange(waiting_, {}))
-        waiting.done(std::nullopt);
-    });
-  }
   if (numbers_requested_) return;
   auto now = EventLoop::Clock::now();
   if (now - numbers_requested_at_ > std::chrono::seconds(1))
@@ -708,7 +694,6 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
   if (reply == nullptr || reply->type != RedisValue::Type::integer ||
       reply->integer < static_cast<long long>(size)) {
     // Redis is out of reach (or answers nonsense): whoever waits gets a local number.
-    loop_.cancel_timer(std::exchange(number_wait_timer_, 0));
     for (Waiting& waiting : std::exchange(waiting_, {}))
       waiting.done(std::nullopt);
     return;
@@ -726,7 +711,6 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
     waiting_.pop_front();
     admit_with(take_number(), waiting.history, std::move(waiting.done));
   }
-  if (waiting_.empty()) loop_.cancel_timer(std::exchange(number_wait_timer_, 0));
   // Joins come faster than one block per round trip: ask for twice as many next time.
   if (!waiting_.empty() || numbers_in_hand() < block_size_ / 2) {
     if (!waiting_.empty()) block_size_ = std::min(block_size_ * 2, kMaxNumberBlock);

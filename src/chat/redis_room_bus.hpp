@@ -201,13 +201,9 @@ class RedisRoomBus final : public RoomBus {
   std::uint64_t counter_seen_ = 0;
   std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
   std::optional<std::uint64_t> outage_slot_;
-  std::uint64_t seeded_past_ = 0;  // the counter was raised to this for numbers of our own
   std::uint64_t last_outage_number_ = 0;
   EventLoop::TimerId heartbeat_timer_ = 0;
-  // Newcomers wait at most kNumberWait for a block: a slow Redis (the link may wait much longer
-  // before it counts as lost) must not hold them; they get numbers of their own (outage_number).
-  EventLoop::TimerId number_wait_timer_ = 0;
-  static constexpr std::chrono::milliseconds kNumberWait{3000};
+
   bool reachable_ = true;      // as last told to the room
   bool told_failure_ = false;  // one log line per outage, not one per attempt
   bool finishing_ = false;
