@@ -622,7 +622,8 @@ void RedisRoomBus::replay(std::uint64_t after, std::uint64_t up_to, ReplayCallba
       // The newest --history of the range (the stream may hold a few more: MAXLEN ~).
       {"XREVRANGE", key("history"), fmt::format("0-{}", up_to), fmt::format("(0-{}", after),
        "COUNT", std::to_string(history_limit_)},
-      [this, done](const RedisValue* reply) {
+      [this, done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock()) return;  // the bus (and the room it answers) is gone
         if (reply == nullptr || reply->type != RedisValue::Type::array) return done(std::nullopt);
         std::vector<HistoryEntry> entries;
         for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
