@@ -101,8 +101,11 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
       peer_(std::move(peer)),
       on_finished_(std::move(on_finished)),
       started_(EventLoop::Clock::now()),
-      parser_(context.limits.max_size),
-      last_data_(started_) {
+      parser_(context.limits.max_size) {
+  if (context_.output_dir != nullptr) {
+    disk_.emplace(context_.loop, context_.logger, *context_.output_dir, context_.reserved_ahead,
+                  context_.limits.min_free, client_label());
+  }
   connection_.emplace(context_.connections, std::move(socket),
                       static_cast<Connection::Owner&>(*this));
   connection_->set_idle_timeout(context_.limits.idle_timeout);
@@ -179,7 +182,7 @@ void UploadSession::abort(std::string_view reason) {
 
 void UploadSession::on_data(std::string_view bytes) {
   if (phase_ != Phase::receiving) return;
-  last_data_ = EventLoop::Clock::now();
+  if (disk_) disk_->data_arrived();
   bytes_seen_ += bytes.size();
   // One upload, or in a batch as many as the bytes hold: each complete one leaves the rest of
   // the input to the next (pipelined headers, no round trip between files).
@@ -244,7 +247,7 @@ void UploadSession::on_closed(std::string_view reason) {
     if (in_flight()) {
       // The connection broke (a reset, an error) before the upload ended: nothing to reply to.
       release_reservation();
-      if (resumable_ && resume_started_) checkpoint();
+      if (resumable_ && resume_started_) checkpoint(true);
       file_.reset();
       // While receiving, the server writes only RESUME and ACK lines: a write that failed met
       // the same broken connection a read would have, and is logged as one.
@@ -383,7 +386,7 @@ void UploadSession::continue_resume(std::uint64_t from) {
                          client_label(), resume_offer_);
     hash_ = ContentHash();
     stored_ = 0;
-    reserved_ = 0;
+    if (disk_) disk_->start_at(0);
     if (file_) {
       // The record must never describe the new data: emptied before any of it is written.
       int error = ::ftruncate(resume_record_file_.get(), 0) == 0 ? file_->restart() : errno;
@@ -402,7 +405,12 @@ void UploadSession::continue_resume(std::uint64_t from) {
 // Records how far the data goes and the hash state there. --sync none: one small write now (the
 // data is in the kernel already). --sync full: the data is flushed before the record is written,
 // on the Committer's thread; a checkpoint due while the last one still runs is skipped.
-void UploadSession::checkpoint() {
+// The last one (`last`: the connection is gone or the upload was interrupted) is never skipped:
+// queued behind a running one (the Committer keeps the order), it records every byte received,
+// so a client killed mid-upload sends nothing twice. It also cuts the data to that length,
+// giving back the disk reserved past it, so the next try's claim has nothing to cut: the resume
+// question is answered without waiting on the filesystem.
+void UploadSession::checkpoint(bool last) {
   if (!file_ || !resume_record_file_) return;
   next_checkpoint_ = next_checkpoint(stored_);
   resume_record_.offset = stored_;
@@ -410,8 +418,10 @@ void UploadSession::checkpoint() {
   std::string encoded = encode_resume_record(resume_record_);
   SyncMode sync = context_.output_dir->sync_mode();
   std::uint64_t offset = stored_;
+  std::optional<std::uint64_t> cut_at = last ? std::optional(offset) : std::nullopt;
   if (sync == SyncMode::none) {
-    if (int error = write_resume_checkpoint(file_->fd(), resume_record_file_.get(), encoded, sync);
+    if (int error =
+            write_resume_checkpoint(file_->fd(), resume_record_file_.get(), encoded, sync, cut_at);
         error != 0) {
       context_.logger.info("{} checkpoint failed: {}", client_label(),
                            std::generic_category().message(error));
@@ -421,7 +431,7 @@ void UploadSession::checkpoint() {
     return;
   }
   if (!checkpoint_pending_) checkpoint_pending_ = std::make_shared<std::atomic<bool>>(false);
-  if (checkpoint_pending_->exchange(true)) return;
+  if (checkpoint_pending_->exchange(true) && !last) return;
   // Its own descriptors: the job may outlive this session (they also keep the upload's lock).
   Fd data(::fcntl(file_->fd(), F_DUPFD_CLOEXEC, 0));
   Fd record(::fcntl(resume_record_file_.get(), F_DUPFD_CLOEXEC, 0));
@@ -432,8 +442,9 @@ void UploadSession::checkpoint() {
   context_.committer->run([data = std::make_shared<Fd>(std::move(data)),
                            record = std::make_shared<Fd>(std::move(record)),
                            encoded = std::move(encoded), pending = checkpoint_pending_,
-                           &loop = context_.loop, self = self_, offset] {
-    int error = write_resume_checkpoint(data->get(), record->get(), encoded, SyncMode::full);
+                           &loop = context_.loop, self = self_, offset, cut_at] {
+    int error =
+        write_resume_checkpoint(data->get(), record->get(), encoded, SyncMode::full, cut_at);
     pending->store(false);
     // Only a flushed checkpoint is acknowledged: the client's progress is what a crash keeps.
     if (error == 0) {
@@ -497,6 +508,7 @@ bool UploadSession::open_storage() {
     resume_record_file_ = std::move(claim->record);
     resume_offer_ = claim->offset;
     stored_ = claim->offset;
+    if (disk_) disk_->start_at(stored_);
     hash_ = std::move(claim->hash);
     return true;
   } catch (const std::system_error& error) {
@@ -513,14 +525,10 @@ void UploadSession::store(std::string_view bytes) {
     if (acks_ && stored_ >= next_ack_) acknowledge(stored_);  // discarding: hashed is all there is
     return;
   }
-  int error = check_free_space(end);
-  if (error == 0) {
-    reserve_ahead(end);
-    error = file_->append(bytes.data(), bytes.size());
-  }
-  context_.reserved_ahead -= reserved_ahead();
+  int error = disk_->before_write(*file_, end, parser_.expected_size());
+  if (error == 0) error = file_->append(bytes.data(), bytes.size());
   stored_ = end;
-  context_.reserved_ahead += reserved_ahead();
+  disk_->written(end);
   if (error == 0 && resumable_ && resume_started_ && stored_ >= next_checkpoint_) checkpoint();
   if (error == 0 && acks_ && !(resumable_ && file_) && stored_ >= next_ack_) acknowledge(stored_);
   // A full disk is not the uploader's fault: a resumable upload keeps what its last checkpoint
@@ -531,71 +539,6 @@ void UploadSession::store(std::string_view bytes) {
   } else if (error != 0) {
     fail(fmt::format("disk error: {}", std::generic_category().message(error)));
   }
-}
-
-std::uint64_t UploadSession::reserved_ahead() const noexcept {
-  return reserved_ > stored_ ? reserved_ - stored_ : 0;
-}
-
-int UploadSession::check_free_space(std::uint64_t end_of_write) {
-  // Once per step of data, not per write: one statvfs per 8 MiB costs nothing measurable.
-  if (context_.limits.min_free == 0 || end_of_write < next_space_check_) return 0;
-  next_space_check_ = end_of_write + kReserveStep;
-  std::uint64_t free = context_.output_dir->free_bytes();
-  if (free >= context_.limits.min_free) return 0;
-  context_.logger.info("{} stopped: {} free in {}, --min-free is {}", client_label(),
-                       format_bytes(free), context_.output_dir->path(),
-                       format_bytes(context_.limits.min_free));
-  return ENOSPC;
-}
-
-void UploadSession::reserve_ahead(std::uint64_t end_of_write) {
-  // Only an announced size is reserved, never past it, and only as far ahead as the data that
-  // already arrived (capped by kReserveStep and kMaxReservedAhead for the whole process), so the
-  // disk a client can claim is bounded by what it sent. Reserving in steps instead of block by
-  // block as each write lands measured 440 instead of 755 ms of server CPU per GiB on ext4.
-  std::optional<std::uint64_t> expected = parser_.expected_size();
-  if (!expected || end_of_write <= reserved_) return;
-  std::uint64_t others = context_.reserved_ahead - reserved_ahead();
-  std::uint64_t budget = kMaxReservedAhead > others ? kMaxReservedAhead - others : 0;
-  std::uint64_t ahead = std::min({kReserveStep, end_of_write, budget, *expected - end_of_write});
-  if (ahead == 0) return;  // the write allocates its own blocks
-  context_.reserved_ahead -= reserved_ahead();
-  int error = file_->reserve(end_of_write + ahead);
-  // A reservation that fails is not a failed upload: the write below allocates what it needs,
-  // and fails with ENOSPC only if the data itself does not fit.
-  if (error == 0) reserved_ = end_of_write + ahead;
-  context_.reserved_ahead += reserved_ahead();
-  if (error == 0 && reservation_timer_ == 0) {
-    reservation_timer_ = context_.loop.add_timer(kReservationIdle, [this] {
-      reservation_timer_ = 0;
-      on_reservation_idle();
-    });
-  }
-}
-
-void UploadSession::on_reservation_idle() {
-  if (!file_ || reserved_ahead() == 0) return;
-  auto idle = EventLoop::Clock::now() - last_data_;
-  if (idle < kReservationIdle) {
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(kReservationIdle - idle);
-    reservation_timer_ = context_.loop.add_timer(wait + std::chrono::milliseconds{1}, [this] {
-      reservation_timer_ = 0;
-      on_reservation_idle();
-    });
-    return;
-  }
-  std::uint64_t given_back = reserved_ahead();
-  if (file_->truncate(stored_) != 0) return;
-  release_reservation();
-  context_.logger.detail("{} stalled: gave back {} of reserved disk space", client_label(),
-                         format_bytes(given_back));
-}
-
-void UploadSession::release_reservation() {
-  context_.reserved_ahead -= reserved_ahead();
-  reserved_ = stored_;
-  context_.loop.cancel_timer(std::exchange(reservation_timer_, 0));
 }
 
 void UploadSession::complete() {
@@ -678,8 +621,7 @@ void UploadSession::start_next_upload() {
   dir_entry_ = false;
   reply_with_name_ = false;
   stored_ = 0;
-  reserved_ = 0;
-  next_space_check_ = 0;
+  if (disk_) disk_->start_at(0);
   hash_ = ContentHash();
   file_.reset();
   resumable_ = false;
@@ -790,7 +732,9 @@ void UploadSession::fail(const std::string& reason) {
   // What lies past the checkpoint (and any reservation) is given back to the full disk now.
   if (file_ && keep_checkpoint)
     (void)file_->truncate(std::max(resume_record_.offset, resume_offer_));
-  if (resumable_ && resume_started_ && interrupted && phase_ == Phase::receiving) checkpoint();
+  if (resumable_ && resume_started_ && interrupted && phase_ == Phase::receiving) {
+    checkpoint(true);
+  }
   file_.reset();  // removes the temporary file, before the log says the upload is over
   if (parser_.any_bytes()) {
     context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",

@@ -27,6 +27,7 @@
 #include "core/event_loop.hpp"
 #include "core/fd.hpp"
 #include "upload/content_hash.hpp"
+#include "upload/disk_claim.hpp"
 #include "upload/resume_record.hpp"
 #include "upload/upload_parser.hpp"
 #include "upload/upload_protocol.hpp"
@@ -40,16 +41,6 @@ class Logger;
 inline constexpr std::size_t kUploadReadBufferSize = 1 << 20;
 // On SIGINT/SIGTERM, how long uploads in flight get to finish before they end as incomplete.
 inline constexpr std::chrono::seconds kShutdownGrace{5};
-
-// Disk space is reserved (fallocate) ahead of the data so large uploads land in few extents, but
-// only as far ahead as the data already received (an upload that sent 1 byte reserves 1 byte
-// more) and at most this step: a header announcing 10 GB claims nothing by itself.
-inline constexpr std::uint64_t kReserveStep = 8 << 20;
-// All uploads of one process together hold at most this much reserved and not yet written;
-// past it, uploads write without reserving ahead (slower, never refused).
-inline constexpr std::uint64_t kMaxReservedAhead = 256 << 20;
-// An upload that brings no byte for this long gives its reservation back (ftruncate).
-inline constexpr std::chrono::seconds kReservationIdle{2};
 
 // After a reply, how long the client has to close its side (reading and discarding what it still
 // sends) before the server closes anyway.
@@ -181,7 +172,7 @@ class UploadSession final : private Connection::Owner {
   [[nodiscard]] bool prepare_resume(const UploadHeader& header);
   void offer_resume();
   void continue_resume(std::uint64_t from);
-  void checkpoint();
+  void checkpoint(bool last = false);
   // ack=1: tells the client `offset` bytes are held safely (an ACK line), while still receiving.
   void acknowledge(std::uint64_t offset);
   void send_ack();
@@ -189,11 +180,9 @@ class UploadSession final : private Connection::Owner {
   void start(const UploadStart& start);
   bool open_storage();
   void store(std::string_view bytes);
-  [[nodiscard]] int check_free_space(std::uint64_t end_of_write);
-  void reserve_ahead(std::uint64_t end_of_write);
-  [[nodiscard]] std::uint64_t reserved_ahead() const noexcept;
-  void release_reservation();
-  void on_reservation_idle();
+  void release_reservation() {
+    if (disk_) disk_->release();
+  }
   void check_rate();
   void complete();
   // batch=1: saves the file (or makes the directory) at its relative path, replies and goes on
@@ -226,14 +215,11 @@ class UploadSession final : private Connection::Owner {
   Phase phase_ = Phase::receiving;
   UploadParser parser_;
   std::string name_;
-  bool has_header_ = false;             // began with a MUXUP/1 header line (not raw)
-  bool header_complete_ = false;        // note_header_progress() has counted it
-  bool reply_with_name_ = false;        // the header asked for the saved name in OK (reply-name=1)
-  std::uint64_t stored_ = 0;            // body bytes hashed (and written, with --output-dir)
-  std::uint64_t reserved_ = 0;          // the file's allocated end (fallocate), >= stored_ or 0
-  std::uint64_t next_space_check_ = 0;  // --min-free: statvfs again once the data reaches this
-  EventLoop::Clock::time_point last_data_;
-  EventLoop::TimerId reservation_timer_ = 0;
+  bool has_header_ = false;        // began with a MUXUP/1 header line (not raw)
+  bool header_complete_ = false;   // note_header_progress() has counted it
+  bool reply_with_name_ = false;   // the header asked for the saved name in OK (reply-name=1)
+  std::uint64_t stored_ = 0;       // body bytes hashed (and written, with --output-dir)
+  std::optional<DiskClaim> disk_;  // with --output-dir: --min-free and reservations
   ContentHash hash_;
   std::optional<PartialFile> file_;
   CommitTicket commit_ticket_;    // cancels the commit's callback if this session goes first

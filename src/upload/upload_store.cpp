@@ -522,7 +522,8 @@ std::optional<std::pair<std::uint64_t, ContentHash>> continue_from_record(
 
 }  // namespace
 
-int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync) {
+int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync,
+                            std::optional<std::uint64_t> cut_at) {
   auto retry = [](auto call) {
     int rc;
     do {
@@ -530,6 +531,11 @@ int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encod
     } while (rc < 0 && errno == EINTR);
     return rc < 0 ? errno : 0;
   };
+  if (cut_at) {
+    if (int error = retry([&] { return ::ftruncate(data_fd, static_cast<off_t>(*cut_at)); });
+        error != 0)
+      return error;
+  }
   if (sync == SyncMode::full) {
     if (int error = retry([&] { return ::fdatasync(data_fd); }); error != 0) return error;
   }

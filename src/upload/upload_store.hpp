@@ -208,7 +208,10 @@ struct ResumeClaim {
 // Writes `encoded` (a ResumeRecord) as the checkpoint of `data`. With --sync full the data is
 // flushed first and the record after it, so a record never claims data a crash could lose;
 // blocking, so the session runs it on the Committer's thread. Returns 0 or the errno.
-int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync);
+// With `cut_at`, the data is first cut to that length (an interrupted upload's last checkpoint:
+// what was reserved past the data goes back to the disk).
+int write_resume_checkpoint(int data_fd, int record_fd, const std::string& encoded, SyncMode sync,
+                            std::optional<std::uint64_t> cut_at = std::nullopt);
 
 // The outcome of one commit, as the loop sees it.
 struct CommitResult {
