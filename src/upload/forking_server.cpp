@@ -4,8 +4,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cerrno>
 #include <csignal>
 #include <optional>
 #include <system_error>
@@ -87,20 +85,11 @@ ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
                 [this](Admitted client) { admit(std::move(client)); }) {
-  int ends[2];
-  // Non-blocking both ways: a child never waits on a full pipe (it stays sheddable instead),
-  // and the parent reads until EAGAIN.
-  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0)
-    throw std::system_error(errno, std::generic_category(), "pipe");
-  header_reports_ = Fd(ends[0]);
-  header_report_end_ = Fd(ends[1]);
   // In the parent only: a child serves one upload in a loop of its own.
   if (output_dir_ != nullptr) sweep_expired_partials(loop_, *output_dir_, logger_);
 }
 
-ForkingServer::~ForkingServer() {
-  if (watching_reports_) loop_.unwatch(header_reports_.get());
-}
+ForkingServer::~ForkingServer() = default;
 
 void ForkingServer::start() {
   children_.on_reaped([this] {
@@ -111,8 +100,10 @@ void ForkingServer::start() {
     }
   });
   logger_.detail("at most {} upload processes at once", children_.max_children());
-  loop_.watch(header_reports_.get(), EPOLLIN, [this](std::uint32_t) { read_header_reports(); });
-  watching_reports_ = true;
+  header_reports_.start([this](pid_t child) {
+    // A child reaped meanwhile has no ticket any more: nothing to do.
+    if (AdmissionTicket* ticket = children_.ticket_of(child)) ticket->authenticated();
+  });
   listener_.resume();
 }
 
@@ -160,20 +151,6 @@ void ForkingServer::on_shed(Waiting& waiting) {
   drop(waiting);
 }
 
-void ForkingServer::read_header_reports() {
-  // Each report is one pid, written whole (a pipe write of at most PIPE_BUF bytes is atomic), so
-  // a read of a multiple of its size holds whole reports.
-  std::array<pid_t, 256> pids{};
-  for (;;) {
-    ssize_t got = ::read(header_reports_.get(), pids.data(), sizeof pids);
-    if (got <= 0) return;  // EAGAIN: all read (the parent holds a write end: never EOF)
-    for (std::size_t i = 0; i < static_cast<std::size_t>(got) / sizeof(pid_t); ++i) {
-      // A child reaped meanwhile has no ticket any more: nothing to do.
-      if (AdmissionTicket* ticket = children_.ticket_of(pids[i])) ticket->authenticated();
-    }
-  }
-}
-
 void ForkingServer::on_header_timeout(Waiting& waiting) {
   std::string reason = header_timeout_reason(limits_);
   logger_.detail("[Client {}] {} sent nothing: {}", waiting.number(), waiting.peer(), reason);
@@ -186,7 +163,7 @@ void ForkingServer::spawn_child(Waiting& waiting) {
   int socket_fd = socket.get();
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
   std::uint64_t number = waiting.number();
-  int report_fd = header_report_end_.get();
+  int report_fd = header_reports_.write_fd();
   try {
     pid_t pid = children_.spawn(
         {socket_fd, dir_fd, report_fd},
@@ -272,12 +249,9 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
                         limits, connections};
   connections.stream_factory = limits.stream_factory;  // the TLS handshake runs here, in the child
   if (header_report_fd >= 0) {
-    context.on_header_complete = [header_report_fd] {
-      pid_t self = ::getpid();
-      // Lost only when the pipe is full (thousands of reports unread): then the parent merely
-      // still counts this client as sheddable.
-      (void)!::write(header_report_fd, &self, sizeof self);
-    };
+    // Lost only when the pipe is full (thousands of reports unread): then the parent merely
+    // still counts this client as sheddable.
+    context.on_header_complete = [header_report_fd] { ChildReports::send(header_report_fd); };
   }
   UploadSession session(context, std::move(socket), client_number, std::move(peer),
                         [&loop](UploadSession&) { loop.stop(); });

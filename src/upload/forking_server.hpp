@@ -16,6 +16,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/child_reports.hpp"
 #include "core/child_supervisor.hpp"
 #include "core/connection.hpp"
 #include "core/event_loop.hpp"
@@ -49,8 +50,6 @@ class ForkingServer final : public ServerRuntime::Service {
   void on_gone(Waiting& waiting);
   void on_header_timeout(Waiting& waiting);
   void on_shed(Waiting& waiting);
-  // Children's "header complete" reports: their tickets leave the pre-header budget.
-  void read_header_reports();
   // Forgets `waiting` (destroyed after the batch: it may be inside its own callback).
   void drop(Waiting& waiting);
   void spawn_child(Waiting& waiting);
@@ -69,9 +68,7 @@ class ForkingServer final : public ServerRuntime::Service {
   std::unordered_map<Waiting*, std::unique_ptr<Waiting>> waiting_;
   // Each child writes its pid here once its client's header is complete (UploadContext::
   // on_header_complete); until then the parent may shed it (SIGKILL) for a newcomer at the cap.
-  Fd header_reports_;
-  Fd header_report_end_;  // inherited by every child
-  bool watching_reports_ = false;
+  ChildReports header_reports_{loop_};
   ChildSupervisor children_;
   Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
