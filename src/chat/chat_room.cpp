@@ -126,10 +126,7 @@ std::uint64_t ChatRoom::local_number() {
   if (bus_ != nullptr) highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
   if (bus_ != nullptr && !bus_->connected()) {
     // Out of reach: a number no other server gives meanwhile.
-    if (auto number = bus_->outage_number()) {
-      highest_number_ = std::max(highest_number_, *number);
-      return *number;
-    }
+    if (auto number = bus_->outage_number()) return *number;
   }
   return ++highest_number_;
 }
@@ -138,7 +135,7 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
                      const std::vector<HistoryEntry>& history) {
   flush_relay();
   member.admitting_ = false;
-  highest_number_ = std::max(highest_number_, number);
+  if (number < RoomBus::kOwnNumbersFrom) highest_number_ = std::max(highest_number_, number);
   member.name_ = fmt::format("Client {}", number);
   member.in_room_ = true;
   who_cache_.reset();

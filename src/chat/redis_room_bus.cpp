@@ -35,7 +35,6 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     table.insert(out, redis.call('HGET', KEYS[3], id) or '')
   end
 end
-table.insert(out, redis.call('GET', KEYS[4]) or '0')
 return out
 )lua";
 
@@ -220,8 +219,6 @@ void RedisRoomBus::on_up() {
   std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
   // Numbers given on our own meanwhile: the other servers may have given some too, higher ones
   // in the same window that this server has not heard of yet: the counter goes past the window.
-  if (std::exchange(last_outage_number_, 0) != 0)
-    seed = std::max(seed, counter_seen_ + 2 * kOutageNumberGap);
   if (!outage_slot_) {
     // Once per server: its residue for numbers given out of reach (see outage_number()).
     link_.command({"INCR", key("slots")},
@@ -547,8 +544,8 @@ void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
 
 void RedisRoomBus::heartbeat() {
   flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
-  link_.command({"EVAL", kHeartbeatScript, "4", key("servers"), key("members:") + server_id_,
-                 key("versions"), key("clients"), server_id_, std::to_string(kPresenceTtl.count())},
+  link_.command({"EVAL", kHeartbeatScript, "3", key("servers"), key("members:") + server_id_,
+                 key("versions"), server_id_, std::to_string(kPresenceTtl.count())},
                 [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
                     apply_presence(*reply);
@@ -564,16 +561,9 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
     std::from_chars(text.data(), text.data() + text.size(), version);
     if (chat::valid_server_id(reply.elements[i].text)) live[reply.elements[i].text] = version;
   }
-  // The pairs end with the room's counter; this server's rank among the live ones, by id.
-  if (reply.elements.size() % 2 == 1) {
-    const std::string& text = reply.elements.back().text;
-    std::uint64_t counter = 0;
-    std::from_chars(text.data(), text.data() + text.size(), counter);
-    counter_seen_ = counter;
-    if (live_servers_ != live.size() + 1)
-      logger_.info("redis: {} servers in the room", live.size() + 1);
-    live_servers_ = live.size() + 1;
-  }
+  if (live_servers_ != live.size() + 1)
+    logger_.info("redis: {} servers in the room", live.size() + 1);
+  live_servers_ = live.size() + 1;
   // A server that stopped refreshing its presence is gone: its members leave for everyone here.
   // One never listed yet (its events came before its first heartbeat was read) gets the TTL.
   std::vector<chat::RoomEvent> gone;
@@ -657,11 +647,7 @@ void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCa
 std::optional<std::uint64_t> RedisRoomBus::outage_number() {
   if (numbers_in_hand() > 0) return take_number();
   if (!outage_slot_) return std::nullopt;
-  // Far above the counter: the others may go on taking blocks from it meanwhile (only this
-  // server may have lost Redis, e.g. starved of CPU past the stall timeout).
-  std::uint64_t above =
-      std::max({counter_seen_ + kOutageNumberGap, highest_remote_number_, last_outage_number_});
-  std::uint64_t number = above + 1;
+  std::uint64_t number = std::max(last_outage_number_ + 1, kOwnNumbersFrom);
   number += (*outage_slot_ + kOutageStride - number % kOutageStride) % kOutageStride;
   last_outage_number_ = number;
   return number;
@@ -736,7 +722,7 @@ void RedisRoomBus::release_nick(const std::string& nick_key) {
 }
 
 void RedisRoomBus::note_remote_name(std::string_view name) {
-  if (auto number = chat::default_name_number(name))
+  if (auto number = chat::default_name_number(name); number && *number < kOwnNumbersFrom)
     highest_remote_number_ = std::max(highest_remote_number_, *number);
 }
 

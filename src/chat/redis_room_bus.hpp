@@ -91,15 +91,14 @@ class RedisRoomBus final : public RoomBus {
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
     return highest_remote_number_;
   }
-  // Numbers still in hand first (reserved for this server); then the next number
-  // kOutageNumberGap above the counter's last seen value (the heartbeat reads it) that is
-  // congruent to this server's slot modulo kOutageStride. The slot is the room's "slots" counter
-  // taken once per server (INCR at its first connection): servers that lose Redis together (a
-  // stalled or restarted Redis) or one after the other hand out disjoint numbers, and none of
-  // them one the others take from the counter meanwhile (issue 25: a 200,000-client run gave one
-  // name twice when every server took "the next above what it knew"). Two live servers share a
-  // slot only after 4096 server starts in one room.
-  static constexpr std::uint64_t kOutageNumberGap = 1'000'000;
+  // Numbers still in hand first (reserved for this server); then the next number from
+  // kOwnNumbersFrom up, above the last one given, that is congruent to this server's slot modulo
+  // kOutageStride. The slot is the room's "slots" counter taken once per server (INCR at its
+  // first connection): servers that lose Redis together (a stalled or restarted Redis) or one
+  // after the other hand out disjoint numbers, and the counter never reaches them (issue 25: a
+  // 200,000-client run gave one name twice when every server took "the next above what it
+  // knew"; ranges placed just above the counter met the counter's later blocks at 300,000). Two
+  // live servers share a slot only after 4096 server starts in one room.
   static constexpr std::uint64_t kOutageStride = 4096;
   [[nodiscard]] std::optional<std::uint64_t> outage_number() override;
 
@@ -196,9 +195,8 @@ class RedisRoomBus final : public RoomBus {
   // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
   // lost the counter, and it is re-seeded above every number this server knows to be in use.
   std::uint64_t highest_remote_number_ = 0;
-  // From the last heartbeat: the room's counter and the live servers; this server's slot; the
-  // last number it handed out on its own (0: none since it reconnected).
-  std::uint64_t counter_seen_ = 0;
+  // The live servers in the last heartbeat; this server's slot; the last number it handed out
+  // on its own (0: none yet).
   std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
   std::optional<std::uint64_t> outage_slot_;
   std::uint64_t last_outage_number_ = 0;

@@ -62,6 +62,9 @@ class RoomBus {
   // While the others are out of reach: a number no other server hands out meanwhile, if the bus
   // has one (nullopt: the room takes the next above every number it knows, as before).
   [[nodiscard]] virtual std::optional<std::uint64_t> outage_number() { return std::nullopt; }
+  // Such numbers are at least this: the room's counter never gets there, and they never raise
+  // it (a re-seed after an outage would carry the counter into them).
+  static constexpr std::uint64_t kOwnNumbersFrom = 1'000'000'000;
 };
 
 }  // namespace mux
