@@ -254,6 +254,9 @@ void Connection::write_now() {
         update_interest();
         if (state_ == State::open && !shutdown_requested_) owner_.on_writable();
         if (state_ == State::closed) return;
+        // The owner queued more (and may have asked for the half-close): that goes first, and
+        // the shutdown after it, from the write that drains it.
+        if (!queue_.empty() || batch_blocked_ || write_wants_ != 0) return;
       }
       if (output_shut_) {
         if (state_ == State::draining) start_lingering();

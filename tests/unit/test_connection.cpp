@@ -632,6 +632,46 @@ TEST_CASE("Connection: shutdown_output half-closes after the queue and keeps rea
   CHECK(owner.data == "reply\n");
 }
 
+TEST_CASE("Connection: a half-close asked for inside on_writable waits for what it queued") {
+  // Found by upload-client's batches: on_writable() queued a file's tail and asked for the
+  // half-close; the write_now() that called it then shut the socket with the tail still queued.
+  mux::EventLoop loop;
+  mux::ConnectionContext context(loop);
+  SocketPair pair = socket_pair();
+  struct TailOwner : RecordingOwner {
+    std::function<void()> writable;
+    void on_writable() override {
+      if (writable) std::exchange(writable, nullptr)();
+    }
+  } owner;
+  mux::Connection connection(context, std::move(pair.ours), owner);
+  std::string first(1 << 20, 'a');
+  std::string tail(1 << 20, 'b');
+  connection.send(first);  // more than a socketpair takes: the rest waits for writability
+  owner.writable = [&] {
+    connection.send(tail);
+    connection.shutdown_output();
+  };
+  std::string received;
+  bool eof = false;
+  CHECK(run_until(loop, [&] {
+    char buffer[65536];
+    for (;;) {
+      ssize_t n = ::recv(pair.theirs.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+      if (n > 0) {
+        received.append(buffer, static_cast<std::size_t>(n));
+        continue;
+      }
+      eof = n == 0;
+      break;
+    }
+    return eof;
+  }));
+  CHECK(received.size() == first.size() + tail.size());
+  CHECK(received == first + tail);
+  CHECK(connection.output_shut_down());
+}
+
 TEST_CASE("Connection: send_batch writes in place and says when a full socket takes more") {
   mux::EventLoop loop;
   mux::ConnectionContext context(loop);
