@@ -61,9 +61,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "core/fd.hpp"
-#include "core/tls_context.hpp"
-#include "core/tls_stream.hpp"
+#include "core/loop/fd.hpp"
+#include "core/tls/tls_context.hpp"
+#include "core/tls/tls_stream.hpp"
 
 namespace {
 

@@ -45,7 +45,7 @@
 
 #include <fmt/format.h>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 
 namespace {
 

@@ -32,7 +32,7 @@
 #include <system_error>
 #include <vector>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 
 namespace {

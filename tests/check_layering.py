@@ -2,7 +2,10 @@
 core. Only cli/ includes CLI11; chat/ and upload/ never include cli/; core/ includes nothing of
 chat/, upload/ or cli/; chat/ and upload/ do not include each other. And chat/ and upload/ ride on
 core's Connection: they make no socket system call and register no socket with the EventLoop
-(stdin and eventfds may be watched; KNOWN_SOCKET_DEBT, now empty, counted what was not migrated yet)."""
+(stdin and eventfds may be watched; KNOWN_SOCKET_DEBT, now empty, counted what was not migrated yet).
+Inside core/, each concern is a sub-folder with its own static library, and the sub-folders depend
+one way too (CORE_LAYERS); OpenSSL, hiredis and libsystemd are included only where their library
+links them (CORE_THIRD_PARTY)."""
 
 import os
 import re
@@ -20,6 +23,23 @@ FORBIDDEN = {
     "cli": [],
 }
 
+# core/ sub-folder -> the core sub-folders it may include besides itself (src/core/meson.build
+# links them in this order). base/ is below the loop, the loop below TLS, and so on; nothing in
+# core/ includes service/, which is the skeleton the servers and clients stand on.
+CORE_LAYERS = {
+    "base": [],
+    "loop": ["base"],
+    "tls": ["loop", "base"],
+    "access": ["tls", "loop", "base"],
+    "redis": ["tls", "loop", "base"],
+    "service": ["access", "tls", "loop", "base"],
+}
+# Third-party header prefix -> the core sub-folders whose library links it.
+CORE_THIRD_PARTY = {
+    "openssl/": ["tls", "access"],
+    "hiredis/": ["redis"],
+    "systemd/": ["service"],
+}
 
 # System calls that only make sense on a socket: chat/ and upload/ go through core (Connection,
 # Connector, Listener, net.hpp) instead.
@@ -62,12 +82,22 @@ def socket_uses(folder):
 
 
 def includes_of(folder):
+    """(path, included) for every source file under src/`folder`, sub-folders too."""
     root = os.path.join(SRC, folder)
-    for name in sorted(os.listdir(root)):
-        if name.endswith((".cpp", ".hpp")):
-            with open(os.path.join(root, name), encoding="utf-8") as source:
-                for included in INCLUDE.findall(source.read()):
-                    yield f"{folder}/{name}", included
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories.sort()
+        for name in sorted(names):
+            if name.endswith((".cpp", ".hpp")):
+                path = os.path.relpath(os.path.join(directory, name), SRC)
+                with open(os.path.join(directory, name), encoding="utf-8") as source:
+                    for included in INCLUDE.findall(source.read()):
+                        yield path, included
+
+
+def core_subfolder(path):
+    """"loop" for "core/loop/fd.hpp" (a path under src/ or an include)."""
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "core" else None
 
 
 class LayeringTest(unittest.TestCase):
@@ -77,6 +107,34 @@ class LayeringTest(unittest.TestCase):
                 for prefix in forbidden:
                     with self.subTest(path=path, included=included):
                         self.assertFalse(included.startswith(prefix), f"{path} includes {included}")
+
+    def test_core_has_no_loose_files_and_no_unknown_folders(self):
+        root = os.path.join(SRC, "core")
+        for name in sorted(os.listdir(root)):
+            with self.subTest(name=name):
+                if os.path.isdir(os.path.join(root, name)):
+                    self.assertIn(name, CORE_LAYERS, f"core/{name}/ is not in CORE_LAYERS")
+                else:
+                    self.assertFalse(name.endswith((".cpp", ".hpp")),
+                                     f"core/{name}: put it in the sub-folder of its concern")
+
+    def test_core_subfolders_depend_one_way(self):
+        seen = 0
+        for path, included in includes_of("core"):
+            mine, theirs = core_subfolder(path), core_subfolder(included)
+            if theirs is None or theirs == mine:
+                continue
+            seen += 1
+            with self.subTest(path=path, included=included):
+                self.assertIn(theirs, CORE_LAYERS.get(mine, []), f"{path} includes {included}")
+        self.assertTrue(seen, "no include across core's sub-folders at all?")
+
+    def test_core_includes_third_party_only_where_its_library_links_it(self):
+        for path, included in includes_of("core"):
+            for prefix, folders in CORE_THIRD_PARTY.items():
+                if included.startswith(prefix):
+                    with self.subTest(path=path, included=included):
+                        self.assertIn(core_subfolder(path), folders, f"{path} includes {included}")
 
     def test_only_cli_includes_cli11(self):
         users = {path for folder in FORBIDDEN for path, included in includes_of(folder)

@@ -15,8 +15,8 @@
 #include <optional>
 #include <string_view>
 
-#include "core/access_tokens.hpp"
-#include "core/logger.hpp"
+#include "core/access/access_tokens.hpp"
+#include "core/base/logger.hpp"
 
 namespace mux {
 

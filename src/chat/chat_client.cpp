@@ -24,14 +24,14 @@
 #include "chat/reconnect_backoff.hpp"
 #include "chat/resend_queue.hpp"
 #include "chat/room_roster.hpp"
-#include "core/byte_stream.hpp"
-#include "core/connection.hpp"
-#include "core/event_loop.hpp"
-#include "core/line_framer.hpp"
-#include "core/net.hpp"
-#include "core/output_queue.hpp"
-#include "core/tls_stream.hpp"
-#include "core/units.hpp"
+#include "core/base/line_framer.hpp"
+#include "core/base/units.hpp"
+#include "core/loop/byte_stream.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/net.hpp"
+#include "core/loop/output_queue.hpp"
+#include "core/tls/tls_stream.hpp"
 
 namespace mux {
 namespace {

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <string>
 
-#include "core/client_link.hpp"
-#include "core/common_options.hpp"
+#include "core/service/client_link.hpp"
+#include "core/service/common_options.hpp"
 
 namespace mux {
 

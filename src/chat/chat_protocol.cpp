@@ -6,8 +6,8 @@
 #include <charconv>
 #include <cstdint>
 
-#include "core/sanitize.hpp"
-#include "core/units.hpp"
+#include "core/base/sanitize.hpp"
+#include "core/base/units.hpp"
 
 namespace mux::chat {
 namespace {

@@ -10,14 +10,14 @@
 #include <string_view>
 #include <vector>
 
-#include "core/sanitize.hpp"
+#include "core/base/sanitize.hpp"
 
 namespace mux::chat {
 
 inline constexpr std::size_t kMaxNickChars = 32;
 
-// Chat text goes through the one sanitizer (core/sanitize.hpp): TAB and printable text pass; C0
-// controls and DEL become caret notation (ESC -> "^[", NUL -> "^@", DEL -> "^?"); C1 controls,
+// Chat text goes through the one sanitizer (core/base/sanitize.hpp): TAB and printable text pass;
+// C0 controls and DEL become caret notation (ESC -> "^[", NUL -> "^@", DEL -> "^?"); C1 controls,
 // bidi controls, invisible formatting characters and every ill-formed UTF-8 sequence become
 // U+FFFD. When `cut` is set the line was cut mid-stream, so an incomplete sequence at its very
 // end is dropped rather than replaced.

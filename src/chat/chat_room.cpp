@@ -13,10 +13,10 @@
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
-#include "core/http_sniff.hpp"
-#include "core/logger.hpp"
-#include "core/sanitize.hpp"
-#include "core/units.hpp"
+#include "core/base/http_sniff.hpp"
+#include "core/base/logger.hpp"
+#include "core/base/sanitize.hpp"
+#include "core/base/units.hpp"
 
 namespace mux {
 namespace {

@@ -30,8 +30,8 @@
 #include "chat/chat_protocol.hpp"
 #include "chat/nick_rules.hpp"
 #include "chat/room_bus.hpp"
-#include "core/output_queue.hpp"
-#include "core/rate_limit.hpp"
+#include "core/base/rate_limit.hpp"
+#include "core/loop/output_queue.hpp"
 
 namespace mux {
 

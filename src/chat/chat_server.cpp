@@ -24,14 +24,14 @@
 #include "chat/fork_relay.hpp"
 #include "chat/local_member.hpp"
 #include "chat/redis_room_bus.hpp"
-#include "core/child_supervisor.hpp"
-#include "core/event_loop.hpp"
-#include "core/listener.hpp"
-#include "core/logger.hpp"
-#include "core/net.hpp"
-#include "core/secret_file.hpp"
-#include "core/server_runtime.hpp"
-#include "core/units.hpp"
+#include "core/access/secret_file.hpp"
+#include "core/base/logger.hpp"
+#include "core/base/units.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/listener.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/child_supervisor.hpp"
+#include "core/service/server_runtime.hpp"
 
 namespace mux {
 namespace {

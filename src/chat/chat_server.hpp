@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/access_options.hpp"
-#include "core/common_options.hpp"
+#include "core/access/access_options.hpp"
+#include "core/service/common_options.hpp"
 
 namespace mux {
 
@@ -46,8 +46,9 @@ struct ChatServerOptions {
 };
 
 // What is wrong with the --redis-* flags as given (empty: nothing): each --redis-tls-* needs a
-// rediss:// --redis, a client certificate needs its key, and --redis-password-file needs --redis. cli/ reports it as a usage error; the server
-// refuses to start on it too, for options that did not come through the command line.
+// rediss:// --redis, a client certificate needs its key, and --redis-password-file needs --redis.
+// cli/ reports it as a usage error; the server refuses to start on it too, for options that did not
+// come through the command line.
 std::string redis_flags_problem(const ChatServerOptions& options);
 
 int run_chat_server(const ChatServerOptions& options);

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_protocol.hpp"
-#include "core/units.hpp"
+#include "core/base/units.hpp"
 
 namespace mux {
 

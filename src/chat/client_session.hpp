@@ -15,12 +15,12 @@
 #include <string_view>
 #include <vector>
 
-#include "core/connection.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/line_framer.hpp"
-#include "core/output_queue.hpp"
-#include "core/timed_pause.hpp"
+#include "core/base/line_framer.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/output_queue.hpp"
+#include "core/loop/timed_pause.hpp"
 
 namespace mux {
 

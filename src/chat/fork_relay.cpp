@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include "chat/token_gate.hpp"
-#include "core/net.hpp"
+#include "core/loop/net.hpp"
 
 namespace mux {
 namespace {

@@ -27,9 +27,9 @@
 #include "chat/chat_access.hpp"
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
-#include "core/admission.hpp"
-#include "core/connection.hpp"
-#include "core/timed_pause.hpp"
+#include "core/loop/admission.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/timed_pause.hpp"
 
 namespace mux {
 

@@ -12,7 +12,7 @@
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 #include "chat/token_gate.hpp"
-#include "core/admission.hpp"
+#include "core/loop/admission.hpp"
 
 namespace mux {
 

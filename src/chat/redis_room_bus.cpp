@@ -9,8 +9,8 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/chat_room.hpp"
-#include "core/logger.hpp"
-#include "core/sanitize.hpp"
+#include "core/base/logger.hpp"
+#include "core/base/sanitize.hpp"
 
 namespace mux {
 namespace {

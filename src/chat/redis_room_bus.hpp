@@ -42,8 +42,8 @@
 #include "chat/name_set.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
-#include "core/event_loop.hpp"
-#include "core/redis_link.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/redis/redis_link.hpp"
 
 namespace mux {
 

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "core/rate_limit.hpp"
+#include "core/base/rate_limit.hpp"
 
 namespace mux::chat {
 

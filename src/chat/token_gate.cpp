@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "core/access_tokens.hpp"
+#include "core/access/access_tokens.hpp"
 
 namespace mux {
 
@@ -65,8 +65,8 @@ void TokenGate::refuse(std::string reason) {
   hooks_.gate_hold_reading();
   std::chrono::milliseconds delay{0};
   if (access_.throttle != nullptr)
-    delay = access_.throttle->record_failure(throttle_address(origin_),
-                                             FailureThrottle::Clock::now());
+    delay =
+        access_.throttle->record_failure(throttle_address(origin_), FailureThrottle::Clock::now());
   hooks_.gate_log(fmt::format("{}: {}; answering in {} ms", origin_, reason, delay.count()));
   refusal_timer_ = loop_.add_timer(delay, [this, reason = std::move(reason)] {
     refusal_timer_ = 0;

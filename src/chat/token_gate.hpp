@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "chat/chat_access.hpp"
-#include "core/event_loop.hpp"
+#include "core/loop/event_loop.hpp"
 
 namespace mux {
 

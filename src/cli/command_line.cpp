@@ -1,8 +1,8 @@
 #include "cli/command_line.hpp"
 
 #include "cli/config_file.hpp"
-#include "core/fd.hpp"
-#include "core/interrupted.hpp"
+#include "core/base/interrupted.hpp"
+#include "core/loop/fd.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -5,7 +5,7 @@
 #include <limits>
 #include <optional>
 
-#include "core/units.hpp"
+#include "core/base/units.hpp"
 
 namespace mux {
 namespace {

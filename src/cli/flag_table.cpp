@@ -5,10 +5,10 @@
 #include <stdexcept>
 
 #include "chat/room_event.hpp"
-#include "core/cidr.hpp"
-#include "core/net.hpp"
-#include "core/redis_link.hpp"
-#include "core/tls_stream.hpp"
+#include "core/access/cidr.hpp"
+#include "core/loop/net.hpp"
+#include "core/redis/redis_link.hpp"
+#include "core/tls/tls_stream.hpp"
 
 namespace mux {
 namespace {

@@ -11,9 +11,9 @@
 
 #include <fmt/format.h>
 
-#include "core/interrupted.hpp"
-#include "core/output_queue.hpp"
-#include "core/units.hpp"
+#include "core/base/interrupted.hpp"
+#include "core/base/units.hpp"
+#include "core/loop/output_queue.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/resume_record.hpp"
 #include "upload/upload_protocol.hpp"

@@ -15,10 +15,10 @@
 #include <optional>
 #include <string>
 
-#include "core/byte_stream.hpp"
-#include "core/connection.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
+#include "core/loop/byte_stream.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/upload_tree.hpp"
 

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <system_error>
 
-#include "core/threads.hpp"
+#include "core/base/threads.hpp"
 
 namespace mux {
 namespace {

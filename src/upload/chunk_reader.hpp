@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 
 namespace mux {

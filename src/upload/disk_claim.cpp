@@ -4,8 +4,8 @@
 #include <cerrno>
 #include <utility>
 
-#include "core/logger.hpp"
-#include "core/units.hpp"
+#include "core/base/logger.hpp"
+#include "core/base/units.hpp"
 #include "upload/upload_store.hpp"
 
 namespace mux {

@@ -12,7 +12,7 @@
 #include <optional>
 #include <string>
 
-#include "core/event_loop.hpp"
+#include "core/loop/event_loop.hpp"
 
 namespace mux {
 

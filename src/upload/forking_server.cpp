@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "core/logger.hpp"
+#include "core/base/logger.hpp"
 #include "upload/upload_protocol.hpp"
 #include "upload/upload_store.hpp"
 

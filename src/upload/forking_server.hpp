@@ -16,13 +16,13 @@
 #include <string>
 #include <unordered_map>
 
-#include "core/child_reports.hpp"
-#include "core/child_supervisor.hpp"
-#include "core/connection.hpp"
-#include "core/event_loop.hpp"
-#include "core/listener.hpp"
-#include "core/net.hpp"
-#include "core/server_runtime.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/listener.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/child_reports.hpp"
+#include "core/service/child_supervisor.hpp"
+#include "core/service/server_runtime.hpp"
 #include "upload/upload_session.hpp"
 
 namespace mux {

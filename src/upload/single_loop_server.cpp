@@ -1,6 +1,6 @@
 #include "upload/single_loop_server.hpp"
 
-#include "core/logger.hpp"
+#include "core/base/logger.hpp"
 
 namespace mux {
 namespace {

@@ -9,10 +9,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/event_loop.hpp"
-#include "core/listener.hpp"
-#include "core/net.hpp"
-#include "core/server_runtime.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/listener.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/server_runtime.hpp"
 #include "upload/upload_session.hpp"
 #include "upload/upload_store.hpp"
 

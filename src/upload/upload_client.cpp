@@ -14,11 +14,11 @@
 #include <exception>
 #include <optional>
 
-#include "core/client_link.hpp"
-#include "core/interrupted.hpp"
-#include "core/net.hpp"
-#include "core/tls_context.hpp"
-#include "core/units.hpp"
+#include "core/base/interrupted.hpp"
+#include "core/base/units.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/client_link.hpp"
+#include "core/tls/tls_context.hpp"
 #include "upload/batch_sender.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_key.hpp"

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "core/client_link.hpp"
-#include "core/common_options.hpp"
+#include "core/service/client_link.hpp"
+#include "core/service/common_options.hpp"
 
 namespace mux {
 

@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/upload_protocol.hpp"
 

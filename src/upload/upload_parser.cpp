@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "core/http_sniff.hpp"
+#include "core/base/http_sniff.hpp"
 
 namespace mux {
 namespace {

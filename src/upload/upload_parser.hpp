@@ -24,7 +24,7 @@ enum class UploadFailure {
   bad_header,    // not a valid header line, or the stream ended inside it
   too_large,     // announced or sent more than --max-size
   incomplete,    // ended before the announced size arrived
-  http_request,  // the first line was an HTTP request line (see core/http_sniff.hpp)
+  http_request,  // the first line was an HTTP request line (see core/base/http_sniff.hpp)
   tls_hello,     // the first bytes were a TLS ClientHello: a TLS client on a plaintext port
 };
 

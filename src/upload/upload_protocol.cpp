@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "core/sanitize.hpp"
+#include "core/base/sanitize.hpp"
 
 namespace mux {
 namespace {

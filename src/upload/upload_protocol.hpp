@@ -134,7 +134,8 @@ std::string percent_encode(std::string_view text);
 std::string percent_decode(std::string_view text);
 
 // Turns a client's name into a plain file name: only the part after the last '/', sanitized by
-// core/sanitize.hpp (controls, C1, bidi and invisible characters and ill-formed UTF-8 each become
+// core/base/sanitize.hpp (controls, C1, bidi and invisible characters and ill-formed UTF-8 each
+// become
 // '_'), leading dots removed, cut to kMaxStoredName bytes (never inside a UTF-8
 // sequence). Returns `fallback` when nothing usable is left ("", ".", "..", "/").
 std::string sanitize_file_name(std::string_view name, std::string_view fallback);

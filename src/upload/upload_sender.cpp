@@ -12,10 +12,10 @@
 
 #include <fmt/format.h>
 
-#include "core/interrupted.hpp"
-#include "core/sanitize.hpp"
-#include "core/tls_stream.hpp"
-#include "core/units.hpp"
+#include "core/base/interrupted.hpp"
+#include "core/base/sanitize.hpp"
+#include "core/base/units.hpp"
+#include "core/tls/tls_stream.hpp"
 #include "upload/progress_display.hpp"
 #include "upload/upload_protocol.hpp"
 

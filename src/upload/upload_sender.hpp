@@ -12,13 +12,13 @@
 #include <string>
 #include <string_view>
 
-#include "core/byte_stream.hpp"
-#include "core/client_link.hpp"
-#include "core/connection.hpp"
-#include "core/connector.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/rate_limit.hpp"
+#include "core/base/rate_limit.hpp"
+#include "core/loop/byte_stream.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/connector.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/service/client_link.hpp"
 #include "upload/chunk_reader.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/upload_source.hpp"

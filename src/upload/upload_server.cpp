@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "core/logger.hpp"
-#include "core/net.hpp"
-#include "core/server_runtime.hpp"
+#include "core/base/logger.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/server_runtime.hpp"
 #include "upload/forking_server.hpp"
 #include "upload/single_loop_server.hpp"
 #include "upload/upload_store.hpp"

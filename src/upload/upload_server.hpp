@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/access_options.hpp"
-#include "core/common_options.hpp"
+#include "core/access/access_options.hpp"
+#include "core/service/common_options.hpp"
 #include "upload/upload_store.hpp"
 
 namespace mux {

@@ -12,8 +12,8 @@
 
 #include <fmt/format.h>
 
-#include "core/logger.hpp"
-#include "core/units.hpp"
+#include "core/base/logger.hpp"
+#include "core/base/units.hpp"
 
 namespace mux {
 namespace {

@@ -21,11 +21,11 @@
 #include <string>
 #include <string_view>
 
-#include "core/access_tokens.hpp"
-#include "core/admission.hpp"
-#include "core/connection.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
+#include "core/access/access_tokens.hpp"
+#include "core/loop/admission.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/disk_claim.hpp"
 #include "upload/resume_record.hpp"

@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 
 namespace mux {
 

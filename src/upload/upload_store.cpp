@@ -24,8 +24,8 @@
 
 #include <fmt/format.h>
 
-#include "core/event_loop.hpp"
-#include "core/threads.hpp"
+#include "core/base/threads.hpp"
+#include "core/loop/event_loop.hpp"
 
 namespace mux {
 namespace {

@@ -35,7 +35,7 @@
 
 #include <functional>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/resume_record.hpp"
 

@@ -18,7 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 
 namespace mux {
 

@@ -15,7 +15,7 @@ import muxtest
 SUBCOMMANDS = ["chat-server", "chat-client", "upload-server", "upload-client"]
 SERVERS = ["chat-server", "upload-server"]
 COMMON_FLAGS = ["--help", "--host", "--port", "--verbose", "--quiet", "--config", "--check"]
-# How both clients reach their server (core/client_link.hpp).
+# How both clients reach their server (core/service/client_link.hpp).
 CLIENT_LINK_FLAGS = ["--connect-timeout", "--tls", "--tls-ca", "--tls-server-name", "--tls-pin",
                      "--tls-cert", "--tls-key", "--token-file"]
 # Interrupted uploads (test_resume.py).

@@ -1,6 +1,6 @@
 """End-to-end: upload names a hostile client chose (C1 controls as raw bytes and as U+009B,
 U+202E, zero-width characters, invalid and overlong UTF-8) never reach a directory entry or the
-upload-server's log raw: the one sanitizer (core/sanitize) turns each into '_'. Both serve modes."""
+upload-server's log raw: the one sanitizer (core/base/sanitize) turns each into '_'. Both serve modes."""
 
 import os
 import shutil

@@ -18,7 +18,7 @@ from muxtest import LineReader, Server
 
 MAX_REFUSING = 64  # Listener::kMaxRefusing
 EXTRA = 16  # stalled refusals past the cap: closed at once
-HANDSHAKE_DEADLINE = 3.0  # kRefusalHandshakeTimeout in src/core/listener.cpp
+HANDSHAKE_DEADLINE = 3.0  # kRefusalHandshakeTimeout in src/core/loop/listener.cpp
 # A TLS record header announcing a 512-byte handshake message: the server waits for the rest.
 PARTIAL_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc"
 

@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_protocol.hpp"
-#include "core/sanitize.hpp"
+#include "core/base/sanitize.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

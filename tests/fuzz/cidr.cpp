@@ -15,7 +15,7 @@
 
 #include <fmt/format.h>
 
-#include "core/cidr.hpp"
+#include "core/access/cidr.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

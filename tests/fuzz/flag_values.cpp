@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli/command_line.hpp"
-#include "core/units.hpp"
+#include "core/base/units.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 
@@ -111,8 +111,9 @@ void check_flag(const FlagCase& flag, std::string_view text) {
       fmt::format("{} {} -> {} {}", flag.subcommand, argv[2], status, printable(err.str()));
   if (status == -1) {
     FUZZ_CHECK(expected.has_value(), context);
-    FUZZ_CHECK(flag.read(command_line) == *expected,
-               fmt::format("{}: read {}, expected {}", context, flag.read(command_line), *expected));
+    FUZZ_CHECK(
+        flag.read(command_line) == *expected,
+        fmt::format("{}: read {}, expected {}", context, flag.read(command_line), *expected));
     return;
   }
   FUZZ_CHECK(status == kExitUsage, context);

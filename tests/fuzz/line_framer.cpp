@@ -22,7 +22,7 @@
 
 #include <fmt/format.h>
 
-#include "core/line_framer.hpp"
+#include "core/base/line_framer.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

@@ -23,10 +23,10 @@
 
 #include <fmt/format.h>
 
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/net.hpp"
-#include "core/redis_link.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/net.hpp"
+#include "core/redis/redis_link.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

@@ -21,7 +21,7 @@
 
 #include <fmt/format.h>
 
-#include "core/tls_stream.hpp"
+#include "core/tls/tls_stream.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

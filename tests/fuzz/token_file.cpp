@@ -16,7 +16,7 @@
 
 #include <fmt/format.h>
 
-#include "core/access_tokens.hpp"
+#include "core/access/access_tokens.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 

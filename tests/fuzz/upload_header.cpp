@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "core/sanitize.hpp"
+#include "core/base/sanitize.hpp"
 #include "fuzz_check.hpp"
 #include "targets.hpp"
 #include "upload/upload_protocol.hpp"

@@ -17,12 +17,12 @@
 
 #include <fmt/format.h>
 
-#include "core/access_options.hpp"
-#include "core/access_tokens.hpp"
-#include "core/admission.hpp"
-#include "core/cidr.hpp"
-#include "core/fd.hpp"
-#include "core/net.hpp"
+#include "core/access/access_options.hpp"
+#include "core/access/access_tokens.hpp"
+#include "core/access/cidr.hpp"
+#include "core/loop/admission.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/net.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_room.hpp"
-#include "core/logger.hpp"
+#include "core/base/logger.hpp"
 
 namespace {
 

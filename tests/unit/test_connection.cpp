@@ -24,13 +24,13 @@
 #include <thread>
 #include <vector>
 
-#include "core/child_supervisor.hpp"
-#include "core/connection.hpp"
-#include "core/connector.hpp"
-#include "core/event_loop.hpp"
-#include "core/listener.hpp"
-#include "core/logger.hpp"
-#include "core/net.hpp"
+#include "core/base/logger.hpp"
+#include "core/loop/connection.hpp"
+#include "core/loop/connector.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/listener.hpp"
+#include "core/loop/net.hpp"
+#include "core/service/child_supervisor.hpp"
 
 using namespace std::chrono_literals;
 

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/timed_pause.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/timed_pause.hpp"
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;

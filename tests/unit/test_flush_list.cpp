@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/flush_list.hpp"
+#include "core/loop/flush_list.hpp"
 
 namespace {
 

@@ -14,10 +14,10 @@
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
 #include "chat/fork_relay.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/logger.hpp"
-#include "core/output_queue.hpp"
+#include "core/base/logger.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/output_queue.hpp"
 
 namespace {
 

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "core/http_sniff.hpp"
+#include "core/base/http_sniff.hpp"
 
 using mux::HttpSniff;
 using mux::looks_like_http_request;

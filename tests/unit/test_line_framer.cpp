@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/line_framer.hpp"
+#include "core/base/line_framer.hpp"
 
 namespace {
 

@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/fd.hpp"
-#include "core/logger.hpp"
+#include "core/base/logger.hpp"
+#include "core/loop/fd.hpp"
 
 namespace {
 

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "core/byte_stream.hpp"
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/net.hpp"
-#include "core/output_queue.hpp"
+#include "core/loop/byte_stream.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/net.hpp"
+#include "core/loop/output_queue.hpp"
 
 namespace {
 

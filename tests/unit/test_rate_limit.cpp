@@ -3,7 +3,7 @@
 
 #include <chrono>
 
-#include "core/rate_limit.hpp"
+#include "core/base/rate_limit.hpp"
 
 using mux::TokenBucket;
 using namespace std::chrono_literals;

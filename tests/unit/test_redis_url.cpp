@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "core/redis_link.hpp"
+#include "core/redis/redis_link.hpp"
 
 using mux::parse_redis_url;
 using mux::RedisUrl;

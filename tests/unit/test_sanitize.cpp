@@ -1,11 +1,11 @@
-// The one sanitizer (core/sanitize): what a peer sends never reaches a terminal, a log line or a
-// file name raw. The basic UTF-8 and control rules are also covered through chat::sanitize in
+// The one sanitizer (core/base/sanitize): what a peer sends never reaches a terminal, a log line or
+// a file name raw. The basic UTF-8 and control rules are also covered through chat::sanitize in
 // test_chat_protocol.cpp; this file pins the rest and the file-name and log-field styles.
 #include <doctest/doctest.h>
 
 #include <string>
 
-#include "core/sanitize.hpp"
+#include "core/base/sanitize.hpp"
 #include "upload/upload_protocol.hpp"
 
 using mux::kFileNameStyle;

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/server_runtime.hpp"
+#include "core/service/server_runtime.hpp"
 
 namespace {
 

@@ -16,13 +16,13 @@
 #include <utility>
 #include <vector>
 
-#include "core/byte_stream.hpp"
-#include "core/connector.hpp"
-#include "core/fd.hpp"
-#include "core/net.hpp"
-#include "core/output_queue.hpp"
-#include "core/tls_context.hpp"
-#include "core/tls_stream.hpp"
+#include "core/loop/byte_stream.hpp"
+#include "core/loop/connector.hpp"
+#include "core/loop/fd.hpp"
+#include "core/loop/net.hpp"
+#include "core/loop/output_queue.hpp"
+#include "core/tls/tls_context.hpp"
+#include "core/tls/tls_stream.hpp"
 #include "test_pki.hpp"
 
 namespace {

@@ -1,11 +1,12 @@
-// BufferSlots: the slots OpenSSL's large buffers come from (core/tls_memory.hpp), with small sizes.
+// BufferSlots: the slots OpenSSL's large buffers come from (core/tls/tls_memory.hpp), with small
+// sizes.
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <set>
 #include <vector>
 
-#include "core/tls_memory.hpp"
+#include "core/tls/tls_memory.hpp"
 
 using mux::BufferSlots;
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "core/units.hpp"
+#include "core/base/units.hpp"
 
 using mux::format_bytes;
 using mux::format_duration;

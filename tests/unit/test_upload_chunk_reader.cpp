@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "core/fd.hpp"
+#include "core/loop/fd.hpp"
 #include "upload/chunk_reader.hpp"
 #include "upload/content_hash.hpp"
 

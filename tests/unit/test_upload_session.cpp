@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "core/event_loop.hpp"
-#include "core/fd.hpp"
-#include "core/logger.hpp"
+#include "core/base/logger.hpp"
+#include "core/loop/event_loop.hpp"
+#include "core/loop/fd.hpp"
 #include "temp_dir.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/upload_session.hpp"

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/event_loop.hpp"
+#include "core/loop/event_loop.hpp"
 #include "temp_dir.hpp"
 #include "upload/upload_store.hpp"
 
