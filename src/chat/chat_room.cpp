@@ -100,7 +100,7 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.claiming_ = false;
   member.rates_.reset();
   by_id_[member.id_] = &member;
-  if (bus_ == nullptr || !bus_->connected()) {
+  if (!bus_->connected()) {
     admit(member, origin, local_number(), {history_.begin(), history_.end()});
     return;
   }
@@ -119,12 +119,12 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
 }
 
 std::size_t ChatRoom::everyone() const {
-  return members_.size() + (bus_ != nullptr && bus_reachable_ ? bus_->remote_count() : 0);
+  return members_.size() + (bus_reachable_ ? bus_->remote_count() : 0);
 }
 
 std::uint64_t ChatRoom::local_number() {
-  if (bus_ != nullptr) highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
-  if (bus_ != nullptr && !bus_->connected()) {
+  highest_number_ = std::max(highest_number_, bus_->highest_remote_number());
+  if (!bus_->connected()) {
     // Out of reach: a number no other server gives meanwhile.
     if (auto number = bus_->outage_number()) return *number;
   }
@@ -143,10 +143,10 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
   members_.push_back(&member);
   logger_.info("{} joined from {}", member.name_, origin);
   send_to(member, chat::notice::welcome(member.name_));
-  if (bus_ != nullptr && !bus_reachable_) send_to(member, std::string(kOthersUnreachable));
+  if (!bus_reachable_) send_to(member, std::string(kOthersUnreachable));
   if (history_limit_ != 0 && !history.empty()) send_to(member, format_history(history));
   if (announces(everyone())) broadcast(chat::notice::joined(member.name_), &member);
-  publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
+  bus_->publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
   release_held(member);
 }
 
@@ -204,10 +204,9 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   relay_sender_ = &sender;
   // In a room numbered by Redis, a local line gets its id when it comes back from there: the
   // members that asked for ids have it then, the others at once.
-  if (room_ids_ && bus_ != nullptr && bus_->connected()) relay_numbered_later_ = true;
+  if (room_ids_ && bus_->connected()) relay_numbered_later_ = true;
   append_message(sender.name_, command.text, 0);
-  if (bus_ != nullptr)
-    publish({chat::RoomEventKind::message, sender.name_, std::string(command.text), {}, false});
+  bus_->publish_message(sender.name_, command.text);
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
 }
 
@@ -439,15 +438,15 @@ std::uint64_t ChatRoom::first_kept_id() const {
 void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
   std::optional<chat::Since> since = chat::parse_since(argument);
   if (!since) return send_to(member, chat::notice::since_usage());
-  if (bus_ != nullptr && !room_ids_ && bus_reachable_ && !closing_) {
+  if (bus_->shared() && !room_ids_ && bus_reachable_ && !closing_) {
     // A Redis room whose ids this server has not learnt yet (it has just started): answered
     // once it has them, or once Redis is known to be out of reach.
     replays_[member.id_] = &member;
     pending_since_.emplace_back(member.id_, std::string(argument));
     return;
   }
-  if (room_ids_ && since->epoch == epoch_ && since->id + 1 < first_kept_id() && bus_ != nullptr &&
-      bus_->connected() && history_limit_ != 0) {
+  if (room_ids_ && since->epoch == epoch_ && since->id + 1 < first_kept_id() && bus_->connected() &&
+      history_limit_ != 0) {
     // Older than this server's memory (it restarted, or the client comes from another server of
     // the room): the rest comes from the room's stream in Redis, one round trip. Until then the
     // member gets lines without ids (a recovering client ignores them: the replay has them).
@@ -562,7 +561,7 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
   if (!nick_free_here(member, nick)) return;
   std::string key = nick_rules_.look_alike_key(nick);
   bool own_look_alike = member.has_nick_ && nick_rules_.look_alike_key(member.name_) == key;
-  if (bus_ == nullptr || !bus_->connected() || own_look_alike) return apply_rename(member, nick);
+  if (!bus_->connected() || own_look_alike) return apply_rename(member, nick);
   // Room-wide: the nick must also be free on every other server (claimed in Redis). Its next
   // lines wait for the answer, so they go out under the name it then has.
   member.claiming_ = true;
@@ -603,14 +602,14 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
   if (member.has_nick_) {
     std::string old_key = nick_rules_.look_alike_key(member.name_);
     taken_nicks_.erase(old_key);
-    if (bus_ != nullptr && old_key != key) bus_->release_nick(old_key);
+    if (old_key != key) bus_->release_nick(old_key);
   }
   taken_nicks_[std::move(key)] = &member;
   std::string old_name = std::exchange(member.name_, std::string(nick));
   member.has_nick_ = true;
   who_cache_.reset();
   logger_.info("{} is now {}", old_name, member.name_);
-  publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
+  bus_->publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
   std::string text = chat::notice::renamed(old_name, member.name_);
   if (announces(everyone())) {
     broadcast(std::move(text), nullptr);
@@ -656,7 +655,7 @@ void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_s
   if (!closing_ && (too_slow || everyone() < announce_up_to_)) {
     broadcast(chat::notice::left(member.name_, too_slow), nullptr);
   }
-  publish({chat::RoomEventKind::left, member.name_, std::string(reason), {}, too_slow});
+  bus_->publish({chat::RoomEventKind::left, member.name_, std::string(reason), {}, too_slow});
 }
 
 void ChatRoom::remove(ChatMember& member) {
@@ -674,7 +673,7 @@ void ChatRoom::remove(ChatMember& member) {
   if (member.has_nick_) {
     std::string key = nick_rules_.look_alike_key(member.name_);
     taken_nicks_.erase(key);
-    if (bus_ != nullptr) bus_->release_nick(key);
+    bus_->release_nick(key);
   }
   if (relay_sender_ == &member) relay_sender_ = nullptr;
 }
@@ -712,7 +711,7 @@ const Block& ChatRoom::who_list() {
   for (std::size_t i = 0; i < local; ++i)
     names.emplace_back(ordered[i]->name_);
   std::vector<std::string> remote;
-  if (bus_ != nullptr && bus_reachable_) remote = bus_->remote_names();
+  if (bus_reachable_) remote = bus_->remote_names();
   std::size_t from_remote = std::min(remote.size(), kWhoPage - local);
   std::partial_sort(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(from_remote),
                     remote.end());
@@ -735,7 +734,7 @@ std::string ChatRoom::who_matching(std::string_view text) const {
     return a->join_number_ < b->join_number_;
   });
   std::vector<std::string> remote;
-  if (bus_ != nullptr && bus_reachable_) {
+  if (bus_reachable_) {
     for (std::string& name : bus_->remote_names()) {
       if (matches(name)) remote.push_back(std::move(name));
     }
@@ -773,10 +772,6 @@ void ChatRoom::remember(std::string_view name, std::string_view text, std::uint6
   history_.push_back({unix_now(), std::string(name), std::string(text), id});
   while (history_.size() > history_limit_)
     history_.pop_front();
-}
-
-void ChatRoom::publish(chat::RoomEvent event) {
-  if (bus_ != nullptr) bus_->publish(event);
 }
 
 void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {

@@ -116,7 +116,7 @@ class MemberOwner {
   ~MemberOwner() = default;
 };
 
-class ChatRoom {
+class ChatRoom final : public RoomEvents {
  public:
   // Joins, leaves and renames are announced to everyone only while the room has at most this
   // many members (--announce-up-to): in a bigger room each one would cost a delivery to
@@ -157,10 +157,10 @@ class ChatRoom {
   // Shutdown: everyone gets `* server shutting down` and is asked to close; no leave notices.
   void close_all();
 
-  [[nodiscard]] std::size_t size() const noexcept { return members_.size(); }
+  [[nodiscard]] std::size_t size() const noexcept override { return members_.size(); }
   void set_announce_limit(std::size_t members) { announce_up_to_ = members; }
   // Whether a room of `members` (all servers) announces joins, leaves and renames.
-  [[nodiscard]] bool announces(std::size_t members) const noexcept {
+  [[nodiscard]] bool announces(std::size_t members) const noexcept override {
     return members <= announce_up_to_;
   }
 
@@ -168,27 +168,21 @@ class ChatRoom {
   void set_history(std::size_t limit) { history_limit_ = limit; }
   // This room's epoch (issue 23): a random token made at start; the message ids count from 1
   // within it, so a client that saw another epoch knows the history it knew is gone.
-  [[nodiscard]] const std::string& epoch() const noexcept { return epoch_; }
-  [[nodiscard]] std::uint64_t last_id() const noexcept { return last_id_; }
+  [[nodiscard]] const std::string& epoch() const noexcept override { return epoch_; }
+  [[nodiscard]] std::uint64_t last_id() const noexcept override { return last_id_; }
   // Shares the room with other servers; null (the default) keeps it to this server.
-  void set_bus(RoomBus* bus) { bus_ = bus; }
-  // From the bus: events that happened on another server.
-  void apply_remote(const std::vector<chat::RoomEvent>& events);
-  // From the bus (a Redis room numbers its messages room-wide, issue 23): the room's epoch and
-  // last id at (re)connect; a batch's epoch; our own batch back, numbered.
-  void room_epoch(const std::string& epoch, std::uint64_t last);
-  void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events);
-  void own_messages_numbered(const std::vector<chat::RoomEvent>& events);
-  // From the bus: the other servers' member list changed without events (a re-sync).
-  void remote_members_changed() { who_cache_.reset(); }
-  // From the bus: the other servers went out of reach, or came back.
-  void bus_reachable(bool reachable);
-  // This server's members and claimed nick keys (the bus re-publishes them after a reconnect).
-  [[nodiscard]] std::vector<std::string> local_names() const;
-  [[nodiscard]] std::vector<std::string> local_nick_keys() const;
-  // The highest "Client N" number this room has handed out (the bus re-seeds the room-wide
-  // counter above it when Redis comes back empty).
-  [[nodiscard]] std::uint64_t highest_number() const noexcept { return highest_number_; }
+  void set_bus(RoomBus* bus) { bus_ = bus != nullptr ? bus : &no_bus_; }
+
+  // RoomEvents: what the bus reports (see chat/room_bus.hpp).
+  void apply_remote(const std::vector<chat::RoomEvent>& events) override;
+  void room_epoch(const std::string& epoch, std::uint64_t last) override;
+  void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override;
+  void own_messages_numbered(const std::vector<chat::RoomEvent>& events) override;
+  void remote_members_changed() override { who_cache_.reset(); }
+  void bus_reachable(bool reachable) override;
+  [[nodiscard]] std::vector<std::string> local_names() const override;
+  [[nodiscard]] std::vector<std::string> local_nick_keys() const override;
+  [[nodiscard]] std::uint64_t highest_number() const noexcept override { return highest_number_; }
 
  private:
   void admit(ChatMember& member, std::string_view origin, std::uint64_t number,
@@ -212,7 +206,6 @@ class ChatRoom {
   void finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
                      const std::optional<std::vector<HistoryEntry>>& stream,
                      bool other_epoch = false);
-  void publish(chat::RoomEvent event);
   void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
   ChatMember::Rates& rates_of(ChatMember& member, Clock::time_point now);
@@ -260,8 +253,9 @@ class ChatRoom {
   std::uint64_t highest_number_ = 0;
   // Members waiting for the bus (admission) or with a claim in flight, by id_.
   std::unordered_map<std::uint64_t, ChatMember*> by_id_;
-  RoomBus* bus_ = nullptr;
-  bool bus_reachable_ = true;
+  NullRoomBus no_bus_;
+  RoomBus* bus_ = &no_bus_;    // never null
+  bool bus_reachable_ = true;  // only a bus that reaches other servers says otherwise
   std::size_t announce_up_to_ = kAnnounceUpTo;
   std::size_t history_limit_ = 0;
   std::deque<HistoryEntry> history_;  // the last history_limit_ messages, oldest first

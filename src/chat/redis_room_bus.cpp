@@ -8,7 +8,6 @@
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
-#include "chat/chat_room.hpp"
 #include "core/base/logger.hpp"
 #include "core/base/sanitize.hpp"
 
@@ -178,7 +177,7 @@ std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t
 
 }  // namespace
 
-RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
+RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
                            const TlsClientConfig& tls, const std::string& room_name,
                            std::size_t history_limit, std::size_t max_line,
                            chat::RemoteLimits limits)

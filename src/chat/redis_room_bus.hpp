@@ -47,7 +47,6 @@
 
 namespace mux {
 
-class ChatRoom;
 class Logger;
 
 class RedisRoomBus final : public RoomBus {
@@ -68,7 +67,7 @@ class RedisRoomBus final : public RoomBus {
   static constexpr std::uint64_t kMaxNumberBlock = 1024;
 
   // `tls` matters with a rediss:// URL only.
-  RedisRoomBus(EventLoop& loop, Logger& logger, ChatRoom& room, RedisUrl url,
+  RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
                const TlsClientConfig& tls, const std::string& room_name, std::size_t history_limit,
                std::size_t max_line, chat::RemoteLimits limits);
   RedisRoomBus(const RedisRoomBus&) = delete;
@@ -82,6 +81,9 @@ class RedisRoomBus final : public RoomBus {
 
   [[nodiscard]] bool connected() const override { return link_.up(); }
   void publish(const chat::RoomEvent& event) override;
+  void publish_message(std::string_view name, std::string_view text) override {
+    publish({chat::RoomEventKind::message, std::string(name), std::string(text), {}, false});
+  }
   void admit(std::size_t history, AdmitCallback done) override;
   void claim_nick(const std::string& key, ClaimCallback done) override;
   void release_nick(const std::string& key) override;
@@ -161,7 +163,7 @@ class RedisRoomBus final : public RoomBus {
 
   EventLoop& loop_;
   Logger& logger_;
-  ChatRoom& room_;
+  RoomEvents& room_;  // the room it serves, told what happens elsewhere
   std::string server_id_;
   std::string room_name_;
   std::string prefix_;  // mux:room:<NAME>:

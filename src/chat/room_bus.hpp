@@ -1,7 +1,12 @@
-// RoomBus: what a ChatRoom needs from the other servers sharing its room — a way to send them
-// this server's events, the room-wide client counter, room-wide nick claims, the members on the
-// other servers, and the shared history. The room calls it; an implementation (RedisRoomBus)
-// calls back into the room (ChatRoom::apply_remote and friends). Without --redis there is none.
+// The seam between a chat room and the other servers sharing it, both ways:
+// - RoomBus: what the room needs from them — a way to send them this server's events, the
+//   room-wide client counter, room-wide nick claims, the members on the other servers, and the
+//   shared history. The room calls it. RedisRoomBus is the one that reaches other servers;
+//   without --redis the room has a NullRoomBus, so the room never asks whether it has a bus.
+// - RoomEvents: what a bus reports to the room it serves (events from the other servers, their
+//   going out of reach and back, the room's message ids) and the little it asks of it. ChatRoom
+//   implements it; a bus never sees the concrete room, so unit tests drive the room through a
+//   fake bus (tests/unit/test_room_bus.cpp).
 // Every answer is asynchronous; a callback gets nullopt when the other servers could not answer
 // (out of reach), and the room then carries on on its own.
 #pragma once
@@ -11,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chat/room_event.hpp"
@@ -40,10 +46,14 @@ class RoomBus {
   RoomBus& operator=(const RoomBus&) = delete;
   virtual ~RoomBus() = default;
 
+  // True when other servers may share the room (then the room's message ids come from the bus).
+  [[nodiscard]] virtual bool shared() const { return true; }
   // True while the other servers can be reached.
   [[nodiscard]] virtual bool connected() const = 0;
   // A local event for the other servers (events of one loop batch travel together).
   virtual void publish(const chat::RoomEvent& event) = 0;
+  // A local message: publish() of a message event, without building one when nobody listens.
+  virtual void publish_message(std::string_view name, std::string_view text) = 0;
   // A newcomer's number, and the last `history` messages when history > 0.
   virtual void admit(std::size_t history, AdmitCallback done) = 0;
   // Claims the nick look-alike `key` room-wide for this server.
@@ -65,6 +75,59 @@ class RoomBus {
   // Such numbers are at least this: the room's counter never gets there, and they never raise
   // it (a re-seed after an outage would carry the counter into them).
   static constexpr std::uint64_t kOwnNumbersFrom = 1'000'000'000;
+};
+
+// The bus of a room that no other server shares: nobody to tell, nothing to ask. Never
+// connected, so the room hands out numbers, nicks and message ids on its own and never waits.
+class NullRoomBus final : public RoomBus {
+ public:
+  [[nodiscard]] bool shared() const override { return false; }
+  [[nodiscard]] bool connected() const override { return false; }
+  void publish(const chat::RoomEvent& /*event*/) override {}
+  void publish_message(std::string_view /*name*/, std::string_view /*text*/) override {}
+  void admit(std::size_t /*history*/, AdmitCallback done) override { done(std::nullopt); }
+  void claim_nick(const std::string& /*key*/, ClaimCallback done) override { done(std::nullopt); }
+  void release_nick(const std::string& /*key*/) override {}
+  void replay(std::uint64_t /*after*/, std::uint64_t /*up_to*/, ReplayCallback done) override {
+    done(std::nullopt);
+  }
+  [[nodiscard]] std::vector<std::string> remote_names() const override { return {}; }
+  [[nodiscard]] std::size_t remote_count() const override { return 0; }
+  [[nodiscard]] std::uint64_t highest_remote_number() const override { return 0; }
+};
+
+// What a RoomBus reports to its room, and asks of it. Called from the bus's callbacks on the
+// room's loop, never while the room is calling the bus.
+class RoomEvents {
+ public:
+  // Events that happened on the other servers, in order.
+  virtual void apply_remote(const std::vector<chat::RoomEvent>& events) = 0;
+  // A room whose messages are numbered room-wide (issue 23): the room's epoch and last id at
+  // (re)connect; a batch's epoch; this server's own batch back, numbered.
+  virtual void room_epoch(const std::string& epoch, std::uint64_t last) = 0;
+  virtual void batch_epoch(const std::string& epoch,
+                           const std::vector<chat::RoomEvent>& events) = 0;
+  virtual void own_messages_numbered(const std::vector<chat::RoomEvent>& events) = 0;
+  // The other servers' member list changed without events (a re-sync).
+  virtual void remote_members_changed() = 0;
+  // The other servers went out of reach, or came back.
+  virtual void bus_reachable(bool reachable) = 0;
+  // This server's members and claimed nick keys (the bus re-publishes them after a reconnect).
+  [[nodiscard]] virtual std::vector<std::string> local_names() const = 0;
+  [[nodiscard]] virtual std::vector<std::string> local_nick_keys() const = 0;
+  // The highest "Client N" number this room has handed out (the bus re-seeds the room-wide
+  // counter above it when Redis comes back empty).
+  [[nodiscard]] virtual std::uint64_t highest_number() const = 0;
+  // This room's epoch and the id of its last message (the bus offers them to Redis).
+  [[nodiscard]] virtual const std::string& epoch() const = 0;
+  [[nodiscard]] virtual std::uint64_t last_id() const = 0;
+  // Members on this server, and whether a room of `members` (all servers) announces joins,
+  // leaves and renames (the bus spares those from its flood gate when it does not).
+  [[nodiscard]] virtual std::size_t size() const = 0;
+  [[nodiscard]] virtual bool announces(std::size_t members) const = 0;
+
+ protected:
+  ~RoomEvents() = default;
 };
 
 }  // namespace mux

@@ -446,6 +446,7 @@ struct ManualBus final : mux::RoomBus {
 
   [[nodiscard]] bool connected() const override { return true; }
   void publish(const mux::chat::RoomEvent&) override {}
+  void publish_message(std::string_view, std::string_view) override {}
   void admit(std::size_t, AdmitCallback done) override { admissions.push_back(std::move(done)); }
   void claim_nick(const std::string&, ClaimCallback done) override {
     claims.push_back(std::move(done));
