@@ -32,14 +32,6 @@ constexpr std::chrono::milliseconds kProgressCheckInterval{250};
 // --limit-rate: sending may run this far ahead of the pace before it waits.
 constexpr std::chrono::milliseconds kRateSlack{100};
 
-std::string printable(std::string_view text) {
-  std::string shown(text.substr(0, 300));
-  std::replace_if(
-      shown.begin(), shown.end(),
-      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }, '?');
-  return shown;
-}
-
 // Reads exactly `length` bytes at `offset` into `into`; false when the file ended first or a
 // read failed (errno says which; 0: shorter).
 bool read_exactly(int fd, char* into, std::size_t length, std::uint64_t offset) {
@@ -263,7 +255,7 @@ void BatchSender::on_line(const std::string& line) {
     std::optional<std::uint64_t> offset = parse_ack(line);
     if (!offset || pending_.empty()) {
       return fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
-                              printable(line)));
+                              printable_reply(line)));
     }
     pending_.back().acked = std::max(pending_.back().acked, *offset);
     show_progress();
@@ -277,7 +269,7 @@ void BatchSender::on_offer(const std::string& line) {
   std::optional<ResumeOffer> offer = parse_resume_offer(line);
   if (!offer || offer->offset > entry.size) {
     return fail(fmt::format("{} sent something that is not a MUXUP/1 resume offer: \"{}\"", server_,
-                            printable(line)));
+                            printable_reply(line)));
   }
   awaiting_offer_ = false;
   std::uint64_t from = 0;
@@ -314,12 +306,13 @@ void BatchSender::on_reply(const std::string& line) {
   std::optional<UploadReply> reply = parse_reply_line(line);
   if (!reply || pending_.empty()) {
     return fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
-                            printable(line)));
+                            printable_reply(line)));
   }
   const Pending& front = pending_.front();
   const TreeEntry& entry = tree_.entries[front.index];
   if (!reply->ok) {
-    return fail(fmt::format("{} refused {}: {}", server_, entry.path, printable(reply->reason)));
+    return fail(
+        fmt::format("{} refused {}: {}", server_, entry.path, printable_reply(reply->reason)));
   }
   if (front.hash.empty()) {
     return fail(fmt::format("{} replied OK to {} before all of it was sent", server_, entry.path));

@@ -306,4 +306,12 @@ std::optional<UploadReply> parse_reply_line(std::string_view line) {
   return reply;
 }
 
+std::string printable_reply(std::string_view text) {
+  std::string shown(text.substr(0, 300));
+  std::replace_if(
+      shown.begin(), shown.end(),
+      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }, '?');
+  return shown;
+}
+
 }  // namespace mux

@@ -157,6 +157,9 @@ struct UploadReply {
 std::string format_ok_reply(std::uint64_t bytes, std::string_view hash,
                             std::string_view saved_name = {});
 std::string format_err_reply(std::string_view reason);
+// A server's reply line as a client may show it on a terminal: its first 300 bytes, control
+// bytes as '?'.
+std::string printable_reply(std::string_view text);
 // Parses one reply line without its '\n'; nullopt when it is neither a valid OK nor an ERR.
 std::optional<UploadReply> parse_reply_line(std::string_view line);
 

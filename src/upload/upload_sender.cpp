@@ -42,15 +42,6 @@ bool transient_refusal(std::string_view reason) {
   return false;
 }
 
-// Text from the server ends up on a terminal: no control bytes.
-std::string printable(std::string_view text) {
-  std::string shown(text.substr(0, 300));
-  std::replace_if(
-      shown.begin(), shown.end(),
-      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }, '?');
-  return shown;
-}
-
 }  // namespace
 
 UploadSender::UploadSender(UploadSource source, std::string source_label, std::string header_line,
@@ -222,7 +213,7 @@ void UploadSender::on_resume_offer(const std::string& line) {
   std::uint64_t size = source_.size.value_or(0);
   if (!offer || offer->offset > size) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 resume offer: \"{}\"", server_,
-                     printable(line)));
+                     printable_reply(line)));
     return;
   }
   awaiting_offer_ = false;
@@ -429,7 +420,7 @@ void UploadSender::on_ack(const std::string& line) {
   std::optional<std::uint64_t> offset = parse_ack(line);
   if (!offset || (source_.size && *offset > *source_.size)) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
-                     printable(line)));
+                     printable_reply(line)));
     return;
   }
   if (!acked_) {
@@ -465,9 +456,9 @@ void UploadSender::check_reply(const std::string& line) {
     fail(fmt::format("{} speaks TLS on this port; connect with --tls", server_));
   } else if (!reply) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
-                     printable(line)));
+                     printable_reply(line)));
   } else if (!reply->ok) {
-    fail(fmt::format("{} refused the upload: {}", server_, printable(reply->reason)),
+    fail(fmt::format("{} refused the upload: {}", server_, printable_reply(reply->reason)),
          transient_refusal(reply->reason));
   } else if (sending_ && source_.size) {
     fail(fmt::format("{} replied OK after {} of {} bytes", server_, total_sent(), *source_.size));
