@@ -1,6 +1,7 @@
 """End-to-end tests of `mux chat-client`: piped and on a pseudo-terminal, against the real
 chat-server, a hand-rolled hostile server, and `ncat -l -k --chat`."""
 
+import contextlib
 import os
 import pty
 import re
@@ -221,7 +222,9 @@ class AgainstOtherServers(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr, f"mux: error: connect to 127.0.0.1:{port}: Connection refused\n".encode())
 
-    def test_hostile_server_cannot_reach_the_terminal_raw(self):
+    @contextlib.contextmanager
+    def client_of_our_server(self):
+        """chat-client connected to a socket of ours: yields (client, our end, its stdout, port)."""
         with socket.socket() as listener:
             listener.bind((muxtest.HOST, 0))
             listener.listen()
@@ -230,7 +233,10 @@ class AgainstOtherServers(unittest.TestCase):
             self.addCleanup(finish_client, client)
             listener.settimeout(TIMEOUT)
             conn, _ = listener.accept()
-            stdout = PipeReader(client.stdout)
+            yield client, conn, PipeReader(client.stdout), port
+
+    def test_hostile_server_cannot_reach_the_terminal_raw(self):
+        with self.client_of_our_server() as (client, conn, stdout, port):
             with conn:
                 conn.sendall(b"\x1b[2J\x1b]0;owned\x07title\r\n\xff\xc2\x9b\x00end\nno newline")
                 stdout.until(b"no newline\n")  # the unterminated line, shown after the quiet time
@@ -244,15 +250,7 @@ class AgainstOtherServers(unittest.TestCase):
 
     def test_a_line_over_1_mib_is_shown_cut_and_marked(self):
         # Issue 24 M15: the client keeps at most 1 MiB of one line; the cut used to be silent.
-        with socket.socket() as listener:
-            listener.bind((muxtest.HOST, 0))
-            listener.listen()
-            port = listener.getsockname()[1]
-            client = start_client(port)
-            self.addCleanup(finish_client, client)
-            listener.settimeout(TIMEOUT)
-            conn, _ = listener.accept()
-            stdout = PipeReader(client.stdout)
+        with self.client_of_our_server() as (client, conn, stdout, _):
             with conn:
                 conn.sendall(b"x" * (1536 * 1024) + b"\nnext\n")
                 stdout.until(b"next\n")
