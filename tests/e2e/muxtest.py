@@ -280,6 +280,24 @@ def run_mux(*args, input=None, timeout=DEFAULT_TIMEOUT, env=None):
     return subprocess.run([MUX, *args], input=input, capture_output=True, timeout=timeout, env=env)
 
 
+def wait_for_checkpoint(directory, at_least, timeout):
+    """Waits until an upload's resume record (a hidden *.rec in `directory`) shows a checkpoint
+    of at least `at_least` bytes; returns that offset, or None when none did within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in os.listdir(directory):
+            if name.startswith(".") and name.endswith(".rec"):
+                try:
+                    with open(os.path.join(directory, name)) as f:
+                        match = re.search(r"^offset=(\d+)$", f.read(), re.M)
+                except FileNotFoundError:
+                    continue
+                if match and int(match.group(1)) >= at_least:
+                    return int(match.group(1))
+        time.sleep(0.02)
+    return None
+
+
 def xxh128(path):
     """The XXH3-128 of a file as upload-server and upload-client print it (by xxhsum)."""
     out = subprocess.run(["xxhsum", "-H2", path], check=True, capture_output=True, text=True).stdout

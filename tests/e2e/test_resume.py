@@ -367,19 +367,10 @@ class ResumeCase(muxtest.UploadCase):
         """Waits until the server's record shows a checkpoint of at least `at_least` bytes: only
         then does a server killed outright leave something to resume (before its first 1 MiB
         checkpoint it leaves nothing)."""
-        deadline = time.monotonic() + 3 * TIMEOUT
-        while time.monotonic() < deadline:
-            for name in self.hidden():
-                if name.endswith(".rec"):
-                    try:
-                        with open(os.path.join(self.out, name)) as f:
-                            match = re.search(r"^offset=(\d+)$", f.read(), re.M)
-                    except FileNotFoundError:
-                        continue
-                    if match and int(match.group(1)) >= at_least:
-                        return int(match.group(1))
-            time.sleep(0.02)
-        self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s: {self.saved()}")
+        offset = muxtest.wait_for_checkpoint(self.out, at_least, 3 * TIMEOUT)
+        if offset is None:
+            self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s: {self.saved()}")
+        return offset
 
     def read_until(self, stream, pattern, timeout=3 * TIMEOUT):
         """Reads a running client's output until `pattern` shows up; returns what was read."""

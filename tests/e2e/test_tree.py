@@ -255,19 +255,8 @@ class TreeTests(TreeCase):
         self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
 
     def wait_for_checkpoint(self, at_least):
-        deadline = time.monotonic() + 3 * TIMEOUT
-        while time.monotonic() < deadline:
-            for name in os.listdir(self.out):
-                if name.endswith(".rec"):
-                    try:
-                        with open(os.path.join(self.out, name)) as f:
-                            match = re.search(r"^offset=(\d+)$", f.read(), re.M)
-                    except FileNotFoundError:
-                        continue
-                    if match and int(match.group(1)) >= at_least:
-                        return
-            time.sleep(0.02)
-        self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
+        if muxtest.wait_for_checkpoint(self.out, at_least, 3 * TIMEOUT) is None:
+            self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
 
 
 class ForkTlsTokenFullSyncTreeTests(TreeCase):
