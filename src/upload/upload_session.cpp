@@ -413,10 +413,16 @@ void UploadSession::continue_resume(std::uint64_t from) {
 void UploadSession::checkpoint(bool last) {
   if (!file_ || !resume_record_file_) return;
   next_checkpoint_ = next_checkpoint(stored_);
+  SyncMode sync = context_.output_dir->sync_mode();
+  if (sync != SyncMode::none) {
+    if (!checkpoint_pending_) checkpoint_pending_ = std::make_shared<std::atomic<bool>>(false);
+    // One flush at a time; a skipped checkpoint must not move resume_record_.offset, which is
+    // where a full disk cuts the partial back to (the record on disk stays at the older one).
+    if (checkpoint_pending_->exchange(true) && !last) return;
+  }
   resume_record_.offset = stored_;
   resume_record_.hash_state = hash_.save();
   std::string encoded = encode_resume_record(resume_record_);
-  SyncMode sync = context_.output_dir->sync_mode();
   std::uint64_t offset = stored_;
   std::optional<std::uint64_t> cut_at = last ? std::optional(offset) : std::nullopt;
   if (sync == SyncMode::none) {
@@ -430,8 +436,6 @@ void UploadSession::checkpoint(bool last) {
     }
     return;
   }
-  if (!checkpoint_pending_) checkpoint_pending_ = std::make_shared<std::atomic<bool>>(false);
-  if (checkpoint_pending_->exchange(true) && !last) return;
   // Its own descriptors: the job may outlive this session (they also keep the upload's lock).
   Fd data(::fcntl(file_->fd(), F_DUPFD_CLOEXEC, 0));
   Fd record(::fcntl(resume_record_file_.get(), F_DUPFD_CLOEXEC, 0));
