@@ -25,8 +25,6 @@ namespace {
 constexpr std::size_t kRelayBlockBytes = 32 * 1024;
 // How mux upload-client's stream starts (the MUXUP/1 header); chat does not depend on upload/.
 constexpr std::string_view kUploadHeaderStart = "MUXUP/1 ";
-// A client over its command rate hears about it at most this often.
-constexpr std::chrono::seconds kCommandNoticeInterval{1};
 
 // What every client is told when the other servers sharing the room go out of reach, and back.
 constexpr std::string_view kOthersUnreachable =
@@ -56,10 +54,6 @@ std::string format_history(const std::vector<HistoryEntry>& history) {
   return out;
 }
 
-std::chrono::milliseconds round_up_ms(TokenBucket::Clock::duration duration) {
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration);
-  return ms.count() < 1 ? std::chrono::milliseconds(1) : ms;
-}
 // A session's reconnect secret: 128 bits from the kernel's CSPRNG, as lowercase hex.
 std::string make_secret() {
   std::array<unsigned char, chat::kSecretChars / 2> bytes{};
@@ -86,7 +80,7 @@ std::string make_epoch() {
 ChatRoom::ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits, ClockSource clock)
     : logger_(logger),
       max_line_(max_line),
-      limits_(limits),
+      flood_(limits),
       clock_(std::move(clock)),
       epoch_(make_epoch()) {}
 
@@ -230,60 +224,31 @@ bool ChatRoom::refuse_other_protocol(ChatMember& sender, std::string_view first_
   return false;
 }
 
-ChatMember::Rates& ChatRoom::rates_of(ChatMember& member, Clock::time_point now) {
-  if (!member.rates_) {
-    member.rates_ = std::make_unique<ChatMember::Rates>(ChatMember::Rates{
-        TokenBucket(limits_.line_rate, limits_.line_burst, now),
-        TokenBucket(limits_.byte_rate, limits_.byte_burst, now),
-        TokenBucket(limits_.command_rate, limits_.command_burst, now), std::nullopt, std::nullopt});
-  }
-  return *member.rates_;
-}
-
 bool ChatRoom::charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now) {
-  ChatMember::Rates& rates = rates_of(sender, now);
-  bool lines_ok = rates.lines.take(1, now);
-  bool bytes_ok = rates.bytes.take(static_cast<double>(bytes), now);
-  if (lines_ok && bytes_ok) {
-    // The flood is over once the client has left half its allowance unused.
-    if (rates.flooding_since && rates.lines.level(now) >= rates.lines.burst() / 2 &&
-        rates.bytes.level(now) >= rates.bytes.burst() / 2) {
-      rates.flooding_since.reset();
-    }
-    return true;
-  }
-  if (!rates.flooding_since) {
-    rates.flooding_since = now;
+  FloodControl::LineCharge charge = flood_.charge_line(sender.rates_, bytes, now);
+  const ClientLimits& limits = flood_.limits();
+  if (charge.flood_started) {
     logger_.info("{} sends too fast: reading it more slowly", sender.name_);
-    send_to(sender, chat::notice::slow_down(limits_.line_rate,
-                                            static_cast<std::uint64_t>(limits_.byte_rate)));
-  } else if (now - *rates.flooding_since >= limits_.flood_timeout) {
-    auto seconds = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(limits_.flood_timeout).count());
+    send_to(sender, chat::notice::slow_down(limits.line_rate,
+                                            static_cast<std::uint64_t>(limits.byte_rate)));
+  }
+  if (!charge.handle) {
+    std::uint64_t seconds = flood_.flood_timeout_seconds();
     send_to(sender, chat::notice::excess_flood(seconds));
     leave(sender, fmt::format("excess flood: too fast for {} s", seconds), false);
     sender.close_after_output();
     return false;
   }
-  // This line was read already and still counts; what follows waits until it is paid for.
-  sender.pause_input(
-      round_up_ms(std::max(rates.lines.time_until(0, now), rates.bytes.time_until(0, now))));
+  if (charge.pause.count() != 0) sender.pause_input(charge.pause);
   return true;
 }
 
 bool ChatRoom::charge_command(ChatMember& sender, Clock::time_point now) {
-  ChatMember::Rates& rates = rates_of(sender, now);
-  if (rates.commands.take_if_available(1, now)) return true;
-  // Over the command rate: the command is dropped, not queued (answers to a storm of /who would
-  // be output the client caused), and the client is read more slowly.
-  if (!rates.last_command_notice || now - *rates.last_command_notice >= kCommandNoticeInterval) {
-    if (!rates.last_command_notice) {
-      logger_.info("{} sends commands too fast: ignoring some", sender.name_);
-    }
-    rates.last_command_notice = now;
-    send_to(sender, chat::notice::commands_ignored(limits_.command_rate));
-  }
-  sender.pause_input(round_up_ms(rates.commands.time_until(1, now)));
+  FloodControl::CommandCharge charge = flood_.charge_command(sender.rates_, now);
+  if (charge.run) return true;
+  if (charge.first_notice) logger_.info("{} sends commands too fast: ignoring some", sender.name_);
+  if (charge.notice) send_to(sender, chat::notice::commands_ignored(flood_.limits().command_rate));
+  sender.pause_input(charge.pause);
   return false;
 }
 

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "chat/chat_protocol.hpp"
+#include "chat/flood_control.hpp"
 #include "chat/nick_rules.hpp"
 #include "chat/room_bus.hpp"
 #include "core/base/rate_limit.hpp"
@@ -36,19 +37,6 @@
 namespace mux {
 
 class Logger;
-
-// What one client may send, per second and at once (the burst). Defaults are generous for people
-// and chat bots (see chat-server's flags); a client over them is read more slowly and, if it
-// keeps on for flood_timeout, told and disconnected.
-struct ClientLimits {
-  double line_rate = 100;
-  double line_burst = 1000;
-  double byte_rate = 256 * 1024;
-  double byte_burst = 512 * 1024;
-  double command_rate = 10;
-  double command_burst = 50;
-  std::chrono::milliseconds flood_timeout{10'000};
-};
 
 class ChatMember {
  public:
@@ -72,16 +60,6 @@ class ChatMember {
 
  private:
   friend class ChatRoom;
-  // A client's token buckets and flood state, made at its first line: a fresh bucket is full,
-  // as one made at the join would be by then, and a member that never speaks (most of a big
-  // room) carries none of its 128 bytes (issue 25).
-  struct Rates {
-    TokenBucket lines;
-    TokenBucket bytes;
-    TokenBucket commands;
-    std::optional<TokenBucket::Clock::time_point> flooding_since;
-    std::optional<TokenBucket::Clock::time_point> last_command_notice;
-  };
   // What only a member waiting for the bus has, made when it first holds a line.
   struct Held {
     // Lines sent while admitting_ or claiming_, handled in order when the answer comes.
@@ -94,12 +72,12 @@ class ChatMember {
   [[nodiscard]] bool leave_pending() const noexcept { return held_ && held_->leave.has_value(); }
 
   std::string name_;
-  std::uint64_t id_ = 0;           // this room's handle for it in asynchronous answers
-  std::uint64_t join_number_ = 0;  // orders /who by arrival
-  std::unique_ptr<Held> held_;     // null: nothing held (its memory back once all is handled)
-  std::uint64_t lines_seen_ = 0;   // its first line is checked for other protocols
-  std::size_t slot_ = 0;           // index in ChatRoom::members_
-  std::unique_ptr<Rates> rates_;   // null until its first line
+  std::uint64_t id_ = 0;                // this room's handle for it in asynchronous answers
+  std::uint64_t join_number_ = 0;       // orders /who by arrival
+  std::unique_ptr<Held> held_;          // null: nothing held (its memory back once all is handled)
+  std::uint64_t lines_seen_ = 0;        // its first line is checked for other protocols
+  std::size_t slot_ = 0;                // index in ChatRoom::members_
+  std::unique_ptr<ClientRates> rates_;  // null until its first line
   bool in_room_ = false;
   bool admitting_ = false;  // waiting for the bus's answer to join
   bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
@@ -208,7 +186,6 @@ class ChatRoom final : public RoomEvents {
                      bool other_epoch = false);
   void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
-  ChatMember::Rates& rates_of(ChatMember& member, Clock::time_point now);
   bool charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now);
   // Charges a command; false when it is over the command rate and must not run.
   bool charge_command(ChatMember& sender, Clock::time_point now);
@@ -237,7 +214,7 @@ class ChatRoom final : public RoomEvents {
 
   Logger& logger_;
   std::size_t max_line_;
-  ClientLimits limits_;
+  FloodControl flood_;
   ClockSource clock_;
   chat::NickRules nick_rules_;
   std::vector<ChatMember*> members_;
