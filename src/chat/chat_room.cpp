@@ -6,9 +6,7 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
-#include <ctime>
 #include <iterator>
-#include <random>
 #include <system_error>
 #include <utility>
 
@@ -31,29 +29,6 @@ constexpr std::string_view kOthersUnreachable =
     "* the other servers are out of reach: only this server's clients hear you for now\n";
 constexpr std::string_view kOthersBack = "* the other servers are back: the room is whole again\n";
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Replayed history: each line marked with when it was said (UTC), so it cannot pass for live.
-std::string format_history(const std::vector<HistoryEntry>& history) {
-  std::string out;
-  for (const HistoryEntry& entry : history) {
-    auto seconds = static_cast<std::time_t>(entry.unix_seconds);
-    std::tm utc{};
-    gmtime_r(&seconds, &utc);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &utc);
-    out += '[';
-    out += stamp;
-    out += "] ";
-    chat::notice::append_relay(out, entry.name, entry.text);
-  }
-  return out;
-}
-
 // A session's reconnect secret: 128 bits from the kernel's CSPRNG, as lowercase hex.
 std::string make_secret() {
   std::array<unsigned char, chat::kSecretChars / 2> bytes{};
@@ -69,20 +44,10 @@ std::string make_secret() {
     fmt::format_to(std::back_inserter(hex), "{:02x}", byte);
   return hex;
 }
-
-// A fresh epoch: 16 hex digits, different for every room and every start.
-std::string make_epoch() {
-  std::random_device random;
-  return fmt::format("{:08x}{:08x}", random(), random());
-}
 }  // namespace
 
 ChatRoom::ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits, ClockSource clock)
-    : logger_(logger),
-      max_line_(max_line),
-      flood_(limits),
-      clock_(std::move(clock)),
-      epoch_(make_epoch()) {}
+    : logger_(logger), max_line_(max_line), flood_(limits), clock_(std::move(clock)) {}
 
 void ChatRoom::join(ChatMember& member, std::string_view origin) {
   flush_relay();
@@ -95,19 +60,19 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.rates_.reset();
   by_id_[member.id_] = &member;
   if (!bus_->connected()) {
-    admit(member, origin, local_number(), {history_.begin(), history_.end()});
+    admit(member, origin, local_number(), history_.all());
     return;
   }
   // The number comes from the room-wide counter: one round trip before the welcome.
   member.admitting_ = true;
-  bus_->admit(history_limit_, [this, id = member.id_, origin = std::string(origin)](
-                                  std::optional<RoomBus::Admission> admission) {
+  bus_->admit(history_.limit(), [this, id = member.id_, origin = std::string(origin)](
+                                    std::optional<RoomBus::Admission> admission) {
     auto it = by_id_.find(id);
     if (it == by_id_.end() || !it->second->admitting_) return;
     if (admission) {
       admit(*it->second, origin, admission->number, admission->history);
     } else {
-      admit(*it->second, origin, local_number(), {history_.begin(), history_.end()});
+      admit(*it->second, origin, local_number(), history_.all());
     }
   });
 }
@@ -138,7 +103,7 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
   logger_.info("{} joined from {}", member.name_, origin);
   send_to(member, chat::notice::welcome(member.name_));
   if (!bus_reachable_) send_to(member, std::string(kOthersUnreachable));
-  if (history_limit_ != 0 && !history.empty()) send_to(member, format_history(history));
+  if (history_.limit() != 0 && !history.empty()) send_to(member, RoomHistory::format(history));
   if (announces(everyone())) broadcast(chat::notice::joined(member.name_), &member);
   bus_->publish({chat::RoomEventKind::joined, member.name_, {}, {}, false});
   release_held(member);
@@ -198,7 +163,7 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   relay_sender_ = &sender;
   // In a room numbered by Redis, a local line gets its id when it comes back from there: the
   // members that asked for ids have it then, the others at once.
-  if (room_ids_ && bus_->connected()) relay_numbered_later_ = true;
+  if (history_.room_ids() && bus_->connected()) relay_numbered_later_ = true;
   append_message(sender.name_, command.text, 0);
   bus_->publish_message(sender.name_, command.text);
   if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
@@ -258,16 +223,11 @@ void ChatRoom::end_of_input() {
 
 void ChatRoom::append_message(std::string_view name, std::string_view text, std::uint64_t room_id) {
   chat::notice::append_relay(relay_text_, name, text);
-  std::uint64_t id = 0;
-  if (!room_ids_) {
-    id = ++last_id_;  // this server numbers its room
-  } else if (room_id > last_id_) {
-    id = last_id_ = room_id;  // numbered by Redis
-  }
+  std::uint64_t id = history_.number(room_id);
   if (id != 0 && members_with_ids_ != 0)
     chat::append_relay_with_id(relay_text_ids_, id, name, text);
   // A local line waiting for its id is kept once it has one (own_messages_numbered).
-  if (history_limit_ != 0 && !relay_numbered_later_) remember(name, text, id);
+  if (!relay_numbered_later_) history_.remember(name, text, id);
 }
 
 void ChatRoom::flush_relay() {
@@ -294,9 +254,8 @@ void ChatRoom::own_messages_numbered(const std::vector<chat::RoomEvent>& events)
   if (closing_) return;
   flush_relay();
   for (const chat::RoomEvent& event : events) {
-    if (event.kind != chat::RoomEventKind::message || event.id <= last_id_) continue;
-    last_id_ = event.id;
-    if (history_limit_ != 0) remember(event.name, event.text, event.id);
+    if (event.kind != chat::RoomEventKind::message || !history_.numbered_later(event.id)) continue;
+    history_.remember(event.name, event.text, event.id);
     if (members_with_ids_ == 0) continue;
     std::string text;
     chat::append_relay_with_id(text, event.id, event.name, event.text);
@@ -309,20 +268,17 @@ void ChatRoom::own_messages_numbered(const std::vector<chat::RoomEvent>& events)
 }
 
 void ChatRoom::room_epoch(const std::string& epoch, std::uint64_t last) {
-  bool first = !std::exchange(room_ids_, true);
-  if (epoch == epoch_) return answer_pending_since();
+  RoomHistory::EpochChange change = history_.start_epoch(epoch, last);
+  if (change == RoomHistory::EpochChange::same) return answer_pending_since();
   flush_relay();
-  epoch_ = epoch;
-  last_id_ = last;
-  for (HistoryEntry& entry : history_)
-    entry.id = 0;  // ids of another epoch: still shown by /history, never replayed by id
+  bool first = change == RoomHistory::EpochChange::first;
   if (!first) logger_.info("the room's message ids start again (epoch {}): Redis lost them", epoch);
   for (ChatMember* member : members_) {
     if (!member->wants_ids_) continue;
     // Its ids from now on; after a first connection to Redis they simply continue the room's
     // (nothing was lost), after that the history they counted was lost with Redis.
     auto secret = secrets_.find(member->id_);
-    std::string text = chat::notice::cap_ids(epoch_, last_id_, max_line_,
+    std::string text = chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_,
                                              secret == secrets_.end() ? "" : secret->second);
     if (!first) text += chat::notice::missed_ids_lost();
     send_to(*member, std::move(text));
@@ -331,7 +287,7 @@ void ChatRoom::room_epoch(const std::string& epoch, std::uint64_t last) {
 }
 
 void ChatRoom::batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) {
-  if (epoch == epoch_ && room_ids_) return;
+  if (epoch == history_.epoch() && history_.room_ids()) return;
   // Another server reached the new epoch first: ours starts just before its first message.
   std::uint64_t first = 0;
   for (const chat::RoomEvent& event : events) {
@@ -389,33 +345,26 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   // The answer says where its ids start, the longest line the server takes, and who is here.
   std::string& secret = secrets_[member.id_];
   if (secret.empty()) secret = make_secret();
-  send_to(member, chat::notice::cap_ids(epoch_, last_id_, max_line_, secret));
+  send_to(member, chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_, secret));
   member.deliver(who_list());
-}
-
-std::uint64_t ChatRoom::first_kept_id() const {
-  for (const HistoryEntry& entry : history_) {
-    if (entry.id != 0) return entry.id;
-  }
-  return last_id_ + 1;
 }
 
 void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
   std::optional<chat::Since> since = chat::parse_since(argument);
   if (!since) return send_to(member, chat::notice::since_usage());
-  if (bus_->shared() && !room_ids_ && bus_reachable_ && !closing_) {
+  if (bus_->shared() && !history_.room_ids() && bus_reachable_ && !closing_) {
     // A Redis room whose ids this server has not learnt yet (it has just started): answered
     // once it has them, or once Redis is known to be out of reach.
     replays_[member.id_] = &member;
     pending_since_.emplace_back(member.id_, std::string(argument));
     return;
   }
-  if (room_ids_ && since->epoch == epoch_ && since->id + 1 < first_kept_id() && bus_->connected() &&
-      history_limit_ != 0) {
+  if (history_.room_ids() && since->epoch == history_.epoch() &&
+      since->id + 1 < history_.first_kept_id() && bus_->connected() && history_.limit() != 0) {
     // Older than this server's memory (it restarted, or the client comes from another server of
     // the room): the rest comes from the room's stream in Redis, one round trip. Until then the
     // member gets lines without ids (a recovering client ignores them: the replay has them).
-    std::uint64_t up_to = first_kept_id() - 1;
+    std::uint64_t up_to = history_.first_kept_id() - 1;
     replays_[member.id_] = &member;
     bus_->replay(since->id, up_to,
                  [this, id = member.id_, after = since->id,
@@ -428,8 +377,8 @@ void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
                  });
     return;
   }
-  finish_replay(member, since->epoch == epoch_ ? since->id : 0, 0, std::nullopt,
-                since->epoch != epoch_);
+  bool other_epoch = since->epoch != history_.epoch();
+  finish_replay(member, other_epoch ? 0 : since->id, 0, std::nullopt, other_epoch);
 }
 
 void ChatRoom::finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
@@ -438,44 +387,7 @@ void ChatRoom::finish_replay(ChatMember& member, std::uint64_t after, std::uint6
   // It answers as /cap ids does first: a reconnecting client sends one command, and the lines
   // relayed to it before this (plain) all come again in the replay, with their ids.
   enable_ids(member, "ids");
-  std::string lines;
-  std::uint64_t missed = 0;
-  std::uint64_t next = after + 1;  // the first id it has not seen
-  if (up_to != 0) {
-    // From the stream: (after, up_to], the newest --history of them.
-    if (stream) {
-      bool first = true;
-      for (const HistoryEntry& entry : *stream) {
-        if (entry.id < next || entry.id > up_to) continue;
-        // Before the oldest kept: trimmed (MAXLEN) or lost. Gaps after it are lines the room
-        // dropped (a flood, an empty line), never missed ones.
-        if (std::exchange(first, false) && entry.id > next) missed += entry.id - next;
-        // Its own lines are not sent back to it, as live.
-        if (entry.name != member.name_)
-          chat::append_relay_with_id(lines, entry.id, entry.name, entry.text);
-        next = entry.id + 1;
-      }
-    }
-    if (next <= up_to) missed += up_to + 1 - next;  // what the stream no longer (or never) had
-    next = up_to + 1;
-  }
-  if (after < last_id_ && !other_epoch) {
-    // From memory: what it kept from `next` on (its oldest may be newer, after a round trip).
-    std::uint64_t first_kept = first_kept_id();
-    if (next < first_kept) missed += first_kept - next;
-  }
-  for (const HistoryEntry& entry : history_) {
-    if (entry.id >= next && entry.id > after && entry.name != member.name_)
-      chat::append_relay_with_id(lines, entry.id, entry.name, entry.text);
-  }
-  std::string out;
-  if (other_epoch) {
-    // Another epoch: what it saw is gone from here; everything kept since the restart is new.
-    out += chat::notice::missed_unknown();
-  } else if (missed != 0) {
-    out += chat::notice::missed(missed);
-  }
-  out += lines;
+  std::string out = history_.replay(member.name_, after, up_to, stream, other_epoch);
   if (!out.empty()) send_to(member, std::move(out));
 }
 
@@ -484,11 +396,9 @@ void ChatRoom::send_history(ChatMember& member, std::string_view argument) {
   auto [end, error] = std::from_chars(argument.data(), argument.data() + argument.size(), count);
   if (argument.empty() || error != std::errc{} || end != argument.data() + argument.size())
     return send_to(member, chat::notice::history_usage());
-  if (history_limit_ == 0) return send_to(member, chat::notice::no_history());
-  std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(count, history_.size()));
-  std::vector<HistoryEntry> last(history_.end() - static_cast<std::ptrdiff_t>(take),
-                                 history_.end());
-  if (!last.empty()) send_to(member, format_history(last));
+  if (history_.limit() == 0) return send_to(member, chat::notice::no_history());
+  std::vector<HistoryEntry> last = history_.last(count);
+  if (!last.empty()) send_to(member, RoomHistory::format(last));
 }
 
 void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
@@ -731,12 +641,6 @@ void ChatRoom::broadcast(const Block& block, const ChatMember* except) {
   for (ChatMember* member : members_) {
     if (member != except) member->deliver(block);
   }
-}
-
-void ChatRoom::remember(std::string_view name, std::string_view text, std::uint64_t id) {
-  history_.push_back({unix_now(), std::string(name), std::string(text), id});
-  while (history_.size() > history_limit_)
-    history_.pop_front();
 }
 
 void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {

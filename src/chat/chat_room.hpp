@@ -14,8 +14,6 @@
 // line) is kept until its held lines are handled: nothing it sent is lost on the way in.
 #pragma once
 
-#include <deque>
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +29,7 @@
 #include "chat/flood_control.hpp"
 #include "chat/nick_rules.hpp"
 #include "chat/room_bus.hpp"
+#include "chat/room_history.hpp"
 #include "core/base/rate_limit.hpp"
 #include "core/loop/output_queue.hpp"
 
@@ -143,11 +142,11 @@ class ChatRoom final : public RoomEvents {
   }
 
   // --history N: the last N messages are replayed to each newcomer (0: off).
-  void set_history(std::size_t limit) { history_limit_ = limit; }
+  void set_history(std::size_t limit) { history_.set_limit(limit); }
   // This room's epoch (issue 23): a random token made at start; the message ids count from 1
   // within it, so a client that saw another epoch knows the history it knew is gone.
-  [[nodiscard]] const std::string& epoch() const noexcept override { return epoch_; }
-  [[nodiscard]] std::uint64_t last_id() const noexcept override { return last_id_; }
+  [[nodiscard]] const std::string& epoch() const noexcept override { return history_.epoch(); }
+  [[nodiscard]] std::uint64_t last_id() const noexcept override { return history_.last_id(); }
   // Shares the room with other servers; null (the default) keeps it to this server.
   void set_bus(RoomBus* bus) { bus_ = bus != nullptr ? bus : &no_bus_; }
 
@@ -174,11 +173,8 @@ class ChatRoom final : public RoomEvents {
   void leave_now(ChatMember& member, std::string_view reason, bool too_slow);
   // False (and the member told why) when another member here holds `nick` or a look-alike.
   bool nick_free_here(ChatMember& member, std::string_view nick);
-  void remember(std::string_view name, std::string_view text, std::uint64_t id);
   // Runs the /since commands that waited for the room's ids.
   void answer_pending_since();
-  // The id of the oldest message kept in memory with an id (last_id_ + 1 when none).
-  [[nodiscard]] std::uint64_t first_kept_id() const;
   // The answer to /since: the cap answer, what may be missing, then the lines after `after`
   // (up to `up_to` from the stream when it was read, then from memory).
   void finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
@@ -234,8 +230,8 @@ class ChatRoom final : public RoomEvents {
   RoomBus* bus_ = &no_bus_;    // never null
   bool bus_reachable_ = true;  // only a bus that reaches other servers says otherwise
   std::size_t announce_up_to_ = kAnnounceUpTo;
-  std::size_t history_limit_ = 0;
-  std::deque<HistoryEntry> history_;  // the last history_limit_ messages, oldest first
+  // The last --history messages, the epoch and the ids.
+  RoomHistory history_;
   bool closing_ = false;
   // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.
   ChatMember* relay_sender_ = nullptr;
@@ -244,13 +240,9 @@ class ChatRoom final : public RoomEvents {
   // clients pay nothing for them.
   std::string relay_text_ids_;
   std::size_t members_with_ids_ = 0;
-  std::string epoch_;
-  std::uint64_t last_id_ = 0;  // the id of the last message relayed here
   // Reconnect secrets by member id_, only for members that asked for ids (plain clients pay
   // nothing); never logged.
   std::unordered_map<std::uint64_t, std::string> secrets_;
-  // Set once the bus said the room's epoch: ids come from Redis, the same on every server.
-  bool room_ids_ = false;
   // The chunk being relayed is local lines that get their ids when they come back from Redis.
   bool relay_numbered_later_ = false;
   // Members whose /since waits for the stream, by id_.
