@@ -404,10 +404,9 @@ void ChatRoom::send_history(ChatMember& member, std::string_view argument) {
 void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   std::optional<chat::Reclaim> wanted = chat::parse_reclaim(argument);
   if (!wanted) return send_to(member, chat::notice::reclaim_usage());
-  std::string key = nick_rules_.look_alike_key(wanted->nick);
-  auto taken = taken_nicks_.find(key);
-  if (taken == taken_nicks_.end() || taken->second == &member) return rename(member, wanted->nick);
-  ChatMember& ghost = *taken->second;
+  ChatMember* holder = nicks_.holder(wanted->nick);
+  if (holder == nullptr || holder == &member) return rename(member, wanted->nick);
+  ChatMember& ghost = *holder;
   auto secret = secrets_.find(ghost.id_);
   // Only the exact nick, held by a session that is not waiting on the bus, with its secret.
   if (ghost.name_ != wanted->nick || secret == secrets_.end() ||
@@ -419,7 +418,7 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   send_to(ghost, chat::notice::replaced());
   // The nick passes from the ghost to its successor here, never released room-wide meanwhile
   // (another server could claim it in between).
-  taken_nicks_.erase(taken);
+  nicks_.hand_over(ghost.name_);
   ghost.has_nick_ = false;
   leave_now(ghost, "replaced by its reconnect", false);
   ghost.close_after_output();
@@ -428,58 +427,53 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
 
 void ChatRoom::rename(ChatMember& member, std::string_view nick) {
   if (nick.empty()) return send_to(member, chat::notice::nick_usage());
-  std::optional<std::string> problem = chat::nick_problem(nick);
-  if (!problem) problem = nick_rules_.problem(nick);
+  std::optional<std::string> problem = nicks_.problem(nick);
   if (problem) return send_to(member, chat::notice::nick_invalid(nick, *problem));
   if (member.has_nick_ && member.name_ == nick)
     return send_to(member, chat::notice::nick_unchanged(nick));
   if (!nick_free_here(member, nick)) return;
-  std::string key = nick_rules_.look_alike_key(nick);
-  bool own_look_alike = member.has_nick_ && nick_rules_.look_alike_key(member.name_) == key;
+  std::string key = nicks_.key(nick);
+  bool own_look_alike = member.has_nick_ && nicks_.key(member.name_) == key;
   if (!bus_->connected() || own_look_alike) return apply_rename(member, nick);
   // Room-wide: the nick must also be free on every other server (claimed in Redis). Its next
   // lines wait for the answer, so they go out under the name it then has.
   member.claiming_ = true;
-  bus_->claim_nick(
-      key, [this, id = member.id_, nick = std::string(nick), key](std::optional<bool> claimed) {
-        auto it = by_id_.find(id);
-        if (it == by_id_.end() || !it->second->in_room_) {
-          if (claimed.value_or(false) && !taken_nicks_.contains(key)) bus_->release_nick(key);
-          return;
-        }
-        ChatMember& claimer = *it->second;
-        claimer.claiming_ = false;
-        if (claimed.has_value() && !*claimed) {
-          logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
-          send_to(claimer, chat::notice::nick_taken(nick));
-        } else if (nick_free_here(claimer, nick)) {
-          // (Another client here may have taken it while the claim travelled.)
-          apply_rename(claimer, nick);
-        }
-        release_held(claimer);
-      });
+  nicks_.claim(key,
+               [this, id = member.id_, nick = std::string(nick), key](std::optional<bool> claimed) {
+                 auto it = by_id_.find(id);
+                 if (it == by_id_.end() || !it->second->in_room_) {
+                   nicks_.abandon_claim(key, claimed.value_or(false));
+                   return;
+                 }
+                 ChatMember& claimer = *it->second;
+                 claimer.claiming_ = false;
+                 if (claimed.has_value() && !*claimed) {
+                   logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
+                   send_to(claimer, chat::notice::nick_taken(nick));
+                 } else if (nick_free_here(claimer, nick)) {
+                   // (Another client here may have taken it while the claim travelled.)
+                   apply_rename(claimer, nick);
+                 }
+                 release_held(claimer);
+               });
 }
 
 bool ChatRoom::nick_free_here(ChatMember& member, std::string_view nick) {
-  auto taken = taken_nicks_.find(nick_rules_.look_alike_key(nick));
+  const ChatMember* holder = nicks_.holder(nick);
   // A member may change its own nick into a look-alike of itself (case, accents).
-  if (taken == taken_nicks_.end() || taken->second == &member) return true;
-  if (chat::fold_nick(taken->second->name_) == chat::fold_nick(nick)) {
+  if (holder == nullptr || holder == &member) return true;
+  if (chat::fold_nick(holder->name_) == chat::fold_nick(nick)) {
     send_to(member, chat::notice::nick_taken(nick));
   } else {
-    send_to(member, chat::notice::nick_look_alike(nick, taken->second->name_));
+    send_to(member, chat::notice::nick_look_alike(nick, holder->name_));
   }
   return false;
 }
 
 void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
-  std::string key = nick_rules_.look_alike_key(nick);
-  if (member.has_nick_) {
-    std::string old_key = nick_rules_.look_alike_key(member.name_);
-    taken_nicks_.erase(old_key);
-    if (old_key != key) bus_->release_nick(old_key);
-  }
-  taken_nicks_[std::move(key)] = &member;
+  nicks_.take(member,
+              member.has_nick_ ? std::optional<std::string_view>(member.name_) : std::nullopt,
+              nick);
   std::string old_name = std::exchange(member.name_, std::string(nick));
   member.has_nick_ = true;
   who_cache_.reset();
@@ -545,11 +539,7 @@ void ChatRoom::remove(ChatMember& member) {
   replays_.erase(member.id_);
   by_id_.erase(member.id_);
   who_cache_.reset();
-  if (member.has_nick_) {
-    std::string key = nick_rules_.look_alike_key(member.name_);
-    taken_nicks_.erase(key);
-    bus_->release_nick(key);
-  }
+  if (member.has_nick_) nicks_.release(member.name_);
   if (relay_sender_ == &member) relay_sender_ = nullptr;
 }
 
@@ -713,11 +703,7 @@ std::vector<std::string> ChatRoom::local_names() const {
 }
 
 std::vector<std::string> ChatRoom::local_nick_keys() const {
-  std::vector<std::string> keys;
-  keys.reserve(taken_nicks_.size());
-  for (const auto& [key, member] : taken_nicks_)
-    keys.push_back(key);
-  return keys;
+  return nicks_.keys();
 }
 
 }  // namespace mux

@@ -27,7 +27,7 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/flood_control.hpp"
-#include "chat/nick_rules.hpp"
+#include "chat/nick_registry.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_history.hpp"
 #include "core/base/rate_limit.hpp"
@@ -148,7 +148,10 @@ class ChatRoom final : public RoomEvents {
   [[nodiscard]] const std::string& epoch() const noexcept override { return history_.epoch(); }
   [[nodiscard]] std::uint64_t last_id() const noexcept override { return history_.last_id(); }
   // Shares the room with other servers; null (the default) keeps it to this server.
-  void set_bus(RoomBus* bus) { bus_ = bus != nullptr ? bus : &no_bus_; }
+  void set_bus(RoomBus* bus) {
+    bus_ = bus != nullptr ? bus : &no_bus_;
+    nicks_.set_bus(*bus_);
+  }
 
   // RoomEvents: what the bus reports (see chat/room_bus.hpp).
   void apply_remote(const std::vector<chat::RoomEvent>& events) override;
@@ -212,11 +215,7 @@ class ChatRoom final : public RoomEvents {
   std::size_t max_line_;
   FloodControl flood_;
   ClockSource clock_;
-  chat::NickRules nick_rules_;
   std::vector<ChatMember*> members_;
-  // Nicks by their look-alike key (NickRules): one nick per key. Default names cannot collide
-  // with nicks (NickRules refuses anything that looks like "Client N").
-  std::unordered_map<std::string, ChatMember*> taken_nicks_;
   // The /who answer, built once per change of membership or names: a /who storm costs one shared
   // block per request, not a sort of the whole room.
   Block who_cache_;
@@ -227,8 +226,9 @@ class ChatRoom final : public RoomEvents {
   // Members waiting for the bus (admission) or with a claim in flight, by id_.
   std::unordered_map<std::uint64_t, ChatMember*> by_id_;
   NullRoomBus no_bus_;
-  RoomBus* bus_ = &no_bus_;    // never null
-  bool bus_reachable_ = true;  // only a bus that reaches other servers says otherwise
+  RoomBus* bus_ = &no_bus_;      // never null
+  NickRegistry nicks_{no_bus_};  // (after the bus it releases nicks through)
+  bool bus_reachable_ = true;    // only a bus that reaches other servers says otherwise
   std::size_t announce_up_to_ = kAnnounceUpTo;
   // The last --history messages, the epoch and the ids.
   RoomHistory history_;
