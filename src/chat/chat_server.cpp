@@ -24,6 +24,7 @@
 #include "chat/fork_relay.hpp"
 #include "chat/local_member.hpp"
 #include "chat/redis_room_bus.hpp"
+#include "core/access/message_mac.hpp"
 #include "core/access/secret_file.hpp"
 #include "core/base/logger.hpp"
 #include "core/base/units.hpp"
@@ -80,6 +81,12 @@ RedisUrl redis_url_of(const ChatServerOptions& options) {
     url.password = from_environment;
   }
   return url;
+}
+
+// --room-secret-file's MAC, or none. Throws SecretFileError (never naming the secret).
+std::optional<MessageMac> room_mac_of(const ChatServerOptions& options) {
+  if (options.room_secret_file.empty()) return std::nullopt;
+  return MessageMac::from_file("--room-secret-file", options.room_secret_file);
 }
 
 // A password in the --redis URL is in the process list for every local user to read.
@@ -224,7 +231,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
     return std::make_unique<RedisRoomBus>(
         loop_, logger_, room_, redis_url_of(options_), options_.redis_tls, options_.room,
         static_cast<std::size_t>(options_.history), static_cast<std::size_t>(options_.max_line),
-        remote_limits(options_));
+        remote_limits(options_), room_mac_of(options_));
   }
 
   AdmissionPolicy admission_policy() {
@@ -377,6 +384,8 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
 std::string redis_flags_problem(const ChatServerOptions& options) {
   if (!options.redis_password_file.empty() && options.redis_url.empty())
     return "--redis-password-file: needs --redis URL";
+  if (!options.room_secret_file.empty() && options.redis_url.empty())
+    return "--room-secret-file: needs --redis URL";
   const TlsClientConfig& tls = options.redis_tls;
   const char* given = !tls.ca_file.empty()       ? "--redis-tls-ca"
                       : !tls.server_name.empty() ? "--redis-tls-server-name"
@@ -399,6 +408,7 @@ std::string check_chat_server(const ChatServerOptions& options) {
     RedisUrl url = redis_url_of(options);
     if (url.tls) (void)make_redis_tls(options.redis_tls, url.host);
     checked.emplace_back(url.tls ? "--redis URL and its TLS settings" : "--redis URL");
+    if (room_mac_of(options)) checked.emplace_back("--room-secret-file");
   }
   return fmt::format("{}", fmt::join(checked, ", "));
 }

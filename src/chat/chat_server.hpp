@@ -36,6 +36,9 @@ struct ChatServerOptions {
   // --redis-password-file: the Redis password, read from a mode-600 file instead of the URL,
   // where every local user can read it in the process list (MUX_REDIS_PASSWORD does the same).
   std::string redis_password_file;
+  // --room-secret-file: a secret every server of the Redis room holds; they sign what they write
+  // to Redis with it and drop what fails verification (empty: nothing signed, as before).
+  std::string room_secret_file;
   // --redis-tls-*: how a rediss:// server is verified (and who we are to it).
   TlsClientConfig redis_tls;
   std::string room = "lobby";
@@ -46,7 +49,8 @@ struct ChatServerOptions {
 };
 
 // What is wrong with the --redis-* flags as given (empty: nothing): each --redis-tls-* needs a
-// rediss:// --redis, a client certificate needs its key, and --redis-password-file needs --redis.
+// rediss:// --redis, a client certificate needs its key, and --redis-password-file and
+// --room-secret-file need --redis.
 // cli/ reports it as a usage error; the server refuses to start on it too, for options that did not
 // come through the command line.
 std::string redis_flags_problem(const ChatServerOptions& options);

@@ -15,23 +15,28 @@ namespace mux {
 namespace {
 
 // Refreshes this server's presence, drops servers silent for longer than the TTL, and returns
-// every other live server with the version of its member set: {id1, version1, id2, ...}
-// (version "" when it has written none yet). O(servers): no member names.
-// KEYS: servers, my members set, versions. ARGV: my id, TTL in ms.
+// every other live server with the version of its member set and its signed registration:
+// {id1, version1, registration1, id2, ...} (version "" when it has written none yet,
+// registration "" without --room-secret-file). O(servers): no member names.
+// KEYS: servers, my members set, versions, registrations. ARGV: my id, TTL in ms, my
+// registration ("<unix ms> <version> <tag>", or "").
 constexpr const char* kHeartbeatScript = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
 end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if id ~= ARGV[1] then
     table.insert(out, id)
     table.insert(out, redis.call('HGET', KEYS[3], id) or '')
+    table.insert(out, redis.call('HGET', KEYS[4], id) or '')
   end
 end
 return out
@@ -141,6 +146,21 @@ std::string make_epoch() {
   return fmt::format("{:08x}{:08x}", random(), random());
 }
 
+// With a secret: a batch from a server not heard in this long is a replay, whatever it says (its
+// sequence number is the sender's clock in microseconds, or a little past it); a server heard
+// from is remembered twice as long, so its old batches stay refused after it went quiet.
+constexpr std::chrono::minutes kReplayWindow{5};
+constexpr std::chrono::minutes kForgetServerAfter{2 * kReplayWindow};
+// A signed server registration is taken for this long after it was written: it is rewritten at
+// every heartbeat, and the servers' clocks may differ by up to this much.
+constexpr std::chrono::seconds kRegistrationWindow{60};
+
+std::uint64_t unix_microseconds() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
 std::string make_server_id() {
   std::random_device random;
   return fmt::format("{}-{:08x}", ::getpid(), random());
@@ -180,7 +200,7 @@ std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t
 RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
                            const TlsClientConfig& tls, const std::string& room_name,
                            std::size_t history_limit, std::size_t max_line,
-                           chat::RemoteLimits limits)
+                           chat::RemoteLimits limits, std::optional<MessageMac> mac)
     : loop_(loop),
       logger_(logger),
       room_(room),
@@ -195,7 +215,8 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
                               [this](std::string_view payload) { on_message(payload); },
                               [this](const std::string& why) { on_attempt_failed(why); }},
           tls),
-      flood_gate_(limits) {}
+      flood_gate_(limits),
+      mac_(std::move(mac)) {}
 
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
@@ -358,6 +379,12 @@ void RedisRoomBus::flush() {
     link_.command(args);
     chat::encode_members_version(batch_, server_id_, version_);
   }
+  if (mac_) {
+    last_sequence_ = std::max(last_sequence_ + 1, unix_microseconds());
+    std::string sequence = std::to_string(last_sequence_);
+    chat::encode_signature(batch_, last_sequence_,
+                           mac_->tag({room_name_, "batch", batch_, sequence}));
+  }
   member_ops_.clear();
   batch_changes_members_ = false;
   if (messages_.empty()) {
@@ -496,6 +523,7 @@ void RedisRoomBus::on_message(std::string_view payload) {
                  log_field(payload, 60));
     return;
   }
+  if (mac_ && !verified(*batch, payload)) return;
   if (!batch->epoch.empty()) room_.batch_epoch(batch->epoch, batch->events);
   if (batch->server_id == server_id_) {
     // Our own batch back from Redis, numbered: its messages reach the local members that asked
@@ -523,6 +551,45 @@ void RedisRoomBus::on_message(std::string_view payload) {
   if (!batch->events.empty()) room_.apply_remote(batch->events);
 }
 
+bool RedisRoomBus::verified(const chat::RoomBatch& batch, std::string_view payload) {
+  if (!batch.sequence) {
+    report_unverified("an unsigned room message", batch.server_id);
+    return false;
+  }
+  std::string sequence = std::to_string(*batch.sequence);
+  if (!mac_->verify({room_name_, "batch", payload.substr(0, batch.signed_bytes), sequence},
+                    batch.tag)) {
+    report_unverified("a room message with a wrong signature", batch.server_id);
+    return false;
+  }
+  auto now = EventLoop::Clock::now();
+  auto [it, added] = verified_servers_.try_emplace(batch.server_id);
+  Heard& heard = it->second;
+  std::uint64_t window =
+      static_cast<std::uint64_t>(std::chrono::microseconds(kReplayWindow).count());
+  bool fresh =
+      added ? *batch.sequence + window >= unix_microseconds() : *batch.sequence > heard.sequence;
+  if (!fresh) {
+    if (added) verified_servers_.erase(it);
+    report_unverified("a replayed room message", batch.server_id);
+    return false;
+  }
+  heard.sequence = *batch.sequence;
+  heard.at = now;
+  return true;
+}
+
+void RedisRoomBus::report_unverified(std::string_view what, std::string_view detail) {
+  ++unverified_dropped_;
+  auto now = EventLoop::Clock::now();
+  if (now - unverified_logged_ < std::chrono::seconds(1)) return;
+  logger_.warn(
+      "redis: dropped {} (from \"{}\"; {} since the last report): it failed verification; is "
+      "--room-secret-file the same on every server of room '{}'?",
+      what, log_field(detail, 64), std::exchange(unverified_dropped_, 0), room_name_);
+  unverified_logged_ = now;
+}
+
 void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
   auto now = chat::RemoteFloodGate::Clock::now();
   // Joins, leaves and renames cost a delivery to everyone only while the room announces them;
@@ -543,22 +610,78 @@ void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
 
 void RedisRoomBus::heartbeat() {
   flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
-  link_.command({"EVAL", kHeartbeatScript, "3", key("servers"), key("members:") + server_id_,
-                 key("versions"), server_id_, std::to_string(kPresenceTtl.count())},
+  std::erase_if(verified_servers_, [now = EventLoop::Clock::now()](const auto& entry) {
+    return now - entry.second.at > kForgetServerAfter;
+  });
+  std::string registration;
+  if (mac_) {
+    // Signed with the version this server is at: the member changes that lead to it went out on
+    // this link before, so Redis holds them when it runs this.
+    std::string millis = std::to_string(unix_microseconds() / 1000);
+    std::string version = std::to_string(version_);
+    registration = fmt::format("{} {} {}", millis, version,
+                               mac_->tag({room_name_, "server", server_id_, millis, version}));
+  }
+  link_.command({"EVAL", kHeartbeatScript, "4", key("servers"), key("members:") + server_id_,
+                 key("versions"), key("registrations"), server_id_,
+                 std::to_string(kPresenceTtl.count()), std::move(registration)},
                 [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
                     apply_presence(*reply);
                 });
 }
 
+std::optional<std::uint64_t> RedisRoomBus::registered_version(const std::string& id,
+                                                              std::string_view registration) {
+  // "<unix ms> <version> <tag>", signed by a server of the room, and recent: a registration
+  // copied from a server that stopped is refused once it is kRegistrationWindow old.
+  auto first = registration.find(' ');
+  auto second = first == registration.npos ? first : registration.find(' ', first + 1);
+  if (second == registration.npos) {
+    report_unverified("a server registration without a signature", id);
+    return std::nullopt;
+  }
+  std::string_view millis = registration.substr(0, first);
+  std::string_view version_text = registration.substr(first + 1, second - first - 1);
+  if (!mac_->verify({room_name_, "server", id, millis, version_text},
+                    registration.substr(second + 1))) {
+    report_unverified("a server registration with a wrong signature", id);
+    return std::nullopt;
+  }
+  std::uint64_t at = 0;
+  std::uint64_t version = 0;
+  std::from_chars(millis.data(), millis.data() + millis.size(), at);
+  std::from_chars(version_text.data(), version_text.data() + version_text.size(), version);
+  auto window = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(kRegistrationWindow).count());
+  if (at + window < unix_microseconds() / 1000) {
+    report_unverified("a stale server registration", id);
+    return std::nullopt;
+  }
+  return version;
+}
+
 void RedisRoomBus::apply_presence(const RedisValue& reply) {
   auto now = EventLoop::Clock::now();
   std::unordered_map<std::string, std::uint64_t> live;  // id -> version (0: none yet)
-  for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+  for (std::size_t i = 0; i + 2 < reply.elements.size(); i += 3) {
+    const std::string& id = reply.elements[i].text;
+    if (!chat::valid_server_id(id)) continue;
     const std::string& text = reply.elements[i + 1].text;
     std::uint64_t version = 0;
     std::from_chars(text.data(), text.data() + text.size(), version);
-    if (chat::valid_server_id(reply.elements[i].text)) live[reply.elements[i].text] = version;
+    if (mac_) {
+      // With a secret, a listed server counts only with a registration it signed: anyone can
+      // write an id into the servers set, only a server of the room can sign (and its version is
+      // the signed one).
+      auto registered = registered_version(id, reply.elements[i + 2].text);
+      if (!registered) continue;
+      version = *registered;
+      // Listed and signed: its batches stay checked against its last sequence number.
+      if (auto known = verified_servers_.find(id); known != verified_servers_.end())
+        known->second.at = now;
+    }
+    live[id] = version;
   }
   if (live_servers_ != live.size() + 1)
     logger_.info("redis: {} servers in the room", live.size() + 1);
@@ -748,6 +871,7 @@ void RedisRoomBus::finish(std::function<void()> done) {
   link_.command({"DEL", key("members:") + server_id_});
   link_.command({"ZREM", key("servers"), server_id_});
   link_.command({"HDEL", key("versions"), server_id_});
+  link_.command({"HDEL", key("registrations"), server_id_});
   if (!link_.command({"PING"}, [done](const RedisValue*) { done(); })) done();
 }
 

@@ -10,11 +10,20 @@
 //                   that also takes over nicks of servers that stopped refreshing their presence
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
 //   versions        hash: server id -> the version of its member set
+//   registrations   hash: server id -> its signed registration (with --room-secret-file only)
 //   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
 //   history         stream of messages (XADD MAXLEN ~ --history) under their ids ("0-ID"), read
 //                   on join (XREVRANGE) and by /since on any server (XRANGE)
 //   ids, epoch      the room-wide message ids (INCRBY, in the script that publishes a batch with
 //                   messages) and their epoch, made anew when Redis lost it (restarted empty)
+//
+// With --room-secret-file (issue 21 D1/D3/D7-D9), every server holds the same secret and signs
+// what it writes for the others (core/access/message_mac.hpp): each batch ends with an "s" line
+// (a sequence number that rises per server, and the tag of the batch with it), so a Redis-level
+// writer can neither speak as a member nor replay a batch; each heartbeat writes a signed
+// registration (registrations: id -> "<unix ms> <version> <tag>"), and a server id in the
+// servers set counts only with a recent one (no ghost servers). Whatever fails
+// verification is dropped and logged, one line a second at most.
 //
 // Presence costs O(changes), not O(members): every join, leave and rename is an event on the
 // channel and one step of the sender's member-set version; a batch with such events ends with
@@ -42,6 +51,7 @@
 #include "chat/name_set.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
+#include "core/access/message_mac.hpp"
 #include "core/loop/event_loop.hpp"
 #include "core/redis/redis_link.hpp"
 
@@ -69,7 +79,8 @@ class RedisRoomBus final : public RoomBus {
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
                const TlsClientConfig& tls, const std::string& room_name, std::size_t history_limit,
-               std::size_t max_line, chat::RemoteLimits limits);
+               std::size_t max_line, chat::RemoteLimits limits,
+               std::optional<MessageMac> mac = std::nullopt);
   RedisRoomBus(const RedisRoomBus&) = delete;
   RedisRoomBus& operator=(const RedisRoomBus&) = delete;
   ~RedisRoomBus() override;
@@ -123,6 +134,15 @@ class RedisRoomBus final : public RoomBus {
   std::uint64_t take_number();
 
   void on_message(std::string_view payload);
+  // With a secret: whether the batch is signed by a server of the room and newer than the last
+  // one heard from its sender (then remembered as the last).
+  bool verified(const chat::RoomBatch& batch, std::string_view payload);
+  // With a secret: the member-set version in a server's signed registration (written by its
+  // heartbeat), or nullopt when it is unsigned, forged or stale.
+  std::optional<std::uint64_t> registered_version(const std::string& id,
+                                                  std::string_view registration);
+  // One log line a second at most about what failed verification.
+  void report_unverified(std::string_view what, std::string_view detail);
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
   void flush();
@@ -173,6 +193,17 @@ class RedisRoomBus final : public RoomBus {
   chat::RemoteFloodGate flood_gate_;
   std::size_t oversized_dropped_ = 0;  // since the last log line about them
   EventLoop::Clock::time_point oversized_logged_{};
+  // --room-secret-file: signs what this server writes, verifies what the others wrote.
+  std::optional<MessageMac> mac_;
+  std::uint64_t last_sequence_ = 0;  // this server's last batch sequence number
+  // Per server a verified batch came from: its last sequence number, and when it was heard.
+  struct Heard {
+    std::uint64_t sequence = 0;
+    EventLoop::Clock::time_point at{};
+  };
+  std::unordered_map<std::string, Heard> verified_servers_;
+  std::size_t unverified_dropped_ = 0;  // since the last log line about them
+  EventLoop::Clock::time_point unverified_logged_{};
   std::string batch_;  // this loop batch's encoded events
   bool flush_scheduled_ = false;
   // This server's member-set version, and the changes of this batch for members:<id> ("+NAME",

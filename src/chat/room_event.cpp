@@ -112,6 +112,14 @@ void encode_members_version(std::string& out, std::string_view server_id, std::u
   out += '\n';
 }
 
+void encode_signature(std::string& out, std::uint64_t sequence, std::string_view tag) {
+  out += 's';
+  append_field(out, "");
+  append_field(out, std::to_string(sequence));
+  append_field(out, tag);
+  out += '\n';
+}
+
 void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch) {
   out += 'i';
   append_field(out, "");
@@ -131,7 +139,10 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
   std::uint64_t messages = 0;  // m lines so far, kept or not: the ids count every one
   std::optional<std::uint64_t> first_id;
   while (at < payload.size()) {
+    std::size_t line_start = at;
     char kind = payload[at++];
+    // After the signature, only the "i" line the Redis script appends.
+    if (batch.sequence && kind != 'i') return std::nullopt;
     auto name = read_field(payload, at);
     if (!name) return std::nullopt;
     auto second = read_field(payload, at);
@@ -149,6 +160,19 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
           ((*second)[0] == '0' && second->size() > 1))
         return std::nullopt;
       batch.members_version = version;
+      continue;
+    }
+    if (kind == 's') {
+      std::uint64_t sequence = 0;
+      auto [end, error] =
+          std::from_chars(second->data(), second->data() + second->size(), sequence);
+      if (!name->empty() || second->empty() || error != std::errc() ||
+          end != second->data() + second->size() || (*second)[0] == '0' || third->size() != 32 ||
+          third->find_first_not_of("0123456789abcdef") != third->npos)
+        return std::nullopt;
+      batch.sequence = sequence;
+      batch.tag = std::string(*third);
+      batch.signed_bytes = line_start;
       continue;
     }
     if (kind == 'i') {

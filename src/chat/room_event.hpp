@@ -11,6 +11,10 @@
 //     r  old name, new name, reason
 //     v  "", version, ""         the sender's member-set version after this batch's j, l and r
 //                                events (at most one per batch; see chat/redis_room_bus.hpp)
+//     s  "", sequence, tag       with --room-secret-file: the sender's batch sequence number
+//                                (strictly rising per server) and the HMAC tag of everything
+//                                before this line with it (core/access/message_mac.hpp); at most
+//                                one, and only an "i" line may follow it
 //     i  "", first id, epoch     the room-wide id of the batch's first m event (the others
 //                                count on from it, in order) and the room's epoch; appended by
 //                                the Redis script that numbers the batch (at most one)
@@ -49,6 +53,11 @@ struct RoomBatch {
   // From an "i" line: the room's epoch and the first id (the messages' ids count on from it).
   std::string epoch;
   std::optional<std::uint64_t> first_id;
+  // From an "s" line: the sequence number, the tag, and the payload bytes before the line (what
+  // the tag covers, with the sequence number).
+  std::optional<std::uint64_t> sequence;
+  std::string tag;
+  std::size_t signed_bytes = 0;
 };
 
 inline constexpr std::size_t kMaxFieldBytes = 64 * 1024;
@@ -59,6 +68,8 @@ inline constexpr std::size_t kMaxServerIdBytes = 64;
 void encode_room_event(std::string& out, std::string_view server_id, const RoomEvent& event);
 // Appends the header when `out` is empty, then a "v" line.
 void encode_members_version(std::string& out, std::string_view server_id, std::uint64_t version);
+// Appends an "s" line: `tag` covers `out` as it is now and `sequence`.
+void encode_signature(std::string& out, std::uint64_t sequence, std::string_view tag);
 // Appends an "i" line (what the Redis script appends to a batch it numbered); for tests.
 void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch);
 // Nullopt when the payload is malformed; texts are cut at `max_text` bytes.

@@ -216,6 +216,10 @@ void add_chat_room_flags(FlagSet& flags, ChatServerOptions& options) {
              "The Redis password: the first line of FILE (mode 600), not the --redis URL, which "
              "every local user can read in the process list",
              "FILE", ValueKind::path);
+  flags.text("--room-secret-file", options.room_secret_file,
+             "A secret shared by every server of the room (mode 600, 16+ bytes): what each "
+             "writes to Redis is signed with it, and whatever fails verification is dropped",
+             "FILE", ValueKind::path);
   // TLS to Redis (rediss://): verified like chat-client's --tls; no switch skips verification.
   flags.text("--redis-tls-ca", options.redis_tls.ca_file,
              "With rediss://: trust the CAs in this PEM file instead of the system's", "FILE",

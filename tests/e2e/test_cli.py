@@ -27,7 +27,7 @@ FLAGS = {
                                    "--line-rate", "--line-burst", "--byte-rate", "--byte-burst",
                                    "--command-rate", "--command-burst", "--flood-timeout", "--auth-timeout",
                                    "--tls", "--tls-cert-cache", "--tls-cert", "--tls-key", "--tls-client-ca", "--allow", "--deny",
-                                   "--redis", "--redis-password-file", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
+                                   "--redis", "--redis-password-file", "--room-secret-file", "--redis-tls-ca", "--redis-tls-server-name", "--redis-tls-cert",
                                    "--redis-tls-key", "--room", "--history", "--announce-up-to", "--token-file"],
     "chat-client": COMMON_FLAGS + CLIENT_LINK_FLAGS + ["--nick", "--timestamps", "--confirm-timeout",
                                                        "--no-reconnect", "--reconnect-timeout"],

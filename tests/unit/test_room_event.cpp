@@ -105,3 +105,33 @@ TEST_CASE("room events: an i line numbers every m event from its first id, dropp
     CHECK_FALSE(decode_room_events("MUXROOM1 s\n" + bad, 4096));
   }
 }
+
+TEST_CASE("room events: an s line records what its tag covers; only an i line may follow it") {
+  std::string wire;
+  encode_room_event(wire, "srv-1", {RoomEventKind::message, "alice", "hi", {}, false});
+  std::size_t covered = wire.size();
+  std::string tag(32, 'a');
+  encode_signature(wire, 1234, tag);
+  encode_ids(wire, 7, "00ff");
+  auto batch = decode_room_events(wire, 4096);
+  REQUIRE(batch);
+  CHECK(batch->sequence == 1234u);
+  CHECK(batch->tag == tag);
+  CHECK(batch->signed_bytes == covered);
+  CHECK(batch->first_id == 7u);
+  // An event after the signature, a second signature, a tag that is not 32 hex digits: refused.
+  std::string after = wire;
+  encode_room_event(after, "srv-1", {RoomEventKind::joined, "bob", {}, {}, false});
+  CHECK_FALSE(decode_room_events(after, 4096));
+  std::string twice = wire.substr(0, covered);
+  encode_signature(twice, 1, tag);
+  encode_signature(twice, 2, tag);
+  CHECK_FALSE(decode_room_events(twice, 4096));
+  std::string short_tag = wire.substr(0, covered);
+  encode_signature(short_tag, 1, "abc");
+  CHECK_FALSE(decode_room_events(short_tag, 4096));
+  // Unsigned batches decode as before.
+  auto unsigned_batch = decode_room_events(wire.substr(0, covered), 4096);
+  REQUIRE(unsigned_batch);
+  CHECK_FALSE(unsigned_batch->sequence);
+}
