@@ -18,9 +18,6 @@
 
 namespace mux {
 namespace {
-// A chunk's messages are handed out at the latest at this size, so one block stays small
-// compared with --max-queue and a reader gets them while the sender is still sending.
-constexpr std::size_t kRelayBlockBytes = 32 * 1024;
 // How mux upload-client's stream starts (the MUXUP/1 header); chat does not depend on upload/.
 constexpr std::string_view kUploadHeaderStart = "MUXUP/1 ";
 
@@ -97,9 +94,7 @@ void ChatRoom::admit(ChatMember& member, std::string_view origin, std::uint64_t 
   if (number < RoomBus::kOwnNumbersFrom) highest_number_ = std::max(highest_number_, number);
   member.name_ = fmt::format("Client {}", number);
   member.in_room_ = true;
-  who_cache_.reset();
-  member.slot_ = members_.size();
-  members_.push_back(&member);
+  members_.add(member);
   logger_.info("{} joined from {}", member.name_, origin);
   send_to(member, chat::notice::welcome(member.name_));
   if (!bus_reachable_) send_to(member, std::string(kOthersUnreachable));
@@ -159,14 +154,14 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   }
   if (command.text.empty()) return;  // an empty line carries nothing worth a delivery
   logger_.detail("[{}]: {}", sender.name_, command.text);
-  if (relay_sender_ != &sender) flush_relay();
-  relay_sender_ = &sender;
+  if (relay_.sender() != &sender) flush_relay();
+  relay_.set_sender(&sender);
   // In a room numbered by Redis, a local line gets its id when it comes back from there: the
   // members that asked for ids have it then, the others at once.
-  if (history_.room_ids() && bus_->connected()) relay_numbered_later_ = true;
+  if (history_.room_ids() && bus_->connected()) relay_.set_numbered_later();
   append_message(sender.name_, command.text, 0);
   bus_->publish_message(sender.name_, command.text);
-  if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
+  if (relay_.full()) flush_relay();
 }
 
 bool ChatRoom::refuse_other_protocol(ChatMember& sender, std::string_view first_line) {
@@ -222,32 +217,18 @@ void ChatRoom::end_of_input() {
 }
 
 void ChatRoom::append_message(std::string_view name, std::string_view text, std::uint64_t room_id) {
-  chat::notice::append_relay(relay_text_, name, text);
   std::uint64_t id = history_.number(room_id);
-  if (id != 0 && members_with_ids_ != 0)
-    chat::append_relay_with_id(relay_text_ids_, id, name, text);
+  relay_.append(name, text, id, members_.with_ids() != 0);
   // A local line waiting for its id is kept once it has one (own_messages_numbered).
-  if (!relay_numbered_later_) history_.remember(name, text, id);
+  if (!relay_.numbered_later()) history_.remember(name, text, id);
 }
 
 void ChatRoom::flush_relay() {
-  if (relay_text_.empty()) return;
-  ChatMember* sender = std::exchange(relay_sender_, nullptr);
-  bool later = std::exchange(relay_numbered_later_, false);
-  Block plain = make_block(std::exchange(relay_text_, {}));
-  std::string ids = std::exchange(relay_text_ids_, {});
-  if (members_with_ids_ == 0) return broadcast(plain, sender);
-  Block with_ids = ids.empty() ? Block{} : make_block(std::move(ids));
-  for (ChatMember* member : members_) {
-    if (member == sender) continue;
-    if (!member->wants_ids_) {
-      member->deliver(plain);
-    } else if (with_ids) {
-      member->deliver(with_ids);
-    } else if (!later) {
-      member->deliver(plain);  // lines without ids (the room's ids are out of reach)
-    }
-  }
+  if (relay_.empty()) return;
+  RelayChunk::Taken chunk = relay_.take();
+  Block plain = make_block(std::move(chunk.plain));
+  Block with_ids = chunk.with_ids.empty() ? Block{} : make_block(std::move(chunk.with_ids));
+  members_.deliver_chunk(plain, with_ids, chunk.sender, chunk.numbered_later);
 }
 
 void ChatRoom::own_messages_numbered(const std::vector<chat::RoomEvent>& events) {
@@ -256,14 +237,10 @@ void ChatRoom::own_messages_numbered(const std::vector<chat::RoomEvent>& events)
   for (const chat::RoomEvent& event : events) {
     if (event.kind != chat::RoomEventKind::message || !history_.numbered_later(event.id)) continue;
     history_.remember(event.name, event.text, event.id);
-    if (members_with_ids_ == 0) continue;
+    if (members_.with_ids() == 0) continue;
     std::string text;
     chat::append_relay_with_id(text, event.id, event.name, event.text);
-    Block block = make_block(std::move(text));
-    for (ChatMember* member : members_) {
-      // Its sender had its own line as it typed it (the room never sends a line back).
-      if (member->wants_ids_ && member->name_ != event.name) member->deliver(block);
-    }
+    members_.deliver_numbered(make_block(std::move(text)), event.name);
   }
 }
 
@@ -273,7 +250,7 @@ void ChatRoom::room_epoch(const std::string& epoch, std::uint64_t last) {
   flush_relay();
   bool first = change == RoomHistory::EpochChange::first;
   if (!first) logger_.info("the room's message ids start again (epoch {}): Redis lost them", epoch);
-  for (ChatMember* member : members_) {
+  for (ChatMember* member : members_.list()) {
     if (!member->wants_ids_) continue;
     // Its ids from now on; after a first connection to Redis they simply continue the room's
     // (nothing was lost), after that the history they counted was lost with Redis.
@@ -338,10 +315,7 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
 void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   if (chat::fold_nick(argument) != "ids") return send_to(member, chat::notice::cap_usage());
   flush_relay();  // what was relayed before goes out without ids, before the answer
-  if (!member.wants_ids_) {
-    member.wants_ids_ = true;
-    ++members_with_ids_;
-  }
+  members_.want_ids(member);
   // The answer says where its ids start, the longest line the server takes, and who is here.
   std::string& secret = secrets_[member.id_];
   if (secret.empty()) secret = make_secret();
@@ -476,7 +450,7 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
               nick);
   std::string old_name = std::exchange(member.name_, std::string(nick));
   member.has_nick_ = true;
-  who_cache_.reset();
+  members_.names_changed();
   logger_.info("{} is now {}", old_name, member.name_);
   bus_->publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
   std::string text = chat::notice::renamed(old_name, member.name_);
@@ -528,19 +502,13 @@ void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_s
 }
 
 void ChatRoom::remove(ChatMember& member) {
-  // Swap-remove keeps leaving O(1); /who restores arrival order from join_number_.
-  ChatMember* last = members_.back();
-  members_[member.slot_] = last;
-  last->slot_ = member.slot_;
-  members_.pop_back();
+  members_.remove(member);
   member.in_room_ = false;
-  if (std::exchange(member.wants_ids_, false)) --members_with_ids_;
   secrets_.erase(member.id_);
   replays_.erase(member.id_);
   by_id_.erase(member.id_);
-  who_cache_.reset();
   if (member.has_nick_) nicks_.release(member.name_);
-  if (relay_sender_ == &member) relay_sender_ = nullptr;
+  relay_.forget(&member);
 }
 
 void ChatRoom::close_all() {
@@ -549,7 +517,7 @@ void ChatRoom::close_all() {
   broadcast(chat::notice::shutting_down(), nullptr);
   // close_after_output() makes each member leave (removing itself) once it is done; work on a
   // copy so the removals cannot disturb the walk.
-  std::vector<ChatMember*> everyone = members_;
+  std::vector<ChatMember*> everyone = members_.list();
   for (auto& [id, member] : by_id_) {
     if (member->admitting_) everyone.push_back(member);
   }
@@ -560,61 +528,13 @@ void ChatRoom::close_all() {
 }
 
 const Block& ChatRoom::who_list() {
-  if (who_cache_) return who_cache_;
-  // This server's members in order of arrival, then the other servers' by name (their arrival
-  // order is not known here); in a big room only the first kWhoPage of them, found without
-  // sorting everyone.
-  auto by_arrival = [](const ChatMember* a, const ChatMember* b) {
-    return a->join_number_ < b->join_number_;
-  };
-  std::vector<const ChatMember*> ordered(members_.begin(), members_.end());
-  std::size_t local = std::min(ordered.size(), kWhoPage);
-  std::partial_sort(ordered.begin(), ordered.begin() + static_cast<std::ptrdiff_t>(local),
-                    ordered.end(), by_arrival);
-  std::vector<std::string_view> names;
-  names.reserve(kWhoPage);
-  for (std::size_t i = 0; i < local; ++i)
-    names.emplace_back(ordered[i]->name_);
-  std::vector<std::string> remote;
-  if (bus_reachable_) remote = bus_->remote_names();
-  std::size_t from_remote = std::min(remote.size(), kWhoPage - local);
-  std::partial_sort(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(from_remote),
-                    remote.end());
-  for (std::size_t i = 0; i < from_remote; ++i)
-    names.emplace_back(remote[i]);
-  who_cache_ = make_block(chat::notice::who_page(names, members_.size() + remote.size()));
-  return who_cache_;
+  return members_.who_list(
+      [this] { return bus_reachable_ ? bus_->remote_names() : std::vector<std::string>{}; });
 }
 
 std::string ChatRoom::who_matching(std::string_view text) const {
-  std::string wanted = chat::fold_nick(text);
-  auto matches = [&wanted](std::string_view name) {
-    return chat::fold_nick(name).find(wanted) != std::string::npos;
-  };
-  std::vector<const ChatMember*> local;
-  for (const ChatMember* member : members_) {
-    if (matches(member->name_)) local.push_back(member);
-  }
-  std::sort(local.begin(), local.end(), [](const ChatMember* a, const ChatMember* b) {
-    return a->join_number_ < b->join_number_;
-  });
-  std::vector<std::string> remote;
-  if (bus_reachable_) {
-    for (std::string& name : bus_->remote_names()) {
-      if (matches(name)) remote.push_back(std::move(name));
-    }
-  }
-  std::sort(remote.begin(), remote.end());
-  std::vector<std::string_view> names;
-  for (const ChatMember* member : local) {
-    if (names.size() == kWhoPage) break;
-    names.emplace_back(member->name_);
-  }
-  for (const std::string& name : remote) {
-    if (names.size() == kWhoPage) break;
-    names.emplace_back(name);
-  }
-  return chat::notice::who_matching(text, names, local.size() + remote.size());
+  return members_.who_matching(text,
+                               bus_reachable_ ? bus_->remote_names() : std::vector<std::string>{});
 }
 
 void ChatRoom::send_to(ChatMember& member, std::string text) {
@@ -628,14 +548,12 @@ void ChatRoom::broadcast(std::string text, const ChatMember* except) {
 }
 
 void ChatRoom::broadcast(const Block& block, const ChatMember* except) {
-  for (ChatMember* member : members_) {
-    if (member != except) member->deliver(block);
-  }
+  members_.broadcast(block, except);
 }
 
 void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
   if (closing_) return;
-  who_cache_.reset();
+  members_.names_changed();
   std::size_t everyone = this->everyone();
   bool announced = announces(everyone);
   // Beyond the threshold each remote join and leave is logged at the detail level only: a
@@ -652,9 +570,9 @@ void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
     switch (event.kind) {
       case chat::RoomEventKind::message:
         // Remote lines go to every local member; they never share a block with a local sender's.
-        if (relay_sender_ != nullptr) flush_relay();
+        if (relay_.sender() != nullptr) flush_relay();
         append_message(event.name, event.text, event.id);
-        if (relay_text_.size() >= kRelayBlockBytes) flush_relay();
+        if (relay_.full()) flush_relay();
         break;
       case chat::RoomEventKind::joined:
         MUX_ROOM_LOG("{} joined on another server", event.name);
@@ -679,7 +597,7 @@ void ChatRoom::apply_remote(const std::vector<chat::RoomEvent>& events) {
 void ChatRoom::bus_reachable(bool reachable) {
   if (reachable == bus_reachable_) return;
   bus_reachable_ = reachable;
-  who_cache_.reset();
+  members_.names_changed();
   if (!closing_) broadcast(std::string(reachable ? kOthersBack : kOthersUnreachable), nullptr);
   if (!reachable) answer_pending_since();  // with what this server has
 }
@@ -697,7 +615,7 @@ void ChatRoom::answer_pending_since() {
 std::vector<std::string> ChatRoom::local_names() const {
   std::vector<std::string> names;
   names.reserve(members_.size());
-  for (const ChatMember* member : members_)
+  for (const ChatMember* member : members_.list())
     names.push_back(member->name_);
   return names;
 }

@@ -30,6 +30,7 @@
 #include "chat/nick_registry.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_history.hpp"
+#include "chat/room_members.hpp"
 #include "core/base/rate_limit.hpp"
 #include "core/loop/output_queue.hpp"
 
@@ -59,6 +60,7 @@ class ChatMember {
 
  private:
   friend class ChatRoom;
+  friend class RoomMembers;  // its list, slot and ids wish
   // What only a member waiting for the bus has, made when it first holds a line.
   struct Held {
     // Lines sent while admitting_ or claiming_, handled in order when the answer comes.
@@ -75,7 +77,7 @@ class ChatMember {
   std::uint64_t join_number_ = 0;       // orders /who by arrival
   std::unique_ptr<Held> held_;          // null: nothing held (its memory back once all is handled)
   std::uint64_t lines_seen_ = 0;        // its first line is checked for other protocols
-  std::size_t slot_ = 0;                // index in ChatRoom::members_
+  std::size_t slot_ = 0;                // index in RoomMembers::list()
   std::unique_ptr<ClientRates> rates_;  // null until its first line
   bool in_room_ = false;
   bool admitting_ = false;  // waiting for the bus's answer to join
@@ -107,7 +109,7 @@ class ChatRoom final : public RoomEvents {
   static constexpr std::chrono::milliseconds kHoldPause{20};
 
   // /who names at most this many members (and says how many there are).
-  static constexpr std::size_t kWhoPage = 100;
+  static constexpr std::size_t kWhoPage = RoomMembers::kWhoPage;
 
   using Clock = TokenBucket::Clock;
   using ClockSource = std::function<Clock::time_point()>;
@@ -158,7 +160,7 @@ class ChatRoom final : public RoomEvents {
   void room_epoch(const std::string& epoch, std::uint64_t last) override;
   void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override;
   void own_messages_numbered(const std::vector<chat::RoomEvent>& events) override;
-  void remote_members_changed() override { who_cache_.reset(); }
+  void remote_members_changed() override { members_.names_changed(); }
   void bus_reachable(bool reachable) override;
   [[nodiscard]] std::vector<std::string> local_names() const override;
   [[nodiscard]] std::vector<std::string> local_nick_keys() const override;
@@ -206,19 +208,15 @@ class ChatRoom final : public RoomEvents {
   void broadcast(const Block& block, const ChatMember* except);
   void flush_relay();
   void remove(ChatMember& member);
+  // /who and /who TEXT (RoomMembers), with the other servers' names while they are in reach.
   [[nodiscard]] const Block& who_list();
-  // /who TEXT: the members whose names contain TEXT (ignoring ASCII case), built per request
-  // (commands are rate limited).
   [[nodiscard]] std::string who_matching(std::string_view text) const;
 
   Logger& logger_;
   std::size_t max_line_;
   FloodControl flood_;
   ClockSource clock_;
-  std::vector<ChatMember*> members_;
-  // The /who answer, built once per change of membership or names: a /who storm costs one shared
-  // block per request, not a sort of the whole room.
-  Block who_cache_;
+  RoomMembers members_;
   std::uint64_t arrivals_ = 0;
   std::uint64_t next_member_id_ = 0;
   // Without the bus, "Client N" counts on from the highest number seen here.
@@ -233,18 +231,12 @@ class ChatRoom final : public RoomEvents {
   // The last --history messages, the epoch and the ids.
   RoomHistory history_;
   bool closing_ = false;
-  // Messages of the current chunk not yet handed to the receivers, all from relay_sender_.
-  ChatMember* relay_sender_ = nullptr;
-  std::string relay_text_;
-  // The same messages with their ids, built only while some member asked for ids: plain
-  // clients pay nothing for them.
-  std::string relay_text_ids_;
-  std::size_t members_with_ids_ = 0;
+  // Messages of the current chunk not yet handed to the receivers. Their copy with ids is
+  // built only while some member asked for ids: plain clients pay nothing for them.
+  RelayChunk relay_;
   // Reconnect secrets by member id_, only for members that asked for ids (plain clients pay
   // nothing); never logged.
   std::unordered_map<std::uint64_t, std::string> secrets_;
-  // The chunk being relayed is local lines that get their ids when they come back from Redis.
-  bool relay_numbered_later_ = false;
   // Members whose /since waits for the stream, by id_.
   std::unordered_map<std::uint64_t, ChatMember*> replays_;
   // /since commands that wait for the room's ids (by member id_, with their argument).
