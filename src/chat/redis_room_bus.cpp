@@ -98,7 +98,8 @@ return 0
 // naming its first id and the room's epoch (made here when Redis has none: it restarted empty).
 // Atomic, so ids, the stream and the channel agree on one order for every server.
 // KEYS: ids, epoch, history. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history), the
-// number of messages, then per message its time, name and text.
+// number of messages, then per message its time, name, text and signature ("" without
+// --room-secret-file; else "<nonce> <tag>", kept as the entry's field s).
 constexpr const char* kPublishScript = R"lua(
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -109,15 +110,18 @@ local n = tonumber(ARGV[5])
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 if ARGV[4] ~= '0' then
   for i = 0, n - 1 do
-    local at = 6 + i * 3
+    local at = 6 + i * 4
     local id = string.format('0-%d', first + i)
-    local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 't', ARGV[at], 'n',
-                              ARGV[at + 1], 'm', ARGV[at + 2])
+    local fields = {'t', ARGV[at], 'n', ARGV[at + 1], 'm', ARGV[at + 2]}
+    if ARGV[at + 3] ~= '' then
+      table.insert(fields, 's')
+      table.insert(fields, ARGV[at + 3])
+    end
+    local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, unpack(fields))
     if type(added) == 'table' and added.err then
       -- A stream not numbered by id (an older mux wrote it): started again.
       redis.call('DEL', KEYS[3])
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, 't', ARGV[at], 'n', ARGV[at + 1],
-                 'm', ARGV[at + 2])
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, unpack(fields))
     end
   end
 end
@@ -166,32 +170,31 @@ std::string make_server_id() {
   return fmt::format("{}-{:08x}", ::getpid(), random());
 }
 
-// One history entry out of an XREVRANGE element: [id, [field, value, ...]]. Written by another
-// server, so read as peer input.
+// The value of field `name` in an XREVRANGE element [id, [field, value, ...]] (its first, when
+// a writer other than kPublishScript repeated it); empty when it is missing.
+std::string_view stream_field(const RedisValue& element, std::string_view name) {
+  const auto& fields = element.elements[1].elements;
+  for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
+    if (fields[i].text == name) return fields[i + 1].text;
+  return {};
+}
+
+// One history entry out of an XREVRANGE element. Written by another server, so read as peer
+// input.
 std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t max_line) {
   if (element.elements.size() != 2) return std::nullopt;
-  const auto& fields = element.elements[1].elements;
   HistoryEntry entry;
   // Its id: the stream numbers messages "0-ID" (kPublishScript).
   if (std::string_view id = element.elements[0].text; id.starts_with("0-"))
     std::from_chars(id.data() + 2, id.data() + id.size(), entry.id);
-  bool has_name = false;
-  bool has_text = false;
-  for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-    const std::string& field = fields[i].text;
-    const std::string& value = fields[i + 1].text;
-    if (field == "t") {
-      std::from_chars(value.data(), value.data() + value.size(), entry.unix_seconds);
-    } else if (field == "n" && chat::acceptable_remote_name(value)) {
-      entry.name = value;
-      has_name = true;
-    } else if (field == "m") {
-      entry.text =
-          chat::sanitize(std::string_view(value).substr(0, max_line), value.size() > max_line);
-      has_text = !entry.text.empty();
-    }
-  }
-  if (!has_name || !has_text) return std::nullopt;
+  std::string_view time = stream_field(element, "t");
+  std::from_chars(time.data(), time.data() + time.size(), entry.unix_seconds);
+  std::string_view name = stream_field(element, "n");
+  std::string_view text = stream_field(element, "m");
+  if (!chat::acceptable_remote_name(name)) return std::nullopt;
+  entry.name = std::string(name);
+  entry.text = chat::sanitize(text.substr(0, max_line), text.size() > max_line);
+  if (entry.text.empty()) return std::nullopt;
   return entry;
 }
 
@@ -401,8 +404,22 @@ void RedisRoomBus::flush() {
                                   make_epoch(),
                                   std::to_string(history_limit_),
                                   std::to_string(messages_.size() / 3)};
-    args.insert(args.end(), std::make_move_iterator(messages_.begin()),
-                std::make_move_iterator(messages_.end()));
+    args.reserve(args.size() + messages_.size() / 3 * 4);
+    for (std::size_t i = 0; i + 2 < messages_.size(); i += 3) {
+      std::string signature;
+      if (mac_) {
+        // Unique per message (this batch's sequence number and its place), so a copy of an
+        // entry under another id is told apart when read back.
+        std::string nonce = fmt::format("{}.{}.{}", server_id_, last_sequence_, i / 3);
+        std::string tag = mac_->tag(
+            {room_name_, "history", nonce, messages_[i], messages_[i + 1], messages_[i + 2]});
+        signature = nonce + " " + tag;
+      }
+      args.push_back(std::move(messages_[i]));
+      args.push_back(std::move(messages_[i + 1]));
+      args.push_back(std::move(messages_[i + 2]));
+      args.push_back(std::move(signature));
+    }
     link_.command(args);
     messages_.clear();
   }
@@ -738,10 +755,11 @@ void RedisRoomBus::replay(std::uint64_t after, std::uint64_t up_to, ReplayCallba
         if (!alive.lock()) return;  // the bus (and the room it answers) is gone
         if (reply == nullptr || reply->type != RedisValue::Type::array) return done(std::nullopt);
         std::vector<HistoryEntry> entries;
+        std::unordered_set<std::string> nonces;
         for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
           const RedisValue& element = *it;
           // In id order, each once: anything else did not come from kPublishScript.
-          auto entry = history_entry(element, max_line_);
+          auto entry = read_history(element, nonces);
           if (entry && entry->id != 0 && (entries.empty() || entry->id > entries.back().id))
             entries.push_back(std::move(*entry));
         }
@@ -757,13 +775,40 @@ void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCa
                     [this, number, done](const RedisValue* reply) {
                       if (reply == nullptr) return done(std::nullopt);
                       Admission admission{number, {}};
+                      std::unordered_set<std::string> nonces;
                       for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
-                        if (auto entry = history_entry(*it, max_line_))
+                        if (auto entry = read_history(*it, nonces))
                           admission.history.push_back(*entry);
                       }
                       done(std::move(admission));
                     });
   if (!asked) done(std::nullopt);
+}
+
+std::optional<HistoryEntry> RedisRoomBus::read_history(const RedisValue& element,
+                                                       std::unordered_set<std::string>& nonces) {
+  if (element.elements.size() != 2) return std::nullopt;
+  if (mac_) {
+    const std::string& id = element.elements[0].text;
+    std::string_view signature = stream_field(element, "s");
+    auto space = signature.find(' ');
+    if (space == std::string_view::npos) {
+      report_unverified("an unsigned history entry", id);
+      return std::nullopt;
+    }
+    std::string_view nonce = signature.substr(0, space);
+    if (!mac_->verify({room_name_, "history", nonce, stream_field(element, "t"),
+                       stream_field(element, "n"), stream_field(element, "m")},
+                      signature.substr(space + 1))) {
+      report_unverified("a history entry with a wrong signature", id);
+      return std::nullopt;
+    }
+    if (!nonces.emplace(nonce).second) {
+      report_unverified("a copied history entry", id);
+      return std::nullopt;
+    }
+  }
+  return history_entry(element, max_line_);
 }
 
 std::optional<std::uint64_t> RedisRoomBus::outage_number() {

@@ -20,7 +20,9 @@
 // With --room-secret-file (issue 21 D1/D3/D7-D9), every server holds the same secret and signs
 // what it writes for the others (core/access/message_mac.hpp): each batch ends with an "s" line
 // (a sequence number that rises per server, and the tag of the batch with it), so a Redis-level
-// writer can neither speak as a member nor replay a batch; each heartbeat writes a signed
+// writer can neither speak as a member nor replay a batch; each history entry carries its own
+// signature (field s: a nonce unique to the message and its tag), checked before a replay; each
+// heartbeat writes a signed
 // registration (registrations: id -> "<unix ms> <version> <tag>"), and a server id in the
 // servers set counts only with a recent one (no ghost servers). Whatever fails
 // verification is dropped and logged, one line a second at most.
@@ -141,6 +143,10 @@ class RedisRoomBus final : public RoomBus {
   // heartbeat), or nullopt when it is unsigned, forged or stale.
   std::optional<std::uint64_t> registered_version(const std::string& id,
                                                   std::string_view registration);
+  // A history entry as the room gets it; with a secret, only one signed by a server of the room
+  // and not a copy of one read before in the same answer (`nonces`).
+  std::optional<HistoryEntry> read_history(const RedisValue& element,
+                                           std::unordered_set<std::string>& nonces);
   // One log line a second at most about what failed verification.
   void report_unverified(std::string_view what, std::string_view detail);
   // The events that pass the remote flood control (a flood's first drop is logged).

@@ -14,7 +14,8 @@ import unittest
 
 import muxtest
 from muxtest import Server
-from test_redis import REDIS_SERVER, SLOW, Client, Redis, resp
+from test_chat_recovery import CAP, Raw
+from test_redis import HISTORY, REDIS_SERVER, SLOW, Client, Redis, resp
 
 ROOM = "test"
 PREFIX = f"mux:room:{ROOM}:"
@@ -36,20 +37,26 @@ def batch(server_id, *events):
     return out
 
 
-class Subscriber:
-    """A raw SUBSCRIBE on the room's channel: collects every payload published there."""
+class RawRedis:
+    """A raw RESP connection to the room's Redis: what any client of that Redis can do."""
 
     def __init__(self, redis):
         self.sock = socket.create_connection(("127.0.0.1", redis.port), timeout=SLOW)
-        self.sock.sendall(resp("SUBSCRIBE", CHANNEL))
         self.buffer = b""
-        self._read_reply()  # the confirmation
+
+    def call(self, *args):
+        self.sock.sendall(resp(*args))
+        return self._read_reply()
+
+    def subscribe(self):
+        """Subscribes to the room's channel (then only payload_with() may be used)."""
+        return self.call("SUBSCRIBE", CHANNEL)
 
     def _read_line(self):
         while b"\r\n" not in self.buffer:
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise AssertionError("redis closed the subscription")
+                raise AssertionError("redis closed the connection")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\r\n", 1)
         return line
@@ -60,13 +67,17 @@ class Subscriber:
             return [self._read_reply() for _ in range(int(line[1:]))]
         if line.startswith(b"$"):
             size = int(line[1:])
+            if size < 0:
+                return None
             while len(self.buffer) < size + 2:
                 chunk = self.sock.recv(65536)
                 if not chunk:
-                    raise AssertionError("redis closed the subscription")
+                    raise AssertionError("redis closed the connection")
                 self.buffer += chunk
             value, self.buffer = self.buffer[:size], self.buffer[size + 2:]
             return value
+        if line.startswith(b"-"):
+            raise AssertionError(f"redis: {line!r}")
         return line
 
     def payload_with(self, text):
@@ -123,10 +134,10 @@ class RoomFixture:
         self.addCleanup(client.close)
         return client
 
-    def pair(self, secret=True):
+    def pair(self, *args, secret=True):
         """Two servers sharing the room, alice on the first and bob on the second, each seeing
         the other."""
-        a, b = self.server(secret=secret), self.server(secret=secret)
+        a, b = self.server(*args, secret=secret), self.server(*args, secret=secret)
         alice = self.client(a, "alice")
         bob = self.client(b, "bob")
         alice.expect_who(["alice", "bob"])
@@ -147,8 +158,9 @@ class SignedRoom(RoomFixture):
 
     def test_a_redis_writer_cannot_speak_as_a_member_or_replay(self):
         a, b, alice, bob = self.pair()
-        listener = Subscriber(self.redis)
+        listener = RawRedis(self.redis)
         self.addCleanup(listener.close)
+        listener.subscribe()
         alice.send("genuine line\n")
         bob.skip_to("[alice]: genuine line")
         captured = listener.payload_with(b"genuine line")
@@ -200,6 +212,52 @@ class SignedRoom(RoomFixture):
         self.assertEqual(b.log_count(r"redis: 3 servers in the room"), 0)
 
 
+    def poison_history(self):
+        """Adds to the history stream, as a Redis writer: an unsigned entry, the genuine
+        entry's signature over another text, and an exact copy of the genuine entry."""
+        raw = RawRedis(self.redis)
+        self.addCleanup(raw.close)
+        entries = raw.call("XRANGE", PREFIX + "history", "-", "+")
+        self.assertEqual(len(entries), 1, entries)
+        fields = entries[0][1]
+        now = str(int(time.time())).encode()
+        raw.call("XADD", PREFIX + "history", "0-1000000", "t", now, "n", "alice", "m", "poisoned")
+        altered = [b"poisoned too" if i > 0 and fields[i - 1] == b"m" else value
+                   for i, value in enumerate(fields)]
+        raw.call("XADD", PREFIX + "history", "0-1000001", *altered)
+        raw.call("XADD", PREFIX + "history", "0-1000002", *fields)
+        return fields
+
+    def test_a_redis_writer_cannot_poison_the_history(self):
+        a, b, alice, bob = self.pair("--history", "10")
+        alice.send("genuine line\n")
+        bob.skip_to("[alice]: genuine line")
+        fields = self.poison_history()
+        self.assertIn(b"s", fields[0::2])  # signed
+        # A newcomer's history: the genuine line alone, then the answer to its /who.
+        late = self.client(b)
+        self.assertEqual(HISTORY.match(late.line()).group(1), "[alice]: genuine line")
+        late.send("/who\n")
+        self.assertTrue(late.line().startswith("* online ("))
+        b.wait_for_log(UNVERIFIED, timeout=SLOW)
+        # /since on a server that never saw the line reads the stream: the same.
+        c = self.server("--history", "10")
+        asker = Raw(c)
+        self.addCleanup(asker.sock.close)
+        asker.send("/cap ids\n")
+        while not (cap := CAP.match(asker.line())):
+            pass
+        asker.line()  # who is here
+        asker.send(f"/since {cap.group(1)} 0\n")
+        while not CAP.match(asker.line()):
+            pass
+        asker.line()  # who is here
+        self.assertEqual(asker.line(), "@1 [alice]: genuine line")
+        asker.send("/who\n")
+        self.assertTrue(asker.line().startswith("* online ("))
+        c.wait_for_log(UNVERIFIED, timeout=SLOW)
+
+
 class SignedRoomSingle(SignedRoom, unittest.TestCase):
     MODE = "single"
 
@@ -229,6 +287,18 @@ class SecretFileAndControls(RoomFixture, unittest.TestCase):
                 break
             self.assertLess(time.monotonic(), deadline, "the ghost never showed")
             time.sleep(0.2)
+
+    def test_without_the_flag_a_redis_writer_poisons_the_history(self):
+        a, b, alice, bob = self.pair("--history", "10", secret=False)
+        alice.send("genuine line\n")
+        bob.skip_to("[alice]: genuine line")
+        raw = RawRedis(self.redis)
+        self.addCleanup(raw.close)
+        raw.call("XADD", PREFIX + "history", "0-1000000", "t", str(int(time.time())), "n",
+                 "alice", "m", "poisoned")
+        late = self.client(b)
+        self.assertEqual([HISTORY.match(late.line()).group(1) for _ in range(2)],
+                         ["[alice]: genuine line", "[alice]: poisoned"])
 
     def test_mismatched_secrets_are_one_clear_log_line(self):
         other = secret_file(self.dir.name, "other.secret", "another secret, also long enough")
