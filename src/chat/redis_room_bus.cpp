@@ -66,17 +66,27 @@ constexpr const char* kSnapshotScript = R"lua(
 return {redis.call('HGET', KEYS[2], ARGV[1]) or '', redis.call('SMEMBERS', KEYS[1])}
 )lua";
 
-// Takes a nick for ARGV[1] unless a live server holds it. KEYS: the nick, servers. ARGV: my id,
-// TTL in ms. Returns 1 when claimed.
+// Takes a nick for ARGV[1] unless a live server holds it. KEYS: the nick, servers. ARGV: my
+// holder value (my id, then with --room-secret-file a space and its tag), TTL in ms. Returns 1
+// when claimed, else the holder value found (the server checks its signature: Lua cannot).
 constexpr const char* kClaimScript = R"lua(
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then
-  local seen = redis.call('ZSCORE', KEYS[2], owner)
+  local id = string.match(owner, '^[^ ]*')
+  local seen = redis.call('ZSCORE', KEYS[2], id)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if seen and tonumber(seen) > now - tonumber(ARGV[2]) then return 0 end
+  if seen and tonumber(seen) > now - tonumber(ARGV[2]) then return owner end
 end
 redis.call('SET', KEYS[1], ARGV[1])
+return 1
+)lua";
+
+// Takes a nick whose holder value failed verification, unless it changed meanwhile.
+// KEYS: the nick. ARGV: the value found, my holder value. Returns 1 when taken.
+constexpr const char* kOverrideScript = R"lua(
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
 return 1
 )lua";
 
@@ -268,12 +278,10 @@ void RedisRoomBus::on_up() {
                 });
   publish_all_members();
   for (const std::string& nick_key : room_.local_nick_keys()) {
-    link_.command({"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"), server_id_,
-                   std::to_string(kPresenceTtl.count())},
-                  [this, nick_key](const RedisValue* reply) {
-                    if (reply != nullptr && reply->integer == 0)
-                      logger_.info("redis: a nick held here was taken elsewhere meanwhile");
-                  });
+    claim_nick(nick_key, [this, alive = std::weak_ptr<bool>(alive_)](std::optional<bool> claimed) {
+      if (alive.lock() && claimed == false)
+        logger_.info("redis: a nick held here was taken elsewhere meanwhile");
+    });
   }
   heartbeat();
   heartbeat_timer_ = loop_.add_periodic(kHeartbeat, [this] { heartbeat(); });
@@ -872,20 +880,45 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
   }
 }
 
+std::string RedisRoomBus::nick_holder(const std::string& nick_key) const {
+  if (!mac_) return server_id_;
+  return server_id_ + " " + mac_->tag({room_name_, "nick", nick_key, server_id_});
+}
+
 void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {
-  bool sent = link_.command({"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"),
-                             server_id_, std::to_string(kPresenceTtl.count())},
-                            [done](const RedisValue* reply) {
-                              if (reply == nullptr || reply->type != RedisValue::Type::integer)
-                                return done(std::nullopt);
-                              done(reply->integer == 1);
-                            });
+  bool sent = link_.command(
+      {"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"), nick_holder(nick_key),
+       std::to_string(kPresenceTtl.count())},
+      [this, nick_key, done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock() || reply == nullptr) return done(std::nullopt);
+        if (reply->type == RedisValue::Type::integer) return done(reply->integer == 1);
+        if (reply->type != RedisValue::Type::string) return done(std::nullopt);
+        // Held by a live server, says Redis; with a secret, only if that server signed it.
+        if (!mac_ || holder_verified(nick_key, reply->text)) return done(false);
+        report_unverified("a nick holder", reply->text);
+        bool asked =
+            link_.command({"EVAL", kOverrideScript, "1", key("nick:") + nick_key, reply->text,
+                           nick_holder(nick_key)},
+                          [done](const RedisValue* taken) {
+                            if (taken == nullptr || taken->type != RedisValue::Type::integer)
+                              return done(std::nullopt);
+                            done(taken->integer == 1);
+                          });
+        if (!asked) done(std::nullopt);
+      });
   if (!sent) done(std::nullopt);
+}
+
+bool RedisRoomBus::holder_verified(const std::string& nick_key, std::string_view holder) const {
+  auto space = holder.find(' ');
+  if (space == std::string_view::npos) return false;
+  return mac_->verify({room_name_, "nick", nick_key, holder.substr(0, space)},
+                      holder.substr(space + 1));
 }
 
 void RedisRoomBus::release_nick(const std::string& nick_key) {
   if (finishing_) return;
-  link_.command({"EVAL", kReleaseScript, "1", key("nick:") + nick_key, server_id_});
+  link_.command({"EVAL", kReleaseScript, "1", key("nick:") + nick_key, nick_holder(nick_key)});
 }
 
 void RedisRoomBus::note_remote_name(std::string_view name) {

@@ -6,8 +6,11 @@
 //   clients         INCR counter: the N of "Client N", room-wide; whenever a server reaches
 //                   Redis it raises it (kSeedScript) above every number it knows in use, so a
 //                   Redis restarted empty never hands out a name someone connected still holds
-//   nick:<key>      the server id holding a nick (by look-alike key); claimed by a Lua script
-//                   that also takes over nicks of servers that stopped refreshing their presence
+//   nick:<key>      the server id holding a nick (by look-alike key; with --room-secret-file
+//                   followed by a space and its tag); claimed by a Lua script that also takes
+//                   over nicks of servers that stopped refreshing their presence, and answers
+//                   the holder found, which the claiming server verifies (Lua cannot) and
+//                   overrides when it fails
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
 //   versions        hash: server id -> the version of its member set
 //   registrations   hash: server id -> its signed registration (with --room-secret-file only)
@@ -147,6 +150,10 @@ class RedisRoomBus final : public RoomBus {
   // and not a copy of one read before in the same answer (`nonces`).
   std::optional<HistoryEntry> read_history(const RedisValue& element,
                                            std::unordered_set<std::string>& nonces);
+  // What a nick's key in Redis holds for this server: its id, and with a secret its tag for that
+  // nick; holder_verified() checks another server's.
+  [[nodiscard]] std::string nick_holder(const std::string& nick_key) const;
+  [[nodiscard]] bool holder_verified(const std::string& nick_key, std::string_view holder) const;
   // One log line a second at most about what failed verification.
   void report_unverified(std::string_view what, std::string_view detail);
   // The events that pass the remote flood control (a flood's first drop is logged).

@@ -258,6 +258,39 @@ class SignedRoom(RoomFixture):
         c.wait_for_log(UNVERIFIED, timeout=SLOW)
 
 
+    def test_a_redis_writer_cannot_squat_a_nick(self):
+        a, b, alice, bob = self.pair()
+        raw = RawRedis(self.redis)
+        self.addCleanup(raw.close)
+        # The nicks' keys as the servers write them: carol's and dave's, learned by taking and
+        # leaving them.
+        keys = {}
+        for nick in ["carol", "dave"]:
+            before = set(raw.call("KEYS", PREFIX + "nick:*"))
+            bob.send(f"/nick {nick}\n")
+            bob.skip_to(f"* {bob.name} is now {nick}")
+            bob.name = nick
+            (keys[nick],) = set(raw.call("KEYS", PREFIX + "nick:*")) - before
+            self.assertRegex(raw.call("GET", keys[nick]).decode(), r"^\S+ [0-9a-f]{32}$")
+        bob.send("/nick bob\n")
+        bob.skip_to(f"* {bob.name} is now bob")
+        bob.name = "bob"
+        # carol: held in the name of a live server of the room, unsigned; dave: held by a ghost
+        # server that keeps its presence fresh, with a made-up tag.
+        ghost = "4242-deadbeef"
+        raw.call("SET", keys["carol"], a.room_id)
+        raw.call("ZADD", PREFIX + "servers", int(time.time() * 1000), ghost)
+        raw.call("SET", keys["dave"], f"{ghost} {'0' * 32}")
+        for nick in ["carol", "dave"]:
+            bob.send(f"/nick {nick}\n")
+            bob.skip_to(f"* bob is now {nick}")
+            bob.send("/nick bob\n")
+            bob.skip_to(f"* {nick} is now bob")
+        b.wait_for_log(r"redis: dropped a nick holder \(from ", timeout=SLOW)
+        # A nick a server of the room holds stays its own.
+        bob.send("/nick alice\n")
+        bob.skip_to("* nick alice is taken")
+
 class SignedRoomSingle(SignedRoom, unittest.TestCase):
     MODE = "single"
 
@@ -299,6 +332,20 @@ class SecretFileAndControls(RoomFixture, unittest.TestCase):
         late = self.client(b)
         self.assertEqual([HISTORY.match(late.line()).group(1) for _ in range(2)],
                          ["[alice]: genuine line", "[alice]: poisoned"])
+
+    def test_without_the_flag_a_redis_writer_squats_a_nick(self):
+        a, b, alice, bob = self.pair(secret=False)
+        raw = RawRedis(self.redis)
+        self.addCleanup(raw.close)
+        before = set(raw.call("KEYS", PREFIX + "nick:*"))
+        bob.send("/nick carol\n")
+        bob.skip_to(f"* {bob.name} is now carol")
+        (key,) = set(raw.call("KEYS", PREFIX + "nick:*")) - before
+        bob.send("/nick bob\n")
+        bob.skip_to("* carol is now bob")
+        raw.call("SET", key, a.room_id)
+        bob.send("/nick carol\n")
+        bob.skip_to("* nick carol is taken")
 
     def test_mismatched_secrets_are_one_clear_log_line(self):
         other = secret_file(self.dir.name, "other.secret", "another secret, also long enough")
