@@ -1,8 +1,5 @@
 #include "chat/chat_server.hpp"
 
-#include <sys/socket.h>
-#include <sys/wait.h>
-
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -21,9 +18,8 @@
 #include "chat/chat_protocol.hpp"
 #include "chat/chat_room.hpp"
 #include "chat/client_session.hpp"
-#include "chat/fork_relay.hpp"
-#include "chat/local_member.hpp"
 #include "chat/redis_room_bus.hpp"
+#include "chat/serve_strategy.hpp"
 #include "core/access/message_mac.hpp"
 #include "core/access/secret_file.hpp"
 #include "core/base/logger.hpp"
@@ -112,6 +108,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
         room_(logger_, options.max_line, client_limits(options)),
         bus_(make_bus()),
         max_clients_(options.max_clients != 0 ? options.max_clients : default_max_clients()),
+        strategy_(make_strategy()),
         // Last: every start-up error above comes before the port is taken and announced.
         listener_(loop_, runtime.take_listener(), logger_, admission_policy(),
                   [this](Admitted client) { admit(std::move(client)); }) {
@@ -126,14 +123,6 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
     if (runtime_.tokens().required()) {
       access_.tokens = &runtime_.tokens();
       access_.throttle = runtime_.throttle();
-    }
-    if (options_.serve == ServeMode::fork) {
-      // A child whose client has left exits within moments; until it is reaped its process still
-      // counts here (newcomers past this wait in the backlog), but its client slot is free.
-      children_.emplace(
-          loop_, logger_,
-          static_cast<std::size_t>(max_clients_ + std::max<std::uint64_t>(16, max_clients_ / 8)));
-      children_->on_reaped([this] { listener_.resume(); });
     }
   }
 
@@ -163,7 +152,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
 
   void finish() override {
     members_.clear();
-    if (children_) children_->wait_all(kChildExitGrace);
+    strategy_->finish(kChildExitGrace);
   }
 
   void release(ChatMember& member) override {
@@ -234,6 +223,21 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
         remote_limits(options_), room_mac_of(options_));
   }
 
+  std::unique_ptr<ServeStrategy> make_strategy() {
+    ServeParts parts{
+        context_, room_, *this, access_, logger_, [this](std::unique_ptr<ChatMember> member) {
+          ChatMember* key = member.get();
+          members_.emplace(key, std::move(member));
+        }};
+    if (options_.serve != ServeMode::fork) return std::make_unique<SingleServe>(std::move(parts));
+    // A child whose client has left exits within moments; until it is reaped its process still
+    // counts here (newcomers past this wait in the backlog), but its client slot is free.
+    return std::make_unique<ForkServe>(
+        std::move(parts),
+        static_cast<std::size_t>(max_clients_ + std::max<std::uint64_t>(16, max_clients_ / 8)),
+        [this] { listener_.resume(); });
+  }
+
   AdmissionPolicy admission_policy() {
     AdmissionPolicy policy;
     policy.max_connections = static_cast<std::size_t>(max_clients_);
@@ -243,7 +247,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
     policy.refusal_message = refusal_line;
     policy.allowed = runtime_.address_check();
     policy.refusal_stream = runtime_.stream_factory();  // TLS: the refusal goes out inside TLS
-    policy.has_room = [this] { return !stopping_ && (!children_ || children_->has_room()); };
+    policy.has_room = [this] { return !stopping_ && strategy_->has_room(); };
     if (runtime_.tls() != nullptr || runtime_.tokens().required()) {
       // Clients still in the handshake or before their token get a budget of their own; at the
       // cap the oldest of them is shed for a newcomer (see AdmissionPolicy).
@@ -266,67 +270,7 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
       int interval = static_cast<int>(std::max<std::int64_t>(keepalive_seconds() / 6, 1));
       set_keepalive(client.fd.get(), idle, interval, 3);
     }
-    if (children_) {
-      admit_forked(std::move(client));
-    } else {
-      admit_local(std::move(client));
-    }
-  }
-
-  void admit_local(Admitted client) {
-    auto member =
-        std::make_unique<LocalMember>(context_, std::move(client.fd), std::move(client.ticket),
-                                      room_, *this, access_, client.peer);
-    LocalMember& joining = *member;
-    members_.emplace(&joining, std::move(member));
-    joining.start();  // joins once through the handshake and the token check
-  }
-
-  void admit_forked(Admitted client) {
-    SocketPair link;
-    try {
-      link = make_socket_pair();
-    } catch (const std::system_error& error) {
-      return refuse(std::move(client), error.what());
-    }
-    Fd parent_end = std::move(link.first);
-    Fd child_end = std::move(link.second);
-    pid_t pid = 0;
-    try {
-      pid = children_->spawn(
-          {client.fd.get(), child_end.get()},
-          [&] {
-            // The TLS handshake happens here, in the child, never in the parent's loop.
-            return serve_client_in_child(std::move(client.fd), std::move(child_end),
-                                         options_.max_line, options_.max_queue,
-                                         runtime_.stream_factory(), access_);
-          },
-          [this](pid_t child, int status) {
-            if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
-              logger_.info("client process {} ended: {}", child,
-                           ChildSupervisor::describe_exit(status));
-          });
-    } catch (const std::system_error& error) {
-      return refuse(std::move(client), error.what());
-    }
-    // The child says when its client is through the handshake and the token check: it joins then.
-    auto member = std::make_unique<ChildLink>(
-        context_, fan_out_, std::move(parent_end), pid, std::move(client.ticket), room_, *this,
-        fmt::format("{} (pid {})", client.peer, pid), &logger_);
-    ChatMember& joining = *member;
-    members_.emplace(&joining, std::move(member));
-  }
-
-  // Admitted but cannot be served (no process, no socketpair): told the server is full, closed.
-  void refuse(Admitted client, const std::string& why) {
-    logger_.info("refused {}: {}", client.peer, why);
-    auto member =
-        std::make_unique<LocalMember>(context_, std::move(client.fd), std::move(client.ticket),
-                                      room_, *this, access_, client.peer);
-    member->deliver(make_block(chat::notice::server_full()));
-    member->close_after_output();
-    ChatMember* key = member.get();
-    members_.emplace(key, std::move(member));
+    strategy_->serve(std::move(client));
   }
 
   void shut_down(std::string_view signal_name, bool again) override {
@@ -364,14 +308,12 @@ class ChatServer final : public MemberOwner, public ServerRuntime::Service {
   EventLoop& loop_;
   ChatAccess access_;
   SessionContext context_;
-  // Fork mode: coalesces each batch's deliveries to the children (outlives the members).
-  ForkFanOut fan_out_{loop_};
   ChatRoom room_;
   std::unique_ptr<RedisRoomBus> bus_;  // with --redis; after the room it calls, before members
   bool bus_done_ = true;
   std::uint64_t max_clients_;
-  // Fork mode only. Children exit once their link closes; whatever is left at the end is killed.
-  std::optional<ChildSupervisor> children_;
+  // --serve single or fork; outlives the members (fork mode's links use its fan-out).
+  std::unique_ptr<ServeStrategy> strategy_;
   // Declared after the loop and the room: members unwatch their fds and leave on destruction.
   std::unordered_map<ChatMember*, std::unique_ptr<ChatMember>> members_;
   Listener listener_;  // after everything its callbacks use

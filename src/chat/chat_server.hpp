@@ -20,7 +20,7 @@ struct ChatServerOptions {
   std::uint64_t max_per_address = 32;
   // Until TCP keepalive gives up on a silent peer (0: off; counted in whole seconds).
   std::chrono::milliseconds keepalive{60'000};
-  // Per-client flow control (ClientLimits in chat_room.hpp has the same defaults).
+  // Per-client flow control (ClientLimits in chat/flood_control.hpp has the same defaults).
   std::uint64_t line_rate = 100;
   std::uint64_t line_burst = 1000;
   std::uint64_t byte_rate = 256 * 1024;
