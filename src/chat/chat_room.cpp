@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
+#include "core/access/access_tokens.hpp"
 #include "core/base/http_sniff.hpp"
 #include "core/base/logger.hpp"
 #include "core/base/sanitize.hpp"
@@ -25,6 +26,17 @@ constexpr std::string_view kUploadHeaderStart = "MUXUP/1 ";
 constexpr std::string_view kOthersUnreachable =
     "* the other servers are out of reach: only this server's clients hear you for now\n";
 constexpr std::string_view kOthersBack = "* the other servers are back: the room is whole again\n";
+
+// What other servers may know of a reconnect secret (issue 23): the proof stored in Redis with
+// the nick, which a reclaim on another server must match, and the verifier that reclaim
+// publishes, which the ghost's server checks against the secret itself. Two digests of the
+// secret under different labels: neither gives the secret nor the other one.
+std::string nick_proof(std::string_view secret) {
+  return sha256_hex(fmt::format("mux nick proof\n{}", secret));
+}
+std::string reclaim_verifier(std::string_view secret) {
+  return sha256_hex(fmt::format("mux reclaim\n{}", secret));
+}
 
 // A session's reconnect secret: 128 bits from the kernel's CSPRNG, as lowercase hex.
 std::string make_secret() {
@@ -318,7 +330,10 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   members_.want_ids(member);
   // The answer says where its ids start, the longest line the server takes, and who is here.
   std::string& secret = secrets_[member.id_];
-  if (secret.empty()) secret = make_secret();
+  if (secret.empty()) {
+    secret = make_secret();
+    store_nick_proof(member);
+  }
   send_to(member, chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_, secret));
   member.deliver(who_list());
 }
@@ -379,7 +394,9 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   std::optional<chat::Reclaim> wanted = chat::parse_reclaim(argument);
   if (!wanted) return send_to(member, chat::notice::reclaim_usage());
   ChatMember* holder = nicks_.holder(wanted->nick);
-  if (holder == nullptr || holder == &member) return rename(member, wanted->nick);
+  // Not held here: maybe by this session's ghost on another server of the room.
+  if (holder == nullptr) return rename(member, wanted->nick, wanted->secret);
+  if (holder == &member) return rename(member, wanted->nick);
   ChatMember& ghost = *holder;
   auto secret = secrets_.find(ghost.id_);
   // Only the exact nick, held by a session that is not waiting on the bus, with its secret.
@@ -399,7 +416,36 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   apply_rename(member, wanted->nick);
 }
 
-void ChatRoom::rename(ChatMember& member, std::string_view nick) {
+void ChatRoom::reclaimed_elsewhere(const std::string& nick, const std::string& verifier) {
+  if (closing_) return;
+  ChatMember* holder = nicks_.holder(nick);
+  if (holder == nullptr) return;  // gone meanwhile
+  ChatMember& ghost = *holder;
+  auto secret = secrets_.find(ghost.id_);
+  // Redis is an untrusted peer: only the holder's own secret ends its session.
+  if (ghost.name_ != nick || secret == secrets_.end() ||
+      !chat::same_secret(reclaim_verifier(secret->second), verifier)) {
+    logger_.info("redis: refused a reclaim of {} that does not prove its session's secret",
+                 log_field(nick));
+    return;
+  }
+  logger_.info("{} was taken back by its reconnect on another server", ghost.name_);
+  send_to(ghost, chat::notice::replaced());
+  // The nick is the other server's already: freed here only.
+  nicks_.hand_over(ghost.name_);
+  ghost.has_nick_ = false;
+  leave_now(ghost, "replaced by its reconnect on another server", false);
+  ghost.close_after_output();
+}
+
+void ChatRoom::store_nick_proof(const ChatMember& member) {
+  if (!member.has_nick_) return;
+  auto secret = secrets_.find(member.id_);
+  if (secret == secrets_.end() || secret->second.empty()) return;
+  bus_->set_nick_proof(nicks_.key(member.name_), nick_proof(secret->second));
+}
+
+void ChatRoom::rename(ChatMember& member, std::string_view nick, std::string_view secret) {
   if (nick.empty()) return send_to(member, chat::notice::nick_usage());
   std::optional<std::string> problem = nicks_.problem(nick);
   if (problem) return send_to(member, chat::notice::nick_invalid(nick, *problem));
@@ -412,24 +458,30 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick) {
   // Room-wide: the nick must also be free on every other server (claimed in Redis). Its next
   // lines wait for the answer, so they go out under the name it then has.
   member.claiming_ = true;
-  nicks_.claim(key,
-               [this, id = member.id_, nick = std::string(nick), key](std::optional<bool> claimed) {
-                 auto it = by_id_.find(id);
-                 if (it == by_id_.end() || !it->second->in_room_) {
-                   nicks_.abandon_claim(key, claimed.value_or(false));
-                   return;
-                 }
-                 ChatMember& claimer = *it->second;
-                 claimer.claiming_ = false;
-                 if (claimed.has_value() && !*claimed) {
-                   logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
-                   send_to(claimer, chat::notice::nick_taken(nick));
-                 } else if (nick_free_here(claimer, nick)) {
-                   // (Another client here may have taken it while the claim travelled.)
-                   apply_rename(claimer, nick);
-                 }
-                 release_held(claimer);
-               });
+  RoomBus::ClaimCallback claimed_then = [this, id = member.id_, nick = std::string(nick),
+                                         key](std::optional<bool> claimed) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end() || !it->second->in_room_) {
+      nicks_.abandon_claim(key, claimed.value_or(false));
+      return;
+    }
+    ChatMember& claimer = *it->second;
+    claimer.claiming_ = false;
+    if (claimed.has_value() && !*claimed) {
+      logger_.info("{} cannot be {}: taken on another server", claimer.name_, nick);
+      send_to(claimer, chat::notice::nick_taken(nick));
+    } else if (nick_free_here(claimer, nick)) {
+      // (Another client here may have taken it while the claim travelled.)
+      apply_rename(claimer, nick);
+    }
+    release_held(claimer);
+  };
+  if (chat::valid_secret(secret)) {
+    nicks_.reclaim(key, std::string(nick), nick_proof(secret), reclaim_verifier(secret),
+                   std::move(claimed_then));
+  } else {
+    nicks_.claim(key, std::move(claimed_then));
+  }
 }
 
 bool ChatRoom::nick_free_here(ChatMember& member, std::string_view nick) {
@@ -450,6 +502,7 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
               nick);
   std::string old_name = std::exchange(member.name_, std::string(nick));
   member.has_nick_ = true;
+  store_nick_proof(member);
   members_.names_changed();
   logger_.info("{} is now {}", old_name, member.name_);
   bus_->publish({chat::RoomEventKind::renamed, old_name, member.name_, {}, false});
@@ -618,6 +671,15 @@ std::vector<std::string> ChatRoom::local_names() const {
   for (const ChatMember* member : members_.list())
     names.push_back(member->name_);
   return names;
+}
+
+std::vector<std::pair<std::string, std::string>> ChatRoom::local_nick_proofs() const {
+  std::vector<std::pair<std::string, std::string>> proofs;
+  for (const auto& [key, member] : nicks_.holders()) {
+    if (auto secret = secrets_.find(member->id_); secret != secrets_.end())
+      proofs.emplace_back(key, nick_proof(secret->second));
+  }
+  return proofs;
 }
 
 std::vector<std::string> ChatRoom::local_nick_keys() const {

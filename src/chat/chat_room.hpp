@@ -160,10 +160,12 @@ class ChatRoom final : public RoomEvents {
   void room_epoch(const std::string& epoch, std::uint64_t last) override;
   void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override;
   void own_messages_numbered(const std::vector<chat::RoomEvent>& events) override;
+  void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) override;
   void remote_members_changed() override { members_.names_changed(); }
   void bus_reachable(bool reachable) override;
   [[nodiscard]] std::vector<std::string> local_names() const override;
   [[nodiscard]] std::vector<std::string> local_nick_keys() const override;
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> local_nick_proofs() const override;
   [[nodiscard]] std::uint64_t highest_number() const noexcept override { return highest_number_; }
 
  private:
@@ -202,7 +204,11 @@ class ChatRoom final : public RoomEvents {
   // Appends one message to the chunk being relayed (and, for capable members, with its id).
   // `room_id`: its room-wide id when it came numbered from Redis (else 0).
   void append_message(std::string_view name, std::string_view text, std::uint64_t room_id);
-  void rename(ChatMember& member, std::string_view nick);
+  // `secret` (a /reclaim's): a nick held on another server by the session with this secret is
+  // taken from it at once.
+  void rename(ChatMember& member, std::string_view nick, std::string_view secret = {});
+  // Tells the bus the proof of `member`'s secret for the nick it holds (when it has both).
+  void store_nick_proof(const ChatMember& member);
   void send_to(ChatMember& member, std::string text);
   void broadcast(std::string text, const ChatMember* except);
   void broadcast(const Block& block, const ChatMember* except);

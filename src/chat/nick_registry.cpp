@@ -42,6 +42,16 @@ void NickRegistry::claim(const std::string& key, RoomBus::ClaimCallback done) {
   bus_->claim_nick(key, std::move(done));
 }
 
+void NickRegistry::reclaim(const std::string& key, const std::string& nick,
+                           const std::string& proof, const std::string& verifier,
+                           RoomBus::ClaimCallback done) {
+  bus_->reclaim_nick(key, nick, proof, verifier, std::move(done));
+}
+
+std::vector<std::pair<std::string, const ChatMember*>> NickRegistry::holders() const {
+  return {taken_.begin(), taken_.end()};
+}
+
 void NickRegistry::abandon_claim(const std::string& key, bool granted) {
   if (granted && !taken_.contains(key)) bus_->release_nick(key);
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "chat/nick_rules.hpp"
@@ -43,11 +44,17 @@ class NickRegistry {
 
   // Claims `key` room-wide (RoomBus::claim_nick).
   void claim(const std::string& key, RoomBus::ClaimCallback done);
+  // Claims `key` room-wide, taking it from a ghost on another server whose proof matches
+  // (RoomBus::reclaim_nick).
+  void reclaim(const std::string& key, const std::string& nick, const std::string& proof,
+               const std::string& verifier, RoomBus::ClaimCallback done);
   // A claim answered after its member left: a granted key nobody here holds is released.
   void abandon_claim(const std::string& key, bool granted);
 
   // The keys held here (the bus re-claims them after a reconnect).
   [[nodiscard]] std::vector<std::string> keys() const;
+  // Every key held here with its holder.
+  [[nodiscard]] std::vector<std::pair<std::string, const ChatMember*>> holders() const;
   [[nodiscard]] std::size_t size() const noexcept { return taken_.size(); }
 
  private:

@@ -97,9 +97,45 @@ if now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 )lua";
 
+// Releases a nick this server holds, and the proof stored for it. KEYS: the nick, proofs.
+// ARGV: my holder value.
 constexpr const char* kReleaseScript = R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], KEYS[1])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
+)lua";
+
+// Stores the proof of the session holding a nick here, bound to this holder. KEYS: the nick,
+// proofs. ARGV: my holder value, the proof.
+constexpr const char* kProofScript = R"lua(
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+return 1
+)lua";
+
+// kClaimScript for a reconnect with its secret: a nick that a live server holds is taken from it
+// when the proof stored for it (by that holder) is ARGV[3]. Returns 1 when claimed as
+// kClaimScript would, the former holder's server id when taken from it, 0 otherwise (the
+// server then claims as usual). KEYS: the nick, servers, proofs. ARGV: my holder value, TTL in
+// ms, the proof.
+constexpr const char* kReclaimScript = R"lua(
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  local id = string.match(owner, '^[^ ]*')
+  local seen = redis.call('ZSCORE', KEYS[2], id)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if seen and tonumber(seen) > now - tonumber(ARGV[2]) then
+    if redis.call('HGET', KEYS[3], KEYS[1]) ~= owner .. ' ' .. ARGV[3] then return 0 end
+    redis.call('SET', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[3], KEYS[1])
+    return id
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 )lua";
 
 // Publishes a batch with messages, numbering them room-wide (issue 23): the ids counter hands
@@ -283,6 +319,9 @@ void RedisRoomBus::on_up() {
         logger_.info("redis: a nick held here was taken elsewhere meanwhile");
     });
   }
+  // After the claims (commands keep their order): the proofs need the nick to be ours.
+  for (const auto& [nick_key, proof] : room_.local_nick_proofs())
+    set_nick_proof(nick_key, proof);
   heartbeat();
   heartbeat_timer_ = loop_.add_periodic(kHeartbeat, [this] { heartbeat(); });
   if (!reachable_) {
@@ -378,6 +417,14 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
       if (alive.lock()) flush();
     });
   }
+}
+
+void RedisRoomBus::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  loop_.defer([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.lock()) flush();
+  });
 }
 
 void RedisRoomBus::flush() {
@@ -555,6 +602,10 @@ void RedisRoomBus::on_message(std::string_view payload) {
     // for ids now, in the room's order (the others had them at once).
     room_.own_messages_numbered(batch->events);
     return;
+  }
+  for (const chat::NickReclaim& reclaim : batch->reclaims) {
+    // A session of ours taken over by its reconnect there: the room checks the verifier.
+    if (reclaim.owner == server_id_) room_.reclaimed_elsewhere(reclaim.nick, reclaim.verifier);
   }
   Remote& server = remote(batch->server_id);
   server.last_heard = EventLoop::Clock::now();
@@ -918,7 +969,43 @@ bool RedisRoomBus::holder_verified(const std::string& nick_key, std::string_view
 
 void RedisRoomBus::release_nick(const std::string& nick_key) {
   if (finishing_) return;
-  link_.command({"EVAL", kReleaseScript, "1", key("nick:") + nick_key, nick_holder(nick_key)});
+  link_.command(
+      {"EVAL", kReleaseScript, "2", key("nick:") + nick_key, key("proofs"), nick_holder(nick_key)});
+}
+
+void RedisRoomBus::set_nick_proof(const std::string& nick_key, const std::string& proof) {
+  if (!link_.up() || finishing_) return;
+  link_.command({"EVAL", kProofScript, "2", key("nick:") + nick_key, key("proofs"),
+                 nick_holder(nick_key), proof});
+}
+
+void RedisRoomBus::reclaim_nick(const std::string& nick_key, const std::string& nick,
+                                const std::string& proof, const std::string& verifier,
+                                ClaimCallback done) {
+  bool sent = link_.command(
+      {"EVAL", kReclaimScript, "3", key("nick:") + nick_key, key("servers"), key("proofs"),
+       nick_holder(nick_key), std::to_string(kPresenceTtl.count()), proof},
+      [this, nick_key, nick, verifier, done,
+       alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock()) return;
+        if (reply == nullptr) return done(std::nullopt);
+        if (reply->type == RedisValue::Type::string && chat::valid_server_id(reply->text)) {
+          // Taken from the server holding its ghost: that server ends the ghost once it has
+          // checked the verifier against the ghost's secret. Published before the rename that
+          // follows (same batch), so everyone hears the ghost go first.
+          logger_.info("redis: {} taken back from its previous connection on server {}", nick,
+                       reply->text);
+          chat::encode_reclaim(batch_, server_id_, {nick, reply->text, verifier});
+          schedule_flush();
+          return done(true);
+        }
+        if (reply->type != RedisValue::Type::integer) return done(std::nullopt);
+        if (reply->integer == 1) return done(true);
+        // No proof matched: an ordinary claim (which also overrides a holder that a
+        // --room-secret-file room cannot verify).
+        claim_nick(nick_key, done);
+      });
+  if (!sent) done(std::nullopt);
 }
 
 void RedisRoomBus::note_remote_name(std::string_view name) {

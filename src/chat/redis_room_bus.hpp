@@ -11,6 +11,10 @@
 //                   over nicks of servers that stopped refreshing their presence, and answers
 //                   the holder found, which the claiming server verifies (Lua cannot) and
 //                   overrides when it fails
+//   proofs          hash: nick:<key> -> "<holder value> <proof>", the proof a digest of the
+//                   reconnect secret of the session holding that nick (issue 23), never the
+//                   secret: a reclaim on another server (kReclaimScript) that matches it takes the
+//                   nick at once and publishes a "k" line telling the holder to end its ghost
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
 //   versions        hash: server id -> the version of its member set
 //   registrations   hash: server id -> its signed registration (with --room-secret-file only)
@@ -103,6 +107,9 @@ class RedisRoomBus final : public RoomBus {
   void admit(std::size_t history, AdmitCallback done) override;
   void claim_nick(const std::string& key, ClaimCallback done) override;
   void release_nick(const std::string& key) override;
+  void set_nick_proof(const std::string& key, const std::string& proof) override;
+  void reclaim_nick(const std::string& key, const std::string& nick, const std::string& proof,
+                    const std::string& verifier, ClaimCallback done) override;
   void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override;
   [[nodiscard]] std::size_t remote_count() const override;
@@ -159,6 +166,8 @@ class RedisRoomBus final : public RoomBus {
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
   void flush();
+  // flush() once this loop batch is over.
+  void schedule_flush();
   void heartbeat();
   void apply_presence(const RedisValue& reply);
   // Writes this server's whole member set and a new version (after a reconnect).

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "chat/room_event.hpp"
@@ -59,6 +60,17 @@ class RoomBus {
   // Claims the nick look-alike `key` room-wide for this server.
   virtual void claim_nick(const std::string& key, ClaimCallback done) = 0;
   virtual void release_nick(const std::string& key) = 0;
+  // Reconnect secrets across servers (issue 23): `proof` (a digest of the secret of the session
+  // holding nick `key` here) is what a reclaim on another server must match; never the secret.
+  virtual void set_nick_proof(const std::string& /*key*/, const std::string& /*proof*/) {}
+  // claim_nick, except that a nick held on another live server for a session whose stored proof
+  // is `proof` is taken from it at once, and that server is told (with `verifier`, which it
+  // checks against its session's own secret) to end its ghost.
+  virtual void reclaim_nick(const std::string& key, const std::string& /*nick*/,
+                            const std::string& /*proof*/, const std::string& /*verifier*/,
+                            ClaimCallback done) {
+    claim_nick(key, std::move(done));
+  }
   // The kept messages with room-wide ids in (after, up_to], oldest first, at most --history of
   // them; nullopt when there is no shared history or it could not be read.
   virtual void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) = 0;
@@ -108,6 +120,9 @@ class RoomEvents {
   virtual void batch_epoch(const std::string& epoch,
                            const std::vector<chat::RoomEvent>& events) = 0;
   virtual void own_messages_numbered(const std::vector<chat::RoomEvent>& events) = 0;
+  // A session of this server holding `nick` was taken over by its reconnect on another server;
+  // `verifier` proves it (the room checks it against that session's secret before ending it).
+  virtual void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) = 0;
   // The other servers' member list changed without events (a re-sync).
   virtual void remote_members_changed() = 0;
   // The other servers went out of reach, or came back.
@@ -115,6 +130,9 @@ class RoomEvents {
   // This server's members and claimed nick keys (the bus re-publishes them after a reconnect).
   [[nodiscard]] virtual std::vector<std::string> local_names() const = 0;
   [[nodiscard]] virtual std::vector<std::string> local_nick_keys() const = 0;
+  // The proofs of the sessions holding them that have a reconnect secret: {key, proof}.
+  [[nodiscard]] virtual std::vector<std::pair<std::string, std::string>> local_nick_proofs()
+      const = 0;
   // The highest "Client N" number this room has handed out (the bus re-seeds the room-wide
   // counter above it when Redis comes back empty).
   [[nodiscard]] virtual std::uint64_t highest_number() const = 0;

@@ -120,6 +120,19 @@ void encode_signature(std::string& out, std::uint64_t sequence, std::string_view
   out += '\n';
 }
 
+void encode_reclaim(std::string& out, std::string_view server_id, const NickReclaim& reclaim) {
+  if (out.empty()) {
+    out += kHeader;
+    out += server_id;
+    out += '\n';
+  }
+  out += 'k';
+  append_field(out, reclaim.nick);
+  append_field(out, reclaim.owner);
+  append_field(out, reclaim.verifier);
+  out += '\n';
+}
+
 void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch) {
   out += 'i';
   append_field(out, "");
@@ -184,6 +197,15 @@ std::optional<RoomBatch> decode_room_events(std::string_view payload, std::size_
         return std::nullopt;
       first_id = first;
       batch.epoch = std::string(*third);
+      continue;
+    }
+    if (kind == 'k') {
+      // Only a nick (a "Client N" is never reclaimed), a server id, and a digest.
+      if (is_default_name(*name) || !acceptable_remote_name(*name) || !valid_server_id(*second) ||
+          third->size() != kVerifierChars ||
+          third->find_first_not_of("0123456789abcdef") != third->npos)
+        return std::nullopt;
+      batch.reclaims.push_back({std::string(*name), std::string(*second), std::string(*third)});
       continue;
     }
     if (!acceptable_remote_name(*name)) return std::nullopt;

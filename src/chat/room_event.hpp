@@ -18,6 +18,10 @@
 //     i  "", first id, epoch     the room-wide id of the batch's first m event (the others
 //                                count on from it, in order) and the room's epoch; appended by
 //                                the Redis script that numbers the batch (at most one)
+//     k  nick, owner, verifier   a reconnecting session took NICK back from its ghost on server
+//                                OWNER (a server id) with the session's secret; VERIFIER (64 hex)
+//                                is SHA-256 of a label and that secret, which OWNER checks against
+//                                the ghost's own secret before it ends the ghost (issue 23)
 // Lengths are decimal without leading zeros, at most kMaxFieldBytes; the fields shown "" are
 // empty. A message that breaks any rule is dropped whole (fuzzed: tests/fuzz/room_event.cpp).
 // Names and texts are peer input from another machine: decode_room_events sanitizes texts with
@@ -44,9 +48,17 @@ struct RoomEvent {
   std::uint64_t id = 0;  // a message's room-wide id (from the batch's "i" line); 0: none
 };
 
+// A "k" line: NICK taken back from its ghost on server `owner`, proven by `verifier`.
+struct NickReclaim {
+  std::string nick;
+  std::string owner;
+  std::string verifier;
+};
+
 struct RoomBatch {
   std::string server_id;
   std::vector<RoomEvent> events;
+  std::vector<NickReclaim> reclaims;
   // From a "v" line: each j, l and r event counted one version, so the batch's first membership
   // event is version members_version - (their count) + 1.
   std::optional<std::uint64_t> members_version;
@@ -62,6 +74,7 @@ struct RoomBatch {
 
 inline constexpr std::size_t kMaxFieldBytes = 64 * 1024;
 inline constexpr std::size_t kMaxServerIdBytes = 64;
+inline constexpr std::size_t kVerifierChars = 64;  // a SHA-256 in hex
 
 [[nodiscard]] bool valid_server_id(std::string_view id);
 // Appends the header when `out` is empty, then the event.
@@ -70,6 +83,8 @@ void encode_room_event(std::string& out, std::string_view server_id, const RoomE
 void encode_members_version(std::string& out, std::string_view server_id, std::uint64_t version);
 // Appends an "s" line: `tag` covers `out` as it is now and `sequence`.
 void encode_signature(std::string& out, std::uint64_t sequence, std::string_view tag);
+// Appends the header when `out` is empty, then a "k" line.
+void encode_reclaim(std::string& out, std::string_view server_id, const NickReclaim& reclaim);
 // Appends an "i" line (what the Redis script appends to a batch it numbered); for tests.
 void encode_ids(std::string& out, std::uint64_t first_id, std::string_view epoch);
 // Nullopt when the payload is malformed; texts are cut at `max_text` bytes.

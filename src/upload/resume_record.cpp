@@ -1,7 +1,5 @@
 #include "upload/resume_record.hpp"
 
-#include <openssl/evp.h>
-
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -108,15 +106,6 @@ std::optional<ResumeRecord> decode_resume_record(std::string_view text) {
   record.offset = *offset_value;
   record.hash_state = std::move(*state_bytes);
   return record;
-}
-
-std::string sha256_hex(std::string_view text) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned length = 0;
-  if (EVP_Digest(text.data(), text.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("SHA-256 failed");
-  }
-  return to_hex(std::string_view(reinterpret_cast<const char*>(digest.data()), length));
 }
 
 }  // namespace mux

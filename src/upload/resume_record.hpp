@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/access/access_tokens.hpp"  // sha256_hex: what a record keeps of a key or token
+
 namespace mux {
 
 // Data beyond the last checkpoint is sent again after an interruption: this bounds it (and the
@@ -37,8 +39,5 @@ std::optional<ResumeRecord> decode_resume_record(std::string_view text);
 [[nodiscard]] constexpr std::uint64_t next_checkpoint(std::uint64_t offset) noexcept {
   return offset - offset % kCheckpointInterval + kCheckpointInterval;
 }
-
-// Lowercase hex SHA-256 of `text`: what a record keeps of an upload key or a token.
-std::string sha256_hex(std::string_view text);
 
 }  // namespace mux

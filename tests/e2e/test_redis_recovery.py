@@ -2,16 +2,21 @@
 Redis counter numbers every message, the Redis stream keeps them under those ids), so /since
 works on any server of the room, exactly once and in order; Redis killed with -9 while clients
 are connected, then restarted empty (a new epoch: clients are told lines may be missing) or
-restarted with its data (the same epoch: nothing said, /since still replays by id). Real
-redis-server and mux servers on free loopback ports; every wait is for an event."""
+restarted with its data (the same epoch: nothing said, /since still replays by id); a nick
+reclaimed with the reconnect secret from a ghost on another server of the room (a forged secret
+or a forged Redis event refused, the secret itself never in Redis). Real redis-server and mux
+servers on free loopback ports; every wait is for an event."""
 
 import re
+import tempfile
+import time
 import unittest
 
 import muxtest
 from muxtest import Server
 import test_chat_recovery
-from test_chat_recovery import CAP, PipedClient, Raw
+import test_room_secret
+from test_chat_recovery import CAP, PipedClient, Raw, Relay
 from test_redis import REDIS_SERVER, SLOW, Redis
 
 OUT_OF_REACH = r"^\* the other servers are out of reach"
@@ -168,6 +173,147 @@ class RoomWideIds(unittest.TestCase):
                           f"@{last + 1} [{bob.name}]: saved and back"])
         self.assertEqual(alice.finish(), 0)
         self.assertEqual(alice.out.lines.count(RESET), 1)
+
+
+# Whether ARGV[1] occurs anywhere in Redis: a key's name, a string, a hash's fields and values,
+# a set's or sorted set's members, a stream's fields and values.
+FIND_ANYWHERE = """
+local wanted = ARGV[1]
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  local values = {key}
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'string' then table.insert(values, redis.call('GET', key))
+  elseif kind == 'hash' then values = redis.call('HGETALL', key)
+  elseif kind == 'set' then values = redis.call('SMEMBERS', key)
+  elseif kind == 'zset' then values = redis.call('ZRANGE', key, 0, -1)
+  elseif kind == 'stream' then
+    for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
+      for _, value in ipairs(entry[2]) do table.insert(values, value) end
+    end
+  end
+  for _, value in ipairs(values) do
+    if string.find(value, wanted, 1, true) then return 1 end
+  end
+end
+return 0
+"""
+
+
+def wait_for_reply(redis, expected, *command):
+    """Polls a Redis command until its reply's first line is `expected` (a server writes there
+    asynchronously)."""
+    deadline = time.monotonic() + SLOW
+    while (reply := redis.command(*command)) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{command!r} answers {reply!r}, not {expected!r}")
+        time.sleep(0.02)
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class ReclaimAcrossServers(unittest.TestCase):
+    """A session's reconnect secret takes its nick back from its ghost on ANOTHER server of the
+    room at once: Redis keeps a digest of the secret with the nick (never the secret), the
+    reclaiming server checks it there, and the ghost's server ends the ghost after checking a
+    second digest against the ghost's own secret. Forgeries of either are refused."""
+
+    PROOFS = "mux:room:r:proofs"
+
+    def start(self, redis, *args):
+        return RoomWideIds.start(self, redis, *args)
+
+    def test_the_secret_takes_the_nick_from_a_live_ghost_on_another_server(self):
+        self.reclaim_from_a_live_ghost()
+
+    def test_the_same_in_a_room_signed_with_room_secret_file(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = test_room_secret.secret_file(directory, "room.key", "r" * 40)
+            self.reclaim_from_a_live_ghost("--room-secret-file", path)
+
+    def reclaim_from_a_live_ghost(self, *args):
+        redis = Redis()
+        self.addCleanup(redis.close)
+        a, b = self.start(redis, *args), self.start(redis, "--serve", "fork", *args)
+        ghost = Raw(a)
+        self.addCleanup(ghost.sock.close)
+        ghost.send("/nick alice\n/cap ids\n")
+        self.assertEqual(ghost.line(), f"* {ghost.name} is now alice")
+        secret = CAP.match(ghost.line()).group(4)
+        ghost.line()  # who is here
+        wait_for_reply(redis, b":1", "HLEN", self.PROOFS)
+        # Redis holds a digest of the secret, nowhere the secret itself.
+        self.assertEqual(redis.command("EVAL", FIND_ANYWHERE, "0", secret), b":0")
+
+        back = Raw(b)
+        self.addCleanup(back.sock.close)
+        forged = "%032x" % (int(secret, 16) ^ 1)
+        back.send(f"/reclaim alice {forged}\n")
+        self.assertEqual(back.line(), "* nick alice is taken")
+        # A forged event on the channel (what a reclaim publishes, without the secret's
+        # digest): a refuses it, and the ghost stays. (A signed room drops it unread.)
+        a_id = a.wait_for_log(r"\(this server: (\S+)\)").group(1)
+        payload = f"MUXROOM1 forger\nk 5:alice {len(a_id)}:{a_id} 64:{'0' * 64}\n"
+        redis.command("PUBLISH", "mux:room:r:events", payload)
+        a.wait_for_log(r"redis: refused a reclaim of alice that does not prove" if not args
+                       else r"redis: dropped an unsigned room message \(from \"forger\"")
+
+        back.send(f"/reclaim alice {secret}\n")
+        while (line := ghost.line()) != "* replaced by a new connection with this session's secret":
+            self.assertFalse(line.startswith("["), line)  # (back's join)
+        with self.assertRaises(EOFError):  # and closed
+            ghost.reader.line(SLOW)
+        while (line := back.line()) != f"* {back.name} is now alice":
+            self.assertFalse(line.startswith("* nick alice"), line)
+        a.wait_for_log(r"alice was taken back by its reconnect on another server$")
+        b.wait_for_log(r"redis: alice taken back from its previous connection on server ")
+        # The nick is b's now, for the new session; the old secret died with its session.
+        thief = Raw(a)
+        self.addCleanup(thief.sock.close)
+        thief.send(f"/reclaim alice {secret}\n")
+        self.assertEqual(thief.line(), "* nick alice is taken")
+        for server in (a, b):
+            self.assertFalse([line for line in server.stdout_lines if secret in line])
+
+    def test_chat_client_moves_to_another_server_and_back_after_kill_9(self):
+        """chat-client through a relay: the relay drops it and sends it to the other server
+        while its ghost lives on the first one (taken at once, the line typed meanwhile sent
+        as alice); then that server is killed -9 and the relay sends it back."""
+        redis = Redis()
+        self.addCleanup(redis.close)
+        a, b = self.start(redis), self.start(redis)
+        relay = Relay(a.port)
+        self.addCleanup(relay.close)
+        alice = PipedClient(relay.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        bob = Raw(b)
+        self.addCleanup(bob.sock.close)
+        wait_for_reply(redis, b":1", "HLEN", self.PROOFS)
+
+        relay.target = b.port
+        relay.orphan()  # a keeps alice's connection: a ghost that never goes by itself
+        alice.err.wait_for(test_chat_recovery.Reconnect.LOST)
+        alice.type("typed while moving")
+        while (line := bob.line()) != "[alice]: typed while moving":
+            self.assertFalse(line.startswith("["), line)
+        a.wait_for_log(r"alice was taken back by its reconnect on another server$")
+        alice.err.wait_for(test_chat_recovery.Reconnect.BACK)
+
+        watcher = Raw(a)
+        self.addCleanup(watcher.sock.close)
+        watcher.send("/who\n")
+        while not watcher.line().startswith("* online"):
+            pass  # the room's history (the line above)
+        relay.target = a.port
+        b.proc.kill()
+        b.wait()
+        alice.err.wait_for(test_chat_recovery.Reconnect.LOST, start=2)
+        alice.type("typed after the kill")
+        while (line := watcher.line()) != "[alice]: typed after the kill":
+            self.assertFalse(line.startswith("["), line)
+        alice.err.wait_for(test_chat_recovery.Reconnect.BACK, start=2)
+        self.assertEqual(alice.finish(), 0)
+        self.assertFalse([line for line in alice.err.lines if "could not take back" in line],
+                         alice.err.lines)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,12 @@ bool same_event(const RoomEvent& a, const RoomEvent& b) {
 
 // `ids`: the messages' ids too (a re-encoding leaves out dropped messages, which shifts them).
 bool same_batch(const RoomBatch& a, const RoomBatch& b, bool ids = true) {
+  auto same_reclaim = [](const chat::NickReclaim& x, const chat::NickReclaim& y) {
+    return x.nick == y.nick && x.owner == y.owner && x.verifier == y.verifier;
+  };
   return a.server_id == b.server_id && a.members_version == b.members_version &&
+         std::equal(a.reclaims.begin(), a.reclaims.end(), b.reclaims.begin(), b.reclaims.end(),
+                    same_reclaim) &&
          a.epoch == b.epoch && a.first_id == b.first_id && a.events.size() == b.events.size() &&
          std::equal(a.events.begin(), a.events.end(), b.events.begin(),
                     [ids](const RoomEvent& x, const RoomEvent& y) {
@@ -175,6 +180,21 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
       reference.raw.push_back(raw);
       continue;
     }
+    if (raw.kind == 'k') {
+      // A nick (never "Client N"), a server id, a SHA-256 in lowercase hex.
+      const std::string& owner = raw.fields[1];
+      const std::string& verifier = raw.fields[2];
+      if (default_name(raw.fields[0]) || !acceptable_name(raw.fields[0]) || owner.empty() ||
+          owner.size() > chat::kMaxServerIdBytes ||
+          !std::all_of(owner.begin(), owner.end(), server_id_char) || verifier.size() != 64 ||
+          !std::all_of(verifier.begin(), verifier.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+        return std::nullopt;
+      reference.batch.reclaims.push_back({raw.fields[0], owner, verifier});
+      reference.unchanged = false;  // encode() writes them after the events: maybe reordered
+      reference.raw.push_back(raw);
+      continue;
+    }
     if (!acceptable_name(raw.fields[0])) return std::nullopt;
     // encode() writes the version last: an event after it re-encodes in another order.
     if (reference.batch.members_version) reference.unchanged = false;
@@ -227,6 +247,8 @@ std::string encode(const RoomBatch& batch) {
   std::string wire;
   for (const RoomEvent& event : batch.events)
     chat::encode_room_event(wire, batch.server_id, event);
+  for (const chat::NickReclaim& reclaim : batch.reclaims)
+    chat::encode_reclaim(wire, batch.server_id, reclaim);
   if (batch.members_version)
     chat::encode_members_version(wire, batch.server_id, *batch.members_version);
   if (batch.first_id && !wire.empty()) chat::encode_ids(wire, *batch.first_id, batch.epoch);

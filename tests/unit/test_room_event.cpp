@@ -135,3 +135,27 @@ TEST_CASE("room events: an s line records what its tag covers; only an i line ma
   REQUIRE(unsigned_batch);
   CHECK_FALSE(unsigned_batch->sequence);
 }
+
+TEST_CASE("room events: a k line names a reclaimed nick, its holder and a verifier, nothing else") {
+  std::string verifier(64, 'a');
+  std::string wire;
+  encode_reclaim(wire, "srv-2", {"alice", "srv-1", verifier});
+  CHECK(wire == "MUXROOM1 srv-2\nk 5:alice 5:srv-1 64:" + verifier + "\n");
+  encode_room_event(wire, "srv-2", {RoomEventKind::renamed, "Client 3", "alice", "", false});
+  auto batch = decode_room_events(wire, 4096);
+  REQUIRE(batch);
+  REQUIRE(batch->reclaims.size() == 1);
+  CHECK(batch->reclaims[0].nick == "alice");
+  CHECK(batch->reclaims[0].owner == "srv-1");
+  CHECK(batch->reclaims[0].verifier == verifier);
+  REQUIRE(batch->events.size() == 1);  // the rename, not an event of its own
+  for (std::string bad : {"k 8:Client 3 5:srv-1 64:" + verifier,         // never a default name
+                          "k 5:alice 6:srv 1 64:" + verifier,            // not a server id
+                          "k 5:alice 5:srv-1 63:" + verifier.substr(1),  // not a SHA-256
+                          "k 5:alice 5:srv-1 64:" + std::string(64, 'A'),
+                          "k 3:a\x01"
+                          "b 5:srv-1 64:" +
+                              verifier}) {
+    CHECK_FALSE(decode_room_events("MUXROOM1 s\n" + bad + "\n", 4096));
+  }
+}

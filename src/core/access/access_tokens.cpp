@@ -30,6 +30,17 @@ std::array<std::uint8_t, 32> sha256(std::string_view text) {
   return digest;
 }
 
+}  // namespace
+
+std::string sha256_hex(std::string_view text) {
+  std::string hex;
+  for (std::uint8_t byte : sha256(text))
+    fmt::format_to(std::back_inserter(hex), "{:02x}", byte);
+  return hex;
+}
+
+namespace {
+
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t'))
     text.remove_prefix(1);

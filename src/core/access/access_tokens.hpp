@@ -47,6 +47,10 @@ TokenFileParse parse_token_file(std::string_view content, std::size_t min_length
 // line) when it is unusable.
 std::vector<std::string> read_token_file(const std::string& path, std::size_t min_length = 1);
 
+// SHA-256 of `text` as 64 lowercase hex digits: what a server may show of a secret to a peer it
+// does not trust (chat's reconnect secrets in Redis) without giving the secret away.
+std::string sha256_hex(std::string_view text);
+
 class AccessTokens {
  public:
   AccessTokens() = default;
