@@ -420,6 +420,7 @@ void UploadSession::checkpoint(bool last) {
     // where a full disk cuts the partial back to (the record on disk stays at the older one).
     if (checkpoint_pending_->exchange(true) && !last) return;
   }
+  ResumeRecord before = resume_record_;
   resume_record_.offset = stored_;
   resume_record_.hash_state = hash_.save();
   std::string encoded = encode_resume_record(resume_record_);
@@ -429,6 +430,9 @@ void UploadSession::checkpoint(bool last) {
     if (int error =
             write_resume_checkpoint(file_->fd(), resume_record_file_.get(), encoded, sync, cut_at);
         error != 0) {
+      // The record on disk is still the older one (a full disk refuses a first record's
+      // block): a disk-full failure must cut the data back to that, not to this offset.
+      resume_record_ = std::move(before);
       context_.logger.info("{} checkpoint failed: {}", client_label(),
                            std::generic_category().message(error));
     } else {
