@@ -6,6 +6,7 @@ started with --port 0 and the port is read from that line, so tests never race f
 """
 
 import atexit
+import fcntl
 import os
 import re
 import resource
@@ -296,6 +297,31 @@ def wait_for_checkpoint(directory, at_least, timeout):
                     return int(match.group(1))
         time.sleep(0.02)
     return None
+
+
+def wait_until_unlocked(directory, timeout):
+    """Waits until no connection holds a resumable partial in `directory` (a hidden *.part): a
+    server logs an interrupted upload as incomplete before its last checkpoint is written (with
+    --sync full on the helper thread, in fork mode until the child exits), and until then the
+    partial is locked, so a new try would read ERR busy. Fails (AssertionError) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    for name in os.listdir(directory):
+        if not (name.startswith(".") and name.endswith(".part")):
+            continue
+        try:
+            f = open(os.path.join(directory, name), "rb")
+        except FileNotFoundError:
+            continue  # committed or removed meanwhile: nobody holds it
+        with f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{name} still locked after {timeout} s")
+                    time.sleep(0.02)
 
 
 def xxh128(path):

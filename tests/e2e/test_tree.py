@@ -231,11 +231,19 @@ class TreeTests(TreeCase):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
         try:
             self.wait_for_checkpoint(2 * MIB)
+            # With --sync full the small files' OKs wait for a group sync, which a loaded disk
+            # can hold past the big file's checkpoint: the client must have them (its journal's
+            # D lines) before the kill, or the next run rightly sends them again.
+            self.wait_for_journal(confirmed=2)
             time.sleep(random.uniform(0, 0.2))
+            logged = len(server.stdout_lines)
         finally:
             client.kill()
             client.communicate(timeout=TIMEOUT)
-        server.wait_for_log(r"incomplete")
+        server.wait_for_log(r"incomplete", start=logged)
+        # The last checkpoint is written after that line (--sync full: on the helper thread, in
+        # fork mode before the child exits); until then the partial is locked: ERR busy.
+        muxtest.wait_until_unlocked(self.out, 3 * TIMEOUT)
         # The small files before it were confirmed; the big one is a partial, d-after not sent.
         self.assertEqual(sorted(os.listdir(os.path.join(self.out, "tree"))),
                          ["a-small", "b-small"])
@@ -257,6 +265,22 @@ class TreeTests(TreeCase):
     def wait_for_checkpoint(self, at_least):
         if muxtest.wait_for_checkpoint(self.out, at_least, 3 * TIMEOUT) is None:
             self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
+
+    def wait_for_journal(self, confirmed):
+        """Waits until the client's batch journal (beside its upload key) holds `confirmed` D
+        lines: files whose OK it read."""
+        directory = os.path.join(self.state, "mux")
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while True:
+            lines = []
+            for name in os.listdir(directory) if os.path.isdir(directory) else []:
+                if name.endswith(".files"):
+                    with open(os.path.join(directory, name)) as f:
+                        lines += [line for line in f if line.startswith("D ")]
+            if len(lines) >= confirmed:
+                return
+            self.assertLess(time.monotonic(), deadline, f"{len(lines)} files confirmed")
+            time.sleep(0.02)
 
 
 class ForkTlsTokenFullSyncTreeTests(TreeCase):
@@ -280,6 +304,7 @@ class ForkTlsTokenFullSyncTreeTests(TreeCase):
         TreeTests.test_killed_mid_directory_the_same_command_resumes(self)
 
     wait_for_checkpoint = TreeTests.wait_for_checkpoint
+    wait_for_journal = TreeTests.wait_for_journal
 
 
 if __name__ == "__main__":
