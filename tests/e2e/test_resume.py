@@ -20,6 +20,10 @@ import test_tls
 MIB = 1 << 20
 TIMEOUT = muxtest.DEFAULT_TIMEOUT
 KEY = "00112233445566778899aabbccddeeff"
+# The file a client sends at --limit-rate 2M until the test kills it (or the server) past the
+# first checkpoint: 7.5 s of data after it, however late a loaded machine lets the test act (4 MiB
+# left 1.5 s, once too little at load 15). The kill normally comes at once, so it costs nothing.
+PART_WAY = 16 * MIB
 EMPTY_HASH = "99aa06d3014798d86001c324468d497f"  # XXH3-128 of nothing
 
 
@@ -167,7 +171,7 @@ class ResumeCase(muxtest.UploadCase):
 
     def test_client_killed_then_the_same_command_resumes(self):
         server = self.start_server()
-        path = self.make_file("big.bin", 4 * MIB)
+        path = self.make_file("big.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         self.assertEqual(len(self.hidden()), 2, self.saved())  # the partial and its record
         self.assert_resumed(self.run_client(server, path), path)
@@ -176,7 +180,7 @@ class ResumeCase(muxtest.UploadCase):
 
     def test_server_killed_restarted_then_the_client_resumes(self):
         server = self.start_server()
-        path = self.make_file("big.bin", 4 * MIB)
+        path = self.make_file("big.bin", PART_WAY)
         client = self.start_client(server, path, "--limit-rate", "2M")
         # Past the first checkpoint (1 MiB), then somewhere in the next quarter MiB: a fixed
         # sleep fell before it on a loaded machine (and under the sanitizers), which left
@@ -194,7 +198,7 @@ class ResumeCase(muxtest.UploadCase):
 
     def test_a_changed_file_starts_over_with_a_message(self):
         server = self.start_server()
-        path = self.make_file("doc.bin", 4 * MIB)
+        path = self.make_file("doc.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         with open(path, "r+b") as f:  # the same file (inode), other bytes at its start
             f.write(os.urandom(1000))
@@ -202,20 +206,20 @@ class ResumeCase(muxtest.UploadCase):
         self.assertEqual((code, err), (0, ""), out)
         self.assertRegex(out, r"doc\.bin changed since the interrupted upload \(.* of it were on "
                               r"the server\): starting over\n")
-        self.assertRegex(out, rf"Sent {4 * MIB} bytes in .*, verified {muxtest.xxh128(path)}, "
+        self.assertRegex(out, rf"Sent {PART_WAY} bytes in .*, verified {muxtest.xxh128(path)}, "
                               r"saved as doc\.bin\n")
         self.assertEqual(self.saved(), ["doc.bin"])
 
     def test_no_resume_starts_over(self):
         server = self.start_server()
-        path = self.make_file("a.bin", 4 * MIB)
+        path = self.make_file("a.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         self.assert_not_resumed(self.run_client(server, path, "--no-resume"), path, "a.bin")
         self.assertEqual(self.saved(), ["a.bin"])
 
     def test_another_client_with_the_same_name_gets_its_own_file(self):
         server = self.start_server()
-        path = self.make_file("same.bin", 4 * MIB)
+        path = self.make_file("same.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         other = os.path.join(self.work, "other")
         os.mkdir(other)
@@ -232,7 +236,7 @@ class ResumeCase(muxtest.UploadCase):
 
     def test_a_wrong_key_is_told_nothing_of_the_partial(self):
         server = self.start_server()
-        path = self.make_file("k.bin", 4 * MIB)
+        path = self.make_file("k.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         size = os.path.getsize(path)
         # The same name and size with a key nobody used, and with a malformed key.
@@ -251,7 +255,7 @@ class ResumeCase(muxtest.UploadCase):
         # An hour: the running server sweeps every 10 minutes, so here the claim itself must
         # see that the partial (made 61 minutes old) expired.
         server = self.start_server("--keep-partial", "1h")
-        path = self.make_file("old.bin", 4 * MIB)
+        path = self.make_file("old.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         self.age_partials(61 * 60)
         self.assert_not_resumed(self.run_client(server, path), path, "old.bin")
@@ -270,7 +274,7 @@ class ResumeCase(muxtest.UploadCase):
         # 8 s: far longer than the kill takes (the record's time is its last checkpoint's), so
         # only the partial made older below expires; swept every 2 s.
         server = self.start_server("--keep-partial", "8s")
-        path = self.make_file("swept.bin", 4 * MIB)
+        path = self.make_file("swept.bin", PART_WAY)
         self.kill_client_part_way(server, path)
         self.assertEqual(len(self.hidden()), 2, self.saved())
         self.age_partials(60)
@@ -285,15 +289,15 @@ class ResumeCase(muxtest.UploadCase):
     def test_disk_full_during_resume_keeps_the_checkpoint(self):
         if self.TLS:
             self.skipTest("the disk is the same with TLS: the plaintext classes")
-        # A real full disk: a 12 MiB tmpfs as --output-dir (mounting needs root).
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", self.out],
+        # A real full disk: a 40 MiB tmpfs as --output-dir (mounting needs root).
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", self.out],
                                  capture_output=True)
         if mounted.returncode != 0:
             self.skipTest(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
         self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)  # after the unmount
         self.addCleanup(subprocess.run, ["umount", "-l", self.out], capture_output=True)
         server = self.start_server()
-        path = self.make_file("full.bin", 8 * MIB)
+        path = self.make_file("full.bin", 24 * MIB)
         client = self.start_client(server, path, "--limit-rate", "2M")
         self.wait_for_checkpoint()
         client.kill()
@@ -399,10 +403,10 @@ class ResumeCase(muxtest.UploadCase):
 
     def test_retry_survives_a_server_killed_and_restarted(self):
         server = self.start_server()
-        # 13 MiB at 6 MiB/s: the first checkpoint comes at once, and 2 s are left to kill the
+        # 24 MiB at 8 MiB/s: the first checkpoint comes at once, and 2.9 s are left to kill the
         # server before the data could all be out (the rate caps it, however fast the machine).
-        path = self.make_file("big.bin", 13 * MIB)
-        client = self.start_client(server, path, "--limit-rate", "6M", "--retry", "10")
+        path = self.make_file("big.bin", 24 * MIB)
+        client = self.start_client(server, path, "--limit-rate", "8M", "--retry", "10")
         try:
             self.wait_for_checkpoint()
             self.kill_server(server)
@@ -417,8 +421,8 @@ class ResumeCase(muxtest.UploadCase):
         self.assertEqual((client.returncode, err), (0, ""), out)
         self.assertRegex(out, r"(closed the connection without a reply|Connection reset by peer|"
                               r"Broken pipe)[^\n]*; retry 1 of 10 in 1 s\n")
-        self.assertRegex(out, r"(?m)^Resumed at \S+ \S+ of 13\.0 MiB$")
-        self.assertRegex(out, rf"verified {muxtest.xxh128(path)} of all {13 * MIB} bytes, saved as "
+        self.assertRegex(out, r"(?m)^Resumed at \S+ \S+ of 24\.0 MiB$")
+        self.assertRegex(out, rf"verified {muxtest.xxh128(path)} of all {24 * MIB} bytes, saved as "
                               r"big\.bin\n")
         self.assertEqual(muxtest.xxh128(os.path.join(self.out, "big.bin")), muxtest.xxh128(path))
         self.assertEqual(self.saved(), ["big.bin"])  # nothing hidden left behind
@@ -427,7 +431,7 @@ class ResumeCase(muxtest.UploadCase):
     def test_retry_gives_up_after_n_tries_with_one_error_line(self):
         self.skip_where_the_server_is_gone()
         server = self.start_server()
-        path = self.make_file("gone.bin", 6 * MIB)
+        path = self.make_file("gone.bin", PART_WAY)
         client = self.start_client(server, path, "--limit-rate", "2M", "--retry", "2")
         self.wait_for_checkpoint()
         self.kill_server(server)  # and never restarted
@@ -445,7 +449,7 @@ class ResumeCase(muxtest.UploadCase):
     def test_ctrl_c_between_retries_ends_at_once_with_130(self):
         self.skip_where_the_server_is_gone()
         server = self.start_server()
-        path = self.make_file("int.bin", 6 * MIB)
+        path = self.make_file("int.bin", PART_WAY)
         client = self.start_client(server, path, "--limit-rate", "2M", "--retry", "5")
         try:
             self.wait_for_checkpoint()
