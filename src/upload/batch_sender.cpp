@@ -80,7 +80,7 @@ BatchSender::Result BatchSender::run() {
       ++confirmed_files_;
       confirmed_bytes_ += entry.size;
     }
-    if (result_.skipped > 0) {
+    if (result_.skipped > 0 && !retrying_) {
       progress_.note(fmt::format("{} of {} files were confirmed by an earlier run: not sent again",
                                  result_.skipped, tree_.files));
     }
@@ -100,6 +100,7 @@ BatchSender::Result BatchSender::run() {
   if (failure_) {
     progress_.clear();
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
+    if (transient_) throw Dropped(*failure_);
     throw std::runtime_error(*failure_);
   }
   return result_;
@@ -312,7 +313,8 @@ void BatchSender::on_reply(const std::string& line) {
   const TreeEntry& entry = tree_.entries[front.index];
   if (!reply->ok) {
     return fail(
-        fmt::format("{} refused {}: {}", server_, entry.path, printable_reply(reply->reason)));
+        fmt::format("{} refused {}: {}", server_, entry.path, printable_reply(reply->reason)),
+        transient_refusal(reply->reason));
   }
   if (front.hash.empty()) {
     return fail(fmt::format("{} replied OK to {} before all of it was sent", server_, entry.path));
@@ -352,16 +354,20 @@ void BatchSender::on_end_of_input() {
   if (result_.files == 1 && confirmed_files_ == 1) {
     hint = " (a server older than batch uploads takes one file per connection)";
   }
+  // Transient: a server killed or restarted looks the same (an older server would take one more
+  // file per try, within --retry's count).
   fail(fmt::format("{} closed the connection after confirming {} of {} files{}", server_,
-                   confirmed_files_, tree_.files, hint));
+                   confirmed_files_, tree_.files, hint),
+       true);
 }
 
 void BatchSender::on_closed(std::string_view reason) {
   if (loop_.stopping() || !connection_) return;
   const IoResult& failure = connection_->failure();
   fail(fmt::format(
-      "connection to {}: {}", server_,
-      failure.status == IoResult::Status::failed ? failure.describe() : std::string(reason)));
+           "connection to {}: {}", server_,
+           failure.status == IoResult::Status::failed ? failure.describe() : std::string(reason)),
+       true);
 }
 
 void BatchSender::check_progress() {
@@ -372,10 +378,11 @@ void BatchSender::check_progress() {
   if (EventLoop::Clock::now() - last_progress_ < stall_timeout_) return;
   double seconds = static_cast<double>(stall_timeout_.count()) / 1000;
   if (output_done_) {
-    fail(fmt::format("no reply from {} within {:g} s", server_, seconds));
+    fail(fmt::format("no reply from {} within {:g} s", server_, seconds), true);
   } else {
-    fail(fmt::format("{} took no data for {:g} s ({} of {} files confirmed); giving up", server_,
-                     seconds, confirmed_files_, tree_.files));
+    fail(fmt::format("{} took no data for {:g} s ({} of {} files confirmed){}", server_, seconds,
+                     confirmed_files_, tree_.files, may_retry_ ? "" : "; giving up"),
+         true);
   }
 }
 
@@ -390,9 +397,10 @@ void BatchSender::interrupt(int signo) {
                                       : "run the same command again to resume"));
 }
 
-void BatchSender::fail(std::string message) {
+void BatchSender::fail(std::string message, bool transient) {
   if (loop_.stopping()) return;
   failure_ = std::move(message);
+  transient_ = transient;
   // Data cut short must not pass for a whole file: a reset, not an orderly end.
   if (connection_) connection_->abort("cut short");
   loop_.stop();

@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "core/loop/byte_stream.hpp"
@@ -34,6 +35,13 @@ class BatchSender final : private Connection::Owner {
     std::uint64_t skipped = 0;  // confirmed by an earlier run, not sent
   };
 
+  // What run() throws when another try may succeed (--retry): the connection dropped or
+  // stalled, the server closed it or answered busy, shutting down or timeout.
+  class Dropped : public std::runtime_error {
+   public:
+    using std::runtime_error::runtime_error;
+  };
+
   // `batch_key`: the upload key (empty: nothing resumes); `ask`: an earlier run used it, so
   // the large files it started ask the server for its offer.
   BatchSender(const UploadTree& tree, BatchJournal& journal, std::string batch_key, bool ask,
@@ -42,10 +50,17 @@ class BatchSender final : private Connection::Owner {
 
   void set_stall_timeout(std::chrono::milliseconds timeout) noexcept { stall_timeout_ = timeout; }
   void set_rate_limit(std::uint64_t bytes_per_second) noexcept { rate_ = bytes_per_second; }
+  // A --retry after a drop: the files the journal says are confirmed were this run's, so no
+  // "confirmed by an earlier run" note (they still count in the progress).
+  void set_retrying() noexcept { retrying_ = true; }
+  // --retry is on: a stalled server is a failure to try again, not the end ("; giving up").
+  void set_may_retry(bool may) noexcept { may_retry_ = may; }
 
-  // Sends everything and waits for every reply; throws std::runtime_error (Interrupted on a
-  // signal) with a message for people otherwise.
+  // Sends everything and waits for every reply; throws Dropped (transient), Interrupted (a
+  // signal) or std::runtime_error, with a message for people, otherwise.
   Result run();
+  // What this try confirmed and sent so far (after run() threw, too).
+  [[nodiscard]] const Result& result() const noexcept { return result_; }
 
  private:
   struct Pending {
@@ -72,7 +87,8 @@ class BatchSender final : private Connection::Owner {
   void show_progress();
   void check_progress();
   void interrupt(int signo);
-  void fail(std::string message);
+  // `transient`: another try may not meet it (see Dropped).
+  void fail(std::string message, bool transient = false);
   [[nodiscard]] double elapsed_seconds() const;
 
   EventLoop loop_;
@@ -107,6 +123,9 @@ class BatchSender final : private Connection::Owner {
   std::uint64_t confirmed_bytes_ = 0;
   Result result_;
   std::optional<std::string> failure_;
+  bool transient_ = false;
+  bool retrying_ = false;
+  bool may_retry_ = false;
   int interrupted_by_ = 0;
 };
 

@@ -36,9 +36,10 @@ constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
 
 // Prints `note` (unless empty) and waits `delay` with SIGINT and SIGTERM held back from before
 // the note appears, so either ends the wait at once (and the command with 128+N) instead of
-// killing the process outright.
+// killing the process outright. `interrupted` says what was done ("; nothing was sent" when
+// empty).
 void wait_unless_interrupted(std::chrono::milliseconds delay, const std::string& server,
-                             const std::string& note) {
+                             const std::string& note, const std::string& interrupted = {}) {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
@@ -62,54 +63,79 @@ void wait_unless_interrupted(std::chrono::milliseconds delay, const std::string&
   }
   ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
   if (signo > 0) {
-    throw Interrupted(signo, fmt::format("interrupted by {} while waiting to connect to {}; "
-                                         "nothing was sent",
-                                         signal_name(signo), server));
+    throw Interrupted(signo, fmt::format("interrupted by {} while waiting to connect to {}; {}",
+                                         signal_name(signo), server,
+                                         interrupted.empty() ? "nothing was sent" : interrupted));
   }
 }
+
+// --retry's count and time for one run of the command: the first connect and, in a batch, every
+// reconnect after a drop take from the same N; no try starts once --timeout has passed since a
+// failure without a connection made.
+class RetryBudget {
+ public:
+  explicit RetryBudget(const UploadClientOptions& options) : options_(options) {}
+
+  // After the transient failure `error`: prints the try's note and waits (1 s, doubling up to
+  // 30 s), or throws the error, with "(gave up after N retries)" once any was made.
+  void wait_or_give_up(const std::runtime_error& error, const std::string& server,
+                       const std::string& interrupted = {}) {
+    auto now = std::chrono::steady_clock::now();
+    if (!deadline_ && options_.timeout.count() > 0) deadline_ = now + options_.timeout;
+    bool out_of_time = deadline_ && now >= *deadline_;
+    if (used_ >= options_.retry || out_of_time) {
+      if (used_ == 0) throw std::runtime_error(error.what());
+      std::string why = out_of_time
+                            ? fmt::format(": no progress for {:g} s",
+                                          static_cast<double>(options_.timeout.count()) / 1000)
+                            : std::string();
+      throw std::runtime_error(fmt::format("{} (gave up after {} {}{})", error.what(), used_,
+                                           used_ == 1 ? "retry" : "retries", why));
+    }
+    std::chrono::milliseconds delay =
+        std::min(kFirstRetryDelay * (1 << std::min<std::uint64_t>(used_, 5)), kMaxRetryDelay);
+    if (deadline_) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - now);
+      delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
+                       std::chrono::milliseconds{1});
+    }
+    ++used_;
+    // As a dropped upload's retry says it (the progress's note line, on stdout).
+    std::string note =
+        options_.common.quiet
+            ? std::string()
+            : fmt::format("{}; retry {} of {} in {}", error.what(), used_, options_.retry,
+                          format_duration(static_cast<double>(delay.count()) / 1000));
+    wait_unless_interrupted(delay, server, note, interrupted);
+  }
+  // A connection was made: a later failure gets a --timeout window of its own.
+  void connected() noexcept { deadline_.reset(); }
+
+ private:
+  const UploadClientOptions& options_;
+  std::uint64_t used_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+};
 
 // --retry covers the first connect too: refused, unreachable, timed out or a failed TLS
 // handshake is tried again as a dropped upload is (1 s, doubling up to 30 s, at most N times,
 // within --timeout of the first failure). A bad --tls-* or --token-file is not: it is checked
 // once, before any try.
-ClientLink connect_with_retry(const UploadClientOptions& options) {
+ClientLink connect_with_retry(const UploadClientOptions& options, RetryBudget& budget,
+                              const std::string& interrupted = {}) {
   std::uint16_t port = client_port(options.link, options.common.port);
   if (options.retry == 0) return open_client_link(options.common.host, port, options.link);
   (void)check_client_link(options.common.host, options.link);
-  std::optional<std::chrono::steady_clock::time_point> deadline;
   std::string server = fmt::format("{}:{}", options.common.host, port);
-  for (std::uint64_t retries = 0;; ++retries) {
+  for (;;) {
     try {
-      return open_client_link(options.common.host, port, options.link);
+      ClientLink link = open_client_link(options.common.host, port, options.link);
+      budget.connected();
+      return link;
     } catch (const TlsConfigError&) {
       throw;
     } catch (const std::runtime_error& error) {
-      auto now = std::chrono::steady_clock::now();
-      if (!deadline && options.timeout.count() > 0) deadline = now + options.timeout;
-      bool out_of_time = deadline && now >= *deadline;
-      if (retries >= options.retry || out_of_time) {
-        if (retries == 0) throw;
-        std::string why = out_of_time
-                              ? fmt::format(": no progress for {:g} s",
-                                            static_cast<double>(options.timeout.count()) / 1000)
-                              : std::string();
-        throw std::runtime_error(fmt::format("{} (gave up after {} {}{})", error.what(), retries,
-                                             retries == 1 ? "retry" : "retries", why));
-      }
-      std::chrono::milliseconds delay =
-          std::min(kFirstRetryDelay * (1 << std::min<std::uint64_t>(retries, 5)), kMaxRetryDelay);
-      if (deadline) {
-        auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now);
-        delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
-                         std::chrono::milliseconds{1});
-      }
-      // As a dropped upload's retry says it (the progress's note line, on stdout).
-      std::string note =
-          options.common.quiet
-              ? std::string()
-              : fmt::format("{}; retry {} of {} in {}", error.what(), retries + 1, options.retry,
-                            format_duration(static_cast<double>(delay.count()) / 1000));
-      wait_unless_interrupted(delay, server, note);
+      budget.wait_or_give_up(error, server, interrupted);
     }
   }
 }
@@ -153,7 +179,8 @@ int run_batch_upload(const UploadClientOptions& options,
   for (const std::string& warning : tree.warnings)
     fmt::print(stderr, "mux: warning: {}\n", warning);
   std::uint16_t port = client_port(options.link, options.common.port);
-  ClientLink link = connect_with_retry(options);
+  RetryBudget budget(options);
+  ClientLink link = connect_with_retry(options, budget);
   // One key for the batch (each large file's own is derived from it and its path), told by the
   // first root's device and inode and every root's name.
   std::optional<UploadKey> key;
@@ -177,16 +204,36 @@ int run_batch_upload(const UploadClientOptions& options,
     if (!link.session.empty()) fmt::print(stderr, "TLS: {}\n", link.session);
   }
   ProgressDisplay progress(progress_style(options), tree.bytes, stdout);
-  BatchSender sender(tree, journal, key ? key->key : std::string(), ask, link.token,
-                     std::move(link.socket), std::move(link.stream), link.server, progress);
-  sender.set_stall_timeout(options.timeout);
-  sender.set_rate_limit(options.limit_rate);
-  if (options.retry > 0 && options.common.verbose) {
-    fmt::print(stderr,
-               "--retry applies to one file; run the same command again to resume a "
-               "batch\n");
+  // --retry: a batch cut short (the connection dropped, the server restarted, busy) connects
+  // again and goes on as a new run of the command would: the files this run confirmed are in
+  // the journal (not sent again), a large file it started asks for the server's offer.
+  BatchSender::Result result;
+  for (bool retrying = false;; retrying = true) {
+    BatchSender sender(tree, journal, key ? key->key : std::string(), ask || retrying, link.token,
+                       std::move(link.socket), std::move(link.stream), link.server, progress);
+    sender.set_stall_timeout(options.timeout);
+    sender.set_rate_limit(options.limit_rate);
+    sender.set_may_retry(options.retry > 0);
+    if (retrying) sender.set_retrying();
+    std::optional<std::string> dropped;
+    try {
+      (void)sender.run();
+    } catch (const BatchSender::Dropped& error) {
+      if (options.retry == 0) throw;
+      dropped = error.what();
+    }
+    if (!retrying) result.skipped = sender.result().skipped;
+    result.files += sender.result().files;
+    result.bytes += sender.result().bytes;
+    if (!dropped) break;
+    progress.clear();
+    std::string interrupted =
+        fmt::format("{} of {} files confirmed; {}", result.skipped + result.files, tree.files,
+                    key ? "run the same command again to resume"
+                        : "files not confirmed are sent again by the next run");
+    budget.wait_or_give_up(std::runtime_error(*dropped), link.server, interrupted);
+    link = connect_with_retry(options, budget, interrupted);
   }
-  BatchSender::Result result = sender.run();
   journal.remove();
   if (key) forget_upload_key(*key);  // confirmed: the next upload of these files is a new one
   double seconds =
@@ -226,7 +273,8 @@ int run_upload_client(const UploadClientOptions& options) {
   UploadSource source = open_upload_source(options.file);
   std::string name = options.name.empty() ? source.default_name : options.name;
   std::optional<std::uint64_t> size = source.size;
-  ClientLink link = connect_with_retry(options);
+  RetryBudget budget(options);
+  ClientLink link = connect_with_retry(options, budget);
   // A named file can resume (a stream cannot: its bytes are gone once sent); its key says, on a
   // later run, that the server's partial upload is ours.
   std::optional<UploadKey> key;

@@ -306,6 +306,12 @@ std::optional<UploadReply> parse_reply_line(std::string_view line) {
   return reply;
 }
 
+bool transient_refusal(std::string_view reason) {
+  for (std::string_view prefix : {"busy:", "server busy", "shutting down", "timeout:"})
+    if (reason.starts_with(prefix)) return true;
+  return false;
+}
+
 std::string printable_reply(std::string_view text) {
   std::string shown(text.substr(0, 300));
   std::replace_if(

@@ -162,5 +162,9 @@ std::string format_err_reply(std::string_view reason);
 std::string printable_reply(std::string_view text);
 // Parses one reply line without its '\n'; nullopt when it is neither a valid OK nor an ERR.
 std::optional<UploadReply> parse_reply_line(std::string_view line);
+// An ERR reason another try may not meet (--retry): the server was busy, stopping, or timed the
+// upload out (a resumable upload's data was kept). Everything else (disk full, too large,
+// unauthorized, a bad header or path) would be refused again.
+[[nodiscard]] bool transient_refusal(std::string_view reason);
 
 }  // namespace mux

@@ -33,15 +33,6 @@ constexpr double kMinRateBurst = 1460;
 constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
 
-// ERR reasons another try may not meet: the server was busy, stopping, or timed us out (a
-// resumable upload's data was kept). Everything else (disk full, too large, unauthorized, a bad
-// header) would be refused again.
-bool transient_refusal(std::string_view reason) {
-  for (std::string_view prefix : {"busy:", "server busy", "shutting down", "timeout:"})
-    if (reason.starts_with(prefix)) return true;
-  return false;
-}
-
 }  // namespace
 
 UploadSender::UploadSender(UploadSource source, std::string source_label, std::string header_line,

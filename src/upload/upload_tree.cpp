@@ -159,11 +159,15 @@ void BatchJournal::append(char kind, const TreeEntry& entry) {
   (void)!::write(file_.get(), line.data(), line.size());
 }
 
+// Kept in memory too: a --retry of the same run (a new BatchSender) skips what this run's
+// earlier tries had confirmed, also without a journal file (no upload key).
 void BatchJournal::mark_started(const TreeEntry& entry) {
+  started_.insert(journal_key(entry));
   append('S', entry);
 }
 
 void BatchJournal::mark_confirmed(const TreeEntry& entry) {
+  confirmed_.insert(journal_key(entry));
   append('D', entry);
 }
 

@@ -8,6 +8,8 @@ import filecmp
 import os
 import random
 import re
+import select
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +20,21 @@ import test_tls
 MIB = 1 << 20
 TIMEOUT = muxtest.DEFAULT_TIMEOUT
 EMPTY_HASH = "99aa06d3014798d86001c324468d497f"  # XXH3-128 of nothing
+
+
+def read_until(case, stream, pattern, timeout=3 * muxtest.DEFAULT_TIMEOUT):
+    """Reads a running client's output until `pattern` shows up; returns what was read."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, seen.decode(errors="replace")):
+        remaining = deadline - time.monotonic()
+        case.assertGreater(remaining, 0, f"no {pattern!r} within {timeout} s: {seen!r}")
+        ready, _, _ = select.select([stream], [], [], remaining)
+        if ready:
+            chunk = os.read(stream.fileno(), 65536)
+            case.assertTrue(chunk, f"output ended before {pattern!r}: {seen!r}")
+            seen += chunk
+    return seen.decode(errors="replace")
 
 
 def setUpModule():
@@ -262,6 +279,100 @@ class TreeTests(TreeCase):
                          muxtest.xxh128(big))
         self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
 
+    def test_retry_continues_the_batch_after_the_server_is_killed(self):
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        self.write("tree/a-small", os.urandom(40_000))
+        self.write("tree/b-small", os.urandom(50_000))
+        big = self.write("tree/c-big.bin", os.urandom(10 * MIB))
+        self.write("tree/d-after", os.urandom(30_000))
+        self.write("tree/e-last", os.urandom(20_000))
+        client = subprocess.Popen(self.client_args(server, [tree], "--limit-rate", "4M",
+                                                   "--retry", "10"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        try:
+            # A random point of the big file, once the small ones before it are confirmed (an OK
+            # lost with the server would make the next try send that file again).
+            self.wait_for_checkpoint(MIB)
+            self.wait_for_journal(confirmed=2)
+            time.sleep(random.uniform(0, 0.5))
+            self.kill_server(server)
+            # The same port; the client is already waiting to connect again (1 s, 2 s, ...).
+            restarted = self.start_server("--port", str(server.port), "-v")
+            out, err = client.communicate(timeout=6 * TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        out, err = out.decode(), err.decode()
+        self.assertEqual((client.returncode, err), (0, ""), out)
+        # Why depends on where the kill met the client (reset, EOF, a TLS error): it is named.
+        self.assertRegex(out, rf"(?m)^[^\n]*{server.port}[^\n]*; retry 1 of 10 in 1 s$")
+        self.assertNotIn("confirmed by an earlier run", out)  # they were this run's
+        match = re.search(r"^Resumed tree/c-big.bin at (\S+) MiB of 10.0 MiB$", out, re.M)
+        self.assertIsNotNone(match, out)
+        self.assertGreaterEqual(float(match.group(1)), 1.0)
+        self.assertRegex(out, r"(?m)^Sent 5 files \(.*\) in .*, each verified$")
+        # The restarted server got only the rest: the big file from its checkpoint and the two
+        # small files after it, never a or b again (no a-small.1).
+        # (The log is written on its own thread: waited for, not counted at once; it keeps the
+        # server's order, so a or b would have come before e-last.)
+        restarted.wait_for_log(r"resumed at \d+ of 10485760 bytes")
+        restarted.wait_for_log(r"saved a file .*tree/d-after$")
+        restarted.wait_for_log(r"saved a file .*tree/e-last$")
+        self.assertEqual(restarted.log_count(r"a-small|b-small"), 0, restarted.stdout_lines)
+        self.assert_same_tree(tree, os.path.join(self.out, "tree"))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "tree", "c-big.bin")),
+                         muxtest.xxh128(big))
+        self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
+        self.assertEqual(os.listdir(os.path.join(self.state, "mux")), [])  # journal and key gone
+
+    def test_ctrl_c_while_a_batch_waits_to_reconnect_ends_at_once_with_130(self):
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        self.write("tree/a-small", os.urandom(40_000))
+        self.write("tree/c-big.bin", os.urandom(10 * MIB))
+        client = subprocess.Popen(self.client_args(server, [tree], "--limit-rate", "4M",
+                                                   "--retry", "3"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        try:
+            self.wait_for_checkpoint(MIB)
+            self.wait_for_journal(confirmed=1)
+            self.kill_server(server)  # never restarted: connects are refused
+            seen = read_until(self, client.stdout, r"retry 2 of 3 in 2 s\n")
+            interrupted = time.monotonic()
+            client.send_signal(signal.SIGINT)
+            out, err = client.communicate(timeout=TIMEOUT)
+            waited = time.monotonic() - interrupted
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+        self.assertRegex(seen, rf"Connection refused; retry 2 of 3 in 2 s\n")
+        self.assertEqual(client.returncode, 130, err)
+        self.assertLess(waited, 1.5)  # not the rest of the 2 s wait
+        self.assertEqual(err.decode(), f"mux: error: interrupted by SIGINT while waiting to connect "
+                                       f"to {self.host()}:{server.port}; 1 of 2 files confirmed; "
+                                       f"run the same command again to resume\n")
+
+    def host(self):
+        return "localhost" if self.TLS else muxtest.HOST
+
+    def kill_server(self, server):
+        """SIGKILL of the server and, in fork mode, of its children: nothing can checkpoint."""
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+        server.proc.kill()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.wait()
+        self.servers.remove(server)
+        server.proc.stdout.close()
+        server.proc.stderr.close()
+
     def wait_for_checkpoint(self, at_least):
         if muxtest.wait_for_checkpoint(self.out, at_least, 3 * TIMEOUT) is None:
             self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
@@ -305,6 +416,11 @@ class ForkTlsTokenFullSyncTreeTests(TreeCase):
 
     wait_for_checkpoint = TreeTests.wait_for_checkpoint
     wait_for_journal = TreeTests.wait_for_journal
+    kill_server = TreeTests.kill_server
+    host = TreeTests.host
+
+    def test_retry_continues_the_batch_after_the_server_is_killed(self):
+        TreeTests.test_retry_continues_the_batch_after_the_server_is_killed(self)
 
 
 if __name__ == "__main__":
