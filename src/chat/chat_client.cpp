@@ -1,13 +1,10 @@
 #include "chat/chat_client.hpp"
 
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <random>
@@ -20,7 +17,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_protocol.hpp"
-#include "chat/line_editor.hpp"
+#include "chat/client_terminal.hpp"
 #include "chat/reconnect_backoff.hpp"
 #include "chat/resend_queue.hpp"
 #include "chat/room_roster.hpp"
@@ -38,41 +35,13 @@ namespace {
 
 constexpr std::size_t kReadBytes = 64 * 1024;
 // Longest line shown or sent; any server's lines are cut here rather than held without bound.
-constexpr std::size_t kMaxLine = 1 << 20;
-constexpr std::string_view kCutMark = " [line cut at 1 MiB]";
+constexpr std::size_t kMaxLine = ClientScreen::kMaxLine;
 // Reading stdin pauses while this much is still unsent, so a fast pipe cannot fill memory.
 constexpr std::size_t kMaxUnsent = 1 << 20;
 // Like the server: a line the server left unterminated is shown once it has been quiet this long.
 constexpr std::chrono::milliseconds kQuietTime{100};
 // After the end of input, how often to look whether the server is still taking our bytes.
 constexpr std::chrono::milliseconds kConfirmCheck{250};
-constexpr const char* kPrompt = "> ";
-
-enum class InputKind {
-  terminal,  // stdin and stdout are a terminal: libedit
-  pollable,  // a pipe, socket or terminal that epoll can watch
-  file,      // a regular file or /dev/null: epoll refuses these; read them in chunks
-};
-
-InputKind input_kind() {
-  if (::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) return InputKind::terminal;
-  struct stat info {};
-  if (::fstat(STDIN_FILENO, &info) < 0) return InputKind::file;
-  if (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode) || ::isatty(STDIN_FILENO))
-    return InputKind::pollable;
-  return InputKind::file;
-}
-
-void write_stdout(std::string_view text) {
-  while (!text.empty()) {
-    ssize_t n = ::write(STDOUT_FILENO, text.data(), text.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), "write to stdout");
-    }
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
 
 // After a reconnect, how many times (a second apart) to ask for our nick while a ghost holds it.
 constexpr unsigned kReclaimTries = 10;
@@ -81,15 +50,13 @@ constexpr unsigned kReclaimTries = 10;
 // connection drops after the server greeted us, it reconnects (unless --no-reconnect), takes its
 // nick again, recovers what the room said meanwhile by message id (/since), and sends what was
 // typed while away.
-class ChatClient final {
+class ChatClient final : private ClientInput::Events {
  public:
   ChatClient(const ChatClientOptions& options, ClientLink link, const ClientRedial* redial)
       : server_(std::move(link.server)),
         link_token_(std::move(link.token)),
         redial_(redial),
-        read_buffer_(kReadBytes),
-        kind_(input_kind()),
-        timestamps_(options.timestamps),
+        screen_(options.timestamps),
         quiet_(options.common.quiet),
         nick_(options.nick),
         greeting_timeout_(options.link.connect_timeout),
@@ -102,20 +69,10 @@ class ChatClient final {
   int run() {
     loop_.on_signal(SIGINT, [this] { interrupted(SIGINT); });
     loop_.on_signal(SIGTERM, [this] { interrupted(SIGTERM); });
-    if (kind_ == InputKind::terminal) {
-      editor_ = std::make_unique<LineEditor>(kPrompt, [this](std::optional<std::string> line) {
-        if (line) return typed_line(*line);
-        end_of_input();
-      });
-      editor_->set_completer(
-          [this](std::string_view before_cursor) { return roster_.complete(before_cursor); });
-      loop_.on_signal(SIGWINCH, [this] {
-        if (editor_) editor_->resize();
-      });
-    }
-    resume_input();
+    input_.start();
+    input_.resume();
     loop_.run();
-    editor_.reset();  // give the terminal back before any last words on stderr
+    input_.release();  // give the terminal back before any last words on stderr
     if (!failure_.empty()) throw std::runtime_error(failure_);
     return status_;
   }
@@ -224,13 +181,13 @@ class ChatClient final {
   void on_data(std::string_view bytes) {
     if (loop_.stopping() || bytes.empty()) return;
     incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
-    flush_shown();
+    screen_.flush();
     rearm_quiet_timer(bytes.back() != '\n');
   }
 
   void on_end_of_input() {
     incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-    flush_shown();
+    screen_.flush();
     if (phase_ == Phase::away || loop_.stopping()) return;
     server_closed();
   }
@@ -238,7 +195,7 @@ class ChatClient final {
   void on_closed(std::string_view reason) {
     if (phase_ == Phase::away || loop_.stopping()) return;
     incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-    flush_shown();
+    screen_.flush();
     if (phase_ == Phase::away || loop_.stopping()) return;
     // A TLS failure carries its own reason (an alert: "the server requires a client
     // certificate"), which says more than the errno.
@@ -273,7 +230,7 @@ class ChatClient final {
     if (!connection_->output_shut_down()) {
       if (can_reconnect()) return lost("closed by the server");
       return fail(fmt::format("connection to {} closed by the server{}", server_,
-                              input_done_ ? " before all input was sent" : ""));
+                              input_.closed() ? " before all input was sent" : ""));
     }
     finish(0);
   }
@@ -329,15 +286,8 @@ class ChatClient final {
     if (!end_reason_) {
       if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
     }
-    append_timestamp();
     // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
-    std::size_t start = shown_.size();
-    chat::append_sanitized(shown_, line, cut);
-    roster_.observe(std::string_view(shown_).substr(start));
-    // The rest of a line over kMaxLine was dropped unread: say so rather than show a part as
-    // the whole.
-    if (cut) shown_ += kCutMark;
-    shown_ += '\n';
+    roster_.observe(screen_.room_line(line, cut));
   }
 
   // The server's first line: a chat server's welcome (or any other server's first words, as
@@ -455,7 +405,7 @@ class ChatClient final {
     ever_ready_ = true;
     for (const std::string& line : held_.take())
       send_line(line);
-    if (input_done_) {
+    if (input_.closed()) {
       finish_input();
     } else if (waiting_for_greeting_) {
       waiting_for_greeting_ = false;
@@ -468,7 +418,7 @@ class ChatClient final {
   // The connection dropped (or the server is restarting): reconnect, or give up.
   void lost(const std::string& why) {
     if (!can_reconnect()) return fail(fmt::format("connection to {}: {}", server_, why));
-    if (input_done_ && lines_on_link_ > 0) {
+    if (input_.closed() && lines_on_link_ > 0) {
       // Our input is over and its last lines went out on this connection: only its close could
       // have confirmed them, and a new connection cannot (sending them again could repeat them).
       return fail(fmt::format(
@@ -506,59 +456,8 @@ class ChatClient final {
     });
   }
 
-  // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe (stdout
-  // carries only what the room said).
-  void notice(const std::string& text) {
-    if (editor_) {
-      shown_ += "* ";
-      shown_ += text;
-      shown_ += '\n';
-      flush_shown();
-    } else {
-      fmt::print(stderr, "mux: {}\n", text);
-    }
-  }
-
-  // --timestamps: the local time a line was shown, "HH:MM:SS ".
-  void append_timestamp() {
-    if (!timestamps_) return;
-    std::time_t now = std::time(nullptr);
-    std::tm local{};
-    if (::localtime_r(&now, &local) == nullptr) return;
-    char stamp[16];
-    std::size_t length = std::strftime(stamp, sizeof stamp, "%H:%M:%S ", &local);
-    shown_.append(stamp, length);
-  }
-
-  // On a terminal the editor took the sent line off the screen: show it as the room sees it,
-  // "[NICK]: text" (the nick from the welcome, "you" until then); a command as typed.
-  void show_own_line(std::string_view line) {
-    if (!editor_ || line.empty()) return;
-    append_timestamp();
-    if (line.starts_with("/") && !line.starts_with("//")) {
-      shown_ += kPrompt;
-      chat::append_sanitized(shown_, line);
-    } else {
-      if (line.starts_with("//")) line.remove_prefix(1);  // the server strips the escape too
-      const std::string& nick = roster_.own_nick();
-      shown_ += '[';
-      shown_ += nick.empty() ? std::string_view("you") : std::string_view(nick);
-      shown_ += "]: ";
-      chat::append_sanitized(shown_, line);
-    }
-    shown_ += '\n';
-    flush_shown();
-  }
-
-  void flush_shown() {
-    if (shown_.empty()) return;
-    if (editor_) {
-      editor_->print_above(shown_);
-    } else {
-      write_stdout(shown_);
-    }
-    shown_.clear();
-  }
+  // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe.
+  void notice(const std::string& text) { screen_.notice(text); }
 
   void rearm_quiet_timer(bool mid_line) {
     loop_.cancel_timer(std::exchange(quiet_timer_, 0));
@@ -566,7 +465,7 @@ class ChatClient final {
     quiet_timer_ = loop_.add_timer(kQuietTime, [this] {
       quiet_timer_ = 0;
       incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-      flush_shown();
+      screen_.flush();
     });
   }
 
@@ -583,64 +482,34 @@ class ChatClient final {
 
   // --- stdin ---
 
-  void resume_input() {
-    if (input_done_ || input_watched_) return;
-    if (kind_ == InputKind::file) {
-      pump_timer_ = loop_.add_timer(std::chrono::milliseconds{0}, [this] {
-        pump_timer_ = 0;
-        read_stdin();
-      });
-      return;
-    }
-    input_watched_ = true;
-    loop_.watch(STDIN_FILENO, EPOLLIN, [this](std::uint32_t events) {
-      if (editor_ && !(events & (EPOLLHUP | EPOLLERR))) return editor_->read_input();
-      if (editor_) return end_of_input();
-      read_stdin();
-    });
-  }
+  void resume_input() { input_.resume(); }
 
-  void pause_input() {
-    if (input_watched_) loop_.unwatch(STDIN_FILENO);
-    input_watched_ = false;
-    loop_.cancel_timer(std::exchange(pump_timer_, 0));
-  }
-
-  void read_stdin() {
-    ssize_t n = ::read(STDIN_FILENO, read_buffer_.data(), read_buffer_.size());
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n <= 0) {
-      typed_.flush_partial([this](std::string_view line, bool) { typed_line(line); });
-      return end_of_input();
-    }
-    typed_.feed(std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
-                [this](std::string_view line, bool) { typed_line(line); });
-    if (input_done_) return;
+  // ClientInput::Events: after a read of a pipe or file, whether to read on. Not while lines
+  // cannot go out: before the greeting with the held lines' queue full (become_ready() resumes),
+  // or with more than kMaxUnsent queued (on_writable() resumes).
+  bool keep_reading() override {
     if (phase_ != Phase::ready) {
-      if (held_.full()) {
-        pause_input();
-        waiting_for_greeting_ = true;  // become_ready() resumes
-      } else if (kind_ == InputKind::file) {
-        input_watched_ = false;
-        resume_input();
-      }
-      return;
+      if (!held_.full()) return true;
+      waiting_for_greeting_ = true;
+      return false;
     }
     connection_->flush();  // what the kernel takes now does not count against the limit
-    if (connection_->queued() > kMaxUnsent) {
-      pause_input();
-      waiting_for_drain_ = true;  // on_writable() resumes
-    } else if (kind_ == InputKind::file) {
-      input_watched_ = false;
-      resume_input();
-    }
+    if (connection_->queued() <= kMaxUnsent) return true;
+    waiting_for_drain_ = true;
+    return false;
   }
 
-  void typed_line(std::string_view line) {
-    if (input_done_) return;
+  chat::Completion complete(std::string_view before_cursor) override {
+    return roster_.complete(before_cursor);
+  }
+
+  void input_ended() override { end_of_input(); }
+
+  void typed_line(std::string_view line) override {
+    if (input_.closed()) return;
     if (line == "exit" || line == "/quit") return end_of_input();
     if (phase_ != Phase::ready) {
-      if (held_.full() && editor_) {
+      if (held_.full() && input_.interactive()) {
         // Away for long on a terminal: the queue is bounded, and what does not fit is said.
         notice(fmt::format("not connected and {} already waiting: this line was not sent",
                            format_bytes(held_.bytes())));
@@ -650,7 +519,7 @@ class ChatClient final {
     } else {
       send_line(line);
     }
-    show_own_line(line);
+    screen_.own_line(line, roster_.own_nick());
   }
 
   // One typed line to the server, cut into several where it is longer than the server's
@@ -673,10 +542,8 @@ class ChatClient final {
 
   // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
   void end_of_input() {
-    if (input_done_) return;
-    input_done_ = true;
-    pause_input();
-    loop_.defer([this] { editor_.reset(); });    // not from inside the editor's own callback
+    if (input_.closed()) return;
+    input_.close();
     if (phase_ == Phase::ready) finish_input();  // else become_ready() does, once connected
   }
 
@@ -750,14 +617,10 @@ class ChatClient final {
   const ClientRedial* redial_;              // null: --no-reconnect
   std::unique_ptr<Connector> connector_;    // a reconnect under way
   LineFramer incoming_{kMaxLine};
-  LineFramer typed_{kMaxLine};
-  std::vector<char> read_buffer_;
-  std::string shown_;
-  std::unique_ptr<LineEditor> editor_;
-  InputKind kind_;
-  bool timestamps_;
-  bool quiet_;        // -q: the welcome is not shown
-  std::string nick_;  // --nick, sent once the server has greeted us
+  ClientScreen screen_;
+  ClientInput input_{loop_, screen_, *this};  // stdin; after the screen it shows the editor on
+  bool quiet_;                                // -q: the welcome is not shown
+  std::string nick_;                          // --nick, sent once the server has greeted us
   std::chrono::milliseconds greeting_timeout_;
   EventLoop::TimerId greeting_timer_ = 0;
   EventLoop::TimerId reconnect_timer_ = 0;
@@ -786,9 +649,6 @@ class ChatClient final {
   bool names_follow_ = false;  // the next line is the /who line that follows the /cap answer
   chat::RoomRoster roster_;    // our nick and who is here (Tab, and the nick to take back)
   EventLoop::TimerId quiet_timer_ = 0;
-  EventLoop::TimerId pump_timer_ = 0;
-  bool input_watched_ = false;
-  bool input_done_ = false;
   bool waiting_for_drain_ = false;  // stdin paused until the queue is written
   std::chrono::milliseconds confirm_timeout_;
   std::size_t last_unsent_ = 0;
