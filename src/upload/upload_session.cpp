@@ -153,7 +153,6 @@ void UploadSession::check_rate() {
 
 UploadSession::~UploadSession() {
   *self_ = nullptr;
-  *alive_ = nullptr;
   context_.loop.cancel_timer(header_timer_);
   context_.loop.cancel_timer(rate_timer_);
   context_.loop.cancel_timer(refusal_timer_);
@@ -164,7 +163,7 @@ UploadSession::~UploadSession() {
 bool UploadSession::in_flight() const noexcept {
   // A connection that sent nothing is not an upload yet.
   return (phase_ == Phase::receiving && parser_.any_bytes()) || phase_ == Phase::committing ||
-         !held_replies_.empty();
+         (group_sync_ && group_sync_->holding());
 }
 
 void UploadSession::abort(std::string_view reason) {
@@ -206,7 +205,7 @@ void UploadSession::on_end_of_input() {
     // A batch's end: the client half-closed after its last upload.
     context_.logger.info("{} sent {} file(s) and directories, {} bytes, in one batch",
                          client_label(), uploads_done_, bytes_done_);
-    if (!held_replies_.empty() || group_sync_running_) {
+    if (group_sync_ && group_sync_->busy()) {
       phase_ = Phase::closing;  // the last OKs go out after their sync
       close_after_replies_ = true;
       connection_->pause_reading();
@@ -648,46 +647,27 @@ void UploadSession::start_next_upload() {
 }
 
 void UploadSession::hold_until_synced(std::string line) {
-  held_replies_.push_back(std::move(line));
-  if (!group_sync_running_) start_group_sync();
+  if (!group_sync_)
+    group_sync_.emplace(context_.loop, *context_.committer, context_.output_dir->fd(),
+                        static_cast<GroupSync::Hooks&>(*this));
+  group_sync_->hold(std::move(line));
 }
 
-// One syncfs for every file saved since the last one began (group commit): the data, the
-// names and the directories of the whole filesystem reach the disk in one journal commit, on
-// the Committer's thread, while the loop goes on receiving the next files.
-void UploadSession::start_group_sync() {
-  group_sync_running_ = true;
-  std::size_t covered = held_replies_.size();
-  context_.committer->run(
-      [fd = context_.output_dir->fd(), &loop = context_.loop, alive = alive_, covered] {
-        int error = ::syncfs(fd) == 0 ? 0 : errno;
-        loop.post([alive, covered, error] {
-          if (UploadSession* session = *alive) session->on_group_synced(covered, error);
-        });
-      });
+void UploadSession::synced_reply(const std::string& reply) {
+  connection_->send(reply);
 }
 
-void UploadSession::on_group_synced(std::size_t covered, int error) {
-  group_sync_running_ = false;
-  if (error != 0) {
-    held_replies_.clear();
-    context_.logger.info("{} batch: syncfs failed: {}", client_label(),
-                         std::generic_category().message(error));
-    phase_ = Phase::closing;
-    connection_->send(
-        format_err_reply(fmt::format("disk error: {}", std::generic_category().message(error))));
-    connection_->close_gracefully();
-    return;
-  }
-  for (; covered > 0 && !held_replies_.empty(); --covered) {
-    connection_->send(held_replies_.front());
-    held_replies_.pop_front();
-  }
-  if (!held_replies_.empty()) {
-    start_group_sync();
-  } else if (close_after_replies_) {
-    connection_->close_gracefully();
-  }
+void UploadSession::all_synced() {
+  if (close_after_replies_) connection_->close_gracefully();
+}
+
+void UploadSession::sync_failed(int error) {
+  context_.logger.info("{} batch: syncfs failed: {}", client_label(),
+                       std::generic_category().message(error));
+  phase_ = Phase::closing;
+  connection_->send(
+      format_err_reply(fmt::format("disk error: {}", std::generic_category().message(error))));
+  connection_->close_gracefully();
 }
 
 void UploadSession::on_committed(CommitResult result) {
@@ -790,12 +770,11 @@ void UploadSession::reply_and_close(const std::string& line) {
   phase_ = Phase::closing;
   context_.loop.cancel_timer(std::exchange(header_timer_, 0));
   connection_->set_idle_timeout(std::chrono::milliseconds{0});
-  if (!held_replies_.empty() || group_sync_running_) {
+  if (group_sync_ && group_sync_->busy()) {
     // Earlier files of the batch wait for their sync: this reply follows their OKs, in order.
     connection_->pause_reading();
     close_after_replies_ = true;
-    held_replies_.push_back(line);
-    if (!group_sync_running_) start_group_sync();
+    group_sync_->hold(line);
     return;
   }
   connection_->send(line);

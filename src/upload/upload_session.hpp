@@ -28,6 +28,7 @@
 #include "core/loop/fd.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/disk_claim.hpp"
+#include "upload/group_sync.hpp"
 #include "upload/resume_record.hpp"
 #include "upload/upload_parser.hpp"
 #include "upload/upload_protocol.hpp"
@@ -130,7 +131,7 @@ struct UploadAdmission {
 AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
                                         std::function<bool()> has_room);
 
-class UploadSession final : private Connection::Owner {
+class UploadSession final : private Connection::Owner, private GroupSync::Hooks {
  public:
   using FinishedHandler = std::function<void(UploadSession&)>;
 
@@ -192,8 +193,10 @@ class UploadSession final : private Connection::Owner {
   void start_next_upload();
   // A batch with --sync full: OK lines wait for one syncfs that covers every file saved so far.
   void hold_until_synced(std::string line);
-  void start_group_sync();
-  void on_group_synced(std::size_t covered, int error);
+  // GroupSync::Hooks
+  void synced_reply(const std::string& reply) override;
+  void all_synced() override;
+  void sync_failed(int error) override;
   void on_committed(CommitResult result);
   void log_received();
   void fail(const std::string& reason);
@@ -260,11 +263,8 @@ class UploadSession final : private Connection::Owner {
   std::uint64_t bytes_done_ = 0;    // their bytes
   std::string subdir_path_;         // the last subdirectory a member was saved in, and its fd
   Fd subdir_;
-  std::deque<std::string> held_replies_;  // --sync full: replies waiting for the group sync
-  bool group_sync_running_ = false;
-  bool close_after_replies_ = false;  // the held replies end with an ERR, or the batch ended
-  // What a group sync's result, posted from the Committer's thread, finds: null once gone.
-  std::shared_ptr<UploadSession*> alive_ = std::make_shared<UploadSession*>(this);
+  std::optional<GroupSync> group_sync_;  // --sync full: replies waiting for one syncfs
+  bool close_after_replies_ = false;     // the held replies end with an ERR, or the batch ended
 };
 
 }  // namespace mux
