@@ -66,22 +66,23 @@ MessageMac& MessageMac::operator=(MessageMac&&) noexcept = default;
 MessageMac::~MessageMac() = default;
 
 std::string MessageMac::tag(std::initializer_list<std::string_view> parts) const {
-  // A copy of the keyed context: the key schedule is done once, not per tag.
-  MacContext context(EVP_MAC_CTX_dup(keyed_->context.get()));
-  if (!context) fail("EVP_MAC_CTX_dup");
+  // The keyed context again, reset: the key schedule is done once, not per tag, and nothing is
+  // allocated per tag (a copy per tag cost ~2 us of a 100-byte batch's ~3).
+  EVP_MAC_CTX* context = keyed_->context.get();
+  if (EVP_MAC_init(context, nullptr, 0, nullptr) != 1) fail("EVP_MAC_init");
   for (std::string_view part : parts) {
     std::array<unsigned char, 8> length{};
     std::size_t size = part.size();
     for (std::size_t i = 0; i < length.size(); ++i)
       length[i] = static_cast<unsigned char>(size >> (8 * (7 - i)));
-    if (EVP_MAC_update(context.get(), length.data(), length.size()) != 1 ||
-        EVP_MAC_update(context.get(), reinterpret_cast<const unsigned char*>(part.data()),
+    if (EVP_MAC_update(context, length.data(), length.size()) != 1 ||
+        EVP_MAC_update(context, reinterpret_cast<const unsigned char*>(part.data()),
                        part.size()) != 1)
       fail("EVP_MAC_update");
   }
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   std::size_t out_size = 0;
-  if (EVP_MAC_final(context.get(), out.data(), &out_size, out.size()) != 1 ||
+  if (EVP_MAC_final(context, out.data(), &out_size, out.size()) != 1 ||
       out_size < kTagChars / 2)
     fail("EVP_MAC_final");
   static constexpr char kHex[] = "0123456789abcdef";

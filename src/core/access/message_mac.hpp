@@ -3,7 +3,8 @@
 // to the same store (a Redis-level writer) put there. Tags are the first 128 bits of the HMAC in
 // lower-case hex (32 characters, as RFC 4868 truncates HMAC-SHA256), over the parts given, each
 // preceded by its length: no two lists of parts are hashed alike. Verification compares with
-// CRYPTO_memcmp. The secret is never logged or shown. No sockets here.
+// CRYPTO_memcmp. The secret is never logged or shown. One object serves one thread (its HMAC
+// context is reused per tag). No sockets here.
 #pragma once
 
 #include <cstddef>
