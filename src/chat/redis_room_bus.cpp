@@ -365,7 +365,7 @@ std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) cons
           key("members:") + server_id_,
           key("versions"),
           server_id_,
-          std::to_string(version_),
+          signed_version(),
           std::to_string(kPresenceTtl.count()),
           from_empty ? "1" : "0"};
 }
@@ -376,7 +376,7 @@ void RedisRoomBus::publish_all_members() {
   ++version_;
   std::vector<std::string> args = members_script_call(true);
   for (std::string& name : room_.local_names())
-    args.push_back("+" + name);
+    args.push_back("+" + member_entry(name));
   link_.command(args);
 }
 
@@ -387,14 +387,14 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
   // them.
   switch (event.kind) {
     case chat::RoomEventKind::joined:
-      member_ops_.push_back("+" + event.name);
+      member_ops_.push_back("+" + member_entry(event.name));
       break;
     case chat::RoomEventKind::left:
-      member_ops_.push_back("-" + event.name);
+      member_ops_.push_back("-" + member_entry(event.name));
       break;
     case chat::RoomEventKind::renamed:
-      member_ops_.push_back("-" + event.name);
-      member_ops_.push_back("+" + event.text);
+      member_ops_.push_back("-" + member_entry(event.name));
+      member_ops_.push_back("+" + member_entry(event.text));
       break;
     case chat::RoomEventKind::message:
       // Numbered, kept and published with the batch (kPublishScript).
@@ -517,7 +517,17 @@ void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply
   auto heard = std::exchange(server.heard_meanwhile, {});
   std::uint64_t version = 0;
   if (reply.elements.size() != 2) return;
-  const std::string& text = reply.elements[0].text;
+  std::string_view text = reply.elements[0].text;
+  if (mac_ && !text.empty()) {
+    // "VERSION TAG"
+    auto space = text.find(' ');
+    if (space == std::string_view::npos ||
+        !mac_->verify({room_name_, "version", id, text.substr(0, space)}, text.substr(space + 1))) {
+      report_unverified("a member-set version", id);
+      return;  // not synced: its events alone build its list, and the heartbeat asks again
+    }
+    text = text.substr(0, space);
+  }
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), version);
   if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
     // It has written no version (not a chat-server, or gone): its events alone build its list,
@@ -525,10 +535,21 @@ void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply
     return;
   }
   server.names.clear();
-  for (const RedisValue& name : reply.elements[1].elements) {
-    if (chat::acceptable_remote_name(name.text)) {
-      note_remote_name(name.text);
-      server.names.insert(name.text);
+  for (const RedisValue& entry : reply.elements[1].elements) {
+    std::string_view name = entry.text;
+    if (mac_) {
+      // "TAG NAME"
+      if (name.size() <= MessageMac::kTagChars || name[MessageMac::kTagChars] != ' ' ||
+          !mac_->verify({room_name_, "member", id, name.substr(MessageMac::kTagChars + 1)},
+                        name.substr(0, MessageMac::kTagChars))) {
+        report_unverified("a member entry", id);
+        continue;
+      }
+      name.remove_prefix(MessageMac::kTagChars + 1);
+    }
+    if (chat::acceptable_remote_name(name)) {
+      note_remote_name(name);
+      server.names.insert(std::string(name));
     }
   }
   server.version = version;
@@ -929,6 +950,17 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
     if (!waiting_.empty()) block_size_ = std::min(block_size_ * 2, kMaxNumberBlock);
     if (!waiting_.empty() || block_size_ > 1) request_numbers();
   }
+}
+
+std::string RedisRoomBus::member_entry(std::string_view name) const {
+  if (!mac_) return std::string(name);
+  return fmt::format("{} {}", mac_->tag({room_name_, "member", server_id_, name}), name);
+}
+
+std::string RedisRoomBus::signed_version() const {
+  std::string version = std::to_string(version_);
+  if (!mac_) return version;
+  return fmt::format("{} {}", version, mac_->tag({room_name_, "version", server_id_, version}));
 }
 
 std::string RedisRoomBus::nick_holder(const std::string& nick_key) const {

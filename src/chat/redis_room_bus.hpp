@@ -17,7 +17,8 @@
 //                   nick at once and publishes a "k" line telling the holder to end its ghost
 //   servers         sorted set: server id -> last heartbeat (Redis TIME, ms)
 //   versions        hash: server id -> the version of its member set
-//   registrations   hash: server id -> its signed registration (with --room-secret-file only)
+//   registrations   hash: server id -> its signed registration (with --room-secret-file only;
+//                   then members:<id> holds "TAG NAME" and versions "VERSION TAG")
 //   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
 //   history         stream of messages (XADD MAXLEN ~ --history) under their ids ("0-ID"), read
 //                   on join (XREVRANGE) and by /since on any server (XRANGE)
@@ -157,6 +158,10 @@ class RedisRoomBus final : public RoomBus {
   // and not a copy of one read before in the same answer (`nonces`).
   std::optional<HistoryEntry> read_history(const RedisValue& element,
                                            std::unordered_set<std::string>& nonces);
+  // What members:<id> holds for one of this server's names ("TAG NAME" with a secret), and what
+  // versions holds for its version ("VERSION TAG"): a snapshot is checked entry by entry.
+  [[nodiscard]] std::string member_entry(std::string_view name) const;
+  [[nodiscard]] std::string signed_version() const;
   // What a nick's key in Redis holds for this server: its id, and with a secret its tag for that
   // nick; holder_verified() checks another server's.
   [[nodiscard]] std::string nick_holder(const std::string& nick_key) const;

@@ -210,6 +210,13 @@ class SignedRoom(RoomFixture):
         bob.send("/who\n")
         self.assertEqual(bob.line(), "* online (2): bob, alice")
         self.assertEqual(b.log_count(r"redis: 3 servers in the room"), 0)
+        # Names added to a real server's member set: a third server's snapshot of it skips them.
+        self.redis.command("SADD", PREFIX + "members:" + a.room_id, "mallory")
+        self.redis.command("SADD", PREFIX + "members:" + a.room_id, f"{zero_tag} trudy")
+        c = self.server()
+        carol = self.client(c)
+        carol.expect_who([carol.name, "alice", "bob"])
+        c.wait_for_log(UNVERIFIED, timeout=SLOW)
 
 
     def poison_history(self):
@@ -320,6 +327,10 @@ class SecretFileAndControls(RoomFixture, unittest.TestCase):
                 break
             self.assertLess(time.monotonic(), deadline, "the ghost never showed")
             time.sleep(0.2)
+        self.redis.command("SADD", PREFIX + "members:" + a.room_id, "trudy")
+        c = self.server(secret=False)
+        carol = self.client(c)
+        carol.expect_who([carol.name, "alice", "bob", "mallory", "trudy"])
 
     def test_without_the_flag_a_redis_writer_poisons_the_history(self):
         a, b, alice, bob = self.pair("--history", "10", secret=False)
