@@ -77,6 +77,8 @@ AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
           ? 0
           : static_cast<std::size_t>(std::max<std::uint64_t>(2, admission.max_per_address / 8));
   policy.shed_after = admission.shed_after;
+  // Nothing authenticates here: what is shed is a connection still sending its header.
+  policy.pending_kind = "connection without a complete header";
   policy.allowed = admission.allowed;
   policy.refusal_stream = admission.refusal_stream;
   policy.refusal_message = [](Refusal refusal) {

@@ -179,6 +179,10 @@ class ChurnCases:
         self.assertTrue(all(thread.is_alive() for thread in churners.threads))
         churners.stop()
         server.wait_for_log(r"shed for a newcomer")
+        # In upload-server's words: nothing authenticates here, a header is what is missing.
+        server.wait_for_log(r"shed the oldest connection without a complete header for "
+                            r"127\.0\.0\.\d+:\d+")
+        self.assertFalse(any("unauthenticated" in line for line in server.stdout_lines))
 
 
 class SinglePlain(ChurnCases, muxtest.UploadCase):

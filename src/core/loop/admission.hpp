@@ -70,6 +70,9 @@ struct AdmissionPolicy {
   // them is refused instead), and otherwise waits in the backlog until one has. Below the cap
   // nobody is shed or refused for being unauthenticated. max_unauthenticated must be non-zero.
   bool shed_at_owner_cap = false;
+  // What the log calls a connection of the budget when one is shed ("shed the oldest ... for
+  // PEER"): unauthenticated for a chat-server, without a complete header for an upload-server.
+  std::string pending_kind = "unauthenticated connection";
 
   // No caps of the Listener's own: newcomers wait in the backlog while `has_room` says no.
   static AdmissionPolicy wait_for_room(std::function<bool()> has_room) {

@@ -172,7 +172,7 @@ void Listener::admit(Acceptor::Accepted accepted) {
   if (budget && (full || counts_->unauthenticated >= policy_.max_unauthenticated)) {
     if (counts_->shed_oldest_unauthenticated(std::chrono::steady_clock::now() -
                                              policy_.shed_after)) {
-      trip(kShed, fmt::format("shed the oldest unauthenticated connection for {}", accepted.peer));
+      trip(kShed, fmt::format("shed the oldest {} for {}", policy_.pending_kind, accepted.peer));
     } else if (full) {
       return refuse(std::move(accepted), Refusal::server_full);
     }
