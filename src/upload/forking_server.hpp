@@ -23,6 +23,7 @@
 #include "core/service/child_reports.hpp"
 #include "core/service/child_supervisor.hpp"
 #include "core/service/server_runtime.hpp"
+#include "upload/upload_serving.hpp"
 #include "upload/upload_session.hpp"
 
 namespace mux {

@@ -13,6 +13,7 @@
 #include "core/loop/listener.hpp"
 #include "core/loop/net.hpp"
 #include "core/service/server_runtime.hpp"
+#include "upload/upload_serving.hpp"
 #include "upload/upload_session.hpp"
 #include "upload/upload_store.hpp"
 

@@ -95,41 +95,11 @@ struct UploadContext {
 // A raw upload has no header line: its header is its first this many bytes (or its end). Until
 // a connection is past its header it may be shed for a newcomer while the server is full.
 inline constexpr std::uint64_t kRawHeaderBytes = 1024;
-// At --max-clients, a connection still without a complete header after this long (or half of
-// --header-timeout when that is shorter) is shed, the oldest first, for a newcomer. It is also
-// about how long a newcomer waits while churners hold every slot, and how long an honest one has
-// for its header (a fork and a TLS handshake on a loaded machine: 1 s was once too short).
-inline constexpr std::chrono::milliseconds kShedAfter{2000};
-[[nodiscard]] std::chrono::milliseconds pre_header_shed_after(
-    std::chrono::milliseconds header_timeout);
-
 // The ConnectionContext upload sessions expect: 1 MiB reads, 4 per wakeup, a 10 s linger.
 void configure_for_uploads(ConnectionContext& connections);
 
 // "timeout: no header within 10 s": the ERR reason when --header-timeout passes.
 std::string header_timeout_reason(const UploadLimits& limits);
-
-// --keep-partial while the server runs: every quarter of it (at least 1 s, at most 10 min) the
-// server removes resumable partials older than it that no connection holds, and logs how many;
-// start-up does the same once. Both serve modes (the fork-mode parent) call it with their loop.
-void sweep_expired_partials(EventLoop& loop, const OutputDirectory& directory, Logger& logger);
-[[nodiscard]] std::chrono::milliseconds partial_sweep_interval(std::chrono::seconds keep_partial);
-
-// Who may connect, from the flags.
-struct UploadAdmission {
-  std::uint64_t max_clients = 0;       // --max-clients; 0: what the fd (fork: machine) allows
-  std::uint64_t max_per_address = 32;  // --max-per-address; 0: no limit
-  std::function<bool(const sockaddr*, socklen_t)> allowed{};  // --allow / --deny; null: everyone
-  StreamFactory refusal_stream{};  // TLS servers: refused clients are told inside TLS
-  std::chrono::milliseconds shed_after = kShedAfter;  // pre_header_shed_after(--header-timeout)
-};
-// Both serve modes: past --max-clients newcomers wait in the backlog (while `has_room` says no),
-// unless a connection has been without a complete header for `shed_after`: then the oldest such
-// is shed for the newcomer, and a newcomer whose address already holds an eighth of
-// --max-per-address (at least 2) of them is refused (churning sockets cannot pin the slots);
-// past --max-per-address they are accepted and read "ERR server busy: ...".
-AdmissionPolicy upload_admission_policy(const UploadAdmission& admission,
-                                        std::function<bool()> has_room);
 
 class UploadSession final : private Connection::Owner, private GroupSync::Hooks {
  public:
