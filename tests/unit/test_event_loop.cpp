@@ -458,6 +458,27 @@ struct CountingWriter final : mux::EventLoop::Flushable {
   }
 };
 
+// A writer whose write takes 300 us (a busy wait, so a slow or loaded machine only makes it
+// longer): a few dozen outlast the ~2 ms one turn of the loop writes.
+struct SlowWriter final : mux::EventLoop::Flushable {
+  mux::EventLoop& loop;
+  std::vector<std::string>& order;
+  std::string name;
+  int flushes = 0;
+  SlowWriter(mux::EventLoop& event_loop, std::vector<std::string>& log, std::string label)
+      : loop(event_loop), order(log), name(std::move(label)) {}
+  SlowWriter(const SlowWriter&) = delete;
+  SlowWriter& operator=(const SlowWriter&) = delete;
+  ~SlowWriter() { loop.cancel_flush(*this); }
+  void on_batch_end() override {
+    ++flushes;
+    order.push_back(name);
+    auto until = Clock::now() + 300us;
+    while (Clock::now() < until) {
+    }
+  }
+};
+
 }  // namespace
 
 TEST_CASE("EventLoop: a writer asked in several events of a batch is flushed once, at its end") {
@@ -530,6 +551,67 @@ TEST_CASE(
   CHECK(kept.flushes == 1);
   CHECK(cancelled.flushes == 0);
   CHECK_FALSE(guard.fired);
+}
+
+TEST_CASE("EventLoop: a long flush goes on in the next turns, after a look at the fds") {
+  mux::EventLoop loop;
+  HangGuard guard(loop, 10s);
+  std::vector<std::string> order;
+  // 40 writers of 300 us each: 12 ms, several times the ~2 ms a turn writes before it looks at
+  // its fds again.
+  std::vector<std::unique_ptr<SlowWriter>> writers;
+  for (int i = 0; i < 40; ++i) {
+    writers.push_back(std::make_unique<SlowWriter>(loop, order, std::to_string(i)));
+    loop.flush_at_batch_end(*writers.back());
+  }
+  loop.run_once(0ms);
+  std::size_t first_turn = order.size();
+  CHECK(first_turn >= 1);
+  CHECK(first_turn < 40);
+  CHECK(order.front() == "0");
+  mux::Fd fd = readable_fd();
+  int events = 0;
+  loop.watch(fd.get(), EPOLLIN, [&](std::uint32_t) {
+    ++events;
+    order.push_back("event");
+    // More output for a writer still listed (keeps its place) and for one already written
+    // (listed again, at the end).
+    loop.flush_at_batch_end(*writers[39]);
+    loop.flush_at_batch_end(*writers[0]);
+  });
+  loop.run_once(5000ms);  // must not wait: writers are still listed
+  CHECK(events == 1);
+  // The event came before the rest of the writes, which went on where the first turn stopped.
+  REQUIRE(order.size() > first_turn + 1);
+  CHECK(order[first_turn] == "event");
+  CHECK(order[first_turn + 1] == std::to_string(first_turn));
+  loop.unwatch(fd.get());
+  for (int turn = 0; turn < 100 && writers[0]->flushes < 2; ++turn)
+    loop.run_once(0ms);
+  // Each written once, writer 0 once more at the very end.
+  for (int i = 1; i < 40; ++i)
+    CHECK(writers[static_cast<std::size_t>(i)]->flushes == 1);
+  CHECK(writers[0]->flushes == 2);
+  CHECK(order.back() == "0");
+  CHECK(order[order.size() - 2] == "39");
+  CHECK_FALSE(guard.fired);
+}
+
+TEST_CASE("EventLoop: a loop that stops writes everything listed in its last turn") {
+  mux::EventLoop loop;
+  std::vector<std::string> order;
+  std::vector<std::unique_ptr<SlowWriter>> writers;
+  for (int i = 0; i < 20; ++i)
+    writers.push_back(std::make_unique<SlowWriter>(loop, order, std::to_string(i)));
+  // 6 ms of writes: a turn that was not the last would write only the first ones.
+  loop.add_timer(0ms, [&] {
+    for (auto& writer : writers)
+      loop.flush_at_batch_end(*writer);
+    loop.stop();
+  });
+  loop.run();
+  for (auto& writer : writers)
+    CHECK(writer->flushes == 1);
 }
 
 TEST_CASE("TimedPause: ends by itself; asked again it ends at the later end, once") {

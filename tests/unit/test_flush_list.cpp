@@ -87,3 +87,43 @@ TEST_CASE("FlushList: items listed or removed during the drain are handled in th
   CHECK(list.empty());
   CHECK_FALSE(d.entry.listed());
 }
+
+TEST_CASE("FlushList: a drain stopped part way keeps the rest, in order, ahead of later items") {
+  mux::FlushList<Writer> list;
+  std::vector<Writer> writers(8);  // a..h
+  for (std::size_t i = 0; i < writers.size(); ++i) {
+    writers[i].name = std::string(1, static_cast<char>('a' + i));
+    list.add(writers[i], writers[i].entry);
+  }
+  Writer& a = writers[0];
+  Writer& f = writers[5];
+  Writer& g = writers[6];
+  Writer& h = writers[7];
+  std::vector<std::string> names;
+  auto record = [&](Writer& writer) { names.push_back(writer.name); };
+  int left = 5;
+  CHECK_FALSE(list.drain_while(record, [&] { return --left > 0; }));
+  CHECK(names == std::vector<std::string>{"a", "b", "c", "d", "e"});
+  CHECK(list.size() == 3);
+  CHECK_FALSE(a.entry.listed());
+  CHECK(f.entry.listed());
+  // Between the turns (the drained part was compacted away, so the places moved): a drained
+  // item gets output again (listed at the end), one still listed gets more (keeps its place),
+  // one is destroyed (removed).
+  list.add(a, a.entry);
+  list.add(f, f.entry);
+  list.remove(g.entry);
+  CHECK(list.size() == 3);
+  // At least one item per turn, even when more() says no at once.
+  names.clear();
+  CHECK_FALSE(list.drain_while(record, [] { return false; }));
+  CHECK(names == std::vector<std::string>{"f"});
+  list.remove(h.entry);
+  list.add(h, h.entry);
+  names.clear();
+  CHECK(list.drain_while(record, [] { return true; }));
+  CHECK(names == std::vector<std::string>{"a", "h"});
+  CHECK(list.empty());
+  for (const Writer& writer : writers)
+    CHECK_FALSE(writer.entry.listed());
+}

@@ -76,6 +76,8 @@ class EventLoop {
   void defer(Callback callback);
   // Calls writer.on_batch_end() once when this batch ends (before its deferred callbacks; again
   // after them if they flush_at_batch_end() anew), however often it is asked. Costs no allocation.
+  // When the writers listed take more than ~2 ms, the rest are called in the next turns, in
+  // order, after a look at the fds that waits for nothing (see finish_batch).
   // A writer being destroyed, or one that wrote on its own, calls cancel_flush().
   void flush_at_batch_end(Flushable& writer) { flush_list_.add(writer, writer.flush_entry_); }
   void cancel_flush(Flushable& writer) noexcept { flush_list_.remove(writer.flush_entry_); }

@@ -3,6 +3,11 @@
 // batch's events and timers are done, so a connection that got N sends in one batch makes one
 // write, not N, and listing it costs a push_back: no callback or allocation per send.
 //
+// A drain may stop part way (drain_while): the rest keep their place, ahead of items listed
+// later. The loop does that when a huge list takes long to write, so that it looks at its fds in
+// between: a line that arrives meanwhile joins the queues of the writers still listed, which then
+// write both lines in one go (issue 25).
+//
 // An item keeps its place in an Entry it owns, so removing it (it is being destroyed, or it wrote
 // on its own) is O(1) and the drain never touches a destroyed item. Pure bookkeeping, no I/O.
 #pragma once
@@ -51,16 +56,30 @@ class FlushList {
   // called in this same drain; items removed during it are skipped.
   template <class Fn>
   void drain(Fn&& fn) {
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
-      Slot slot = slots_[i];
+    drain_while(fn, [] { return true; });
+  }
+
+  // drain(), but after each call asks more() whether to go on; when it says no, the items not
+  // called yet stay listed, in their order. Returns true when the list is empty.
+  template <class Fn, class More>
+  bool drain_while(Fn&& fn, More&& more) {
+    while (head_ < slots_.size()) {
+      Slot slot = slots_[head_];
+      slots_[head_++] = Slot{};
       if (slot.item == nullptr) continue;
-      slots_[i] = Slot{};
       slot.entry->index_ = Entry::kUnlisted;
       --listed_;
       fn(*slot.item);
+      if (head_ < slots_.size() && !more()) break;
     }
-    // clear() keeps the capacity: the next batches reuse it without allocating.
-    slots_.clear();
+    if (head_ == slots_.size()) {
+      // clear() keeps the capacity: the next batches reuse it without allocating.
+      slots_.clear();
+      head_ = 0;
+      return true;
+    }
+    if (head_ * 2 >= slots_.size()) compact();  // amortized: each slot moves O(1) times
+    return false;
   }
 
   [[nodiscard]] bool empty() const noexcept { return listed_ == 0; }
@@ -71,7 +90,21 @@ class FlushList {
     T* item = nullptr;
     Entry* entry = nullptr;
   };
+
+  // Drops the slots before head_ (all drained), so a list drained part by part does not grow.
+  void compact() noexcept {
+    std::size_t kept = 0;
+    for (std::size_t i = head_; i < slots_.size(); ++i) {
+      if (slots_[i].item == nullptr) continue;
+      slots_[i].entry->index_ = kept;
+      slots_[kept++] = slots_[i];
+    }
+    slots_.resize(kept);
+    head_ = 0;
+  }
+
   std::vector<Slot> slots_;  // in listing order; removed items leave an empty slot
+  std::size_t head_ = 0;     // slots_[head_..] are still to be drained
   std::size_t listed_ = 0;
 };
 
