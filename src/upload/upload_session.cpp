@@ -129,6 +129,8 @@ void UploadSession::on_data(std::string_view bytes) {
   if (phase_ != Phase::receiving) return;
   if (disk_) disk_->data_arrived();
   bytes_seen_ += bytes.size();
+  // A header still coming in, however slowly, is shed only after the idle ones (issue 21).
+  if (!header_complete_ && !bytes.empty()) ticket_.progressed();
   // One upload, or in a batch as many as the bytes hold: each complete one leaves the rest of
   // the input to the next (pipelined headers, no round trip between files).
   while (phase_ == Phase::receiving && !bytes.empty()) {

@@ -185,6 +185,64 @@ class ChurnCases:
         self.assertFalse(any("unauthenticated" in line for line in server.stdout_lines))
 
 
+class SlowHeaderFirst(muxtest.UploadCase):
+    """While full, the connection shed for a newcomer is the one idle longest, not the oldest: an
+    honest header arriving a byte every 0.2 s (the first to connect) outlives three idle sockets
+    that sent one byte each, while quick uploads come in past them (single mode: its sessions
+    see each byte; a fork-mode parent sees only the first)."""
+
+    SERVE = "single"
+
+    def test_a_slow_honest_header_is_shed_after_the_idle_ones(self):
+        server = self.upload_server("-v", "--max-clients", "4", "--output-dir", self.out)
+        header = b"MUXUP/1 5 slow-header-upload.txt\n"
+        slow = muxtest.connect(server.port)
+        self.addCleanup(slow.close)
+        slow.sendall(header[:1])
+        server.wait_for_log(r"\[Client 1\] 127\.0\.0\.1:\d+ connected")
+        idle = []
+        for _ in range(3):
+            sock = muxtest.connect_from("127.0.0.2", server.port)
+            self.addCleanup(sock.close)
+            sock.sendall(b"x")
+            idle.append(sock)
+        server.wait_for_log(r"\[Client 4\] 127\.0\.0\.2:\d+ connected")
+        quick_done = []
+
+        def quick_uploads():
+            # Once everyone has held a slot over the 2 s a connection waits before it can be
+            # shed, while the slow header is still coming: each waits for a slot.
+            time.sleep(2.5)
+            for i in range(3):
+                with muxtest.connect(server.port, timeout=HONEST_BOUND) as sock:
+                    sock.sendall(b"MUXUP/1 2 quick%d.txt\nhi" % i)
+                    sock.shutdown(socket.SHUT_WR)
+                    quick_done.append(muxtest.LineReader(sock).line(HONEST_BOUND))
+
+        quick = threading.Thread(target=quick_uploads, daemon=True)
+        quick.start()
+        try:
+            for byte in header[1:]:
+                time.sleep(0.2)
+                slow.sendall(bytes([byte]))
+            slow.sendall(b"hello")
+            slow.shutdown(socket.SHUT_WR)
+            reply = muxtest.LineReader(slow).line(HONEST_BOUND)
+        except OSError as error:
+            self.fail(f"the slow honest header was cut ({error}): {self.honest_log(server)}")
+        quick.join(3 * HONEST_BOUND)
+        self.assertRegex(reply, r"^OK 5 [0-9a-f]{32}$", self.honest_log(server))
+        self.assertEqual(len(quick_done), 3, server.stdout_lines[-20:])
+        for line in quick_done:
+            self.assertRegex(line, r"^OK 2 [0-9a-f]{32}$")
+        self.assertEqual(self.read_saved("slow-header-upload.txt"), b"hello")
+        # The idle ones made the room: at least one was shed while the slow one was the oldest.
+        self.assertGreaterEqual(server.log_count(r"127\.0\.0\.2:\d+ shed for a newcomer"), 1)
+
+    def honest_log(self, server):
+        return server.stdout_lines[-20:]
+
+
 class SinglePlain(ChurnCases, muxtest.UploadCase):
     SERVE = "single"
 

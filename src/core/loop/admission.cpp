@@ -98,6 +98,14 @@ void AdmissionTicket::authenticated() noexcept {
   has_pending_ = false;
 }
 
+void AdmissionTicket::progressed() noexcept {
+  if (!counts_ || !has_pending_ || !pending_->counted) return;
+  pending_->since = std::chrono::steady_clock::now();
+  // splice keeps pending_ valid: the node moves, it is not copied.
+  auto& order = counts_->unauthenticated_order;
+  order.splice(order.end(), order, pending_);
+}
+
 void AdmissionTicket::on_shed(std::function<void()> shed) {
   if (counts_ && has_pending_ && pending_->counted) pending_->shed = std::move(shed);
 }

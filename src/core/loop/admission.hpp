@@ -82,7 +82,8 @@ struct AdmissionPolicy {
   }
 };
 
-// One unauthenticated connection, in arrival order: how its owner closes it when it is shed.
+// One unauthenticated connection, in the order of its last progress (arrival, or the last
+// progressed()): how its owner closes it when it is shed.
 struct Unauthenticated {
   std::function<void()> shed;  // set by the owner (AdmissionTicket::on_shed); may stay empty
   std::pair<const std::string, std::size_t>* address = nullptr;  // in unauthenticated_per_address
@@ -96,7 +97,7 @@ struct AdmissionCounts {
   std::unordered_map<std::string, std::size_t> per_address;  // raw address bytes -> count
   std::size_t unauthenticated = 0;
   std::unordered_map<std::string, std::size_t> unauthenticated_per_address;
-  std::list<Unauthenticated> unauthenticated_order;  // oldest first
+  std::list<Unauthenticated> unauthenticated_order;  // idle longest first
   Listener* listener = nullptr;                      // told when a slot frees
 
   // Sheds the oldest unauthenticated connection that can be shed and arrived no later than
@@ -129,6 +130,10 @@ class AdmissionTicket {
   void authenticated() noexcept;
   // How to close this connection if it is shed while still unauthenticated.
   void on_shed(std::function<void()> shed);
+  // It is getting somewhere (bytes of an upload header arrived): it goes to the back of the
+  // shedding order, so connections that sent nothing for longest are shed first, and a slow
+  // but moving one only after it stalled for shed_after itself.
+  void progressed() noexcept;
   [[nodiscard]] bool holds() const noexcept { return counts_ != nullptr; }
 
  private:
