@@ -1,7 +1,7 @@
 #include "chat/chat_client.hpp"
 
-
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "chat/chat_protocol.hpp"
 #include "chat/client_terminal.hpp"
@@ -151,6 +152,7 @@ class ChatClient final : private ClientInput::Events {
       nick_refused_ = false;
       reclaim_tries_ = 0;
     }
+    if (acks_) connection_->send(std::string_view("/cap acks\n"));
     if (!epoch_.empty()) {
       connection_->send(fmt::format("/since {} {}\n", epoch_, last_id_));
       recovering_ = true;
@@ -232,7 +234,13 @@ class ChatClient final : private ClientInput::Events {
       return fail(fmt::format("connection to {} closed by the server{}", server_,
                               input_.closed() ? " before all input was sent" : ""));
     }
-    finish(0);
+    if (acks_ && unacked_ > 0) {
+      return fail(
+          fmt::format("{} closed the connection before confirming {} line{}: they may not "
+                      "have been delivered",
+                      server_, unacked_, unacked_ == 1 ? "" : "s"));
+    }
+    finish_confirmed();
   }
 
   // An end the server announced that a later connection may not meet: a restart, a full server.
@@ -256,6 +264,7 @@ class ChatClient final : private ClientInput::Events {
         return;
       }
     }
+    if (acks_ && line.starts_with("* ") && acknowledged(line)) return;
     if (!reclaiming_.empty() && !nick_answer(line)) return;
     if (phase_ == Phase::capping && !capped(line)) return;
     if (std::exchange(names_follow_, false) && line.starts_with("* online (")) {
@@ -319,7 +328,10 @@ class ChatClient final : private ClientInput::Events {
       mux_server_ = true;
       phase_ = Phase::capping;
       if (!nick_.empty()) connection_->send(fmt::format("/nick {}\n", nick_));
-      connection_->send(std::string_view("/cap ids\n"));
+      // Acks: each line we send is confirmed once the server stored it (in a Redis room, once
+      // Redis did), so a dropped connection tells which lines may be lost.
+      connection_->send(std::string_view("/cap ids\n/cap acks\n"));
+      acks_ = true;
       return true;
     }
     // Another chat server (ncat --chat): it knows no commands of ours but --nick.
@@ -418,7 +430,18 @@ class ChatClient final : private ClientInput::Events {
   // The connection dropped (or the server is restarting): reconnect, or give up.
   void lost(const std::string& why) {
     if (!can_reconnect()) return fail(fmt::format("connection to {}: {}", server_, why));
-    if (input_.closed() && lines_on_link_ > 0) {
+    if (acks_ && unacked_ > 0) {
+      // Sent, not confirmed: the server may or may not have them. Said, never sent again (it
+      // could repeat them).
+      unconfirmed_ += unacked_;
+      notice(
+          fmt::format("{} line{} sent just before the connection dropped {} not confirmed by "
+                      "the server and may not have been delivered",
+                      unacked_, unacked_ == 1 ? "" : "s", unacked_ == 1 ? "was" : "were"));
+      unacked_ = 0;
+    }
+    if (acks_ && input_.closed() && held_.empty()) return finish_confirmed();
+    if (!acks_ && input_.closed() && lines_on_link_ > 0) {
       // Our input is over and its last lines went out on this connection: only its close could
       // have confirmed them, and a new connection cannot (sending them again could repeat them).
       return fail(fmt::format(
@@ -535,6 +558,9 @@ class ChatClient final : private ClientInput::Events {
     for (const std::string& piece : pieces) {
       out += piece;
       out += '\n';
+      // The server acknowledges messages, not commands nor empty lines.
+      if (acks_ && !piece.empty() && (!piece.starts_with('/') || piece.starts_with("//")))
+        ++unacked_;
     }
     connection_->send(make_block(std::move(out)));
     ++lines_on_link_;
@@ -594,6 +620,40 @@ class ChatClient final : private ClientInput::Events {
     loop_.stop();
   }
 
+  // "* ack ID" (after /cap acks): one more line confirmed; ID 0: it reached only this server's
+  // clients (the other servers of a Redis room were out of reach). True when `line` was one.
+  bool acknowledged(std::string_view line) {
+    if (line == "* cap acks") return true;
+    if (!line.starts_with("* ack ")) return false;
+    std::string_view digits = line.substr(6);
+    std::uint64_t id = 0;
+    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
+    if (digits.empty() || error != std::errc() || end != digits.data() + digits.size())
+      return false;
+    if (unacked_ > 0) --unacked_;
+    if (id == 0) ++local_only_;
+    return true;
+  }
+
+  // Every line is done with: exit 0 only when each was confirmed and reached the whole room.
+  void finish_confirmed() {
+    std::vector<std::string> problems;
+    if (unconfirmed_ > 0) {
+      problems.push_back(fmt::format(
+          "{} line{} sent to {} just before a connection dropped {} "
+          "not confirmed and may not have been delivered",
+          unconfirmed_, unconfirmed_ == 1 ? "" : "s", server_, unconfirmed_ == 1 ? "was" : "were"));
+    }
+    if (local_only_ > 0) {
+      problems.push_back(
+          fmt::format("{} line{} reached only the clients of {}: the other servers "
+                      "of the room were out of reach",
+                      local_only_, local_only_ == 1 ? "" : "s", server_));
+    }
+    if (!problems.empty()) return fail(fmt::format("{}", fmt::join(problems, "; ")));
+    finish(0);
+  }
+
   void finish(int status) {
     status_ = status;
     loop_.stop();
@@ -638,7 +698,13 @@ class ChatClient final : private ClientInput::Events {
   std::size_t max_line_ = kMaxLine;  // the server's --max-line, once it said it
   bool told_split_ = false;
   std::size_t lines_on_link_ = 0;  // typed lines written on the current connection
-  std::string reclaiming_;         // after a reconnect: the nick we asked back, until the answer
+  // Acks (/cap acks, a mux server): lines sent and not yet confirmed on this connection; lines
+  // a dropped connection left unconfirmed; lines confirmed as reaching this server's clients only.
+  bool acks_ = false;
+  std::size_t unacked_ = 0;
+  std::size_t unconfirmed_ = 0;
+  std::size_t local_only_ = 0;
+  std::string reclaiming_;  // after a reconnect: the nick we asked back, until the answer
   // Reconnect secrets (/cap ids): the current session's, and that of the session holding our
   // nick (the one a reclaim proves); kept in this process only.
   std::string session_secret_;

@@ -285,7 +285,13 @@ std::string replaced() {
   return "* replaced by a new connection with this session's secret\n";
 }
 std::string cap_usage() {
-  return "* usage: /cap ids\n";
+  return "* usage: /cap ids | /cap acks\n";
+}
+std::string cap_acks() {
+  return "* cap acks\n";
+}
+std::string ack(std::uint64_t id) {
+  return fmt::format("* ack {}\n", id);
 }
 std::string since_usage() {
   return "* usage: /since EPOCH ID\n";

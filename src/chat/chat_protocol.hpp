@@ -129,6 +129,10 @@ std::string reclaim_usage();
 // stole the secret); it ends that session.
 std::string replaced();
 std::string cap_usage();
+// The answer to "/cap acks", then one "* ack ID" per message the sender sent once it is stored
+// (in a Redis room: numbered in Redis; ID 0 when it was relayed on this server only).
+std::string cap_acks();
+std::string ack(std::uint64_t id);
 std::string since_usage();
 std::string history_usage();
 std::string no_history();

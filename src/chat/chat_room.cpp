@@ -130,7 +130,8 @@ void ChatRoom::release_held(ChatMember& member) {
   }
   if (any) end_of_input();
   if (!member.holds_lines() && !member.leave_pending()) member.held_.reset();  // its memory back
-  if (member.admitting_ || member.claiming_ || !member.leave_pending()) return;
+  if (member.admitting_ || member.claiming_ || member.acks_owed_ != 0 || !member.leave_pending())
+    return;
   auto [reason, too_slow] = std::move(*member.held_->leave);
   member.held_.reset();
   leave_now(member, reason, too_slow);
@@ -170,9 +171,21 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
   relay_.set_sender(&sender);
   // In a room numbered by Redis, a local line gets its id when it comes back from there: the
   // members that asked for ids have it then, the others at once.
-  if (history_.room_ids() && bus_->connected()) relay_.set_numbered_later();
-  append_message(sender.name_, command.text, 0);
+  bool to_redis = bus_->shared() && bus_->connected();
+  if (history_.room_ids() && to_redis) relay_.set_numbered_later();
+  std::uint64_t id = append_message(sender.name_, command.text, 0);
   bus_->publish_message(sender.name_, command.text);
+  if (to_redis) {
+    // Acknowledged once Redis answers (messages_stored); every sender's run keeps the count.
+    if (!awaiting_store_.empty() && awaiting_store_.back().first == sender.id_) {
+      ++awaiting_store_.back().second;
+    } else {
+      awaiting_store_.emplace_back(sender.id_, 1);
+    }
+    if (sender.wants_acks_) ++sender.acks_owed_;
+  } else if (sender.wants_acks_) {
+    acknowledge(sender, id, 1);
+  }
   if (relay_.full()) flush_relay();
 }
 
@@ -228,11 +241,39 @@ void ChatRoom::end_of_input() {
   flush_relay();
 }
 
-void ChatRoom::append_message(std::string_view name, std::string_view text, std::uint64_t room_id) {
+std::uint64_t ChatRoom::append_message(std::string_view name, std::string_view text,
+                                       std::uint64_t room_id) {
   std::uint64_t id = history_.number(room_id);
   relay_.append(name, text, id, members_.with_ids() != 0);
   // A local line waiting for its id is kept once it has one (own_messages_numbered).
   if (!relay_.numbered_later()) history_.remember(name, text, id);
+  return id;
+}
+
+void ChatRoom::acknowledge(ChatMember& member, std::uint64_t id, std::size_t count) {
+  std::string text;
+  for (std::size_t i = 0; i < count; ++i)
+    text += chat::notice::ack(id == 0 ? 0 : id + i);
+  // Straight to the sender: an ack never breaks the chunk being relayed to the others.
+  member.deliver(make_block(std::move(text)));
+}
+
+void ChatRoom::messages_stored(std::uint64_t first_id, std::size_t count) {
+  while (count > 0 && !awaiting_store_.empty()) {
+    auto& [member_id, messages] = awaiting_store_.front();
+    std::size_t take = std::min(count, messages);
+    if (auto it = ack_members_.find(member_id); it != ack_members_.end()) {
+      ChatMember& sender = *it->second;
+      acknowledge(sender, first_id, take);
+      sender.acks_owed_ -= std::min<std::uint64_t>(sender.acks_owed_, take);
+      // It ended its input meanwhile: it leaves once its last message is acknowledged.
+      if (sender.acks_owed_ == 0 && sender.leave_pending()) release_held(sender);
+    }
+    if (first_id != 0) first_id += take;
+    count -= take;
+    messages -= take;
+    if (messages == 0) awaiting_store_.pop_front();
+  }
 }
 
 void ChatRoom::flush_relay() {
@@ -325,6 +366,11 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
 }
 
 void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
+  if (chat::fold_nick(argument) == "acks") {
+    member.wants_acks_ = true;
+    ack_members_[member.id_] = &member;
+    return send_to(member, chat::notice::cap_acks());
+  }
   if (chat::fold_nick(argument) != "ids") return send_to(member, chat::notice::cap_usage());
   flush_relay();  // what was relayed before goes out without ids, before the answer
   members_.want_ids(member);
@@ -515,8 +561,11 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
 }
 
 bool ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
-  if (!closing_ && (member.admitting_ || member.claiming_) && member.holds_lines()) {
-    // Its last lines are still held: they are handled first (release_held), then it leaves.
+  bool holds = (member.admitting_ || member.claiming_) && member.holds_lines();
+  if (!closing_ && (holds || (member.acks_owed_ != 0 && member.in_room_))) {
+    // Its last lines are still held: they are handled first (release_held), then it leaves;
+    // or its last messages wait for Redis: it leaves once they are acknowledged.
+    if (!member.held_) member.held_ = std::make_unique<ChatMember::Held>();
     if (!member.held_->leave) member.held_->leave.emplace(std::string(reason), too_slow);
     return false;
   }
@@ -532,7 +581,9 @@ void ChatRoom::gone(ChatMember& member) {
   }
   member.held_.reset();
   member.claiming_ = false;
+  member.acks_owed_ = 0;
   by_id_.erase(member.id_);
+  ack_members_.erase(member.id_);
 }
 
 void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_slow) {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -83,7 +84,9 @@ class ChatMember {
   bool admitting_ = false;  // waiting for the bus's answer to join
   bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
   bool has_nick_ = false;
-  bool wants_ids_ = false;  // asked "/cap ids": its room lines carry ids
+  bool wants_ids_ = false;       // asked "/cap ids": its room lines carry ids
+  bool wants_acks_ = false;      // asked "/cap acks": each of its messages is acknowledged
+  std::uint64_t acks_owed_ = 0;  // its messages still waiting for Redis's answer
 };
 
 // Owns the members; a member that has closed asks to be destroyed (after the current batch).
@@ -160,6 +163,7 @@ class ChatRoom final : public RoomEvents {
   void room_epoch(const std::string& epoch, std::uint64_t last) override;
   void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override;
   void own_messages_numbered(const std::vector<chat::RoomEvent>& events) override;
+  void messages_stored(std::uint64_t first_id, std::size_t count) override;
   void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) override;
   void remote_members_changed() override { members_.names_changed(); }
   void bus_reachable(bool reachable) override;
@@ -196,6 +200,8 @@ class ChatRoom final : public RoomEvents {
   bool refuse_other_protocol(ChatMember& sender, std::string_view first_line);
   void run_command(ChatMember& sender, const chat::Command& command);
   void enable_ids(ChatMember& member, std::string_view argument);
+  // One "* ack ID" per message of `member` (ID 0: relayed here only, Redis out of reach).
+  void acknowledge(ChatMember& member, std::uint64_t id, std::size_t count);
   void replay_since(ChatMember& member, std::string_view argument);
   void send_history(ChatMember& member, std::string_view argument);
   // /reclaim NICK SECRET: a reconnecting client takes its nick back from its old connection's
@@ -203,7 +209,8 @@ class ChatRoom final : public RoomEvents {
   void reclaim(ChatMember& member, std::string_view argument);
   // Appends one message to the chunk being relayed (and, for capable members, with its id).
   // `room_id`: its room-wide id when it came numbered from Redis (else 0).
-  void append_message(std::string_view name, std::string_view text, std::uint64_t room_id);
+  // Its id (0: none yet).
+  std::uint64_t append_message(std::string_view name, std::string_view text, std::uint64_t room_id);
   // `secret` (a /reclaim's): a nick held on another server by the session with this secret is
   // taken from it at once.
   void rename(ChatMember& member, std::string_view nick, std::string_view secret = {});
@@ -245,6 +252,11 @@ class ChatRoom final : public RoomEvents {
   std::unordered_map<std::uint64_t, std::string> secrets_;
   // Members whose /since waits for the stream, by id_.
   std::unordered_map<std::uint64_t, ChatMember*> replays_;
+  // The senders of this server's messages published to Redis and not yet answered, in order,
+  // as runs (member id_, messages): messages_stored() pops them. Ids of members that asked for
+  // acks are in ack_members_; the others' runs only keep the count aligned.
+  std::deque<std::pair<std::uint64_t, std::size_t>> awaiting_store_;
+  std::unordered_map<std::uint64_t, ChatMember*> ack_members_;
   // /since commands that wait for the room's ids (by member id_, with their argument).
   std::vector<std::pair<std::uint64_t, std::string>> pending_since_;
 };

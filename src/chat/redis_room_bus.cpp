@@ -337,6 +337,8 @@ void RedisRoomBus::on_down(const std::string& why) {
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   batch_.clear();
   member_ops_.clear();
+  // Never sent: relayed on this server only.
+  if (std::size_t unsent = messages_.size() / 3; unsent != 0) room_.messages_stored(0, unsent);
   messages_.clear();
   batch_changes_members_ = false;
   remote_.clear();
@@ -475,7 +477,15 @@ void RedisRoomBus::flush() {
       args.push_back(std::move(messages_[i + 2]));
       args.push_back(std::move(signature));
     }
-    link_.command(args);
+    std::size_t count = messages_.size() / 3;
+    // The answer (the first id, or a failure when Redis went away) acknowledges the senders.
+    link_.command(
+        args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+          if (!alive.lock()) return;
+          bool stored =
+              reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0;
+          room_.messages_stored(stored ? static_cast<std::uint64_t>(reply->integer) : 0, count);
+        });
     messages_.clear();
   }
   batch_.clear();

@@ -120,6 +120,9 @@ class RoomEvents {
   virtual void batch_epoch(const std::string& epoch,
                            const std::vector<chat::RoomEvent>& events) = 0;
   virtual void own_messages_numbered(const std::vector<chat::RoomEvent>& events) = 0;
+  // Redis answered the publishing of this server's next `count` messages (in publish order):
+  // their ids count from `first_id`, or 0 when they were not stored (Redis out of reach).
+  virtual void messages_stored(std::uint64_t first_id, std::size_t count) = 0;
   // A session of this server holding `nick` was taken over by its reconnect on another server;
   // `verifier` proves it (the room checks it against that session's secret before ending it).
   virtual void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) = 0;
