@@ -139,9 +139,11 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
   }
   if (reference.batch.server_id.empty()) return std::nullopt;
   std::uint64_t messages = 0;
+  bool signed_batch = false;  // an s line was read: only an i line may follow
   while (!cursor.done()) {
     ReferenceEvent raw;
     raw.kind = *cursor.any();
+    if (signed_batch && raw.kind != 'i') return std::nullopt;
     for (std::string& field : raw.fields) {
       std::optional<std::size_t> length;
       std::optional<std::string> bytes;
@@ -177,6 +179,23 @@ std::optional<Reference> reference_decode(std::string_view payload, std::size_t 
       reference.batch.first_id = std::stoull(digits);
       reference.batch.epoch = epoch;
       reference.unchanged = false;  // encode() writes it after the version: maybe reordered
+      reference.raw.push_back(raw);
+      continue;
+    }
+    if (raw.kind == 's') {
+      // --room-secret-file: a sequence number (no leading zero, not 0) and a 128-bit tag in
+      // lowercase hex; the decoder only parses it (the bus verifies it).
+      const std::string& digits = raw.fields[1];
+      const std::string& tag = raw.fields[2];
+      if (!raw.fields[0].empty() || digits.empty() || digits.size() > 20 || digits[0] == '0' ||
+          !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+          tag.size() != 32 || !std::all_of(tag.begin(), tag.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+          }))
+        return std::nullopt;
+      if (digits.size() == 20 && digits > "18446744073709551615") return std::nullopt;
+      signed_batch = true;
+      reference.unchanged = false;  // encode() does not write it
       reference.raw.push_back(raw);
       continue;
     }
