@@ -662,14 +662,16 @@ class AckTests(muxtest.UploadCase):
 
 class StreamTests(muxtest.UploadCase):
     def test_a_stream_says_it_cannot_resume(self):
-        server = self.upload_server("--output-dir", self.out)
+        server = self.upload_server("--output-dir", self.out, "-v")
         reader, writer = os.pipe()
         client = subprocess.Popen([muxtest.MUX, "upload-client", "--port", str(server.port),
                                    "--file", "-"], stdin=reader, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         os.close(reader)
         os.write(writer, b"x" * 1000)
-        time.sleep(0.5)
+        # The header is the client's loop at work (its SIGINT handler in place): a fixed 0.5 s
+        # was too short for an ASan client to get there at load, and SIGINT then went unseen.
+        server.wait_for_log(r"header: unknown number of bytes", timeout=3 * TIMEOUT)
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=TIMEOUT)
         os.close(writer)
