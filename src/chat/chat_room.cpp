@@ -68,11 +68,12 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.claiming_ = false;
   member.rates_.reset();
   by_id_[member.id_] = &member;
-  if (!bus_->connected()) {
+  if (!bus_->connected() && !bus_->starting()) {
     admit(member, origin, local_number(), history_.all());
     return;
   }
-  // The number comes from the room-wide counter: one round trip before the welcome.
+  // The number comes from the room-wide counter: one round trip before the welcome (after the
+  // bus's first connection, when it is still being made).
   member.admitting_ = true;
   bus_->admit(history_.limit(), [this, id = member.id_, origin = std::string(origin)](
                                     std::optional<RoomBus::Admission> admission) {

@@ -270,12 +270,30 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
   loop_.cancel_timer(heartbeat_timer_);
+  loop_.cancel_timer(start_timer_);
 }
 
 void RedisRoomBus::start() {
   logger_.info("redis: room '{}' on {} (this server: {})", room_name_, link_.url().describe(),
                server_id_);
+  start_timer_ = loop_.add_timer(kStartWait, [this] {
+    start_timer_ = 0;
+    end_starting(false);
+  });
   link_.start();
+}
+
+void RedisRoomBus::end_starting(bool up) {
+  if (!starting_) return;
+  starting_ = false;
+  loop_.cancel_timer(std::exchange(start_timer_, 0));
+  for (Waiting& waiting : std::exchange(waiting_for_start_, {})) {
+    if (up) {
+      admit(waiting.history, std::move(waiting.done));
+    } else {
+      waiting.done(std::nullopt);
+    }
+  }
 }
 
 void RedisRoomBus::on_up() {
@@ -328,12 +346,15 @@ void RedisRoomBus::on_up() {
     reachable_ = true;
     room_.bus_reachable(true);
   }
+  // After the seed and the epoch (commands keep their order): their numbers are the room's.
+  end_starting(true);
 }
 
 void RedisRoomBus::on_down(const std::string& why) {
   // `why` names the address already ("127.0.0.1:6379/0: no reply for 3000 ms").
   logger_.info("redis: lost {}; the room goes on here, reconnecting", why);
   told_failure_ = true;
+  end_starting(false);
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
   batch_.clear();
   member_ops_.clear();
@@ -354,6 +375,7 @@ void RedisRoomBus::on_attempt_failed(const std::string& why) {
     logger_.info("redis: cannot reach {}; retrying", why);
     told_failure_ = true;
   }
+  end_starting(false);
   if (reachable_) {
     reachable_ = false;
     room_.bus_reachable(false);
@@ -824,6 +846,10 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
 }
 
 void RedisRoomBus::admit(std::size_t history, AdmitCallback done) {
+  if (!link_.up() && starting_) {
+    waiting_for_start_.push_back({history, std::move(done)});
+    return;
+  }
   if (!link_.up()) return done(std::nullopt);
   if (numbers_in_hand() == 0 || !waiting_.empty()) {
     waiting_.push_back({history, std::move(done)});

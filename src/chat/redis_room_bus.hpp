@@ -101,6 +101,7 @@ class RedisRoomBus final : public RoomBus {
   void finish(std::function<void()> done);
 
   [[nodiscard]] bool connected() const override { return link_.up(); }
+  [[nodiscard]] bool starting() const override { return starting_; }
   void publish(const chat::RoomEvent& event) override;
   void publish_message(std::string_view name, std::string_view text) override {
     publish({chat::RoomEventKind::message, std::string(name), std::string(text), {}, false});
@@ -132,6 +133,9 @@ class RedisRoomBus final : public RoomBus {
   void on_up();
   void on_down(const std::string& why);
   void on_attempt_failed(const std::string& why);
+  // The first connection was made or failed (or took too long): newcomers who waited for it
+  // are admitted through the room's counter (`up`) or with a number of the room's own.
+  void end_starting(bool up);
   // Client numbers: a newcomer takes the next one in hand at once; the counter is asked for a
   // block of them (INCRBY) when none is left, and ahead of time once the room is busy.
   struct Waiting {
@@ -252,6 +256,12 @@ class RedisRoomBus final : public RoomBus {
   bool numbers_requested_ = false;
   EventLoop::Clock::time_point numbers_requested_at_{};
   std::deque<Waiting> waiting_;  // newcomers waiting for a number, in arrival order
+  // Until the first connection is made or failed: newcomers who came meanwhile (a server just
+  // restarted is reconnected to by its clients at once), and how long they may wait.
+  bool starting_ = true;
+  std::deque<Waiting> waiting_for_start_;
+  EventLoop::TimerId start_timer_ = 0;
+  static constexpr std::chrono::seconds kStartWait{3};
   // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
   // lost the counter, and it is re-seeded above every number this server knows to be in use.
   std::uint64_t highest_remote_number_ = 0;

@@ -51,6 +51,10 @@ class RoomBus {
   [[nodiscard]] virtual bool shared() const { return true; }
   // True while the other servers can be reached.
   [[nodiscard]] virtual bool connected() const = 0;
+  // True while the bus's first connection is still being made: a newcomer then waits for it
+  // (admit() answers once it is made or failed) rather than take a number of the room's own
+  // count, which the other servers may already have given.
+  [[nodiscard]] virtual bool starting() const { return false; }
   // A local event for the other servers (events of one loop batch travel together).
   virtual void publish(const chat::RoomEvent& event) = 0;
   // A local message: publish() of a message event, without building one when nobody listens.

@@ -349,6 +349,29 @@ class SharedRoom(unittest.TestCase):
         after = self.client(b)
         self.assertEqual(after.number, 3, (numbers, after.number))
 
+    def test_a_newcomer_during_the_first_connection_waits_for_the_room(self):
+        # A server just (re)started is reconnected to by its clients at once, maybe before its
+        # first Redis connection is made. Such a newcomer was welcomed as "Client 1" from the
+        # server's own count: a name the room already had (seen once in e2e-chat_recovery after
+        # a kill -9 and restart). It now waits for that connection and gets the room's number.
+        a = self.server()
+        first = self.client(a)
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            b = Server("chat-server", "--redis", self.redis.url, "--room", "test")
+            self.servers.append(b)
+            b.wait_for_log(r"redis: room 'test' on ")
+            sock = b.connect()
+            self.addCleanup(sock.close)
+            reader = LineReader(sock)
+            reader.expect_nothing(0.5)
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        match = WELCOME.match(reader.line(SLOW))
+        self.assertTrue(match, "no welcome line")
+        self.assertEqual(int(match.group(2)), first.number + 1)
+        b.wait_for_log(r"redis: connected to")
+
     def test_sigkilled_server_members_leave_for_everyone(self):
         a, b = self.server(), self.server()
         alice = self.client(a, "alice")
