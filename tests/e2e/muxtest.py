@@ -368,6 +368,21 @@ class UploadCase(unittest.TestCase):
         self.servers.append(server)
         return server
 
+    def kill_server(self, server):
+        """SIGKILL of the server and, in fork mode, of its children: nothing can checkpoint."""
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+        server.proc.kill()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.wait()
+        self.servers.remove(server)
+        server.proc.stdout.close()
+        server.proc.stderr.close()
+
     def make_file(self, name, size):
         path = os.path.join(self.work, name)
         with open(path, "wb") as f:

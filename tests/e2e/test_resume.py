@@ -79,21 +79,6 @@ class ResumeCase(muxtest.UploadCase):
     def start_server(self, *extra):
         return self.upload_server(*self.server_flags(), *extra)
 
-    def kill_server(self, server):
-        """SIGKILL of the server and, in fork mode, of its children: nothing can checkpoint."""
-        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
-            children = [int(pid) for pid in f.read().split()]
-        server.proc.kill()
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        server.wait()
-        self.servers.remove(server)
-        server.proc.stdout.close()
-        server.proc.stderr.close()
-
     def client_args(self, server, path, *args):
         host = ["--host", "localhost", "--tls-ca", test_tls.PKI.ca] if self.TLS else []
         return [muxtest.MUX, "upload-client", "--port", str(server.port), *host, "--file", path,

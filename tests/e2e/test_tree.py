@@ -361,21 +361,6 @@ class TreeTests(TreeCase):
     def host(self):
         return "localhost" if self.TLS else muxtest.HOST
 
-    def kill_server(self, server):
-        """SIGKILL of the server and, in fork mode, of its children: nothing can checkpoint."""
-        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
-            children = [int(pid) for pid in f.read().split()]
-        server.proc.kill()
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        server.wait()
-        self.servers.remove(server)
-        server.proc.stdout.close()
-        server.proc.stderr.close()
-
     def wait_for_checkpoint(self, at_least):
         if muxtest.wait_for_checkpoint(self.out, at_least, 3 * TIMEOUT) is None:
             self.fail(f"no checkpoint of {at_least} bytes within {3 * TIMEOUT} s")
@@ -419,7 +404,6 @@ class ForkTlsTokenFullSyncTreeTests(TreeCase):
 
     wait_for_checkpoint = TreeTests.wait_for_checkpoint
     wait_for_journal = TreeTests.wait_for_journal
-    kill_server = TreeTests.kill_server
     host = TreeTests.host
 
     def test_retry_continues_the_batch_after_the_server_is_killed(self):
