@@ -8,207 +8,16 @@
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
+#include "chat/redis_room_scripts.hpp"
 #include "core/base/logger.hpp"
 #include "core/base/sanitize.hpp"
 
 namespace mux {
 namespace {
 
-// Refreshes this server's presence, drops servers silent for longer than the TTL, and returns
-// every other live server with the version of its member set and its signed registration:
-// {id1, version1, registration1, id2, ...} (version "" when it has written none yet,
-// registration "" without --room-secret-file). O(servers): no member names.
-// KEYS: servers, my members set, versions, registrations. ARGV: my id, TTL in ms, my
-// registration ("<unix ms> <version> <tag>", or "").
-constexpr const char* kHeartbeatScript = R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-end
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if id ~= ARGV[1] then
-    table.insert(out, id)
-    table.insert(out, redis.call('HGET', KEYS[3], id) or '')
-    table.insert(out, redis.call('HGET', KEYS[4], id) or '')
-  end
-end
-return out
-)lua";
-
-// Applies one batch's member changes and records the version they lead to, atomically.
-// KEYS: my members set, versions. ARGV: my id, version, TTL in ms, "1" to start from an empty
-// set (a re-sync), then "+NAME" (joined) or "-NAME" (left) in order.
-constexpr const char* kMembersScript = R"lua(
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
-for i = 5, #ARGV do
-  local op = ARGV[i]
-  if string.sub(op, 1, 1) == '+' then
-    redis.call('SADD', KEYS[1], string.sub(op, 2))
-  else
-    redis.call('SREM', KEYS[1], string.sub(op, 2))
-  end
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-)lua";
-
-// One server's member set and the version it is at, read atomically: {version or "", {names}}.
-// KEYS: its members set, versions. ARGV: its id.
-constexpr const char* kSnapshotScript = R"lua(
-return {redis.call('HGET', KEYS[2], ARGV[1]) or '', redis.call('SMEMBERS', KEYS[1])}
-)lua";
-
-// Takes a nick for ARGV[1] unless a live server holds it. KEYS: the nick, servers. ARGV: my
-// holder value (my id, then with --room-secret-file a space and its tag), TTL in ms. Returns 1
-// when claimed, else the holder value found (the server checks its signature: Lua cannot).
-constexpr const char* kClaimScript = R"lua(
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then
-  local id = string.match(owner, '^[^ ]*')
-  local seen = redis.call('ZSCORE', KEYS[2], id)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if seen and tonumber(seen) > now - tonumber(ARGV[2]) then return owner end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-)lua";
-
-// Takes a nick whose holder value failed verification, unless it changed meanwhile.
-// KEYS: the nick. ARGV: the value found, my holder value. Returns 1 when taken.
-constexpr const char* kOverrideScript = R"lua(
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-)lua";
-
-// Raises the counter to ARGV[1] unless it is higher already. KEYS: the counter.
-constexpr const char* kSeedScript = R"lua(
-local now = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-)lua";
-
-// Releases a nick this server holds, and the proof stored for it. KEYS: the nick, proofs.
-// ARGV: my holder value.
-constexpr const char* kReleaseScript = R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('HDEL', KEYS[2], KEYS[1])
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-)lua";
-
-// Stores the proof of the session holding a nick here, bound to this holder. KEYS: the nick,
-// proofs. ARGV: my holder value, the proof.
-constexpr const char* kProofScript = R"lua(
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
-return 1
-)lua";
-
-// kClaimScript for a reconnect with its secret: a nick that a live server holds is taken from it
-// when the proof stored for it (by that holder) is ARGV[3]. Returns 1 when claimed as
-// kClaimScript would, the former holder's server id when taken from it, 0 otherwise (the
-// server then claims as usual). KEYS: the nick, servers, proofs. ARGV: my holder value, TTL in
-// ms, the proof.
-constexpr const char* kReclaimScript = R"lua(
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then
-  local id = string.match(owner, '^[^ ]*')
-  local seen = redis.call('ZSCORE', KEYS[2], id)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if seen and tonumber(seen) > now - tonumber(ARGV[2]) then
-    if redis.call('HGET', KEYS[3], KEYS[1]) ~= owner .. ' ' .. ARGV[3] then return 0 end
-    redis.call('SET', KEYS[1], ARGV[1])
-    redis.call('HDEL', KEYS[3], KEYS[1])
-    return id
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-)lua";
-
-// Publishes a batch with messages, numbering them room-wide (issue 23): the ids counter hands
-// out one id per message, the messages go to the history stream under those ids ("0-ID", so
-// the stream is read by id), and the batch goes out with an "i" line (chat/room_event.hpp)
-// naming its first id and the room's epoch (made here when Redis has none: it restarted empty).
-// Atomic, so ids, the stream and the channel agree on one order for every server.
-// KEYS: ids, epoch, history. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history), the
-// number of messages, then per message its time, name, text and signature ("" without
-// --room-secret-file; else "<nonce> <tag>", kept as the entry's field s).
-constexpr const char* kPublishScript = R"lua(
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('SET', KEYS[2], epoch)
-end
-local n = tonumber(ARGV[5])
-local first = redis.call('INCRBY', KEYS[1], n) - n + 1
-if ARGV[4] ~= '0' then
-  for i = 0, n - 1 do
-    local at = 6 + i * 4
-    local id = string.format('0-%d', first + i)
-    local fields = {'t', ARGV[at], 'n', ARGV[at + 1], 'm', ARGV[at + 2]}
-    if ARGV[at + 3] ~= '' then
-      table.insert(fields, 's')
-      table.insert(fields, ARGV[at + 3])
-    end
-    local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, unpack(fields))
-    if type(added) == 'table' and added.err then
-      -- A stream not numbered by id (an older mux wrote it): started again.
-      redis.call('DEL', KEYS[3])
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, unpack(fields))
-    end
-  end
-end
-local f = string.format('%d', first)
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. 'i 0: ' .. #f .. ':' .. f .. ' ' .. #epoch .. ':' ..
-           epoch .. '\n')
-return first
-)lua";
-
-// The room's epoch and its last id, at (re)connect: {epoch, last id}. A Redis with no epoch
-// (it restarted empty), or one whose counter is below the ids this server has seen in that
-// epoch (it restarted from an older snapshot, and would hand out ids again), gets the fresh one.
-// KEYS: epoch, ids. ARGV: a fresh epoch, the epoch this server knows, its last id there.
-constexpr const char* kEpochScript = R"lua(
-local epoch = redis.call('GET', KEYS[1])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if (not epoch) or (epoch == ARGV[2] and last < tonumber(ARGV[3])) then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-return {epoch, string.format('%d', last)}
-)lua";
-
 std::string make_epoch() {
   std::random_device random;
   return fmt::format("{:08x}{:08x}", random(), random());
-}
-
-// With a secret: a batch from a server not heard in this long is a replay, whatever it says (its
-// sequence number is the sender's clock in microseconds, or a little past it); a server heard
-// from is remembered twice as long, so its old batches stay refused after it went quiet.
-constexpr std::chrono::minutes kReplayWindow{5};
-constexpr std::chrono::minutes kForgetServerAfter{2 * kReplayWindow};
-// A signed server registration is taken for this long after it was written: it is rewritten at
-// every heartbeat, and the servers' clocks may differ by up to this much.
-constexpr std::chrono::seconds kRegistrationWindow{60};
-
-std::uint64_t unix_microseconds() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
 }
 
 std::string make_server_id() {
@@ -265,7 +74,7 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
                               [this](const std::string& why) { on_attempt_failed(why); }},
           tls),
       flood_gate_(limits),
-      mac_(std::move(mac)) {}
+      signer_(logger, room_name, server_id_, std::move(mac)) {}
 
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
@@ -319,10 +128,10 @@ void RedisRoomBus::on_up() {
   // another server may be handed them: they are dropped.
   next_number_ = spare_next_ = 1;
   block_end_ = spare_end_ = 0;
-  link_.command({"EVAL", kSeedScript, "1", key("clients"), std::to_string(seed)});
+  link_.command({"EVAL", room_scripts::kSeedScript, "1", key("clients"), std::to_string(seed)});
   // The room's epoch and ids: the same on every server, so a client recovers on any of them.
-  link_.command({"EVAL", kEpochScript, "2", key("epoch"), key("ids"), make_epoch(), room_.epoch(),
-                 std::to_string(room_.last_id())},
+  link_.command({"EVAL", room_scripts::kEpochScript, "2", key("epoch"), key("ids"), make_epoch(),
+                 room_.epoch(), std::to_string(room_.last_id())},
                 [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (!alive.lock() || reply == nullptr || reply->elements.size() != 2) return;
                   std::uint64_t last = 0;
@@ -384,12 +193,12 @@ void RedisRoomBus::on_attempt_failed(const std::string& why) {
 
 std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) const {
   return {"EVAL",
-          kMembersScript,
+          room_scripts::kMembersScript,
           "2",
           key("members:") + server_id_,
           key("versions"),
           server_id_,
-          signed_version(),
+          signer_.version(version_),
           std::to_string(kPresenceTtl.count()),
           from_empty ? "1" : "0"};
 }
@@ -400,7 +209,7 @@ void RedisRoomBus::publish_all_members() {
   ++version_;
   std::vector<std::string> args = members_script_call(true);
   for (std::string& name : room_.local_names())
-    args.push_back("+" + member_entry(name));
+    args.push_back("+" + signer_.member_entry(name));
   link_.command(args);
 }
 
@@ -411,14 +220,14 @@ void RedisRoomBus::publish(const chat::RoomEvent& event) {
   // them.
   switch (event.kind) {
     case chat::RoomEventKind::joined:
-      member_ops_.push_back("+" + member_entry(event.name));
+      member_ops_.push_back("+" + signer_.member_entry(event.name));
       break;
     case chat::RoomEventKind::left:
-      member_ops_.push_back("-" + member_entry(event.name));
+      member_ops_.push_back("-" + signer_.member_entry(event.name));
       break;
     case chat::RoomEventKind::renamed:
-      member_ops_.push_back("-" + member_entry(event.name));
-      member_ops_.push_back("+" + member_entry(event.text));
+      member_ops_.push_back("-" + signer_.member_entry(event.name));
+      member_ops_.push_back("+" + signer_.member_entry(event.text));
       break;
     case chat::RoomEventKind::message:
       // Numbered, kept and published with the batch (kPublishScript).
@@ -461,19 +270,14 @@ void RedisRoomBus::flush() {
     link_.command(args);
     chat::encode_members_version(batch_, server_id_, version_);
   }
-  if (mac_) {
-    last_sequence_ = std::max(last_sequence_ + 1, unix_microseconds());
-    std::string sequence = std::to_string(last_sequence_);
-    chat::encode_signature(batch_, last_sequence_,
-                           mac_->tag({room_name_, "batch", batch_, sequence}));
-  }
+  signer_.sign_batch(batch_);
   member_ops_.clear();
   batch_changes_members_ = false;
   if (messages_.empty()) {
     link_.publish(batch_);
   } else {
     std::vector<std::string> args{"EVAL",
-                                  kPublishScript,
+                                  room_scripts::kPublishScript,
                                   "3",
                                   key("ids"),
                                   key("epoch"),
@@ -485,15 +289,8 @@ void RedisRoomBus::flush() {
                                   std::to_string(messages_.size() / 3)};
     args.reserve(args.size() + messages_.size() / 3 * 4);
     for (std::size_t i = 0; i + 2 < messages_.size(); i += 3) {
-      std::string signature;
-      if (mac_) {
-        // Unique per message (this batch's sequence number and its place), so a copy of an
-        // entry under another id is told apart when read back.
-        std::string nonce = fmt::format("{}.{}.{}", server_id_, last_sequence_, i / 3);
-        std::string tag = mac_->tag(
-            {room_name_, "history", nonce, messages_[i], messages_[i + 1], messages_[i + 2]});
-        signature = nonce + " " + tag;
-      }
+      std::string signature =
+          signer_.history_signature(i / 3, messages_[i], messages_[i + 1], messages_[i + 2]);
       args.push_back(std::move(messages_[i]));
       args.push_back(std::move(messages_[i + 1]));
       args.push_back(std::move(messages_[i + 2]));
@@ -526,18 +323,17 @@ void RedisRoomBus::request_snapshot(const std::string& id, Remote& server) {
   if (server.snapshot_pending) return;
   server.snapshot_pending = true;
   server.heard_meanwhile.clear();
-  bool sent =
-      link_.command({"EVAL", kSnapshotScript, "2", key("members:") + id, key("versions"), id},
-                    [this, id, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-                      if (!alive.lock()) return;
-                      if (reply == nullptr || reply->is_error()) {
-                        // Asked again at the next heartbeat (it is not synced).
-                        if (auto it = remote_.find(id); it != remote_.end())
-                          it->second.snapshot_pending = false;
-                        return;
-                      }
-                      apply_snapshot(id, *reply);
-                    });
+  bool sent = link_.command(
+      {"EVAL", room_scripts::kSnapshotScript, "2", key("members:") + id, key("versions"), id},
+      [this, id, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock()) return;
+        if (reply == nullptr || reply->is_error()) {
+          // Asked again at the next heartbeat (it is not synced).
+          if (auto it = remote_.find(id); it != remote_.end()) it->second.snapshot_pending = false;
+          return;
+        }
+        apply_snapshot(id, *reply);
+      });
   if (!sent) server.snapshot_pending = false;
 }
 
@@ -549,17 +345,10 @@ void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply
   auto heard = std::exchange(server.heard_meanwhile, {});
   std::uint64_t version = 0;
   if (reply.elements.size() != 2) return;
-  std::string_view text = reply.elements[0].text;
-  if (mac_ && !text.empty()) {
-    // "VERSION TAG"
-    auto space = text.find(' ');
-    if (space == std::string_view::npos ||
-        !mac_->verify({room_name_, "version", id, text.substr(0, space)}, text.substr(space + 1))) {
-      report_unverified("a member-set version", id);
-      return;  // not synced: its events alone build its list, and the heartbeat asks again
-    }
-    text = text.substr(0, space);
-  }
+  auto signed_text = signer_.version_text(id, reply.elements[0].text);
+  // Not synced: its events alone build its list, and the heartbeat asks again.
+  if (!signed_text) return;
+  std::string_view text = *signed_text;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), version);
   if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
     // It has written no version (not a chat-server, or gone): its events alone build its list,
@@ -568,20 +357,10 @@ void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply
   }
   server.names.clear();
   for (const RedisValue& entry : reply.elements[1].elements) {
-    std::string_view name = entry.text;
-    if (mac_) {
-      // "TAG NAME"
-      if (name.size() <= MessageMac::kTagChars || name[MessageMac::kTagChars] != ' ' ||
-          !mac_->verify({room_name_, "member", id, name.substr(MessageMac::kTagChars + 1)},
-                        name.substr(0, MessageMac::kTagChars))) {
-        report_unverified("a member entry", id);
-        continue;
-      }
-      name.remove_prefix(MessageMac::kTagChars + 1);
-    }
-    if (chat::acceptable_remote_name(name)) {
-      note_remote_name(name);
-      server.names.insert(std::string(name));
+    auto name = signer_.member_name(id, entry.text);
+    if (name && chat::acceptable_remote_name(*name)) {
+      note_remote_name(*name);
+      server.names.insert(std::string(*name));
     }
   }
   server.version = version;
@@ -648,7 +427,7 @@ void RedisRoomBus::on_message(std::string_view payload) {
                  log_field(payload, 60));
     return;
   }
-  if (mac_ && !verified(*batch, payload)) return;
+  if (!signer_.batch_verified(*batch, payload)) return;
   if (!batch->epoch.empty()) room_.batch_epoch(batch->epoch, batch->events);
   if (batch->server_id == server_id_) {
     // Our own batch back from Redis, numbered: its messages reach the local members that asked
@@ -680,45 +459,6 @@ void RedisRoomBus::on_message(std::string_view payload) {
   if (!batch->events.empty()) room_.apply_remote(batch->events);
 }
 
-bool RedisRoomBus::verified(const chat::RoomBatch& batch, std::string_view payload) {
-  if (!batch.sequence) {
-    report_unverified("an unsigned room message", batch.server_id);
-    return false;
-  }
-  std::string sequence = std::to_string(*batch.sequence);
-  if (!mac_->verify({room_name_, "batch", payload.substr(0, batch.signed_bytes), sequence},
-                    batch.tag)) {
-    report_unverified("a room message with a wrong signature", batch.server_id);
-    return false;
-  }
-  auto now = EventLoop::Clock::now();
-  auto [it, added] = verified_servers_.try_emplace(batch.server_id);
-  Heard& heard = it->second;
-  std::uint64_t window =
-      static_cast<std::uint64_t>(std::chrono::microseconds(kReplayWindow).count());
-  bool fresh =
-      added ? *batch.sequence + window >= unix_microseconds() : *batch.sequence > heard.sequence;
-  if (!fresh) {
-    if (added) verified_servers_.erase(it);
-    report_unverified("a replayed room message", batch.server_id);
-    return false;
-  }
-  heard.sequence = *batch.sequence;
-  heard.at = now;
-  return true;
-}
-
-void RedisRoomBus::report_unverified(std::string_view what, std::string_view detail) {
-  ++unverified_dropped_;
-  auto now = EventLoop::Clock::now();
-  if (now - unverified_logged_ < std::chrono::seconds(1)) return;
-  logger_.warn(
-      "redis: dropped {} (from \"{}\"; {} since the last report): it failed verification; is "
-      "--room-secret-file the same on every server of room '{}'?",
-      what, log_field(detail, 64), std::exchange(unverified_dropped_, 0), room_name_);
-  unverified_logged_ = now;
-}
-
 void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
   auto now = chat::RemoteFloodGate::Clock::now();
   // Joins, leaves and renames cost a delivery to everyone only while the room announces them;
@@ -739,55 +479,17 @@ void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {
 
 void RedisRoomBus::heartbeat() {
   flood_gate_.forget_idle(chat::RemoteFloodGate::Clock::now());
-  std::erase_if(verified_servers_, [now = EventLoop::Clock::now()](const auto& entry) {
-    return now - entry.second.at > kForgetServerAfter;
-  });
-  std::string registration;
-  if (mac_) {
-    // Signed with the version this server is at: the member changes that lead to it went out on
-    // this link before, so Redis holds them when it runs this.
-    std::string millis = std::to_string(unix_microseconds() / 1000);
-    std::string version = std::to_string(version_);
-    registration = fmt::format("{} {} {}", millis, version,
-                               mac_->tag({room_name_, "server", server_id_, millis, version}));
-  }
-  link_.command({"EVAL", kHeartbeatScript, "4", key("servers"), key("members:") + server_id_,
-                 key("versions"), key("registrations"), server_id_,
+  signer_.forget_quiet(EventLoop::Clock::now());
+  // Signed with the version this server is at: the member changes that lead to it went out on
+  // this link before, so Redis holds them when it runs this.
+  std::string registration = signer_.registration(version_);
+  link_.command({"EVAL", room_scripts::kHeartbeatScript, "4", key("servers"),
+                 key("members:") + server_id_, key("versions"), key("registrations"), server_id_,
                  std::to_string(kPresenceTtl.count()), std::move(registration)},
                 [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
                     apply_presence(*reply);
                 });
-}
-
-std::optional<std::uint64_t> RedisRoomBus::registered_version(const std::string& id,
-                                                              std::string_view registration) {
-  // "<unix ms> <version> <tag>", signed by a server of the room, and recent: a registration
-  // copied from a server that stopped is refused once it is kRegistrationWindow old.
-  auto first = registration.find(' ');
-  auto second = first == registration.npos ? first : registration.find(' ', first + 1);
-  if (second == registration.npos) {
-    report_unverified("a server registration without a signature", id);
-    return std::nullopt;
-  }
-  std::string_view millis = registration.substr(0, first);
-  std::string_view version_text = registration.substr(first + 1, second - first - 1);
-  if (!mac_->verify({room_name_, "server", id, millis, version_text},
-                    registration.substr(second + 1))) {
-    report_unverified("a server registration with a wrong signature", id);
-    return std::nullopt;
-  }
-  std::uint64_t at = 0;
-  std::uint64_t version = 0;
-  std::from_chars(millis.data(), millis.data() + millis.size(), at);
-  std::from_chars(version_text.data(), version_text.data() + version_text.size(), version);
-  auto window = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(kRegistrationWindow).count());
-  if (at + window < unix_microseconds() / 1000) {
-    report_unverified("a stale server registration", id);
-    return std::nullopt;
-  }
-  return version;
 }
 
 void RedisRoomBus::apply_presence(const RedisValue& reply) {
@@ -796,21 +498,10 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
   for (std::size_t i = 0; i + 2 < reply.elements.size(); i += 3) {
     const std::string& id = reply.elements[i].text;
     if (!chat::valid_server_id(id)) continue;
-    const std::string& text = reply.elements[i + 1].text;
-    std::uint64_t version = 0;
-    std::from_chars(text.data(), text.data() + text.size(), version);
-    if (mac_) {
-      // With a secret, a listed server counts only with a registration it signed: anyone can
-      // write an id into the servers set, only a server of the room can sign (and its version is
-      // the signed one).
-      auto registered = registered_version(id, reply.elements[i + 2].text);
-      if (!registered) continue;
-      version = *registered;
-      // Listed and signed: its batches stay checked against its last sequence number.
-      if (auto known = verified_servers_.find(id); known != verified_servers_.end())
-        known->second.at = now;
-    }
-    live[id] = version;
+    // With a secret, a listed server counts only with a registration it signed.
+    auto version =
+        signer_.listed_version(id, reply.elements[i + 1].text, reply.elements[i + 2].text);
+    if (version) live[id] = *version;
   }
   if (live_servers_ != live.size() + 1)
     logger_.info("redis: {} servers in the room", live.size() + 1);
@@ -904,26 +595,10 @@ void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCa
 std::optional<HistoryEntry> RedisRoomBus::read_history(const RedisValue& element,
                                                        std::unordered_set<std::string>& nonces) {
   if (element.elements.size() != 2) return std::nullopt;
-  if (mac_) {
-    const std::string& id = element.elements[0].text;
-    std::string_view signature = stream_field(element, "s");
-    auto space = signature.find(' ');
-    if (space == std::string_view::npos) {
-      report_unverified("an unsigned history entry", id);
-      return std::nullopt;
-    }
-    std::string_view nonce = signature.substr(0, space);
-    if (!mac_->verify({room_name_, "history", nonce, stream_field(element, "t"),
-                       stream_field(element, "n"), stream_field(element, "m")},
-                      signature.substr(space + 1))) {
-      report_unverified("a history entry with a wrong signature", id);
-      return std::nullopt;
-    }
-    if (!nonces.emplace(nonce).second) {
-      report_unverified("a copied history entry", id);
-      return std::nullopt;
-    }
-  }
+  if (!signer_.history_verified(element.elements[0].text, stream_field(element, "s"),
+                                stream_field(element, "t"), stream_field(element, "n"),
+                                stream_field(element, "m"), nonces))
+    return std::nullopt;
   return history_entry(element, max_line_);
 }
 
@@ -988,36 +663,19 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
   }
 }
 
-std::string RedisRoomBus::member_entry(std::string_view name) const {
-  if (!mac_) return std::string(name);
-  return fmt::format("{} {}", mac_->tag({room_name_, "member", server_id_, name}), name);
-}
-
-std::string RedisRoomBus::signed_version() const {
-  std::string version = std::to_string(version_);
-  if (!mac_) return version;
-  return fmt::format("{} {}", version, mac_->tag({room_name_, "version", server_id_, version}));
-}
-
-std::string RedisRoomBus::nick_holder(const std::string& nick_key) const {
-  if (!mac_) return server_id_;
-  return server_id_ + " " + mac_->tag({room_name_, "nick", nick_key, server_id_});
-}
-
 void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {
   bool sent = link_.command(
-      {"EVAL", kClaimScript, "2", key("nick:") + nick_key, key("servers"), nick_holder(nick_key),
-       std::to_string(kPresenceTtl.count())},
+      {"EVAL", room_scripts::kClaimScript.data(), "2", key("nick:") + nick_key, key("servers"),
+       signer_.nick_holder(nick_key), std::to_string(kPresenceTtl.count())},
       [this, nick_key, done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
         if (!alive.lock() || reply == nullptr) return done(std::nullopt);
         if (reply->type == RedisValue::Type::integer) return done(reply->integer == 1);
         if (reply->type != RedisValue::Type::string) return done(std::nullopt);
         // Held by a live server, says Redis; with a secret, only if that server signed it.
-        if (!mac_ || holder_verified(nick_key, reply->text)) return done(false);
-        report_unverified("a nick holder", reply->text);
+        if (signer_.holder_verified(nick_key, reply->text)) return done(false);
         bool asked =
-            link_.command({"EVAL", kOverrideScript, "1", key("nick:") + nick_key, reply->text,
-                           nick_holder(nick_key)},
+            link_.command({"EVAL", room_scripts::kOverrideScript, "1", key("nick:") + nick_key,
+                           reply->text, signer_.nick_holder(nick_key)},
                           [done](const RedisValue* taken) {
                             if (taken == nullptr || taken->type != RedisValue::Type::integer)
                               return done(std::nullopt);
@@ -1028,31 +686,24 @@ void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {
   if (!sent) done(std::nullopt);
 }
 
-bool RedisRoomBus::holder_verified(const std::string& nick_key, std::string_view holder) const {
-  auto space = holder.find(' ');
-  if (space == std::string_view::npos) return false;
-  return mac_->verify({room_name_, "nick", nick_key, holder.substr(0, space)},
-                      holder.substr(space + 1));
-}
-
 void RedisRoomBus::release_nick(const std::string& nick_key) {
   if (finishing_) return;
-  link_.command(
-      {"EVAL", kReleaseScript, "2", key("nick:") + nick_key, key("proofs"), nick_holder(nick_key)});
+  link_.command({"EVAL", room_scripts::kReleaseScript, "2", key("nick:") + nick_key, key("proofs"),
+                 signer_.nick_holder(nick_key)});
 }
 
 void RedisRoomBus::set_nick_proof(const std::string& nick_key, const std::string& proof) {
   if (!link_.up() || finishing_) return;
-  link_.command({"EVAL", kProofScript, "2", key("nick:") + nick_key, key("proofs"),
-                 nick_holder(nick_key), proof});
+  link_.command({"EVAL", room_scripts::kProofScript, "2", key("nick:") + nick_key, key("proofs"),
+                 signer_.nick_holder(nick_key), proof});
 }
 
 void RedisRoomBus::reclaim_nick(const std::string& nick_key, const std::string& nick,
                                 const std::string& proof, const std::string& verifier,
                                 ClaimCallback done) {
   bool sent = link_.command(
-      {"EVAL", kReclaimScript, "3", key("nick:") + nick_key, key("servers"), key("proofs"),
-       nick_holder(nick_key), std::to_string(kPresenceTtl.count()), proof},
+      {"EVAL", room_scripts::kReclaimScript.data(), "3", key("nick:") + nick_key, key("servers"),
+       key("proofs"), signer_.nick_holder(nick_key), std::to_string(kPresenceTtl.count()), proof},
       [this, nick_key, nick, verifier, done,
        alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
         if (!alive.lock()) return;
