@@ -61,6 +61,7 @@
 #include "chat/name_set.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
+#include "chat/room_signer.hpp"
 #include "core/access/message_mac.hpp"
 #include "core/loop/event_loop.hpp"
 #include "core/redis/redis_link.hpp"
@@ -151,27 +152,10 @@ class RedisRoomBus final : public RoomBus {
   std::uint64_t take_number();
 
   void on_message(std::string_view payload);
-  // With a secret: whether the batch is signed by a server of the room and newer than the last
-  // one heard from its sender (then remembered as the last).
-  bool verified(const chat::RoomBatch& batch, std::string_view payload);
-  // With a secret: the member-set version in a server's signed registration (written by its
-  // heartbeat), or nullopt when it is unsigned, forged or stale.
-  std::optional<std::uint64_t> registered_version(const std::string& id,
-                                                  std::string_view registration);
   // A history entry as the room gets it; with a secret, only one signed by a server of the room
   // and not a copy of one read before in the same answer (`nonces`).
   std::optional<HistoryEntry> read_history(const RedisValue& element,
                                            std::unordered_set<std::string>& nonces);
-  // What members:<id> holds for one of this server's names ("TAG NAME" with a secret), and what
-  // versions holds for its version ("VERSION TAG"): a snapshot is checked entry by entry.
-  [[nodiscard]] std::string member_entry(std::string_view name) const;
-  [[nodiscard]] std::string signed_version() const;
-  // What a nick's key in Redis holds for this server: its id, and with a secret its tag for that
-  // nick; holder_verified() checks another server's.
-  [[nodiscard]] std::string nick_holder(const std::string& nick_key) const;
-  [[nodiscard]] bool holder_verified(const std::string& nick_key, std::string_view holder) const;
-  // One log line a second at most about what failed verification.
-  void report_unverified(std::string_view what, std::string_view detail);
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
   void flush();
@@ -225,16 +209,7 @@ class RedisRoomBus final : public RoomBus {
   std::size_t oversized_dropped_ = 0;  // since the last log line about them
   EventLoop::Clock::time_point oversized_logged_{};
   // --room-secret-file: signs what this server writes, verifies what the others wrote.
-  std::optional<MessageMac> mac_;
-  std::uint64_t last_sequence_ = 0;  // this server's last batch sequence number
-  // Per server a verified batch came from: its last sequence number, and when it was heard.
-  struct Heard {
-    std::uint64_t sequence = 0;
-    EventLoop::Clock::time_point at{};
-  };
-  std::unordered_map<std::string, Heard> verified_servers_;
-  std::size_t unverified_dropped_ = 0;  // since the last log line about them
-  EventLoop::Clock::time_point unverified_logged_{};
+  RoomSigner signer_;
   std::string batch_;  // this loop batch's encoded events
   bool flush_scheduled_ = false;
   // This server's member-set version, and the changes of this batch for members:<id> ("+NAME",
