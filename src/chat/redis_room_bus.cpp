@@ -74,7 +74,9 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
                               [this](const std::string& why) { on_attempt_failed(why); }},
           tls),
       flood_gate_(limits),
-      signer_(logger, room_name, server_id_, std::move(mac)) {}
+      signer_(logger, room_name, server_id_, std::move(mac)),
+      mirror_(logger, kPresenceTtl,
+              [this](const std::string& id) { return request_snapshot(id); }) {}
 
 RedisRoomBus::~RedisRoomBus() {
   *alive_ = false;
@@ -112,7 +114,7 @@ void RedisRoomBus::on_up() {
   // Redis was out of reach, or Redis may have restarted empty).
   // Before any newcomer's INCR (commands keep their order): numbers in use here or seen on the
   // other servers before an outage are never handed out again.
-  std::uint64_t seed = std::max(room_.highest_number(), highest_remote_number_);
+  std::uint64_t seed = std::max(room_.highest_number(), mirror_.highest_number());
   // Numbers given on our own meanwhile: the other servers may have given some too, higher ones
   // in the same window that this server has not heard of yet: the counter goes past the window.
   if (!outage_slot_) {
@@ -171,7 +173,7 @@ void RedisRoomBus::on_down(const std::string& why) {
   if (std::size_t unsent = messages_.size() / 3; unsent != 0) room_.messages_stored(0, unsent);
   messages_.clear();
   batch_changes_members_ = false;
-  remote_.clear();
+  mirror_.clear();
   room_.remote_members_changed();
   if (reachable_) {
     reachable_ = false;
@@ -310,103 +312,35 @@ void RedisRoomBus::flush() {
   batch_.clear();
 }
 
-RedisRoomBus::Remote& RedisRoomBus::remote(const std::string& id) {
-  auto [it, added] = remote_.try_emplace(id);
-  if (added) {
-    it->second.last_heard = EventLoop::Clock::now();
-    request_snapshot(id, it->second);
-  }
-  return it->second;
-}
-
-void RedisRoomBus::request_snapshot(const std::string& id, Remote& server) {
-  if (server.snapshot_pending) return;
-  server.snapshot_pending = true;
-  server.heard_meanwhile.clear();
-  bool sent = link_.command(
+bool RedisRoomBus::request_snapshot(const std::string& id) {
+  return link_.command(
       {"EVAL", room_scripts::kSnapshotScript, "2", key("members:") + id, key("versions"), id},
       [this, id, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
         if (!alive.lock()) return;
-        if (reply == nullptr || reply->is_error()) {
-          // Asked again at the next heartbeat (it is not synced).
-          if (auto it = remote_.find(id); it != remote_.end()) it->second.snapshot_pending = false;
-          return;
-        }
-        apply_snapshot(id, *reply);
+        // Asked again at the next heartbeat (the mirror is not synced).
+        if (reply == nullptr || reply->is_error()) return mirror_.snapshot_failed(id);
+        if (apply_snapshot(id, *reply)) room_.remote_members_changed();
       });
-  if (!sent) server.snapshot_pending = false;
 }
 
-void RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply) {
-  auto it = remote_.find(id);
-  if (it == remote_.end()) return;  // gone meanwhile
-  Remote& server = it->second;
-  server.snapshot_pending = false;
-  auto heard = std::exchange(server.heard_meanwhile, {});
-  std::uint64_t version = 0;
-  if (reply.elements.size() != 2) return;
-  auto signed_text = signer_.version_text(id, reply.elements[0].text);
-  // Not synced: its events alone build its list, and the heartbeat asks again.
-  if (!signed_text) return;
-  std::string_view text = *signed_text;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), version);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
-    // It has written no version (not a chat-server, or gone): its events alone build its list,
-    // and the heartbeat decides whether it is alive.
-    return;
+bool RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply) {
+  std::optional<std::uint64_t> version;
+  if (reply.elements.size() != 2) return mirror_.snapshot(id, std::nullopt, {});
+  // A version that fails verification leaves the mirror not synced: its events alone build its
+  // list, and the heartbeat asks again. One that is missing or not a number (not a chat-server,
+  // or gone) too, and the heartbeat decides whether it is alive.
+  if (auto text = signer_.version_text(id, reply.elements[0].text); text && !text->empty()) {
+    std::uint64_t number = 0;
+    auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), number);
+    if (error == std::errc() && end == text->data() + text->size()) version = number;
   }
-  server.names.clear();
-  for (const RedisValue& entry : reply.elements[1].elements) {
-    auto name = signer_.member_name(id, entry.text);
-    if (name && chat::acceptable_remote_name(*name)) {
-      note_remote_name(*name);
-      server.names.insert(std::string(*name));
-    }
+  std::vector<std::string_view> names;
+  if (version) {
+    names.reserve(reply.elements[1].elements.size());
+    for (const RedisValue& entry : reply.elements[1].elements)
+      if (auto name = signer_.member_name(id, entry.text)) names.push_back(*name);
   }
-  server.version = version;
-  server.synced = true;
-  // What was heard while the snapshot travelled and is newer than it.
-  for (auto& [event_version, event] : heard)
-    apply_member_event(id, server, event_version, event);
-  room_.remote_members_changed();
-}
-
-void RedisRoomBus::change_names(Remote& server, const chat::RoomEvent& event) {
-  switch (event.kind) {
-    case chat::RoomEventKind::joined:
-      server.names.insert(event.name);
-      break;
-    case chat::RoomEventKind::left:
-      server.names.erase(event.name);
-      break;
-    case chat::RoomEventKind::renamed:
-      if (server.names.erase(event.name) != 0) server.names.insert(event.text);
-      break;
-    case chat::RoomEventKind::message:
-      break;
-  }
-}
-
-void RedisRoomBus::apply_member_event(const std::string& id, Remote& server, std::uint64_t version,
-                                      const chat::RoomEvent& event) {
-  if (version == 0) return change_names(server, event);
-  if (server.snapshot_pending) {
-    // Applied now (the list is best effort until the snapshot comes), and again on top of the
-    // snapshot when it is newer.
-    change_names(server, event);
-    if (server.heard_meanwhile.size() < kMaxHeardMeanwhile)
-      server.heard_meanwhile.emplace_back(version, event);
-    return;
-  }
-  if (server.synced && version <= server.version) return;  // in the snapshot already
-  change_names(server, event);
-  if (server.synced && version == server.version + 1) {
-    server.version = version;
-    return;
-  }
-  // A gap: some change was lost on the way.
-  server.synced = false;
-  request_snapshot(id, server);
+  return mirror_.snapshot(id, version, names);
 }
 
 void RedisRoomBus::on_message(std::string_view payload) {
@@ -439,22 +373,7 @@ void RedisRoomBus::on_message(std::string_view payload) {
     // A session of ours taken over by its reconnect there: the room checks the verifier.
     if (reclaim.owner == server_id_) room_.reclaimed_elsewhere(reclaim.nick, reclaim.verifier);
   }
-  Remote& server = remote(batch->server_id);
-  server.last_heard = EventLoop::Clock::now();
-  std::uint64_t changes = 0;
-  for (const chat::RoomEvent& event : batch->events)
-    changes += event.kind != chat::RoomEventKind::message ? 1 : 0;
-  // The version of the batch's first membership event; 0: not versioned (or nonsense).
-  std::uint64_t next = 0;
-  if (batch->members_version && *batch->members_version >= changes)
-    next = *batch->members_version - changes + 1;
-  for (const chat::RoomEvent& event : batch->events) {
-    if (event.kind == chat::RoomEventKind::message) continue;
-    note_remote_name(event.name);
-    if (event.kind == chat::RoomEventKind::renamed) note_remote_name(event.text);
-    apply_member_event(batch->server_id, server, next, event);
-    if (next != 0) ++next;
-  }
+  mirror_.heard(batch->server_id, batch->events, batch->members_version, EventLoop::Clock::now());
   drop_floods(*batch);
   if (!batch->events.empty()) room_.apply_remote(batch->events);
 }
@@ -506,32 +425,7 @@ void RedisRoomBus::apply_presence(const RedisValue& reply) {
   if (live_servers_ != live.size() + 1)
     logger_.info("redis: {} servers in the room", live.size() + 1);
   live_servers_ = live.size() + 1;
-  // A server that stopped refreshing its presence is gone: its members leave for everyone here.
-  // One never listed yet (its events came before its first heartbeat was read) gets the TTL.
-  std::vector<chat::RoomEvent> gone;
-  std::erase_if(remote_, [&](auto& entry) {
-    auto& [id, server] = entry;
-    if (live.contains(id) || (!server.was_live && now - server.last_heard < kPresenceTtl))
-      return false;
-    if (!server.names.empty())
-      logger_.info("redis: server {} is gone with {} clients", id, server.names.size());
-    server.names.for_each([&](std::string_view name) {
-      gone.push_back({chat::RoomEventKind::left, std::string(name), "server gone", {}, false});
-    });
-    return true;
-  });
-  for (const auto& [id, version] : live) {
-    Remote& server = remote(id);
-    server.was_live = true;
-    // Its version in Redis a heartbeat ago has not been reached by its events since: the last
-    // ones were lost (with nothing after them to show the gap).
-    bool behind = server.synced && server.version < server.claimed;
-    if ((behind || !server.synced) && !server.snapshot_pending) {
-      server.synced = false;
-      request_snapshot(id, server);
-    }
-    server.claimed = version;
-  }
+  std::vector<chat::RoomEvent> gone = mirror_.presence(live, now);
   if (!gone.empty()) room_.apply_remote(gone);
   room_.remote_members_changed();
 }
@@ -725,26 +619,6 @@ void RedisRoomBus::reclaim_nick(const std::string& nick_key, const std::string& 
         claim_nick(nick_key, done);
       });
   if (!sent) done(std::nullopt);
-}
-
-void RedisRoomBus::note_remote_name(std::string_view name) {
-  if (auto number = chat::default_name_number(name); number && *number < kOwnNumbersFrom)
-    highest_remote_number_ = std::max(highest_remote_number_, *number);
-}
-
-std::vector<std::string> RedisRoomBus::remote_names() const {
-  std::vector<std::string> names;
-  names.reserve(remote_count());
-  for (const auto& [id, server] : remote_)
-    server.names.for_each([&](std::string_view name) { names.emplace_back(name); });
-  return names;
-}
-
-std::size_t RedisRoomBus::remote_count() const {
-  std::size_t count = 0;
-  for (const auto& [id, server] : remote_)
-    count += server.names.size();
-  return count;
 }
 
 void RedisRoomBus::finish(std::function<void()> done) {

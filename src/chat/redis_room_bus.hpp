@@ -58,7 +58,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "chat/name_set.hpp"
+#include "chat/member_mirror.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_signer.hpp"
@@ -79,9 +79,6 @@ class RedisRoomBus final : public RoomBus {
   // No chat-server publishes more than a batch and its last event (three fields): a bigger
   // message on the channel was written by something else and is dropped unread.
   static constexpr std::size_t kMaxMessageBytes = kMaxBatchBytes + 4 * chat::kMaxFieldBytes;
-  // Membership events kept per server while its snapshot travels; past it the snapshot is
-  // followed by a gap, and another snapshot.
-  static constexpr std::size_t kMaxHeardMeanwhile = 100'000;
   // Client numbers asked for at once, at most: joins faster than one block per round trip
   // double the block (a quiet room asks for one number per newcomer, so its numbers stay in
   // arrival order across servers); a block that lasts over a second halves it.
@@ -114,10 +111,10 @@ class RedisRoomBus final : public RoomBus {
   void reclaim_nick(const std::string& key, const std::string& nick, const std::string& proof,
                     const std::string& verifier, ClaimCallback done) override;
   void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override;
-  [[nodiscard]] std::vector<std::string> remote_names() const override;
-  [[nodiscard]] std::size_t remote_count() const override;
+  [[nodiscard]] std::vector<std::string> remote_names() const override { return mirror_.names(); }
+  [[nodiscard]] std::size_t remote_count() const override { return mirror_.count(); }
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
-    return highest_remote_number_;
+    return mirror_.highest_number();
   }
   // Numbers still in hand first (reserved for this server); then the next number from
   // kOwnNumbersFrom up, above the last one given, that is congruent to this server's slot modulo
@@ -169,29 +166,10 @@ class RedisRoomBus final : public RoomBus {
   // replaces the set instead of changing it.
   [[nodiscard]] std::vector<std::string> members_script_call(bool from_empty) const;
 
-  // The mirror of another server's members.
-  struct Remote {
-    chat::NameSet names;            // compact: most are "Client N" (one bit each)
-    std::uint64_t version = 0;      // names hold every change up to this version...
-    bool synced = false;            // ...when this is true
-    bool snapshot_pending = false;  // a snapshot is on its way
-    // Membership events (with their versions) heard while the snapshot travels: those newer than
-    // the snapshot are applied on top of it.
-    std::vector<std::pair<std::uint64_t, chat::RoomEvent>> heard_meanwhile;
-    std::uint64_t claimed = 0;  // its version in Redis at the last heartbeat
-    bool was_live = false;      // listed by a heartbeat
-    EventLoop::Clock::time_point last_heard{};
-  };
-  Remote& remote(const std::string& id);
-  void request_snapshot(const std::string& id, Remote& server);
-  void apply_snapshot(const std::string& id, const RedisValue& reply);
-  // One membership event to a mirror; `version` 0: not versioned (applied as it comes).
-  void apply_member_event(const std::string& id, Remote& server, std::uint64_t version,
-                          const chat::RoomEvent& event);
-  static void change_names(Remote& server, const chat::RoomEvent& event);
-
-  // Keeps highest_remote_number_ above `name` when it is a "Client N".
-  void note_remote_name(std::string_view name);
+  // Asks for server `id`'s member set and version (MemberMirror::AskSnapshot).
+  bool request_snapshot(const std::string& id);
+  // The verified part of a snapshot to the mirror; true when its list changed.
+  bool apply_snapshot(const std::string& id, const RedisValue& reply);
   [[nodiscard]] std::string key(std::string_view suffix) const {
     return prefix_ + std::string(suffix);
   }
@@ -219,8 +197,8 @@ class RedisRoomBus final : public RoomBus {
   // This batch's messages for kPublishScript: time, name, text of each.
   std::vector<std::string> messages_;
   bool batch_changes_members_ = false;
-  // The other servers' members, by server id.
-  std::unordered_map<std::string, Remote> remote_;
+  // The other servers' members.
+  MemberMirror mirror_;
   // Numbers in hand: next_number_ to block_end_, then the block asked for ahead of time,
   // spare_next_ to spare_end_ (each empty when next is end + 1).
   std::uint64_t next_number_ = 1;
@@ -237,9 +215,6 @@ class RedisRoomBus final : public RoomBus {
   std::deque<Waiting> waiting_for_start_;
   EventLoop::TimerId start_timer_ = 0;
   static constexpr std::chrono::seconds kStartWait{3};
-  // Never forgotten, not even while Redis is out of reach: a Redis that comes back empty has
-  // lost the counter, and it is re-seeded above every number this server knows to be in use.
-  std::uint64_t highest_remote_number_ = 0;
   // The live servers in the last heartbeat; this server's slot; the last number it handed out
   // on its own (0: none yet).
   std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
