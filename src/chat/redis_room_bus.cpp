@@ -117,19 +117,18 @@ void RedisRoomBus::on_up() {
   std::uint64_t seed = std::max(room_.highest_number(), mirror_.highest_number());
   // Numbers given on our own meanwhile: the other servers may have given some too, higher ones
   // in the same window that this server has not heard of yet: the counter goes past the window.
-  if (!outage_slot_) {
+  if (!numbers_.has_slot()) {
     // Once per server: its residue for numbers given out of reach (see outage_number()).
     link_.command({"INCR", key("slots")},
                   [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
                     if (alive.lock() && reply != nullptr &&
                         reply->type == RedisValue::Type::integer && reply->integer > 0)
-                      outage_slot_ = static_cast<std::uint64_t>(reply->integer) % kOutageStride;
+                      numbers_.set_slot(static_cast<std::uint64_t>(reply->integer));
                   });
   }
   // Numbers still in hand were reserved in a Redis that may have restarted empty since, where
   // another server may be handed them: they are dropped.
-  next_number_ = spare_next_ = 1;
-  block_end_ = spare_end_ = 0;
+  numbers_.drop();
   link_.command({"EVAL", room_scripts::kSeedScript, "1", key("clients"), std::to_string(seed)});
   // The room's epoch and ids: the same on every server, so a client recovers on any of them.
   link_.command({"EVAL", room_scripts::kEpochScript, "2", key("epoch"), key("ids"), make_epoch(),
@@ -436,13 +435,13 @@ void RedisRoomBus::admit(std::size_t history, AdmitCallback done) {
     return;
   }
   if (!link_.up()) return done(std::nullopt);
-  if (numbers_in_hand() == 0 || !waiting_.empty()) {
+  if (numbers_.in_hand() == 0 || !waiting_.empty()) {
     waiting_.push_back({history, std::move(done)});
     return request_numbers();
   }
-  std::uint64_t number = take_number();
+  std::uint64_t number = numbers_.take();
   // Busy: the next block is asked for before this one runs out.
-  if (block_size_ > 1 && numbers_in_hand() < block_size_ / 2) request_numbers();
+  if (numbers_.running_low()) request_numbers();
   admit_with(number, history, std::move(done));
 }
 
@@ -496,30 +495,9 @@ std::optional<HistoryEntry> RedisRoomBus::read_history(const RedisValue& element
   return history_entry(element, max_line_);
 }
 
-std::optional<std::uint64_t> RedisRoomBus::outage_number() {
-  if (numbers_in_hand() > 0) return take_number();
-  if (!outage_slot_) return std::nullopt;
-  std::uint64_t number = std::max(last_outage_number_ + 1, kOwnNumbersFrom);
-  number += (*outage_slot_ + kOutageStride - number % kOutageStride) % kOutageStride;
-  last_outage_number_ = number;
-  return number;
-}
-
-std::uint64_t RedisRoomBus::take_number() {
-  if (block_end_ + 1 == next_number_) {
-    next_number_ = std::exchange(spare_next_, 1);
-    block_end_ = std::exchange(spare_end_, 0);
-  }
-  return next_number_++;
-}
-
 void RedisRoomBus::request_numbers() {
   if (numbers_requested_) return;
-  auto now = EventLoop::Clock::now();
-  if (now - numbers_requested_at_ > std::chrono::seconds(1))
-    block_size_ = std::max<std::uint64_t>(1, block_size_ / 2);
-  numbers_requested_at_ = now;
-  std::uint64_t size = block_size_;
+  std::uint64_t size = numbers_.block_to_ask(EventLoop::Clock::now());
   numbers_requested_ =
       link_.command({"INCRBY", key("clients"), std::to_string(size)},
                     [this, size, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
@@ -537,23 +515,18 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
       waiting.done(std::nullopt);
     return;
   }
-  auto end = static_cast<std::uint64_t>(reply->integer);
-  if (block_end_ + 1 == next_number_) {
-    next_number_ = end - size + 1;
-    block_end_ = end;
-  } else {
-    spare_next_ = end - size + 1;
-    spare_end_ = end;
-  }
-  while (!waiting_.empty() && numbers_in_hand() > 0) {
+  numbers_.received(static_cast<std::uint64_t>(reply->integer), size);
+  while (!waiting_.empty() && numbers_.in_hand() > 0) {
     Waiting waiting = std::move(waiting_.front());
     waiting_.pop_front();
-    admit_with(take_number(), waiting.history, std::move(waiting.done));
+    admit_with(numbers_.take(), waiting.history, std::move(waiting.done));
   }
-  // Joins come faster than one block per round trip: ask for twice as many next time.
-  if (!waiting_.empty() || numbers_in_hand() < block_size_ / 2) {
-    if (!waiting_.empty()) block_size_ = std::min(block_size_ * 2, kMaxNumberBlock);
-    if (!waiting_.empty() || block_size_ > 1) request_numbers();
+  if (!waiting_.empty()) {
+    // Joins come faster than one block per round trip: ask for twice as many next time.
+    numbers_.grow();
+    request_numbers();
+  } else if (numbers_.running_low()) {
+    request_numbers();
   }
 }
 

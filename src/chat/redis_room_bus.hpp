@@ -58,6 +58,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "chat/client_numbers.hpp"
 #include "chat/member_mirror.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
@@ -79,10 +80,6 @@ class RedisRoomBus final : public RoomBus {
   // No chat-server publishes more than a batch and its last event (three fields): a bigger
   // message on the channel was written by something else and is dropped unread.
   static constexpr std::size_t kMaxMessageBytes = kMaxBatchBytes + 4 * chat::kMaxFieldBytes;
-  // Client numbers asked for at once, at most: joins faster than one block per round trip
-  // double the block (a quiet room asks for one number per newcomer, so its numbers stay in
-  // arrival order across servers); a block that lasts over a second halves it.
-  static constexpr std::uint64_t kMaxNumberBlock = 1024;
 
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
@@ -116,16 +113,10 @@ class RedisRoomBus final : public RoomBus {
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
     return mirror_.highest_number();
   }
-  // Numbers still in hand first (reserved for this server); then the next number from
-  // kOwnNumbersFrom up, above the last one given, that is congruent to this server's slot modulo
-  // kOutageStride. The slot is the room's "slots" counter taken once per server (INCR at its
-  // first connection): servers that lose Redis together (a stalled or restarted Redis) or one
-  // after the other hand out disjoint numbers, and the counter never reaches them (issue 25: a
-  // 200,000-client run gave one name twice when every server took "the next above what it
-  // knew"; ranges placed just above the counter met the counter's later blocks at 300,000). Two
-  // live servers share a slot only after 4096 server starts in one room.
-  static constexpr std::uint64_t kOutageStride = 4096;
-  [[nodiscard]] std::optional<std::uint64_t> outage_number() override;
+  // ClientNumbers::outage_number.
+  [[nodiscard]] std::optional<std::uint64_t> outage_number() override {
+    return numbers_.outage_number();
+  }
 
  private:
   void on_up();
@@ -143,10 +134,6 @@ class RedisRoomBus final : public RoomBus {
   void admit_with(std::uint64_t number, std::size_t history, AdmitCallback done);
   void request_numbers();
   void on_numbers(const RedisValue* reply, std::uint64_t size);
-  [[nodiscard]] std::uint64_t numbers_in_hand() const noexcept {
-    return (block_end_ + 1 - next_number_) + (spare_end_ + 1 - spare_next_);
-  }
-  std::uint64_t take_number();
 
   void on_message(std::string_view payload);
   // A history entry as the room gets it; with a secret, only one signed by a server of the room
@@ -199,15 +186,8 @@ class RedisRoomBus final : public RoomBus {
   bool batch_changes_members_ = false;
   // The other servers' members.
   MemberMirror mirror_;
-  // Numbers in hand: next_number_ to block_end_, then the block asked for ahead of time,
-  // spare_next_ to spare_end_ (each empty when next is end + 1).
-  std::uint64_t next_number_ = 1;
-  std::uint64_t block_end_ = 0;
-  std::uint64_t spare_next_ = 1;
-  std::uint64_t spare_end_ = 0;
-  std::uint64_t block_size_ = 1;
+  ClientNumbers numbers_;
   bool numbers_requested_ = false;
-  EventLoop::Clock::time_point numbers_requested_at_{};
   std::deque<Waiting> waiting_;  // newcomers waiting for a number, in arrival order
   // Until the first connection is made or failed: newcomers who came meanwhile (a server just
   // restarted is reconnected to by its clients at once), and how long they may wait.
@@ -215,11 +195,7 @@ class RedisRoomBus final : public RoomBus {
   std::deque<Waiting> waiting_for_start_;
   EventLoop::TimerId start_timer_ = 0;
   static constexpr std::chrono::seconds kStartWait{3};
-  // The live servers in the last heartbeat; this server's slot; the last number it handed out
-  // on its own (0: none yet).
   std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
-  std::optional<std::uint64_t> outage_slot_;
-  std::uint64_t last_outage_number_ = 0;
   EventLoop::TimerId heartbeat_timer_ = 0;
 
   bool reachable_ = true;      // as last told to the room
