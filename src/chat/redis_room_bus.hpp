@@ -25,28 +25,20 @@
 //   ids, epoch      the room-wide message ids (INCRBY, in the script that publishes a batch with
 //                   messages) and their epoch, made anew when Redis lost it (restarted empty)
 //
-// With --room-secret-file (issue 21 D1/D3/D7-D9), every server holds the same secret and signs
-// what it writes for the others (core/access/message_mac.hpp): each batch ends with an "s" line
-// (a sequence number that rises per server, and the tag of the batch with it), so a Redis-level
-// writer can neither speak as a member nor replay a batch; each history entry carries its own
-// signature (field s: a nonce unique to the message and its tag), checked before a replay; each
-// heartbeat writes a signed
-// registration (registrations: id -> "<unix ms> <version> <tag>"), and a server id in the
-// servers set counts only with a recent one (no ghost servers). Whatever fails
-// verification is dropped and logged, one line a second at most.
-//
-// Presence costs O(changes), not O(members): every join, leave and rename is an event on the
-// channel and one step of the sender's member-set version; a batch with such events ends with
-// a "v" line (the version after them) and is preceded by one script that applies the same
-// changes to members:<id> and versions (so Redis always holds the set at the version it says).
-// Each server keeps a mirror of every other server's set, built from a snapshot (members:<id>
-// and its version, read atomically) and then from the events, in version order. It asks for a
-// snapshot only for a server it has not seen before, or on a gap: an event whose version is not
-// the next one (a message lost while a subscriber reconnected), or a version in Redis that the
-// events have not reached a heartbeat later (the last events lost, nothing after them).
-// Every kHeartbeat each server refreshes its presence and reads the live servers' ids and
-// versions (O(servers)); a server gone for kPresenceTtl (SIGKILL, a cut cable) is dropped and
-// its members leave for everyone.
+// The bus is the wiring: it sends the commands and hands each answer to the piece that knows
+// what it means. The scripts are in chat/redis_room_scripts.hpp; the pieces have no I/O:
+//   MemberMirror    the other servers' member lists (chat/member_mirror.hpp): presence costs
+//                   O(changes), not O(members): every join, leave and rename is an event and
+//                   one step of its sender's member-set version; a batch with such events ends
+//                   with a "v" line and is preceded by one script that applies the same changes
+//                   to members:<id> and versions. Every kHeartbeat each server refreshes its
+//                   presence and reads the live servers' ids and versions (O(servers)); a server
+//                   gone for kPresenceTtl (SIGKILL, a cut cable) is dropped and its members
+//                   leave for everyone.
+//   ClientNumbers   the Client N blocks from the clients counter (chat/client_numbers.hpp)
+//   RoomSigner      with --room-secret-file (issue 21), every server signs what it writes for
+//                   the others and checks what they wrote (chat/room_signer.hpp); without it,
+//                   the identity
 #pragma once
 
 #include <chrono>
