@@ -1,10 +1,16 @@
 #include "chat/chat_protocol.hpp"
 
+#include <sys/random.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
+#include <iterator>
+#include <system_error>
 
 #include "core/base/sanitize.hpp"
 #include "core/base/units.hpp"
@@ -163,6 +169,21 @@ std::optional<CapReply> parse_cap_reply(std::string_view line) {
   return reply;
 }
 
+std::string make_secret() {
+  std::array<unsigned char, kSecretChars / 2> bytes{};
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom");
+    got += static_cast<std::size_t>(n);
+  }
+  std::string hex;
+  for (unsigned char byte : bytes)
+    fmt::format_to(std::back_inserter(hex), "{:02x}", byte);
+  return hex;
+}
+
 bool valid_secret(std::string_view secret) {
   return secret.size() == kSecretChars && std::all_of(secret.begin(), secret.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -285,10 +306,16 @@ std::string replaced() {
   return "* replaced by a new connection with this session's secret\n";
 }
 std::string cap_usage() {
-  return "* usage: /cap ids | /cap acks\n";
+  return "* usage: /cap ids | /cap acks [WRITER]\n";
 }
 std::string cap_acks() {
   return "* cap acks\n";
+}
+std::string cap_acks_numbered(std::uint64_t stored) {
+  return fmt::format("* cap acks last={}\n", stored);
+}
+std::string ack_again() {
+  return "* ack again\n";
 }
 std::string ack(std::uint64_t id) {
   return fmt::format("* ack {}\n", id);

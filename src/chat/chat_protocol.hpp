@@ -77,6 +77,9 @@ std::optional<CapReply> parse_cap_reply(std::string_view line);
 // that held NICK.
 inline constexpr std::size_t kSecretChars = 32;
 [[nodiscard]] bool valid_secret(std::string_view secret);
+// A fresh secret of that form from the kernel's CSPRNG (getrandom): the one call here that is
+// not pure. Also chat-client's writer key (/cap acks WRITER).
+[[nodiscard]] std::string make_secret();
 // Compares two secrets in time independent of where they differ.
 [[nodiscard]] bool same_secret(std::string_view a, std::string_view b);
 // A "/reclaim NICK SECRET" argument; nullopt when malformed.
@@ -133,6 +136,12 @@ std::string cap_usage();
 // (in a Redis room: numbered in Redis; ID 0 when it was relayed on this server only).
 std::string cap_acks();
 std::string ack(std::uint64_t id);
+// "/cap acks WRITER" (WRITER: 32 hex digits the client made, kept by it across reconnects): the
+// answer says how many of that writer's messages the room has stored ("* cap acks last=N"); the
+// room numbers the messages sent on this connection from N + 1, and one it already stored (a
+// resend whose first copy arrived after all) is not relayed again but confirmed "* ack again".
+std::string cap_acks_numbered(std::uint64_t stored);
+std::string ack_again();
 std::string since_usage();
 std::string history_usage();
 std::string no_history();

@@ -1,9 +1,6 @@
 #include "chat/chat_room.hpp"
 
-#include <sys/random.h>
-
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <charconv>
 #include <iterator>
@@ -37,22 +34,12 @@ std::string nick_proof(std::string_view secret) {
 std::string reclaim_verifier(std::string_view secret) {
   return sha256_hex(fmt::format("mux reclaim\n{}", secret));
 }
-
-// A session's reconnect secret: 128 bits from the kernel's CSPRNG, as lowercase hex.
-std::string make_secret() {
-  std::array<unsigned char, chat::kSecretChars / 2> bytes{};
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom");
-    got += static_cast<std::size_t>(n);
-  }
-  std::string hex;
-  for (unsigned char byte : bytes)
-    fmt::format_to(std::back_inserter(hex), "{:02x}", byte);
-  return hex;
+// A writer's key as the room keeps it (and, in a Redis room, Redis): a digest, so the writer key
+// itself, which lets its holder's lines be taken for repeats, is kept nowhere.
+std::string writer_key(std::string_view writer) {
+  return sha256_hex(fmt::format("mux writer\n{}", writer));
 }
+
 }  // namespace
 
 ChatRoom::ChatRoom(Logger& logger, std::size_t max_line, ClientLimits limits, ClockSource clock)
@@ -167,6 +154,12 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
     return;
   }
   if (command.text.empty()) return;  // an empty line carries nothing worth a delivery
+  if (!sender.writer_.empty() && !writers_.accept(sender.writer_, sender.writer_next_++)) {
+    // A resend whose first copy (still unread on the connection it replaced) came in after
+    // all: stored once, confirmed again.
+    logger_.detail("{}: a message sent again was stored already", sender.name_);
+    return sender.deliver(make_block(chat::notice::ack_again()));
+  }
   logger_.detail("[{}]: {}", sender.name_, command.text);
   if (relay_.sender() != &sender) flush_relay();
   relay_.set_sender(&sender);
@@ -367,10 +360,20 @@ void ChatRoom::run_command(ChatMember& sender, const chat::Command& command) {
 }
 
 void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
-  if (chat::fold_nick(argument) == "acks") {
+  std::string_view word = argument.substr(0, argument.find(' '));
+  if (chat::fold_nick(word) == "acks") {
+    std::string_view writer = word.size() < argument.size() ? argument.substr(word.size() + 1) : "";
+    if (!writer.empty() && !chat::valid_secret(writer))
+      return send_to(member, chat::notice::cap_usage());
     member.wants_acks_ = true;
     ack_members_[member.id_] = &member;
-    return send_to(member, chat::notice::cap_acks());
+    // Numbered only where this server's count is the room's: a Redis room's writers are
+    // counted in Redis (not yet: there the old answer, and no resends).
+    if (writer.empty() || bus_->shared()) return send_to(member, chat::notice::cap_acks());
+    member.writer_ = writer_key(writer);
+    std::uint64_t stored = writers_.last(member.writer_);
+    member.writer_next_ = stored + 1;
+    return send_to(member, chat::notice::cap_acks_numbered(stored));
   }
   if (chat::fold_nick(argument) != "ids") return send_to(member, chat::notice::cap_usage());
   flush_relay();  // what was relayed before goes out without ids, before the answer
@@ -378,7 +381,7 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   // The answer says where its ids start, the longest line the server takes, and who is here.
   std::string& secret = secrets_[member.id_];
   if (secret.empty()) {
-    secret = make_secret();
+    secret = chat::make_secret();
     store_nick_proof(member);
   }
   send_to(member, chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_, secret));

@@ -32,6 +32,7 @@
 #include "chat/room_bus.hpp"
 #include "chat/room_history.hpp"
 #include "chat/room_members.hpp"
+#include "chat/writer_ledger.hpp"
 #include "core/base/rate_limit.hpp"
 #include "core/loop/output_queue.hpp"
 
@@ -87,6 +88,9 @@ class ChatMember {
   bool wants_ids_ = false;       // asked "/cap ids": its room lines carry ids
   bool wants_acks_ = false;      // asked "/cap acks": each of its messages is acknowledged
   std::uint64_t acks_owed_ = 0;  // its messages still waiting for Redis's answer
+  // "/cap acks WRITER": the writer's key (a digest) and the number its next message gets.
+  std::string writer_;
+  std::uint64_t writer_next_ = 0;
 };
 
 // Owns the members; a member that has closed asks to be destroyed (after the current batch).
@@ -257,6 +261,8 @@ class ChatRoom final : public RoomEvents {
   // acks are in ack_members_; the others' runs only keep the count aligned.
   std::deque<std::pair<std::uint64_t, std::size_t>> awaiting_store_;
   std::unordered_map<std::uint64_t, ChatMember*> ack_members_;
+  // How many messages of each writer (/cap acks WRITER) this room stored.
+  chat::WriterLedger writers_;
   // /since commands that wait for the room's ids (by member id_, with their argument).
   std::vector<std::pair<std::uint64_t, std::string>> pending_since_;
 };

@@ -7,6 +7,7 @@ in order), --reconnect-timeout, --no-reconnect, long lines split at the server's
 Real redis-server and mux servers on free loopback ports."""
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import muxtest
@@ -475,6 +477,49 @@ class RedisRoomRestarts(unittest.TestCase):
         self.assertFalse([line for line in alice.out.lines if "missed" in line], alice.out.lines)
 
 
+def alices_lines(lines):
+    return [line[len("[alice]: "):] for line in lines if line.startswith("[alice]: ")]
+
+
+class ResendExactlyOnce(unittest.TestCase):
+    """A piped chat-client sends again what a dropped connection left unconfirmed, exactly once
+    and in order (issue 23, /cap acks WRITER): the server says how many of the client's lines it
+    stored, and a resend whose first copy still arrives is not relayed twice."""
+
+    LINES = 200
+
+    def test_kill_9_of_the_server_at_a_random_line_both_modes(self):
+        for mode in ("single", "fork"):
+            with self.subTest(serve=mode):
+                seed = random.randrange(1 << 30)
+                kill_at = random.Random(seed).randrange(10, self.LINES - 10)
+                args = ["--serve", mode, "--history", "1000"]
+                servers = [Server("chat-server", *args)]
+                try:
+                    reader = PipedClient(servers[0].port, "--nick", "reader")
+                    alice = PipedClient(servers[0].port, "--nick", "alice")
+                    try:
+                        reader.out.wait_for(r"^\* .* is now reader$")
+                        alice.out.wait_for(r"^\* .* is now alice$")
+                        for i in range(self.LINES):
+                            alice.type(f"line {i}")
+                            if i == kill_at:
+                                servers.append(restart(servers[-1], *args))
+                            time.sleep(0.002)  # a script writing as it goes
+                        alice.type("the end")
+                        reader.out.wait_for(r"^\[alice\]: the end$")
+                        self.assertEqual(alice.finish(), 0, (seed, alice.err.lines))
+                        self.assertEqual(alices_lines(reader.out.lines),
+                                         [f"line {i}" for i in range(self.LINES)] + ["the end"],
+                                         seed)
+                    finally:
+                        alice.kill()
+                        reader.kill()
+                finally:
+                    for server in servers:
+                        server.stop()
+
+
 class ManyAtOnce(unittest.TestCase):
     """A restart drops many clients at once: they come back spread out (jitter), every one of
     them, under its nick, and hear the room again."""
@@ -647,6 +692,32 @@ class FlappingLink(muxtest.ServerCases):
         self.assertEqual(relayed, said)
         self.assertEqual(len([l for l in alice.err.lines if "reconnecting" in l]), self.CYCLES)
         self.assertFalse([l for l in alice.out.lines if "missed" in l and l.startswith("* ")])
+
+
+    def test_piped_lines_cross_the_cuts_exactly_once(self):
+        """Cut while a script pipes lines: what each cut left unconfirmed is sent again on the
+        next connection, and only what the server did not already have."""
+        server = self.start("--history", "100")
+        relay = Relay(server.port)
+        self.addCleanup(relay.close)
+        alice = PipedClient(relay.port, "--nick", "alice")
+        self.addCleanup(alice.kill)
+        bob = Raw(server)
+        self.addCleanup(bob.sock.close)
+        alice.out.wait_for(r"^\* .* is now alice$")
+        lines = [f"line {i}" for i in range(200)]
+        for i, line in enumerate(lines):
+            alice.type(line)
+            if i % 50 == 25:
+                relay.cut()
+            time.sleep(0.002)
+        alice.type("the end")
+        got = []
+        while (line := bob.line()) != "[alice]: the end":
+            if line.startswith("[alice]: "):
+                got.append(line[len("[alice]: "):])
+        self.assertEqual(got, lines)
+        self.assertEqual(alice.finish(), 0, alice.err.lines)
 
 
 class ReconnectSecret(muxtest.ServerCases):

@@ -1,4 +1,5 @@
-// chat-client's reconnect policy and its queue of lines typed while away, outside the client.
+// chat-client's reconnect policy, its queue of lines typed while away and its ledger of lines
+// sent (and the room's count of them), outside the client.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 
 #include "chat/reconnect_backoff.hpp"
 #include "chat/resend_queue.hpp"
+#include "chat/send_ledger.hpp"
+#include "chat/writer_ledger.hpp"
 
 using namespace std::chrono_literals;
 using mux::chat::ReconnectBackoff;
@@ -65,4 +68,76 @@ TEST_CASE("ResendQueue: in order, bounded by bytes, counted when given up") {
   CHECK(queue.bytes() == 0);
   queue.push("x");
   CHECK(queue.unsent_note() == "; 1 typed line not sent");
+}
+
+TEST_CASE("SendLedger: numbered, a drop's unconfirmed lines go again, those stored never") {
+  mux::chat::SendLedger ledger(std::string(32, 'a'));
+  CHECK(ledger.request() == std::string("/cap acks ") + std::string(32, 'a') + "\n");
+  CHECK(mux::chat::SendLedger::is_message("hi"));
+  CHECK(mux::chat::SendLedger::is_message("//not a command"));
+  CHECK_FALSE(mux::chat::SendLedger::is_message("/who"));
+  CHECK_FALSE(mux::chat::SendLedger::is_message(""));
+  CHECK_FALSE(ledger.on_line("* someone else"));
+  auto answer = ledger.on_line("* cap acks last=0");
+  REQUIRE(answer);
+  CHECK(answer->answer);
+  CHECK(ledger.resend().empty());
+  for (const char* line : {"one", "two", "three", "four"})
+    ledger.sent(line);  // numbers 1..4
+  CHECK(ledger.on_line("* ack 7"));
+  CHECK(ledger.unconfirmed() == 3);
+  CHECK(ledger.dropped() == 0);  // kept for the next connection
+  CHECK(ledger.unconfirmed() == 3);
+  // The next connection's server has stored up to 3: "three" only lost its ack.
+  REQUIRE(ledger.on_line("* cap acks last=3"));
+  std::vector<std::string> again = ledger.resend();
+  CHECK(again == std::vector<std::string>{"four"});
+  CHECK(ledger.found_stored() == 2);
+  ledger.sent("four");  // number 4 again, as the server counts this connection's from 4
+  ledger.sent("five");
+  CHECK(ledger.on_line("* ack again"));
+  CHECK(ledger.on_line("* ack 0"));
+  CHECK(ledger.unconfirmed() == 0);
+  CHECK(ledger.local_only() == 1);
+  CHECK(ledger.problems("h:1").size() == 1);
+}
+
+TEST_CASE("SendLedger: a server that lost the count gets every unconfirmed line again") {
+  mux::chat::SendLedger ledger(std::string(32, 'b'));
+  REQUIRE(ledger.on_line("* cap acks last=0"));
+  ledger.resend();
+  ledger.sent("a");
+  ledger.sent("b");
+  ledger.dropped();
+  REQUIRE(ledger.on_line("* cap acks last=0"));  // a restarted server without the Redis count
+  CHECK(ledger.resend() == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("SendLedger: without numbers a drop's unconfirmed lines are counted, never resent") {
+  mux::chat::SendLedger ledger(std::string(32, 'c'));
+  REQUIRE(ledger.on_line("* cap acks"));
+  CHECK_FALSE(ledger.numbered());
+  ledger.sent("x");
+  ledger.sent("y");
+  CHECK(ledger.dropped() == 2);
+  CHECK(ledger.unconfirmed() == 0);
+  CHECK(ledger.lost() == 2);
+  CHECK(ledger.problems("h:1").size() == 1);
+}
+
+TEST_CASE("WriterLedger: a number at or below the stored one is a repeat; bounded") {
+  mux::chat::WriterLedger ledger;
+  CHECK(ledger.last("k") == 0);
+  CHECK(ledger.accept("k", 1));
+  CHECK(ledger.accept("k", 2));
+  CHECK_FALSE(ledger.accept("k", 2));
+  CHECK_FALSE(ledger.accept("k", 1));
+  ledger.learn("k", 5);
+  CHECK(ledger.last("k") == 5);
+  ledger.learn("k", 3);
+  CHECK(ledger.last("k") == 5);
+  for (std::size_t i = 0; i < mux::chat::WriterLedger::kMaxWriters; ++i)
+    ledger.accept(std::to_string(i), 1);
+  CHECK(ledger.last("k") == 0);  // the oldest writer was forgotten
+  CHECK(ledger.last("0") == 1);
 }
