@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "chat/chat_protocol.hpp"
+#include "chat/history_stream.hpp"
 #include "chat/redis_room_scripts.hpp"
 #include "core/base/logger.hpp"
 #include "core/base/sanitize.hpp"
@@ -23,34 +24,6 @@ std::string make_epoch() {
 std::string make_server_id() {
   std::random_device random;
   return fmt::format("{}-{:08x}", ::getpid(), random());
-}
-
-// The value of field `name` in an XREVRANGE element [id, [field, value, ...]] (its first, when
-// a writer other than kPublishScript repeated it); empty when it is missing.
-std::string_view stream_field(const RedisValue& element, std::string_view name) {
-  const auto& fields = element.elements[1].elements;
-  for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
-    if (fields[i].text == name) return fields[i + 1].text;
-  return {};
-}
-
-// One history entry out of an XREVRANGE element. Written by another server, so read as peer
-// input.
-std::optional<HistoryEntry> history_entry(const RedisValue& element, std::size_t max_line) {
-  if (element.elements.size() != 2) return std::nullopt;
-  HistoryEntry entry;
-  // Its id: the stream numbers messages "0-ID" (kPublishScript).
-  if (std::string_view id = element.elements[0].text; id.starts_with("0-"))
-    std::from_chars(id.data() + 2, id.data() + id.size(), entry.id);
-  std::string_view time = stream_field(element, "t");
-  std::from_chars(time.data(), time.data() + time.size(), entry.unix_seconds);
-  std::string_view name = stream_field(element, "n");
-  std::string_view text = stream_field(element, "m");
-  if (!chat::acceptable_remote_name(name)) return std::nullopt;
-  entry.name = std::string(name);
-  entry.text = chat::sanitize(text.substr(0, max_line), text.size() > max_line);
-  if (entry.text.empty()) return std::nullopt;
-  return entry;
 }
 
 }  // namespace
@@ -449,50 +422,24 @@ void RedisRoomBus::replay(std::uint64_t after, std::uint64_t up_to, ReplayCallba
   if (!link_.up() || history_limit_ == 0 || up_to <= after) return done(std::nullopt);
   bool asked = link_.command(
       // The newest --history of the range (the stream may hold a few more: MAXLEN ~).
-      {"XREVRANGE", key("history"), fmt::format("0-{}", up_to), fmt::format("(0-{}", after),
-       "COUNT", std::to_string(history_limit_)},
+      history_stream::range(key("history"), after, up_to, history_limit_),
       [this, done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
         if (!alive.lock()) return;  // the bus (and the room it answers) is gone
         if (reply == nullptr || reply->type != RedisValue::Type::array) return done(std::nullopt);
-        std::vector<HistoryEntry> entries;
-        std::unordered_set<std::string> nonces;
-        for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
-          const RedisValue& element = *it;
-          // In id order, each once: anything else did not come from kPublishScript.
-          auto entry = read_history(element, nonces);
-          if (entry && entry->id != 0 && (entries.empty() || entry->id > entries.back().id))
-            entries.push_back(std::move(*entry));
-        }
-        done(std::move(entries));
+        done(history_stream::entries(*reply, signer_, max_line_, true));
       });
   if (!asked) done(std::nullopt);
 }
 
 void RedisRoomBus::admit_with(std::uint64_t number, std::size_t history, AdmitCallback done) {
   if (history == 0 || history_limit_ == 0) return done(Admission{number, {}});
-  bool asked =
-      link_.command({"XREVRANGE", key("history"), "+", "-", "COUNT", std::to_string(history)},
-                    [this, number, done](const RedisValue* reply) {
-                      if (reply == nullptr) return done(std::nullopt);
-                      Admission admission{number, {}};
-                      std::unordered_set<std::string> nonces;
-                      for (auto it = reply->elements.rbegin(); it != reply->elements.rend(); ++it) {
-                        if (auto entry = read_history(*it, nonces))
-                          admission.history.push_back(*entry);
-                      }
-                      done(std::move(admission));
-                    });
+  bool asked = link_.command(
+      history_stream::newest(key("history"), history),
+      [this, number, done](const RedisValue* reply) {
+        if (reply == nullptr) return done(std::nullopt);
+        done(Admission{number, history_stream::entries(*reply, signer_, max_line_, false)});
+      });
   if (!asked) done(std::nullopt);
-}
-
-std::optional<HistoryEntry> RedisRoomBus::read_history(const RedisValue& element,
-                                                       std::unordered_set<std::string>& nonces) {
-  if (element.elements.size() != 2) return std::nullopt;
-  if (!signer_.history_verified(element.elements[0].text, stream_field(element, "s"),
-                                stream_field(element, "t"), stream_field(element, "n"),
-                                stream_field(element, "m"), nonces))
-    return std::nullopt;
-  return history_entry(element, max_line_);
 }
 
 void RedisRoomBus::request_numbers() {

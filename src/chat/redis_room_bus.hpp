@@ -128,10 +128,6 @@ class RedisRoomBus final : public RoomBus {
   void on_numbers(const RedisValue* reply, std::uint64_t size);
 
   void on_message(std::string_view payload);
-  // A history entry as the room gets it; with a secret, only one signed by a server of the room
-  // and not a copy of one read before in the same answer (`nonces`).
-  std::optional<HistoryEntry> read_history(const RedisValue& element,
-                                           std::unordered_set<std::string>& nonces);
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
   void flush();
