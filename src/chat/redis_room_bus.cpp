@@ -48,6 +48,7 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
           tls),
       flood_gate_(limits),
       signer_(logger, room_name, server_id_, std::move(mac)),
+      outgoing_(server_id_, signer_),
       mirror_(logger, kPresenceTtl,
               [this](const std::string& id) { return request_snapshot(id); }) {}
 
@@ -139,12 +140,9 @@ void RedisRoomBus::on_down(const std::string& why) {
   told_failure_ = true;
   end_starting(false);
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
-  batch_.clear();
-  member_ops_.clear();
   // Never sent: relayed on this server only.
-  if (std::size_t unsent = messages_.size() / 3; unsent != 0) room_.messages_stored(0, unsent);
-  messages_.clear();
-  batch_changes_members_ = false;
+  if (std::size_t unsent = outgoing_.messages(); unsent != 0) room_.messages_stored(0, unsent);
+  outgoing_.drop();
   mirror_.clear();
   room_.remote_members_changed();
   if (reachable_) {
@@ -172,7 +170,7 @@ std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) cons
           key("members:") + server_id_,
           key("versions"),
           server_id_,
-          signer_.version(version_),
+          signer_.version(outgoing_.version()),
           std::to_string(kPresenceTtl.count()),
           from_empty ? "1" : "0"};
 }
@@ -180,7 +178,7 @@ std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) cons
 void RedisRoomBus::publish_all_members() {
   // A new version with no event: the others see the gap (their version falls behind the one a
   // heartbeat reads) and take a snapshot, whatever changed here while Redis was away.
-  ++version_;
+  outgoing_.step_version();
   std::vector<std::string> args = members_script_call(true);
   for (std::string& name : room_.local_names())
     args.push_back("+" + signer_.member_entry(name));
@@ -189,41 +187,10 @@ void RedisRoomBus::publish_all_members() {
 
 void RedisRoomBus::publish(const chat::RoomEvent& event) {
   if (!link_.up() || finishing_) return;
-  // Each membership event is one version step; members:<id> gets the same changes (in flush,
-  // before the batch goes out), so a server that hears the events and then reads the set sees
-  // them.
-  switch (event.kind) {
-    case chat::RoomEventKind::joined:
-      member_ops_.push_back("+" + signer_.member_entry(event.name));
-      break;
-    case chat::RoomEventKind::left:
-      member_ops_.push_back("-" + signer_.member_entry(event.name));
-      break;
-    case chat::RoomEventKind::renamed:
-      member_ops_.push_back("-" + signer_.member_entry(event.name));
-      member_ops_.push_back("+" + signer_.member_entry(event.text));
-      break;
-    case chat::RoomEventKind::message:
-      // Numbered, kept and published with the batch (kPublishScript).
-      messages_.push_back(std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                             std::chrono::system_clock::now().time_since_epoch())
-                                             .count()));
-      messages_.push_back(event.name);
-      messages_.push_back(event.text);
-      break;
-  }
-  if (event.kind != chat::RoomEventKind::message) {
-    ++version_;
-    batch_changes_members_ = true;
-  }
-  chat::encode_room_event(batch_, server_id_, event);
-  if (batch_.size() >= kMaxBatchBytes) return flush();
-  if (!flush_scheduled_) {
-    flush_scheduled_ = true;
-    loop_.defer([this, alive = std::weak_ptr<bool>(alive_)] {
-      if (alive.lock()) flush();
-    });
-  }
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  if (outgoing_.add(event, now.count())) return flush();
+  schedule_flush();
 }
 
 void RedisRoomBus::schedule_flush() {
@@ -236,52 +203,42 @@ void RedisRoomBus::schedule_flush() {
 
 void RedisRoomBus::flush() {
   flush_scheduled_ = false;
-  if (batch_.empty()) return;
-  if (batch_changes_members_) {
+  if (outgoing_.empty()) return;
+  OutgoingBatch::Sealed sealed = outgoing_.seal();
+  if (!sealed.member_changes.empty()) {
+    // Before the batch (commands keep their order): Redis holds the set at the version the
+    // batch's "v" line says by the time anyone hears it.
     std::vector<std::string> args = members_script_call(false);
-    args.insert(args.end(), std::make_move_iterator(member_ops_.begin()),
-                std::make_move_iterator(member_ops_.end()));
+    args.insert(args.end(), std::make_move_iterator(sealed.member_changes.begin()),
+                std::make_move_iterator(sealed.member_changes.end()));
     link_.command(args);
-    chat::encode_members_version(batch_, server_id_, version_);
   }
-  signer_.sign_batch(batch_);
-  member_ops_.clear();
-  batch_changes_members_ = false;
-  if (messages_.empty()) {
-    link_.publish(batch_);
-  } else {
-    std::vector<std::string> args{"EVAL",
-                                  room_scripts::kPublishScript,
-                                  "3",
-                                  key("ids"),
-                                  key("epoch"),
-                                  key("history"),
-                                  key("events"),
-                                  std::move(batch_),
-                                  make_epoch(),
-                                  std::to_string(history_limit_),
-                                  std::to_string(messages_.size() / 3)};
-    args.reserve(args.size() + messages_.size() / 3 * 4);
-    for (std::size_t i = 0; i + 2 < messages_.size(); i += 3) {
-      std::string signature =
-          signer_.history_signature(i / 3, messages_[i], messages_[i + 1], messages_[i + 2]);
-      args.push_back(std::move(messages_[i]));
-      args.push_back(std::move(messages_[i + 1]));
-      args.push_back(std::move(messages_[i + 2]));
-      args.push_back(std::move(signature));
-    }
-    std::size_t count = messages_.size() / 3;
-    // The answer (the first id, or a failure when Redis went away) acknowledges the senders.
-    link_.command(
-        args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-          if (!alive.lock()) return;
-          bool stored =
-              reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0;
-          room_.messages_stored(stored ? static_cast<std::uint64_t>(reply->integer) : 0, count);
-        });
-    messages_.clear();
+  if (sealed.messages() == 0) {
+    link_.publish(sealed.payload);
+    return;
   }
-  batch_.clear();
+  // Numbered, kept in the history stream and published, atomically (kPublishScript).
+  std::size_t count = sealed.messages();
+  std::vector<std::string> args{"EVAL",
+                                room_scripts::kPublishScript,
+                                "3",
+                                key("ids"),
+                                key("epoch"),
+                                key("history"),
+                                key("events"),
+                                std::move(sealed.payload),
+                                make_epoch(),
+                                std::to_string(history_limit_),
+                                std::to_string(count)};
+  args.insert(args.end(), std::make_move_iterator(sealed.message_fields.begin()),
+              std::make_move_iterator(sealed.message_fields.end()));
+  // The answer (the first id, or a failure when Redis went away) acknowledges the senders.
+  link_.command(args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+    if (!alive.lock()) return;
+    bool stored =
+        reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0;
+    room_.messages_stored(stored ? static_cast<std::uint64_t>(reply->integer) : 0, count);
+  });
 }
 
 bool RedisRoomBus::request_snapshot(const std::string& id) {
@@ -373,7 +330,7 @@ void RedisRoomBus::heartbeat() {
   signer_.forget_quiet(EventLoop::Clock::now());
   // Signed with the version this server is at: the member changes that lead to it went out on
   // this link before, so Redis holds them when it runs this.
-  std::string registration = signer_.registration(version_);
+  std::string registration = signer_.registration(outgoing_.version());
   link_.command({"EVAL", room_scripts::kHeartbeatScript, "4", key("servers"),
                  key("members:") + server_id_, key("versions"), key("registrations"), server_id_,
                  std::to_string(kPresenceTtl.count()), std::move(registration)},
@@ -528,7 +485,7 @@ void RedisRoomBus::reclaim_nick(const std::string& nick_key, const std::string& 
           // follows (same batch), so everyone hears the ghost go first.
           logger_.info("redis: {} taken back from its previous connection on server {}", nick,
                        reply->text);
-          chat::encode_reclaim(batch_, server_id_, {nick, reply->text, verifier});
+          outgoing_.add_reclaim({nick, reply->text, verifier});
           schedule_flush();
           return done(true);
         }

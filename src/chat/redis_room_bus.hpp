@@ -52,6 +52,7 @@
 
 #include "chat/client_numbers.hpp"
 #include "chat/member_mirror.hpp"
+#include "chat/outgoing_batch.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_signer.hpp"
@@ -67,11 +68,10 @@ class RedisRoomBus final : public RoomBus {
  public:
   static constexpr std::chrono::milliseconds kHeartbeat{1000};
   static constexpr std::chrono::milliseconds kPresenceTtl{4000};
-  // A batch's events are published at the latest at this size.
-  static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
   // No chat-server publishes more than a batch and its last event (three fields): a bigger
   // message on the channel was written by something else and is dropped unread.
-  static constexpr std::size_t kMaxMessageBytes = kMaxBatchBytes + 4 * chat::kMaxFieldBytes;
+  static constexpr std::size_t kMaxMessageBytes =
+      OutgoingBatch::kMaxBytes + 4 * chat::kMaxFieldBytes;
 
   // `tls` matters with a rediss:// URL only.
   RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, RedisUrl url,
@@ -137,8 +137,8 @@ class RedisRoomBus final : public RoomBus {
   void apply_presence(const RedisValue& reply);
   // Writes this server's whole member set and a new version (after a reconnect).
   void publish_all_members();
-  // The kMembersScript call at version_, before its "+NAME"/"-NAME" arguments; `from_empty`
-  // replaces the set instead of changing it.
+  // The kMembersScript call at this server's version, before its "+NAME"/"-NAME" arguments;
+  // `from_empty` replaces the set instead of changing it.
   [[nodiscard]] std::vector<std::string> members_script_call(bool from_empty) const;
 
   // Asks for server `id`'s member set and version (MemberMirror::AskSnapshot).
@@ -163,15 +163,9 @@ class RedisRoomBus final : public RoomBus {
   EventLoop::Clock::time_point oversized_logged_{};
   // --room-secret-file: signs what this server writes, verifies what the others wrote.
   RoomSigner signer_;
-  std::string batch_;  // this loop batch's encoded events
+  // This loop batch's events, and this server's member-set version.
+  OutgoingBatch outgoing_;
   bool flush_scheduled_ = false;
-  // This server's member-set version, and the changes of this batch for members:<id> ("+NAME",
-  // "-NAME"), written by one script before the batch is published.
-  std::uint64_t version_ = 0;
-  std::vector<std::string> member_ops_;
-  // This batch's messages for kPublishScript: time, name, text of each.
-  std::vector<std::string> messages_;
-  bool batch_changes_members_ = false;
   // The other servers' members.
   MemberMirror mirror_;
   ClientNumbers numbers_;
