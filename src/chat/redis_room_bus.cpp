@@ -49,6 +49,11 @@ RedisRoomBus::RedisRoomBus(EventLoop& loop, Logger& logger, RoomEvents& room, Re
       flood_gate_(limits),
       signer_(logger, room_name, server_id_, std::move(mac)),
       outgoing_(server_id_, signer_),
+      nick_claims_(link_, logger, signer_, prefix_, kPresenceTtl,
+                   [this](chat::NickReclaim reclaim) {
+                     outgoing_.add_reclaim(reclaim);
+                     schedule_flush();
+                   }),
       mirror_(logger, kPresenceTtl,
               [this](const std::string& id) { return request_snapshot(id); }) {}
 
@@ -434,68 +439,12 @@ void RedisRoomBus::on_numbers(const RedisValue* reply, std::uint64_t size) {
   }
 }
 
-void RedisRoomBus::claim_nick(const std::string& nick_key, ClaimCallback done) {
-  bool sent = link_.command(
-      {"EVAL", room_scripts::kClaimScript.data(), "2", key("nick:") + nick_key, key("servers"),
-       signer_.nick_holder(nick_key), std::to_string(kPresenceTtl.count())},
-      [this, nick_key, done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-        if (!alive.lock() || reply == nullptr) return done(std::nullopt);
-        if (reply->type == RedisValue::Type::integer) return done(reply->integer == 1);
-        if (reply->type != RedisValue::Type::string) return done(std::nullopt);
-        // Held by a live server, says Redis; with a secret, only if that server signed it.
-        if (signer_.holder_verified(nick_key, reply->text)) return done(false);
-        bool asked =
-            link_.command({"EVAL", room_scripts::kOverrideScript, "1", key("nick:") + nick_key,
-                           reply->text, signer_.nick_holder(nick_key)},
-                          [done](const RedisValue* taken) {
-                            if (taken == nullptr || taken->type != RedisValue::Type::integer)
-                              return done(std::nullopt);
-                            done(taken->integer == 1);
-                          });
-        if (!asked) done(std::nullopt);
-      });
-  if (!sent) done(std::nullopt);
-}
-
 void RedisRoomBus::release_nick(const std::string& nick_key) {
-  if (finishing_) return;
-  link_.command({"EVAL", room_scripts::kReleaseScript, "2", key("nick:") + nick_key, key("proofs"),
-                 signer_.nick_holder(nick_key)});
+  if (!finishing_) nick_claims_.release(nick_key);
 }
 
 void RedisRoomBus::set_nick_proof(const std::string& nick_key, const std::string& proof) {
-  if (!link_.up() || finishing_) return;
-  link_.command({"EVAL", room_scripts::kProofScript, "2", key("nick:") + nick_key, key("proofs"),
-                 signer_.nick_holder(nick_key), proof});
-}
-
-void RedisRoomBus::reclaim_nick(const std::string& nick_key, const std::string& nick,
-                                const std::string& proof, const std::string& verifier,
-                                ClaimCallback done) {
-  bool sent = link_.command(
-      {"EVAL", room_scripts::kReclaimScript.data(), "3", key("nick:") + nick_key, key("servers"),
-       key("proofs"), signer_.nick_holder(nick_key), std::to_string(kPresenceTtl.count()), proof},
-      [this, nick_key, nick, verifier, done,
-       alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-        if (!alive.lock()) return;
-        if (reply == nullptr) return done(std::nullopt);
-        if (reply->type == RedisValue::Type::string && chat::valid_server_id(reply->text)) {
-          // Taken from the server holding its ghost: that server ends the ghost once it has
-          // checked the verifier against the ghost's secret. Published before the rename that
-          // follows (same batch), so everyone hears the ghost go first.
-          logger_.info("redis: {} taken back from its previous connection on server {}", nick,
-                       reply->text);
-          outgoing_.add_reclaim({nick, reply->text, verifier});
-          schedule_flush();
-          return done(true);
-        }
-        if (reply->type != RedisValue::Type::integer) return done(std::nullopt);
-        if (reply->integer == 1) return done(true);
-        // No proof matched: an ordinary claim (which also overrides a holder that a
-        // --room-secret-file room cannot verify).
-        claim_nick(nick_key, done);
-      });
-  if (!sent) done(std::nullopt);
+  if (link_.up() && !finishing_) nick_claims_.set_proof(nick_key, proof);
 }
 
 void RedisRoomBus::finish(std::function<void()> done) {

@@ -36,6 +36,11 @@
 //                   gone for kPresenceTtl (SIGKILL, a cut cable) is dropped and its members
 //                   leave for everyone.
 //   ClientNumbers   the Client N blocks from the clients counter (chat/client_numbers.hpp)
+//   OutgoingBatch   one loop batch of this server's events, sealed with its "v" and "s" lines
+//                   (chat/outgoing_batch.hpp)
+//   history_stream  the history stream read as peer input (chat/history_stream.hpp)
+// and one piece sends its own commands, as it owns a concern end to end:
+//   RedisNickClaims the room-wide nick claims, reclaims and proofs (chat/redis_nick_claims.hpp)
 //   RoomSigner      with --room-secret-file (issue 21), every server signs what it writes for
 //                   the others and checks what they wrote (chat/room_signer.hpp); without it,
 //                   the identity
@@ -53,6 +58,7 @@
 #include "chat/client_numbers.hpp"
 #include "chat/member_mirror.hpp"
 #include "chat/outgoing_batch.hpp"
+#include "chat/redis_nick_claims.hpp"
 #include "chat/remote_flood_gate.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_signer.hpp"
@@ -94,11 +100,15 @@ class RedisRoomBus final : public RoomBus {
     publish({chat::RoomEventKind::message, std::string(name), std::string(text), {}, false});
   }
   void admit(std::size_t history, AdmitCallback done) override;
-  void claim_nick(const std::string& key, ClaimCallback done) override;
+  void claim_nick(const std::string& key, ClaimCallback done) override {
+    nick_claims_.claim(key, std::move(done));
+  }
   void release_nick(const std::string& key) override;
   void set_nick_proof(const std::string& key, const std::string& proof) override;
   void reclaim_nick(const std::string& key, const std::string& nick, const std::string& proof,
-                    const std::string& verifier, ClaimCallback done) override;
+                    const std::string& verifier, ClaimCallback done) override {
+    nick_claims_.reclaim(key, nick, proof, verifier, std::move(done));
+  }
   void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override { return mirror_.names(); }
   [[nodiscard]] std::size_t remote_count() const override { return mirror_.count(); }
@@ -165,6 +175,7 @@ class RedisRoomBus final : public RoomBus {
   RoomSigner signer_;
   // This loop batch's events, and this server's member-set version.
   OutgoingBatch outgoing_;
+  RedisNickClaims nick_claims_;
   bool flush_scheduled_ = false;
   // The other servers' members.
   MemberMirror mirror_;
