@@ -24,16 +24,6 @@ constexpr std::string_view kOthersUnreachable =
     "* the other servers are out of reach: only this server's clients hear you for now\n";
 constexpr std::string_view kOthersBack = "* the other servers are back: the room is whole again\n";
 
-// What other servers may know of a reconnect secret (issue 23): the proof stored in Redis with
-// the nick, which a reclaim on another server must match, and the verifier that reclaim
-// publishes, which the ghost's server checks against the secret itself. Two digests of the
-// secret under different labels: neither gives the secret nor the other one.
-std::string nick_proof(std::string_view secret) {
-  return sha256_hex(fmt::format("mux nick proof\n{}", secret));
-}
-std::string reclaim_verifier(std::string_view secret) {
-  return sha256_hex(fmt::format("mux reclaim\n{}", secret));
-}
 // A writer's key as the room keeps it (and, in a Redis room, Redis): a digest, so the writer key
 // itself, which lets its holder's lines be taken for repeats, is kept nowhere.
 std::string writer_key(std::string_view writer) {
@@ -301,9 +291,8 @@ void ChatRoom::room_epoch(const std::string& epoch, std::uint64_t last) {
     if (!member->wants_ids_) continue;
     // Its ids from now on; after a first connection to Redis they simply continue the room's
     // (nothing was lost), after that the history they counted was lost with Redis.
-    auto secret = secrets_.find(member->id_);
     std::string text = chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_,
-                                             secret == secrets_.end() ? "" : secret->second);
+                                             secrets_.of(member->id_));
     if (!first) text += chat::notice::missed_ids_lost();
     send_to(*member, std::move(text));
   }
@@ -379,11 +368,9 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   flush_relay();  // what was relayed before goes out without ids, before the answer
   members_.want_ids(member);
   // The answer says where its ids start, the longest line the server takes, and who is here.
-  std::string& secret = secrets_[member.id_];
-  if (secret.empty()) {
-    secret = chat::make_secret();
-    store_nick_proof(member);
-  }
+  bool made = false;
+  const std::string& secret = secrets_.issue(member.id_, made);
+  if (made) store_nick_proof(member);
   send_to(member, chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_, secret));
   member.deliver(who_list());
 }
@@ -448,21 +435,15 @@ void ChatRoom::reclaim(ChatMember& member, std::string_view argument) {
   if (holder == nullptr) return rename(member, wanted->nick, wanted->secret);
   if (holder == &member) return rename(member, wanted->nick);
   ChatMember& ghost = *holder;
-  auto secret = secrets_.find(ghost.id_);
   // Only the exact nick, held by a session that is not waiting on the bus, with its secret.
-  if (ghost.name_ != wanted->nick || secret == secrets_.end() ||
-      !chat::same_secret(secret->second, wanted->secret) || ghost.admitting_ || ghost.claiming_ ||
-      ghost.holds_lines()) {
+  if (ghost.name_ != wanted->nick || !secrets_.proves(ghost.id_, wanted->secret) ||
+      ghost.admitting_ || ghost.claiming_ || ghost.holds_lines()) {
     return rename(member, wanted->nick);
   }
   logger_.info("{} takes back {} from its previous connection", member.name_, ghost.name_);
-  send_to(ghost, chat::notice::replaced());
   // The nick passes from the ghost to its successor here, never released room-wide meanwhile
   // (another server could claim it in between).
-  nicks_.hand_over(ghost.name_);
-  ghost.has_nick_ = false;
-  leave_now(ghost, "replaced by its reconnect", false);
-  ghost.close_after_output();
+  end_ghost(ghost, "replaced by its reconnect");
   apply_rename(member, wanted->nick);
 }
 
@@ -471,28 +452,30 @@ void ChatRoom::reclaimed_elsewhere(const std::string& nick, const std::string& v
   ChatMember* holder = nicks_.holder(nick);
   if (holder == nullptr) return;  // gone meanwhile
   ChatMember& ghost = *holder;
-  auto secret = secrets_.find(ghost.id_);
   // Redis is an untrusted peer: only the holder's own secret ends its session.
-  if (ghost.name_ != nick || secret == secrets_.end() ||
-      !chat::same_secret(reclaim_verifier(secret->second), verifier)) {
+  if (ghost.name_ != nick || !secrets_.verified_by(ghost.id_, verifier)) {
     logger_.info("redis: refused a reclaim of {} that does not prove its session's secret",
                  log_field(nick));
     return;
   }
   logger_.info("{} was taken back by its reconnect on another server", ghost.name_);
-  send_to(ghost, chat::notice::replaced());
   // The nick is the other server's already: freed here only.
+  end_ghost(ghost, "replaced by its reconnect on another server");
+}
+
+void ChatRoom::end_ghost(ChatMember& ghost, std::string_view reason) {
+  send_to(ghost, chat::notice::replaced());
   nicks_.hand_over(ghost.name_);
   ghost.has_nick_ = false;
-  leave_now(ghost, "replaced by its reconnect on another server", false);
+  leave_now(ghost, reason, false);
   ghost.close_after_output();
 }
 
 void ChatRoom::store_nick_proof(const ChatMember& member) {
   if (!member.has_nick_) return;
-  auto secret = secrets_.find(member.id_);
-  if (secret == secrets_.end() || secret->second.empty()) return;
-  bus_->set_nick_proof(nicks_.key(member.name_), nick_proof(secret->second));
+  std::string_view secret = secrets_.of(member.id_);
+  if (secret.empty()) return;
+  bus_->set_nick_proof(nicks_.key(member.name_), ReconnectSecrets::proof_of(secret));
 }
 
 void ChatRoom::rename(ChatMember& member, std::string_view nick, std::string_view secret) {
@@ -527,8 +510,8 @@ void ChatRoom::rename(ChatMember& member, std::string_view nick, std::string_vie
     release_held(claimer);
   };
   if (chat::valid_secret(secret)) {
-    nicks_.reclaim(key, std::string(nick), nick_proof(secret), reclaim_verifier(secret),
-                   std::move(claimed_then));
+    nicks_.reclaim(key, std::string(nick), ReconnectSecrets::proof_of(secret),
+                   ReconnectSecrets::verifier_of(secret), std::move(claimed_then));
   } else {
     nicks_.claim(key, std::move(claimed_then));
   }
@@ -612,7 +595,7 @@ void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_s
 void ChatRoom::remove(ChatMember& member) {
   members_.remove(member);
   member.in_room_ = false;
-  secrets_.erase(member.id_);
+  secrets_.forget(member.id_);
   replays_.erase(member.id_);
   by_id_.erase(member.id_);
   if (member.has_nick_) nicks_.release(member.name_);
@@ -731,8 +714,8 @@ std::vector<std::string> ChatRoom::local_names() const {
 std::vector<std::pair<std::string, std::string>> ChatRoom::local_nick_proofs() const {
   std::vector<std::pair<std::string, std::string>> proofs;
   for (const auto& [key, member] : nicks_.holders()) {
-    if (auto secret = secrets_.find(member->id_); secret != secrets_.end())
-      proofs.emplace_back(key, nick_proof(secret->second));
+    if (std::string_view secret = secrets_.of(member->id_); !secret.empty())
+      proofs.emplace_back(key, ReconnectSecrets::proof_of(secret));
   }
   return proofs;
 }

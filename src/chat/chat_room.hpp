@@ -29,6 +29,7 @@
 #include "chat/chat_protocol.hpp"
 #include "chat/flood_control.hpp"
 #include "chat/nick_registry.hpp"
+#include "chat/reconnect_secrets.hpp"
 #include "chat/room_bus.hpp"
 #include "chat/room_history.hpp"
 #include "chat/room_members.hpp"
@@ -218,6 +219,9 @@ class ChatRoom final : public RoomEvents {
   // `secret` (a /reclaim's): a nick held on another server by the session with this secret is
   // taken from it at once.
   void rename(ChatMember& member, std::string_view nick, std::string_view secret = {});
+  // A session replaced by its reconnect (here or on another server): told, its nick handed over
+  // (never released room-wide), and it leaves.
+  void end_ghost(ChatMember& ghost, std::string_view reason);
   // Tells the bus the proof of `member`'s secret for the nick it holds (when it has both).
   void store_nick_proof(const ChatMember& member);
   void send_to(ChatMember& member, std::string text);
@@ -251,9 +255,8 @@ class ChatRoom final : public RoomEvents {
   // Messages of the current chunk not yet handed to the receivers. Their copy with ids is
   // built only while some member asked for ids: plain clients pay nothing for them.
   RelayChunk relay_;
-  // Reconnect secrets by member id_, only for members that asked for ids (plain clients pay
-  // nothing); never logged.
-  std::unordered_map<std::uint64_t, std::string> secrets_;
+  // Reconnect secrets of the members that asked for ids.
+  ReconnectSecrets secrets_;
   // Members whose /since waits for the stream, by id_.
   std::unordered_map<std::uint64_t, ChatMember*> replays_;
   // The senders of this server's messages published to Redis and not yet answered, in order,
