@@ -5,13 +5,17 @@
 // what every client received from the speaker that bench/run drives itself.
 //
 //   1. connect all clients (at most --window connects in flight), each until its welcome line;
-//      write every welcomed name to --names-file (one a line) and print
-//      {"ready":true,"connected":N,"connect_s":...} on stdout;
+//      a client closed, reset or refused before its welcome, or not welcomed within
+//      --welcome-timeout, connects again (at most --retries times; each retry counted by reason,
+//      so a run that needed them says so); write every welcomed name to --names-file (one a
+//      line) and print {"ready":true,"connected":N,"connect_s":...,"retries":{...}} on stdout;
 //   2. read every client; a line holding '|' followed by CLOCK_MONOTONIC nanoseconds is a
 //      speaker's line: its delivery latency is kept (one count per millisecond);
-//   3. when stdin says "done L" (the speaker sent L lines) wait until every client has L of them
-//      or --timeout passes, then print one JSON object: clients with every line, lines
-//      delivered and expected, the latency histogram, and the first clients short of lines.
+//   3. when stdin says "done L" (the speaker sent L lines so far) wait until every client has L
+//      of them or --timeout passes, then print one JSON object: clients with every line, lines
+//      delivered and expected, this burst's latency histogram, when the burst's last line
+//      arrived, and the first clients short of lines; then wait for the next "done L" (another
+//      burst) until stdin closes.
 //
 // Loopback only; every phase has a deadline, and alarm() ends the process if the loop hangs.
 #include <arpa/inet.h>
@@ -32,6 +36,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -61,6 +66,8 @@ struct Options {
   std::string source = "127.0.0.1";
   int clients = 100;
   int window = 500;
+  int retries = 3;              // fresh connects per client before the worker gives up
+  double welcome_timeout = 30;  // s from connect() to the welcome line before a retry
   double setup_timeout = 120;
   double timeout = 60;
   std::string names_file;
@@ -84,6 +91,10 @@ Options parse(int argc, char** argv) {
       options.clients = std::stoi(std::string(value));
     } else if (flag == "--window") {
       options.window = std::stoi(std::string(value));
+    } else if (flag == "--retries") {
+      options.retries = std::stoi(std::string(value));
+    } else if (flag == "--welcome-timeout") {
+      options.welcome_timeout = std::stod(std::string(value));
     } else if (flag == "--setup-timeout") {
       options.setup_timeout = std::stod(std::string(value));
     } else if (flag == "--timeout") {
@@ -109,8 +120,9 @@ in_addr loopback(const std::string& text) {
 struct Client {
   mux::Fd fd;
   std::string partial;
-  std::uint32_t lines = 0;  // speaker's lines received
-  bool connecting = true;
+  std::uint32_t lines = 0;      // speaker's lines received
+  std::int64_t connect_ns = 0;  // when the current attempt began (before its welcome)
+  std::uint8_t attempts = 0;
   bool welcomed = false;
   bool closed = false;
 };
@@ -135,31 +147,44 @@ class Worker {
              next - welcomed_ - closed_ < static_cast<std::size_t>(options_.window))
         start_connect(next++);
       if (Clock::now() > deadline)
-        fail(fmt::format("only {} of {} clients welcomed ({} closed) before the setup timeout",
-                         welcomed_, clients_.size(), closed_));
+        fail(
+            fmt::format("only {} of {} clients welcomed ({} closed) before the setup timeout; "
+                        "retries {}",
+                        welcomed_, clients_.size(), closed_, retries_json()));
       if (closed_ > 0)
-        fail(fmt::format("{} clients were closed while connecting: {}", closed_, first_close_));
+        fail(
+            fmt::format("{} clients were closed while connecting ({} retries each at most): {}; "
+                        "retries {}",
+                        closed_, options_.retries, first_close_, retries_json()));
       poll(50);
+      retry_unwelcomed(next);
     }
     if (!options_.names_file.empty()) {
       std::ofstream names(options_.names_file);
       for (const std::string& name : names_)
         names << name << '\n';
     }
-    fmt::print("{{\"ready\":true,\"connected\":{},\"connect_s\":{:.3f}}}\n", welcomed_,
-               std::chrono::duration<double>(Clock::now() - start).count());
+    fmt::print("{{\"ready\":true,\"connected\":{},\"connect_s\":{:.3f},\"retries\":{}}}\n",
+               welcomed_, std::chrono::duration<double>(Clock::now() - start).count(),
+               retries_json());
     std::fflush(stdout);
   }
 
-  // Reads until stdin says how many lines the speaker sent, then until every client has them.
-  std::string measure() {
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.u64 = kStdin;
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, STDIN_FILENO, &event);
+  // One burst: reads until stdin says how many lines the speaker has sent so far, then until
+  // every client has them. Nothing once stdin is closed (no more bursts).
+  std::optional<std::string> measure() {
+    if (!stdin_watched_) {
+      epoll_event event{};
+      event.events = EPOLLIN;
+      event.data.u64 = kStdin;
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, STDIN_FILENO, &event);
+      stdin_watched_ = true;
+    }
+    std::uint64_t before = expected_lines_;
     auto idle_deadline = Clock::now() + seconds(3600);
-    while (expected_lines_ == 0 && Clock::now() < idle_deadline)
+    while (expected_lines_ == before && !stdin_closed_ && Clock::now() < idle_deadline)
       poll(100);
+    if (expected_lines_ == before) return std::nullopt;
     auto deadline = Clock::now() + seconds(options_.timeout);
     while (complete_count() < clients_.size() && Clock::now() < deadline &&
            closed_ < clients_.size())
@@ -176,12 +201,13 @@ class Worker {
     std::string histogram;
     for (const auto& [ms, count] : latency_ms_)
       histogram += fmt::format("{}\"{}\":{}", histogram.empty() ? "" : ",", ms, count);
+    latency_ms_.clear();
     return fmt::format(
         "{{\"clients\":{},\"complete_clients\":{},\"closed\":{},\"expected\":{},\"delivered\":{},"
-        "\"latency_ms\":{{{}}},\"short\":[{}]}}",
+        "\"last_line_ns\":{},\"latency_ms\":{{{}}},\"short\":[{}]}}",
         clients_.size(), complete_count(), closed_,
-        expected_lines_ * static_cast<std::uint64_t>(clients_.size()), delivered, histogram,
-        short_clients);
+        expected_lines_ * static_cast<std::uint64_t>(clients_.size()), delivered, last_line_ns_,
+        histogram, short_clients);
   }
 
  private:
@@ -193,8 +219,55 @@ class Worker {
 
   std::size_t complete_count() const { return expected_lines_ == 0 ? 0 : complete_; }
 
+  std::string retries_json() const {
+    std::string json;
+    for (const auto& [reason, count] : retries_)
+      json += fmt::format("{}\"{}\":{}", json.empty() ? "" : ",", reason, count);
+    return "{" + json + "}";
+  }
+
+  // A connect that the kernel or the server dropped before the welcome is the load generator's
+  // to retry, not a chat failure: on a machine at load 30 a listener's backlog overflows, a
+  // SYN or its ACK is dropped, and a half-open connection (the client's ACK dropped, the
+  // server's request gone) is never welcomed. Each retry is counted by its reason.
+  bool retry(std::size_t index, const char* reason) {
+    Client& client = clients_[index];
+    if (client.welcomed || client.attempts > options_.retries) return false;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, client.fd.get(), nullptr);
+    client.fd.reset();
+    client.partial.clear();
+    ++retries_[reason];
+    start_connect(index);
+    return true;
+  }
+
+  // Every ~second: clients connecting for longer than --welcome-timeout start again.
+  void retry_unwelcomed(std::size_t started) {
+    std::int64_t now = now_ns();
+    if (now < next_sweep_ns_) return;
+    next_sweep_ns_ = now + 1'000'000'000;
+    auto limit = static_cast<std::int64_t>(options_.welcome_timeout * 1e9);
+    for (std::size_t i = 0; i < started; ++i) {
+      Client& client = clients_[i];
+      if (!client.welcomed && !client.closed && now - client.connect_ns > limit &&
+          !retry(i, "no welcome in time"))
+        close_client(i, "never welcomed");
+    }
+  }
+
+  void close_client(std::size_t index, const std::string& why) {
+    Client& client = clients_[index];
+    if (first_close_.empty()) first_close_ = fmt::format("client {}: {}", index, why);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, client.fd.get(), nullptr);
+    client.fd.reset();
+    client.closed = true;
+    ++closed_;
+  }
+
   void start_connect(std::size_t index) {
     Client& client = clients_[index];
+    client.connect_ns = now_ns();
+    ++client.attempts;
     client.fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!client.fd) throw std::system_error(errno, std::generic_category(), "socket");
     int one = 1;
@@ -241,7 +314,7 @@ class Worker {
     ssize_t got = ::read(STDIN_FILENO, text, sizeof text - 1);
     if (got <= 0) {
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, STDIN_FILENO, nullptr);
-      if (expected_lines_ == 0) fail("stdin closed before \"done L\"");
+      stdin_closed_ = true;
       return;
     }
     std::string_view command(text, static_cast<std::size_t>(got));
@@ -266,13 +339,8 @@ class Worker {
         continue;
       }
       if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
-      if (first_close_.empty())
-        first_close_ = fmt::format("client {}: {}", index,
-                                   got == 0 ? "closed by the server" : std::strerror(errno));
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, client.fd.get(), nullptr);
-      client.fd.reset();
-      client.closed = true;
-      ++closed_;
+      const char* why = got == 0 ? "closed by the server" : std::strerror(errno);
+      if (!retry(index, why)) close_client(index, why);
       return;
     }
   }
@@ -314,6 +382,7 @@ class Worker {
     auto [end, error] = std::from_chars(line.data() + bar + 1, line.data() + line.size(), sent);
     if (error != std::errc()) return;
     ++latency_ms_[std::max<std::int64_t>(0, (at - sent) / 1'000'000)];
+    last_line_ns_ = std::max(last_line_ns_, at);
     if (++client.lines == expected_lines_) ++complete_;
   }
 
@@ -329,6 +398,11 @@ class Worker {
   std::size_t complete_ = 0;
   std::uint64_t expected_lines_ = 0;
   std::string first_close_;
+  std::map<std::string, std::uint64_t> retries_;  // reason -> fresh connects it caused
+  std::int64_t next_sweep_ns_ = 0;
+  std::int64_t last_line_ns_ = 0;  // CLOCK_MONOTONIC of the latest speaker's line received
+  bool stdin_watched_ = false;
+  bool stdin_closed_ = false;
   std::map<std::int64_t, std::uint64_t> latency_ms_;
 };
 
@@ -348,7 +422,10 @@ int main(int argc, char** argv) {
                        options.clients));
     Worker worker(std::move(options));
     worker.connect_all();
-    fmt::print("{}\n", worker.measure());
+    while (std::optional<std::string> report = worker.measure()) {
+      fmt::print("{}\n", *report);
+      std::fflush(stdout);
+    }
     return 0;
   } catch (const std::exception& error) {
     fmt::print("{{\"error\":\"{}\"}}\n", error.what());
