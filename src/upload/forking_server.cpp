@@ -24,52 +24,14 @@ constexpr std::chrono::seconds kChildKillDelay = kShutdownGrace + std::chrono::s
 // An idle upload child touches little beyond its code and a loop: its read buffer's pages
 // become resident only as data arrives, and data is already there when it is forked.
 constexpr std::size_t kBytesPerUploadChild = 2 << 20;
+// What a parent's session reads at once: a header line and what came with it. Whatever it read
+// is copied for the child (the rest of the body the child reads itself).
+constexpr std::size_t kPreHeaderReadBytes = 64 * 1024;
+// Once the last child is gone at shutdown, connections still closing (an ERR shutting down being
+// read) get this long before the loop stops.
+constexpr std::chrono::seconds kShutdownFinalWait{1};
 
 }  // namespace
-
-class ForkingServer::Waiting final : private Connection::Owner {
- public:
-  Waiting(ForkingServer& server, Admitted client, std::uint64_t number)
-      : server_(server),
-        peer_(std::move(client.peer)),
-        ticket_(std::move(client.ticket)),
-        number_(number),
-        connection_(server.waiting_context_, std::move(client.fd), *this) {
-    connection_.set_peeking(true);
-    // Shed for a newcomer while the server is full: it has sent nothing yet.
-    ticket_.on_shed([this] { server_.on_shed(*this); });
-    if (server.limits_.header_timeout.count() > 0) {
-      deadline_ = server.loop_.add_timer(server.limits_.header_timeout, [this] {
-        deadline_ = 0;
-        server_.on_header_timeout(*this);
-      });
-    }
-  }
-  Waiting(const Waiting&) = delete;
-  Waiting& operator=(const Waiting&) = delete;
-  ~Waiting() { server_.loop_.cancel_timer(deadline_); }
-
-  // The socket, no longer watched here; empty once given away or closed.
-  Fd take_socket() {
-    server_.loop_.cancel_timer(std::exchange(deadline_, 0));
-    return connection_.release_socket();
-  }
-  AdmissionTicket& ticket() noexcept { return ticket_; }
-  [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
-  [[nodiscard]] std::uint64_t number() const noexcept { return number_; }
-
- private:
-  void on_data(std::string_view) override { server_.on_first_bytes(*this); }
-  void on_end_of_input() override { server_.on_gone(*this); }
-  void on_closed(std::string_view) override { server_.on_gone(*this); }
-
-  ForkingServer& server_;
-  std::string peer_;
-  AdmissionTicket ticket_;
-  std::uint64_t number_;
-  EventLoop::TimerId deadline_ = 0;
-  Connection connection_;
-};
 
 ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
                              const OutputDirectory* output_dir, const UploadLimits& limits,
@@ -78,6 +40,10 @@ ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
       logger_(logger),
       output_dir_(output_dir),
       limits_(limits),
+      connections_(loop_, kPreHeaderReadBytes),
+      // No output directory here: nothing is stored before the header is complete, and after it
+      // a child stores.
+      context_{loop_, logger, nullptr, nullptr, limits, connections_},
       children_(loop_, logger,
                 admission.max_clients != 0
                     ? static_cast<std::size_t>(admission.max_clients)
@@ -85,25 +51,26 @@ ForkingServer::ForkingServer(EventLoop& loop, Fd listener, Logger& logger,
       listener_(loop_, std::move(listener), logger,
                 upload_admission_policy(admission, [this] { return has_room(); }),
                 [this](Admitted client) { admit(std::move(client)); }) {
+  configure_for_uploads(connections_);
+  connections_.stream_factory = limits.stream_factory;
+  context_.hand_off = [this](UploadSession& session) { return spawn_child(session); };
   // In the parent only: a child serves one upload in a loop of its own.
   if (output_dir_ != nullptr) sweep_expired_partials(loop_, *output_dir_, logger_);
 }
 
-ForkingServer::~ForkingServer() = default;
+ForkingServer::~ForkingServer() {
+  loop_.cancel_timer(final_wait_);
+}
 
 void ForkingServer::start() {
   children_.on_reaped([this] {
     if (shutting_down_) {
-      if (children_.count() == 0) loop_.stop();
+      stop_when_done();
     } else if (has_room()) {
       listener_.resume();
     }
   });
   logger_.detail("at most {} upload processes at once", children_.max_children());
-  header_reports_.start([this](pid_t child) {
-    // A child reaped meanwhile has no ticket any more: nothing to do.
-    if (AdmissionTicket* ticket = children_.ticket_of(child)) ticket->authenticated();
-  });
   listener_.resume();
 }
 
@@ -113,85 +80,55 @@ void ForkingServer::shut_down(std::string_view /*signal_name*/, bool /*again*/) 
 }
 
 bool ForkingServer::has_room() const {
-  // Connections waiting for their first bytes count too: each may become a process.
-  return !shutting_down_ && children_.count() + waiting_.size() < children_.max_children();
+  // Connections still reading their header count too: each may become a process.
+  return !shutting_down_ && children_.count() + sessions_.size() < children_.max_children();
 }
 
 void ForkingServer::admit(Admitted client) {
   std::uint64_t number = next_client_number_++;
   logger_.detail("[Client {}] {} connected", number, client.peer);
-  auto waiting = std::make_unique<Waiting>(*this, std::move(client), number);
-  Waiting* key = waiting.get();
-  waiting_.emplace(key, std::move(waiting));
+  auto session = std::make_unique<UploadSession>(
+      context_, std::move(client.fd), number, std::move(client.peer),
+      [this](UploadSession& finished) { on_session_finished(finished); }, std::move(client.ticket));
+  UploadSession* key = session.get();
+  sessions_.emplace(key, std::move(session));
 }
 
-void ForkingServer::drop(Waiting& waiting) {
-  auto it = waiting_.find(&waiting);
-  if (it == waiting_.end()) return;
+void ForkingServer::on_session_finished(UploadSession& session) {
+  auto it = sessions_.find(&session);
+  if (it == sessions_.end()) return;
+  // Inside its own handler right now: destroyed after the batch.
   loop_.retire(std::move(it->second));
-  waiting_.erase(it);
-  if (!shutting_down_ && has_room()) listener_.resume();
+  sessions_.erase(it);
+  if (shutting_down_) {
+    stop_when_done();
+  } else if (has_room()) {
+    listener_.resume();
+  }
 }
 
-void ForkingServer::on_first_bytes(Waiting& waiting) {
-  spawn_child(waiting);
-  drop(waiting);
-}
-
-void ForkingServer::on_gone(Waiting& waiting) {
-  // Closed (or reset) before sending anything: not an upload, and not worth a process.
-  logger_.detail("[Client {}] {} closed without sending anything", waiting.number(),
-                 waiting.peer());
-  drop(waiting);
-}
-
-void ForkingServer::on_shed(Waiting& waiting) {
-  logger_.detail("[Client {}] {} shed for a newcomer: the server is full and it sent nothing",
-                 waiting.number(), waiting.peer());
-  drop(waiting);
-}
-
-void ForkingServer::on_header_timeout(Waiting& waiting) {
-  std::string reason = header_timeout_reason(limits_);
-  logger_.detail("[Client {}] {} sent nothing: {}", waiting.number(), waiting.peer(), reason);
-  listener_.turn_away(waiting.take_socket(), format_err_reply(reason));
-  drop(waiting);
-}
-
-void ForkingServer::spawn_child(Waiting& waiting) {
-  Fd socket = waiting.take_socket();
-  int socket_fd = socket.get();
+bool ForkingServer::spawn_child(UploadSession& session) {
   int dir_fd = output_dir_ != nullptr ? output_dir_->fd() : -1;
-  std::uint64_t number = waiting.number();
-  int report_fd = header_reports_.write_fd();
+  std::uint64_t number = session.client_number();
+  pid_t pid = 0;
   try {
-    pid_t pid = children_.spawn(
-        {socket_fd, dir_fd, report_fd},
+    pid = children_.spawn(
+        {session.socket_fd(), dir_fd},
         [&] {
           // Logged by the child, so it comes before the child's own lines about this client.
           logger_.detail("[Client {}] served by process {}", number, ::getpid());
-          return serve_one_upload(std::move(socket), waiting.peer(), number, logger_, output_dir_,
-                                  limits_, report_fd);
+          return serve_handed_upload(session.take_in_child(), session.peer(), number, logger_,
+                                     output_dir_, limits_);
         },
-        [this](pid_t child, int status) { on_child_exit(child, status); },
-        std::move(waiting.ticket()));
-    // Until the child reports its header complete, the client may be shed for a newcomer while
-    // the server is full: its process is killed (it has nothing to finish: no header, no file
-    // but a temporary one, which on_child_exit removes).
-    if (AdmissionTicket* ticket = children_.ticket_of(pid)) {
-      ticket->on_shed([this, pid, number] {
-        logger_.detail(
-            "[Client {}] shed for a newcomer: the server is full and its header is "
-            "not complete (process {} killed)",
-            number, pid);
-        ::kill(pid, SIGKILL);
-      });
-    }
+        [this](pid_t child, int status) { on_child_exit(child, status); });
   } catch (const std::system_error& error) {
-    logger_.info("[Client {}] {} refused: {}", number, waiting.peer(), error.what());
-    listener_.turn_away(std::move(socket), format_err_reply("server busy: cannot start a process"));
+    logger_.info("[Client {}] {} refused: {}", number, session.peer(), error.what());
+    return false;
   }
-  // The parent's copy of the socket closes here; the child has its own.
+  // The client's slot is the child's until it is reaped; its header is complete, so it is never
+  // shed.
+  if (AdmissionTicket* ticket = children_.ticket_of(pid)) *ticket = session.take_ticket();
+  return true;
 }
 
 void ForkingServer::on_child_exit(pid_t pid, int status) {
@@ -218,27 +155,44 @@ void ForkingServer::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   listener_.close();
-  // Never sent a byte: just closed.
-  for (auto& entry : waiting_)
-    loop_.retire(std::move(entry.second));
-  waiting_.clear();
   logger_.info("shutting down: {} upload process(es) running", children_.count());
-  if (children_.count() == 0) {
+  // Before their header: a partial header reads ERR shutting down, a silent socket is closed.
+  std::vector<UploadSession*> waiting;
+  waiting.reserve(sessions_.size());
+  for (auto& entry : sessions_)
+    waiting.push_back(entry.first);
+  for (UploadSession* session : waiting)
+    session->abort("shutting down");
+  // Each child runs the same grace as the single-loop server. A child started by a terminal's
+  // Ctrl-C already has its SIGINT; the extra SIGTERM changes nothing for it.
+  if (children_.count() != 0) children_.terminate_all(SIGTERM, kChildKillDelay);
+  stop_when_done();
+}
+
+void ForkingServer::stop_when_done() {
+  if (children_.count() != 0) return;
+  if (sessions_.empty()) {
     loop_.stop();
     return;
   }
-  // Each child runs the same grace as the single-loop server. A child started by a terminal's
-  // Ctrl-C already has its SIGINT; the extra SIGTERM changes nothing for it.
-  children_.terminate_all(SIGTERM, kChildKillDelay);
+  // Connections still closing (each bounded by its drain and linger) do not hold the exit long.
+  if (final_wait_ == 0) {
+    final_wait_ = loop_.add_timer(kShutdownFinalWait, [this] {
+      final_wait_ = 0;
+      loop_.stop();
+    });
+  }
 }
 
-int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, const UploadLimits& limits,
-                     int header_report_fd) {
-  // The socket keeps the parent's fd number, which is large when the parent holds many waiting
+int serve_handed_upload(UploadSession::HandedOver handed, std::string peer,
+                        std::uint64_t client_number, Logger& logger,
+                        const OutputDirectory* output_dir, const UploadLimits& limits) {
+  // The socket keeps the parent's fd number, which is large when the parent holds many
   // connections; the loop's per-fd table would grow to it. The lowest free number is tiny here.
-  Fd low(::fcntl(socket.get(), F_DUPFD_CLOEXEC, 3));
-  if (low) socket = std::move(low);
+  if (Fd low(::fcntl(handed.socket.get(), F_DUPFD_CLOEXEC, 3)); low) {
+    handed.stream->renumber(low.get());
+    handed.socket = std::move(low);
+  }
   EventLoop loop;
   // Not zero-filled: its pages become resident only as reads fill them.
   ConnectionContext connections(loop, kUploadReadBufferSize);
@@ -247,14 +201,10 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   if (output_dir != nullptr) committer.emplace(loop, *output_dir);
   UploadContext context{loop,   logger,     output_dir, committer ? &*committer : nullptr,
                         limits, connections};
-  connections.stream_factory = limits.stream_factory;  // the TLS handshake runs here, in the child
-  if (header_report_fd >= 0) {
-    // Lost only when the pipe is full (thousands of reports unread): then the parent merely
-    // still counts this client as sheddable.
-    context.on_header_complete = [header_report_fd] { ChildReports::send(header_report_fd); };
-  }
-  UploadSession session(context, std::move(socket), client_number, std::move(peer),
-                        [&loop](UploadSession&) { loop.stop(); });
+  // The stream goes on as it is: the handshake was the parent's.
+  UploadSession session(
+      context, std::move(handed.socket), client_number, std::move(peer),
+      [&loop](UploadSession&) { loop.stop(); }, {}, std::move(handed.stream));
   bool stopping = false;
   auto begin_shutdown = [&] {
     if (std::exchange(stopping, true)) return;
@@ -266,6 +216,9 @@ int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, L
   };
   loop.on_signal(SIGINT, begin_shutdown);
   loop.on_signal(SIGTERM, begin_shutdown);
+  // Only now that a signal is the loop's: the header's log line may tell a test (or a person) to
+  // signal this process, and a SIGTERM that came earlier would end it without a reply.
+  session.replay(handed.read, handed.ended);
   loop.run();
   return 0;
 }

@@ -1,12 +1,14 @@
 // ForkingServer: `upload-server --serve fork`. The parent, on the runtime's event loop, owns the
-// listening socket, the connections admitted but not yet readable, and (through a ChildSupervisor)
-// the child processes. A connection gets a process only once its first bytes have arrived (a
-// Connection peeks at them and gives the socket back for the child): until then it costs the
-// parent one fd and a few bytes, and it is turned away with ERR timeout when the header timeout
-// passes, so idle sockets cannot become processes. The parent's ERR lines go out through the
-// Listener's refusal path, so on a TLS port they are said inside TLS, never in the clear. Each
-// child serves one upload (serve_one_upload) in its own fresh loop; the supervisor reaps it and the
-// parent removes the temporary file of a child that died without cleaning up. Created by
+// listening socket, every connection until its header is complete, and (through a
+// ChildSupervisor) the child processes. Until its header is complete a connection is an
+// UploadSession of the parent's loop exactly as in single mode (allow/deny at accept before any
+// TLS byte, the TLS handshake, the header's deadlines and --min-rate, shedding the idlest while
+// full, the token check, every ERR before the body, inside TLS on a TLS port), so a socket that
+// never completes a header never costs a process (issue 21, E3). Then the session hands it to a
+// child forked on the spot: the child inherits the connection's state through fork() (the TLS
+// session mid-stream, the bytes already read) and serves the upload (serve_handed_upload) in a
+// fresh loop; the parent forgets its copy without writing a byte. The supervisor reaps children
+// and the parent removes the temporary file of one that died without cleaning up. Created by
 // run_upload_server() and run by its ServerRuntime (signals, SIGHUP, readiness).
 #pragma once
 
@@ -20,7 +22,6 @@
 #include "core/loop/event_loop.hpp"
 #include "core/loop/listener.hpp"
 #include "core/loop/net.hpp"
-#include "core/service/child_reports.hpp"
 #include "core/service/child_supervisor.hpp"
 #include "core/service/server_runtime.hpp"
 #include "upload/upload_serving.hpp"
@@ -43,43 +44,38 @@ class ForkingServer final : public ServerRuntime::Service {
   void shut_down(std::string_view signal_name, bool again) override;
 
  private:
-  // An admitted connection waiting for its first bytes before it gets a process.
-  class Waiting;
-
   void admit(Admitted client);
-  void on_first_bytes(Waiting& waiting);
-  void on_gone(Waiting& waiting);
-  void on_header_timeout(Waiting& waiting);
-  void on_shed(Waiting& waiting);
-  // Forgets `waiting` (destroyed after the batch: it may be inside its own callback).
-  void drop(Waiting& waiting);
-  void spawn_child(Waiting& waiting);
+  void on_session_finished(UploadSession& session);
+  // The session's header is complete: forks its child. False when no process could be started.
+  bool spawn_child(UploadSession& session);
   void on_child_exit(pid_t pid, int status);
   void remove_temporary_files_of(pid_t pid, int status);
   void begin_shutdown();
+  // Shutting down: stops the loop once no child and no connection is left (or soon after the
+  // last child, for connections still closing).
+  void stop_when_done();
   [[nodiscard]] bool has_room() const;
 
   EventLoop& loop_;
   Logger& logger_;
   const OutputDirectory* output_dir_;
   UploadLimits limits_;
-  // The waiting connections' shared state: plain TCP (the TLS handshake runs in the child), and
-  // a read buffer of one page, as they are only peeked at.
-  ConnectionContext waiting_context_{loop_, 4096};
-  std::unordered_map<Waiting*, std::unique_ptr<Waiting>> waiting_;
-  // Each child writes its pid here once its client's header is complete (UploadContext::
-  // on_header_complete); until then the parent may shed it (SIGKILL) for a newcomer at the cap.
-  ChildReports header_reports_{loop_};
+  // The sessions before their header (the TLS handshake runs here): reads of kPreHeaderReadBytes,
+  // since the body is a child's to read.
+  ConnectionContext connections_;
+  UploadContext context_;
+  std::unordered_map<UploadSession*, std::unique_ptr<UploadSession>> sessions_;
   ChildSupervisor children_;
   Listener listener_;  // after everything its callbacks use
   std::uint64_t next_client_number_ = 1;
   bool shutting_down_ = false;
+  EventLoop::TimerId final_wait_ = 0;
 };
 
-// The whole life of a fork-mode child: one upload on `socket` in a fresh event loop. Returns the
-// child's exit status.
-int serve_one_upload(Fd socket, std::string peer, std::uint64_t client_number, Logger& logger,
-                     const OutputDirectory* output_dir, const UploadLimits& limits,
-                     int header_report_fd = -1);
+// The whole life of a fork-mode child: the upload on the connection `handed` (whose header the
+// parent read) in a fresh event loop. Returns the child's exit status.
+int serve_handed_upload(UploadSession::HandedOver handed, std::string peer,
+                        std::uint64_t client_number, Logger& logger,
+                        const OutputDirectory* output_dir, const UploadLimits& limits);
 
 }  // namespace mux

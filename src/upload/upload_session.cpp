@@ -40,7 +40,8 @@ void configure_for_uploads(ConnectionContext& connections) {
 }
 
 UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t client_number,
-                             std::string peer, FinishedHandler on_finished, AdmissionTicket ticket)
+                             std::string peer, FinishedHandler on_finished, AdmissionTicket ticket,
+                             std::unique_ptr<ByteStream> stream)
     : context_(context),
       ticket_(std::move(ticket)),
       client_number_(client_number),
@@ -52,7 +53,7 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
     disk_.emplace(context_.loop, context_.logger, *context_.output_dir, context_.reserved_ahead,
                   context_.limits.min_free, client_label());
   }
-  connection_.emplace(context_.connections, std::move(socket),
+  connection_.emplace(context_.connections, std::move(socket), std::move(stream),
                       static_cast<Connection::Owner&>(*this));
   connection_->set_idle_timeout(context_.limits.idle_timeout);
   if (context_.limits.header_timeout.count() > 0) {
@@ -66,19 +67,74 @@ UploadSession::UploadSession(UploadContext& context, Fd socket, std::uint64_t cl
   ticket_.on_shed([this] { shed(); });
 }
 
-void UploadSession::note_header_progress() {
-  if (header_complete_ || phase_ == Phase::finished) return;
+bool UploadSession::past_header() const {
   UploadParser::State state = parser_.state();
   // A complete upload (committing, or replied OK; in a batch, any file done) is past its header
   // whatever its size; one refused or failed never was.
-  if (state != UploadParser::State::done && uploads_done_ == 0) {
-    if (phase_ != Phase::receiving) return;
-    if (state == UploadParser::State::detecting || state == UploadParser::State::header) return;
-    if (!has_header_ && bytes_seen_ < kRawHeaderBytes) return;
-  }
+  if (state == UploadParser::State::done || uploads_done_ != 0) return true;
+  if (phase_ != Phase::receiving) return false;
+  if (state == UploadParser::State::detecting || state == UploadParser::State::header) return false;
+  return has_header_ || bytes_seen_ >= kRawHeaderBytes;
+}
+
+void UploadSession::note_header_progress() {
+  if (header_complete_ || phase_ == Phase::finished || !past_header()) return;
   header_complete_ = true;
   ticket_.authenticated();
-  if (context_.on_header_complete) context_.on_header_complete();
+}
+
+void UploadSession::screen(std::string_view bytes) {
+  read_so_far_.append(bytes);
+  if (refused_before_body(parser_.feed(bytes))) return;
+  if (past_header()) hand_off(false);
+}
+
+bool UploadSession::refused_before_body(const UploadStep& step) {
+  if (step.start) {
+    if (std::optional<std::string> why = token_refusal(*step.start)) {
+      refuse_unauthorized(std::move(*why));
+      return true;
+    }
+    if (step.start->header) has_header_ = true;
+  }
+  if (step.failure == UploadFailure::http_request) {
+    context_.logger.info("{} refused: its first line is an HTTP request line", client_label());
+  }
+  if (step.failure == UploadFailure::tls_hello) {
+    refuse_tls_client();
+    return true;
+  }
+  if (step.failure != UploadFailure::none) {
+    fail(step.reason);
+    return true;
+  }
+  return false;
+}
+
+// The child gets the connection and carries on; this process forgets its copy without writing a
+// byte (a TLS session must see no record, not even close_notify, but the child's). Until a child
+// exists, the session stays the connection's, so ERR server busy still goes inside TLS.
+void UploadSession::hand_off(bool ended) {
+  header_complete_ = true;
+  ticket_.authenticated();
+  ended_ = ended;
+  if (!context_.hand_off(*this)) {
+    fail("server busy: cannot start a process");
+    return;
+  }
+  connection_->forget();
+  finish();
+}
+
+UploadSession::HandedOver UploadSession::take_in_child() noexcept {
+  Connection::Parts parts = connection_->take_in_child();
+  return HandedOver{std::move(parts.socket), std::move(parts.stream), std::move(read_so_far_),
+                    ended_};
+}
+
+void UploadSession::replay(std::string_view read, bool ended) {
+  if (!read.empty()) on_data(read);
+  if (ended) on_end_of_input();
 }
 
 void UploadSession::shed() {
@@ -131,6 +187,7 @@ void UploadSession::on_data(std::string_view bytes) {
   bytes_seen_ += bytes.size();
   // A header still coming in, however slowly, is shed only after the idle ones (issue 21).
   if (!header_complete_ && !bytes.empty()) ticket_.progressed();
+  if (context_.hand_off) return screen(bytes);
   // One upload, or in a batch as many as the bytes hold: each complete one leaves the rest of
   // the input to the next (pipelined headers, no round trip between files).
   while (phase_ == Phase::receiving && !bytes.empty()) {
@@ -178,6 +235,11 @@ void UploadSession::on_end_of_input() {
     fail(
         "incomplete: the TLS connection ended without close_notify, so the end of the data "
         "is not known");
+    return;
+  }
+  if (context_.hand_off) {
+    // A raw upload shorter than its header is whole: the child saves it.
+    if (!refused_before_body(parser_.end_of_input())) hand_off(true);
     return;
   }
   act_on(parser_.end_of_input());
@@ -242,14 +304,18 @@ void UploadSession::act_on(const UploadStep& step) {
   if (phase_ == Phase::receiving && step.complete) complete();
 }
 
-void UploadSession::start(const UploadStart& start) {
+std::optional<std::string> UploadSession::token_refusal(const UploadStart& start) const {
   const AccessTokens* tokens = context_.limits.tokens;
-  if (tokens != nullptr && tokens->required()) {
-    const std::string* token = start.header ? start.header->field("token") : nullptr;
-    if (!start.header) return refuse_unauthorized("a raw upload, but a token is required");
-    if (token == nullptr) return refuse_unauthorized("no token= in the header");
-    if (!tokens->accepts(*token)) return refuse_unauthorized("wrong token");
-  }
+  if (tokens == nullptr || !tokens->required()) return std::nullopt;
+  const std::string* token = start.header ? start.header->field("token") : nullptr;
+  if (!start.header) return "a raw upload, but a token is required";
+  if (token == nullptr) return "no token= in the header";
+  if (!tokens->accepts(*token)) return "wrong token";
+  return std::nullopt;
+}
+
+void UploadSession::start(const UploadStart& start) {
+  if (std::optional<std::string> why = token_refusal(start)) return refuse_unauthorized(*why);
   if (start.header) {
     has_header_ = true;
     const UploadHeader& header = *start.header;

@@ -37,6 +37,7 @@
 namespace mux {
 
 class Logger;
+class UploadSession;
 
 // Large reads amortize the syscall and the hash call, and with --output-dir make large writes.
 inline constexpr std::size_t kUploadReadBufferSize = 1 << 20;
@@ -87,9 +88,13 @@ struct UploadContext {
   // reads, so ten thousand idle uploads cost no buffer memory), and the close timeouts.
   ConnectionContext& connections;
   std::uint64_t reserved_ahead = 0;  // disk reserved past the data, all sessions together
-  // Called once per session when its header is complete (see kRawHeaderBytes): a fork-mode child
-  // tells its parent, which holds the client's admission ticket. Null: nobody to tell.
-  std::function<void()> on_header_complete{};
+  // Fork-mode parent only: its sessions end at the header. Until then a session does what single
+  // mode does (the TLS handshake, the header's deadlines and --min-rate, shedding, the token check,
+  // every ERR for a refused or failed header); once the header is complete (see kRawHeaderBytes)
+  // it calls this instead of going on. True: a child process took the connection over (the session
+  // forgets it without a word and finishes); false: none could be started (the session answers
+  // ERR server busy). Null: the whole upload is served here.
+  std::function<bool(UploadSession&)> hand_off{};
 };
 
 // A raw upload has no header line: its header is its first this many bytes (or its end). Until
@@ -105,9 +110,12 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
  public:
   using FinishedHandler = std::function<void(UploadSession&)>;
 
-  // `ticket` holds the client's admission slots until the session is destroyed.
+  // `ticket` holds the client's admission slots until the session is destroyed. `stream`: the
+  // socket's stream when it has one already (a fork-mode child's, handed over mid-connection);
+  // null makes one from the context's factory.
   UploadSession(UploadContext& context, Fd socket, std::uint64_t client_number, std::string peer,
-                FinishedHandler on_finished, AdmissionTicket ticket = {});
+                FinishedHandler on_finished, AdmissionTicket ticket = {},
+                std::unique_ptr<ByteStream> stream = nullptr);
   UploadSession(const UploadSession&) = delete;
   UploadSession& operator=(const UploadSession&) = delete;
   ~UploadSession();
@@ -117,6 +125,24 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   void abort(std::string_view reason);
 
   [[nodiscard]] std::uint64_t client_number() const noexcept { return client_number_; }
+  [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
+
+  // Fork mode (see UploadContext::hand_off): what the child takes over from the parent's session.
+  struct HandedOver {
+    Fd socket;
+    std::unique_ptr<ByteStream> stream;  // a TLS session goes on where the parent left it
+    std::string read;                    // every byte read so far, from the first
+    bool ended = false;                  // the client's end of input came after them
+  };
+  // In the child, inside hand_off: moved out without a system call (the loop is the parent's).
+  [[nodiscard]] HandedOver take_in_child() noexcept;
+  // The socket's number, for the descriptors a child keeps.
+  [[nodiscard]] int socket_fd() const noexcept { return connection_->fd(); }
+  // In the parent, once a child took the connection: its slots go with the child.
+  [[nodiscard]] AdmissionTicket take_ticket() noexcept { return std::move(ticket_); }
+  // In the child, on a session made from the HandedOver socket and stream: takes what the parent
+  // read (header included) as if read now, then the end of input when it came.
+  void replay(std::string_view read, bool ended);
   // True while bytes of an upload may still arrive (not yet replied to).
   [[nodiscard]] bool in_flight() const noexcept;
 
@@ -135,6 +161,15 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   void on_idle() override;
 
   void on_header_timeout();
+  // Fork-mode parent: reads up to the end of the header, refusing what single mode refuses there.
+  void screen(std::string_view bytes);
+  // A failure, or a wrong token, in what the parser saw before the body: answered; true then.
+  [[nodiscard]] bool refused_before_body(const UploadStep& step);
+  // Why the token check fails this upload; nullopt when it passes.
+  [[nodiscard]] std::optional<std::string> token_refusal(const UploadStart& start) const;
+  void hand_off(bool ended);
+  // Past its header: a header line ended, a raw upload's first kRawHeaderBytes, or a whole upload.
+  [[nodiscard]] bool past_header() const;
   // The header is in (or a raw upload's first kRawHeaderBytes, or its end): the ticket leaves
   // the pre-header budget, and a fork-mode child tells its parent.
   void note_header_progress();
@@ -190,6 +225,8 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   std::string name_;
   bool has_header_ = false;        // began with a MUXUP/1 header line (not raw)
   bool header_complete_ = false;   // note_header_progress() has counted it
+  std::string read_so_far_;        // fork-mode parent: every byte read, for the child
+  bool ended_ = false;             // fork-mode parent: the end of input came before a child
   bool reply_with_name_ = false;   // the header asked for the saved name in OK (reply-name=1)
   std::uint64_t stored_ = 0;       // body bytes hashed (and written, with --output-dir)
   std::optional<DiskClaim> disk_;  // with --output-dir: --min-free and reservations

@@ -338,6 +338,7 @@ class SlowHandshakeStream final : public mux::ByteStream {
   [[nodiscard]] std::uint32_t wants() const override { return EPOLLIN; }
   [[nodiscard]] bool has_buffered_input() const override { return !buffered_.empty(); }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
+  void renumber(int fd) noexcept override { fd_ = fd; }
 
  private:
   int fd_;
@@ -593,24 +594,54 @@ TEST_CASE("Connection: a context's stream factory makes every connection's strea
 }
 
 TEST_CASE(
-    "Connection: peeking reports input that stays in the socket, then gives the socket back") {
+    "Connection: take_in_child moves the socket and its stream to a connection of another loop") {
+  // What a fork-mode upload child does with the connection it inherited: no system call on the
+  // first loop (the parent's), the same stream going on in the second.
+  mux::EventLoop parent_loop;
+  mux::ConnectionContext parent_context(parent_loop, 4096);
+  TcpPair pair = tcp_pair();
+  RecordingOwner first_owner;
+  mux::Connection first(parent_context, std::move(pair.ours), first_owner);
+  REQUIRE(::send(pair.theirs.get(), "header\n", 7, 0) == 7);
+  CHECK(run_until(parent_loop, [&] { return first_owner.data == "header\n"; }));
+  mux::Connection::Parts parts = first.take_in_child();
+  CHECK(first.closed());
+  REQUIRE(parts.socket.valid());
+  REQUIRE(parts.stream != nullptr);
+  CHECK(parts.stream->fd() == parts.socket.get());
+  mux::EventLoop child_loop;
+  mux::ConnectionContext child_context(child_loop, 4096);
+  RecordingOwner second_owner;
+  mux::Connection second(child_context, std::move(parts.socket), std::move(parts.stream),
+                         second_owner);
+  CHECK(second.ready());
+  REQUIRE(::send(pair.theirs.get(), "body", 4, 0) == 4);
+  CHECK(run_until(child_loop, [&] { return second_owner.data == "body"; }));
+  second.send("OK\n");
+  CHECK(run_until(child_loop, [&] { return second.queued() == 0; }));
+  CHECK(read_some(pair.theirs.get()) == "OK\n");
+}
+
+TEST_CASE("Connection: forget closes this copy of the socket without a word") {
   mux::EventLoop loop;
   mux::ConnectionContext context(loop, 4096);
   TcpPair pair = tcp_pair();
   RecordingOwner owner;
   mux::Connection connection(context, std::move(pair.ours), owner);
-  connection.set_peeking(true);
-  REQUIRE(::send(pair.theirs.get(), "first", 5, 0) == 5);
-  CHECK(run_until(loop, [&] { return owner.data == "first"; }));
-  CHECK(connection.reading_paused());  // reported once, not again at every loop turn
-  loop.run_once(20ms);
-  CHECK(owner.data == "first");
-  mux::Fd socket = connection.release_socket();
-  REQUIRE(socket.valid());
+  // The child's copy of the socket (fork() duplicates the descriptor like dup()).
+  mux::Fd child_copy(::dup(connection.fd()));
+  REQUIRE(child_copy.valid());
+  connection.send("never sent\n");
+  connection.forget();
   CHECK(connection.closed());
-  CHECK(read_some(socket.get()) == "first");  // the peeked bytes were left for the next reader
   loop.run_once(20ms);
   CHECK_FALSE(owner.closed_reason.has_value());  // given away, not closed
+  // No byte, no FIN: the peer's read would block, and the copy still talks to it.
+  char byte = 0;
+  CHECK(::recv(pair.theirs.get(), &byte, 1, MSG_DONTWAIT) < 0);
+  CHECK(errno == EAGAIN);
+  REQUIRE(::send(child_copy.get(), "from the child", 14, MSG_NOSIGNAL) == 14);
+  CHECK(read_some(pair.theirs.get()) == "from the child");
 }
 
 TEST_CASE("Connection: shutdown_output half-closes after the queue and keeps reading") {
@@ -738,6 +769,7 @@ class CountingStream final : public mux::ByteStream {
   mux::IoResult shutdown_write() override { return plain_->shutdown_write(); }
   [[nodiscard]] std::uint32_t wants() const override { return plain_->wants(); }
   [[nodiscard]] int fd() const noexcept override { return plain_->fd(); }
+  void renumber(int fd) noexcept override { plain_->renumber(fd); }
 
  private:
   std::unique_ptr<mux::ByteStream> plain_;

@@ -109,9 +109,13 @@ class Harness {
   }
 
   mux::UploadSession& session() { return *session_; }
-  // Counts the session's "header complete" reports (what a fork-mode child tells its parent).
-  int& count_header_reports() {
-    context_.on_header_complete = [this] { ++header_reports_; };
+  // Serves as a fork-mode parent does: the session ends at its header, handed to a "child" that
+  // is only counted here (the connection then forgotten, not closed: the socket stays open).
+  int& count_hand_offs() {
+    context_.hand_off = [this](mux::UploadSession&) {
+      ++header_reports_;
+      return true;
+    };
     return header_reports_;
   }
   [[nodiscard]] bool finished() const { return finished_; }
@@ -178,47 +182,56 @@ TEST_CASE("a stream that does not start with the magic is a raw upload until EOF
   }
 }
 
-TEST_CASE("the header is complete at its newline; a raw upload's after 1 KiB or at its end") {
+TEST_CASE(
+    "a fork-mode parent hands over at the header's newline; a raw upload after 1 KiB or at its "
+    "end") {
   {
     Harness harness;
-    int& reports = harness.count_header_reports();
+    int& hand_offs = harness.count_hand_offs();
     harness.send_in_pieces("MUXUP/1 11 notes.txt", 4);
     harness.run_a_little();
-    CHECK(reports == 0);
+    CHECK(hand_offs == 0);
     harness.send("\nhello");
     harness.run_a_little();
-    CHECK(reports == 1);
-    harness.send(" world");
-    harness.half_close();
-    CHECK(harness.run_until_finished());
-    CHECK(reports == 1);  // once
+    CHECK(hand_offs == 1);
+    CHECK(harness.run_until_finished());  // the child has it now
+    CHECK(harness.reply().empty());       // and the child answers
   }
   {
     Harness harness;
-    int& reports = harness.count_header_reports();
+    int& hand_offs = harness.count_hand_offs();
     harness.send_in_pieces(std::string(mux::kRawHeaderBytes - 1, 'r'), 100);
     for (int i = 0; i < 20; ++i)  // 7-byte reads: every byte read, with room to spare
       harness.run_a_little();
-    CHECK(reports == 0);  // a raw upload's first byte is no proof: a slot holder sends one too
+    CHECK(hand_offs == 0);  // a raw upload's first byte is no proof: a slot holder sends one too
     harness.send("r");
     harness.run_a_little();
-    CHECK(reports == 1);
+    CHECK(hand_offs == 1);
   }
   {
     Harness harness;
-    int& reports = harness.count_header_reports();
+    int& hand_offs = harness.count_hand_offs();
     harness.send("tiny");
     harness.half_close();
     CHECK(harness.run_until_finished());
-    CHECK(reports == 1);  // a raw upload smaller than that: its end
-    CHECK(harness.reply() == ok_for("tiny"));
+    CHECK(hand_offs == 1);  // a raw upload smaller than that: its end
+    CHECK(harness.reply().empty());
   }
   {
     Harness harness;
-    int& reports = harness.count_header_reports();
-    harness.send("MUXUP/1 x y\n");  // a bad header is refused, never counted as complete
+    int& hand_offs = harness.count_hand_offs();
+    harness.send("MUXUP/1 x y\n");  // a bad header is refused here, never handed over
     harness.run_a_little();
-    CHECK(reports == 0);
+    CHECK(hand_offs == 0);
+    CHECK(harness.reply() == "ERR bad header: size is not a number\n");
+  }
+  {
+    Harness harness;
+    int& hand_offs = harness.count_hand_offs();
+    harness.send("GET / HTTP/1.1\r\n\r\n");  // refused as single mode refuses it
+    harness.run_a_little();
+    CHECK(hand_offs == 0);
+    CHECK(starts_with(harness.reply(), "ERR "));
   }
 }
 

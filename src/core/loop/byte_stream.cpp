@@ -32,10 +32,6 @@ class PlainStream final : public ByteStream {
     return receive([&] { return ::read(fd_, data, size); });
   }
 
-  IoResult peek(char* data, std::size_t size) override {
-    return receive([&] { return ::recv(fd_, data, size, MSG_PEEK | MSG_DONTWAIT); });
-  }
-
   IoResult writev(const iovec* chunks, int count) override {
     if (count > IOV_MAX) count = IOV_MAX;
     for (;;) {
@@ -61,9 +57,10 @@ class PlainStream final : public ByteStream {
 
   [[nodiscard]] std::uint32_t wants() const override { return wants_; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
+  void renumber(int fd) noexcept override { fd_ = fd; }
 
  private:
-  // One read or peek: what it moved, the end of the stream, or why not (EINTR retried).
+  // One read: what it moved, the end of the stream, or why not (EINTR retried).
   template <typename Receive>
   IoResult receive(Receive call) {
     for (;;) {

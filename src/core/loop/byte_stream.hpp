@@ -51,12 +51,6 @@ class ByteStream {
   // Drives the opening handshake; `done` once application bytes can flow. Plain TCP has none.
   virtual IoResult handshake() = 0;
   virtual IoResult read(char* data, std::size_t size) = 0;
-  // Like read(), but the bytes stay in the socket for the next read (MSG_PEEK). Only plain TCP
-  // can: a TLS stream cannot peek at application bytes before its handshake, so it fails with
-  // EOPNOTSUPP (the fork-mode upload parent peeks before any handshake, on a plain stream).
-  virtual IoResult peek(char* /*data*/, std::size_t /*size*/) {
-    return IoResult::failure(EOPNOTSUPP);
-  }
   virtual IoResult writev(const iovec* chunks, int count) = 0;
   // Ends our sending direction after what was written: FIN for TCP, close_notify then FIN for TLS.
   // would_block means call again when wants() is ready.
@@ -71,6 +65,9 @@ class ByteStream {
   // such mark: its FIN is the end.
   [[nodiscard]] virtual bool end_was_unmarked() const { return false; }
   [[nodiscard]] virtual int fd() const noexcept = 0;
+  // The socket was duplicated to `fd` (a fork-mode child moving a connection it inherited to a
+  // low number): every later call goes through it. The stream's state (a TLS session) is kept.
+  virtual void renumber(int fd) noexcept = 0;
 };
 
 // The kernel's TCP (or any stream socket) on `fd`, which the caller keeps owning.

@@ -163,14 +163,7 @@ void Connection::read_input() {
   ReadBuffer& buffer = context_.read_buffer;
   int reads = 0;
   for (;;) {
-    IoResult result = peeking_ ? stream_->peek(buffer.data(), buffer.size())
-                               : stream_->read(buffer.data(), buffer.size());
-    if (result.ok() && peeking_) {
-      // The bytes stay in the socket: level-triggered, it would report them again at once.
-      pause_reading();
-      owner_.on_data(std::string_view(buffer.data(), result.bytes));
-      return;
-    }
+    IoResult result = stream_->read(buffer.data(), buffer.size());
     if (result.ok()) {
       if (idle_timeout_.count() > 0) last_input_ = EventLoop::Clock::now();
       owner_.on_data(std::string_view(buffer.data(), result.bytes));
@@ -403,20 +396,25 @@ void Connection::read_pending() {
   if (wants_to_read()) read_input();
 }
 
-void Connection::set_peeking(bool on) {
-  peeking_ = on;
-  if (on) resume_reading();
-}
-
-Fd Connection::release_socket() {
-  if (state_ == State::closed) return Fd();
+void Connection::forget() {
+  if (state_ == State::closed) return;
   state_ = State::closed;
+  context_.loop.cancel_flush(*this);
   context_.loop.cancel_timer(std::exchange(phase_timer_, 0));
   context_.loop.cancel_timer(std::exchange(idle_timer_, 0));
   queue_.clear();
+  // Unwatched before the close: the child's copy keeps the socket open, so epoll would otherwise
+  // keep reporting it under a number this process no longer owns.
   context_.loop.unwatch(socket_.get());
-  stream_.reset();
-  return std::move(socket_);
+  stream_.reset();  // a TLS stream frees its session without a word (SSL_free sends nothing)
+  socket_.reset();
+}
+
+Connection::Parts Connection::take_in_child() noexcept {
+  state_ = State::closed;
+  phase_timer_ = 0;
+  idle_timer_ = 0;
+  return Parts{std::move(socket_), std::move(stream_)};
 }
 
 std::size_t Connection::unacknowledged() const noexcept {

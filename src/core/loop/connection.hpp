@@ -3,10 +3,10 @@
 // OutputQueue and its timers (handshake / close deadlines and the idle deadline). It reports
 // what happens to an Owner (the chat session, the upload session, a client, the Redis link...)
 // and offers send (queued, or a batch written in place), flow control (pause/resume reading), a
-// peek, a half-close that keeps reading, graceful close (drain, half-close, bounded linger
-// reading and discarding until the peer's EOF, close), immediate close and abortive close (RST).
-// Whatever the stream's blocked calls wait for (wants(): a TLS read may need the socket writable)
-// and a shutdown that would block are handled here, once, for every owner.
+// hand-over to a forked child, a half-close that keeps reading, graceful close (drain, half-close,
+// bounded linger reading and discarding until the peer's EOF, close), immediate close and abortive
+// close (RST). Whatever the stream's blocked calls wait for (wants(): a TLS read may need the
+// socket writable) and a shutdown that would block are handled here, once, for every owner.
 //
 // Who calls it: servers create one per accepted socket (with a stream from their StreamFactory,
 // so TLS is "a different factory"); clients one per outbound link, from the socket a Connector
@@ -148,13 +148,21 @@ class Connection final : private EventLoop::Flushable {
   // Reads what is waiting now instead of at the next readiness event (a sender whose write failed
   // takes the reply the peer sent before closing).
   void read_pending();
-  // Peek mode: input is reported to on_data() but stays in the socket (MSG_PEEK; plain TCP only),
-  // and reading pauses after each report. The fork-mode upload parent looks for a first byte
-  // before it hands the socket to a child with release_socket().
-  void set_peeking(bool on);
-  // Hands the socket back (to a child process): unwatched, timers cancelled, queued output
-  // dropped, no on_closed(). The connection is closed afterwards.
-  [[nodiscard]] Fd release_socket();
+  // Fork mode, once a child process carries on with this connection (the fork-mode upload parent
+  // hands over a client whose header is complete, its TLS session included):
+  // in the parent, forget() stops watching the socket and closes this process's copy without
+  // writing a byte (no close_notify, no FIN: the socket stays open in the child, whose TLS session
+  // goes on), cancels the timers and drops queued output; no on_closed(). The connection is closed
+  // afterwards.
+  void forget();
+  // In the child, which must not touch the parent's loop (its epoll instance is the parent's):
+  // the socket and its stream, moved out without a system call, for a Connection of the child's
+  // own loop (whose constructor takes over a finished handshake and any input the stream holds).
+  struct Parts {
+    Fd socket;
+    std::unique_ptr<ByteStream> stream;
+  };
+  [[nodiscard]] Parts take_in_child() noexcept;
 
   // Flow control: while paused nothing is read, so the kernel's receive buffer fills and TCP
   // pushes back on the sender.
@@ -258,7 +266,6 @@ class Connection final : private EventLoop::Flushable {
   bool shutdown_requested_ = false;  // shutdown_output(): shut down once the queue is written
   bool output_shut_ = false;         // shutdown_write() is done
   bool batch_blocked_ = false;       // send_batch() took less: on_writable() when it can go on
-  bool peeking_ = false;
   bool read_last_words_ = false;
   bool write_failed_ = false;  // set by fail_write(): nothing more is written while closing
   bool close_after_handshake_ = false;  // close_gracefully() with output queued, mid-handshake

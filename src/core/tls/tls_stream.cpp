@@ -177,6 +177,13 @@ TlsStream::TlsStream(int fd, UniqueSsl ssl, std::optional<Pin> pin)
 
 TlsStream::~TlsStream() = default;
 
+void TlsStream::renumber(int fd) noexcept {
+  fd_ = fd;
+  // The socket BIO keeps no bytes of its own (OpenSSL's record buffers are in the SSL object):
+  // pointing it at the new number is all a move takes.
+  if (BIO* bio = SSL_get_rbio(ssl_.get()); bio != nullptr) bio_state(bio)->fd = fd;
+}
+
 std::optional<IoResult> TlsStream::refuse_plaintext_client() {
   unsigned char first = 0;
   ssize_t got = ::recv(fd_, &first, 1, MSG_PEEK);

@@ -82,6 +82,7 @@ class TlsStream final : public ByteStream {
   [[nodiscard]] bool has_buffered_input() const override;
   [[nodiscard]] bool end_was_unmarked() const override { return !close_notify_received_; }
   [[nodiscard]] int fd() const noexcept override { return fd_; }
+  void renumber(int fd) noexcept override;
 
   [[nodiscard]] bool handshake_done() const noexcept { return handshake_done_; }
   // "TLSv1.3 TLS_AES_256_GCM_SHA384": for the log line of a new connection.
