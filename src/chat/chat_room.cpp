@@ -43,6 +43,7 @@ void ChatRoom::join(ChatMember& member, std::string_view origin) {
   member.lines_seen_ = 0;
   member.held_.reset();
   member.claiming_ = false;
+  member.numbering_ = false;
   member.rates_.reset();
   by_id_[member.id_] = &member;
   if (!bus_->connected() && !bus_->starting()) {
@@ -98,7 +99,7 @@ void ChatRoom::release_held(ChatMember& member) {
   // What it sent while it waited, in order, as if it had just arrived; a /nick among them that
   // must wait for its claim holds the rest again.
   bool any = false;
-  while (member.holds_lines() && !member.admitting_ && !member.claiming_ && member.in_room_) {
+  while (member.holds_lines() && !member.waits_for_bus() && member.in_room_) {
     ChatMember::Held& held = *member.held_;
     auto [text, cut] = std::move(held.lines.front());
     held.lines.erase(held.lines.begin());  // a few lines at most
@@ -108,8 +109,7 @@ void ChatRoom::release_held(ChatMember& member) {
   }
   if (any) end_of_input();
   if (!member.holds_lines() && !member.leave_pending()) member.held_.reset();  // its memory back
-  if (member.admitting_ || member.claiming_ || member.acks_owed_ != 0 || !member.leave_pending())
-    return;
+  if (member.waits_for_bus() || member.acks_owed_ != 0 || !member.leave_pending()) return;
   auto [reason, too_slow] = std::move(*member.held_->leave);
   member.held_.reset();
   leave_now(member, reason, too_slow);
@@ -117,7 +117,7 @@ void ChatRoom::release_held(ChatMember& member) {
 }
 
 void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut) {
-  if (sender.admitting_ || sender.claiming_) {
+  if (sender.waits_for_bus()) {
     if (!sender.held_) sender.held_ = std::make_unique<ChatMember::Held>();
     ChatMember::Held& held = *sender.held_;
     if (held.bytes + text.size() > kMaxHeldBytes) {
@@ -144,11 +144,15 @@ void ChatRoom::receive_line(ChatMember& sender, std::string_view text, bool cut)
     return;
   }
   if (command.text.empty()) return;  // an empty line carries nothing worth a delivery
-  if (!sender.writer_.empty() && !writers_.accept(sender.writer_, sender.writer_next_++)) {
-    // A resend whose first copy (still unread on the connection it replaced) came in after
-    // all: stored once, confirmed again.
-    logger_.detail("{}: a message sent again was stored already", sender.name_);
-    return sender.deliver(make_block(chat::notice::ack_again()));
+  if (!sender.writer_.empty()) {
+    std::uint64_t number = sender.writer_next_++;
+    if (!writers_.accept(sender.writer_, number)) {
+      // A resend whose first copy (still unread on the connection it replaced) came in after
+      // all: stored once, confirmed again.
+      logger_.detail("{}: a message sent again was stored already", sender.name_);
+      return sender.deliver(make_block(chat::notice::ack_again()));
+    }
+    bus_->count_writer(sender.writer_, number);
   }
   logger_.detail("[{}]: {}", sender.name_, command.text);
   if (relay_.sender() != &sender) flush_relay();
@@ -356,13 +360,31 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
       return send_to(member, chat::notice::cap_usage());
     member.wants_acks_ = true;
     ack_members_[member.id_] = &member;
-    // Numbered only where this server's count is the room's: a Redis room's writers are
-    // counted in Redis (not yet: there the old answer, and no resends).
-    if (writer.empty() || bus_->shared()) return send_to(member, chat::notice::cap_acks());
+    // Without a count the room can trust (a Redis room whose Redis is out of reach), no
+    // numbers: the client then sends nothing again.
+    if (writer.empty() || (bus_->shared() && !bus_->connected()))
+      return send_to(member, chat::notice::cap_acks());
     member.writer_ = writer_key(writer);
-    std::uint64_t stored = writers_.last(member.writer_);
-    member.writer_next_ = stored + 1;
-    return send_to(member, chat::notice::cap_acks_numbered(stored));
+    if (!bus_->shared()) return start_numbering(member, writers_.last(member.writer_));
+    // A Redis room: the count is the room's (the client may come from another server, or from
+    // this one before a restart); its next lines wait for it, in order.
+    member.numbering_ = true;
+    bus_->writer_stored(member.writer_,
+                        [this, id = member.id_](std::optional<std::uint64_t> stored) {
+                          auto it = by_id_.find(id);
+                          if (it == by_id_.end() || !it->second->numbering_) return;
+                          ChatMember& asker = *it->second;
+                          asker.numbering_ = false;
+                          if (stored) {
+                            writers_.learn(asker.writer_, *stored);
+                            start_numbering(asker, writers_.last(asker.writer_));
+                          } else {
+                            asker.writer_.clear();
+                            send_to(asker, chat::notice::cap_acks());
+                          }
+                          release_held(asker);
+                        });
+    return;
   }
   if (chat::fold_nick(argument) != "ids") return send_to(member, chat::notice::cap_usage());
   flush_relay();  // what was relayed before goes out without ids, before the answer
@@ -373,6 +395,11 @@ void ChatRoom::enable_ids(ChatMember& member, std::string_view argument) {
   if (made) store_nick_proof(member);
   send_to(member, chat::notice::cap_ids(history_.epoch(), history_.last_id(), max_line_, secret));
   member.deliver(who_list());
+}
+
+void ChatRoom::start_numbering(ChatMember& member, std::uint64_t stored) {
+  member.writer_next_ = stored + 1;
+  send_to(member, chat::notice::cap_acks_numbered(stored));
 }
 
 void ChatRoom::replay_since(ChatMember& member, std::string_view argument) {
@@ -548,7 +575,7 @@ void ChatRoom::apply_rename(ChatMember& member, std::string_view nick) {
 }
 
 bool ChatRoom::leave(ChatMember& member, std::string_view reason, bool too_slow) {
-  bool holds = (member.admitting_ || member.claiming_) && member.holds_lines();
+  bool holds = member.waits_for_bus() && member.holds_lines();
   if (!closing_ && (holds || (member.acks_owed_ != 0 && member.in_room_))) {
     // Its last lines are still held: they are handled first (release_held), then it leaves;
     // or its last messages wait for Redis: it leaves once they are acknowledged.
@@ -568,6 +595,7 @@ void ChatRoom::gone(ChatMember& member) {
   }
   member.held_.reset();
   member.claiming_ = false;
+  member.numbering_ = false;
   member.acks_owed_ = 0;
   by_id_.erase(member.id_);
   ack_members_.erase(member.id_);
@@ -575,6 +603,7 @@ void ChatRoom::gone(ChatMember& member) {
 
 void ChatRoom::leave_now(ChatMember& member, std::string_view reason, bool too_slow) {
   member.claiming_ = false;
+  member.numbering_ = false;
   if (member.admitting_) {
     member.admitting_ = false;
     by_id_.erase(member.id_);

@@ -73,6 +73,10 @@ class ChatMember {
     std::optional<std::pair<std::string, bool>> leave;
   };
   [[nodiscard]] bool holds_lines() const noexcept { return held_ && !held_->lines.empty(); }
+  // Its lines wait for an answer of the bus (they are held, in order).
+  [[nodiscard]] bool waits_for_bus() const noexcept {
+    return admitting_ || claiming_ || numbering_;
+  }
   [[nodiscard]] bool leave_pending() const noexcept { return held_ && held_->leave.has_value(); }
 
   std::string name_;
@@ -85,6 +89,7 @@ class ChatMember {
   bool in_room_ = false;
   bool admitting_ = false;  // waiting for the bus's answer to join
   bool claiming_ = false;   // a /nick claim is in flight (its lines wait for the answer)
+  bool numbering_ = false;  // "/cap acks WRITER" waits for the room's count of the writer
   bool has_nick_ = false;
   bool wants_ids_ = false;       // asked "/cap ids": its room lines carry ids
   bool wants_acks_ = false;      // asked "/cap acks": each of its messages is acknowledged
@@ -207,6 +212,8 @@ class ChatRoom final : public RoomEvents {
   void enable_ids(ChatMember& member, std::string_view argument);
   // One "* ack ID" per message of `member` (ID 0: relayed here only, Redis out of reach).
   void acknowledge(ChatMember& member, std::uint64_t id, std::size_t count);
+  // /cap acks WRITER answered: `stored` of its messages are in, this connection's count on.
+  void start_numbering(ChatMember& member, std::uint64_t stored);
   void replay_since(ChatMember& member, std::string_view argument);
   void send_history(ChatMember& member, std::string_view argument);
   // /reclaim NICK SECRET: a reconnecting client takes its nick back from its old connection's

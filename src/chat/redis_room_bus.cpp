@@ -148,6 +148,7 @@ void RedisRoomBus::on_down(const std::string& why) {
   // Never sent: relayed on this server only.
   if (std::size_t unsent = outgoing_.messages(); unsent != 0) room_.messages_stored(0, unsent);
   outgoing_.drop();
+  batch_writers_.clear();
   mirror_.clear();
   room_.remote_members_changed();
   if (reachable_) {
@@ -237,6 +238,15 @@ void RedisRoomBus::flush() {
                                 std::to_string(count)};
   args.insert(args.end(), std::make_move_iterator(sealed.message_fields.begin()),
               std::make_move_iterator(sealed.message_fields.end()));
+  // The writers' counts go with their messages, in the same script: a count is never ahead of
+  // what the stream has, nor behind it.
+  args.push_back(std::to_string(batch_writers_.size()));
+  args.push_back(std::to_string(std::chrono::seconds(kWriterTtl).count()));
+  for (auto& [writer, number] : batch_writers_) {
+    args.push_back(key("writer:") + writer);
+    args.push_back(std::to_string(number));
+  }
+  batch_writers_.clear();
   // The answer (the first id, or a failure when Redis went away) acknowledges the senders.
   link_.command(args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
     if (!alive.lock()) return;
@@ -378,6 +388,37 @@ void RedisRoomBus::admit(std::size_t history, AdmitCallback done) {
   // Busy: the next block is asked for before this one runs out.
   if (numbers_.running_low()) request_numbers();
   admit_with(number, history, std::move(done));
+}
+
+void RedisRoomBus::count_writer(const std::string& writer, std::uint64_t number) {
+  if (!link_.up() || finishing_) return;  // (as publish: the message is not published either)
+  for (auto& [known, last] : batch_writers_) {
+    if (known == writer) {
+      last = std::max(last, number);
+      return;
+    }
+  }
+  batch_writers_.emplace_back(writer, number);
+}
+
+void RedisRoomBus::writer_stored(const std::string& writer, WriterCallback done) {
+  if (!link_.up()) return done(std::nullopt);
+  bool sent = link_.command(
+      {"GET", key("writer:") + writer},
+      [done, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) mutable {
+        if (!alive.lock()) return;
+        if (reply == nullptr || reply->is_error()) return done(std::nullopt);
+        if (reply->type == RedisValue::Type::nil) return done(0);
+        std::uint64_t stored = 0;
+        const std::string& text = reply->text;
+        auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), stored);
+        // Anything but a number was not written by kPublishScript: no count to trust.
+        if (reply->type != RedisValue::Type::string || error != std::errc() ||
+            end != text.data() + text.size())
+          return done(std::nullopt);
+        done(stored);
+      });
+  if (!sent) done(std::nullopt);
 }
 
 void RedisRoomBus::replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) {

@@ -24,6 +24,9 @@
 //                   on join (XREVRANGE) and by /since on any server (XRANGE)
 //   ids, epoch      the room-wide message ids (INCRBY, in the script that publishes a batch with
 //                   messages) and their epoch, made anew when Redis lost it (restarted empty)
+//   writer:<digest> how many messages of a chat-client's writer key ("/cap acks WRITER", issue
+//                   23; a SHA-256 of the key, never the key) the room stored: raised by the
+//                   publish script with the messages, expires kWriterTtl after the last one
 //
 // The bus is the wiring: it sends the commands and hands each answer to the piece that knows
 // what it means. The scripts are in chat/redis_room_scripts.hpp; the pieces have no I/O:
@@ -110,6 +113,8 @@ class RedisRoomBus final : public RoomBus {
     nick_claims_.reclaim(key, nick, proof, verifier, std::move(done));
   }
   void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) override;
+  void writer_stored(const std::string& writer, WriterCallback done) override;
+  void count_writer(const std::string& writer, std::uint64_t number) override;
   [[nodiscard]] std::vector<std::string> remote_names() const override { return mirror_.names(); }
   [[nodiscard]] std::size_t remote_count() const override { return mirror_.count(); }
   [[nodiscard]] std::uint64_t highest_remote_number() const override {
@@ -175,6 +180,10 @@ class RedisRoomBus final : public RoomBus {
   RoomSigner signer_;
   // This loop batch's events, and this server's member-set version.
   OutgoingBatch outgoing_;
+  // The writers of this batch's messages and the last number of each (count_writer), stored by
+  // the publish script with them.
+  std::vector<std::pair<std::string, std::uint64_t>> batch_writers_;
+  static constexpr std::chrono::hours kWriterTtl{24};
   RedisNickClaims nick_claims_;
   bool flush_scheduled_ = false;
   // The other servers' members.

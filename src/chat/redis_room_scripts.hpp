@@ -154,7 +154,9 @@ return 1
 // Atomic, so ids, the stream and the channel agree on one order for every server.
 // KEYS: ids, epoch, history. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history), the
 // number of messages, then per message its time, name, text and signature ("" without
-// --room-secret-file; else "<nonce> <tag>", kept as the entry's field s).
+// --room-secret-file; else "<nonce> <tag>", kept as the entry's field s), then the number of
+// writers, their TTL in seconds and per writer its key and the last number of its messages in
+// the batch ("/cap acks WRITER": the count only rises, in the same script as the messages).
 inline constexpr const char* kPublishScript = R"lua(
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -178,6 +180,16 @@ if ARGV[4] ~= '0' then
       redis.call('DEL', KEYS[3])
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id, unpack(fields))
     end
+  end
+end
+local w = 6 + n * 4
+for j = 0, tonumber(ARGV[w] or '0') - 1 do
+  local at = w + 2 + j * 2
+  local stored = tonumber(redis.call('GET', ARGV[at]) or '0') or 0
+  if tonumber(ARGV[at + 1]) > stored then
+    redis.call('SET', ARGV[at], ARGV[at + 1], 'EX', ARGV[w + 1])
+  else
+    redis.call('EXPIRE', ARGV[at], ARGV[w + 1])
   end
 end
 local f = string.format('%d', first)

@@ -78,6 +78,14 @@ class RoomBus {
   // The kept messages with room-wide ids in (after, up_to], oldest first, at most --history of
   // them; nullopt when there is no shared history or it could not be read.
   virtual void replay(std::uint64_t after, std::uint64_t up_to, ReplayCallback done) = 0;
+  // "/cap acks WRITER" (issue 23): how many messages of `writer` (its key's digest) the room
+  // stored, counted by every server that published one (0: none); nullopt when it cannot be read.
+  using WriterCallback = std::function<void(std::optional<std::uint64_t>)>;
+  virtual void writer_stored(const std::string& /*writer*/, WriterCallback done) {
+    done(std::nullopt);
+  }
+  // The next publish_message is message `number` of `writer`: stored with it.
+  virtual void count_writer(const std::string& /*writer*/, std::uint64_t /*number*/) {}
   // The names on the other servers, in no particular order.
   [[nodiscard]] virtual std::vector<std::string> remote_names() const = 0;
   // How many they are (without building the list).

@@ -399,6 +399,35 @@ class LinesInFlight(unittest.TestCase):
         self.assertEqual(local_only, 0, seed)
         self.assertLessEqual(missing, unconfirmed, f"seed {seed}: exit {code}")
 
+    def test_kill_9_of_the_clients_server_every_line_exactly_once_both_modes(self):
+        """/cap acks WRITER: the restarted server reads from Redis how many of alice's lines the
+        room stored, alice sends the rest again: b's client sees every line once, in order,
+        and alice exits 0."""
+        for mode in ("single", "fork"):
+            with self.subTest(serve=mode):
+                seed = random.randrange(1 << 30)
+                kill_at = random.Random(seed).randrange(10, self.LINES - 10)
+                nick = f"alice{mode[0]}"
+                a = self.start(self.redis, "--serve", mode)
+                alice = PipedClient(a.port, "--nick", nick)
+                self.addCleanup(alice.kill)
+                alice.out.wait_for(rf"^\* .* is now {nick}$")
+                watcher = self.watchers["b"]
+                for i in range(self.LINES):
+                    alice.type(f"line {i}")
+                    if i == kill_at:
+                        a.proc.kill()
+                        a.wait()
+                        a = self.start(self.redis, "--serve", mode, "--port", str(a.port))
+                    time.sleep(0.002)
+                alice.type("the end")
+                got = []
+                while (line := watcher.line()) != f"[{nick}]: the end":
+                    if line.startswith(f"[{nick}]: "):
+                        got.append(line[len(nick) + 4:])
+                self.assertEqual(got, [f"line {i}" for i in range(self.LINES)], seed)
+                self.assertEqual(alice.finish(), 0, (seed, alice.err.lines))
+
     def test_kill_9_of_redis_at_a_random_line(self):
         """a relays every line to its own clients, exactly once; those it could not store in
         Redis (down, then back empty) are counted, so the client does not exit 0 for them."""
