@@ -115,7 +115,7 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     away_ = false;
     greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
       greeting_timer_ = 0;
-      if (handshake_.ever_ready())
+      if (handshake_.ever_ready() || handshake_.mux_server())
         return lost(fmt::format("no welcome within {:g} s", seconds(greeting_timeout_)));
       fail(fmt::format(
           "{} sent no chat welcome within {:g} s, so nothing was sent: not a chat server (an "
@@ -186,7 +186,7 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   void server_closed() {
     if (end_reason_ && !can_reconnect())
       return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
-    if (!handshake_.ever_ready()) {
+    if (!handshake_.ever_ready() && !handshake_.mux_server()) {
       return fail(fmt::format(
           "connection to {} closed by the server before any chat welcome, so nothing was sent",
           server_));
@@ -219,7 +219,9 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   // Only a mux chat server (it sent its welcome) is reconnected to: it takes our nick and
   // /since back, where another server would relay them as lines.
   [[nodiscard]] bool can_reconnect() const {
-    return redial_ != nullptr && handshake_.ever_ready() && handshake_.mux_server();
+    // (Once its welcome came: a server that dies while answering our /cap is reconnected to,
+    // and greets us again.)
+    return redial_ != nullptr && handshake_.mux_server();
   }
 
   void show(std::string_view line, bool cut) {

@@ -27,7 +27,8 @@ ClientHandshake::ClientHandshake(EventLoop& loop, Events& events, RoomRoster& ro
 
 void ClientHandshake::connected() {
   phase_ = Phase::greeting;
-  if (!ever_ready_) return;
+  // (A mux server that died before it answered our first /cap counts as one we were in.)
+  if (!ever_ready_ && !mux_server_) return;
   // Back again: the server is known to be a mux chat server, so everything goes at once and the
   // server handles it in order as soon as we are in the room: our nick first, then which of our
   // lines it has (the rest is sent again once it said), then where we were (it answers like
@@ -129,7 +130,7 @@ bool ClientHandshake::greet(std::string_view line) {
       return false;
     }
   }
-  if (ever_ready_) {
+  if (ever_ready_ || mux_server_) {
     phase_ = Phase::capping;  // our /nick and /since went out at connect
     return true;
   }

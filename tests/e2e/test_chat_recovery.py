@@ -455,6 +455,9 @@ class RedisRoomRestarts(unittest.TestCase):
         alice = PipedClient(a.port, "--nick", "alice")
         self.addCleanup(alice.kill)
         alice.out.wait_for(r"^\* .* is now alice$")
+        # Through its start (the answers to its /cap: its ids, for the /since after the kill).
+        alice.type("/who")
+        alice.out.wait_for(r"^\* online \(")
         a.proc.kill()
         a.wait()
         alice.err.wait_for(Reconnect.LOST)
