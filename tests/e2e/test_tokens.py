@@ -28,7 +28,8 @@ def setUpModule():
     TOKENS = tempfile.mkdtemp(prefix="mux-tokens-")
     for name, text, mode in (("tokens", "# team\nalpha-0123456789ab\n\nbeta-0123456789abc\n", 0o600),
                              ("wrong", "not-a-token-0123456\n", 0o600),
-                             ("open", "alpha-0123456789ab\n", 0o644)):
+                             ("open", "alpha-0123456789ab\n", 0o644),
+                             ("short", "alpha-0123456789ab\nabcdefghijklmno\n", 0o600)):
         path = os.path.join(TOKENS, name)
         with open(path, "w") as f:
             f.write(text)
@@ -162,6 +163,17 @@ class ChatTokenTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         name = re.match(r"^\* (Client \d+) joined$", lines.line()).group(1)
         self.assertEqual(lines.line(), f"[{name}]: hi")
+
+    def test_a_token_under_16_characters_is_refused_at_start(self):
+        # Issue 21 B1: a 15-character token (the second line) is refused, the server never starts.
+        for sub in ("chat-server", "upload-server"):
+            with self.subTest(sub=sub):
+                result = muxtest.run_mux(sub, "--port", "0", "--token-file", token_file("short"))
+                self.assertEqual(result.returncode, 1)
+                self.assertEqual(result.stderr.decode(),
+                                 f"mux: error: --token-file {token_file('short')}: line 2: shorter "
+                                 f"than 16 characters (make one with: openssl rand -hex 16)\n")
+                self.assertEqual(result.stdout, b"")
 
     def test_token_file_readable_by_others_is_refused(self):
         for sub in ("chat-server", "upload-server"):
