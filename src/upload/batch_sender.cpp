@@ -25,6 +25,8 @@ namespace {
 constexpr std::size_t kSendWindow = 4 << 20;
 // Files sent and not yet replied to: enough to cover a --sync full group sync of many files.
 constexpr std::size_t kMaxPending = 8192;
+// After DONE, how long the server's close is waited for.
+constexpr std::chrono::milliseconds kDoneWait{5000};
 constexpr std::size_t kChunk = 1 << 20;
 constexpr std::size_t kMaxReplyLine = 4096;
 constexpr std::chrono::milliseconds kRedrawInterval{100};
@@ -157,19 +159,37 @@ void BatchSender::pump() {
     output_done_ = true;
     // The batch's end (the replies are still read); after this call, not inside it: pump() may
     // run inside the connection's on_writable(), whose caller shuts down at once when asked to
-    // from there, even with what pump() just queued still unwritten.
-    loop_.defer([this] {
-      if (connection_ && !failure_) connection_->shutdown_output();
-    });
-    if (pending_.empty()) loop_.stop();
+    // from there, even with what pump() just queued still unwritten. With a batch key the
+    // half-close waits for the last reply: DONE may have to go before it (see end_batch).
+    if (batch_key_.empty()) {
+      loop_.defer([this] {
+        if (connection_ && !failure_) connection_->shutdown_output();
+      });
+    }
+    if (pending_.empty()) end_batch();
   }
+}
+
+// Every file confirmed. When the server logged them (an OK with confirm=1), DONE tells it the
+// log may go; then the half-close, and the server's close is waited for (bounded by kDoneWait)
+// so DONE is read before this process exits.
+void BatchSender::end_batch() {
+  if (batch_key_.empty()) return loop_.stop();
+  loop_.defer([this] {
+    if (!connection_ || failure_ || loop_.stopping()) return;
+    if (server_confirms_) connection_->send(kDoneLine);
+    connection_->shutdown_output();
+    if (!server_confirms_) return loop_.stop();
+    confirming_ = true;
+    loop_.add_timer(kDoneWait, [this] { loop_.stop(); });
+  });
 }
 
 void BatchSender::send_entry(const TreeEntry& entry) {
   std::size_t index = next_ - 1;
   last_progress_ = EventLoop::Clock::now();
   if (entry.directory) {
-    connection_->send(format_batch_header(0, entry.path, token_, {}, false, false, true));
+    connection_->send(format_batch_header(0, entry.path, token_, {}, false, false, true, {}));
     pending_.push_back(Pending{index, ContentHash().hex()});
     return;
   }
@@ -178,7 +198,7 @@ void BatchSender::send_entry(const TreeEntry& entry) {
   if (entry.size <= kCheckpointInterval) {
     // Header and data in one block: one segment for a small file, as the server reads it.
     std::string block =
-        format_batch_header(entry.size, entry.path, token_, {}, false, false, false);
+        format_batch_header(entry.size, entry.path, token_, {}, false, false, false, batch_key_);
     std::size_t header = block.size();
     block.resize(header + static_cast<std::size_t>(entry.size));
     if (!read_exactly(file.get(), block.data() + header, static_cast<std::size_t>(entry.size), 0)) {
@@ -193,7 +213,8 @@ void BatchSender::send_entry(const TreeEntry& entry) {
   }
   std::string key = file_key(entry);
   bool asking = !key.empty() && ask_ && journal_.started(entry);
-  connection_->send(format_batch_header(entry.size, entry.path, token_, key, asking, true, false));
+  connection_->send(
+      format_batch_header(entry.size, entry.path, token_, key, asking, true, false, batch_key_));
   pending_.push_back(Pending{index, {}});
   if (!key.empty() && !asking) journal_.mark_started(entry);
   stream_file_ = std::move(file);
@@ -232,7 +253,7 @@ void BatchSender::send_chunk() {
 }
 
 void BatchSender::on_data(std::string_view bytes) {
-  if (loop_.stopping() || !connection_) return;
+  if (loop_.stopping() || !connection_ || confirming_) return;
   reply_text_.append(bytes);
   std::size_t start = 0;
   std::size_t newline = reply_text_.find('\n');
@@ -288,8 +309,13 @@ void BatchSender::on_offer(const std::string& line) {
     if (read && ours.hex() == offer->prefix_hash) {
       from = offer->offset;
       prefix = std::move(ours);
-      progress_.note(fmt::format("Resumed {} at {} of {}", entry.path, format_bytes(from),
-                                 format_bytes(entry.size)));
+      // All of it: saved by an earlier run whose OK was lost (the server's completion log).
+      progress_.note(
+          from == entry.size
+              ? fmt::format("{} is on the server already ({}, verified): nothing to send",
+                            entry.path, format_bytes(from))
+              : fmt::format("Resumed {} at {} of {}", entry.path, format_bytes(from),
+                            format_bytes(entry.size)));
     } else {
       progress_.note(fmt::format(
           "{} changed since the interrupted upload ({} of it were on the server): starting over",
@@ -325,6 +351,7 @@ void BatchSender::on_reply(const std::string& line) {
         "XXH3-128 {}",
         entry.path, server_, reply->bytes, reply->hash, entry.size, front.hash));
   }
+  server_confirms_ = server_confirms_ || reply->confirm;
   if (!entry.directory) {
     journal_.mark_confirmed(entry);
     ++confirmed_files_;
@@ -333,10 +360,7 @@ void BatchSender::on_reply(const std::string& line) {
   }
   pending_.pop_front();
   show_progress();
-  if (pending_.empty() && output_done_) {
-    loop_.stop();  // every file confirmed
-    return;
-  }
+  if (pending_.empty() && output_done_) return end_batch();  // every file confirmed
   pump();
 }
 
@@ -348,6 +372,7 @@ void BatchSender::show_progress() {
 }
 
 void BatchSender::on_end_of_input() {
+  if (confirming_) return loop_.stop();  // the server read DONE
   if (loop_.stopping() || !connection_) return;
   std::string hint;
   // An older server takes one file per connection: it replied once and closed.
@@ -362,6 +387,7 @@ void BatchSender::on_end_of_input() {
 }
 
 void BatchSender::on_closed(std::string_view reason) {
+  if (confirming_) return loop_.stop();
   if (loop_.stopping() || !connection_) return;
   const IoResult& failure = connection_->failure();
   fail(fmt::format(
@@ -371,6 +397,7 @@ void BatchSender::on_closed(std::string_view reason) {
 }
 
 void BatchSender::check_progress() {
+  if (confirming_) return;  // every file confirmed; kDoneWait bounds the rest
   if (rate_paused_) {
     last_progress_ = EventLoop::Clock::now();
     return;

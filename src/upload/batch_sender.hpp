@@ -82,6 +82,7 @@ class BatchSender final : private Connection::Owner {
   void on_line(const std::string& line);
   void on_offer(const std::string& line);
   void on_reply(const std::string& line);
+  void end_batch();
   [[nodiscard]] bool pace(std::uint64_t bytes);
   [[nodiscard]] std::string file_key(const TreeEntry& entry) const;
   void show_progress();
@@ -117,6 +118,8 @@ class BatchSender final : private Connection::Owner {
   std::uint64_t stream_at_ = 0;
   ContentHash stream_hash_;
   bool output_done_ = false;
+  bool server_confirms_ = false;  // an OK said confirm=1: DONE goes before the half-close
+  bool confirming_ = false;       // DONE sent: waiting for the server's close
 
   std::string reply_text_;
   std::uint64_t confirmed_files_ = 0;  // this run and earlier ones

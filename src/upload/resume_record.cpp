@@ -72,6 +72,7 @@ std::string encode_resume_record(const ResumeRecord& record) {
   std::string body = fmt::format("{}size={}\nname={}\nkey={}\ntoken={}\noffset={}\nstate={}\n",
                                  kMagic, record.size, percent_encode(record.name), record.key_hash,
                                  record.token_hash, record.offset, to_hex(record.hash_state));
+  if (!record.saved_as.empty()) body += fmt::format("saved={}\n", percent_encode(record.saved_as));
   return fmt::format("{}check={}\n", body, checksum(body));
 }
 
@@ -91,6 +92,11 @@ std::optional<ResumeRecord> decode_resume_record(std::string_view text) {
   auto token = take_line(body, "token");
   auto offset = take_line(body, "offset");
   auto state = take_line(body, "state");
+  std::optional<std::string_view> saved;
+  if (!body.empty()) {  // a completed upload's only
+    saved = take_line(body, "saved");
+    if (!saved) return std::nullopt;
+  }
   if (!size || !name || !key || !token || !offset || !state || !body.empty()) return std::nullopt;
   ResumeRecord record;
   std::optional<std::uint64_t> size_value = to_number(*size);
@@ -105,6 +111,10 @@ std::optional<ResumeRecord> decode_resume_record(std::string_view text) {
   record.token_hash = std::string(*token);
   record.offset = *offset_value;
   record.hash_state = std::move(*state_bytes);
+  if (saved) {
+    record.saved_as = percent_decode(*saved);
+    if (record.saved_as.empty() || record.offset != record.size) return std::nullopt;
+  }
   return record;
 }
 

@@ -27,6 +27,9 @@ struct ResumeRecord {
   std::string token_hash;    // SHA-256 of the token, hex; empty when tokens are off
   std::uint64_t offset = 0;  // bytes of data the hash state covers; the data is cut back to it
   std::string hash_state;    // ContentHash::save() at offset
+  // A completed upload's record (offset == size): the name it was saved under, relative to
+  // --output-dir. Empty in a partial's record.
+  std::string saved_as;
 
   bool operator==(const ResumeRecord&) const = default;
 };

@@ -292,8 +292,10 @@ int run_upload_client(const UploadClientOptions& options) {
   // any server.
   bool ask = key && key->reused && !options.no_resume;
   std::string link_token = link.token;
+  // confirm=1: a file the server saved but whose OK this client never read is remembered (see
+  // kConfirmField), so running the command again does not save it twice.
   std::string header = format_header_line(source.size, name, link.token, true,
-                                          key ? key->key : std::string(), ask, true);
+                                          key ? key->key : std::string(), ask, true, true);
   std::string server = link.server;
   if (options.common.verbose) {
     // stderr: stdout carries only the progress and the summary, which scripts may parse.
@@ -324,9 +326,10 @@ int run_upload_client(const UploadClientOptions& options) {
   if (options.retry > 0 && size) {
     redial.emplace(options.common.host, client_port(options.link, options.common.port),
                    options.link);
-    sender.set_retry(static_cast<unsigned>(options.retry), &*redial,
-                     format_header_line(size, name, link_token, true,
-                                        key ? key->key : std::string(), key.has_value(), true));
+    sender.set_retry(
+        static_cast<unsigned>(options.retry), &*redial,
+        format_header_line(size, name, link_token, true, key ? key->key : std::string(),
+                           key.has_value(), true, true));
   } else if (options.retry > 0 && options.common.verbose) {
     fmt::print(stderr, "a stream from {} cannot be sent again: --retry does not apply\n",
                options.file == "-" ? "standard input" : options.file);

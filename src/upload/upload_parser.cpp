@@ -61,6 +61,21 @@ void UploadParser::next_upload() {
 }
 
 void UploadParser::consume_magic(std::string_view& bytes, UploadStep& step) {
+  if (kDoneLine.starts_with(held_) && !bytes.empty() && (!held_.empty() || bytes[0] == 'D')) {
+    std::size_t take = std::min(bytes.size(), kDoneLine.size() - held_.size());
+    held_.append(bytes.substr(0, take));
+    bytes.remove_prefix(take);
+    if (!kDoneLine.starts_with(held_)) {
+      fail(step, UploadFailure::bad_header,
+           "bad header: the next upload of the batch does not start with MUXUP/1");
+      return;
+    }
+    if (held_.size() < kDoneLine.size()) return;
+    held_.clear();
+    step.confirmed = true;
+    any_bytes_ = false;  // what follows is a next upload, or the batch's end
+    return;
+  }
   std::size_t take = std::min(bytes.size(), kUploadMagic.size() - held_.size());
   held_.append(bytes.substr(0, take));
   bytes.remove_prefix(take);

@@ -39,6 +39,9 @@ struct UploadStep {
   // at that offset (received() counts from it). The server has answered RESUME before.
   std::optional<std::uint64_t> resume_from;
   bool complete = false;
+  // A batch, between two uploads: the client's `DONE` line (it read every reply; see
+  // kConfirmField). Nothing of an upload: the parser waits for the next header, or the end.
+  bool confirmed = false;
   // Bytes of the input fed that belong to this upload (its header, FROM line and body). When it
   // is `complete`, the rest of the input is the next upload of a batch (see next_upload()).
   std::size_t consumed = 0;

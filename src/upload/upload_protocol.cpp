@@ -163,13 +163,15 @@ bool asks_resume_offer(const UploadHeader& header) {
 
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
                                std::string_view token, bool want_saved_name,
-                               std::string_view resume_key, bool ask_offset, bool want_acks) {
+                               std::string_view resume_key, bool ask_offset, bool want_acks,
+                               bool confirm) {
   std::string size_text = size ? std::to_string(*size) : std::string("-");
   std::string fields = token.empty() ? std::string() : fmt::format(" token={}", token);
   if (want_saved_name) fields += fmt::format(" {}=1", kReplyNameField);
   if (size && !resume_key.empty()) {
     fields += fmt::format(" {}={}", kResumeField, resume_key);
     if (ask_offset) fields += fmt::format(" {}=1", kResumeAskField);
+    if (confirm) fields += fmt::format(" {}=1", kConfirmField);
   }
   if (want_acks) fields += fmt::format(" {}=1", kAckField);
   return fmt::format("{}{} {}{}\n", kUploadMagic, size_text, percent_encode(name), fields);
@@ -207,13 +209,15 @@ std::string check_relative_path(std::string_view path) {
 
 std::string format_batch_header(std::uint64_t size, std::string_view path, std::string_view token,
                                 std::string_view resume_key, bool ask_offset, bool want_acks,
-                                bool directory) {
+                                bool directory, std::string_view batch_key) {
   std::string line = format_header_line(directory ? 0 : size, path, token, true,
                                         directory ? std::string_view() : resume_key, ask_offset,
                                         want_acks && !directory);
   line.pop_back();  // the '\n'
   line += fmt::format(" {}=1", kBatchField);
   if (directory) line += fmt::format(" {}=1", kDirField);
+  if (!directory && !batch_key.empty())
+    line += fmt::format(" {}={} {}=1", kBatchKeyField, batch_key, kConfirmField);
   line.push_back('\n');
   return line;
 }
@@ -267,10 +271,12 @@ std::string raw_upload_name(std::uint64_t client_number) {
   return fmt::format("upload-{}.bin", client_number);
 }
 
-std::string format_ok_reply(std::uint64_t bytes, std::string_view hash,
-                            std::string_view saved_name) {
-  if (saved_name.empty()) return fmt::format("OK {} {}\n", bytes, hash);
-  return fmt::format("OK {} {} name={}\n", bytes, hash, percent_encode(saved_name));
+std::string format_ok_reply(std::uint64_t bytes, std::string_view hash, std::string_view saved_name,
+                            bool confirm) {
+  std::string fields =
+      saved_name.empty() ? std::string() : fmt::format(" name={}", percent_encode(saved_name));
+  if (confirm) fields += fmt::format(" {}=1", kConfirmField);
+  return fmt::format("OK {} {}{}\n", bytes, hash, fields);
 }
 
 std::string format_err_reply(std::string_view reason) {
@@ -283,9 +289,9 @@ std::string format_err_reply(std::string_view reason) {
 
 std::optional<UploadReply> parse_reply_line(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line == "ERR") return UploadReply{false, 0, {}, {}, std::nullopt};
+  if (line == "ERR") return UploadReply{false, 0, {}, {}, std::nullopt, false};
   if (line.substr(0, 4) == "ERR ")
-    return UploadReply{false, 0, {}, std::string(line.substr(4)), std::nullopt};
+    return UploadReply{false, 0, {}, std::string(line.substr(4)), std::nullopt, false};
   if (line.substr(0, 3) != "OK ") return std::nullopt;
   std::string_view rest = line.substr(3);
   std::size_t space = rest.find(' ');
@@ -299,10 +305,12 @@ std::optional<UploadReply> parse_reply_line(std::string_view line) {
   if (!bytes || !hex) return std::nullopt;
   ProtocolFields fields;
   if (!parse_fields(rest.substr(hash.size()), fields).empty()) return std::nullopt;
-  UploadReply reply{true, *bytes, std::string(hash), {}, std::nullopt};
+  UploadReply reply{true, *bytes, std::string(hash), {}, std::nullopt, false};
   if (const std::string* name = find_field(fields, "name"); name != nullptr) {
     reply.saved_name = percent_decode(*name);
   }
+  const std::string* confirm = find_field(fields, kConfirmField);
+  reply.confirm = confirm != nullptr && *confirm == "1";
   return reply;
 }
 

@@ -52,6 +52,20 @@ inline constexpr std::size_t kMaxFromLine = 32;
 // --sync full; otherwise the bytes received and stored). Only on request: raw uploads and older
 // clients never see the line.
 inline constexpr std::string_view kAckField = "ack";
+
+// Completed but unconfirmed uploads (see README "Resuming interrupted uploads"): a header with
+// `confirm=1` tells the server the client will say it read its reply. The server then keeps a
+// small completion record of what it saved (a single upload: per resume= key; a batch: one log
+// per `batch-key=<upload key>`, the same in every header of the batch) and adds `confirm=1` to
+// the OK. A client that reads such an OK sends the line `DONE\n` (a single upload: after its
+// OK, then it half-closes; a batch: after its last reply, before its half-close) and the server
+// removes the record. Only when DONE never comes (the client killed, the connection cut after
+// the commit) does the record stay, until --keep-partial: a later try with the same key is then
+// offered the whole file (`RESUME <size> <hash>`; a batch member that arrives again with the
+// same path, size and hash is not saved twice) instead of saving it again as name.1.
+inline constexpr std::string_view kConfirmField = "confirm";
+inline constexpr std::string_view kBatchKeyField = "batch-key";
+inline constexpr std::string_view kDoneLine = "DONE\n";
 std::string format_ack(std::uint64_t offset);
 // One line without its '\n'; nullopt when it is not `ACK <offset>`.
 std::optional<std::uint64_t> parse_ack(std::string_view line);
@@ -76,9 +90,10 @@ inline constexpr std::size_t kMaxRelativePath = 1024;
 std::string check_relative_path(std::string_view path);
 // One header of a batch, '\n' included: batch=1 with the other fields as format_header_line()
 // makes them; `directory` sends `dir=1` (the size is then 0).
+// A non-empty `batch_key` adds `batch-key=KEY confirm=1` (not to a directory).
 std::string format_batch_header(std::uint64_t size, std::string_view path, std::string_view token,
                                 std::string_view resume_key, bool ask_offset, bool want_acks,
-                                bool directory);
+                                bool directory, std::string_view batch_key = {});
 
 struct ResumeOffer {
   std::uint64_t offset = 0;
@@ -119,11 +134,12 @@ HeaderParse parse_header_line(std::string_view line);
 // `want_saved_name` adds `reply-name=1`.
 // A non-empty `resume_key` adds `resume=KEY`, and `ask_offset` then `resume-ask=1` (a known size
 // only).
-// `want_acks` adds `ack=1` (ACK lines before the reply).
+// `want_acks` adds `ack=1` (ACK lines before the reply); `confirm` adds `confirm=1` (with a
+// resume key only).
 std::string format_header_line(std::optional<std::uint64_t> size, std::string_view name,
                                std::string_view token = {}, bool want_saved_name = false,
                                std::string_view resume_key = {}, bool ask_offset = false,
-                               bool want_acks = false);
+                               bool want_acks = false, bool confirm = false);
 // Whether `header` asks for a RESUME offer (resume=, resume-ask=1 and a known size).
 [[nodiscard]] bool asks_resume_offer(const struct UploadHeader& header);
 
@@ -151,11 +167,13 @@ struct UploadReply {
   // its --output-dir), sent when the header asked with reply-name=1. Other fields are ignored,
   // so a newer server can add fields an older client does not know.
   std::optional<std::string> saved_name;
+  // OK only: `confirm=1`, the server keeps a completion record until the client sends DONE.
+  bool confirm = false;
 };
 
-// A non-empty `saved_name` goes in a `name=` field, percent-encoded.
+// A non-empty `saved_name` goes in a `name=` field, percent-encoded; `confirm` adds `confirm=1`.
 std::string format_ok_reply(std::uint64_t bytes, std::string_view hash,
-                            std::string_view saved_name = {});
+                            std::string_view saved_name = {}, bool confirm = false);
 std::string format_err_reply(std::string_view reason);
 // A server's reply line as a client may show it on a terminal: its first 300 bytes, control
 // bytes as '?'.

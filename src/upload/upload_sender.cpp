@@ -28,6 +28,9 @@ constexpr std::size_t kMaxReplyLine = 4096;
 constexpr std::chrono::milliseconds kRedrawInterval{100};
 // How often a stalled send or a missing reply is looked for.
 constexpr std::chrono::milliseconds kProgressCheckInterval{250};
+// After DONE, how long the server's close is waited for (it closes at once; an older server
+// after the client's half-close).
+constexpr std::chrono::milliseconds kDoneWait{5000};
 constexpr double kMinRateBurst = 1460;
 // --retry waits this long before the first new try, doubling up to the most.
 constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
@@ -215,7 +218,12 @@ void UploadSender::on_resume_offer(const std::string& line) {
     if (ours && ours->hex() == offer->prefix_hash) {
       from = offer->offset;
       prefix = std::move(*ours);
-      progress_.note(fmt::format("Resumed at {} of {}", format_bytes(from), format_bytes(size)));
+      // All of it: saved by an earlier run whose OK was lost (the server's completion record).
+      progress_.note(from == size ? fmt::format("{} is on the server already ({}, verified): "
+                                                "nothing to send",
+                                                source_label_, format_bytes(size))
+                                  : fmt::format("Resumed at {} of {}", format_bytes(from),
+                                                format_bytes(size)));
     } else {
       progress_.note(fmt::format(
           "{} changed since the interrupted upload ({} of it were on the server): starting over",
@@ -344,12 +352,28 @@ void UploadSender::finish_sending() {
   sending_ = false;
   final_hash_ = reader_->hash_hex();
   last_progress_ = EventLoop::Clock::now();  // the reply gets the whole stall timeout
+  // A resumable upload (confirm=1) says DONE after the OK: its known size ends it, not the
+  // half-close, which waits until then.
+  if (resume_mode_ != ResumeMode::off) return;
   // The end of the upload: TLS close_notify then FIN, or just FIN, as the server reads it; the
   // reply is still read.
   connection_->shutdown_output();
 }
 
+// A valid OK: with confirm=1 the server keeps a completion record until it reads DONE, so the
+// client waits for the server to close after it (bounded by kDoneWait); the upload is confirmed
+// either way.
+void UploadSender::confirm_reply(bool server_asked) {
+  if (resume_mode_ == ResumeMode::off) return loop_.stop();
+  if (server_asked) connection_->send(kDoneLine);
+  connection_->shutdown_output();
+  if (!server_asked) return loop_.stop();
+  confirming_ = true;
+  loop_.add_timer(kDoneWait, [this] { loop_.stop(); });
+}
+
 void UploadSender::check_progress() {
+  if (confirming_) return;  // confirmed already; kDoneWait bounds the rest
   // Between tries the retry timer and the Connector's deadline bound the wait.
   if (waiting_for_chunk_ || rate_paused_ ||
       !connection_) {  // our own disk or --limit-rate, not the server
@@ -382,7 +406,7 @@ void UploadSender::on_send_error(const IoResult& error) {
 
 // Readable while still sending means the server answered early: usually an ERR refusal.
 void UploadSender::on_data(std::string_view bytes) {
-  if (loop_.stopping() || !connection_) return;
+  if (loop_.stopping() || !connection_ || confirming_) return;
   reply_text_.append(bytes);
   std::size_t newline = reply_text_.find('\n');
   while (newline != std::string::npos) {
@@ -424,11 +448,13 @@ void UploadSender::on_ack(const std::string& line) {
 }
 
 void UploadSender::on_end_of_input() {
-  if (!connection_) return;  // a try given up already
+  if (confirming_) return loop_.stop();  // the server read DONE
+  if (!connection_) return;              // a try given up already
   fail(fmt::format("{} closed the connection without a reply", server_), true);
 }
 
 void UploadSender::on_closed(std::string_view reason) {
+  if (confirming_) return loop_.stop();
   if (!connection_) return;
   const IoResult& failure = connection_->failure();
   fail(fmt::format(
@@ -466,7 +492,7 @@ void UploadSender::check_reply(const std::string& line) {
     if (reply->saved_name) saved_name_ = sanitized(*reply->saved_name);
     // OK acknowledges everything: the progress reaches the end before the summary.
     progress_.update(total_sent(), elapsed_seconds());
-    loop_.stop();  // confirmed
+    confirm_reply(reply->confirm);
   }
 }
 

@@ -92,6 +92,7 @@ class UploadSender final : private Connection::Owner {
   void finish_sending();
   void on_send_error(const IoResult& error);
   void check_reply(const std::string& line);
+  void confirm_reply(bool server_asked);
   void on_resume_offer(const std::string& line);
   void on_ack(const std::string& line);
   [[nodiscard]] std::optional<ContentHash> hash_of_prefix(std::uint64_t length);
@@ -133,6 +134,7 @@ class UploadSender final : private Connection::Owner {
   // shows what the server holds safely rather than what left the socket. None from older servers.
   std::optional<std::uint64_t> acked_;
   bool sending_ = true;
+  bool confirming_ = false;  // DONE sent after the OK: waiting for the server's close
   std::optional<std::string> failure_;
   int interrupted_by_ = 0;  // the signal that stopped the upload, if one did
   // --retry

@@ -171,6 +171,7 @@ bool UploadSession::in_flight() const noexcept {
 void UploadSession::abort(std::string_view reason) {
   // Committing: every byte is in and the file is being saved; the reply will tell the truth
   // soon. Replied: its close is bounded anyway.
+  if (phase_ == Phase::confirming) return end_confirming();
   if (phase_ != Phase::receiving) return;
   if (in_flight()) {
     aborting_ = true;
@@ -182,6 +183,7 @@ void UploadSession::abort(std::string_view reason) {
 }
 
 void UploadSession::on_data(std::string_view bytes) {
+  if (phase_ == Phase::confirming) return read_done_line(bytes);
   if (phase_ != Phase::receiving) return;
   if (disk_) disk_->data_arrived();
   bytes_seen_ += bytes.size();
@@ -195,7 +197,8 @@ void UploadSession::on_data(std::string_view bytes) {
     UploadStep step = parser_.feed(bytes);
     bytes.remove_prefix(std::min(step.consumed, bytes.size()));
     act_on(step);
-    if (uploads_done_ == done_before) break;  // this upload goes on: it took every byte
+    // This upload goes on: it took every byte.
+    if (uploads_done_ == done_before && !step.confirmed) break;
   }
   UploadParser::State state = parser_.state();
   if (state != UploadParser::State::detecting && state != UploadParser::State::header) {
@@ -205,6 +208,7 @@ void UploadSession::on_data(std::string_view bytes) {
 }
 
 void UploadSession::on_end_of_input() {
+  if (phase_ == Phase::confirming) return end_confirming();  // no DONE: the record stays
   if (phase_ != Phase::receiving) return;
   if (!parser_.any_bytes() && uploads_done_ > 0) {
     // A batch's end: the client half-closed after its last upload.
@@ -277,6 +281,7 @@ void UploadSession::on_closed(std::string_view reason) {
 }
 
 void UploadSession::on_idle() {
+  if (phase_ == Phase::confirming) return end_confirming();
   if (phase_ != Phase::receiving) return;
   fail(fmt::format("timeout: no data for {}", seconds_text(context_.limits.idle_timeout)));
 }
@@ -298,6 +303,7 @@ void UploadSession::act_on(const UploadStep& step) {
     fail(step.reason);
     return;
   }
+  if (step.confirmed) batch_confirmed();
   if (phase_ == Phase::receiving && step.resume_from) continue_resume(*step.resume_from);
   if (phase_ == Phase::receiving && !step.held.empty()) store(step.held);
   if (phase_ == Phase::receiving && !step.body.empty()) store(step.body);
@@ -340,6 +346,10 @@ void UploadSession::start(const UploadStart& start) {
     reply_with_name_ = reply_name != nullptr && *reply_name == "1";
     const std::string* ack = header.field(kAckField);
     acks_ = ack != nullptr && *ack == "1";
+    const std::string* confirm = header.field(kConfirmField);
+    confirm_ = confirm != nullptr && *confirm == "1";
+    if (batch_ && confirm_) open_completion_log(header);
+    asked_ = asks_resume_offer(header);
     if (!prepare_resume(header)) return;
     context_.logger.detail("{} header: {} bytes, name \"{}\"", client_label(),
                            header.size ? fmt::to_string(*header.size) : "unknown number of", name_);
@@ -355,11 +365,26 @@ void UploadSession::start(const UploadStart& start) {
     acknowledge(0);  // the data may flow: ACK lines will follow
     return;
   }
-  if (asks_resume_offer(*start.header)) {
+  if (asked_) {
     offer_resume();
   } else {
     continue_resume(0);  // a first attempt: the data follows at once, from its start
   }
+}
+
+// A batch with batch-key= (and confirm=1): its saved files are logged until the client's DONE.
+// Every header of the batch names the same key: the log is opened (and an earlier connection's
+// read) once per connection.
+void UploadSession::open_completion_log(const UploadHeader& header) {
+  const std::string* key = header.field(kBatchKeyField);
+  if (context_.output_dir == nullptr || key == nullptr || !valid_upload_key(*key)) return;
+  if (completion_log_ && *key == completion_log_key_) return;
+  const std::string* token = header.field("token");
+  const AccessTokens* tokens = context_.limits.tokens;
+  std::string token_hash =
+      tokens != nullptr && tokens->required() && token != nullptr ? sha256_hex(*token) : "";
+  completion_log_.emplace(context_.output_dir->fd(), sha256_hex(*key), std::move(token_hash));
+  completion_log_key_ = *key;
 }
 
 bool UploadSession::prepare_resume(const UploadHeader& header) {
@@ -384,7 +409,8 @@ bool UploadSession::prepare_resume(const UploadHeader& header) {
 // Answers a resumable header at once: how much of it this server already holds (0 when
 // discarding, or when there is nothing to continue), and the hash of that prefix.
 void UploadSession::offer_resume() {
-  connection_->send(format_resume_offer(resume_offer_, hash_.hex()));
+  connection_->send(format_resume_offer(
+      resume_offer_, already_saved_hash_.empty() ? hash_.hex() : already_saved_hash_));
 }
 
 void UploadSession::continue_resume(std::uint64_t from) {
@@ -392,6 +418,19 @@ void UploadSession::continue_resume(std::uint64_t from) {
   if (from != 0 && from != resume_offer_) {
     fail(fmt::format("bad header: FROM {}, but the offer was {}", from, resume_offer_));
     return;
+  }
+  if (!already_saved_as_.empty()) {
+    if (from != 0) return;  // all of it: nothing follows, complete() replies
+    // The client's file changed since: a new upload after all, into a partial of its own.
+    context_.logger.info("{} starts over: the client did not take the saved upload {}",
+                         client_label(), context_.output_dir->path_of(already_saved_as_));
+    already_saved_as_.clear();
+    already_saved_hash_.clear();
+    resume_offer_ = 0;
+    stored_ = 0;
+    hash_ = ContentHash();
+    if (disk_) disk_->start_at(0);
+    if (!claim_partial()) return;
   }
   if (from == 0 && resume_offer_ != 0) {
     // The client's file changed (or --no-resume): what was kept is of no use.
@@ -520,6 +559,35 @@ bool UploadSession::open_storage() {
       file_.emplace(context_.output_dir->create_partial(client_number_));
       return true;
     }
+    // Asked about an upload already saved (its OK lost with the connection): offered whole.
+    if (const CompletionLog::Entry* entry = asked_ ? logged_member() : nullptr;
+        entry != nullptr && entry->size == resume_record_.size) {
+      already_saved_as_ = entry->saved_as;
+      already_saved_hash_ = entry->hash;
+      resume_offer_ = entry->size;
+      stored_ = entry->size;
+      return true;
+    }
+    if (std::optional<ResumeRecord> done =
+            asked_ && !batch_ ? context_.output_dir->find_completed(resume_record_) : std::nullopt;
+        done) {
+      if (std::optional<ContentHash> hash = ContentHash::restore(done->hash_state); hash) {
+        already_saved_as_ = done->saved_as;
+        already_saved_hash_ = hash->hex();
+        resume_offer_ = done->size;
+        stored_ = done->size;
+        return true;
+      }
+    }
+  } catch (const std::system_error& error) {
+    fail(fmt::format("disk error: {}", error.code().message()));
+    return false;
+  }
+  return claim_partial();
+}
+
+bool UploadSession::claim_partial() {
+  try {
     std::optional<ResumeClaim> claim = context_.output_dir->claim_resumable(resume_record_);
     if (!claim) {
       fail("busy: this upload is in progress on another connection");
@@ -563,6 +631,14 @@ void UploadSession::store(std::string_view bytes) {
 }
 
 void UploadSession::complete() {
+  if (!already_saved_as_.empty()) return complete_already_saved();
+  if (resumable_ && file_ && confirm_ && !batch_) {
+    // What the commit leaves for a client that never reads the OK (see complete_already_saved).
+    ResumeRecord done = resume_record_;
+    done.offset = stored_;
+    done.hash_state = hash_.save();
+    file_->set_completion(std::move(done));
+  }
   if (batch_) return complete_batch_member();
   if (!file_) {
     log_received();
@@ -580,6 +656,23 @@ void UploadSession::complete() {
   file_.reset();
 }
 
+void UploadSession::complete_already_saved() {
+  context_.logger.info("{} {} was saved already ({} bytes): nothing sent again", client_label(),
+                       context_.output_dir->path_of(already_saved_as_),
+                       parser_.expected_size().value_or(0));
+  std::string reply =
+      format_ok_reply(parser_.received(), already_saved_hash_,
+                      reply_with_name_ ? already_saved_as_ : std::string(), confirm_);
+  if (!batch_) return reply_and_await_done(reply);
+  ++uploads_done_;
+  if (context_.output_dir->sync_mode() == SyncMode::full) {
+    hold_until_synced(std::move(reply));  // after the OKs of the files before it, in order
+  } else {
+    connection_->send(reply);
+  }
+  start_next_upload();
+}
+
 int UploadSession::batch_directory(const std::string& relative) {
   if (relative.empty()) return context_.output_dir->fd();
   if (!subdir_ || relative != subdir_path_) {
@@ -593,6 +686,17 @@ int UploadSession::batch_directory(const std::string& relative) {
 // for many files at once) costs microseconds, and the next file's header is already here.
 void UploadSession::complete_batch_member() {
   std::string saved = name_;
+  // Sent again by a client that never read this file's OK: the same bytes are not saved twice.
+  if (const CompletionLog::Entry* entry = logged_member(); entry != nullptr && !dir_entry_ &&
+                                                           entry->size == parser_.received() &&
+                                                           entry->hash == hash_.hex()) {
+    release_reservation();
+    already_saved_as_ = entry->saved_as;
+    already_saved_hash_ = entry->hash;
+    if (file_) file_->discard_on_close();  // a large member's partial, too
+    file_.reset();
+    return complete_already_saved();
+  }
   if (context_.output_dir != nullptr) {
     try {
       if (dir_entry_) {
@@ -619,8 +723,10 @@ void UploadSession::complete_batch_member() {
     context_.logger.detail("{} received {} bytes for {}", client_label(), parser_.received(),
                            name_);
   }
-  std::string reply =
-      format_ok_reply(parser_.received(), hash_.hex(), reply_with_name_ ? saved : std::string());
+  bool logged = completion_log_ && !dir_entry_;
+  if (logged) completion_log_->add(name_, {parser_.received(), hash_.hex(), saved});
+  std::string reply = format_ok_reply(parser_.received(), hash_.hex(),
+                                      reply_with_name_ ? saved : std::string(), logged);
   ++uploads_done_;
   bytes_done_ += parser_.received();
   if (context_.output_dir != nullptr && context_.output_dir->sync_mode() == SyncMode::full) {
@@ -650,6 +756,10 @@ void UploadSession::start_next_upload() {
   resume_record_ = ResumeRecord();
   resume_record_file_.reset();
   resume_offer_ = 0;
+  asked_ = false;
+  confirm_ = false;
+  already_saved_as_.clear();
+  already_saved_hash_.clear();
   next_checkpoint_ = 0;
   checkpoint_pending_.reset();
   acks_ = false;
@@ -704,8 +814,49 @@ void UploadSession::on_committed(CommitResult result) {
     finish();
     return;
   }
-  reply_and_close(format_ok_reply(parser_.received(), hash_.hex(),
-                                  reply_with_name_ ? result.saved_as : std::string()));
+  std::string reply =
+      format_ok_reply(parser_.received(), hash_.hex(),
+                      reply_with_name_ ? result.saved_as : std::string(), resumable_ && confirm_);
+  if (resumable_ && confirm_) return reply_and_await_done(reply);
+  reply_and_close(reply);
+}
+
+const CompletionLog::Entry* UploadSession::logged_member() const {
+  return batch_ && completion_log_ ? completion_log_->find(name_) : nullptr;
+}
+
+// The OK of an upload the server keeps a completion record of (confirm=1): the connection stays
+// open for the client's DONE (bounded by kLingerAfterReply), which removes the record.
+void UploadSession::reply_and_await_done(const std::string& line) {
+  phase_ = Phase::confirming;
+  context_.loop.cancel_timer(std::exchange(header_timer_, 0));
+  connection_->send(line);
+  connection_->resume_reading();
+  connection_->set_idle_timeout(kLingerAfterReply);
+}
+
+void UploadSession::read_done_line(std::string_view bytes) {
+  done_line_.append(bytes.substr(0, kDoneLine.size() - done_line_.size()));
+  if (kDoneLine.starts_with(done_line_) && done_line_.size() < kDoneLine.size()) return;
+  end_confirming();
+}
+
+void UploadSession::end_confirming() {
+  if (done_line_ == kDoneLine) {
+    context_.output_dir->forget_completed(resume_record_.key_hash);
+    context_.logger.detail("{} confirmed the reply: its completion record is removed",
+                           client_label());
+  }
+  phase_ = Phase::closing;
+  connection_->close_gracefully();
+}
+
+// The client's DONE after the last reply of a batch: what the batch saved is confirmed.
+void UploadSession::batch_confirmed() {
+  if (!completion_log_) return;
+  completion_log_->remove();
+  context_.logger.detail("{} confirmed the batch's replies: its completion log is removed",
+                         client_label());
 }
 
 void UploadSession::log_received() {

@@ -26,6 +26,7 @@
 #include "core/loop/connection.hpp"
 #include "core/loop/event_loop.hpp"
 #include "core/loop/fd.hpp"
+#include "upload/completion_log.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/disk_claim.hpp"
 #include "upload/group_sync.hpp"
@@ -150,6 +151,7 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   enum class Phase {
     receiving,   // the parser is reading the header or the body
     committing,  // all bytes in, reading paused; the Committer makes the file durable, names it
+    confirming,  // replied OK with confirm=1: reading the client's DONE (see kConfirmField)
     closing,     // replied (OK or ERR); the connection closes gracefully
     finished,
   };
@@ -191,6 +193,21 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   }
   void check_rate();
   void complete();
+  // The header asked about an upload this server had already saved (its completion record):
+  // nothing was sent again; the reply is the OK the client never read.
+  void complete_already_saved();
+  // confirm=1: the OK, then the client's DONE is awaited (reading resumes, bounded).
+  void reply_and_await_done(const std::string& line);
+  // Bytes after such an OK: `DONE\n` removes the completion record; anything else leaves it.
+  void read_done_line(std::string_view bytes);
+  // Then (or at the end, a timeout, the server stopping: no DONE, the record stays) the close.
+  void end_confirming();
+  void open_completion_log(const UploadHeader& header);
+  // This batch member as an earlier connection of the batch saved it; nullptr when not.
+  [[nodiscard]] const CompletionLog::Entry* logged_member() const;
+  void batch_confirmed();
+  // A resumable upload's partial (and record), continued or new. False when it failed (replied).
+  [[nodiscard]] bool claim_partial();
   // batch=1: saves the file (or makes the directory) at its relative path, replies and goes on
   // with the next header on the same connection.
   void complete_batch_member();
@@ -248,6 +265,14 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   ResumeRecord resume_record_;  // size, name, key and token hashes; offset and state per write
   Fd resume_record_file_;
   std::uint64_t resume_offer_ = 0;
+  bool asked_ = false;              // the header asked for the offer (resume-ask=1)
+  std::string already_saved_as_;    // the completion record found for it: saved under this name
+  std::string already_saved_hash_;  // and its XXH3-128
+  bool confirm_ = false;            // the header's confirm=1: the client will send DONE
+  std::string done_line_;           // what came after such an OK, up to kDoneLine's length
+  // A batch with batch-key=: its completion log, and the key it was opened for.
+  std::optional<CompletionLog> completion_log_;
+  std::string completion_log_key_;
   std::uint64_t next_checkpoint_ = 0;
   // --sync full: a checkpoint flushes on the Committer's thread; one at a time per upload.
   std::shared_ptr<std::atomic<bool>> checkpoint_pending_;

@@ -51,6 +51,13 @@ constexpr std::string_view kPartialSuffix = ".part";
 // Resumable partials: ".mux-resume-<id>.part" and ".mux-resume-<id>.rec", <id> from the key hash.
 constexpr std::string_view kResumePrefix = ".mux-resume-";
 constexpr std::string_view kRecordSuffix = ".rec";
+constexpr std::string_view kCompletionSuffix = ".done";
+
+// ".mux-resume-<id>.rec" -> ".mux-resume-<id>.done"
+std::string completion_name(std::string_view record_name) {
+  record_name.remove_suffix(kRecordSuffix.size());
+  return fmt::format("{}{}", record_name, kCompletionSuffix);
+}
 constexpr std::size_t kResumeIdLength = 32;
 // A record is about 1.3 KiB; anything longer is not one.
 constexpr std::size_t kMaxRecordBytes = 8192;
@@ -145,6 +152,7 @@ PartialFile::PartialFile(PartialFile&& other) noexcept
       sync_(other.sync_),
       keep_(other.keep_),
       record_name_(std::move(other.record_name_)),
+      completion_(std::move(other.completion_)),
       can_reserve_(other.can_reserve_),
       written_(other.written_),
       writeback_started_(other.writeback_started_) {}
@@ -305,8 +313,30 @@ std::string PartialFile::commit_in(int target_dir, std::string_view name, std::s
   }
   // After the name is durable: a crash in between leaves a record without data, which the next
   // start removes.
-  if (!record_name_.empty()) ::unlinkat(dir_fd_, record_name_.c_str(), 0);
+  if (!record_name_.empty()) {
+    if (completion_) write_completion(hint_key, target);
+    ::unlinkat(dir_fd_, record_name_.c_str(), 0);
+  }
   return target;
+}
+
+// Best effort: without it (a full disk, a crash before it is written back) a client that lost
+// the OK only sends the file again, as before completion records.
+void PartialFile::write_completion(std::string_view hint_key, const std::string& leaf) {
+  std::size_t slash = hint_key.rfind('/');
+  completion_->saved_as = slash == std::string_view::npos
+                              ? leaf
+                              : fmt::format("{}/{}", hint_key.substr(0, slash), leaf);
+  std::string done_name = completion_name(record_name_);
+  std::string encoded = encode_resume_record(*completion_);
+  Fd done(::openat(dir_fd_, done_name.c_str(),
+                   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, kFileMode));
+  if (!done) return;
+  ssize_t written;
+  do {
+    written = ::write(done.get(), encoded.data(), encoded.size());
+  } while (written < 0 && errno == EINTR);
+  if (written != static_cast<ssize_t>(encoded.size())) ::unlinkat(dir_fd_, done_name.c_str(), 0);
 }
 
 // --- OutputDirectory -----------------------------------------------------------------------------
@@ -583,6 +613,30 @@ std::optional<ResumeClaim> OutputDirectory::claim_resumable(const ResumeRecord& 
   return ResumeClaim{std::move(file), std::move(record), offset, std::move(hash)};
 }
 
+std::optional<ResumeRecord> OutputDirectory::find_completed(const ResumeRecord& wanted) const {
+  std::string id = wanted.key_hash.substr(0, kResumeIdLength);
+  std::string done_name = fmt::format("{}{}{}", kResumePrefix, id, kCompletionSuffix);
+  Fd done(::openat(dir_.get(), done_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!done) return std::nullopt;
+  struct stat info {};
+  if (::fstat(done.get(), &info) != 0 || older_than(info, keep_partial_)) return std::nullopt;
+  std::optional<std::string> text = read_small_file(done.get());
+  if (!text) return std::nullopt;
+  std::optional<ResumeRecord> record = decode_resume_record(*text);
+  if (!record || record->saved_as.empty() || record->key_hash != wanted.key_hash ||
+      record->token_hash != wanted.token_hash || record->size != wanted.size ||
+      record->name != wanted.name || record->offset != record->size) {
+    return std::nullopt;
+  }
+  return record;
+}
+
+void OutputDirectory::forget_completed(std::string_view key_hash) const {
+  std::string done_name =
+      fmt::format("{}{}{}", kResumePrefix, key_hash.substr(0, kResumeIdLength), kCompletionSuffix);
+  ::unlinkat(dir_.get(), done_name.c_str(), 0);
+}
+
 std::size_t OutputDirectory::remove_expired_resumables() const {
   Fd listing(::openat(dir_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!listing) return 0;
@@ -596,6 +650,14 @@ std::size_t OutputDirectory::remove_expired_resumables() const {
     if (!name.starts_with(kResumePrefix)) continue;
     if (name.ends_with(kRecordSuffix)) {
       records.emplace_back(name);
+      continue;
+    }
+    if (name.ends_with(kCompletionSuffix)) {  // nobody holds one: its age is all that counts
+      struct stat info {};
+      if (::fstatat(dir_.get(), entry->d_name, &info, AT_SYMLINK_NOFOLLOW) == 0 &&
+          older_than(info, keep_partial_)) {
+        ::unlinkat(dir_.get(), entry->d_name, 0);  // not a partial: not counted
+      }
       continue;
     }
     if (!name.ends_with(kPartialSuffix)) continue;

@@ -107,6 +107,11 @@ class PartialFile {
   // A resumable upload the server refused (disk full, too large...): removed on destruction
   // after all, with its record, like any failed upload.
   void discard_on_close() noexcept { keep_ = false; }
+  // A resumable upload whose data is all here: once the commit named the file, `record` (with
+  // the saved name filled in) replaces its ResumeRecord as the completion record (see
+  // OutputDirectory::find_completed), so a client that never read the OK is not made to send
+  // it again.
+  void set_completion(ResumeRecord record) { completion_ = std::move(record); }
   [[nodiscard]] SyncMode sync_mode() const noexcept { return sync_; }
 
   // Makes the data durable (--sync full: fdatasync), gives the file its name — `name`, else
@@ -125,6 +130,7 @@ class PartialFile {
 
  private:
   void start_writeback();
+  void write_completion(std::string_view hint_key, const std::string& leaf);
   bool rename_without_replacing(int target_dir, const std::string& target);
   [[nodiscard]] bool name_taken(int target_dir, const std::string& target) const;
   std::string claim_suffixed_name(int target_dir, std::string_view name, std::string_view hint_key,
@@ -134,8 +140,9 @@ class PartialFile {
   std::string temp_name_;  // empty once committed or moved from
   Fd file_;
   SyncMode sync_;
-  bool keep_ = false;        // resumable: left in place when not committed
-  std::string record_name_;  // resumable: removed by the commit
+  bool keep_ = false;                       // resumable: left in place when not committed
+  std::string record_name_;                 // resumable: removed by the commit
+  std::optional<ResumeRecord> completion_;  // resumable and whole: written by the commit
   bool can_reserve_ = true;
   std::uint64_t written_ = 0;
   std::uint64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
@@ -180,7 +187,15 @@ class OutputDirectory {
   // same key means the same uploader). Never reads the data: cuts it back to the checkpoint.
   // Throws std::system_error.
   std::optional<ResumeClaim> claim_resumable(const ResumeRecord& wanted) const;
-  // Removes resumable partials (and records) older than --keep-partial that nobody holds.
+  // The completion record of `wanted`'s key (".mux-resume-<id>.done", written when its upload
+  // was saved), when it matches `wanted` (size, name, key and token hashes) and is younger than
+  // --keep-partial: what was saved under which name, and the hash state of all of it. One
+  // small file per completed resumable upload, removed with the partials when it expires.
+  [[nodiscard]] std::optional<ResumeRecord> find_completed(const ResumeRecord& wanted) const;
+  // The client confirmed the OK (DONE): the completion record of `key_hash` is removed.
+  void forget_completed(std::string_view key_hash) const;
+  // Removes resumable partials (and records, and completion records) older than --keep-partial
+  // that nobody holds.
   std::size_t remove_expired_resumables() const;
 
   // Bytes available to an unprivileged user on the directory's filesystem (statvfs f_bavail).

@@ -219,6 +219,87 @@ class ResumeCase(muxtest.UploadCase):
         self.assert_resumed(self.run_client(server, path), path, name="same.bin.1")
         self.assertEqual(self.saved(), ["same.bin", "same.bin.1"])
 
+    def finish_without_done(self, server, path):
+        """The rest of an interrupted upload, sent by hand with the client's own key (resume-ask,
+        confirm=1) up to the server's OK, which is then never confirmed: what a client killed
+        (or a link cut) after the commit and before it read the OK leaves. Returns the socket,
+        still open."""
+        keys = os.listdir(os.path.join(self.state, "mux"))
+        self.assertEqual(len(keys), 1, keys)
+        with open(os.path.join(self.state, "mux", keys[0])) as f:
+            key = f.read().strip()
+        with open(path, "rb") as f:
+            data = f.read()
+        name = os.path.basename(path)
+        sock = self.connect(server)
+        sock.sendall(f"MUXUP/1 {len(data)} {name} resume={key} resume-ask=1 "
+                     f"confirm=1\n".encode())
+        reader = muxtest.LineReader(sock)
+        offset = int(reader.line(TIMEOUT).split()[1])
+        sock.sendall(f"FROM {offset}\n".encode() + data[offset:])
+        self.assertEqual(reader.line(TIMEOUT), f"OK {len(data)} {muxtest.xxh128(path)} confirm=1")
+        return sock
+
+    def assert_already_there(self, server, path):
+        """The same command again: the server offers all of the file (its completion record),
+        the client checks the hash, sends nothing, says so and confirms (no name.1, nothing
+        hidden left)."""
+        size = os.path.getsize(path)
+        code, out, err = self.run_client(server, path)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn(f"{path} is on the server already (16.0 MiB, verified): nothing to send\n",
+                      out)
+        self.assertRegex(out, rf"Sent 0 bytes in .*, verified {muxtest.xxh128(path)} of all "
+                              rf"{size} bytes, saved as {re.escape(os.path.basename(path))}\n$")
+        server.wait_for_log(rf"{re.escape(os.path.basename(path))} was saved already "
+                            rf"\({size} bytes\): nothing sent again")
+        self.assertEqual(self.saved(), [os.path.basename(path)])
+        self.assertEqual(os.listdir(os.path.join(self.state, "mux")), [])
+
+    def test_a_file_whose_ok_was_lost_is_not_sent_again(self):
+        server = self.start_server()
+        path = self.make_file("lost.bin", PART_WAY)
+        self.kill_client_part_way(server, path)
+        logged = len(server.stdout_lines)
+        self.finish_without_done(server, path).close()
+        # The server waits for DONE; the connection's end without it leaves the record.
+        server.wait_for_log(r"Saved \[Client \d+\] upload as", start=logged)
+        self.assertEqual(len(self.hidden()), 1, self.saved())
+        self.assert_already_there(server, path)
+        # A changed file under the same key starts over, beside the saved one.
+        self.kill_client_part_way(server, path)
+        self.finish_without_done(server, path).close()
+        with open(path, "r+b") as f:
+            f.write(os.urandom(1000))
+        code, out, err = self.run_client(server, path)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("lost.bin changed since the interrupted upload (16.0 MiB of it were on the "
+                      "server): starting over", out)
+        self.assertEqual(self.saved(), ["lost.bin", "lost.bin.1", "lost.bin.2"],
+                         "\n".join(server.stdout_lines[-12:]))
+        self.assertEqual(muxtest.xxh128(os.path.join(self.out, "lost.bin.2")), muxtest.xxh128(path))
+        # Another uploader of the same name and size (its own key) is told nothing of it.
+        with self.connect(server) as sock:
+            sock.sendall(f"MUXUP/1 {PART_WAY} lost.bin resume=ffeeddccbbaa99887766554433221100 "
+                         "resume-ask=1 confirm=1\n".encode())
+            self.assertEqual(muxtest.LineReader(sock).line(TIMEOUT), f"RESUME 0 {EMPTY_HASH}")
+
+    def test_server_killed_after_the_commit_then_the_file_is_not_sent_again(self):
+        server = self.start_server()
+        path = self.make_file("commit.bin", PART_WAY)
+        self.kill_client_part_way(server, path)
+        logged = len(server.stdout_lines)
+        sock = self.finish_without_done(server, path)
+        try:
+            # Committed (the OK is out), not confirmed: then the server dies.
+            server.wait_for_log(r"Saved \[Client \d+\] upload as", start=logged)
+            self.kill_server(server)
+        finally:
+            sock.close()
+        # The same address: the client's key is per server (and file).
+        restarted = self.start_server("--port", str(server.port))
+        self.assert_already_there(restarted, path)
+
     def test_a_wrong_key_is_told_nothing_of_the_partial(self):
         server = self.start_server()
         path = self.make_file("k.bin", PART_WAY)
@@ -585,7 +666,7 @@ class AckTests(muxtest.UploadCase):
 
     def serve_once(self, listener, size, acks, reply):
         """Accepts one upload: sends `acks` (offset, after how many bytes of data), reads the
-        whole body and the half-close, sets self.received, waits for self.may_reply, replies
+        whole body (a resumable client half-closes only after the OK), sets self.received, waits for self.may_reply, replies
         `reply`. Records the header line."""
         conn, _ = listener.accept()
         with conn:
@@ -600,6 +681,8 @@ class AckTests(muxtest.UploadCase):
             while True:
                 while pending and received >= pending[0][1]:
                     conn.sendall(f"ACK {pending.pop(0)[0]}\n".encode())
+                if received >= size:
+                    break
                 chunk = conn.recv(1 << 20)
                 if not chunk:
                     break
@@ -626,8 +709,8 @@ class AckTests(muxtest.UploadCase):
         try:
             self.assertTrue(self.received.wait(6 * TIMEOUT))
             self.assertEqual(self.received_bytes, 24 * MIB)
-            # Everything left the client (it half-closed after its last progress update), yet it
-            # printed no "Sent 10 MiB": only 1 MiB was acknowledged.
+            # Everything left the client (after its last progress update), yet it printed no
+            # "Sent 10 MiB": only 1 MiB was acknowledged.
             ready, _, _ = select.select([client.stdout], [], [], 0.2)
             self.assertEqual(ready, [], "the client showed progress the server never acknowledged")
             self.may_reply.set()

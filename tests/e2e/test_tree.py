@@ -279,6 +279,49 @@ class TreeTests(TreeCase):
                          muxtest.xxh128(big))
         self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
 
+    def test_killed_while_replies_are_unread_the_same_command_saves_nothing_twice(self):
+        """Files the server saved whose OK the client never read (the pipeline: thousands may be
+        in flight) are not saved again as name.1 by the next run: the batch's completion log."""
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        for n in range(1500):
+            self.write(f"tree/s{n:04d}", os.urandom(random.randint(1, 8) * 1024))
+        self.write("tree/t-big.bin", os.urandom(3 * MIB))
+        client = subprocess.Popen(self.client_args(server, [tree]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=self.env())
+        try:
+            saved = os.path.join(self.out, "tree")
+            deadline = time.monotonic() + 6 * TIMEOUT
+            while not (os.path.isdir(saved) and len(os.listdir(saved)) >= 20):
+                self.assertLess(time.monotonic(), deadline, "no 20 files saved")
+                self.assertIsNone(client.poll(), "the client ended before it could be stopped")
+                time.sleep(0.005)
+            # Stopped, the client reads no more replies; the server goes on with what is in the
+            # sockets' buffers, so it holds files the client's journal does not confirm.
+            client.send_signal(signal.SIGSTOP)
+            confirmed = self.journal_lines("D ")
+            deadline = time.monotonic() + 6 * TIMEOUT
+            while len(os.listdir(saved)) <= len(confirmed):
+                self.assertLess(time.monotonic(), deadline, "no file saved past the journal")
+                time.sleep(0.02)
+        finally:
+            client.kill()
+            client.communicate(timeout=TIMEOUT)
+        code, out, err = self.run_client(server, tree)
+        self.assertEqual((code, err), (0, ""), out)
+        server.wait_for_log(r"tree/s\d{4} was saved already \(\d+ bytes\): nothing sent again")
+        self.assert_same_tree(tree, saved)  # no s0042.1
+        self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
+
+    def journal_lines(self, kind):
+        directory = os.path.join(self.state, "mux")
+        lines = []
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if name.endswith(".files"):
+                with open(os.path.join(directory, name)) as f:
+                    lines += [line for line in f if line.startswith(kind)]
+        return lines
+
     def test_retry_continues_the_batch_after_the_server_is_killed(self):
         server = self.start_server()
         tree = os.path.join(self.src, "tree")
@@ -402,6 +445,10 @@ class ForkTlsTokenFullSyncTreeTests(TreeCase):
     def test_killed_mid_directory_the_same_command_resumes(self):
         TreeTests.test_killed_mid_directory_the_same_command_resumes(self)
 
+    def test_killed_while_replies_are_unread_the_same_command_saves_nothing_twice(self):
+        TreeTests.test_killed_while_replies_are_unread_the_same_command_saves_nothing_twice(self)
+
+    journal_lines = TreeTests.journal_lines
     wait_for_checkpoint = TreeTests.wait_for_checkpoint
     wait_for_journal = TreeTests.wait_for_journal
     host = TreeTests.host

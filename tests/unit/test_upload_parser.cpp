@@ -309,3 +309,27 @@ TEST_CASE("batch: bytes that arrive one at a time") {
   CHECK(complete == 2);
   CHECK(body == "hi!");
 }
+
+TEST_CASE("batch: the client's DONE between uploads is confirmed, split or whole") {
+  UploadParser parser;
+  REQUIRE(parser.feed("MUXUP/1 1 a batch=1\nx").complete);
+  parser.next_upload();
+  UploadStep part = parser.feed("DO");
+  CHECK_FALSE(part.confirmed);
+  CHECK(part.failure == UploadFailure::none);
+  UploadStep done = parser.feed("NE\nMUXUP/1 1 b batch=1\ny");
+  CHECK(done.confirmed);
+  CHECK(done.consumed == 3);  // the rest is the next upload's
+  UploadStep next = parser.feed("MUXUP/1 1 b batch=1\ny");
+  CHECK(next.complete);
+  parser.next_upload();
+  REQUIRE(parser.feed("DONE\n").confirmed);
+  CHECK(parser.end_of_input().failure == UploadFailure::none);  // the batch's end
+}
+
+TEST_CASE("batch: anything else starting with D is refused") {
+  UploadParser parser;
+  REQUIRE(parser.feed("MUXUP/1 1 a batch=1\nx").complete);
+  parser.next_upload();
+  CHECK(parser.feed("DONEX").failure == UploadFailure::bad_header);
+}

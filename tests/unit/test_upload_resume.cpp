@@ -10,6 +10,7 @@
 #include <string>
 
 #include "temp_dir.hpp"
+#include "upload/completion_log.hpp"
 #include "upload/content_hash.hpp"
 #include "upload/resume_record.hpp"
 #include "upload/upload_protocol.hpp"
@@ -28,7 +29,7 @@ std::string hash_of(std::string_view text) {
 mux::ResumeRecord sample_record() {
   mux::ContentHash hash;
   hash.update("hello", 5);
-  return mux::ResumeRecord{1000, "report 1.pdf", mux::sha256_hex(kKey), "", 5, hash.save()};
+  return mux::ResumeRecord{1000, "report 1.pdf", mux::sha256_hex(kKey), "", 5, hash.save(), {}};
 }
 
 }  // namespace
@@ -123,7 +124,7 @@ TEST_CASE("resume: checkpoints fall due at each interval") {
 TEST_CASE("resume: a claimed partial is locked, cut back to its checkpoint and continued") {
   mux::testing::TempDir temp;
   mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
-  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}};
+  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}, {}};
   {
     std::optional<mux::ResumeClaim> claim = dir.claim_resumable(wanted);
     REQUIRE(claim);
@@ -154,7 +155,7 @@ TEST_CASE("resume: a claimed partial is locked, cut back to its checkpoint and c
 TEST_CASE("resume: another key, token, size or name starts over") {
   mux::testing::TempDir temp;
   mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
-  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}};
+  mux::ResumeRecord wanted{10, "f.bin", mux::sha256_hex(kKey), "", 0, {}, {}};
   auto keep_five = [&](const mux::ResumeRecord& owner) {
     std::optional<mux::ResumeClaim> claim = dir.claim_resumable(owner);
     REQUIRE(claim);
@@ -186,4 +187,91 @@ TEST_CASE("resume: another key, token, size or name starts over") {
   other.key_hash = mux::sha256_hex("ffeeddccbbaa99887766554433221100");
   CHECK(dir.claim_resumable(other)->offset == 0);  // another partial altogether
   CHECK(dir.claim_resumable(wanted)->offset == 5);
+}
+
+TEST_CASE("resume: a saved upload leaves a completion record that answers its key only") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  mux::ResumeRecord wanted{5, "f.bin", mux::sha256_hex(kKey), "", 0, {}, {}};
+  CHECK_FALSE(dir.find_completed(wanted));
+  {
+    std::optional<mux::ResumeClaim> claim = dir.claim_resumable(wanted);
+    REQUIRE(claim);
+    REQUIRE(claim->file.append("hello", 5) == 0);
+    mux::ContentHash hash;
+    hash.update("hello", 5);
+    mux::ResumeRecord done = wanted;
+    done.offset = 5;
+    done.hash_state = hash.save();
+    claim->file.set_completion(done);
+    mux::SuffixHints hints;
+    CHECK(claim->file.commit("f.bin", hints) == "f.bin");
+  }
+  std::optional<mux::ResumeRecord> found = dir.find_completed(wanted);
+  REQUIRE(found);
+  CHECK(found->saved_as == "f.bin");
+  CHECK(found->offset == 5);
+  CHECK(mux::ContentHash::restore(found->hash_state)->hex() == hash_of("hello"));
+  // The round trip keeps the name; a partial's record (no name) still decodes as before.
+  CHECK(mux::decode_resume_record(mux::encode_resume_record(*found)) == found);
+  CHECK(mux::decode_resume_record(mux::encode_resume_record(sample_record())) == sample_record());
+  mux::ResumeRecord other = wanted;
+  other.token_hash = mux::sha256_hex("another token");
+  CHECK_FALSE(dir.find_completed(other));
+  other = wanted;
+  other.size = 6;
+  CHECK_FALSE(dir.find_completed(other));
+  // Expired with --keep-partial, and swept.
+  dir.set_keep_partial(std::chrono::seconds{0});
+  ::sleep(1);
+  CHECK_FALSE(dir.find_completed(wanted));
+  (void)dir.remove_expired_resumables();
+  CHECK(temp.entries() == std::set<std::string>{"f.bin"});
+}
+
+TEST_CASE("resume: a batch's completion log is read back by the same key and token only") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  std::string key = mux::sha256_hex(kKey);
+  {
+    mux::CompletionLog log(dir.fd(), key, "");
+    CHECK(log.find("a/b c") == nullptr);
+    log.add("a/b c", {5, hash_of("hello"), "a/b c.1"});
+    log.add("d", {0, hash_of(""), "d"});
+  }
+  CHECK(temp.entries() == std::set<std::string>{mux::CompletionLog::file_name(key)});
+  mux::CompletionLog again(dir.fd(), key, "");
+  REQUIRE(again.find("a/b c") != nullptr);
+  CHECK(again.find("a/b c")->size == 5);
+  CHECK(again.find("a/b c")->hash == hash_of("hello"));
+  CHECK(again.find("a/b c")->saved_as == "a/b c.1");
+  CHECK(again.find("d") != nullptr);
+  CHECK(mux::CompletionLog(dir.fd(), key, mux::sha256_hex("token")).find("d") == nullptr);
+  // A line cut short by a crash is not read, and the next entry is not glued to it.
+  int fd = ::openat(dir.fd(), mux::CompletionLog::file_name(key).c_str(), O_WRONLY | O_APPEND);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "7 abc", 5) == 5);
+  ::close(fd);
+  mux::CompletionLog cut(dir.fd(), key, "");
+  cut.add("e", {1, hash_of("x"), "e"});
+  mux::CompletionLog read(dir.fd(), key, "");
+  CHECK(read.find("e") != nullptr);
+  CHECK(read.find("d") != nullptr);
+  read.remove();
+  CHECK(temp.entries().empty());
+}
+
+TEST_CASE("resume: OK carries confirm=1 only when asked, and headers ask with confirm=1") {
+  CHECK(mux::format_ok_reply(3, hash_of("abc"), "a b", true) ==
+        "OK 3 " + hash_of("abc") + " name=a%20b confirm=1\n");
+  std::optional<mux::UploadReply> reply =
+      mux::parse_reply_line("OK 3 " + hash_of("abc") + " confirm=1");
+  REQUIRE(reply);
+  CHECK(reply->confirm);
+  CHECK_FALSE(mux::parse_reply_line("OK 3 " + hash_of("abc"))->confirm);
+  CHECK(mux::format_header_line(10, "f", {}, false, kKey, true, false, true) ==
+        std::string("MUXUP/1 10 f resume=") + std::string(kKey) + " resume-ask=1 confirm=1\n");
+  CHECK(mux::format_batch_header(1, "d/f", {}, {}, false, false, false, kKey) ==
+        std::string("MUXUP/1 1 d%2Ff reply-name=1 batch=1 batch-key=") + std::string(kKey) +
+            " confirm=1\n");
 }
