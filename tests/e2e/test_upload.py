@@ -441,8 +441,9 @@ class ClientVerificationTests(unittest.TestCase):
             listener.accept()[0].close()
 
     def fake_server(self, reply):
-        """A server that reads one upload to EOF and answers `reply`. Its thread is joined before
-        the test ends, and the test fails if it did not serve exactly one connection."""
+        """A server that reads one upload (its header's size, or to EOF: a resumable client
+        half-closes only after the OK) and answers `reply`. Its thread is joined before the test
+        ends, and the test fails if it did not serve exactly one connection."""
         listener = self.listener()
         listener.settimeout(TIMEOUT)
         outcome = []
@@ -452,8 +453,15 @@ class ClientVerificationTests(unittest.TestCase):
                 conn, _ = listener.accept()
                 with conn:
                     conn.settimeout(TIMEOUT)
-                    while conn.recv(65536):
-                        pass
+                    data = b""
+                    while True:
+                        header, newline, body = data.partition(b"\n")
+                        if newline and len(body) >= int(header.split()[1]):
+                            break
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
                     conn.sendall(reply)
                 outcome.append("served")
             except OSError as error:
