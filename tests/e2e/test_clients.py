@@ -66,7 +66,7 @@ class UploadInterruptTest(unittest.TestCase):
                         # the server's acknowledgements (honest progress).
                         self.assertRegex(server.header.decode(),
                                          r"\AMUXUP/1 67108864 big\.bin reply-name=1 "
-                                         r"resume=[0-9a-f]{32} ack=1\Z")
+                                         r"resume=[0-9a-f]{32} confirm=1 ack=1\Z")
                         proc.send_signal(signo)
                         out, err = proc.communicate(timeout=muxtest.DEFAULT_TIMEOUT)
                     finally:
