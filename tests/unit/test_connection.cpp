@@ -638,8 +638,10 @@ TEST_CASE("Connection: forget closes this copy of the socket without a word") {
   CHECK_FALSE(owner.closed_reason.has_value());  // given away, not closed
   // No byte, no FIN: the peer's read would block, and the copy still talks to it.
   char byte = 0;
-  CHECK(::recv(pair.theirs.get(), &byte, 1, MSG_DONTWAIT) < 0);
-  CHECK(errno == EAGAIN);
+  ssize_t got = ::recv(pair.theirs.get(), &byte, 1, MSG_DONTWAIT);
+  int error = errno;
+  CHECK(got < 0);
+  CHECK(error == EAGAIN);
   REQUIRE(::send(child_copy.get(), "from the child", 14, MSG_NOSIGNAL) == 14);
   CHECK(read_some(pair.theirs.get()) == "from the child");
 }
