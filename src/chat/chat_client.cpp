@@ -324,7 +324,7 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   }
 
   // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe.
-  void notice(const std::string& text) { screen_.notice(text); }
+  void notice(const std::string& text) override { screen_.notice(text); }
 
   void rearm_quiet_timer(bool mid_line) {
     loop_.cancel_timer(std::exchange(quiet_timer_, 0));
