@@ -305,8 +305,14 @@ class ReclaimAcrossServers(unittest.TestCase):
         watcher = Raw(a)
         self.addCleanup(watcher.sock.close)
         watcher.send("/who\n")
-        while not watcher.line().startswith("* online"):
-            pass  # the room's history (the line above)
+        # The line above reaches a through Redis: in a's history if it came before the
+        # watcher joined (with its time), else live after the /who answer; exactly once.
+        seen_online, moved = False, 0
+        while not (seen_online and moved):
+            line = watcher.line()
+            seen_online = seen_online or line.startswith("* online")
+            moved += re.fullmatch(r"(\[[-\d :]+\] )?\[alice\]: typed while moving", line) is not None
+        self.assertEqual(moved, 1)
         relay.target = a.port
         b.proc.kill()
         b.wait()
