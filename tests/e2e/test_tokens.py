@@ -232,24 +232,34 @@ class UploadTokenTest(unittest.TestCase):
 
 
 class TlsRefusalsTest(unittest.TestCase):
-    """A refused client on a TLS port is told inside TLS, never in plaintext."""
+    """A refused client on a TLS port is told inside TLS, never in plaintext; a denied address is
+    closed before any TLS byte and told nothing (issue 21, A10)."""
 
-    def s_client(self, port):
+    def s_client(self, port, quiet=True):
         return subprocess.run(
-            ["openssl", "s_client", "-quiet", "-verify_return_error", "-CAfile", test_tls.PKI.ca,
-             "-verify_hostname", "localhost", "-connect", f"127.0.0.1:{port}"],
+            ["openssl", "s_client", *(["-quiet"] if quiet else []), "-verify_return_error",
+             "-CAfile", test_tls.PKI.ca, "-verify_hostname", "localhost",
+             "-connect", f"127.0.0.1:{port}"],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=muxtest.DEFAULT_TIMEOUT)
 
     def test_denied_address_on_a_tls_chat_port(self):
         with Server("chat-server", *test_tls.PKI.server_flags(), "--deny", "127.0.0.1") as server:
-            result = self.s_client(server.port)
-            self.assertEqual(result.stdout, b"* not allowed\n")
-            # A plaintext client on the same port gets no plaintext refusal, only the line that
-            # says the port speaks TLS (issue 24), which every plaintext client reads.
+            # Closed at accept: s_client's handshake fails having read nothing, not even the
+            # certificate, and no line follows.
+            result = self.s_client(server.port, quiet=False)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(b"\nno peer certificate available\n", result.stdout)
+            self.assertIn(b"\nSSL handshake has read 0 bytes ", result.stdout)
+            self.assertNotIn(b"not allowed", result.stdout)
+            server.wait_for_log(r"refused 127\.0\.0\.1:\d+: address not allowed")
+            # A plaintext client from there is closed the same way: no plaintext refusal, and
+            # not even the line that tells plaintext clients the port speaks TLS.
             sock = muxtest.connect(server.port)
-            sock.sendall(b"hello\n")
-            self.assertEqual(LineReader(sock).expect_eof(),
-                             b"mux: this port speaks TLS; connect with --tls\n")
+            try:
+                sock.sendall(b"hello\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed before the line was sent: as good
+            self.assertEqual(LineReader(sock).expect_eof(), b"")
             sock.close()
 
     def test_per_address_cap_on_a_tls_upload_port(self):

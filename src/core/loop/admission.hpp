@@ -45,7 +45,9 @@ struct AdmissionPolicy {
   std::function<std::string(Refusal)> refusal_message;
   // How a refused client is spoken to: null is plain TCP. A TLS server sets its factory, so the
   // refusal goes out after the handshake, inside TLS, and ends with close_notify; plaintext
-  // written into a TLS socket would only read as a protocol error.
+  // written into a TLS socket would only read as a protocol error. Refusal::not_allowed is the
+  // exception: with a factory set it is closed at accept, before any TLS byte (no handshake for
+  // a denied address).
   std::function<std::unique_ptr<ByteStream>(int fd)> refusal_stream;
   // The --allow / --deny hook; null admits every address.
   std::function<bool(const sockaddr* address, socklen_t length)> allowed;

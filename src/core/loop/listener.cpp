@@ -194,6 +194,10 @@ void Listener::refuse(Acceptor::Accepted accepted, Refusal refusal) {
       break;
     case Refusal::not_allowed:
       trip(kNotAllowed, fmt::format("refused {}: address not allowed", accepted.peer));
+      // On a TLS port the reason could only be told after a handshake: a certificate sent and
+      // a key exchange computed for an address we refuse. It is closed here, before any TLS
+      // byte, with nothing written (issue 21, A10); the fd closes as `accepted` goes.
+      if (policy_.refusal_stream) return;
       break;
   }
   say_and_close(std::move(accepted.fd),

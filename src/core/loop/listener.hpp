@@ -5,10 +5,11 @@
 // the allowed() predicate they are accepted and refused. A refused client is told the policy's
 // message and closed gracefully (so the message is not destroyed by a reset), at most
 // kMaxRefusing at a time; beyond that the message gets one non-blocking send and the socket is
-// closed at once. Every limit that trips is logged, at
-// most once a second per kind, with a count of what the quiet period swallowed.
-// Owned by the server (chat-server, upload-server in both serve modes), which receives each
-// admitted connection with its AdmissionTicket.
+// closed at once. On a TLS port an address the allowed() predicate refuses is closed at once,
+// with nothing written: telling it would take a handshake, work a denied peer must not get. Every
+// limit that trips is logged, at most once a second per kind, with a count of what the quiet period
+// swallowed. Owned by the server (chat-server, upload-server in both serve modes), which receives
+// each admitted connection with its AdmissionTicket.
 #pragma once
 
 #include <array>
