@@ -23,7 +23,33 @@ void MemberMirror::request_snapshot(const std::string& id, Server& server) {
   if (server.snapshot_pending) return;
   server.snapshot_pending = true;
   server.heard_meanwhile.clear();
-  if (!ask_(id)) server.snapshot_pending = false;
+  if (in_flight_ >= kMaxSnapshotsInFlight) {
+    turns_.push_back(id);
+    return;
+  }
+  ask(id, server);
+}
+
+void MemberMirror::ask(const std::string& id, Server& server) {
+  if (ask_(id)) {
+    server.snapshot_asked = true;
+    ++in_flight_;
+  } else {
+    // Out of reach: not synced, so the heartbeat after the link is back asks again.
+    server.snapshot_pending = false;
+  }
+}
+
+void MemberMirror::answered() {
+  if (in_flight_ > 0) --in_flight_;
+  while (in_flight_ < kMaxSnapshotsInFlight && !turns_.empty()) {
+    std::string id = std::move(turns_.front());
+    turns_.pop_front();
+    auto it = servers_.find(id);
+    // Gone meanwhile, or already asked for (an id may wait twice when it left and came back).
+    if (it == servers_.end() || !it->second.snapshot_pending || it->second.snapshot_asked) continue;
+    ask(id, it->second);
+  }
 }
 
 void MemberMirror::heard(const std::string& id, const std::vector<chat::RoomEvent>& events,
@@ -43,14 +69,28 @@ void MemberMirror::heard(const std::string& id, const std::vector<chat::RoomEven
     apply(id, from, next, event);
     if (next != 0) ++next;
   }
+  // A "v" line ahead of what the events brought: pub/sub delivers a server's batches in order,
+  // so the changes that led to it were lost (the heartbeat's batch shows a lost tail).
+  if (members_version && from.synced && !from.snapshot_pending && from.version < *members_version) {
+    from.synced = false;
+    request_snapshot(id, from);
+  }
 }
 
 bool MemberMirror::snapshot(const std::string& id, std::optional<std::uint64_t> version,
                             const std::vector<std::string_view>& names) {
+  bool changed = accept_snapshot(id, version, names);
+  answered();  // last: the next ask may reuse what `id` and `names` refer to
+  return changed;
+}
+
+bool MemberMirror::accept_snapshot(const std::string& id, std::optional<std::uint64_t> version,
+                                   const std::vector<std::string_view>& names) {
   auto it = servers_.find(id);
-  if (it == servers_.end()) return false;  // gone meanwhile
+  if (it == servers_.end() || !it->second.snapshot_asked) return false;  // gone meanwhile
   Server& server = it->second;
   server.snapshot_pending = false;
+  server.snapshot_asked = false;
   auto heard = std::exchange(server.heard_meanwhile, {});
   if (!version) return false;
   server.names.clear();
@@ -68,7 +108,11 @@ bool MemberMirror::snapshot(const std::string& id, std::optional<std::uint64_t> 
 }
 
 void MemberMirror::snapshot_failed(const std::string& id) {
-  if (auto it = servers_.find(id); it != servers_.end()) it->second.snapshot_pending = false;
+  if (auto it = servers_.find(id); it != servers_.end() && it->second.snapshot_asked) {
+    it->second.snapshot_pending = false;
+    it->second.snapshot_asked = false;
+  }
+  answered();
 }
 
 void MemberMirror::change_names(Server& server, const chat::RoomEvent& event) {
@@ -125,19 +169,22 @@ std::vector<chat::RoomEvent> MemberMirror::presence(
     });
     return true;
   });
-  for (const auto& [id, version] : live) {
-    Server& listed = server(id, now);
+  for (const auto& entry : live) {
+    Server& listed = server(entry.first, now);
     listed.was_live = true;
-    // Its version in Redis a heartbeat ago has not been reached by its events since: the last
-    // ones were lost (with nothing after them to show the gap).
-    bool behind = listed.synced && listed.version < listed.claimed;
-    if ((behind || !listed.synced) && !listed.snapshot_pending) {
-      listed.synced = false;
-      request_snapshot(id, listed);
-    }
-    listed.claimed = version;
+    // A snapshot that failed (or was never asked, Redis out of reach) is asked again. A synced
+    // server is never re-read here, whatever version Redis holds for it: its events and its
+    // heartbeat's "v" line decide (see the header).
+    if (!listed.synced) request_snapshot(entry.first, listed);
   }
   return gone;
+}
+
+void MemberMirror::reconnected(Clock::time_point now) {
+  for (auto& [id, server] : servers_) {
+    server.was_live = false;
+    server.last_heard = now;
+  }
 }
 
 void MemberMirror::note_name(std::string_view name) {

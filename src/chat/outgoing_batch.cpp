@@ -41,10 +41,11 @@ void OutgoingBatch::add_reclaim(const chat::NickReclaim& reclaim) {
 
 OutgoingBatch::Sealed OutgoingBatch::seal() {
   Sealed sealed;
-  if (changes_members_) {
+  if (changes_members_ || announce_version_) {
     chat::encode_members_version(batch_, server_id_, version_);
     sealed.member_changes = std::exchange(member_changes_, {});
     changes_members_ = false;
+    announce_version_ = false;
   }
   // Signed last: the tag covers the "v" line too. The history signatures count on the sequence
   // number this gives the batch.
@@ -68,6 +69,7 @@ void OutgoingBatch::drop() {
   member_changes_.clear();
   messages_.clear();
   changes_members_ = false;
+  announce_version_ = false;
 }
 
 }  // namespace mux

@@ -40,7 +40,7 @@ class OutgoingBatch {
   bool add(const chat::RoomEvent& event, std::int64_t unix_seconds);
   // A "k" line: a nick taken from its ghost on another server (chat/room_event.hpp).
   void add_reclaim(const chat::NickReclaim& reclaim);
-  [[nodiscard]] bool empty() const noexcept { return batch_.empty(); }
+  [[nodiscard]] bool empty() const noexcept { return batch_.empty() && !announce_version_; }
   // The messages added since the last seal (they are lost when the batch is dropped).
   [[nodiscard]] std::size_t messages() const noexcept { return messages_.size() / 3; }
   Sealed seal();
@@ -51,6 +51,8 @@ class OutgoingBatch {
   [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
   // A step with no event (a re-sync writes the whole set): the others see the gap and read it.
   void step_version() noexcept { ++version_; }
+  // The next seal carries the "v" line even with no member change (the heartbeat's batch).
+  void announce_version() noexcept { announce_version_ = true; }
 
  private:
   std::string server_id_;
@@ -60,6 +62,7 @@ class OutgoingBatch {
   std::vector<std::string> member_changes_;
   std::vector<std::string> messages_;  // time, name, text of each
   bool changes_members_ = false;
+  bool announce_version_ = false;
 };
 
 }  // namespace mux

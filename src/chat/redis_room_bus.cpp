@@ -120,6 +120,8 @@ void RedisRoomBus::on_up() {
                   room_.room_epoch(reply->elements[0].text, last);
                 });
   publish_all_members();
+  // What this server mirrors stays: the others' versions tell what it missed while away.
+  mirror_.reconnected(EventLoop::Clock::now());
   for (const std::string& nick_key : room_.local_nick_keys()) {
     claim_nick(nick_key, [this, alive = std::weak_ptr<bool>(alive_)](std::optional<bool> claimed) {
       if (alive.lock() && claimed == false)
@@ -149,7 +151,8 @@ void RedisRoomBus::on_down(const std::string& why) {
   if (std::size_t unsent = outgoing_.messages(); unsent != 0) room_.messages_stored(0, unsent);
   outgoing_.drop();
   batch_writers_.clear();
-  mirror_.clear();
+  // The mirror is kept (the room shows no remote member while the link is down): on reconnect,
+  // versions that did not move cost no re-read.
   room_.remote_members_changed();
   if (reachable_) {
     reachable_ = false;
@@ -182,9 +185,11 @@ std::vector<std::string> RedisRoomBus::members_script_call(bool from_empty) cons
 }
 
 void RedisRoomBus::publish_all_members() {
-  // A new version with no event: the others see the gap (their version falls behind the one a
-  // heartbeat reads) and take a snapshot, whatever changed here while Redis was away.
-  outgoing_.step_version();
+  // When members changed here while Redis was away (those events were never sent): a new version
+  // with no event, so the others see a gap (the heartbeat's "v" line is ahead) and re-read this
+  // set once. When nothing changed, the version stays and they read nothing: the set written
+  // again (Redis may have restarted empty) is the one they mirror at that version.
+  if (std::exchange(members_changed_away_, false)) outgoing_.step_version();
   std::vector<std::string> args = members_script_call(true);
   for (std::string& name : room_.local_names())
     args.push_back("+" + signer_.member_entry(name));
@@ -192,6 +197,7 @@ void RedisRoomBus::publish_all_members() {
 }
 
 void RedisRoomBus::publish(const chat::RoomEvent& event) {
+  if (!link_.up() && event.kind != chat::RoomEventKind::message) members_changed_away_ = true;
   if (!link_.up() || finishing_) return;
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
       std::chrono::system_clock::now().time_since_epoch());
@@ -353,6 +359,10 @@ void RedisRoomBus::heartbeat() {
                   if (alive.lock() && reply != nullptr && !reply->is_error())
                     apply_presence(*reply);
                 });
+  // This server's version, after everything it published before (flushed now): a server that
+  // lost the last changes sees the gap within a heartbeat (MemberMirror).
+  outgoing_.announce_version();
+  flush();
 }
 
 void RedisRoomBus::apply_presence(const RedisValue& reply) {

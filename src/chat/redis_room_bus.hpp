@@ -35,9 +35,10 @@
 //                   one step of its sender's member-set version; a batch with such events ends
 //                   with a "v" line and is preceded by one script that applies the same changes
 //                   to members:<id> and versions. Every kHeartbeat each server refreshes its
-//                   presence and reads the live servers' ids and versions (O(servers)); a server
+//                   presence and reads the live servers' ids and versions (O(servers)), and
+//                   publishes a batch with its "v" line (a lost tail shows as a gap); a server
 //                   gone for kPresenceTtl (SIGKILL, a cut cable) is dropped and its members
-//                   leave for everyone.
+//                   leave for everyone. A reconnect re-reads nothing whose version held.
 //   ClientNumbers   the Client N blocks from the clients counter (chat/client_numbers.hpp)
 //   OutgoingBatch   one loop batch of this server's events, sealed with its "v" and "s" lines
 //                   (chat/outgoing_batch.hpp)
@@ -180,6 +181,10 @@ class RedisRoomBus final : public RoomBus {
   RoomSigner signer_;
   // This loop batch's events, and this server's member-set version.
   OutgoingBatch outgoing_;
+  // Members joined, left or were renamed here while the link was down (their events were never
+  // sent): the reconnect steps the version so the others re-read this set. True until the first
+  // connection.
+  bool members_changed_away_ = true;
   // The writers of this batch's messages and the last number of each (count_writer), stored by
   // the publish script with them.
   std::vector<std::pair<std::string, std::uint64_t>> batch_writers_;

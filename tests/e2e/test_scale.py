@@ -1,10 +1,14 @@
 """End-to-end tests of one big room over several chat-servers through a real redis-server
 (issue 25), scaled down from bench/run --only scale: every client welcomed under a unique name,
 /who counting the whole room, every line delivered to every client, and a killed server's
-members leaving the others' lists within the presence expiry. Also the flags that make a huge
-room behave (--announce-up-to) and the fd-ceiling warning. Skipped only when redis-server is
-not installed."""
+members leaving the others' lists within the presence expiry. The member lists are not re-read
+from Redis when nothing was lost: a server whose Redis connections are killed, or every
+server's subscription at once, costs Redis no SMEMBERS; after a Redis restarted empty with
+members changed meanwhile on two servers, only those two are re-read, and every /who is exact.
+Also the flags that make a huge room behave (--announce-up-to) and the fd-ceiling warning.
+Skipped only when redis-server is not installed."""
 
+import os
 import re
 import resource
 import selectors
@@ -14,7 +18,7 @@ import unittest
 
 import muxtest
 from muxtest import LineReader, Server
-from test_redis import REDIS_SERVER, SLOW, Redis, chat_server
+from test_redis import REDIS_SERVER, SLOW, Redis, chat_server, resp
 
 WELCOME = re.compile(r"^\* welcome, you are (Client (\d+)) \(type /help for commands\)$")
 ONLINE = re.compile(r"^\* online \((\d+)")
@@ -142,6 +146,203 @@ class BigRoom(unittest.TestCase):
         if not muxtest.built_with_sanitizers():
             self.assertLess(time.monotonic() - start, 7)
         self.servers[0].wait_for_log(rf"redis: server \S+ is gone with {PER_SERVER} clients")
+
+
+def redis_info(port, section):
+    """INFO `section` of the redis-server on `port`, as a dict of its fields."""
+    with socket.create_connection(("127.0.0.1", port), timeout=SLOW) as sock:
+        sock.sendall(resp("INFO", section))
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536)
+        header, data = data.split(b"\r\n", 1)
+        size = int(header[1:])
+        while len(data) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    fields = {}
+    for line in data[:size].decode().splitlines():
+        if ":" in line and not line.startswith("#"):
+            key, value = line.split(":", 1)
+            fields[key] = value
+    return fields
+
+
+def command_calls(port, command):
+    """How many times Redis ran `command` (inside scripts too) since it started."""
+    stats = redis_info(port, "commandstats").get(f"cmdstat_{command}", "calls=0")
+    return int(re.match(r"calls=(\d+)", stats).group(1))
+
+
+def redis_client_ports(pid, redis_port):
+    """The local ports of process `pid`'s TCP connections to `redis_port` on loopback."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    with open(f"/proc/{pid}/net/tcp") as table:
+        next(table)
+        for row in table:
+            fields = row.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.split(":")[1], 16) == redis_port:
+                ports.append(int(local.split(":")[1], 16))
+    return ports
+
+
+@unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
+class MemberListReReads(unittest.TestCase):
+    """Issue 25: a lost link made every server re-read whole member lists (SMEMBERS) whatever
+    was lost; at 1,000,000 clients that fed on itself. Counted with Redis's own commandstats."""
+
+    SERVERS = 4
+    PER_SERVER = 20  # the room stays under /who's 100 names shown, so /who lists everyone
+
+    def setUp(self):
+        self.redis = Redis()
+        self.servers, self.crowd, self.watchers = [], None, []
+
+    def tearDown(self):
+        try:
+            if self.crowd:
+                self.crowd.close()
+            for sock, _ in self.watchers:
+                sock.close()
+        finally:
+            try:
+                for server in self.servers:
+                    server.stop()
+            finally:
+                self.redis.close()
+
+    def who(self, index):
+        """The names /who lists on server `index` (asked through its watcher)."""
+        sock, reader = self.watchers[index]
+        sock.sendall(b"/who\n")
+        line = reader.line(SLOW)
+        while not line.startswith("* online ("):
+            line = reader.line(SLOW)
+        return set(line.split("): ", 1)[1].split(", "))
+
+    def wait_who(self, index, want, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.who(index)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
+    def wait_heartbeats(self, count):
+        """Until every server made about `count` more heartbeats (each runs one ZADD)."""
+        start = command_calls(self.redis.port, "zadd")
+        want = start + count * len(self.servers)
+        deadline = time.monotonic() + 4 * SLOW
+        while command_calls(self.redis.port, "zadd") < want:
+            self.assertLess(time.monotonic(), deadline, "the heartbeats stopped")
+            time.sleep(0.1)
+
+    def everyone(self):
+        return {name for name in self.crowd.names if name} | self.watcher_names
+
+    def assert_every_who_exact(self):
+        want = self.everyone()
+        for index in range(len(self.servers)):
+            self.assertEqual(self.wait_who(index, want, 4 * SLOW), want, f"server {index}")
+
+    def start_room(self):
+        for _ in range(self.SERVERS):
+            self.servers.append(chat_server(self.redis.url, "--max-per-address", "0"))
+        ports = [server.port for server in self.servers]
+        self.crowd = Crowd(ports, self.SERVERS * self.PER_SERVER)
+        self.assertTrue(self.crowd.pump(lambda: all(self.crowd.names), 4 * SLOW))
+        self.watcher_names = set()
+        for server in self.servers:
+            sock = server.connect()
+            reader = LineReader(sock)
+            self.watchers.append((sock, reader))
+            self.watcher_names.add(WELCOME.match(reader.line(SLOW)).group(1))
+        self.assert_every_who_exact()
+        # Settled: the snapshots of the servers that were new are answered.
+        self.wait_heartbeats(2)
+
+    def reconnected(self, server, since):
+        server.wait_for_log(r"redis: connected to", timeout=4 * SLOW, start=since)
+
+    def test_links_back_without_a_loss_cost_no_smembers(self):
+        self.start_room()
+        before = command_calls(self.redis.port, "smembers")
+        # One server's Redis connections killed: it reconnects having lost nothing.
+        first = self.servers[0]
+        since = len(first.stdout_lines)
+        ports = redis_client_ports(first.proc.pid, self.redis.port)
+        self.assertEqual(len(ports), 2, ports)  # commands and the subscription
+        for port in ports:
+            self.redis.command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
+        self.reconnected(first, since)
+        self.wait_heartbeats(3)
+        self.assert_every_who_exact()
+        self.assertEqual(command_calls(self.redis.port, "smembers") - before, 0)
+        # Every server's subscription killed at once.
+        marks = [len(server.stdout_lines) for server in self.servers]
+        self.assertEqual(self.redis.command("CLIENT", "KILL", "TYPE", "pubsub"),
+                         f":{len(self.servers)}".encode())
+        for server, since in zip(self.servers, marks):
+            self.reconnected(server, since)
+        self.wait_heartbeats(3)
+        self.assert_every_who_exact()
+        self.assertEqual(command_calls(self.redis.port, "smembers") - before, 0)
+
+    def test_redis_restarted_empty_rereads_only_the_servers_that_changed(self):
+        self.start_room()
+        marks = [len(server.stdout_lines) for server in self.servers]
+        self.redis.close()  # no persistence: it comes back empty
+        for server, since in zip(self.servers, marks):
+            server.wait_for_log(r"redis: lost", timeout=4 * SLOW, start=since)
+        # Meanwhile 5 leave server 0 and 5 join server 1 (each room has only its own now).
+        sizes = [self.PER_SERVER + 1] * len(self.servers)
+        leaving = [i for i in range(len(self.crowd.socks)) if i % self.SERVERS == 0][:5]
+        for i in leaving:
+            self.crowd.selector.unregister(self.crowd.socks[i])
+            self.crowd.socks[i].close()
+            self.crowd.names[i] = None
+        sizes[0] -= 5
+        joiners = Crowd([self.servers[1].port], 5)
+        try:
+            self.assertTrue(joiners.pump(lambda: all(joiners.names), 4 * SLOW))
+            sizes[1] += 5
+            for index in (0, 1):
+                deadline = time.monotonic() + 4 * SLOW
+                while len(self.who(index)) != sizes[index]:
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.1)
+            marks = [len(server.stdout_lines) for server in self.servers]
+            gone_before = sum(server.log_count(r"redis: server \S+ is gone")
+                              for server in self.servers)
+            self.redis = Redis(port=self.redis.port)
+            for server, since in zip(self.servers, marks):
+                self.reconnected(server, since)
+            want = self.everyone() | set(joiners.names)
+            for index in range(len(self.servers)):
+                self.assertEqual(self.wait_who(index, want, 4 * SLOW), want, f"server {index}")
+            self.wait_heartbeats(3)
+            for index in range(len(self.servers)):
+                self.assertEqual(self.who(index), want, f"server {index}")
+            # Servers 0 and 1 changed: each is re-read by the 3 others, and nothing else (but a
+            # server that reconnected more than the presence TTL after another: it was gone
+            # there and is read as new).
+            gone = sum(server.log_count(r"redis: server \S+ is gone")
+                       for server in self.servers) - gone_before
+            self.assertLessEqual(command_calls(self.redis.port, "smembers"),
+                                 2 * (len(self.servers) - 1) + gone)
+        finally:
+            joiners.close()
 
 
 class HugeRoomFlags(unittest.TestCase):

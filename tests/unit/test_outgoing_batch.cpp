@@ -74,6 +74,35 @@ TEST_CASE("outgoing batch: events, the version after them, the member changes, t
   REQUIRE(decode(sealed.payload).reclaims.size() == 1);
 }
 
+TEST_CASE("outgoing batch: the heartbeat's batch is the \"v\" line alone, or on top of events") {
+  mux::Logger logger{mux::Verbosity::quiet};
+  mux::RoomSigner plain(logger, "lobby", kId, std::nullopt);
+  mux::OutgoingBatch batch(kId, plain);
+  batch.add({RoomEventKind::joined, "alice", "", {}, false}, 1700000000);
+  batch.seal();
+  batch.announce_version();
+  CHECK_FALSE(batch.empty());
+  auto sealed = batch.seal();
+  CHECK(sealed.member_changes.empty());
+  CHECK(sealed.messages() == 0);
+  auto decoded = decode(sealed.payload);
+  CHECK(decoded.events.empty());
+  CHECK(decoded.members_version == std::optional<std::uint64_t>(1));
+  CHECK(batch.empty());
+  // With a message pending: one batch, the message and the "v" line; then plain again.
+  batch.add({RoomEventKind::message, "alice", "hi", {}, false}, 1700000001);
+  batch.announce_version();
+  decoded = decode(batch.seal().payload);
+  CHECK(decoded.events.size() == 1);
+  CHECK(decoded.members_version == std::optional<std::uint64_t>(1));
+  batch.add({RoomEventKind::message, "alice", "hi", {}, false}, 1700000002);
+  CHECK_FALSE(decode(batch.seal().payload).members_version);
+  // Dropped with the link: nothing to send.
+  batch.announce_version();
+  batch.drop();
+  CHECK(batch.empty());
+}
+
 TEST_CASE("outgoing batch: a full batch asks to be sealed") {
   mux::Logger logger{mux::Verbosity::quiet};
   mux::RoomSigner plain(logger, "lobby", kId, std::nullopt);
