@@ -12,12 +12,17 @@
 // held (its input paused, so they stay few) and handled in order once the answer is in, under
 // the name it then has. A member that leaves meanwhile (a script's end of input right after its
 // line) is kept until its held lines are handled: nothing it sent is lost on the way in.
+//
+// The room keeps the state and the line path (join, a line in, the relay, leave); each other
+// flow is its own class working on that state: RoomCommands (what a command does), NickChanges
+// (/nick, /reclaim, claims), RoomCatchUp (/since, /history, the epoch), MessageAcks (/cap acks);
+// the pure pieces beside them are FloodControl, NickRegistry, RoomHistory, RoomMembers,
+// ReconnectSecrets and WriterLedger.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -28,12 +33,15 @@
 
 #include "chat/chat_protocol.hpp"
 #include "chat/flood_control.hpp"
+#include "chat/message_acks.hpp"
+#include "chat/nick_changes.hpp"
 #include "chat/nick_registry.hpp"
 #include "chat/reconnect_secrets.hpp"
 #include "chat/room_bus.hpp"
+#include "chat/room_catch_up.hpp"
+#include "chat/room_commands.hpp"
 #include "chat/room_history.hpp"
 #include "chat/room_members.hpp"
-#include "chat/writer_ledger.hpp"
 #include "core/base/rate_limit.hpp"
 #include "core/loop/output_queue.hpp"
 
@@ -63,6 +71,11 @@ class ChatMember {
 
  private:
   friend class ChatRoom;
+  // The room's flows (see ChatRoom): they read and set what the room keeps per member.
+  friend class MessageAcks;
+  friend class NickChanges;
+  friend class RoomCatchUp;
+  friend class RoomCommands;
   friend class RoomMembers;  // its list, slot and ids wish
   // What only a member waiting for the bus has, made when it first holds a line.
   struct Held {
@@ -170,11 +183,19 @@ class ChatRoom final : public RoomEvents {
 
   // RoomEvents: what the bus reports (see chat/room_bus.hpp).
   void apply_remote(const std::vector<chat::RoomEvent>& events) override;
-  void room_epoch(const std::string& epoch, std::uint64_t last) override;
-  void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override;
+  void room_epoch(const std::string& epoch, std::uint64_t last) override {
+    catch_up_.start_epoch(epoch, last);
+  }
+  void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override {
+    catch_up_.batch_epoch(epoch, events);
+  }
   void own_messages_numbered(const std::vector<chat::RoomEvent>& events) override;
-  void messages_stored(std::uint64_t first_id, std::size_t count) override;
-  void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) override;
+  void messages_stored(std::uint64_t first_id, std::size_t count) override {
+    acks_.stored(first_id, count);
+  }
+  void reclaimed_elsewhere(const std::string& nick, const std::string& verifier) override {
+    nick_changes_.reclaimed_elsewhere(nick, verifier);
+  }
   void remote_members_changed() override { members_.names_changed(); }
   void bus_reachable(bool reachable) override;
   [[nodiscard]] std::vector<std::string> local_names() const override;
@@ -183,6 +204,14 @@ class ChatRoom final : public RoomEvents {
   [[nodiscard]] std::uint64_t highest_number() const noexcept override { return highest_number_; }
 
  private:
+  // The room's flows, each in its own class (issue 20). They coordinate the state kept here
+  // (members, names, history, the bus), so they are friends rather than users of a dozen
+  // accessors that would each have one caller.
+  friend class MessageAcks;
+  friend class NickChanges;
+  friend class RoomCatchUp;
+  friend class RoomCommands;
+
   void admit(ChatMember& member, std::string_view origin, std::uint64_t number,
              const std::vector<HistoryEntry>& history);
   // Members here and on the other servers.
@@ -192,45 +221,16 @@ class ChatRoom final : public RoomEvents {
   // Handles the lines held while it waited, in order, until it waits again; then a pending leave.
   void release_held(ChatMember& member);
   void leave_now(ChatMember& member, std::string_view reason, bool too_slow);
-  // False (and the member told why) when another member here holds `nick` or a look-alike.
-  bool nick_free_here(ChatMember& member, std::string_view nick);
-  // Runs the /since commands that waited for the room's ids.
-  void answer_pending_since();
-  // The answer to /since: the cap answer, what may be missing, then the lines after `after`
-  // (up to `up_to` from the stream when it was read, then from memory).
-  void finish_replay(ChatMember& member, std::uint64_t after, std::uint64_t up_to,
-                     const std::optional<std::vector<HistoryEntry>>& stream,
-                     bool other_epoch = false);
-  void apply_rename(ChatMember& member, std::string_view nick);
   // Charges a line to the sender's buckets; false when the sender was disconnected for flooding.
   bool charge_line(ChatMember& sender, std::size_t bytes, Clock::time_point now);
   // Charges a command; false when it is over the command rate and must not run.
   bool charge_command(ChatMember& sender, Clock::time_point now);
   // The first line of a client that is not a chat client at all (HTTP, an upload): refuses it.
   bool refuse_other_protocol(ChatMember& sender, std::string_view first_line);
-  void run_command(ChatMember& sender, const chat::Command& command);
-  void enable_ids(ChatMember& member, std::string_view argument);
-  // One "* ack ID" per message of `member` (ID 0: relayed here only, Redis out of reach).
-  void acknowledge(ChatMember& member, std::uint64_t id, std::size_t count);
-  // /cap acks WRITER answered: `stored` of its messages are in, this connection's count on.
-  void start_numbering(ChatMember& member, std::uint64_t stored);
-  void replay_since(ChatMember& member, std::string_view argument);
-  void send_history(ChatMember& member, std::string_view argument);
-  // /reclaim NICK SECRET: a reconnecting client takes its nick back from its old connection's
-  // ghost at once when SECRET is that session's; otherwise it is /nick NICK.
-  void reclaim(ChatMember& member, std::string_view argument);
   // Appends one message to the chunk being relayed (and, for capable members, with its id).
   // `room_id`: its room-wide id when it came numbered from Redis (else 0).
   // Its id (0: none yet).
   std::uint64_t append_message(std::string_view name, std::string_view text, std::uint64_t room_id);
-  // `secret` (a /reclaim's): a nick held on another server by the session with this secret is
-  // taken from it at once.
-  void rename(ChatMember& member, std::string_view nick, std::string_view secret = {});
-  // A session replaced by its reconnect (here or on another server): told, its nick handed over
-  // (never released room-wide), and it leaves.
-  void end_ghost(ChatMember& ghost, std::string_view reason);
-  // Tells the bus the proof of `member`'s secret for the nick it holds (when it has both).
-  void store_nick_proof(const ChatMember& member);
   void send_to(ChatMember& member, std::string text);
   void broadcast(std::string text, const ChatMember* except);
   void broadcast(const Block& block, const ChatMember* except);
@@ -264,17 +264,10 @@ class ChatRoom final : public RoomEvents {
   RelayChunk relay_;
   // Reconnect secrets of the members that asked for ids.
   ReconnectSecrets secrets_;
-  // Members whose /since waits for the stream, by id_.
-  std::unordered_map<std::uint64_t, ChatMember*> replays_;
-  // The senders of this server's messages published to Redis and not yet answered, in order,
-  // as runs (member id_, messages): messages_stored() pops them. Ids of members that asked for
-  // acks are in ack_members_; the others' runs only keep the count aligned.
-  std::deque<std::pair<std::uint64_t, std::size_t>> awaiting_store_;
-  std::unordered_map<std::uint64_t, ChatMember*> ack_members_;
-  // How many messages of each writer (/cap acks WRITER) this room stored.
-  chat::WriterLedger writers_;
-  // /since commands that wait for the room's ids (by member id_, with their argument).
-  std::vector<std::pair<std::uint64_t, std::string>> pending_since_;
+  RoomCommands commands_{*this};
+  NickChanges nick_changes_{*this};
+  RoomCatchUp catch_up_{*this};
+  MessageAcks acks_{*this};
 };
 
 }  // namespace mux
