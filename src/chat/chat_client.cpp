@@ -1,29 +1,29 @@
 #include "chat/chat_client.hpp"
 
-#include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <csignal>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "chat/chat_protocol.hpp"
+#include "chat/client_ending.hpp"
 #include "chat/client_handshake.hpp"
 #include "chat/client_terminal.hpp"
+#include "chat/confirm_watch.hpp"
+#include "chat/current_link.hpp"
+#include "chat/input_gate.hpp"
 #include "chat/reconnect_backoff.hpp"
-#include "chat/resend_queue.hpp"
 #include "chat/room_roster.hpp"
-#include "core/base/line_framer.hpp"
+#include "chat/server_lines.hpp"
+#include "chat/typed_lines.hpp"
 #include "core/base/units.hpp"
 #include "core/loop/byte_stream.hpp"
 #include "core/loop/connection.hpp"
@@ -40,8 +40,6 @@ constexpr std::size_t kReadBytes = 64 * 1024;
 constexpr std::size_t kMaxLine = ClientScreen::kMaxLine;
 // Reading stdin pauses while this much is still unsent, so a fast pipe cannot fill memory.
 constexpr std::size_t kMaxUnsent = 1 << 20;
-// Like the server: a line the server left unterminated is shown once it has been quiet this long.
-constexpr std::chrono::milliseconds kQuietTime{100};
 // After the end of input, how often to look whether the server is still taking our bytes.
 constexpr std::chrono::milliseconds kConfirmCheck{250};
 
@@ -61,7 +59,7 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
         handshake_(loop_, *this, roster_, options.nick, server_, options.common.quiet, kMaxLine),
         greeting_timeout_(options.link.connect_timeout),
         backoff_(options.reconnect_timeout, std::random_device{}()),
-        confirm_timeout_(options.confirm_timeout) {
+        confirm_watch_(options.confirm_timeout) {
     if (redial_ != nullptr) connections_.handshake_timeout = redial_->timeout();
     attach(std::move(link.socket), std::move(link.stream));
   }
@@ -78,40 +76,22 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   }
 
  private:
-  // The Connection's owner for one connection: callbacks of a connection we replaced (its
-  // deferred close) are recognised by the number and ignored.
-  class Link final : public Connection::Owner {
-   public:
-    Link(ChatClient& client, unsigned number) : client_(client), number_(number) {}
-    void on_data(std::string_view bytes) override {
-      if (current()) client_.on_data(bytes);
-    }
-    void on_end_of_input() override {
-      if (current()) client_.on_end_of_input();
-    }
-    void on_closed(std::string_view reason) override {
-      if (current()) client_.on_closed(reason);
-    }
-    void on_ready() override {
-      if (current()) client_.on_connected();
-    }
-    void on_writable() override {
-      if (current()) client_.on_writable();
-    }
-
-   private:
-    [[nodiscard]] bool current() const { return client_.link_number_ == number_; }
-    ChatClient& client_;
-    unsigned number_;
-  };
+  // The handlers of the current connection (chat::CurrentLink drops a replaced one's).
+  friend class chat::CurrentLink<ChatClient>;
+  using Link = chat::CurrentLink<ChatClient>;
+  [[nodiscard]] unsigned link_number() const noexcept { return link_number_; }
+  void link_data(std::string_view bytes) { on_data(bytes); }
+  void link_end_of_input() { on_end_of_input(); }
+  void link_closed(std::string_view reason) { on_closed(reason); }
+  void link_ready() { on_connected(); }
+  void link_writable() { on_writable(); }
 
   void attach(Fd socket, std::unique_ptr<ByteStream> stream) {
     link_ = std::make_unique<Link>(*this, ++link_number_);
     connection_ =
         std::make_unique<Connection>(connections_, std::move(socket), std::move(stream), *link_);
-    incoming_ = LineFramer(kMaxLine);
-    lines_on_link_ = 0;
-    end_reason_.reset();
+    incoming_.new_link();
+    typed_.new_link();
     away_ = false;
     greeting_timer_ = loop_.add_timer(greeting_timeout_, [this] {
       greeting_timer_ = 0;
@@ -144,26 +124,19 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
 
   void on_data(std::string_view bytes) {
     if (loop_.stopping() || bytes.empty()) return;
-    incoming_.feed(bytes, [this](std::string_view line, bool cut) { show(line, cut); });
-    screen_.flush();
-    rearm_quiet_timer(bytes.back() != '\n');
-    if (waiting_for_acks_ && ledger().unconfirmed_bytes() <= kMaxUnsent / 2) {
-      waiting_for_acks_ = false;
-      resume_input();
-    }
+    incoming_.feed(bytes);
+    if (gate_.confirmed(ledger().unconfirmed_bytes())) resume_input();
   }
 
   void on_end_of_input() {
-    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-    screen_.flush();
+    incoming_.flush();
     if (away_ || loop_.stopping()) return;
     server_closed();
   }
 
   void on_closed(std::string_view reason) {
     if (away_ || loop_.stopping()) return;
-    incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-    screen_.flush();
+    incoming_.flush();
     if (away_ || loop_.stopping()) return;
     // A TLS failure carries its own reason (an alert: "the server requires a client
     // certificate"), which says more than the errno.
@@ -174,46 +147,41 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
 
   // Our queue went out after a write had to wait: stdin may be read again.
   void on_writable() {
-    if (waiting_for_drain_ && connection_ && connection_->queued() == 0) {
-      waiting_for_drain_ = false;
-      resume_input();
-    }
+    if (connection_ && gate_.drained(connection_->queued())) resume_input();
   }
 
-  // The server's orderly close. Only after our own half-close, with no notice that it ended the
-  // session, does it prove the server read every line we sent (it reads to our end of input
-  // before closing; a server that drops unread bytes resets the connection instead).
-  void server_closed() {
-    if (end_reason_ && !can_reconnect())
-      return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
-    if (!handshake_.ever_ready() && !handshake_.mux_server()) {
-      return fail(fmt::format(
-          "connection to {} closed by the server before any chat welcome, so nothing was sent",
-          server_));
-    }
-    if (end_reason_) {
-      if (can_reconnect() && transient(*end_reason_)) return lost(*end_reason_);
-      return fail(fmt::format("{} ended the session: {}", server_, *end_reason_));
-    }
-    if (!connection_->output_shut_down()) {
-      if (can_reconnect()) return lost("closed by the server");
-      return fail(fmt::format("connection to {} closed by the server{}", server_,
-                              input_.closed() ? " before all input was sent" : ""));
-    }
-    if (std::size_t unacked = ledger().unconfirmed(); unacked > 0) {
-      // Numbered, they go again to a server that says which it has.
-      if (can_reconnect() && ledger().numbered()) return lost("closed before confirming");
-      return fail(
-          fmt::format("{} closed the connection before confirming {} line{}: they may not "
-                      "have been delivered",
-                      server_, unacked, unacked == 1 ? "" : "s"));
-    }
-    finish_confirmed();
+  // The server's orderly close: proof of delivery, a drop to mend, or a failure
+  // (chat::server_closed says which).
+  void server_closed() { act(chat::server_closed(end_facts())); }
+
+  // What the client knows as a connection ends (chat/client_ending.hpp judges it).
+  chat::EndFacts end_facts() {
+    return {server_,
+            incoming_.end_reason(),
+            can_reconnect(),
+            handshake_.ever_ready() || handshake_.mux_server(),
+            connection_ != nullptr && connection_->output_shut_down(),
+            input_.closed(),
+            ledger().unconfirmed(),
+            ledger().numbered()};
   }
 
-  // An end the server announced that a later connection may not meet: a restart, a full server.
-  static bool transient(std::string_view reason) {
-    return reason == "server shutting down" || reason.starts_with("server full");
+  // Does what an ending says; false when it left the decision to the caller.
+  bool act(const chat::Ending& ending) {
+    switch (ending.action) {
+      case chat::Ending::Action::reconnect:
+        lost(ending.why);
+        return true;
+      case chat::Ending::Action::fail:
+        fail(ending.why);
+        return true;
+      case chat::Ending::Action::delivered:
+        finish_confirmed();
+        return true;
+      case chat::Ending::Action::go_on:
+        break;
+    }
+    return false;
   }
 
   // Only a mux chat server (it sent its welcome) is reconnected to: it takes our nick and
@@ -222,15 +190,6 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     // (Once its welcome came: a server that dies while answering our /cap is reconnected to,
     // and greets us again.)
     return redial_ != nullptr && handshake_.mux_server();
-  }
-
-  void show(std::string_view line, bool cut) {
-    if (!handshake_.filter(line)) return;
-    if (!end_reason_) {
-      if (auto reason = chat::notice::session_end_reason(line)) end_reason_ = std::string(*reason);
-    }
-    // A server that is not mux may send anything; nothing it sends reaches the terminal raw.
-    roster_.observe(screen_.room_line(line, cut));
   }
 
   [[nodiscard]] chat::SendLedger& ledger() { return handshake_.ledger(); }
@@ -243,12 +202,8 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
 
   // The server said which of our numbered lines it has: the others go again, first, in order.
   void resend_unconfirmed() override {
-    for (std::string& piece : ledger().resend()) {
-      std::string out = piece + '\n';
-      ledger().sent(std::move(piece));
-      connection_->send(make_block(std::move(out)));
-      ++lines_on_link_;
-    }
+    std::string out = typed_.frame_resend(ledger());
+    if (!out.empty()) connection_->send(make_block(std::move(out)));
   }
 
   // Lines may go out: those typed meanwhile first, in order.
@@ -258,12 +213,11 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
       notice(fmt::format("reconnected to {} after {:.1f} s", server_,
                          std::chrono::duration<double>(*lasted).count()));
     }
-    for (const std::string& line : held_.take())
+    for (const std::string& line : typed_.held().take())
       send_line(line);
     if (input_.closed()) {
       finish_input();
-    } else if (waiting_for_greeting_) {
-      waiting_for_greeting_ = false;
+    } else if (gate_.greeted()) {
       resume_input();
     }
   }
@@ -282,17 +236,11 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
                       "the server and may not have been delivered",
                       unacked, unacked == 1 ? "" : "s", unacked == 1 ? "was" : "were"));
     }
-    bool acks = handshake_.acks();
-    if (acks && input_.closed() && held_.empty() && ledger().unconfirmed() == 0)
-      return finish_confirmed();
-    if (!acks && input_.closed() && lines_on_link_ > 0) {
-      // Our input is over and its last lines went out on this connection: only its close could
-      // have confirmed them, and a new connection cannot (sending them again could repeat them).
-      return fail(fmt::format(
-          "connection to {} lost ({}) before the server confirmed our last lines: {} line{} "
-          "sent on it may not have been delivered",
-          server_, why, lines_on_link_, lines_on_link_ == 1 ? "" : "s"));
-    }
+    // Our input may be over with every line confirmed (nothing to reconnect for), or, without
+    // acks, with its last lines sent on this connection (only its close could confirm them).
+    if (act(chat::after_loss(end_facts(), why, handshake_.acks(), !typed_.held().empty(),
+                             typed_.lines_on_link())))
+      return;
     loop_.cancel_timer(std::exchange(greeting_timer_, 0));
     loop_.cancel_timer(std::exchange(confirm_timer_, 0));
     handshake_.dropped();
@@ -309,7 +257,8 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     }
     if (backoff_.expired(now)) {
       return fail(fmt::format("could not reconnect to {} within {:g} s (last: {}){}", server_,
-                              seconds(backoff_.give_up_after()), why, unsent_note()));
+                              seconds(backoff_.give_up_after()), why,
+                              typed_.unsent_note(ledger())));
     }
     reconnect_timer_ = loop_.add_timer(backoff_.next_wait(now), [this] {
       reconnect_timer_ = 0;
@@ -326,50 +275,24 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   // A notice of the client's own: above the prompt on a terminal, on stderr in a pipe.
   void notice(const std::string& text) override { screen_.notice(text); }
 
-  void rearm_quiet_timer(bool mid_line) {
-    loop_.cancel_timer(std::exchange(quiet_timer_, 0));
-    if (!mid_line) return;
-    quiet_timer_ = loop_.add_timer(kQuietTime, [this] {
-      quiet_timer_ = 0;
-      incoming_.flush_partial([this](std::string_view line, bool cut) { show(line, cut); });
-      screen_.flush();
-    });
-  }
-
-  // A reset or a failed write: bytes we sent may have been thrown away unread (a server that
-  // closes with input pending resets), so this is a failure even after our half-close, unless
-  // we reconnect.
+  // A reset or a failed write: a drop to mend or a failure (chat::connection_failed).
   void connection_failed(const std::string& why) {
     if (loop_.stopping()) return;
-    if (can_reconnect() && (!end_reason_ || transient(*end_reason_))) return lost(why);
-    std::string what = fmt::format("connection to {}: {}", server_, why);
-    if (end_reason_) what += fmt::format(" (the server ended the session: {})", *end_reason_);
-    fail(std::move(what));
+    act(chat::connection_failed(end_facts(), why));
   }
 
   // --- stdin ---
 
   void resume_input() { input_.resume(); }
 
-  // ClientInput::Events: after a read of a pipe or file, whether to read on. Not while lines
-  // cannot go out: before the greeting with the held lines' queue full (become_ready() resumes),
-  // or with more than kMaxUnsent queued (on_writable() resumes).
+  // ClientInput::Events: after a read of a pipe or file, whether to read on (chat::InputGate:
+  // handshake_done(), on_data() or on_writable() resumes).
   bool keep_reading() override {
-    if (!handshake_.ready()) {
-      if (!held_.full()) return true;
-      waiting_for_greeting_ = true;
-      return false;
-    }
-    if (ledger().unconfirmed_bytes() > kMaxUnsent) {
-      // The server confirms more slowly than we send (a Redis room under load): read on once
-      // it caught up (on_data), so what may have to be sent again stays bounded.
-      waiting_for_acks_ = true;
-      return false;
-    }
-    connection_->flush();  // what the kernel takes now does not count against the limit
-    if (connection_->queued() <= kMaxUnsent) return true;
-    waiting_for_drain_ = true;
-    return false;
+    return gate_.keep_reading(handshake_.ready(), typed_.held().full(),
+                              ledger().unconfirmed_bytes(), [this] {
+                                connection_->flush();  // what the kernel takes does not count
+                                return connection_->queued();
+                              });
   }
 
   chat::Completion complete(std::string_view before_cursor) override {
@@ -382,13 +305,13 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     if (input_.closed()) return;
     if (line == "exit" || line == "/quit") return end_of_input();
     if (!handshake_.ready()) {
-      if (held_.full() && input_.interactive()) {
+      if (typed_.held().full() && input_.interactive()) {
         // Away for long on a terminal: the queue is bounded, and what does not fit is said.
         notice(fmt::format("not connected and {} already waiting: this line was not sent",
-                           format_bytes(held_.bytes())));
+                           format_bytes(typed_.held().bytes())));
         return;
       }
-      held_.push(line);
+      typed_.held().push(line);
     } else {
       send_line(line);
     }
@@ -398,22 +321,13 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   // One typed line to the server, cut into several where it is longer than the server's
   // --max-line (on character boundaries), so nothing is cut off there.
   void send_line(std::string_view line) {
-    std::string out;
     std::size_t max_line = handshake_.max_line();
-    std::vector<std::string> pieces = chat::split_line(line, max_line);
-    if (pieces.size() > 1 && !told_split_) {
-      told_split_ = true;
+    std::string out = typed_.frame(line, max_line, handshake_.acks() ? &ledger() : nullptr);
+    if (typed_.first_cut()) {
       notice(fmt::format("lines longer than the server's {} bytes are sent as several lines",
                          max_line));
     }
-    for (std::string& piece : pieces) {
-      out += piece;
-      out += '\n';
-      // The server acknowledges messages, not commands nor empty lines.
-      if (handshake_.acks() && chat::SendLedger::is_message(piece)) ledger().sent(std::move(piece));
-    }
     connection_->send(make_block(std::move(out)));
-    ++lines_on_link_;
   }
 
   // exit, /quit or end of input: send what was typed, half-close, and wait for the server.
@@ -430,35 +344,17 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     connection_->shutdown_output();
   }
 
-  // From the end of input until the server's close (its proof that it read everything we sent):
-  // give up after --confirm-timeout without progress. Progress is our unsent bytes going down,
-  // in our queue or the kernel's (a server reading slowly, as flow control does, is still
-  // reading); once all are taken, only its close counts.
+  // From the end of input until the server's close: --confirm-timeout without progress ends
+  // the run (chat::ConfirmWatch).
   void await_confirmation() {
-    last_unsent_ = unsent_bytes();
-    last_progress_ = EventLoop::Clock::now();
+    confirm_watch_.start(unsent_bytes(), EventLoop::Clock::now());
     loop_.cancel_timer(confirm_timer_);
     confirm_timer_ = loop_.add_periodic(kConfirmCheck, [this] {
       if (!connection_) return;
       std::size_t unsent = unsent_bytes();
-      auto now = EventLoop::Clock::now();
-      if (unsent < last_unsent_) {
-        last_unsent_ = unsent;
-        last_progress_ = now;
-        return;
-      }
-      if (now - last_progress_ < confirm_timeout_) return;
-      double secs = seconds(confirm_timeout_);
-      if (unsent > 0) {
-        return fail(
-            fmt::format("{} took none of our last {} bytes for {:g} s, so they were not "
-                        "delivered (see --confirm-timeout)",
-                        server_, unsent, secs));
-      }
-      fail(
-          fmt::format("{} did not close the connection within {:g} s of the end of input, so "
-                      "delivery of the last lines is unconfirmed (see --confirm-timeout)",
-                      server_, secs));
+      chat::ConfirmWatch::Verdict verdict = confirm_watch_.check(unsent, EventLoop::Clock::now());
+      if (verdict != chat::ConfirmWatch::Verdict::waiting)
+        fail(confirm_watch_.failure(verdict, server_, unsent));
     });
   }
 
@@ -475,17 +371,6 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
     std::vector<std::string> problems = ledger().problems(server_);
     if (!problems.empty()) return fail(fmt::format("{}", fmt::join(problems, "; ")));
     finish(0);
-  }
-
-  // The end of a give-up error line: what was typed and never sent, and what was sent and not
-  // confirmed.
-  [[nodiscard]] std::string unsent_note() {
-    std::string note = held_.unsent_note();
-    if (std::size_t unconfirmed = ledger().unconfirmed(); unconfirmed > 0) {
-      note +=
-          fmt::format("; {} sent line{} not confirmed", unconfirmed, unconfirmed == 1 ? "" : "s");
-    }
-    return note;
   }
 
   void finish(int status) {
@@ -510,30 +395,22 @@ class ChatClient final : private ClientInput::Events, private chat::ClientHandsh
   std::string link_token_;                  // --token-file's first token, sent as /token first
   const ClientRedial* redial_;              // null: --no-reconnect
   std::unique_ptr<Connector> connector_;    // a reconnect under way
-  LineFramer incoming_{kMaxLine};
   ClientScreen screen_;
   ClientInput input_{loop_, screen_, *this};  // stdin; after the screen it shows the editor on
   chat::RoomRoster roster_;          // our nick and who is here (Tab, and the nick to take back)
   chat::ClientHandshake handshake_;  // after the roster it uses
+  chat::ServerLines incoming_{loop_, screen_, roster_, handshake_, kMaxLine};  // after all four
   std::chrono::milliseconds greeting_timeout_;
   EventLoop::TimerId greeting_timer_ = 0;
   EventLoop::TimerId reconnect_timer_ = 0;
   EventLoop::TimerId confirm_timer_ = 0;
   bool away_ = false;  // the connection dropped: reconnecting
   chat::ReconnectBackoff backoff_;
-  chat::ResendQueue held_{kMaxUnsent};  // lines typed while not ready, sent in order once it is
-  bool waiting_for_greeting_ = false;   // stdin paused until then (held_ is full)
-  bool told_split_ = false;
-  std::size_t lines_on_link_ = 0;  // typed lines written on the current connection
-  EventLoop::TimerId quiet_timer_ = 0;
-  bool waiting_for_drain_ = false;  // stdin paused until the queue is written
-  bool waiting_for_acks_ = false;   // stdin paused until the server confirmed more
-  std::chrono::milliseconds confirm_timeout_;
-  std::size_t last_unsent_ = 0;
-  EventLoop::Clock::time_point last_progress_;
+  chat::TypedLines typed_{kMaxUnsent};  // held while not ready, framed, counted per connection
+  chat::InputGate gate_{kMaxUnsent};    // when stdin is read
+  chat::ConfirmWatch confirm_watch_;    // --confirm-timeout after the end of input
   int status_ = 0;
-  std::optional<std::string> end_reason_;  // a notice said the server ended the session
-  std::string failure_;                    // why the run failed, for the error line
+  std::string failure_;  // why the run failed, for the error line
 };
 
 }  // namespace
