@@ -69,12 +69,9 @@ class TlsServerContext {
   [[nodiscard]] std::string describe_certificate() const;
 
  private:
-  // Reads the kept pair from cert_cache_dir, or makes one (keeping it there when set).
-  void make_own_certificate();
-
   TlsServerConfig config_;
-  // Without --tls-cert: the key and self-signed certificate made (or read from the cache) at start;
-  // a SIGHUP keeps them.
+  // Without --tls-cert: the key and self-signed certificate made (or read from the cache) at start
+  // (core/tls/own_certificate.hpp); a SIGHUP keeps them.
   UniquePkey own_key_;
   UniqueX509 own_certificate_;
   std::string own_origin_;  // "made at start", "kept in DIR", ...
