@@ -1,6 +1,8 @@
 #include "cli/command_line.hpp"
 
 #include "cli/config_file.hpp"
+#include "cli/flag_hints.hpp"
+#include "cli/help_text.hpp"
 #include "core/base/interrupted.hpp"
 #include "core/loop/fd.hpp"
 
@@ -40,79 +42,6 @@ std::string hint_for(const std::string& subcommand) {
              : fmt::format("Try 'mux {} --help' for more information.\n", subcommand);
 }
 
-// The closest of `candidates` to `typed`, if it is close enough to be a likely typo.
-std::string closest(const std::string& typed, const std::vector<std::string>& candidates) {
-  std::string best;
-  std::size_t best_distance = std::string::npos;
-  for (const std::string& candidate : candidates) {
-    std::size_t distance = edit_distance(typed, candidate);
-    if (distance < best_distance) {
-      best_distance = distance;
-      best = candidate;
-    }
-  }
-  // Two edits, or a third of a long name: "--colour" -> "--color", "--max-lines" -> "--max-line".
-  std::size_t allowed = std::max<std::size_t>(2, best.size() / 3);
-  return best_distance <= allowed ? best : std::string();
-}
-
-std::string left_column(const FlagSpec& spec) {
-  std::string column = spec.names();
-  if (!spec.takes_value()) return column;
-  column += " " + spec.type_name;
-  if (!spec.default_text.empty()) column += "=" + spec.default_text;
-  if (spec.is_required) column += " REQUIRED";
-  return column;
-}
-
-// Splits `text` into lines of at most `width` columns at spaces. A word that starts with '-' is
-// never put first on a continuation line, so no wrapped line looks like a flag of its own.
-std::vector<std::string> wrap(const std::string& text, std::size_t width) {
-  std::vector<std::string> lines(1);
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find(' ', start);
-    if (end == std::string::npos) end = text.size();
-    std::string word = text.substr(start, end - start);
-    start = end + 1;
-    std::string& line = lines.back();
-    bool fits = line.empty() || line.size() + 1 + word.size() <= width;
-    if (fits) {
-      line += (line.empty() ? "" : " ") + word;
-    } else if (word.front() == '-' && line.find(' ') != std::string::npos) {
-      // Take the word before along, so the continuation line starts with it, not with '-'.
-      std::size_t last_space = line.rfind(' ');
-      std::string carried = line.substr(last_space + 1) + " " + word;
-      line.erase(last_space);
-      lines.push_back(std::move(carried));
-    } else {
-      lines.push_back(word);
-    }
-  }
-  return lines;
-}
-
-// Two columns, the help text wrapped to fit in 100: what --help prints the same on any terminal.
-void append_rows(std::string& help, const std::vector<std::pair<std::string, std::string>>& rows) {
-  constexpr std::size_t kLineWidth = 100;
-  std::size_t width = 0;
-  for (const auto& [left, right] : rows)
-    width = std::max(width, left.size());
-  width = std::min<std::size_t>(width, 30);
-  for (const auto& [left, right] : rows) {
-    std::vector<std::string> lines = wrap(right, kLineWidth - width - 4);
-    if (left.size() > width) {
-      help += fmt::format("  {}\n", left);
-    } else {
-      help += fmt::format("  {:{}}  {}\n", left, width, lines.front());
-      lines.erase(lines.begin());
-    }
-    for (const std::string& line : lines)
-      help += fmt::format("  {:{}}  {}\n", "", width, line);
-  }
-  std::replace(help.begin(), help.end(), '\x01', ' ');
-}
-
 // Reads all of the --config file into `text`; returns why it could not, or "".
 std::string read_config_file(const std::string& path, std::string& text) {
   // A config file is a few hundred bytes; the bound keeps a wrong path (a disk image, a pipe
@@ -134,22 +63,6 @@ std::string read_config_file(const std::string& path, std::string& text) {
 }
 
 }  // namespace
-
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> previous(b.size() + 1);
-  std::vector<std::size_t> current(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j)
-    previous[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
-}
 
 CommandLine::CommandLine()
     : table_(make_subcommands(options_)), parser_(std::make_unique<Parser>()) {
@@ -196,38 +109,11 @@ std::string CommandLine::selected() const {
 }
 
 std::string CommandLine::program_help() const {
-  std::string help =
-      "mux: TCP group chat and upload server on one epoll core\n\n"
-      "Usage: mux SUBCOMMAND [OPTIONS]\n"
-      "       mux SUBCOMMAND --help    (the options of one subcommand; man mux for all of it)\n\n"
-      "Options:\n";
-  append_rows(help, {{"-h,--help", "Print this help and exit"},
-                     {"-V,--version", "Print the version and exit"}});
-  help += "\nSubcommands:\n";
-  std::vector<std::pair<std::string, std::string>> rows;
-  for (const Subcommand& subcommand : table_)
-    rows.emplace_back(subcommand.name, subcommand.summary);
-  append_rows(help, rows);
-  return help;
+  return program_help_text(table_);
 }
 
 std::string CommandLine::subcommand_help(const Subcommand& subcommand) const {
-  std::string help = fmt::format("Usage: mux {} [OPTIONS]\n\n{}\n\nOptions:\n", subcommand.name,
-                                 subcommand.summary);
-  std::vector<std::pair<std::string, std::string>> rows;
-  rows.emplace_back("-h,--help", "Print this help and exit");
-  for (const FlagSpec& spec : subcommand.flags.specs()) {
-    std::string right = spec.help;
-    if (!spec.limits_text.empty()) {
-      // Kept on one line when wrapped: '\x01' is a space wrap() does not break at.
-      std::string limits = spec.limits_text;
-      std::replace(limits.begin(), limits.end(), ' ', '\x01');
-      right += " [" + limits + "]";
-    }
-    rows.emplace_back(left_column(spec), right);
-  }
-  append_rows(help, rows);
-  return help;
+  return subcommand_help_text(subcommand);
 }
 
 int CommandLine::usage_error(std::ostream& err, const std::string& message) const {
@@ -236,29 +122,7 @@ int CommandLine::usage_error(std::ostream& err, const std::string& message) cons
 }
 
 std::string CommandLine::unknown_flag_message(const std::string& typed) const {
-  std::string name = typed.substr(0, typed.find('='));
-  const Subcommand* here = chosen();
-  std::vector<std::string> known;
-  if (here == nullptr) {
-    known = {"--help", "--version"};
-  } else {
-    known.emplace_back("--help");
-    for (const FlagSpec& spec : here->flags.specs())
-      known.push_back(spec.long_name);
-  }
-  std::string suggestion = name.rfind("--", 0) == 0 ? closest(name, known) : std::string();
-  if (!suggestion.empty())
-    return fmt::format("unknown flag '{}' (did you mean '{}'?)", name, suggestion);
-  // A flag that another subcommand takes: say which, the person may have picked the wrong one.
-  std::vector<std::string> owners;
-  for (const Subcommand& other : table_) {
-    if (&other != here && other.flags.find(name) != nullptr) owners.push_back(other.name);
-  }
-  if (here != nullptr && !owners.empty()) {
-    return fmt::format("{} takes no flag '{}' (that is a flag of {})", here->name, name,
-                       fmt::join(owners, " and "));
-  }
-  return fmt::format("unknown flag '{}'", name);
+  return mux::unknown_flag_message(typed, table_, chosen());
 }
 
 int CommandLine::parse(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
@@ -323,7 +187,7 @@ int CommandLine::check_parsed(const std::vector<std::string>& argv, std::ostream
     std::vector<std::string> names;
     for (const Subcommand& each : table_)
       names.push_back(each.name);
-    std::string suggestion = closest(first, names);
+    std::string suggestion = closest_name(first, names);
     return usage_error(
         err, suggestion.empty()
                  ? fmt::format("unknown subcommand '{}'", first)
@@ -402,7 +266,7 @@ int CommandLine::apply_config(const Subcommand& subcommand, std::vector<const Fl
     const FlagSpec* spec =
         contains(names, setting.name) ? subcommand.flags.find("--" + setting.name) : nullptr;
     if (spec == nullptr) {
-      std::string suggestion = closest(setting.name, names);
+      std::string suggestion = closest_name(setting.name, names);
       if (!suggestion.empty())
         return fail(
             fmt::format("unknown setting '{}' (did you mean '{}'?)", setting.name, suggestion));

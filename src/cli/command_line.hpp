@@ -77,7 +77,4 @@ class CommandLine {
 // stderr and turns a success into status 1. main() calls it last, as coreutils' close_stdout does.
 int finish_standard_output(int status);
 
-// Levenshtein distance, for "did you mean" suggestions.
-std::size_t edit_distance(const std::string& a, const std::string& b);
-
 }  // namespace mux

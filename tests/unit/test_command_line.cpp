@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "cli/command_line.hpp"
+#include "cli/flag_hints.hpp"
+#include "cli/help_text.hpp"
 
 namespace {
 
@@ -418,4 +420,50 @@ TEST_CASE_FIXTURE(CommandLineFixture, "command line: flags that need each other 
                        "--redis-tls-ca: needs --redis rediss://");
   }
   CHECK(err.str().find("Try 'mux ") != std::string::npos);
+}
+
+// The pieces split out of CommandLine (issue 20): --help's wrapping and the unknown-flag hints.
+TEST_CASE("help text: wrapped at spaces, a '-' word never starts a continuation line") {
+  CHECK(mux::wrap_help("one two three", 7) == std::vector<std::string>{"one two", "three"});
+  CHECK(mux::wrap_help("averyveryverylongword x", 5) ==
+        std::vector<std::string>{"averyveryverylongword", "x"});
+  // "--flag" would start the second line: the word before it goes along.
+  CHECK(mux::wrap_help("see also --flag", 9) == std::vector<std::string>{"see", "also --flag"});
+  CHECK(mux::wrap_help("a\x01"
+                       "b c",
+                       3) == std::vector<std::string>{"a\x01"
+                                                      "b",
+                                                      "c"});
+}
+
+TEST_CASE("help text: the program's lists every subcommand, a subcommand's every flag") {
+  mux::AllOptions options;
+  std::vector<mux::Subcommand> table = mux::make_subcommands(options);
+  std::string program = mux::program_help_text(table);
+  for (const mux::Subcommand& subcommand : table) {
+    CHECK(program.find("  " + subcommand.name + " ") != std::string::npos);
+    std::string help = mux::subcommand_help_text(subcommand);
+    CHECK(help.rfind("Usage: mux " + subcommand.name + " [OPTIONS]\n", 0) == 0);
+    CHECK(help.find('\x01') == std::string::npos);
+    for (const mux::FlagSpec& spec : subcommand.flags.specs())
+      CHECK(help.find(spec.long_name) != std::string::npos);
+  }
+}
+
+TEST_CASE("flag hints: a likely typo, the subcommand that takes the flag, or neither") {
+  CHECK(mux::closest_name("--colour", {"--color", "--help"}) == "--color");
+  CHECK(mux::closest_name("--zzzzzz", {"--color", "--help"}).empty());
+  mux::AllOptions options;
+  std::vector<mux::Subcommand> table = mux::make_subcommands(options);
+  const mux::Subcommand* chat_server = nullptr;
+  for (const mux::Subcommand& subcommand : table) {
+    if (subcommand.name == "chat-server") chat_server = &subcommand;
+  }
+  REQUIRE(chat_server != nullptr);
+  CHECK(mux::unknown_flag_message("--versoin", table, nullptr) ==
+        "unknown flag '--versoin' (did you mean '--version'?)");
+  CHECK(mux::unknown_flag_message("--nothing-like-it=3", table, nullptr) ==
+        "unknown flag '--nothing-like-it'");
+  CHECK(mux::unknown_flag_message("--output-dir=/tmp", table, chat_server) ==
+        "chat-server takes no flag '--output-dir' (that is a flag of upload-server)");
 }
