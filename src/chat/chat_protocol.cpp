@@ -338,6 +338,15 @@ std::string missed_unknown() {
 std::string missed_ids_lost() {
   return "* lines may have been missed: the room's history was lost (Redis restarted empty)\n";
 }
+std::string missed_ids_lost(std::uint64_t lines) {
+  return fmt::format(
+      "* {} line{} may have been missed: the room's history was lost (Redis restarted empty)\n",
+      lines, lines == 1 ? "" : "s");
+}
+std::string missed_trimmed(std::uint64_t lines) {
+  return fmt::format("* {} line{} may have been missed: the room's history no longer had them\n",
+                     lines, lines == 1 ? "" : "s");
+}
 std::string server_full() {
   return "* server full\n";
 }

@@ -150,6 +150,11 @@ std::string missed(std::uint64_t lines);
 std::string missed_unknown();
 // To members with ids when a Redis room's ids start again (Redis restarted empty).
 std::string missed_ids_lost();
+// To every member of a server whose link to Redis dropped, of the lines said meanwhile that it
+// could not read back: lost with Redis (it restarted empty; the first server back counted how
+// far that history went), or older than the room's history keeps (--history).
+std::string missed_ids_lost(std::uint64_t lines);
+std::string missed_trimmed(std::uint64_t lines);
 std::string shutting_down();
 
 // The reason in a notice after which a mux server ends the session ("server full", "excess

@@ -183,8 +183,8 @@ class ChatRoom final : public RoomEvents {
 
   // RoomEvents: what the bus reports (see chat/room_bus.hpp).
   void apply_remote(const std::vector<chat::RoomEvent>& events) override;
-  void room_epoch(const std::string& epoch, std::uint64_t last) override {
-    catch_up_.start_epoch(epoch, last);
+  void room_epoch(const std::string& epoch, std::uint64_t last, std::uint64_t missed) override {
+    catch_up_.start_epoch(epoch, last, missed);
   }
   void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events) override {
     catch_up_.batch_epoch(epoch, events);

@@ -76,4 +76,19 @@ std::vector<HistoryEntry> entries(const RedisValue& reply, RoomSigner& signer, s
   return out;
 }
 
+std::vector<MissedEntry> missed(const RedisValue& reply, RoomSigner& signer, std::size_t max_line,
+                                std::string_view self) {
+  std::vector<MissedEntry> out;
+  std::unordered_set<std::string> nonces;
+  for (auto it = reply.elements.rbegin(); it != reply.elements.rend(); ++it) {
+    auto read = entry(*it, signer, max_line, nonces);
+    if (!read) continue;
+    if (read->id == 0 || (!out.empty() && read->id <= out.back().entry.id)) continue;
+    // (Unsigned: a Redis writer could mark a line as ours, and our clients would not get it
+    // again; it could delete it as well.)
+    out.push_back({std::move(*read), field(*it, "o") == self});
+  }
+  return out;
+}
+
 }  // namespace mux::history_stream

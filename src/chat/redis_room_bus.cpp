@@ -109,16 +109,9 @@ void RedisRoomBus::on_up() {
   // another server may be handed them: they are dropped.
   numbers_.drop();
   link_.command({"EVAL", room_scripts::kSeedScript, "1", key("clients"), std::to_string(seed)});
-  // The room's epoch and ids: the same on every server, so a client recovers on any of them.
-  link_.command({"EVAL", room_scripts::kEpochScript, "2", key("epoch"), key("ids"), make_epoch(),
-                 room_.epoch(), std::to_string(room_.last_id())},
-                [this, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-                  if (!alive.lock() || reply == nullptr || reply->elements.size() != 2) return;
-                  std::uint64_t last = 0;
-                  const std::string& text = reply->elements[1].text;
-                  std::from_chars(text.data(), text.data() + text.size(), last);
-                  room_.room_epoch(reply->elements[0].text, last);
-                });
+  // The room's epoch and ids: the same on every server, so a client recovers on any of them;
+  // and what this server missed while its link was down (the channel waits meanwhile).
+  request_catch_up();
   publish_all_members();
   // What this server mirrors stays: the others' versions tell what it missed while away.
   mirror_.reconnected(EventLoop::Clock::now());
@@ -147,6 +140,11 @@ void RedisRoomBus::on_down(const std::string& why) {
   told_failure_ = true;
   end_starting(false);
   loop_.cancel_timer(std::exchange(heartbeat_timer_, 0));
+  // The next connection reads it all back again, from the room's last id.
+  catching_up_ = false;
+  held_.clear();
+  held_bytes_ = 0;
+  held_overflow_ = false;
   // Never sent: relayed on this server only.
   if (std::size_t unsent = outgoing_.messages(); unsent != 0) room_.messages_stored(0, unsent);
   outgoing_.drop();
@@ -233,10 +231,11 @@ void RedisRoomBus::flush() {
   std::size_t count = sealed.messages();
   std::vector<std::string> args{"EVAL",
                                 room_scripts::kPublishScript,
-                                "3",
+                                "4",
                                 key("ids"),
                                 key("epoch"),
                                 key("history"),
+                                key("epochs"),
                                 key("events"),
                                 std::move(sealed.payload),
                                 make_epoch(),
@@ -254,12 +253,25 @@ void RedisRoomBus::flush() {
   }
   batch_writers_.clear();
   // The answer (the first id, or a failure when Redis went away) acknowledges the senders.
-  link_.command(args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
-    if (!alive.lock()) return;
-    bool stored =
-        reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0;
-    room_.messages_stored(stored ? static_cast<std::uint64_t>(reply->integer) : 0, count);
-  });
+  bool sent = link_.command(
+      args, [this, count, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock()) return;
+        bool stored =
+            reply != nullptr && reply->type == RedisValue::Type::integer && reply->integer > 0;
+        if (stored) {
+          // Answered on the connection after its catch-up: the room's epoch is Redis's.
+          std::uint64_t up_to = static_cast<std::uint64_t>(reply->integer) + count - 1;
+          if (stored_epoch_ != room_.epoch()) {
+            stored_epoch_ = room_.epoch();
+            stored_up_to_ = 0;
+          }
+          stored_up_to_ = std::max(stored_up_to_, up_to);
+        }
+        room_.messages_stored(stored ? static_cast<std::uint64_t>(reply->integer) : 0, count);
+      });
+  // The connection is going down (its end is told to the link a moment later): never sent, and
+  // no answer will come to acknowledge the senders.
+  if (!sent) room_.messages_stored(0, count);
 }
 
 bool RedisRoomBus::request_snapshot(const std::string& id) {
@@ -294,6 +306,20 @@ bool RedisRoomBus::apply_snapshot(const std::string& id, const RedisValue& reply
 }
 
 void RedisRoomBus::on_message(std::string_view payload) {
+  if (catching_up_ && payload.size() <= kMaxMessageBytes) {
+    // Beyond the bound the catch-up runs again, from the room's last id then.
+    if (held_overflow_ || held_bytes_ + payload.size() > kMaxHeldBytes) {
+      held_overflow_ = true;
+      return;
+    }
+    held_bytes_ += payload.size();
+    held_.emplace_back(payload);
+    return;
+  }
+  if (std::optional<chat::RoomBatch> batch = accept(payload)) deliver(*batch);
+}
+
+std::optional<chat::RoomBatch> RedisRoomBus::accept(std::string_view payload) {
   if (payload.size() > kMaxMessageBytes) {
     // One line per second at most: whoever sends them could otherwise flood the log instead.
     ++oversized_dropped_;
@@ -303,29 +329,146 @@ void RedisRoomBus::on_message(std::string_view payload) {
                    payload.size(), std::exchange(oversized_dropped_, 0));
       oversized_logged_ = now;
     }
-    return;
+    return std::nullopt;
   }
   std::optional<chat::RoomBatch> batch = chat::decode_room_events(payload, max_line_);
   if (!batch) {
     logger_.info("redis: dropped a malformed room message ({} bytes): \"{}\"", payload.size(),
                  log_field(payload, 60));
-    return;
+    return std::nullopt;
   }
-  if (!signer_.batch_verified(*batch, payload)) return;
-  if (!batch->epoch.empty()) room_.batch_epoch(batch->epoch, batch->events);
-  if (batch->server_id == server_id_) {
+  if (!signer_.batch_verified(*batch, payload)) return std::nullopt;
+  return batch;
+}
+
+void RedisRoomBus::deliver(chat::RoomBatch& batch) {
+  if (!batch.epoch.empty()) room_.batch_epoch(batch.epoch, batch.events);
+  if (batch.server_id == server_id_) {
     // Our own batch back from Redis, numbered: its messages reach the local members that asked
-    // for ids now, in the room's order (the others had them at once).
-    room_.own_messages_numbered(batch->events);
+    // for ids now, in the room's order (the others had them at once). One read back already is
+    // not numbered again (the room's last id is past it).
+    room_.own_messages_numbered(batch.events);
     return;
   }
-  for (const chat::NickReclaim& reclaim : batch->reclaims) {
+  for (const chat::NickReclaim& reclaim : batch.reclaims) {
     // A session of ours taken over by its reconnect there: the room checks the verifier.
     if (reclaim.owner == server_id_) room_.reclaimed_elsewhere(reclaim.nick, reclaim.verifier);
   }
-  mirror_.heard(batch->server_id, batch->events, batch->members_version, EventLoop::Clock::now());
-  drop_floods(*batch);
-  if (!batch->events.empty()) room_.apply_remote(batch->events);
+  mirror_.heard(batch.server_id, batch.events, batch.members_version, EventLoop::Clock::now());
+  if (batch.epoch == read_epoch_ && batch.first_id && *batch.first_id <= read_up_to_) {
+    // Published between this server's subscribing and the catch-up's read: read back already.
+    // (Its copy on the channel may come after the catch-up's answer: another connection.)
+    std::uint64_t read = read_up_to_;
+    std::erase_if(batch.events, [read](const chat::RoomEvent& event) {
+      return event.kind == chat::RoomEventKind::message && event.id != 0 && event.id <= read;
+    });
+  }
+  drop_floods(batch);
+  if (!batch.events.empty()) room_.apply_remote(batch.events);
+}
+
+void RedisRoomBus::request_catch_up() {
+  catching_up_ = true;
+  std::uint64_t round = ++catch_up_round_;
+  // The first time, this server knows no epoch of the room's and has missed nothing: its
+  // newcomers read the history on join.
+  bool sent = link_.command(
+      {"EVAL", room_scripts::kEpochScript, "4", key("epoch"), key("ids"), key("history"),
+       key("epochs"), make_epoch(), had_epoch_ ? room_.epoch() : std::string(),
+       std::to_string(room_.last_id()), std::to_string(had_epoch_ ? history_limit_ : 0),
+       std::to_string(stored_epoch_ == room_.epoch() ? std::max(stored_up_to_, room_.last_id())
+                                                     : room_.last_id())},
+      [this, round, alive = std::weak_ptr<bool>(alive_)](const RedisValue* reply) {
+        if (!alive.lock() || round != catch_up_round_ || !catching_up_) return;
+        catching_up_ = false;
+        held_bytes_ = 0;
+        std::vector<std::string> held = std::exchange(held_, {});
+        bool again = std::exchange(held_overflow_, false);
+        if (reply == nullptr) return;  // the link dropped: the next connection reads it back
+        caught_up(*reply, std::move(held));
+        if (again && link_.up()) request_catch_up();
+      });
+  if (!sent) catching_up_ = false;
+}
+
+void RedisRoomBus::caught_up(const RedisValue& reply, std::vector<std::string> held) {
+  std::vector<chat::RoomBatch> batches;
+  batches.reserve(held.size());
+  for (const std::string& payload : held) {
+    if (auto batch = accept(payload)) batches.push_back(std::move(*batch));
+  }
+  auto number = [](const RedisValue& value) {
+    std::uint64_t out = 0;
+    std::from_chars(value.text.data(), value.text.data() + value.text.size(), out);
+    return out;
+  };
+  if (reply.type != RedisValue::Type::array || reply.elements.size() != 5) {
+    // Not the script's answer (an error): the channel's batches as they came.
+    logger_.info("redis: the room's epoch could not be read: {}", log_field(reply.text, 80));
+    for (chat::RoomBatch& batch : batches)
+      deliver(batch);
+    return;
+  }
+  const std::string& epoch = reply.elements[0].text;
+  std::uint64_t last = number(reply.elements[1]);
+  if (!std::exchange(had_epoch_, true)) {
+    room_.room_epoch(epoch, last, 0);
+    for (chat::RoomBatch& batch : batches)
+      deliver(batch);
+    return;
+  }
+  std::uint64_t mine = room_.last_id();
+  bool same = epoch == room_.epoch();
+  // Where this server's view of the room stops: its last id, or where a new epoch starts.
+  std::uint64_t from = same ? mine : number(reply.elements[2]);
+  std::vector<history_stream::MissedEntry> read =
+      history_stream::missed(reply.elements[4], signer_, max_line_, server_id_);
+  std::erase_if(read, [from, last](const history_stream::MissedEntry& line) {
+    return line.entry.id <= from || line.entry.id > last;
+  });
+  // The stream has the newest --history lines said meanwhile: what is older than the first of
+  // them can no longer be read. (Without history there is no stream: the lines published after
+  // this server subscribed come through the channel, the others are not counted.)
+  std::uint64_t lost = 0;
+  if (history_limit_ != 0) {
+    std::uint64_t first = read.empty() ? last + 1 : read.front().entry.id;
+    if (first > from + 1) lost = first - from - 1;
+    read_epoch_ = epoch;
+    read_up_to_ = last;  // (read back, or counted in `lost`)
+  }
+  // Redis restarted empty: the first server back raised "ended" to how far it had seen.
+  if (std::uint64_t ended = number(reply.elements[3]); !same && ended > mine) lost += ended - mine;
+  if (lost != 0) {
+    logger_.info("redis: {} lines of the room said while the link was down could not be read back",
+                 lost);
+  }
+  room_.room_epoch(epoch, from, lost);
+  // Read back in order; this server's own lines reach only the members with ids (the others
+  // had them at once).
+  for (std::size_t i = 0; i < read.size();) {
+    bool own = read[i].own;
+    std::vector<chat::RoomEvent> run;
+    for (; i < read.size() && read[i].own == own; ++i) {
+      HistoryEntry& line = read[i].entry;
+      run.push_back({chat::RoomEventKind::message,
+                     std::move(line.name),
+                     std::move(line.text),
+                     {},
+                     false,
+                     line.id});
+    }
+    if (own) {
+      room_.own_messages_numbered(run);
+    } else {
+      room_.apply_remote(run);
+    }
+  }
+  if (!read.empty()) {
+    logger_.info("redis: {} lines said while the link was down read back from the stream",
+                 read.size());
+  }
+  for (chat::RoomBatch& batch : batches)
+    deliver(batch);
 }
 
 void RedisRoomBus::drop_floods(chat::RoomBatch& batch) {

@@ -21,9 +21,13 @@
 //                   then members:<id> holds "TAG NAME" and versions "VERSION TAG")
 //   members:<id>    set: the names on that server; expires kPresenceTtl after the last heartbeat
 //   history         stream of messages (XADD MAXLEN ~ --history) under their ids ("0-ID"), read
-//                   on join (XREVRANGE) and by /since on any server (XRANGE)
+//                   on join (XREVRANGE), by /since on any server (XRANGE), and by a server back
+//                   from a dropped link for what it missed meanwhile (kEpochScript)
 //   ids, epoch      the room-wide message ids (INCRBY, in the script that publishes a batch with
 //                   messages) and their epoch, made anew when Redis lost it (restarted empty)
+//   epochs          hash: base:<epoch> -> the id an epoch's ids count on from, end:<epoch> ->
+//                   the highest id any server saw in an epoch Redis lost (kEpochScript): a server
+//                   back after Redis restarted empty counts the lines it never saw
 //   writer:<digest> how many messages of a chat-client's writer key ("/cap acks WRITER", issue
 //                   23; a SHA-256 of the key, never the key) the room stored: raised by the
 //                   publish script with the messages, expires kWriterTtl after the last one
@@ -144,6 +148,16 @@ class RedisRoomBus final : public RoomBus {
   void on_numbers(const RedisValue* reply, std::uint64_t size);
 
   void on_message(std::string_view payload);
+  // A channel message that may be trusted (not oversized, well formed, verified), else nullopt
+  // (logged).
+  std::optional<chat::RoomBatch> accept(std::string_view payload);
+  // A trusted batch to the room, without the messages the last catch-up read back already.
+  void deliver(chat::RoomBatch& batch);
+  // After each connection: kEpochScript says the room's epoch and reads back what this server
+  // missed while its link was down; the channel's batches wait until it answers (held_), so that
+  // every line reaches the clients once, in the room's order (read back, then live).
+  void request_catch_up();
+  void caught_up(const RedisValue& reply, std::vector<std::string> held);
   // The events that pass the remote flood control (a flood's first drop is logged).
   void drop_floods(chat::RoomBatch& batch);
   void flush();
@@ -204,6 +218,27 @@ class RedisRoomBus final : public RoomBus {
   static constexpr std::chrono::seconds kStartWait{3};
   std::uint64_t live_servers_ = 0;  // in the last heartbeat, this one included
   EventLoop::TimerId heartbeat_timer_ = 0;
+
+  // The catch-up (request_catch_up): whether one is under way (its number, so that an answer
+  // of an earlier connection is told apart), the channel's batches meanwhile and their bytes,
+  // whether more came than it holds (then another round reads them back), and whether Redis said
+  // the room's epoch before (the first time, there is nothing to catch up).
+  bool catching_up_ = false;
+  std::uint64_t catch_up_round_ = 0;
+  std::vector<std::string> held_;
+  std::size_t held_bytes_ = 0;
+  bool held_overflow_ = false;
+  static constexpr std::size_t kMaxHeldBytes = 64 * 1024 * 1024;
+  bool had_epoch_ = false;
+  // The last catch-up read the stream up to this id, in this epoch: a message of the channel
+  // with an id up to it was read back (its copy on the channel may come after the answer).
+  std::string read_epoch_;
+  std::uint64_t read_up_to_ = 0;
+  // The highest id of this server's own messages that Redis said it stored, in this epoch: a
+  // link may drop before their copies come back on the channel, and the first server back
+  // after Redis restarted empty says how far the lost history went (kEpochScript).
+  std::string stored_epoch_;
+  std::uint64_t stored_up_to_ = 0;
 
   bool reachable_ = true;      // as last told to the room
   bool told_failure_ = false;  // one log line per outage, not one per attempt

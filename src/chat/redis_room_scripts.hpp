@@ -151,9 +151,11 @@ return 1
 // out one id per message, the messages go to the history stream under those ids ("0-ID", so
 // the stream is read by id), and the batch goes out with an "i" line (chat/room_event.hpp)
 // naming its first id and the room's epoch (made here when Redis has none: it restarted empty).
-// Atomic, so ids, the stream and the channel agree on one order for every server.
-// KEYS: ids, epoch, history. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history), the
-// number of messages, then per message its time, name, text and signature ("" without
+// Atomic, so ids, the stream and the channel agree on one order for every server. Each entry
+// also names the server that said it (field o, from the batch's header): a server catching up
+// after a drop (kEpochScript) knows its own lines, which its clients had at once.
+// KEYS: ids, epoch, history, epochs. ARGV: channel, batch, a fresh epoch, MAXLEN (0: no history),
+// the number of messages, then per message its time, name, text and signature ("" without
 // --room-secret-file; else "<nonce> <tag>", kept as the entry's field s), then the number of
 // writers, their TTL in seconds and per writer its key and the last number of its messages in
 // the batch ("/cap acks WRITER": the count only rises, in the same script as the messages).
@@ -162,14 +164,16 @@ local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[3]
   redis.call('SET', KEYS[2], epoch)
+  redis.call('HSET', KEYS[4], 'base:' .. epoch, redis.call('GET', KEYS[1]) or '0')
 end
 local n = tonumber(ARGV[5])
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 if ARGV[4] ~= '0' then
+  local origin = string.match(ARGV[2], '^MUXROOM1 ([^\n]+)') or ''
   for i = 0, n - 1 do
     local at = 6 + i * 4
     local id = string.format('0-%d', first + i)
-    local fields = {'t', ARGV[at], 'n', ARGV[at + 1], 'm', ARGV[at + 2]}
+    local fields = {'t', ARGV[at], 'n', ARGV[at + 1], 'm', ARGV[at + 2], 'o', origin}
     if ARGV[at + 3] ~= '' then
       table.insert(fields, 's')
       table.insert(fields, ARGV[at + 3])
@@ -198,18 +202,47 @@ redis.call('PUBLISH', ARGV[1], ARGV[2] .. 'i 0: ' .. #f .. ':' .. f .. ' ' .. #e
 return first
 )lua";
 
-// The room's epoch and its last id, at (re)connect: {epoch, last id}. A Redis with no epoch
-// (it restarted empty), or one whose counter is below the ids this server has seen in that
-// epoch (it restarted from an older snapshot, and would hand out ids again), gets the fresh one.
-// KEYS: epoch, ids. ARGV: a fresh epoch, the epoch this server knows, its last id there.
+// The room's epoch and its last id at (re)connect, and what this server missed meanwhile, read
+// atomically so that everything after it comes through the channel (the server subscribed
+// before it sent this): {epoch, last id, base, ended, entries}. A Redis with no epoch (it
+// restarted empty), or one whose counter is below the ids this server has seen in that epoch
+// (it restarted from an older snapshot, and would hand out ids again), gets the fresh one, and
+// "base" is where its ids start (the counter when it was made). A server that knew another epoch
+// raises "ended", the highest id any server saw in that one, to its own last id: the first
+// server back after a restart records how far the lost history went, and the later ones count
+// what they never saw of it. "entries" (an XREVRANGE answer, the newest COUNT) are the stream's
+// messages after this server's last id (the same epoch) or after base (a new one), up to the
+// last id. epochs holds "base:<epoch>" and "end:<epoch>". KEYS: epoch, ids, history, epochs.
+// ARGV: a fresh epoch, the epoch this server knows ("": none yet), the last id it relayed there,
+// COUNT (0: no entries), the highest id it knows was handed out there (its own messages are
+// stored before it hears them back).
 inline constexpr const char* kEpochScript = R"lua(
 local epoch = redis.call('GET', KEYS[1])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if (not epoch) or (epoch == ARGV[2] and last < tonumber(ARGV[3])) then
+local mine = tonumber(ARGV[5])
+if (not epoch) or (epoch == ARGV[2] and last < mine) then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
+  redis.call('HSET', KEYS[4], 'base:' .. epoch, string.format('%d', last))
 end
-return {epoch, string.format('%d', last)}
+local ended = 0
+if ARGV[2] ~= '' and epoch ~= ARGV[2] then
+  ended = tonumber(redis.call('HGET', KEYS[4], 'end:' .. ARGV[2]) or '0') or 0
+  if mine > ended then
+    ended = mine
+    redis.call('HSET', KEYS[4], 'end:' .. ARGV[2], string.format('%d', mine))
+  end
+end
+local base = tonumber(redis.call('HGET', KEYS[4], 'base:' .. epoch) or '0') or 0
+local from = base
+if epoch == ARGV[2] then from = tonumber(ARGV[3]) end
+local entries = {}
+if ARGV[4] ~= '0' and last > from then
+  entries = redis.call('XREVRANGE', KEYS[3], string.format('0-%d', last),
+                       string.format('(0-%d', from), 'COUNT', ARGV[4])
+end
+return {epoch, string.format('%d', last), string.format('%d', base), string.format('%d', ended),
+        entries}
 )lua";
 
 }  // namespace mux::room_scripts

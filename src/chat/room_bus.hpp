@@ -127,8 +127,11 @@ class RoomEvents {
   // Events that happened on the other servers, in order.
   virtual void apply_remote(const std::vector<chat::RoomEvent>& events) = 0;
   // A room whose messages are numbered room-wide (issue 23): the room's epoch and last id at
-  // (re)connect; a batch's epoch; this server's own batch back, numbered.
-  virtual void room_epoch(const std::string& epoch, std::uint64_t last) = 0;
+  // (re)connect, and how many lines this server missed while its link was down that it could
+  // not read back (0: none known; every member is told); a batch's epoch; this server's own
+  // batch back, numbered. After a reconnect the lines it could read back come next, as
+  // apply_remote (and own_messages_numbered for its own).
+  virtual void room_epoch(const std::string& epoch, std::uint64_t last, std::uint64_t missed) = 0;
   virtual void batch_epoch(const std::string& epoch,
                            const std::vector<chat::RoomEvent>& events) = 0;
   virtual void own_messages_numbered(const std::vector<chat::RoomEvent>& events) = 0;

@@ -24,20 +24,31 @@ std::optional<std::uint64_t> parse_history_count(std::string_view argument) {
   return count;
 }
 
-void RoomCatchUp::start_epoch(const std::string& epoch, std::uint64_t last) {
+void RoomCatchUp::start_epoch(const std::string& epoch, std::uint64_t last, std::uint64_t missed) {
   RoomHistory::EpochChange change = room_.history_.start_epoch(epoch, last);
-  if (change == RoomHistory::EpochChange::same) return answer_pending();
+  if (change == RoomHistory::EpochChange::same) {
+    // Said while this server's link was down, and trimmed from the stream since.
+    if (missed != 0 && !room_.closing_)
+      room_.broadcast(chat::notice::missed_trimmed(missed), nullptr);
+    return answer_pending();
+  }
   room_.flush_relay();
   bool first = change == RoomHistory::EpochChange::first;
   if (!first)
     room_.logger_.info("the room's message ids start again (epoch {}): Redis lost them", epoch);
   for (ChatMember* member : room_.members_.list()) {
-    if (!member->wants_ids_) continue;
+    if (!member->wants_ids_) {
+      // Lines counted as lost with Redis are news to anyone (ids or not).
+      if (!first && missed != 0) room_.send_to(*member, chat::notice::missed_ids_lost(missed));
+      continue;
+    }
     // Its ids from now on; after a first connection to Redis they simply continue the room's
     // (nothing was lost), after that the history they counted was lost with Redis.
     std::string text = chat::notice::cap_ids(room_.history_.epoch(), room_.history_.last_id(),
                                              room_.max_line_, room_.secrets_.of(member->id_));
-    if (!first) text += chat::notice::missed_ids_lost();
+    if (!first) {
+      text += missed != 0 ? chat::notice::missed_ids_lost(missed) : chat::notice::missed_ids_lost();
+    }
     room_.send_to(*member, std::move(text));
   }
   answer_pending();

@@ -42,8 +42,10 @@ class RoomCatchUp {
   void since(ChatMember& member, std::string_view argument);
   // /history N.
   void history(ChatMember& member, std::string_view argument);
-  // The bus said the room's epoch and the last id in it (RoomEvents::room_epoch).
-  void start_epoch(const std::string& epoch, std::uint64_t last);
+  // The bus said the room's epoch and the last id in it, and how many lines this server missed
+  // while its link was down that it could not read back (RoomEvents::room_epoch): every member
+  // is told of those.
+  void start_epoch(const std::string& epoch, std::uint64_t last, std::uint64_t missed = 0);
   // A batch from another server in `epoch` (RoomEvents::batch_epoch): a new epoch another
   // server reached first starts here just before the batch's first message.
   void batch_epoch(const std::string& epoch, const std::vector<chat::RoomEvent>& events);

@@ -503,7 +503,7 @@ TEST_CASE_FIXTURE(BusFixture, "a Redis room's ids come from Redis, the same on e
   FakeMember& capable = join();
   bus.answer_admission();
   plain.take(), capable.take();
-  room.room_epoch("00000000000000aa", 40);
+  room.room_epoch("00000000000000aa", 40, 0);
   CHECK(capable.take() == "");  // it asked for nothing yet
   say(capable, "/cap ids");
   CHECK(no_secret(capable.take()) ==
@@ -535,7 +535,7 @@ TEST_CASE_FIXTURE(BusFixture, "a Redis room's ids come from Redis, the same on e
         "Client 2, Client 3\n* 1 line may have been missed\n@40 [dave]: forty\n@41 [Client 1]: "
         "local\n@42 [carol]: remote\n@43 [carol]: meanwhile\n");
   // Redis restarted empty: a new epoch, said to the members with ids.
-  room.room_epoch("00000000000000bb", 0);
+  room.room_epoch("00000000000000bb", 0, 0);
   std::string reset =
       "* cap ids epoch=00000000000000bb last=0 max-line=4096\n"
       "* lines may have been missed: the room's history was lost (Redis restarted empty)\n";

@@ -106,3 +106,26 @@ TEST_CASE("history stream: with a secret, only signed entries, each once") {
   CHECK(names(mux::history_stream::entries(reply, reader, 100, false)) ==
         std::vector<std::string>{"alice:one@1", "bob:two@2"});
 }
+
+TEST_CASE("history stream: what a server missed, its own lines told apart") {
+  mux::Logger logger{mux::Verbosity::quiet};
+  mux::RoomSigner plain(logger, "lobby", "1-a", std::nullopt);
+  auto said_by = [](const std::string& id, const std::string& name, const std::string& server) {
+    mux::RedisValue out = element(id, name, "hi " + name);
+    out.elements[1].elements.push_back(text("o"));
+    out.elements[1].elements.push_back(text(server));
+    return out;
+  };
+  // Newest first; ids must rise (a copy or an entry without an id was not written by the
+  // publish script); no "o" field (an older server wrote it): not ours.
+  mux::RedisValue reply = array({said_by("0-9", "carol", "2-b"), element("0-8", "dave", "old"),
+                                 said_by("0-7", "alice", "1-a"), said_by("0-7", "bob", "2-b"),
+                                 said_by("3-1", "erin", "2-b"), said_by("0-5", "bob", "2-b")});
+  auto read = mux::history_stream::missed(reply, plain, 100, "1-a");
+  std::vector<std::string> seen;
+  for (const auto& line : read)
+    seen.push_back(line.entry.name + "@" + std::to_string(line.entry.id) +
+                   (line.own ? " own" : ""));
+  CHECK(seen == std::vector<std::string>{"bob@5", "bob@7", "dave@8", "carol@9"});
+  CHECK(mux::history_stream::missed(reply, plain, 100, "2-b").back().own);
+}
