@@ -494,33 +494,42 @@ class ResendExactlyOnce(unittest.TestCase):
     def test_kill_9_of_the_server_at_a_random_line_both_modes(self):
         for mode in ("single", "fork"):
             with self.subTest(serve=mode):
-                seed = random.randrange(1 << 30)
-                kill_at = random.Random(seed).randrange(10, self.LINES - 10)
-                args = ["--serve", mode, "--history", "1000"]
-                servers = [Server("chat-server", *args)]
-                try:
-                    reader = PipedClient(servers[0].port, "--nick", "reader")
-                    alice = PipedClient(servers[0].port, "--nick", "alice")
-                    try:
-                        reader.out.wait_for(r"^\* .* is now reader$")
-                        alice.out.wait_for(r"^\* .* is now alice$")
-                        for i in range(self.LINES):
-                            alice.type(f"line {i}")
-                            if i == kill_at:
-                                servers.append(restart(servers[-1], *args))
-                            time.sleep(0.002)  # a script writing as it goes
-                        alice.type("the end")
-                        reader.out.wait_for(r"^\[alice\]: the end$")
-                        self.assertEqual(alice.finish(), 0, (seed, alice.err.lines))
-                        self.assertEqual(alices_lines(reader.out.lines),
-                                         [f"line {i}" for i in range(self.LINES)] + ["the end"],
-                                         seed)
-                    finally:
-                        alice.kill()
-                        reader.kill()
-                finally:
-                    for server in servers:
-                        server.stop()
+                self.kill_9_at_a_random_line(mode, [], [])
+
+    def test_the_same_over_tls_both_modes(self):
+        for mode in ("single", "fork"):
+            with self.subTest(serve=mode):
+                self.kill_9_at_a_random_line(mode, test_tls.PKI.server_flags(),
+                                             ["--tls-ca", test_tls.PKI.ca, "--host", "localhost"])
+
+    def kill_9_at_a_random_line(self, mode, server_flags, client_flags):
+        seed = random.randrange(1 << 30)
+        kill_at = random.Random(seed).randrange(10, self.LINES - 10)
+        args = ["--serve", mode, "--history", "1000", *server_flags]
+        servers = [Server("chat-server", *args)]
+        try:
+            reader = PipedClient(servers[0].port, "--nick", "reader", *client_flags)
+            alice = PipedClient(servers[0].port, "--nick", "alice", *client_flags)
+            try:
+                reader.out.wait_for(r"^\* .* is now reader$")
+                alice.out.wait_for(r"^\* .* is now alice$")
+                for i in range(self.LINES):
+                    alice.type(f"line {i}")
+                    if i == kill_at:
+                        servers.append(restart(servers[-1], *args))
+                    time.sleep(0.002)  # a script writing as it goes
+                alice.type("the end")
+                reader.out.wait_for(r"^\[alice\]: the end$")
+                self.assertEqual(alice.finish(), 0, (seed, alice.err.lines))
+                self.assertEqual(alices_lines(reader.out.lines),
+                                 [f"line {i}" for i in range(self.LINES)] + ["the end"],
+                                 seed)
+            finally:
+                alice.kill()
+                reader.kill()
+        finally:
+            for server in servers:
+                server.stop()
 
 
 class ManyAtOnce(unittest.TestCase):
