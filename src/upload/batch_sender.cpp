@@ -102,7 +102,7 @@ BatchSender::Result BatchSender::run() {
   if (failure_) {
     progress_.clear();
     if (interrupted_by_ != 0) throw Interrupted(interrupted_by_, *failure_);
-    if (transient_) throw Dropped(*failure_);
+    if (transient_) throw Dropped(*failure_, busy_);
     throw std::runtime_error(*failure_);
   }
   return result_;
@@ -338,6 +338,7 @@ void BatchSender::on_reply(const std::string& line) {
   const Pending& front = pending_.front();
   const TreeEntry& entry = tree_.entries[front.index];
   if (!reply->ok) {
+    busy_ = busy_refusal(reply->reason);
     return fail(
         fmt::format("{} refused {}: {}", server_, entry.path, printable_reply(reply->reason)),
         transient_refusal(reply->reason));

@@ -39,7 +39,13 @@ class BatchSender final : private Connection::Owner {
   // stalled, the server closed it or answered busy, shutting down or timeout.
   class Dropped : public std::runtime_error {
    public:
-    using std::runtime_error::runtime_error;
+    Dropped(const std::string& what, bool busy) : std::runtime_error(what), busy_(busy) {}
+    // The server answered ERR busy: an earlier connection of this batch is still being saved,
+    // which upload-client waits out with or without --retry.
+    [[nodiscard]] bool busy() const noexcept { return busy_; }
+
+   private:
+    bool busy_;
   };
 
   // `batch_key`: the upload key (empty: nothing resumes); `ask`: an earlier run used it, so
@@ -127,6 +133,7 @@ class BatchSender final : private Connection::Owner {
   Result result_;
   std::optional<std::string> failure_;
   bool transient_ = false;
+  bool busy_ = false;  // the failure is an ERR busy
   bool retrying_ = false;
   bool may_retry_ = false;
   int interrupted_by_ = 0;

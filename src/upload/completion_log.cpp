@@ -1,6 +1,7 @@
 #include "upload/completion_log.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@ constexpr std::string_view kMagic = "mux-batch-done 1";
 // only sends its in-doubt files again).
 constexpr std::size_t kMaxLogBytes = 64 << 20;
 constexpr mode_t kLogMode = 0600;
+// A lock taken on a log its holder removed just then is retried on the new name this often.
+constexpr int kMaxLockAttempts = 4;
 
 std::string header_line(std::string_view key_hash, std::string_view token_hash) {
   return fmt::format("{} key={} token={}\n", kMagic, key_hash,
@@ -46,21 +49,56 @@ CompletionLog::CompletionLog(int dir_fd, std::string key_hash, std::string token
       key_hash_(std::move(key_hash)),
       token_hash_(std::move(token_hash)),
       name_(file_name(key_hash_)) {
-  load();
+  open_locked();
+  if (file_) load();
+}
+
+CompletionLog::~CompletionLog() {
+  // Created only to be locked, and nothing added: nothing to leave behind. (Still locked here,
+  // so no other connection is using it.)
+  struct stat info {};
+  if (file_ && ::fstat(file_.get(), &info) == 0 && info.st_size == 0 && still_named(file_.get()))
+    ::unlinkat(dir_fd_, name_.c_str(), 0);
+}
+
+bool CompletionLog::still_named(int fd) const {
+  struct stat held {};
+  struct stat named {};
+  return ::fstat(fd, &held) == 0 &&
+         ::fstatat(dir_fd_, name_.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+         held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+void CompletionLog::open_locked() {
+  for (int attempt = 0; attempt < kMaxLockAttempts; ++attempt) {
+    Fd file(::openat(dir_fd_, name_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                     kLogMode));
+    // Best effort, as writing it is: without a log a lost OK only means the file is sent again.
+    if (!file) return;
+    if (::flock(file.get(), LOCK_EX | LOCK_NB) != 0) {
+      held_elsewhere_ = errno == EWOULDBLOCK;
+      return;
+    }
+    // Its holder may have removed it (DONE, or its end) between our open and our lock: a
+    // lock on a file without a name excludes no one.
+    if (still_named(file.get())) {
+      file_ = std::move(file);
+      return;
+    }
+  }
+  held_elsewhere_ = true;  // removed and made again under us each time: someone is busy with it
 }
 
 void CompletionLog::load() {
-  Fd file(::openat(dir_fd_, name_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!file) return;
   struct stat info {};
-  if (::fstat(file.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
+  if (::fstat(file_.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
       static_cast<std::uint64_t>(info.st_size) > kMaxLogBytes) {
     return;
   }
   std::string text(static_cast<std::size_t>(info.st_size), '\0');
   std::size_t got = 0;
   while (got < text.size()) {
-    ssize_t n = ::pread(file.get(), text.data() + got, text.size() - got, static_cast<off_t>(got));
+    ssize_t n = ::pread(file_.get(), text.data() + got, text.size() - got, static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<std::size_t>(n);
@@ -105,18 +143,17 @@ const CompletionLog::Entry* CompletionLog::find(const std::string& path) const {
 }
 
 void CompletionLog::add(const std::string& path, const Entry& entry) {
-  if (!file_) {
+  if (!file_) return;
+  if (!started_) {
+    started_ = true;
     // Appends to an earlier connection's log of the same batch; anything else starts anew.
     bool ours = !entries_.empty();
-    file_ = Fd(::openat(
-        dir_fd_, name_.c_str(),
-        O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC | (ours ? 0 : O_TRUNC), kLogMode));
-    if (!file_) return;
+    if (!ours && ::ftruncate(file_.get(), 0) != 0) return;
     std::string start =
         ours ? std::string(cut_short_ ? "\n" : "") : header_line(key_hash_, token_hash_);
     if (!write_all(file_.get(), start)) {
-      file_.reset();
-      ::unlinkat(dir_fd_, name_.c_str(), 0);
+      // Left empty, the destructor removes it; later adds write nothing.
+      if (!ours) (void)::ftruncate(file_.get(), 0);
       return;
     }
   }
@@ -125,9 +162,10 @@ void CompletionLog::add(const std::string& path, const Entry& entry) {
 }
 
 void CompletionLog::remove() {
-  file_.reset();
   entries_.clear();
-  ::unlinkat(dir_fd_, name_.c_str(), 0);
+  // Removed while still locked: a connection waiting for it finds the name gone or new.
+  if (file_ && still_named(file_.get())) ::unlinkat(dir_fd_, name_.c_str(), 0);
+  file_.reset();
 }
 
 }  // namespace mux

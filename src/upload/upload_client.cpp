@@ -33,6 +33,9 @@ namespace {
 
 constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+// ERR busy (an earlier run's connection of this batch still being saved) is waited out with or
+// without --retry, as often as this within --timeout: 1 s, 2 s, 4 s...
+constexpr std::uint64_t kMaxBusyWaits = 6;
 
 // Prints `note` (unless empty) and waits `delay` with SIGINT and SIGTERM held back from before
 // the note appears, so either ends the wait at once (and the command with 128+N) instead of
@@ -78,12 +81,19 @@ class RetryBudget {
 
   // After the transient failure `error`: prints the try's note and waits (1 s, doubling up to
   // 30 s), or throws the error, with "(gave up after N retries)" once any was made.
+  // `busy`: the server answered ERR busy, waited for kMaxBusyWaits times of its own.
   void wait_or_give_up(const std::runtime_error& error, const std::string& server,
-                       const std::string& interrupted = {}) {
+                       const std::string& interrupted = {}, bool busy = false) {
     auto now = std::chrono::steady_clock::now();
     if (!deadline_ && options_.timeout.count() > 0) deadline_ = now + options_.timeout;
     bool out_of_time = deadline_ && now >= *deadline_;
+    if (busy && busy_waits_ < kMaxBusyWaits && !out_of_time)
+      return wait_while_busy(error, server, interrupted);
     if (used_ >= options_.retry || out_of_time) {
+      if (used_ == 0 && busy_waits_ > 0) {
+        throw std::runtime_error(fmt::format("{} (gave up after waiting {} {})", error.what(),
+                                             busy_waits_, busy_waits_ == 1 ? "time" : "times"));
+      }
       if (used_ == 0) throw std::runtime_error(error.what());
       std::string why = out_of_time
                             ? fmt::format(": no progress for {:g} s",
@@ -112,8 +122,29 @@ class RetryBudget {
   void connected() noexcept { deadline_.reset(); }
 
  private:
+  void wait_while_busy(const std::runtime_error& error, const std::string& server,
+                       const std::string& interrupted) {
+    ++busy_waits_;
+    std::chrono::milliseconds delay = std::min(
+        kFirstRetryDelay * (1 << std::min<std::uint64_t>(busy_waits_ - 1, 5)), kMaxRetryDelay);
+    if (deadline_) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ -
+                                                               std::chrono::steady_clock::now());
+      delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
+                       std::chrono::milliseconds{1});
+    }
+    std::string note =
+        options_.common.quiet
+            ? std::string()
+            : fmt::format("{}; waiting for it to end: try {} of {} in {}", error.what(),
+                          busy_waits_, kMaxBusyWaits,
+                          format_duration(static_cast<double>(delay.count()) / 1000));
+    wait_unless_interrupted(delay, server, note, interrupted);
+  }
+
   const UploadClientOptions& options_;
   std::uint64_t used_ = 0;
+  std::uint64_t busy_waits_ = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
 
@@ -216,11 +247,13 @@ int run_batch_upload(const UploadClientOptions& options,
     sender.set_may_retry(options.retry > 0);
     if (retrying) sender.set_retrying();
     std::optional<std::string> dropped;
+    bool busy = false;
     try {
       (void)sender.run();
     } catch (const BatchSender::Dropped& error) {
-      if (options.retry == 0) throw;
+      if (options.retry == 0 && !error.busy()) throw;
       dropped = error.what();
+      busy = error.busy();
     }
     if (!retrying) result.skipped = sender.result().skipped;
     result.files += sender.result().files;
@@ -231,7 +264,7 @@ int run_batch_upload(const UploadClientOptions& options,
         fmt::format("{} of {} files confirmed; {}", result.skipped + result.files, tree.files,
                     key ? "run the same command again to resume"
                         : "files not confirmed are sent again by the next run");
-    budget.wait_or_give_up(std::runtime_error(*dropped), link.server, interrupted);
+    budget.wait_or_give_up(std::runtime_error(*dropped), link.server, interrupted, busy);
     link = connect_with_retry(options, budget, interrupted);
   }
   journal.remove();
@@ -321,9 +354,11 @@ int run_upload_client(const UploadClientOptions& options) {
     fmt::print(stderr, "a stream from {} cannot resume if it is interrupted\n",
                options.file == "-" ? "standard input" : options.file);
   }
-  // --retry: the same header, asking for the server's offer when the upload can resume.
+  // --retry: the same header, asking for the server's offer when the upload can resume. A
+  // resumable upload may also meet ERR busy (an earlier run's connection still saving it),
+  // which it waits out with or without --retry.
   std::optional<ClientRedial> redial;
-  if (options.retry > 0 && size) {
+  if ((options.retry > 0 || key) && size) {
     redial.emplace(options.common.host, client_port(options.link, options.common.port),
                    options.link);
     sender.set_retry(

@@ -320,6 +320,10 @@ bool transient_refusal(std::string_view reason) {
   return false;
 }
 
+bool busy_refusal(std::string_view reason) {
+  return reason.starts_with("busy:");
+}
+
 std::string printable_reply(std::string_view text) {
   std::string shown(text.substr(0, 300));
   std::replace_if(

@@ -184,5 +184,13 @@ std::optional<UploadReply> parse_reply_line(std::string_view line);
 // upload out (a resumable upload's data was kept). Everything else (disk full, too large,
 // unauthorized, a bad header or path) would be refused again.
 [[nodiscard]] bool transient_refusal(std::string_view reason);
+// ERR busy: an earlier connection of the same upload (its key) or batch (its batch-key) is
+// still being received or saved; it ends soon, so upload-client waits and tries again even
+// without --retry.
+inline constexpr std::string_view kUploadBusyReason =
+    "busy: this upload is in progress on another connection";
+inline constexpr std::string_view kBatchBusyReason =
+    "busy: this batch is in progress on another connection";
+[[nodiscard]] bool busy_refusal(std::string_view reason);
 
 }  // namespace mux

@@ -35,6 +35,9 @@ constexpr double kMinRateBurst = 1460;
 // --retry waits this long before the first new try, doubling up to the most.
 constexpr std::chrono::milliseconds kFirstRetryDelay{1000};
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+// ERR busy (an earlier connection of this upload is still being received or saved) is waited
+// out with or without --retry, as often as this within the stall timeout, 1 s, 2 s, 4 s...
+constexpr unsigned kMaxBusyWaits = 6;
 
 }  // namespace
 
@@ -99,26 +102,30 @@ void UploadSender::set_retry(unsigned count, const ClientRedial* redial, std::st
   if (redial_ != nullptr) connections_.handshake_timeout = redial_->timeout();
 }
 
-bool UploadSender::can_retry() const {
-  if (retries_ >= retry_limit_ || !source_.size || interrupted_by_ != 0) return false;
+bool UploadSender::can_retry(bool busy) const {
+  unsigned used = busy ? busy_waits_ : retries_;
+  unsigned limit = busy ? (redial_ != nullptr ? kMaxBusyWaits : 0) : retry_limit_;
+  if (used >= limit || !source_.size || interrupted_by_ != 0) return false;
   return !retry_deadline_ || EventLoop::Clock::now() < *retry_deadline_;
 }
 
 // The try failed for a reason the next may not meet: the connection goes (with a reset, so a
 // server still reading lets go of the upload at once), and a new one is made after a pause.
-void UploadSender::schedule_retry(std::string why) {
+void UploadSender::schedule_retry(std::string why, bool busy) {
   auto now = EventLoop::Clock::now();
   if (!retry_deadline_ && stall_timeout_.count() > 0) retry_deadline_ = now + stall_timeout_;
-  ++retries_;
+  unsigned tries = busy ? ++busy_waits_ : ++retries_;
   std::chrono::milliseconds delay =
-      std::min(kFirstRetryDelay * (1 << std::min(retries_ - 1, 5U)), kMaxRetryDelay);
+      std::min(kFirstRetryDelay * (1 << std::min(tries - 1, 5U)), kMaxRetryDelay);
   if (retry_deadline_) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(*retry_deadline_ - now);
     delay = std::max(std::min(delay, left - std::chrono::milliseconds{100}),
                      std::chrono::milliseconds{1});
   }
-  progress_.note(fmt::format("{}; retry {} of {} in {}", why, retries_, retry_limit_,
-                             format_duration(static_cast<double>(delay.count()) / 1000)));
+  std::string when = format_duration(static_cast<double>(delay.count()) / 1000);
+  progress_.note(busy ? fmt::format("{}; waiting for it to end: try {} of {} in {}", why, tries,
+                                    kMaxBusyWaits, when)
+                      : fmt::format("{}; retry {} of {} in {}", why, tries, retry_limit_, when));
   if (connection_) {
     connection_->abort("retrying");
     loop_.retire(std::move(connection_));
@@ -475,8 +482,13 @@ void UploadSender::check_reply(const std::string& line) {
     fail(fmt::format("{} sent something that is not a MUXUP/1 reply: \"{}\"", server_,
                      printable_reply(line)));
   } else if (!reply->ok) {
-    fail(fmt::format("{} refused the upload: {}", server_, printable_reply(reply->reason)),
-         transient_refusal(reply->reason));
+    std::string message =
+        fmt::format("{} refused the upload: {}", server_, printable_reply(reply->reason));
+    // An earlier run's connection still holds this upload (a fork-mode child still saving it,
+    // a checkpoint still being flushed): it ends soon, and then this one can go on.
+    if (busy_refusal(reply->reason) && !loop_.stopping() && can_retry(true))
+      return schedule_retry(std::move(message), true);
+    fail(std::move(message), transient_refusal(reply->reason));
   } else if (sending_ && source_.size) {
     fail(fmt::format("{} replied OK after {} of {} bytes", server_, total_sent(), *source_.size));
   } else if (sending_) {
@@ -514,7 +526,10 @@ void UploadSender::interrupt(int signo) {
 void UploadSender::fail(std::string message, bool transient) {
   if (loop_.stopping()) return;  // the first failure is the one worth telling
   if (transient && can_retry()) return schedule_retry(std::move(message));
-  if (transient && retries_ > 0) {
+  if (transient && retries_ == 0 && busy_waits_ > 0 && !can_retry()) {
+    message += fmt::format(" (gave up after waiting {} {})", busy_waits_,
+                           busy_waits_ == 1 ? "time" : "times");
+  } else if (transient && retries_ > 0) {
     // Why no further try: the count, or no progress for the stall timeout since the failure.
     std::string why = retries_ < retry_limit_
                           ? fmt::format(": no progress for {:g} s",

@@ -65,7 +65,8 @@ class UploadSender final : private Connection::Owner {
   // again through `redial`, at most `count` times, within the stall timeout of the failure; a
   // resumable upload (ResumeMode not off) then sends `retry_header` (it asks for the offer) and
   // continues where the server's checkpoint ends, any other from its start. Only a file of known
-  // size retries (a stream's bytes are gone once sent). `redial` must outlive run().
+  // size retries (a stream's bytes are gone once sent). `redial` must outlive run(). With a
+  // `redial`, an ERR busy is waited for even when `count` is 0 (see kMaxBusyWaits).
   void set_retry(unsigned count, const ClientRedial* redial, std::string retry_header);
 
   // Sends everything and waits for the reply. Returns only when the server confirmed the byte
@@ -79,8 +80,9 @@ class UploadSender final : private Connection::Owner {
   void on_writable() override { send_more(); }
   void on_ready() override { start_attempt(); }
   void start_attempt();
-  [[nodiscard]] bool can_retry() const;
-  void schedule_retry(std::string why);
+  // `busy`: for an ERR busy, which is waited for with or without --retry (its own count).
+  [[nodiscard]] bool can_retry(bool busy = false) const;
+  void schedule_retry(std::string why, bool busy = false);
   void redial();
   void on_redialed(Fd socket, std::string error);
   void send_more();
@@ -139,7 +141,8 @@ class UploadSender final : private Connection::Owner {
   int interrupted_by_ = 0;  // the signal that stopped the upload, if one did
   // --retry
   unsigned retry_limit_ = 0;
-  unsigned retries_ = 0;  // tries made after the first
+  unsigned retries_ = 0;     // tries made after the first
+  unsigned busy_waits_ = 0;  // of them, after ERR busy (not counted in retries_)
   const ClientRedial* redial_ = nullptr;
   std::string retry_header_;
   std::unique_ptr<Connector> connector_;

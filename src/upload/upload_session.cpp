@@ -262,6 +262,7 @@ void UploadSession::on_closed(std::string_view reason) {
       release_reservation();
       if (resumable_ && resume_started_) checkpoint(true);
       file_.reset();
+      resume_record_file_.reset();  // its lock with the data's (a job's copy keeps both)
       // While receiving, the server writes only RESUME and ACK lines: a write that failed met
       // the same broken connection a read would have, and is logged as one.
       std::string why(reason.empty() ? std::string_view("connection lost") : reason);
@@ -348,7 +349,7 @@ void UploadSession::start(const UploadStart& start) {
     acks_ = ack != nullptr && *ack == "1";
     const std::string* confirm = header.field(kConfirmField);
     confirm_ = confirm != nullptr && *confirm == "1";
-    if (batch_ && confirm_) open_completion_log(header);
+    if (batch_ && confirm_ && !open_completion_log(header)) return;
     asked_ = asks_resume_offer(header);
     if (!prepare_resume(header)) return;
     context_.logger.detail("{} header: {} bytes, name \"{}\"", client_label(),
@@ -374,17 +375,26 @@ void UploadSession::start(const UploadStart& start) {
 
 // A batch with batch-key= (and confirm=1): its saved files are logged until the client's DONE.
 // Every header of the batch names the same key: the log is opened (and an earlier connection's
-// read) once per connection.
-void UploadSession::open_completion_log(const UploadHeader& header) {
+// read) once per connection. False (answered ERR busy) while another connection holds it.
+bool UploadSession::open_completion_log(const UploadHeader& header) {
   const std::string* key = header.field(kBatchKeyField);
-  if (context_.output_dir == nullptr || key == nullptr || !valid_upload_key(*key)) return;
-  if (completion_log_ && *key == completion_log_key_) return;
+  if (context_.output_dir == nullptr || key == nullptr || !valid_upload_key(*key)) return true;
+  if (completion_log_ && *key == completion_log_key_) return true;
   const std::string* token = header.field("token");
   const AccessTokens* tokens = context_.limits.tokens;
   std::string token_hash =
       tokens != nullptr && tokens->required() && token != nullptr ? sha256_hex(*token) : "";
+  completion_log_.reset();  // another key's lock first
   completion_log_.emplace(context_.output_dir->fd(), sha256_hex(*key), std::move(token_hash));
   completion_log_key_ = *key;
+  if (!completion_log_->held_elsewhere()) return true;
+  // An earlier connection of the batch (the command killed and run again at once) may still be
+  // saving what it had buffered: reading the log now would miss those files and save them twice.
+  completion_log_.reset();
+  context_.logger.info("{} refused: an earlier connection of this batch is still being saved",
+                       client_label());
+  fail(std::string(kBatchBusyReason));
+  return false;
 }
 
 bool UploadSession::prepare_resume(const UploadHeader& header) {
@@ -583,14 +593,30 @@ bool UploadSession::open_storage() {
     fail(fmt::format("disk error: {}", error.code().message()));
     return false;
   }
-  return claim_partial();
+  if (!claim_partial()) return false;
+  // A commit of this upload that ended between the look above and the claim (the claim found
+  // its record gone and started afresh): offered whole after all, the empty claim let go.
+  if (asked_ && !batch_ && stored_ == 0) {
+    if (std::optional<ResumeRecord> done = context_.output_dir->find_completed(resume_record_)) {
+      if (std::optional<ContentHash> hash = ContentHash::restore(done->hash_state); hash) {
+        file_->discard_on_close();
+        file_.reset();
+        resume_record_file_.reset();
+        already_saved_as_ = done->saved_as;
+        already_saved_hash_ = hash->hex();
+        resume_offer_ = done->size;
+        stored_ = done->size;
+      }
+    }
+  }
+  return true;
 }
 
 bool UploadSession::claim_partial() {
   try {
     std::optional<ResumeClaim> claim = context_.output_dir->claim_resumable(resume_record_);
     if (!claim) {
-      fail("busy: this upload is in progress on another connection");
+      fail(std::string(kUploadBusyReason));
       return false;
     }
     file_.emplace(std::move(claim->file));
@@ -795,6 +821,8 @@ void UploadSession::sync_failed(int error) {
 }
 
 void UploadSession::on_committed(CommitResult result) {
+  // Locked until the commit wrote the completion record (see OutputDirectory::claim_resumable).
+  resume_record_file_.reset();
   if (!result.error.empty() && connection_lost_) {
     context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete (disk error: {})",
                          parser_.received(), client_label(), elapsed_seconds(), result.error);
@@ -889,6 +917,7 @@ void UploadSession::fail(const std::string& reason) {
     checkpoint(true);
   }
   file_.reset();  // removes the temporary file, before the log says the upload is over
+  resume_record_file_.reset();
   if (parser_.any_bytes()) {
     context_.logger.info("Received {} bytes from {} in {:.3f} s: incomplete ({})",
                          parser_.received(), client_label(), elapsed_seconds(), why);

@@ -202,7 +202,7 @@ class UploadSession final : private Connection::Owner, private GroupSync::Hooks 
   void read_done_line(std::string_view bytes);
   // Then (or at the end, a timeout, the server stopping: no DONE, the record stays) the close.
   void end_confirming();
-  void open_completion_log(const UploadHeader& header);
+  [[nodiscard]] bool open_completion_log(const UploadHeader& header);
   // This batch member as an earlier connection of the batch saved it; nullptr when not.
   [[nodiscard]] const CompletionLog::Entry* logged_member() const;
   void batch_confirmed();

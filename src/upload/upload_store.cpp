@@ -524,6 +524,15 @@ std::optional<std::string> read_small_file(int fd) {
   return text;
 }
 
+// `name` in `dir` is the file open as `fd` (not removed or replaced since it was opened).
+bool same_file(int dir, const std::string& name, int fd) {
+  struct stat held {};
+  struct stat named {};
+  return ::fstat(fd, &held) == 0 &&
+         ::fstatat(dir, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+         held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
 bool older_than(const struct stat& info, std::chrono::seconds age) {
   auto modified = std::chrono::system_clock::from_time_t(info.st_mtim.tv_sec);
   return std::chrono::system_clock::now() - modified > age;
@@ -585,7 +594,14 @@ std::optional<ResumeClaim> OutputDirectory::claim_resumable(const ResumeRecord& 
   std::string id = wanted.key_hash.substr(0, kResumeIdLength);
   std::string data_name = fmt::format("{}{}{}", kResumePrefix, id, kPartialSuffix);
   std::string record_name = fmt::format("{}{}{}", kResumePrefix, id, kRecordSuffix);
-  Fd data(::openat(dir_.get(), data_name.c_str(), kOpenResumeFlags, kFileMode));
+  // Made here, or an earlier connection's: only a file made here may be removed when busy.
+  bool made = false;
+  Fd data(::openat(dir_.get(), data_name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  if (!data && errno == ENOENT) {
+    data.reset(::openat(dir_.get(), data_name.c_str(), kOpenResumeFlags | O_EXCL, kFileMode));
+    made = static_cast<bool>(data);
+    if (!data && errno == EEXIST) return std::nullopt;  // another connection made it just now
+  }
   if (!data) throw_errno(errno, "open the partial upload");
   // Per open file: a second connection with the same key, in this process or another, waits.
   if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -594,6 +610,17 @@ std::optional<ResumeClaim> OutputDirectory::claim_resumable(const ResumeRecord& 
   }
   Fd record(::openat(dir_.get(), record_name.c_str(), kOpenResumeFlags, kFileMode));
   if (!record) throw_errno(errno, "open the partial upload's record");
+  // The record is locked by the connection that holds the data until that connection ends,
+  // after its commit: a commit that renamed the data away (so the data just made here is new)
+  // is still writing the completion record. And a record removed between the open and the lock
+  // (that commit just ended) is no record. Either way the next try finds the completion record.
+  bool locked = ::flock(record.get(), LOCK_EX | LOCK_NB) == 0;
+  if (!locked && errno != EWOULDBLOCK) throw_errno(errno, "lock the partial upload's record");
+  if (!locked || !same_file(dir_.get(), record_name, record.get())) {
+    if (made && same_file(dir_.get(), data_name, data.get()))
+      ::unlinkat(dir_.get(), data_name.c_str(), 0);
+    return std::nullopt;
+  }
   auto found = continue_from_record(data.get(), record.get(), wanted, keep_partial_);
   std::uint64_t offset = found ? found->first : 0;
   ContentHash hash = found ? std::move(found->second) : ContentHash();
@@ -652,9 +679,11 @@ std::size_t OutputDirectory::remove_expired_resumables() const {
       records.emplace_back(name);
       continue;
     }
-    if (name.ends_with(kCompletionSuffix)) {  // nobody holds one: its age is all that counts
+    if (name.ends_with(kCompletionSuffix)) {  // its age is all that counts
       struct stat info {};
-      if (::fstatat(dir_.get(), entry->d_name, &info, AT_SYMLINK_NOFOLLOW) == 0 &&
+      // A batch's log is locked while a connection of the batch adds to it.
+      Fd done(::openat(dir_.get(), entry->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (done && ::flock(done.get(), LOCK_EX | LOCK_NB) == 0 && ::fstat(done.get(), &info) == 0 &&
           older_than(info, keep_partial_)) {
         ::unlinkat(dir_.get(), entry->d_name, 0);  // not a partial: not counted
       }
@@ -682,7 +711,11 @@ std::size_t OutputDirectory::remove_expired_resumables() const {
     struct stat info {};
     if (::fstatat(dir_.get(), data_name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0 &&
         errno == ENOENT) {
-      ::unlinkat(dir_.get(), record_name.c_str(), 0);
+      // Not while a connection holds it: a commit renamed the data and is still writing the
+      // completion record (see claim_resumable).
+      Fd record(::openat(dir_.get(), record_name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+      if (record && ::flock(record.get(), LOCK_EX | LOCK_NB) == 0)
+        ::unlinkat(dir_.get(), record_name.c_str(), 0);
     }
   }
   return removed;

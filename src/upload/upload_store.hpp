@@ -180,8 +180,11 @@ class OutputDirectory {
   void set_keep_partial(std::chrono::seconds keep) noexcept { keep_partial_ = keep; }
   [[nodiscard]] std::chrono::seconds keep_partial() const noexcept { return keep_partial_; }
   // Claims the partial upload of upload key hash `wanted.key_hash` (".mux-resume-<id>.part" and
-  // its record ".mux-resume-<id>.rec"), creating it when there is none. The data is locked
-  // (flock) while the claim lives: nullopt when another connection holds it. The claim continues
+  // its record ".mux-resume-<id>.rec"), creating it when there is none. The data and the record
+  // are locked (flock) while the claim's descriptors live: nullopt when another connection holds
+  // either (the holder keeps the record locked through its commit, which renames the data away
+  // before it writes the completion record, so a new try never starts an empty partial beside a
+  // commit in progress). The claim continues
   // the record's checkpoint only when the record is intact, not expired and matches `wanted`
   // (size, name, key and token hashes); otherwise it starts at 0, replacing what was there (the
   // same key means the same uploader). Never reads the data: cuts it back to the checkpoint.
@@ -215,7 +218,7 @@ class OutputDirectory {
 // A resumable upload's partial data, held by one connection.
 struct ResumeClaim {
   PartialFile file;      // locked; kept when not committed
-  Fd record;             // the ResumeRecord file, rewritten at each checkpoint
+  Fd record;             // the ResumeRecord file, rewritten at each checkpoint; locked
   std::uint64_t offset;  // data kept from an earlier connection (0: starts over)
   ContentHash hash;      // of the first `offset` bytes
 };

@@ -224,10 +224,7 @@ class ResumeCase(muxtest.UploadCase):
         confirm=1) up to the server's OK, which is then never confirmed: what a client killed
         (or a link cut) after the commit and before it read the OK leaves. Returns the socket,
         still open."""
-        keys = os.listdir(os.path.join(self.state, "mux"))
-        self.assertEqual(len(keys), 1, keys)
-        with open(os.path.join(self.state, "mux", keys[0])) as f:
-            key = f.read().strip()
+        key = self.client_key()
         with open(path, "rb") as f:
             data = f.read()
         name = os.path.basename(path)
@@ -239,6 +236,50 @@ class ResumeCase(muxtest.UploadCase):
         sock.sendall(f"FROM {offset}\n".encode() + data[offset:])
         self.assertEqual(reader.line(TIMEOUT), f"OK {len(data)} {muxtest.xxh128(path)} confirm=1")
         return sock
+
+    def client_key(self):
+        """The upload key the client keeps for the one upload it left unfinished."""
+        keys = os.listdir(os.path.join(self.state, "mux"))
+        self.assertEqual(len(keys), 1, keys)
+        with open(os.path.join(self.state, "mux", keys[0])) as f:
+            return f.read().strip()
+
+    def test_a_rerun_while_an_earlier_connection_holds_the_upload_waits_for_it(self):
+        """ERR busy: an earlier connection of the same upload still holds its partial (a killed
+        run's fork-mode child still saving it, its last checkpoint still being flushed; here one
+        held open by hand with the client's key). The same command run now, without --retry,
+        waits for it and then resumes: no name.1, nothing hidden left."""
+        server = self.start_server()
+        path = self.make_file("held.bin", PART_WAY)
+        self.kill_client_part_way(server, path)
+        key = self.client_key()
+        with open(path, "rb") as f:
+            data = f.read()
+        holder = self.connect(server)
+        client = None
+        try:
+            holder.sendall(f"MUXUP/1 {len(data)} held.bin resume={key} resume-ask=1 "
+                           f"confirm=1\n".encode())
+            offset = int(muxtest.LineReader(holder).line(TIMEOUT).split()[1])
+            holder.sendall(f"FROM {offset}\n".encode() + data[offset:offset + 1000])
+            client = self.start_client(server, path)
+            seen = self.read_until(client.stdout, r"waiting for it to end: try 1 of 6 in 1 s\n")
+            holder.close()  # the earlier connection ends: its partial is the rerun's to continue
+            out, err = client.communicate(timeout=6 * TIMEOUT)
+        finally:
+            holder.close()
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.communicate()
+        self.assertRegex(seen, rf"^{self.host()}:{server.port} refused the upload: busy: this "
+                               r"upload is in progress on another connection; waiting for it to "
+                               r"end: try 1 of 6 in 1 s\n$")
+        self.assert_resumed((client.returncode, seen + out.decode(), err.decode()), path)
+        self.assertEqual(self.saved(), ["held.bin"])  # nothing hidden left
+        self.assertEqual(os.listdir(os.path.join(self.state, "mux")), [])
+
+    def host(self):
+        return "localhost" if self.TLS else muxtest.HOST
 
     def assert_already_there(self, server, path):
         """The same command again: the server offers all of the file (its completion record),

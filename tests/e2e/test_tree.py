@@ -37,6 +37,15 @@ def read_until(case, stream, pattern, timeout=3 * muxtest.DEFAULT_TIMEOUT):
     return seen.decode(errors="replace")
 
 
+def children_of(pid):
+    """The pids of `pid`'s children (a fork-mode server's connection children)."""
+    pids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            pids += [int(child) for child in f.read().split()]
+    return pids
+
+
 def setUpModule():
     test_tls.setUpModule()
 
@@ -318,6 +327,58 @@ class TreeTests(TreeCase):
         self.assert_same_tree(tree, saved)  # no s0042.1
         self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
 
+    def test_a_rerun_while_an_earlier_connection_holds_the_batch_waits_for_it(self):
+        """ERR busy for a batch: an earlier connection of the same batch (its batch-key) is still
+        being saved (a killed run's connection whose buffered files the single loop, or a
+        fork-mode child, still works through; here one held open by hand with the client's
+        key). The same command run now, without --retry, waits for it instead of reading the
+        batch's completion log before that connection is done with it, then goes on."""
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        self.write("tree/a-small", os.urandom(40_000))
+        self.write("tree/c-big.bin", os.urandom(6 * MIB))
+        self.write("tree/d-after", os.urandom(30_000))
+        client = subprocess.Popen(self.client_args(server, [tree], "--limit-rate", "3M"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        try:
+            self.wait_for_checkpoint(MIB)
+            self.wait_for_journal(confirmed=1)
+            logged = len(server.stdout_lines)
+        finally:
+            client.kill()
+            client.communicate(timeout=TIMEOUT)
+        server.wait_for_log(r"incomplete", start=logged)
+        muxtest.wait_until_unlocked(self.out, 3 * TIMEOUT)
+        directory = os.path.join(self.state, "mux")
+        keys = [name for name in os.listdir(directory) if not name.endswith(".files")]
+        self.assertEqual(len(keys), 1, keys)
+        with open(os.path.join(directory, keys[0])) as f:
+            key = f.read().strip()
+        holder = muxtest.connect(server.port)
+        rerun = None
+        try:
+            holder.sendall(f"MUXUP/1 5 tree/held batch=1 batch-key={key} confirm=1\nab".encode())
+            rerun = subprocess.Popen(self.client_args(server, [tree]), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=self.env())
+            seen = read_until(self, rerun.stdout, r"waiting for it to end: try 1 of 6 in 1 s\n")
+            holder.close()  # the earlier connection ends, its member incomplete
+            out, err = rerun.communicate(timeout=6 * TIMEOUT)
+        finally:
+            holder.close()
+            if rerun is not None and rerun.poll() is None:
+                rerun.kill()
+                rerun.communicate()
+        out = seen + out.decode()
+        self.assertEqual((rerun.returncode, err.decode()), (0, ""), out)
+        self.assertRegex(out, rf"(?m)^{muxtest.HOST}:{server.port} refused tree/c-big.bin: busy: "
+                              r"this batch is in progress on another connection; waiting for it "
+                              r"to end: try 1 of 6 in 1 s$")
+        self.assertIn("1 of 3 files were confirmed by an earlier run: not sent again", out)
+        self.assertRegex(out, r"(?m)^Resumed tree/c-big.bin at ")
+        self.assert_same_tree(tree, os.path.join(self.out, "tree"))
+        self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
+        self.assertEqual(os.listdir(directory), [])  # journal and key gone
+
     def journal_lines(self, kind):
         directory = os.path.join(self.state, "mux")
         lines = []
@@ -452,6 +513,73 @@ class ForkTlsTokenFullSyncTreeTests(TreeCase):
 
     def test_killed_while_replies_are_unread_the_same_command_saves_nothing_twice(self):
         TreeTests.test_killed_while_replies_are_unread_the_same_command_saves_nothing_twice(self)
+
+    def test_a_rerun_while_the_killed_runs_child_still_saves_waits_and_saves_nothing_twice(self):
+        """The same command run at once after a kill -9, while the fork-mode child of the killed
+        run still saves the files in its socket buffer (here: stopped meanwhile, as a child the
+        scheduler leaves behind on a loaded machine): the rerun reads ERR busy and waits for
+        that child, instead of reading the batch's completion log before the child is done with
+        it and saving those files a second time (as name.1)."""
+        server = self.start_server()
+        tree = os.path.join(self.src, "tree")
+        for n in range(1500):
+            self.write(f"tree/s{n:04d}", os.urandom(random.randint(1, 8) * 1024))
+        client = subprocess.Popen(self.client_args(server, [tree]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=self.env())
+        saved = os.path.join(self.out, "tree")
+        child = None
+        rerun = None
+        try:
+            deadline = time.monotonic() + 6 * TIMEOUT
+            while not (os.path.isdir(saved) and len(os.listdir(saved)) >= 20):
+                self.assertLess(time.monotonic(), deadline, "no 20 files saved")
+                self.assertIsNone(client.poll(), "the client ended before it could be stopped")
+                time.sleep(0.005)
+            # The client stops reading replies; the child goes on with what is buffered. Then
+            # the child is held too, with files still to save, and the client killed.
+            client.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 6 * TIMEOUT
+            while len(os.listdir(saved)) <= len(self.journal_lines("D ")):
+                self.assertLess(time.monotonic(), deadline, "no file saved past the journal")
+                time.sleep(0.02)
+            children = children_of(server.proc.pid)
+            self.assertEqual(len(children), 1, children)
+            child = children[0]
+            os.kill(child, signal.SIGSTOP)
+            client.kill()
+            client.communicate(timeout=TIMEOUT)
+            rerun = subprocess.Popen(self.client_args(server, [tree]), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=self.env())
+            # Either the rerun waits for the held child (ERR busy), or (as before the batch's
+            # log was locked) it goes on without it and ends first.
+            seen = b""
+            deadline = time.monotonic() + 6 * TIMEOUT
+            while b"waiting for it to end" not in seen and rerun.poll() is None:
+                self.assertLess(time.monotonic(), deadline, f"the rerun neither waited nor ended: "
+                                                            f"{seen!r}")
+                ready, _, _ = select.select([rerun.stdout], [], [], 0.1)
+                if ready:
+                    seen += os.read(rerun.stdout.fileno(), 65536)
+            os.kill(child, signal.SIGCONT)
+            child = None
+            out, err = rerun.communicate(timeout=6 * TIMEOUT)
+            out = seen.decode(errors="replace") + out.decode(errors="replace")
+        finally:
+            if child is not None:
+                os.kill(child, signal.SIGCONT)
+            for proc in (client, rerun):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+        self.assertEqual((rerun.returncode, err.decode()), (0, ""), out)
+        # The held child's end (it finds its client gone), then nothing of the batch is pending.
+        server.wait_for_log(r"\[Client 1\] \S+ (in .* s: incomplete|closed without sending|"
+                            r"sent \d+ file)", timeout=3 * TIMEOUT)
+        self.assert_same_tree(tree, saved)  # no s0042.1
+        self.assertEqual([n for n in os.listdir(self.out) if n.startswith(".")], [])
+        self.assertRegex(out, rf"(?m)^{self.host()}:{server.port} refused tree/s\d{{4}}: busy: this "
+                              r"batch is in progress on another connection; waiting for it to "
+                              r"end: try 1 of 6 in 1 s$")
 
     journal_lines = TreeTests.journal_lines
     wait_for_checkpoint = TreeTests.wait_for_checkpoint

@@ -240,25 +240,82 @@ TEST_CASE("resume: a batch's completion log is read back by the same key and tok
     log.add("d", {0, hash_of(""), "d"});
   }
   CHECK(temp.entries() == std::set<std::string>{mux::CompletionLog::file_name(key)});
-  mux::CompletionLog again(dir.fd(), key, "");
-  REQUIRE(again.find("a/b c") != nullptr);
-  CHECK(again.find("a/b c")->size == 5);
-  CHECK(again.find("a/b c")->hash == hash_of("hello"));
-  CHECK(again.find("a/b c")->saved_as == "a/b c.1");
-  CHECK(again.find("d") != nullptr);
+  {
+    mux::CompletionLog again(dir.fd(), key, "");
+    REQUIRE(again.find("a/b c") != nullptr);
+    CHECK(again.find("a/b c")->size == 5);
+    CHECK(again.find("a/b c")->hash == hash_of("hello"));
+    CHECK(again.find("a/b c")->saved_as == "a/b c.1");
+    CHECK(again.find("d") != nullptr);
+  }
   CHECK(mux::CompletionLog(dir.fd(), key, mux::sha256_hex("token")).find("d") == nullptr);
   // A line cut short by a crash is not read, and the next entry is not glued to it.
   int fd = ::openat(dir.fd(), mux::CompletionLog::file_name(key).c_str(), O_WRONLY | O_APPEND);
   REQUIRE(fd >= 0);
   REQUIRE(::write(fd, "7 abc", 5) == 5);
   ::close(fd);
-  mux::CompletionLog cut(dir.fd(), key, "");
-  cut.add("e", {1, hash_of("x"), "e"});
+  {
+    mux::CompletionLog cut(dir.fd(), key, "");
+    cut.add("e", {1, hash_of("x"), "e"});
+  }
   mux::CompletionLog read(dir.fd(), key, "");
   CHECK(read.find("e") != nullptr);
   CHECK(read.find("d") != nullptr);
   read.remove();
   CHECK(temp.entries().empty());
+}
+
+TEST_CASE("resume: a batch's completion log is held by one connection at a time") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  std::string key = mux::sha256_hex(kKey);
+  {
+    mux::CompletionLog first(dir.fd(), key, "");
+    CHECK_FALSE(first.held_elsewhere());
+    // The same batch again while the first connection may still save files: refused (ERR busy),
+    // without reading a log the first one is still adding to.
+    CHECK(mux::CompletionLog(dir.fd(), key, "").held_elsewhere());
+    CHECK_FALSE(mux::CompletionLog(dir.fd(), mux::sha256_hex("another key"), "").held_elsewhere());
+    first.add("a", {5, hash_of("hello"), "a"});
+  }
+  {
+    mux::CompletionLog second(dir.fd(), key, "");
+    CHECK_FALSE(second.held_elsewhere());
+    CHECK(second.find("a") != nullptr);  // what the first one saved
+    second.remove();                     // DONE: removed while still held
+    CHECK(temp.entries().empty());
+    CHECK_FALSE(mux::CompletionLog(dir.fd(), key, "").held_elsewhere());
+  }
+  // Made only to be locked, nothing added: nothing left behind.
+  { mux::CompletionLog idle(dir.fd(), key, ""); }
+  CHECK(temp.entries().empty());
+}
+
+TEST_CASE("resume: a new try meets ERR busy while a commit of the same upload names the file") {
+  mux::testing::TempDir temp;
+  mux::OutputDirectory dir(temp.path, mux::SyncMode::none);
+  mux::ResumeRecord wanted{5, "f.bin", mux::sha256_hex(kKey), "", 0, {}, {}};
+  std::optional<mux::ResumeClaim> claim = dir.claim_resumable(wanted);
+  REQUIRE(claim);
+  REQUIRE(claim->file.append("hello", 5) == 0);
+  mux::ContentHash hash;
+  hash.update("hello", 5);
+  mux::ResumeRecord done = wanted;
+  done.offset = 5;
+  done.hash_state = hash.save();
+  claim->file.set_completion(done);
+  // The commit's rename, before its completion record: the data's name is free again, but the
+  // connection still holds the record (its session keeps it until the commit ends).
+  std::string data_name;
+  for (const std::string& name : temp.entries())
+    if (name.ends_with(".part")) data_name = name;
+  REQUIRE(::renameat(dir.fd(), data_name.c_str(), dir.fd(), "f.bin") == 0);
+  CHECK_FALSE(dir.claim_resumable(wanted));  // busy, not a fresh empty partial beside the commit
+  CHECK(temp.entries().count(data_name) == 0);  // and the empty one it made is gone again
+  claim.reset();
+  std::optional<mux::ResumeClaim> after = dir.claim_resumable(wanted);
+  REQUIRE(after);
+  CHECK(after->offset == 0);
 }
 
 TEST_CASE("resume: OK carries confirm=1 only when asked, and headers ask with confirm=1") {
