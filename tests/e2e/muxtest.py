@@ -406,3 +406,24 @@ class UploadCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+def redis_client_ports(pid, redis_port):
+    """The local ports of process `pid`'s TCP connections to `redis_port` on loopback."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    with open(f"/proc/{pid}/net/tcp") as table:
+        next(table)
+        for row in table:
+            fields = row.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.split(":")[1], 16) == redis_port:
+                ports.append(int(local.split(":")[1], 16))
+    return ports

@@ -478,22 +478,8 @@ LOST_WITH_REDIS = "* {n} line{s} may have been missed: the room's history was lo
 
 def cut_links(redis, server):
     """Closes (CLIENT KILL) every connection of `server`'s process to `redis`: its command
-    connection and its subscription. Found through /proc: the process's sockets whose peer is
-    Redis's port."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{server.proc.pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{server.proc.pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    ports = []
-    with open("/proc/net/tcp") as table:
-        for row in table.readlines()[1:]:
-            columns = row.split()
-            if columns[9] in inodes and int(columns[2].split(":")[1], 16) == redis.port:
-                ports.append(int(columns[1].split(":")[1], 16))
+    connection and its subscription."""
+    ports = muxtest.redis_client_ports(server.proc.pid, redis.port)
     assert len(ports) == 2, ports  # commands and the subscription
     for port in ports:
         assert redis.command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}") == b":1", port

@@ -176,27 +176,6 @@ def command_calls(port, command):
     return int(re.match(r"calls=(\d+)", stats).group(1))
 
 
-def redis_client_ports(pid, redis_port):
-    """The local ports of process `pid`'s TCP connections to `redis_port` on loopback."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = []
-    with open(f"/proc/{pid}/net/tcp") as table:
-        next(table)
-        for row in table:
-            fields = row.split()
-            local, remote, inode = fields[1], fields[2], fields[9]
-            if inode in inodes and int(remote.split(":")[1], 16) == redis_port:
-                ports.append(int(local.split(":")[1], 16))
-    return ports
-
-
 @unittest.skipIf(REDIS_SERVER is None, "redis-server is not installed")
 class MemberListReReads(unittest.TestCase):
     """Issue 25: a lost link made every server re-read whole member lists (SMEMBERS) whatever
@@ -281,7 +260,7 @@ class MemberListReReads(unittest.TestCase):
         # One server's Redis connections killed: it reconnects having lost nothing.
         first = self.servers[0]
         since = len(first.stdout_lines)
-        ports = redis_client_ports(first.proc.pid, self.redis.port)
+        ports = muxtest.redis_client_ports(first.proc.pid, self.redis.port)
         self.assertEqual(len(ports), 2, ports)  # commands and the subscription
         for port in ports:
             self.redis.command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
